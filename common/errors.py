@@ -1,0 +1,54 @@
+"""The root of Ark's runtime errors. A user error carries its fix; the CLI prints it without a traceback."""
+
+from __future__ import annotations
+
+
+class ArkError(Exception):
+    """Root of every error Ark raises on purpose.
+
+    ``fix`` tells the operator what to do. The CLI prints ``<message>`` and ``fix: <fix>`` on one
+    or two lines and exits non-zero; it never shows a traceback for an ArkError.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str = "") -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(message if not fix else f"{message} (fix: {fix})")
+
+
+class ConfigError(ArkError):
+    """The configuration file is missing, malformed or inconsistent."""
+
+    exit_code = 2
+
+
+class KafkaUnavailable(ArkError):
+    """The Kafka cluster cannot be reached, or refused an operation."""
+
+    exit_code = 3
+
+
+class SourceError(ArkError):
+    """The source (primary) database is unreachable, misconfigured, or refused us."""
+
+    exit_code = 4
+
+
+class TargetError(ArkError):
+    """A standby database is unreachable, misconfigured, or refused us."""
+
+    exit_code = 5
+
+
+class PrerequisiteError(ArkError):
+    """A prerequisite of the source or a standby is not met (wal_level, keys, logging)."""
+
+    exit_code = 6
+
+
+class FencedError(ArkError):
+    """This process was fenced: a newer producer or epoch owns the group now."""
+
+    exit_code = 7

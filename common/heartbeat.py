@@ -1,0 +1,120 @@
+"""The heartbeat publisher: a background thread that sends the agent's state about once a second."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Producer
+
+from common.config import KafkaSettings
+from common.kafka import ensure_topic, make_producer
+from schemas import envelope
+from schemas.topics import heartbeat_topic
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SCHEMA = "heartbeat"
+#: Heartbeats are operational state, not history: keep one day.
+HEARTBEAT_RETENTION_MS = 24 * 3_600_000
+
+
+def _host_metrics() -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    try:
+        metrics["load1"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as fh:
+            metrics["rss_bytes"] = float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return metrics
+
+
+class HeartbeatPublisher:
+    """Publishes ``snapshot()`` (fields of the Heartbeat schema) every ``interval`` seconds.
+
+    Heartbeats are best effort: a broker outage delays them (librdkafka retries) and is logged, but it
+    never stops the agent. Call :meth:`beat_now` to publish an important state change at once.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group: str,
+        *,
+        agent: str,
+        name: str,
+        role: str,
+        snapshot: Callable[[], dict[str, Any]],
+        interval: float = 1.0,
+    ) -> None:
+        self._settings = settings
+        self._group = group
+        self._topic = heartbeat_topic(group)
+        self._static = {
+            "group": group, "agent": agent, "name": name, "host": socket.gethostname(),
+            "pid": os.getpid(), "role": role,
+        }
+        self._snapshot = snapshot
+        self._interval = interval
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._producer: Producer | None = None
+
+    def start(self) -> None:
+        """Create the topic if needed and start the background thread."""
+        ensure_topic(self._settings, self._topic, retention_ms=HEARTBEAT_RETENTION_MS)
+        self._producer = make_producer(self._settings, **{"linger.ms": 0, "message.timeout.ms": 30000})
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self._static['agent']}", daemon=True)
+        self._thread.start()
+
+    def beat_now(self) -> None:
+        """Publish at once instead of at the next tick."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Send a last heartbeat and stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._producer is not None:
+            self._producer.flush(3)
+
+    def record(self) -> dict[str, Any]:
+        """The heartbeat record as it would be sent now."""
+        rec: dict[str, Any] = {
+            "epoch": 0, "state": "running", "message": "", "source_position": "", "produced_offset": -1,
+            "applied_offset": -1, "applied_commit_time_us": 0, "lag_seconds": 0.0, "lag_entries": 0,
+            "delay_seconds": 0.0, "db_healthy": True,
+        }
+        rec.update(self._static)
+        snap = self._snapshot()
+        metrics = {**_host_metrics(), **snap.pop("metrics", {})}
+        rec.update(snap)
+        rec["metrics"] = {k: float(v) for k, v in metrics.items()}
+        rec["sent_at_us"] = time.time_ns() // 1000
+        return rec
+
+    def _run(self) -> None:
+        assert self._producer is not None
+        while True:
+            try:
+                env = envelope.encode(HEARTBEAT_SCHEMA, self.record(), epoch=0)
+                self._producer.produce(self._topic, env.value, headers=env.headers, key=str(self._static["name"]).encode())
+                self._producer.poll(0)
+            except Exception as exc:  # noqa: BLE001 - loop boundary: a heartbeat must never kill the agent
+                log.warning("heartbeat not sent: %s", exc)
+            if self._stop.is_set():
+                return
+            self._wake.wait(self._interval)
+            self._wake.clear()

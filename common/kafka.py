@@ -1,0 +1,249 @@
+"""Kafka plumbing for every agent: client factories, error translation, topics, delivery futures.
+
+All Kafka access of Ark goes through here, so that security settings, timeouts and the
+translation of librdkafka errors into :class:`~common.errors.KafkaUnavailable` (with a fix) live
+in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from common.config import KafkaSettings
+from common.errors import KafkaUnavailable
+
+log = logging.getLogger(__name__)
+
+_HOUR_MS = 3_600_000
+
+
+def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """librdkafka properties for ``settings``; SASL password resolved here, never logged."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "client.id": "ark"}
+    conf.update(settings.client)
+    if settings.sasl_username is not None and settings.sasl_password is not None:
+        conf["sasl.username"] = settings.sasl_username
+        conf["sasl.password"] = settings.sasl_password.resolve("kafka.sasl_password").get_secret_value()
+    conf.update(overrides)
+    return conf
+
+
+def _log_client_error(err: KafkaError) -> None:
+    # librdkafka reports transient broker outages here; they are retried internally.
+    log.warning("kafka: %s", err)
+
+
+def make_producer(settings: KafkaSettings, *, transactional_id: str | None = None, **overrides: Any) -> Producer:
+    """An idempotent producer (acks=all); transactional when ``transactional_id`` is given."""
+    conf = client_config(
+        settings,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": settings.compression,
+            "linger.ms": 5,
+            "message.max.bytes": 16_000_000,
+            "error_cb": _log_client_error,
+        },
+    )
+    if transactional_id is not None:
+        conf["transactional.id"] = transactional_id
+        conf["transaction.timeout.ms"] = 300_000
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def make_consumer(settings: KafkaSettings, *, group_id: str, **overrides: Any) -> Consumer:
+    """A read_committed consumer with auto-commit off; positions are Ark's to keep."""
+    conf = client_config(
+        settings,
+        **{
+            "group.id": group_id,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "queued.max.messages.kbytes": 65536,
+            "error_cb": _log_client_error,
+        },
+    )
+    conf.update(overrides)
+    return Consumer(conf)
+
+
+def make_admin(settings: KafkaSettings) -> AdminClient:
+    """An admin client for topic management."""
+    return AdminClient(client_config(settings, error_cb=_log_client_error))
+
+
+def unavailable(settings: KafkaSettings, exc: BaseException | str) -> KafkaUnavailable:
+    """Translate a client failure into KafkaUnavailable naming the bootstrap and the fix."""
+    return KafkaUnavailable(
+        f"Kafka at {settings.bootstrap} is unreachable or refused the request: {exc}",
+        fix="check kafka.bootstrap in the config and that the broker runs ('ark broker status')",
+    )
+
+
+def check_reachable(settings: KafkaSettings, timeout: float = 10.0) -> list[str]:
+    """List topics to prove the cluster answers; raise KafkaUnavailable otherwise."""
+    admin = make_admin(settings)
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(settings, exc.args[0] if exc.args else exc) from None
+    return sorted(meta.topics)
+
+
+def ensure_topic(
+    settings: KafkaSettings,
+    name: str,
+    *,
+    retention_ms: int | None = None,
+    partitions: int = 1,
+    extra: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> bool:
+    """Create ``name`` if missing (True when created). Retention -1 means keep forever."""
+    admin = make_admin(settings)
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(settings, exc.args[0] if exc.args else exc) from None
+    if name in meta.topics:
+        return False
+    config = {"min.insync.replicas": "1", "message.timestamp.type": "CreateTime", "max.message.bytes": "16000000"}
+    if retention_ms is not None:
+        config["retention.ms"] = str(retention_ms)
+    config.update(extra or {})
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=settings.replication_factor, config=config)
+    future = admin.create_topics([topic], operation_timeout=timeout)[name]
+    try:
+        future.result(timeout=timeout)
+    except KafkaException as exc:
+        err = exc.args[0]
+        if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise unavailable(settings, err) from None
+    log.info("created topic %s (retention.ms=%s)", name, retention_ms)
+    return True
+
+
+def retention_hours(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> float | None:
+    """The topic's retention.ms in hours (None = infinite or unknown)."""
+    admin = make_admin(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([resource])[resource].result(timeout=timeout)
+    except KafkaException:
+        return None
+    entry = configs.get("retention.ms")
+    if entry is None or entry.value is None or int(entry.value) < 0:
+        return None
+    return int(entry.value) / _HOUR_MS
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int = 0, timeout: float = 10.0) -> tuple[int, int]:
+    """(low, high) offsets; for read_committed consumers ``high`` is the last stable offset."""
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot read offsets of {topic}: {exc}", fix="check the broker") from None
+    return int(low), int(high)
+
+
+def read_range(
+    consumer: Consumer, topic: str, start: int, stop: int, *, partition: int = 0, timeout: float = 30.0
+) -> Iterator[Message]:
+    """Yield committed messages with ``start <= offset < stop`` (assigns the consumer)."""
+    if start >= stop:
+        return
+    consumer.assign([TopicPartition(topic, partition, start)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                return
+            raise KafkaUnavailable(f"reading {topic}: {msg.error()}", fix="check the broker")
+        offset = msg.offset()
+        if offset is None or offset >= stop:
+            return
+        yield msg
+        if offset + 1 >= stop:
+            return
+        deadline = time.monotonic() + timeout
+    raise KafkaUnavailable(f"timed out reading {topic} [{start}, {stop})", fix="check the broker")
+
+
+def last_messages(
+    settings: KafkaSettings, topic: str, *, count: int = 1, partition: int = 0, timeout: float = 30.0,
+    accept: Callable[[Message], bool] | None = None,
+) -> list[Message]:
+    """The last ``count`` committed messages of a partition (oldest first), scanning back as needed.
+
+    Transaction markers take offsets, so the search widens its window until it finds enough
+    messages (``accept`` filters which ones count) or reaches the start of the log.
+    """
+    consumer = make_consumer(settings, group_id="ark-inspect", **{"enable.partition.eof": True})
+    try:
+        low, high = watermarks(consumer, topic, partition, timeout)
+        window = max(count * 4, 16)
+        while True:
+            start = max(low, high - window)
+            found = [m for m in read_range(consumer, topic, start, high, partition=partition, timeout=timeout)
+                     if accept is None or accept(m)]
+            if len(found) >= count or start <= low:
+                return found[-count:] if count else []
+            window *= 8
+    finally:
+        consumer.close()
+
+
+def end_offset(settings: KafkaSettings, topic: str, partition: int = 0, timeout: float = 10.0) -> int:
+    """The read_committed end of a partition (the offset the next committed message will get or pass)."""
+    consumer = make_consumer(settings, group_id="ark-inspect")
+    try:
+        return watermarks(consumer, topic, partition, timeout)[1]
+    finally:
+        consumer.close()
+
+
+def offset_for_time(settings: KafkaSettings, topic: str, ts_ms: int, partition: int = 0, timeout: float = 10.0) -> int:
+    """The first offset whose timestamp is at or after ``ts_ms`` (the end offset if none)."""
+    consumer = make_consumer(settings, group_id="ark-inspect")
+    try:
+        found = consumer.offsets_for_times([TopicPartition(topic, partition, ts_ms)], timeout=timeout)
+        offset = found[0].offset
+        if offset is None or offset < 0:
+            return watermarks(consumer, topic, partition, timeout)[1]
+        return int(offset)
+    finally:
+        consumer.close()
+
+
+__all__ = [
+    "OFFSET_END",
+    "check_reachable",
+    "client_config",
+    "end_offset",
+    "ensure_topic",
+    "last_messages",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+    "offset_for_time",
+    "read_range",
+    "retention_hours",
+    "unavailable",
+    "watermarks",
+]

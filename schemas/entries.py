@@ -1,0 +1,209 @@
+"""Typed views of redo entries, and their conversion to and from the Avro records.
+
+Engine adapters produce these; the capture runner encodes them; the apply runner decodes them.
+Values are engine-neutral: ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, or
+:data:`UNCHANGED` for a column the source did not send (PostgreSQL's unchanged TOAST values).
+Decimals, dates, times and timestamps travel as their canonical text so no precision is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Final
+
+REDO_SCHEMA: Final = "redo_entry"
+
+
+class _UnchangedType(Enum):
+    UNCHANGED = "UNCHANGED"
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: Marks a column whose new value the source did not send (keep the standby's value).
+UNCHANGED: Final = _UnchangedType.UNCHANGED
+
+Value = None | bool | int | float | str | bytes | _UnchangedType
+
+
+class Op(str, Enum):
+    """Row operations."""
+
+    INSERT = "INSERT"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    TRUNCATE = "TRUNCATE"
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A source log position: readable ``text`` and an order-preserving binary ``key``.
+
+    Comparing ``key`` bytewise gives the source's commit order, whatever the engine
+    (PostgreSQL LSN, Oracle SCN, SQL Server LSN, binlog file and offset).
+    """
+
+    text: str
+    key: bytes
+
+    def __lt__(self, other: Position) -> bool:
+        return self.key < other.key
+
+    def __le__(self, other: Position) -> bool:
+        return self.key <= other.key
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a table, with its engine-neutral type."""
+
+    name: str
+    type: str
+    source_type: str
+    nullable: bool = True
+    key_position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TableMeta:
+    """The shape of a table at a source position."""
+
+    table: str
+    columns: tuple[Column, ...]
+    version: str
+    position: str = ""
+
+    @property
+    def key_columns(self) -> tuple[Column, ...]:
+        """Key columns in key order."""
+        return tuple(sorted((c for c in self.columns if c.key_position), key=lambda c: c.key_position))
+
+    @property
+    def key_indexes(self) -> tuple[int, ...]:
+        """Indexes (into ``columns``) of the key columns, in key order."""
+        order = {c.name: i for i, c in enumerate(self.columns)}
+        return tuple(order[c.name] for c in self.key_columns)
+
+
+@dataclass(slots=True)
+class RowChange:
+    """One row operation. ``values`` is the new image; ``old_key`` the key before the change."""
+
+    table: str
+    op: Op
+    values: list[Value] = field(default_factory=list)
+    old_key: list[Value] | None = None
+
+
+@dataclass(slots=True)
+class TxnChunk:
+    """A committed source transaction, or chunk ``chunk_index`` of one (``last`` carries the commit)."""
+
+    txn_id: str
+    commit: Position
+    commit_time_us: int
+    chunk_index: int
+    last: bool
+    changes: list[RowChange]
+
+
+@dataclass(frozen=True, slots=True)
+class EpochMarker:
+    """Starts a new reign on the redo topic."""
+
+    new_epoch: int
+    primary: str
+    position: str
+
+
+Body = TxnChunk | TableMeta | EpochMarker
+
+
+@dataclass(frozen=True, slots=True)
+class RedoEntry:
+    """One message of the redo topic."""
+
+    group: str
+    engine: str
+    epoch: int
+    body: Body
+
+
+_UNCHANGED_OUT: Final = ("ark.redo.Unchanged", {})
+
+
+def _value_out(value: Value) -> Any:
+    return _UNCHANGED_OUT if value is UNCHANGED else value
+
+
+def _value_in(value: Any) -> Value:
+    return UNCHANGED if isinstance(value, dict) else value
+
+
+def to_record(entry: RedoEntry) -> dict[str, Any]:
+    """The Avro record (dict) of ``entry`` for :func:`schemas.envelope.encode`."""
+    body = entry.body
+    record_body: Any
+    if isinstance(body, TxnChunk):
+        changes = []
+        for ch in body.changes:
+            values = [_value_out(v) for v in ch.values]
+            changes.append({"table": ch.table, "op": ch.op.value, "values": values, "old_key": ch.old_key})
+        record_body = ("ark.redo.Transaction", {
+            "txn_id": body.txn_id,
+            "commit_position": body.commit.text,
+            "commit_position_key": body.commit.key,
+            "commit_time_us": body.commit_time_us,
+            "chunk_index": body.chunk_index,
+            "last": body.last,
+            "row_count": len(body.changes),
+            "changes": changes,
+        })
+    elif isinstance(body, TableMeta):
+        record_body = ("ark.redo.TableMeta", {
+            "table": body.table,
+            "version": body.version,
+            "position": body.position,
+            "columns": [{"name": c.name, "type": c.type, "source_type": c.source_type,
+                         "nullable": c.nullable, "key_position": c.key_position} for c in body.columns],
+        })
+    else:
+        record_body = ("ark.redo.EpochMarker", {
+            "new_epoch": body.new_epoch, "primary": body.primary, "position": body.position})
+    return {"group": entry.group, "engine": entry.engine, "epoch": entry.epoch, "body": record_body}
+
+
+def from_record(record: dict[str, Any]) -> RedoEntry:
+    """The typed entry of a decoded Avro record (fastavro returns unions untagged)."""
+    body = record["body"]
+    parsed: Body
+    if "changes" in body:
+        changes = [
+            RowChange(
+                table=ch["table"],
+                op=Op(ch["op"]),
+                values=[_value_in(v) for v in ch["values"]],
+                old_key=ch["old_key"],
+            )
+            for ch in body["changes"]
+        ]
+        parsed = TxnChunk(
+            txn_id=body["txn_id"],
+            commit=Position(body["commit_position"], bytes(body["commit_position_key"])),
+            commit_time_us=body["commit_time_us"],
+            chunk_index=body["chunk_index"],
+            last=body["last"],
+            changes=changes,
+        )
+    elif "columns" in body:
+        parsed = TableMeta(
+            table=body["table"],
+            version=body["version"],
+            position=body["position"],
+            columns=tuple(Column(**c) for c in body["columns"]),
+        )
+    else:
+        parsed = EpochMarker(new_epoch=body["new_epoch"], primary=body["primary"], position=body["position"])
+    return RedoEntry(group=record["group"], engine=record["engine"], epoch=record["epoch"], body=parsed)

@@ -1,0 +1,166 @@
+"""The envelope codec: Avro payload, CRC-32C over the payload, and the headers every entry carries.
+
+Headers (all values ASCII):
+
+========== ================================================================
+ark-crc    CRC-32C of the payload bytes, 8 lowercase hex digits
+ark-schema fingerprint (CRC-64-AVRO, hex) of the writer schema
+ark-epoch  epoch of the primary that wrote the entry
+ark-pos    source position (LSN, SCN, binlog file:pos), may be empty
+ark-ts     source commit time, microseconds since the Unix epoch
+========== ================================================================
+
+The Kafka message timestamp is the commit time in milliseconds, so ``offsets_for_times`` finds a
+point in time. Kafka's own batch CRC covers broker storage only; this CRC covers the whole path from
+the producer's memory to the applier (ARCHITECTURE.md, "Why our own CRC").
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import crc32c as _crc32c
+from fastavro import schemaless_reader, schemaless_writer
+
+from schemas import registry
+from schemas.errors import CorruptEntry, InvalidChecksum, UnknownSchema
+
+H_CRC = "ark-crc"
+H_SCHEMA = "ark-schema"
+H_EPOCH = "ark-epoch"
+H_POSITION = "ark-pos"
+H_COMMIT_TS = "ark-ts"
+
+Headers = Sequence[tuple[str, bytes | str | None]]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A ready-to-produce Kafka message: value, headers and timestamp."""
+
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A verified, decoded entry and its provenance."""
+
+    schema: str
+    record: dict[str, Any]
+    epoch: int
+    source_position: str
+    commit_time_us: int
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``."""
+    return int(_crc32c.crc32c(data))
+
+
+def encode(
+    schema_name: str,
+    record: dict[str, Any],
+    *,
+    epoch: int = 0,
+    source_position: str = "",
+    commit_time_us: int | None = None,
+) -> Envelope:
+    """Serialize ``record`` with the current version of ``schema_name`` and wrap it in an envelope."""
+    schema = registry.current(schema_name)
+    buf = io.BytesIO()
+    schemaless_writer(buf, schema.parsed, record)
+    payload = buf.getvalue()
+    ts_us = commit_time_us if commit_time_us is not None else time.time_ns() // 1000
+    headers = [
+        (H_CRC, f"{crc32c(payload):08x}".encode()),
+        (H_SCHEMA, schema.fingerprint.encode()),
+        (H_EPOCH, str(epoch).encode()),
+        (H_POSITION, source_position.encode()),
+        (H_COMMIT_TS, str(ts_us).encode()),
+    ]
+    return Envelope(value=payload, headers=headers, timestamp_ms=ts_us // 1000)
+
+
+def header_map(headers: Iterable[tuple[str, bytes | str | None]] | None) -> dict[str, str]:
+    """Kafka headers as a str → str dict (the last value of a repeated key wins)."""
+    out: dict[str, str] = {}
+    for key, value in headers or ():
+        if value is None:
+            out[key] = ""
+        elif isinstance(value, bytes):
+            out[key] = value.decode("ascii", errors="replace")
+        else:
+            out[key] = value
+    return out
+
+
+def verify(
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes | str | None]] | None,
+    *,
+    topic: str = "?",
+    partition: int = -1,
+    offset: int = -1,
+) -> dict[str, str]:
+    """Check the CRC-32C of ``value`` against its header; return the headers as a dict.
+
+    Raises :class:`InvalidChecksum` or :class:`CorruptEntry` naming topic, partition and offset.
+    """
+    hmap = header_map(headers)
+    where = {"topic": topic, "partition": partition, "offset": offset, "source_position": hmap.get(H_POSITION, "")}
+    if value is None:
+        raise CorruptEntry("message has no value", **where)
+    if H_CRC not in hmap or H_SCHEMA not in hmap:
+        raise CorruptEntry("missing ark-crc or ark-schema header (not an Ark entry?)", **where)
+    try:
+        expected = int(hmap[H_CRC], 16)
+    except ValueError:
+        raise CorruptEntry(f"unreadable ark-crc header {hmap[H_CRC]!r}", **where) from None
+    actual = crc32c(value)
+    if actual != expected:
+        raise InvalidChecksum(f"CRC-32C is {actual:08x}, header says {expected:08x}", **where)
+    return hmap
+
+
+def decode(
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes | str | None]] | None,
+    *,
+    topic: str = "?",
+    partition: int = -1,
+    offset: int = -1,
+    expect: str | None = None,
+) -> Decoded:
+    """Verify and decode one entry; the reader schema is this build's current version of its name."""
+    hmap = verify(value, headers, topic=topic, partition=partition, offset=offset)
+    assert value is not None  # verify() raised otherwise
+    where = {"topic": topic, "partition": partition, "offset": offset, "source_position": hmap.get(H_POSITION, "")}
+    try:
+        writer = registry.by_fingerprint(hmap[H_SCHEMA])
+    except UnknownSchema as exc:
+        raise CorruptEntry(str(exc), **where) from None
+    if expect is not None and writer.name != expect:
+        raise CorruptEntry(f"expected a {expect} entry, found {writer.name}", **where)
+    reader = registry.current(writer.name)
+    try:
+        record = schemaless_reader(io.BytesIO(value), writer.parsed, reader.parsed)
+    except Exception as exc:  # noqa: BLE001 - any Avro failure means the bytes are bad
+        raise CorruptEntry(f"undecodable Avro payload: {exc}", **where) from None
+    try:
+        epoch = int(hmap.get(H_EPOCH, "0") or 0)
+        commit_ts = int(hmap.get(H_COMMIT_TS, "0") or 0)
+    except ValueError:
+        raise CorruptEntry("unreadable ark-epoch or ark-ts header", **where) from None
+    return Decoded(
+        schema=writer.name,
+        record=dict(record),  # type: ignore[arg-type]
+        epoch=epoch,
+        source_position=hmap.get(H_POSITION, ""),
+        commit_time_us=commit_ts,
+    )
