@@ -107,6 +107,7 @@ class TxnChunk:
     chunk_index: int
     last: bool
     changes: list[RowChange]
+    first_row: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ def to_record(entry: RedoEntry) -> dict[str, Any]:
             "commit_time_us": body.commit_time_us,
             "chunk_index": body.chunk_index,
             "last": body.last,
+            "first_row": body.first_row,
             "row_count": len(body.changes),
             "changes": changes,
         })
@@ -196,6 +198,7 @@ def from_record(record: dict[str, Any]) -> RedoEntry:
             chunk_index=body["chunk_index"],
             last=body["last"],
             changes=changes,
+            first_row=body["first_row"],
         )
     elif "columns" in body:
         parsed = TableMeta(

@@ -1,0 +1,112 @@
+"""The apply interface: one standby database, written only by the applier.
+
+Each engine has an :class:`Applier` dialect; the apply runner (:mod:`consumers.runner`) is
+engine-neutral: it reads the redo topic, checks CRCs, gates on the delay, groups transactions and
+decides when to commit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from schemas.entries import RowChange, TableMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A prerequisite of the standby that is not met, with its fix."""
+
+    what: str
+    fix: str
+    fatal: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyState:
+    """Where a standby stands, stored in the standby inside the same transaction as the data.
+
+    ``next_offset`` is the first redo offset not yet applied. ``position_key`` is the commit position
+    of the last applied source transaction; entries at or below it are skipped (exactly once, and
+    the initial-sync floor). Kafka consumer-group offsets are informational only.
+    """
+
+    group: str
+    standby: str
+    topic: str
+    partition: int
+    next_offset: int
+    position: str
+    position_key: bytes
+    epoch: int
+    commit_time_us: int
+    applied_at_us: int
+    #: Source transactions applied since the state row was created (for reports).
+    applied_txns: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Applier(ABC):
+    """A standby database.
+
+    Guarantees an implementation must give:
+
+    * **One transaction.** Everything between :meth:`begin` and :meth:`commit` — table shapes, rows,
+      and the state row of :meth:`save_state` — commits or rolls back together.
+    * **Order kept.** :meth:`apply_rows` applies the changes in the order given; a set-based path
+      may reorder only changes that cannot affect each other (different keys).
+    * **Exact.** An UPDATE or DELETE that finds no row, or an INSERT that hits an existing key, raises
+      :class:`consumers.errors.DataApplyError` naming table, key and transaction: nothing is
+      skipped silently. Lost connections, deadlocks and serialization failures raise
+      :class:`consumers.errors.TransientApplyError` after rolling back.
+    * **Read-only for others.** After :meth:`prepare`, sessions other than the applier's cannot
+      write to the standby by accident; queries keep working.
+    """
+
+    engine: str = "?"
+
+    @abstractmethod
+    def check_prerequisites(self) -> list[Problem]:
+        """What is missing on the standby (privileges, version), each with its fix."""
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Create Ark's state tables and make the standby read-only for everyone else."""
+
+    @abstractmethod
+    def load_state(self, group: str, standby: str) -> ApplyState | None:
+        """The saved state, or None when this standby was never synced."""
+
+    @abstractmethod
+    def load_table_metas(self, group: str) -> dict[str, TableMeta]:
+        """Table shapes as of the saved state (stored with it)."""
+
+    @abstractmethod
+    def begin(self) -> None:
+        """Open the target transaction."""
+
+    @abstractmethod
+    def apply_table_meta(self, group: str, meta: TableMeta, previous: TableMeta | None) -> None:
+        """Create or adapt the table to ``meta`` (same transaction), and remember the shape."""
+
+    @abstractmethod
+    def apply_rows(self, metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn_id: str,
+                   position: str) -> None:
+        """Apply changes of one source transaction (or one chunk of it), in order."""
+
+    @abstractmethod
+    def save_state(self, state: ApplyState) -> None:
+        """Write the state row (same transaction)."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Commit the target transaction."""
+
+    @abstractmethod
+    def rollback(self) -> None:
+        """Roll back the target transaction. Safe when none is open."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection. Safe to call twice."""

@@ -1,0 +1,101 @@
+"""The capture interface: one source database's transaction log, read as committed transactions.
+
+Each engine adapter (PostgreSQL logical decoding, MariaDB binlog, Oracle LogMiner, SQL Server CDC)
+implements :class:`LogCapture`. The capture runner (:mod:`producers.runner`) is engine-neutral: it
+turns the event stream into Kafka transactions and decides when the source may forget its log.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from schemas.entries import Position, RowChange, TableMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A prerequisite that is not met, with the command or setting that fixes it."""
+
+    what: str
+    fix: str
+    fatal: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TxnBegin:
+    """A committed transaction starts. ``commit`` is the position of its commit record."""
+
+    txn_id: str
+    commit: Position
+    commit_time_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnEnd:
+    """The transaction that began last is complete.
+
+    ``confirm`` is the position to hand to :meth:`LogCapture.confirm` once this transaction is
+    durably in Kafka (for PostgreSQL, the commit record's end LSN).
+    """
+
+    commit: Position
+    confirm: Position
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Nothing to read right now; ``position`` is where the log stands (may be confirmed when
+    nothing is pending, so that an idle source does not retain its log forever)."""
+
+    position: Position | None
+
+
+CaptureEvent = TxnBegin | RowChange | TableMeta | TxnEnd | Idle
+
+
+class LogCapture(ABC):
+    """A source database's log, read in commit order.
+
+    Guarantees an implementation must give:
+
+    * **Committed only, in commit order.** :meth:`stream` yields ``TxnBegin``, its ``RowChange``
+      events and ``TableMeta`` events (before the first row that uses a new or changed shape), then
+      ``TxnEnd``. Transactions never interleave, and commit positions strictly increase.
+    * **Nothing forgotten before it is safe.** The source keeps its log (slot, archived logs, CDC
+      tables) from the last position passed to :meth:`confirm`; the runner confirms a position only
+      after the Kafka transaction holding it has committed.
+    * **Resumable.** ``stream(resume_after=p)`` never yields a transaction whose commit position is
+      ``<= p`` ... except when the source cannot tell, in which case the runner skips them by
+      comparing commit positions with what Kafka already holds.
+    * **Gaps are errors.** If the source can no longer supply everything after ``resume_after``
+      (slot recreated, log purged), :meth:`stream` raises :class:`producers.errors.SlotGapError`.
+    * **Bounded memory.** Rows are yielded as they are decoded; a transaction is never held whole.
+    """
+
+    engine: str = "?"
+
+    @abstractmethod
+    def check_prerequisites(self) -> list[Problem]:
+        """What is missing on the source for capture to be safe (each with its fix)."""
+
+    @abstractmethod
+    def ensure_setup(self) -> None:
+        """Create what capture needs on the source (slot, publication, supplemental logging)."""
+
+    @abstractmethod
+    def parse_position(self, text: str) -> Position:
+        """The Position of its text form, as written in entries and state tables."""
+
+    @abstractmethod
+    def stream(self, resume_after: Position | None) -> Iterator[CaptureEvent]:
+        """Yield capture events from just after ``resume_after`` (or from the slot's start)."""
+
+    @abstractmethod
+    def confirm(self, position: Position) -> None:
+        """Let the source discard its log up to ``position`` (already durable in Kafka)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""

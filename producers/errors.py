@@ -1,0 +1,25 @@
+"""Errors of the capture side."""
+
+from __future__ import annotations
+
+from common.errors import ArkError, SourceError
+
+
+class CaptureError(ArkError):
+    """Root of capture failures that are not plain source connectivity problems."""
+
+
+class SlotGapError(CaptureError):
+    """The source can no longer give us what Kafka does not yet hold (slot recreated, log purged).
+
+    Capture refuses to continue: resuming would silently lose transactions.
+    """
+
+    exit_code = 8
+
+
+class UnsupportedChange(CaptureError):
+    """The log holds a change the adapter cannot express as an entry."""
+
+
+__all__ = ["CaptureError", "SlotGapError", "SourceError", "UnsupportedChange"]
