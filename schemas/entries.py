@@ -108,6 +108,13 @@ class TxnChunk:
     last: bool
     changes: list[RowChange]
     first_row: int = 0
+    #: On the last chunk: the position the source may forget up to once this entry is durable.
+    confirm: str = ""
+
+    @property
+    def is_checkpoint(self) -> bool:
+        """An empty entry that only records the progress of an idle source."""
+        return self.txn_id == "" and not self.changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +166,7 @@ def to_record(entry: RedoEntry) -> dict[str, Any]:
             "commit_time_us": body.commit_time_us,
             "chunk_index": body.chunk_index,
             "last": body.last,
+            "confirm_position": body.confirm,
             "first_row": body.first_row,
             "row_count": len(body.changes),
             "changes": changes,
@@ -199,6 +207,7 @@ def from_record(record: dict[str, Any]) -> RedoEntry:
             last=body["last"],
             changes=changes,
             first_row=body["first_row"],
+            confirm=body["confirm_position"],
         )
     elif "columns" in body:
         parsed = TableMeta(

@@ -1,0 +1,137 @@
+"""The control topic: operator intents and controller decisions, and the settings derived from them.
+
+The CLI and the console only *write intents* here; agents read the topic and carry them out
+(ARCHITECTURE.md). Settings such as a standby's delay are derived by replaying the topic, so a
+restarted agent picks up the last word of the operator.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from common.config import KafkaSettings
+from common.errors import KafkaUnavailable
+from common.kafka import ensure_topic, make_consumer, make_producer, unavailable
+from schemas import envelope
+from schemas.errors import CorruptEntry
+from schemas.topics import control_topic
+
+log = logging.getLogger(__name__)
+
+CONTROL_SCHEMA = "control"
+
+# Intent kinds understood today.
+SET_DELAY = "set-delay"
+PAUSE = "pause"
+RESUME = "resume"
+
+
+@dataclass(frozen=True)
+class ControlRecord:
+    """One decoded record of the control topic."""
+
+    offset: int
+    kind: str
+    target: str
+    args: dict[str, str]
+    issued_by: str
+    issued_at_us: int
+    request_id: str
+
+
+def publish_intent(settings: KafkaSettings, group: str, kind: str, target: str = "", **args: Any) -> str:
+    """Write one intent and wait until Kafka has it. Returns the request id."""
+    topic = control_topic(group)
+    ensure_topic(settings, topic, retention_ms=-1)
+    request_id = uuid.uuid4().hex
+    record = {
+        "group": group, "kind": kind, "target": target, "args": {k: str(v) for k, v in args.items()},
+        "issued_by": f"{getpass.getuser()}@{socket.gethostname()}", "issued_at_us": time.time_ns() // 1000,
+        "request_id": request_id,
+    }
+    env = envelope.encode(CONTROL_SCHEMA, record)
+    producer = make_producer(settings, **{"message.timeout.ms": 15000})
+    errors: list[KafkaError] = []
+    producer.produce(topic, env.value, headers=env.headers, on_delivery=lambda err, _m: err and errors.append(err))
+    remaining = producer.flush(20)
+    if remaining or errors:
+        raise unavailable(settings, errors[0] if errors else "control record not delivered in 20 s")
+    return request_id
+
+
+class ControlReader:
+    """Follows the control topic from the beginning; call :meth:`poll` regularly (non-blocking)."""
+
+    def __init__(self, settings: KafkaSettings, group: str) -> None:
+        self._topic = control_topic(group)
+        ensure_topic(settings, self._topic, retention_ms=-1)
+        self._consumer = make_consumer(settings, group_id=f"ark-control-{uuid.uuid4().hex[:8]}")
+        self._consumer.assign([TopicPartition(self._topic, 0, 0)])
+
+    def poll(self, max_records: int = 500) -> list[ControlRecord]:
+        """Records that arrived since the last call (possibly none)."""
+        out: list[ControlRecord] = []
+        for msg in self._consumer.consume(num_messages=max_records, timeout=0):
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("control topic: %s", msg.error())
+                continue
+            try:
+                dec = envelope.decode(msg.value(), msg.headers(), topic=self._topic, partition=msg.partition(),
+                                      offset=msg.offset(), expect=CONTROL_SCHEMA)
+            except CorruptEntry as exc:
+                log.error("ignoring unreadable control record: %s", exc)
+                continue
+            rec = dec.record
+            out.append(ControlRecord(offset=msg.offset(), kind=rec["kind"], target=rec["target"],
+                                     args=dict(rec["args"]), issued_by=rec["issued_by"],
+                                     issued_at_us=rec["issued_at_us"], request_id=rec["request_id"]))
+        return out
+
+    def replay(self, timeout: float = 10.0) -> list[ControlRecord]:
+        """Everything up to the current end of the topic (used at start-up)."""
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, 0), timeout=timeout, cached=False)
+        out: list[ControlRecord] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = self.poll()
+            out.extend(batch)
+            position = self._consumer.position([TopicPartition(self._topic, 0)])[0].offset
+            if position is not None and position >= high:
+                return out
+            if not batch:
+                time.sleep(0.05)
+        if high > low and not out:
+            raise KafkaUnavailable(f"could not replay {self._topic} in {timeout:g} s", fix="check the broker")
+        return out
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self._consumer.close()
+
+
+def current_delay(records: Iterable[ControlRecord], standby: str, default: float) -> float:
+    """The delay in force for ``standby`` after ``records`` (the last set-delay for it, or for all)."""
+    delay = default
+    for rec in records:
+        if rec.kind == SET_DELAY and rec.target in ("", standby):
+            delay = float(rec.args["seconds"])
+    return delay
+
+
+def is_paused(records: Iterable[ControlRecord], standby: str, default: bool = False) -> bool:
+    """Whether the last pause/resume intent for ``standby`` (or all) was a pause."""
+    paused = default
+    for rec in records:
+        if rec.kind in (PAUSE, RESUME) and rec.target in ("", standby):
+            paused = rec.kind == PAUSE
+    return paused
