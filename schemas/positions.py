@@ -1,0 +1,49 @@
+"""Source positions per engine, and their order-preserving binary keys (part of the wire contract).
+
+Bytewise comparison of keys gives commit order within one engine. Keys are fixed-width big-endian
+so that any two positions of the same engine compare correctly.
+"""
+
+from __future__ import annotations
+
+from schemas.entries import Position
+
+
+def pg_lsn(value: int | str) -> Position:
+    """A PostgreSQL LSN, from its integer or its ``X/Y`` text form."""
+    if isinstance(value, str):
+        try:
+            hi, lo = value.split("/")
+            number = (int(hi, 16) << 32) | int(lo, 16)
+        except ValueError:
+            raise ValueError(f"not a PostgreSQL LSN: {value!r} (expected X/Y in hex)") from None
+    else:
+        number = value
+    if not 0 <= number < 1 << 64:
+        raise ValueError(f"LSN out of range: {number}")
+    return Position(text=f"{number >> 32:X}/{number & 0xFFFFFFFF:X}", key=number.to_bytes(8, "big"))
+
+
+def pg_lsn_int(position: Position) -> int:
+    """The integer LSN of a PostgreSQL position."""
+    return int.from_bytes(position.key, "big")
+
+
+def oracle_scn(scn: int) -> Position:
+    """An Oracle SCN (up to 2^64)."""
+    return Position(text=f"scn:{scn}", key=scn.to_bytes(8, "big"))
+
+
+def mssql_lsn(lsn: bytes) -> Position:
+    """A SQL Server LSN (the 10-byte binary(10) of the CDC functions)."""
+    if len(lsn) != 10:
+        raise ValueError(f"SQL Server LSNs are 10 bytes, got {len(lsn)}")
+    return Position(text="0x" + lsn.hex().upper(), key=bytes(lsn))
+
+
+def binlog_position(file: str, offset: int) -> Position:
+    """A MariaDB/MySQL binlog position: file sequence number then byte offset."""
+    stem, _, seq = file.rpartition(".")
+    if not stem or not seq.isdigit():
+        raise ValueError(f"not a binlog file name: {file!r}")
+    return Position(text=f"{file}:{offset}", key=int(seq).to_bytes(4, "big") + offset.to_bytes(8, "big"))
