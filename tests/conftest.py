@@ -1,0 +1,165 @@
+"""Session fixtures: one real Kafka broker and private PostgreSQL instances, started on free ports.
+
+- ``kafka_bootstrap``: ``$ARK_TEST_KAFKA`` when set, else a local KRaft broker started for the session.
+- ``kafka_broker``: that local :class:`deploy.kafka.KafkaBroker` (tests that kill or pause the broker
+  use it; they are skipped when ``ARK_TEST_KAFKA`` names an external cluster).
+- ``pg_factory``: creates, starts and finally stops :class:`deploy.postgres.PgInstance` objects.
+- ``pg_primary`` / ``pg_standby``: two session instances; ``fresh_db`` makes a uniquely named
+  database on both for one test.
+- ``unique_group``: a unique replication group name per test.
+
+Everything lives under ``/tmp/ark-test-<pid>``; set ``ARK_KEEP_TMP=1`` to keep it after the run.
+Tests under tests/integration and tests/faults are marked ``integration`` (and ``fault`` for the latter).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.kafka import KafkaBroker
+from deploy.ports import free_port
+from deploy.postgres import PgInstance
+
+PgFactory = Callable[..., PgInstance]
+
+_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark everything under tests/integration and tests/faults as ``integration``; faults also ``fault``."""
+    integration, faults = _TESTS / "integration", _TESTS / "faults"
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.is_relative_to(integration) or path.is_relative_to(faults):
+            item.add_marker(pytest.mark.integration)
+        if path.is_relative_to(faults):
+            item.add_marker(pytest.mark.fault)
+
+
+@pytest.fixture(scope="session")
+def ark_tmp() -> Iterator[Path]:
+    """The session's scratch directory ``/tmp/ark-test-<pid>`` (readable by the postgres OS user)."""
+    root = Path(f"/tmp/ark-test-{os.getpid()}")
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    yield root
+    if not os.environ.get("ARK_KEEP_TMP"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _local_kafka(ark_tmp: Path) -> Iterator[KafkaBroker | None]:
+    """Start a local broker for the session unless ARK_TEST_KAFKA names an external one."""
+    if os.environ.get("ARK_TEST_KAFKA"):
+        yield None
+        return
+    broker = KafkaBroker(ark_tmp / "kafka", free_port(), free_port())
+    broker.start(timeout=120)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_local_kafka: KafkaBroker | None) -> str:
+    """Bootstrap servers of the test Kafka cluster."""
+    if _local_kafka is None:
+        return os.environ["ARK_TEST_KAFKA"]
+    return _local_kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(_local_kafka: KafkaBroker | None) -> KafkaBroker:
+    """The local broker object, for tests that kill, pause or restart it."""
+    if _local_kafka is None:
+        pytest.skip("ARK_TEST_KAFKA names an external cluster: broker fault tests need the local broker")
+    return _local_kafka
+
+
+@pytest.fixture(scope="session")
+def pg_factory(ark_tmp: Path) -> Iterator[PgFactory]:
+    """Return ``make(name=None, extra_conf=None, password=None, start=True) -> PgInstance``.
+
+    Each instance gets its own data directory under the session dir and a free port; all are stopped
+    at the end of the session.
+    """
+    made: list[PgInstance] = []
+
+    def make(name: str | None = None, extra_conf: dict[str, str | int | bool] | None = None,
+             password: str | None = None, start: bool = True) -> PgInstance:
+        label = name or f"pg{len(made)}"
+        inst = PgInstance(ark_tmp / "pg" / f"{label}-{uuid.uuid4().hex[:6]}", free_port())
+        inst.datadir.parent.mkdir(parents=True, exist_ok=True)
+        inst.datadir.parent.chmod(0o755)
+        made.append(inst)
+        inst.init(extra_conf=extra_conf, password=password)
+        if start:
+            inst.start()
+        return inst
+
+    yield make
+    for inst in made:
+        try:  # stop() resumes a paused instance first
+            inst.stop(mode="immediate")
+        except RuntimeError:
+            inst.kill9()
+
+
+@pytest.fixture(scope="session")
+def pg_primary(pg_factory: PgFactory) -> PgInstance:
+    """A session-wide PostgreSQL 15 instance with wal_level=logical, playing the primary."""
+    return pg_factory("primary")
+
+
+@pytest.fixture(scope="session")
+def pg_standby(pg_factory: PgFactory) -> PgInstance:
+    """A session-wide PostgreSQL 15 instance, playing the standby."""
+    return pg_factory("standby")
+
+
+@dataclass(frozen=True)
+class FreshDb:
+    """A database of the same unique name on the primary and on the standby."""
+
+    name: str
+    primary: PgInstance
+    standby: PgInstance
+
+    @property
+    def primary_dsn(self) -> str:
+        """DSN of the database on the primary."""
+        return self.primary.dsn(self.name)
+
+    @property
+    def standby_dsn(self) -> str:
+        """DSN of the database on the standby."""
+        return self.standby.dsn(self.name)
+
+
+@pytest.fixture
+def fresh_db(pg_primary: PgInstance, pg_standby: PgInstance) -> Iterator[FreshDb]:
+    """Create ``d<hex8>`` on both session instances for one test; drop it afterwards (best effort)."""
+    db = FreshDb(f"d{uuid.uuid4().hex[:8]}", pg_primary, pg_standby)
+    pg_primary.create_database(db.name)
+    pg_standby.create_database(db.name)
+    yield db
+    for inst in (pg_primary, pg_standby):
+        if inst.is_running() and not inst.is_paused():
+            try:
+                inst.drop_database(db.name)
+            except RuntimeError as exc:  # an active slot or connection left by the test
+                print(f"fresh_db: could not drop {db.name} on port {inst.port}: {exc}")
+
+
+@pytest.fixture
+def unique_group() -> str:
+    """A unique replication group name, ``t<hex8>``."""
+    return f"t{uuid.uuid4().hex[:8]}"
