@@ -187,7 +187,9 @@ def parse_config(data: Any, path: Path = Path("<config>")) -> ArkConfig:
     try:
         return ArkConfig.model_validate({**data, "source_path": path})
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, path), fix="correct those keys; 'ark init' writes a commented example") from None
+        raise ConfigError(
+            _format_validation(exc, path), fix="correct those keys; 'ark init' writes a commented example"
+        ) from None
 
 
 def load_config(path: Path | str) -> ArkConfig:
@@ -196,13 +198,19 @@ def load_config(path: Path | str) -> ArkConfig:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist", fix="run 'ark init' to write an example, or pass -c PATH") from None
+        raise ConfigError(
+            f"config file {path} does not exist", fix="run 'ark init' to write an example, or pass -c PATH"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", fix="check the path and permissions") from None
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}", fix="check the path and permissions"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}", fix="fix the syntax there (indentation, quotes, colons)") from None
+        raise ConfigError(
+            f"{path} is not valid YAML{where}", fix="fix the syntax there (indentation, quotes, colons)"
+        ) from None
     return parse_config(data, path)

@@ -59,9 +59,15 @@ def publish_intent(settings: KafkaSettings, group: str, kind: str, target: str =
         "request_id": request_id,
     }
     env = envelope.encode(CONTROL_SCHEMA, record)
-    producer = make_producer(settings, **{"message.timeout.ms": 15000})
-    errors: list[KafkaError] = []
-    producer.produce(topic, env.value, headers=env.headers, on_delivery=lambda err, _m: err and errors.append(err))
+    extra: dict[str, Any] = {"message.timeout.ms": 15000}
+    producer = make_producer(settings, **extra)
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    producer.produce(topic, env.value, headers=env.headers, on_delivery=on_delivery)
     remaining = producer.flush(20)
     if remaining or errors:
         raise unavailable(settings, errors[0] if errors else "control record not delivered in 20 s")
@@ -81,9 +87,10 @@ class ControlReader:
         """Records that arrived since the last call (possibly none)."""
         out: list[ControlRecord] = []
         for msg in self._consumer.consume(num_messages=max_records, timeout=0):
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("control topic: %s", msg.error())
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("control topic: %s", error)
                 continue
             try:
                 dec = envelope.decode(msg.value(), msg.headers(), topic=self._topic, partition=msg.partition(),
@@ -92,7 +99,7 @@ class ControlReader:
                 log.error("ignoring unreadable control record: %s", exc)
                 continue
             rec = dec.record
-            out.append(ControlRecord(offset=msg.offset(), kind=rec["kind"], target=rec["target"],
+            out.append(ControlRecord(offset=msg.offset() or 0, kind=rec["kind"], target=rec["target"],
                                      args=dict(rec["args"]), issued_by=rec["issued_by"],
                                      issued_at_us=rec["issued_at_us"], request_id=rec["request_id"]))
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -26,10 +27,8 @@ HEARTBEAT_RETENTION_MS = 24 * 3_600_000
 
 def _host_metrics() -> dict[str, float]:
     metrics: dict[str, float] = {}
-    try:
+    with contextlib.suppress(OSError):
         metrics["load1"] = os.getloadavg()[0]
-    except OSError:
-        pass
     try:
         with open(f"/proc/{os.getpid()}/statm") as fh:
             metrics["rss_bytes"] = float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
@@ -73,7 +72,8 @@ class HeartbeatPublisher:
     def start(self) -> None:
         """Create the topic if needed and start the background thread."""
         ensure_topic(self._settings, self._topic, retention_ms=HEARTBEAT_RETENTION_MS)
-        self._producer = make_producer(self._settings, **{"linger.ms": 0, "message.timeout.ms": 30000})
+        extra: dict[str, Any] = {"linger.ms": 0, "message.timeout.ms": 30000}
+        self._producer = make_producer(self._settings, **extra)
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self._static['agent']}", daemon=True)
         self._thread.start()
 
@@ -110,7 +110,8 @@ class HeartbeatPublisher:
         while True:
             try:
                 env = envelope.encode(HEARTBEAT_SCHEMA, self.record(), epoch=0)
-                self._producer.produce(self._topic, env.value, headers=env.headers, key=str(self._static["name"]).encode())
+                key = str(self._static["name"]).encode()
+                self._producer.produce(self._topic, env.value, headers=env.headers, key=key)
                 self._producer.poll(0)
             except Exception as exc:  # noqa: BLE001 - loop boundary: a heartbeat must never kill the agent
                 log.warning("heartbeat not sent: %s", exc)

@@ -12,7 +12,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common.config import KafkaSettings
@@ -39,7 +47,7 @@ def _log_client_error(err: KafkaError) -> None:
     log.warning("kafka: %s", err)
 
 
-def make_producer(settings: KafkaSettings, *, transactional_id: str | None = None, **overrides: Any) -> Producer:
+def make_producer(settings: KafkaSettings, *, transactional_id: str | None = None, **overrides: object) -> Producer:
     """An idempotent producer (acks=all); transactional when ``transactional_id`` is given."""
     conf = client_config(
         settings,
@@ -59,7 +67,7 @@ def make_producer(settings: KafkaSettings, *, transactional_id: str | None = Non
     return Producer(conf)
 
 
-def make_consumer(settings: KafkaSettings, *, group_id: str, **overrides: Any) -> Consumer:
+def make_consumer(settings: KafkaSettings, *, group_id: str, **overrides: object) -> Consumer:
     """A read_committed consumer with auto-commit off; positions are Ark's to keep."""
     conf = client_config(
         settings,
@@ -171,10 +179,11 @@ def read_range(
         msg = consumer.poll(0.5)
         if msg is None:
             continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
                 return
-            raise KafkaUnavailable(f"reading {topic}: {msg.error()}", fix="check the broker")
+            raise KafkaUnavailable(f"reading {topic}: {error}", fix="check the broker")
         offset = msg.offset()
         if offset is None or offset >= stop:
             return

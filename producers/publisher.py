@@ -56,8 +56,10 @@ class RedoPublisher:
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._delivery_error = err
-        elif msg.offset() is not None:
-            self.last_offset = max(self.last_offset, int(msg.offset()))
+        else:
+            offset = msg.offset()
+            if offset is not None:
+                self.last_offset = max(self.last_offset, offset)
 
     def publish(self, entry: RedoEntry, epoch: int) -> None:
         """Produce one entry inside the current Kafka transaction (opening one if needed)."""

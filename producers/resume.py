@@ -70,7 +70,7 @@ def find_resume_point(settings: KafkaSettings, topic: str) -> ResumePoint:
         if complete or len(messages) < count:
             break
         count *= 8  # a long partial transaction at the end: look further back
-    end = (messages[-1].offset() + 1) if messages else 0
+    end = ((messages[-1].offset() or 0) + 1) if messages else 0
     last_complete = complete[-1] if complete else None
     point = ResumePoint(epoch=epoch, end_offset=end)
     if last_complete is not None:

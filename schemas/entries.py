@@ -9,7 +9,7 @@ Decimals, dates, times and timestamps travel as their canonical text so no preci
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, Final
 
 REDO_SCHEMA: Final = "redo_entry"
@@ -28,7 +28,7 @@ UNCHANGED: Final = _UnchangedType.UNCHANGED
 Value = None | bool | int | float | str | bytes | _UnchangedType
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     """Row operations."""
 
     INSERT = "INSERT"
@@ -139,7 +139,7 @@ class RedoEntry:
     body: Body
 
 
-_UNCHANGED_OUT: Final = ("ark.redo.Unchanged", {})
+_UNCHANGED_OUT: Final[tuple[str, dict[str, Any]]] = ("ark.redo.Unchanged", {})
 
 
 def _value_out(value: Value) -> Any:

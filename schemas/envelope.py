@@ -35,7 +35,8 @@ H_EPOCH = "ark-epoch"
 H_POSITION = "ark-pos"
 H_COMMIT_TS = "ark-ts"
 
-Headers = Sequence[tuple[str, bytes | str | None]]
+#: Kafka message headers as clients return them: a list of pairs, a dict, or None.
+Headers = Sequence[tuple[str, bytes | str | None]] | dict[str, bytes | str | None] | None
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Envelope:
     """A ready-to-produce Kafka message: value, headers and timestamp."""
 
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, str | bytes | None]]
     timestamp_ms: int
 
 
@@ -77,7 +78,7 @@ def encode(
     schemaless_writer(buf, schema.parsed, record)
     payload = buf.getvalue()
     ts_us = commit_time_us if commit_time_us is not None else time.time_ns() // 1000
-    headers = [
+    headers: list[tuple[str, str | bytes | None]] = [
         (H_CRC, f"{crc32c(payload):08x}".encode()),
         (H_SCHEMA, schema.fingerprint.encode()),
         (H_EPOCH, str(epoch).encode()),
@@ -87,10 +88,11 @@ def encode(
     return Envelope(value=payload, headers=headers, timestamp_ms=ts_us // 1000)
 
 
-def header_map(headers: Iterable[tuple[str, bytes | str | None]] | None) -> dict[str, str]:
+def header_map(headers: Headers) -> dict[str, str]:
     """Kafka headers as a str → str dict (the last value of a repeated key wins)."""
     out: dict[str, str] = {}
-    for key, value in headers or ():
+    pairs: Iterable[tuple[str, bytes | str | None]] = headers.items() if isinstance(headers, dict) else headers or ()
+    for key, value in pairs:
         if value is None:
             out[key] = ""
         elif isinstance(value, bytes):
@@ -100,20 +102,29 @@ def header_map(headers: Iterable[tuple[str, bytes | str | None]] | None) -> dict
     return out
 
 
+def _where(topic: str | None, partition: int | None, offset: int | None, hmap: dict[str, str]) -> dict[str, Any]:
+    return {
+        "topic": topic or "?",
+        "partition": -1 if partition is None else partition,
+        "offset": -1 if offset is None else offset,
+        "source_position": hmap.get(H_POSITION, ""),
+    }
+
+
 def verify(
     value: bytes | None,
-    headers: Iterable[tuple[str, bytes | str | None]] | None,
+    headers: Headers,
     *,
-    topic: str = "?",
-    partition: int = -1,
-    offset: int = -1,
+    topic: str | None = "?",
+    partition: int | None = -1,
+    offset: int | None = -1,
 ) -> dict[str, str]:
     """Check the CRC-32C of ``value`` against its header; return the headers as a dict.
 
     Raises :class:`InvalidChecksum` or :class:`CorruptEntry` naming topic, partition and offset.
     """
     hmap = header_map(headers)
-    where = {"topic": topic, "partition": partition, "offset": offset, "source_position": hmap.get(H_POSITION, "")}
+    where = _where(topic, partition, offset, hmap)
     if value is None:
         raise CorruptEntry("message has no value", **where)
     if H_CRC not in hmap or H_SCHEMA not in hmap:
@@ -130,17 +141,17 @@ def verify(
 
 def decode(
     value: bytes | None,
-    headers: Iterable[tuple[str, bytes | str | None]] | None,
+    headers: Headers,
     *,
-    topic: str = "?",
-    partition: int = -1,
-    offset: int = -1,
+    topic: str | None = "?",
+    partition: int | None = -1,
+    offset: int | None = -1,
     expect: str | None = None,
 ) -> Decoded:
     """Verify and decode one entry; the reader schema is this build's current version of its name."""
     hmap = verify(value, headers, topic=topic, partition=partition, offset=offset)
     assert value is not None  # verify() raised otherwise
-    where = {"topic": topic, "partition": partition, "offset": offset, "source_position": hmap.get(H_POSITION, "")}
+    where = _where(topic, partition, offset, hmap)
     try:
         writer = registry.by_fingerprint(hmap[H_SCHEMA])
     except UnknownSchema as exc:

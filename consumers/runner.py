@@ -1,0 +1,373 @@
+"""The apply runner: redo topic → CRC check → delay gate → grouped, exactly-once apply.
+
+Exactly once (guarantee 2): the standby's state row (next offset, commit position, epoch) is written
+in the same database transaction as the data, and the runner resumes from it. Consumer-group
+offsets are committed afterwards for lag tools only. Delayed apply (guarantee 5) holds at most one
+message: while it is not due, the partition is paused (librdkafka drops its prefetch) and nothing
+is spooled, so the delay can change at run time, even backwards, within retention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from common.config import ArkConfig, StandbySettings
+from common.control import ControlReader, current_delay, is_paused
+from common.errors import ArkError, ConfigError, TargetError
+from common.heartbeat import HeartbeatPublisher
+from common.kafka import make_consumer, watermarks
+from consumers.base import Applier, ApplyState
+from consumers.errors import DataApplyError, TransientApplyError
+from consumers.gate import BatchLimits, batch_full, lag_seconds, wait_seconds
+from schemas import envelope
+from schemas.entries import REDO_SCHEMA, EpochMarker, TableMeta, TxnChunk, from_record
+from schemas.errors import CorruptEntry
+from schemas.topics import redo_topic
+
+log = logging.getLogger(__name__)
+
+
+class NotSynced(ArkError):
+    """The standby has no state row: it was never brought up with an initial sync."""
+
+    exit_code = 10
+
+
+class _Stop(Exception):
+    pass
+
+
+class ApplyRunner:
+    """Applies one group's redo topic to one standby until ``stop()``."""
+
+    def __init__(self, cfg: ArkConfig, standby: StandbySettings, applier_factory: Callable[[], Applier]) -> None:
+        self.cfg = cfg
+        self.standby = standby
+        self.topic = redo_topic(cfg.group)
+        self._factory = applier_factory
+        self._stop = threading.Event()
+        self.delay = standby.delay_seconds
+        self.paused = False
+        self.state = "starting"
+        self.message = ""
+        self.applied: ApplyState | None = None
+        self.end_offset = 0
+        self.max_epoch = 0
+        self.applied_rows = 0
+        self._limits = BatchLimits(standby.batch_max_txns, standby.batch_max_rows)
+
+    def stop(self) -> None:
+        """Finish the current batch and stop."""
+        self._stop.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Heartbeat fields."""
+        st = self.applied
+        next_offset = st.next_offset if st else -1
+        return {
+            "epoch": self.max_epoch, "state": self.state, "message": self.message,
+            "source_position": st.position if st else "",
+            "applied_offset": next_offset - 1 if st else -1,
+            "applied_commit_time_us": st.commit_time_us if st else 0,
+            "lag_entries": max(0, self.end_offset - next_offset) if st else 0,
+            "lag_seconds": lag_seconds(st.commit_time_us, next_offset, self.end_offset, time.time()) if st else 0.0,
+            "delay_seconds": self.delay,
+            "metrics": {"rows": float(self.applied_rows), "txns": float(st.applied_txns if st else 0)},
+        }
+
+    def run(self) -> None:
+        """Apply until stopped. Data errors and missing sync propagate; transient errors are retried."""
+        heartbeat = HeartbeatPublisher(self.cfg.kafka, self.cfg.group, agent="apply", name=self.standby.name,
+                                       role="standby", snapshot=self.snapshot)
+        heartbeat.start()
+        control = ControlReader(self.cfg.kafka, self.cfg.group)
+        records = control.replay()
+        self.delay = current_delay(records, self.standby.name, self.standby.delay_seconds)
+        self.paused = is_paused(records, self.standby.name)
+        backoff = 1.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._session(control)
+                    backoff = 1.0
+                except (ConfigError, NotSynced, DataApplyError, CorruptEntry) as exc:
+                    self.state, self.message = "error", str(exc)
+                    heartbeat.beat_now()
+                    raise
+                except (TransientApplyError, TargetError) as exc:
+                    self._retry_wait(heartbeat, exc, backoff)
+                    backoff = min(backoff * 2, 30.0)
+                except Exception as exc:  # noqa: BLE001 - loop boundary: anything else is retried
+                    self._retry_wait(heartbeat, exc, backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            self.state = "stopped"
+            heartbeat.stop()
+            control.close()
+
+    def _retry_wait(self, heartbeat: HeartbeatPublisher, exc: BaseException, backoff: float) -> None:
+        self.state, self.message = "retrying", f"{type(exc).__name__}: {exc}"
+        log.warning("apply to %s interrupted: %s; retrying in %.0f s", self.standby.name, self.message, backoff)
+        heartbeat.beat_now()
+        self._stop.wait(backoff)
+
+    def _session(self, control: ControlReader) -> None:
+        applier = self._factory()
+        consumer: Consumer | None = None
+        try:
+            applier.prepare()
+            state = applier.load_state(self.cfg.group, self.standby.name)
+            if state is None:
+                raise NotSynced(f"standby {self.standby.name} has never been synced for group {self.cfg.group}",
+                                fix=f"run 'ark sync {self.standby.name}' first (online; the primary keeps running)")
+            self.applied = state
+            metas = applier.load_table_metas(self.cfg.group)
+            consumer = make_consumer(self.cfg.kafka, group_id=f"ark-apply-{self.cfg.group}-{self.standby.name}")
+            consumer.assign([TopicPartition(self.topic, 0, state.next_offset)])
+            self.state, self.message = "running", ""
+            _Session(self, applier, consumer, control, metas, state).loop()
+        except _Stop:
+            return
+        finally:
+            applier.rollback()
+            applier.close()
+            if consumer is not None:
+                consumer.close()
+
+
+class _Entry:
+    """A verified, decoded redo entry (decoded once, even when held for the delay)."""
+
+    __slots__ = ("body", "epoch", "source_position")
+
+    def __init__(self, dec: envelope.Decoded) -> None:
+        self.body = from_record(dec.record).body
+        self.epoch = dec.epoch
+        self.source_position = dec.source_position
+
+
+class _Session:
+    """One connection's worth of applying; rebuilt from the state row after any failure."""
+
+    def __init__(self, runner: ApplyRunner, applier: Applier, consumer: Consumer, control: ControlReader,
+                 metas: dict[str, TableMeta], state: ApplyState) -> None:
+        self.r = runner
+        self.applier = applier
+        self.consumer = consumer
+        self.control = control
+        self.metas = metas
+        self.state = state
+        self.tp = TopicPartition(runner.topic, 0)
+        self.open = False            # a target transaction is open
+        self.in_txn: TxnChunk | None = None  # a multi-chunk source transaction is being applied
+        self.batch_txns = 0
+        self.batch_rows = 0
+        self.batch_started = 0.0
+        self.pending = state
+        self.last_control = 0.0
+        self.last_watermark = 0.0
+        self._paused = False
+
+    def loop(self) -> None:
+        held: tuple[int, _Entry] | None = None  # (offset, decoded entry) not yet due
+        while True:
+            self._housekeeping()
+            if self.r._stop.is_set() and self.in_txn is None:
+                self._commit()
+                raise _Stop
+            if self.r.paused and self.in_txn is None:
+                self._commit()
+                self.r.state = "paused"
+                time.sleep(0.2)
+                continue
+            if held is not None:
+                offset, dec = held
+                wait = self._wait_for(dec)
+                if wait > 0:
+                    self._pause()
+                    self.r.state = "delayed"
+                    time.sleep(min(wait, 0.2))  # wake up for control intents (delay changes) and stop
+                    continue
+                held = None
+                self._unpause(offset)
+                self._handle(offset, dec)
+                continue
+            msg = self._next(0.0 if self.open else 0.2)
+            if msg is None:
+                if self.in_txn is None:
+                    self._commit()
+                continue
+            offset = msg.offset() or 0
+            dec = self._decode(msg)
+            if self.in_txn is None and self._wait_for(dec) > 0:
+                self._commit()  # make what is applied durable and visible before waiting
+                held = (offset, dec)
+                continue
+            self._handle(offset, dec)
+
+    def _wait_for(self, dec: _Entry) -> float:
+        """Seconds until a decoded entry is due (0 for anything but the start of a new transaction)."""
+        body = dec.body
+        if not isinstance(body, TxnChunk) or body.is_checkpoint or body.chunk_index != 0:
+            return 0.0
+        if self.pending.position_key and body.commit.key <= self.pending.position_key:
+            return 0.0
+        return wait_seconds(body.commit_time_us, self.r.delay, time.time())
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self.consumer.pause([self.tp])  # drops the prefetched backlog: nothing is spooled
+            self._paused = True
+
+    def _unpause(self, held_offset: int) -> None:
+        if self._paused:
+            self.consumer.resume([self.tp])
+            self.consumer.seek(TopicPartition(self.r.topic, 0, held_offset + 1))
+            self._paused = False
+
+    def _next(self, timeout: float) -> Message | None:
+        msg = self.consumer.poll(timeout)
+        if msg is None:
+            return None
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("redo topic: %s", error)
+            return None
+        return msg
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self.last_control >= 0.5:
+            self.last_control = now
+            records = self.control.poll()
+            if records:
+                self.r.delay = current_delay(records, self.r.standby.name, self.r.delay)
+                self.r.paused = is_paused(records, self.r.standby.name, self.r.paused)
+                if self.r.paused is False and self.r.state == "paused":
+                    self.r.state = "running"
+        if now - self.last_watermark >= 1.0:
+            self.last_watermark = now
+            with contextlib.suppress(ArkError):
+                self.r.end_offset = watermarks(self.consumer, self.r.topic, 0, timeout=2.0)[1]
+
+    def _decode(self, msg: Message) -> _Entry:
+        return _Entry(self._decode_raw(msg))
+
+    def _decode_raw(self, msg: Message) -> Any:
+        try:
+            return envelope.decode(msg.value(), msg.headers(), topic=msg.topic(), partition=msg.partition(),
+                                   offset=msg.offset(), expect=REDO_SCHEMA)
+        except CorruptEntry as first:
+            # Re-read once from the broker: the damage may have been in transit or in memory.
+            log.warning("%s; re-reading it", first)
+            offset = msg.offset() or 0
+            self.consumer.seek(TopicPartition(self.r.topic, 0, offset))
+            again = self.consumer.poll(10.0)
+            if again is None or again.error() or again.offset() != offset:
+                raise first from None
+            return envelope.decode(again.value(), again.headers(), topic=again.topic(), partition=again.partition(),
+                                   offset=again.offset(), expect=REDO_SCHEMA)
+
+    def _handle(self, offset: int, dec: _Entry) -> None:
+        """Apply one decoded entry (it is due)."""
+        body = dec.body
+        if isinstance(body, EpochMarker):
+            self.r.max_epoch = max(self.r.max_epoch, body.new_epoch)
+            self._advance(offset, None)
+            return
+        if dec.epoch < self.r.max_epoch:
+            log.warning("rejecting entry at offset %d from epoch %d (newest epoch %d)", offset, dec.epoch,
+                        self.r.max_epoch)
+            self._advance(offset, None)
+            return
+        if isinstance(body, TableMeta):
+            previous = self.metas.get(body.table)
+            if previous is None or previous.version != body.version:
+                self._begin()
+                self.applier.apply_table_meta(self.r.cfg.group, body, previous)
+                self.metas[body.table] = body
+            self._advance(offset, None)
+            return
+        if isinstance(body, TxnChunk):
+            self._handle_chunk(offset, body)
+
+    def _handle_chunk(self, offset: int, chunk: TxnChunk) -> None:
+        if self.in_txn is None:
+            if self.pending.position_key and chunk.commit.key <= self.pending.position_key:
+                self._advance(offset, None)  # applied before (or below the initial-sync floor)
+                return
+            if chunk.chunk_index != 0:
+                raise CorruptEntry(f"chunk {chunk.chunk_index} of transaction {chunk.txn_id} without its start",
+                                   topic=self.r.topic, partition=0, offset=offset,
+                                   source_position=chunk.commit.text)
+        elif chunk.commit.key != self.in_txn.commit.key or chunk.chunk_index != self.in_txn.chunk_index + 1:
+            raise CorruptEntry(f"expected chunk {self.in_txn.chunk_index + 1} of transaction {self.in_txn.txn_id}, "
+                               f"found chunk {chunk.chunk_index} of {chunk.txn_id}", topic=self.r.topic,
+                               partition=0, offset=offset, source_position=chunk.commit.text)
+        self._begin()
+        if chunk.changes:
+            self.applier.apply_rows(self.metas, chunk.changes, chunk.txn_id, chunk.commit.text)
+            self.batch_rows += len(chunk.changes)
+            self.r.applied_rows += len(chunk.changes)
+        if not chunk.last:
+            self.in_txn = chunk
+            self._advance_offset_only(offset)
+            return
+        self.in_txn = None
+        self.batch_txns += 1
+        self._advance(offset, chunk)
+        if batch_full(self.batch_txns, self.batch_rows, time.monotonic() - self.batch_started, self.r._limits):
+            self._commit()
+
+    def _begin(self) -> None:
+        if not self.open:
+            self.applier.begin()
+            self.open = True
+            self.batch_started = time.monotonic()
+            if self.r.state in ("delayed", "starting"):
+                self.r.state = "running"
+
+    def _advance_offset_only(self, offset: int) -> None:
+        p = self.pending
+        self.pending = ApplyState(p.group, p.standby, p.topic, p.partition, offset + 1, p.position, p.position_key,
+                                  p.epoch, p.commit_time_us, p.applied_at_us, p.applied_txns, p.extra)
+
+    def _advance(self, offset: int, chunk: TxnChunk | None) -> None:
+        p = self.pending
+        if chunk is None:
+            self._advance_offset_only(offset)
+            return
+        self.pending = ApplyState(p.group, p.standby, p.topic, p.partition, offset + 1, chunk.commit.text,
+                                  chunk.commit.key, max(p.epoch, self.r.max_epoch), chunk.commit_time_us,
+                                  time.time_ns() // 1000, p.applied_txns + (0 if chunk.is_checkpoint else 1),
+                                  p.extra)
+
+    def _commit(self) -> None:
+        """Save the state row and commit the target transaction (data and position together)."""
+        if self.in_txn is not None:
+            return
+        if not self.open:
+            if self.pending.next_offset != self.state.next_offset:
+                self.applier.begin()  # only skipped entries: still record the new offset
+                self.open = True
+            else:
+                return
+        self.applier.save_state(self.pending)
+        self.applier.commit()
+        self.open = False
+        self.state = self.pending
+        self.r.applied = self.pending
+        self.batch_txns = self.batch_rows = 0
+        try:
+            self.consumer.commit(offsets=[TopicPartition(self.r.topic, 0, self.pending.next_offset)],
+                                 asynchronous=True)
+        except Exception as exc:  # noqa: BLE001 - informational offsets only
+            log.debug("consumer offset commit skipped: %s", exc)
