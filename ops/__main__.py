@@ -1,0 +1,5 @@
+"""``python -m ops`` is ``ark``."""
+
+from ops.cli import main
+
+main()

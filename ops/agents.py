@@ -1,0 +1,76 @@
+"""Start and stop Ark agents as child processes (demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class AgentProcess:
+    """``ark -c CONFIG <args>`` in its own process group, output to a log file."""
+
+    def __init__(self, config: Path, args: list[str], log_file: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.args = args
+        self.log_file = log_file
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        """Start (or restart) the agent."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log_file.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ops", "-c", str(self.config), *self.args],
+                                     stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        out.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        """The agent's pid while it runs."""
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (the agent finishes its batch), then SIGKILL after ``timeout``."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        """SIGKILL, no warning: what a crash looks like."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait for the process to exit by itself; its return code, or None if still running."""
+        if self.proc is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            time.sleep(0.1)
+        return None
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines of the agent's log."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

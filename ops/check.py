@@ -1,0 +1,82 @@
+"""``ark check``: config, Kafka, primary prerequisites and standbys — each finding with its fix."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from common.config import ArkConfig
+from common.errors import ArkError
+from common.kafka import check_reachable, retention_hours
+from ops.context import console
+from ops.engines import applier_factory, capture_factory
+from ops.errors import CheckFailed
+from schemas.topics import redo_topic
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the report."""
+
+    subject: str
+    ok: bool
+    what: str
+    fix: str = ""
+    fatal: bool = True
+
+
+def collect(cfg: ArkConfig) -> list[Finding]:
+    """Run every check; never raises for a failed check (it becomes a finding)."""
+    findings = [Finding("config", True, f"{cfg.source_path} is valid (group {cfg.group}, {len(cfg.standbys)} standbys)")]
+    try:
+        topics = check_reachable(cfg.kafka)
+        findings.append(Finding("kafka", True, f"{cfg.kafka.bootstrap} answers ({len(topics)} topics)"))
+        topic = redo_topic(cfg.group)
+        hours = retention_hours(cfg.kafka, topic) if topic in topics else cfg.kafka.redo_retention_hours
+        warning = cfg.retention_warning(hours if hours is not None else float("inf"))
+        if warning:
+            findings.append(Finding("kafka", False, warning.split(":")[0], warning.split(": ", 1)[-1], fatal=False))
+    except ArkError as exc:
+        findings.append(Finding("kafka", False, exc.message, exc.fix))
+    try:
+        with contextlib.closing(capture_factory(cfg)()) as capture:
+            problems = capture.check_prerequisites()
+        if not problems:
+            findings.append(Finding(f"primary {cfg.primary.name}", True, "reachable; capture prerequisites met"))
+        for p in problems:
+            findings.append(Finding(f"primary {cfg.primary.name}", False, p.what, p.fix, p.fatal))
+    except ArkError as exc:
+        findings.append(Finding(f"primary {cfg.primary.name}", False, exc.message, exc.fix))
+    for standby in cfg.standbys:
+        try:
+            with contextlib.closing(applier_factory(standby)()) as applier:
+                problems = applier.check_prerequisites()
+            if not problems:
+                delay = f", delay {standby.delay_seconds:g} s" if standby.delay_seconds else ""
+                findings.append(Finding(f"standby {standby.name}", True, f"reachable; apply prerequisites met{delay}"))
+            for p in problems:
+                findings.append(Finding(f"standby {standby.name}", False, p.what, p.fix, p.fatal))
+        except ArkError as exc:
+            findings.append(Finding(f"standby {standby.name}", False, exc.message, exc.fix))
+    return findings
+
+
+def run_check(cfg: ArkConfig) -> None:
+    """Print the report; raise CheckFailed (exit 6) when any fatal finding remains."""
+    findings = collect(cfg)
+    table = Table(show_header=True, header_style="bold", expand=False)
+    table.add_column("")
+    table.add_column("subject")
+    table.add_column("finding")
+    table.add_column("fix")
+    for f in findings:
+        mark = "[green]ok[/]" if f.ok else ("[red]FAIL[/]" if f.fatal else "[yellow]warn[/]")
+        table.add_row(mark, f.subject, f.what, f.fix)
+    console.print(table)
+    fatal = [f for f in findings if not f.ok and f.fatal]
+    if fatal:
+        first = fatal[0]
+        raise CheckFailed(f"{len(fatal)} problem(s); first: {first.subject}: {first.what}", fix=first.fix)
+    console.print("[green]all checks passed[/]")

@@ -1,0 +1,255 @@
+"""``ark``: the one command operators use. Commands write intents or run agents; errors print a fix."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from common.errors import ArkError
+from common.logs import setup_logging
+from ops.context import CliContext, console, report_error
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+class ArkGroup(click.Group):
+    """A click group that turns ArkError into 'error:'/'fix:' lines and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArkError as exc:
+            sys.exit(report_error(exc))
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+
+@click.group(cls=ArkGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), envvar="ARK_CONFIG",
+              default="ark.yaml", show_default=True, help="The group's YAML config (env ARK_CONFIG).")
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (env ARK_LOG_LEVEL; default INFO).")
+@click.version_option(package_name="ark-replication")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
+    """Ark: log-based database replication and business continuity over Apache Kafka.
+
+    \b
+    Typical flow:
+      ark init                 write a commented example config (ark.yaml)
+      ark check                validate config, Kafka, primary and standbys, with fixes
+      ark sync STANDBY         copy a consistent snapshot online, then stream from that point
+      ark capture              run the capture of the primary (one per group)
+      ark apply STANDBY        run the applier of one standby
+      ark status               applied position, lag and delay per standby
+    """
+    setup_logging(log_level)
+    ctx.obj = CliContext(config_path=config_path)
+
+
+def _run_until_signal(runner: Any) -> None:
+    """Run an agent in the foreground; SIGTERM/SIGINT stop it at the next safe point."""
+
+    def stop(_sig: int, _frame: object) -> None:
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner.run()
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@pass_ctx
+def init(obj: CliContext, force: bool) -> None:
+    """Write a commented example config to the --config path."""
+    from ops.templates import EXAMPLE_CONFIG
+
+    path = obj.config_path
+    if path.exists() and not force:
+        raise ArkError(f"{path} already exists", fix="use --force to overwrite, or -c OTHER.yaml")
+    path.write_text(EXAMPLE_CONFIG)
+    console.print(f"wrote {path}; edit it, then run 'ark -c {path} check'")
+
+
+@cli.command()
+@pass_ctx
+def check(obj: CliContext) -> None:
+    """Validate the config and connectivity, and check source prerequisites, each with its fix."""
+    from ops.check import run_check
+
+    run_check(obj.config())
+
+
+@cli.command()
+@pass_ctx
+def capture(obj: CliContext) -> None:
+    """Run the capture of the primary: its log → the group's redo topic (runs until stopped)."""
+    from ops.engines import capture_factory
+    from producers.runner import CaptureRunner
+
+    cfg = obj.config()
+    factory = capture_factory(cfg)
+    with contextlib.closing(factory()) as probe:
+        probe.ensure_setup()
+    _run_until_signal(CaptureRunner(cfg, factory))
+
+
+@cli.command()
+@click.argument("standby")
+@pass_ctx
+def apply(obj: CliContext, standby: str) -> None:
+    """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped)."""
+    from consumers.runner import ApplyRunner
+    from ops.engines import applier_factory
+
+    cfg = obj.config()
+    settings = cfg.standby(standby)
+    _run_until_signal(ApplyRunner(cfg, settings, applier_factory(settings)))
+
+
+@cli.command()
+@click.argument("standby", required=False)
+@click.option("--all", "all_standbys", is_flag=True, help="Sync every standby of the group.")
+@pass_ctx
+def sync(obj: CliContext, standby: str | None, all_standbys: bool) -> None:
+    """Initial sync of STANDBY from the running primary: consistent snapshot, COPY, then streaming.
+
+    The primary keeps running. Existing rows of the replicated tables on the standby are replaced.
+    """
+    from ops.sync import sync_standby
+
+    cfg = obj.config()
+    if all_standbys == bool(standby):
+        raise ArkError("give one STANDBY or --all", fix="ark sync standby1   or   ark sync --all")
+    names = [s.name for s in cfg.standbys] if all_standbys else [standby or ""]
+    for name in names:
+        sync_standby(cfg, cfg.standby(name))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", "watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS.")
+@pass_ctx
+def status(obj: CliContext, as_json: bool, watch: float | None) -> None:
+    """Per standby: applied position, lag in seconds and entries, delay and state."""
+    from ops.status import show_status
+
+    show_status(obj.config(), as_json=as_json, watch=watch)
+
+
+@cli.command()
+@click.argument("standby")
+@click.argument("seconds", type=float)
+@pass_ctx
+def delay(obj: CliContext, standby: str, seconds: float) -> None:
+    """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards."""
+    from common.control import SET_DELAY, publish_intent
+
+    cfg = obj.config()
+    if seconds < 0:
+        raise ArkError("a delay cannot be negative", fix="give 0 for real time")
+    target = "" if standby == "all" else cfg.standby(standby).name
+    publish_intent(cfg.kafka, cfg.group, SET_DELAY, target, seconds=seconds)
+    console.print(f"delay of {standby} set to {seconds:g} s (the applier picks it up within a second)")
+
+
+@cli.command()
+@click.argument("standby")
+@pass_ctx
+def pause(obj: CliContext, standby: str) -> None:
+    """Pause apply on STANDBY (or 'all'); entries wait in Kafka."""
+    from common.control import PAUSE, publish_intent
+
+    cfg = obj.config()
+    publish_intent(cfg.kafka, cfg.group, PAUSE, "" if standby == "all" else cfg.standby(standby).name)
+    console.print(f"pause of {standby} requested")
+
+
+@cli.command()
+@click.argument("standby")
+@pass_ctx
+def resume(obj: CliContext, standby: str) -> None:
+    """Resume apply on STANDBY (or 'all')."""
+    from common.control import RESUME, publish_intent
+
+    cfg = obj.config()
+    publish_intent(cfg.kafka, cfg.group, RESUME, "" if standby == "all" else cfg.standby(standby).name)
+    console.print(f"resume of {standby} requested")
+
+
+@cli.group()
+def broker() -> None:
+    """The local single-node Kafka broker (KRaft, from Maven Central jars) for demos and tests."""
+
+
+def _broker(home: Path | None, port: int) -> Any:
+    from deploy.kafka import KafkaBroker
+
+    base = home or Path.home() / ".ark" / "broker"
+    return KafkaBroker(base, port, port + 1)
+
+
+_home = click.option("--home", type=click.Path(path_type=Path), default=None, help="Broker dir (~/.ark/broker).")
+_port = click.option("--port", type=int, default=9092, show_default=True, help="Client port (controller: +1).")
+
+
+@broker.command("start")
+@_home
+@_port
+def broker_start(home: Path | None, port: int) -> None:
+    """Fetch the jars once, then start the broker (no-op when running)."""
+    b = _broker(home, port)
+    with console.status("starting Kafka (first run fetches jars from Maven Central)..."):
+        b.start()
+    console.print(f"Kafka running at {b.bootstrap} (home {b.home})")
+
+
+@broker.command("stop")
+@_home
+@_port
+def broker_stop(home: Path | None, port: int) -> None:
+    """Stop the broker (SIGTERM, then SIGKILL)."""
+    _broker(home, port).stop()
+    console.print("Kafka stopped")
+
+
+@broker.command("status")
+@_home
+@_port
+def broker_status(home: Path | None, port: int) -> None:
+    """Say whether the broker runs."""
+    st = _broker(home, port).status()
+    console.print(("running" if st["running"] else "stopped") + f" at {st['bootstrap']} (home {st['home']})")
+    if not st["running"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--seconds", type=float, default=30.0, show_default=True, help="How long the live workload runs.")
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None, help="Demo dir (./.ark/demo).")
+@click.option("--keep", is_flag=True, help="Leave the broker and databases running afterwards.")
+def demo(seconds: float, workdir: Path | None, keep: bool) -> None:
+    """Start Kafka and three PostgreSQL instances, replicate a live bank workload, show status and lag."""
+    from ops.demo import run_demo
+
+    run_demo(seconds=seconds, workdir=workdir or Path(".ark/demo"), keep=keep)
+
+
+def _register_optional() -> None:
+    with contextlib.suppress(ImportError):
+        from ops.files_cmd import files
+
+        cli.add_command(files)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="ark")

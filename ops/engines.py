@@ -1,0 +1,35 @@
+"""Which capture and apply implementation serves which engine (the only place that knows)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from common.config import ArkConfig, StandbySettings
+from common.errors import ConfigError
+from consumers.base import Applier
+from producers.base import LogCapture
+
+_NOT_YET = {
+    "mariadb": "MariaDB capture and apply are planned (issue: MariaDB engine)",
+    "oracle": "Oracle LogMiner capture is planned; it cannot run on this machine",
+    "sqlserver": "SQL Server CDC capture is planned; it cannot run on this machine",
+}
+
+
+def capture_factory(cfg: ArkConfig) -> Callable[[], LogCapture]:
+    """A function building a fresh LogCapture for the group's primary."""
+    if cfg.primary.engine == "postgresql":
+        from producers.postgresql.capture import PostgresCapture
+
+        return lambda: PostgresCapture(cfg)
+    raise ConfigError(f"engine {cfg.primary.engine}: {_NOT_YET[cfg.primary.engine]}",
+                      fix="use engine: postgresql for now")
+
+
+def applier_factory(standby: StandbySettings) -> Callable[[], Applier]:
+    """A function building a fresh Applier for one standby."""
+    if standby.engine == "postgresql":
+        from consumers.postgresql.applier import PostgresApplier
+
+        return lambda: PostgresApplier(standby)
+    raise ConfigError(f"engine {standby.engine}: {_NOT_YET[standby.engine]}", fix="use engine: postgresql for now")

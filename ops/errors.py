@@ -1,0 +1,15 @@
+"""Errors of the operator tools."""
+
+from __future__ import annotations
+
+from common.errors import ArkError
+
+
+class OpsError(ArkError):
+    """Root of errors raised by the CLI and the console themselves."""
+
+
+class CheckFailed(OpsError):
+    """``ark check`` found problems that must be fixed before replication is safe."""
+
+    exit_code = 6

@@ -1,0 +1,56 @@
+"""The commented example config written by ``ark init``."""
+
+from __future__ import annotations
+
+EXAMPLE_CONFIG = """\
+# Ark: one file per replication group. Validate it with:  ark -c ark.yaml check
+#
+# Secrets are never written here: give {env: NAME} or {file: /path} and Ark reads them when it connects.
+
+group: bank                      # letters, digits, '_' or '-'; names the topics ark.<group>.*
+
+kafka:
+  bootstrap: 127.0.0.1:9092      # host:port[,host:port...]
+  redo_retention_hours: 168      # the redo topic IS the archive: keep longer than the longest delay + 24 h
+  compression: lz4               # none, lz4, zstd, snappy, gzip
+  # replication_factor: 3        # on a real cluster
+  # sasl_username: ark
+  # sasl_password: {env: ARK_KAFKA_PASSWORD}
+  # client: {security.protocol: SASL_SSL, sasl.mechanisms: SCRAM-SHA-512}
+
+primary:
+  name: node1                    # node name, unique in the group
+  engine: postgresql
+  host: 127.0.0.1
+  port: 5432
+  dbname: bank
+  user: postgres                 # needs REPLICATION (and ownership of the tables for the publication)
+  password: {env: ARK_PRIMARY_PASSWORD}
+  tables: ["public.*"]           # schema.table patterns; 'schema.*' also picks up tables created later
+  # slot: ark_bank               # default ark_<group>
+  # publication: ark_bank        # default ark_<group>
+
+capture:
+  chunk_rows: 5000               # a large transaction travels as chunks of this many rows
+  batch_max_txns: 500            # source transactions per Kafka transaction
+  batch_max_ms: 100
+
+standbys:
+  - name: node2
+    engine: postgresql
+    host: 127.0.0.1
+    port: 5433
+    dbname: bank
+    user: postgres
+    password: {env: ARK_STANDBY_PASSWORD}
+    delay_seconds: 0             # 0 = real time
+    on_data_error: stop          # stop | resync-table
+  - name: node3-delayed
+    engine: postgresql
+    host: 127.0.0.1
+    port: 5434
+    dbname: bank
+    user: postgres
+    password: {env: ARK_STANDBY_PASSWORD}
+    delay_seconds: 3600          # one hour behind: undo a user's mistake ('ark delay node3-delayed 0' to catch up)
+"""

@@ -1,0 +1,126 @@
+"""The bank workload: concurrent transfers that keep a fixed total balance, plus a history ledger.
+
+Used by the demo, the integration and fault tests and the benchmarks. Every transfer is one
+transaction: two balance updates and one history insert with a unique id. So at any consistent
+point the total balance equals ``accounts * INITIAL_BALANCE``, and the history ids are unique.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+INITIAL_BALANCE = Decimal("1000.00")
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id integer PRIMARY KEY,
+    balance numeric(14,2) NOT NULL,
+    owner text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE SEQUENCE IF NOT EXISTS history_id_seq;
+CREATE TABLE IF NOT EXISTS history (
+    id bigint PRIMARY KEY DEFAULT nextval('history_id_seq'),
+    from_id integer NOT NULL,
+    to_id integer NOT NULL,
+    amount numeric(14,2) NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    note text
+);
+"""
+
+
+def create_bank(dsn: str, accounts: int = 100) -> Decimal:
+    """Create and fill the bank tables (idempotent); returns the invariant total."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SCHEMA_SQL)
+        with conn.cursor() as cur, cur.copy("COPY accounts (id, balance, owner) FROM STDIN") as copy:
+            existing = {r[0] for r in conn.execute("SELECT id FROM accounts").fetchall()}
+            for i in range(1, accounts + 1):
+                if i not in existing:
+                    copy.write_row((i, INITIAL_BALANCE, f"owner-{i:05d} ünïcode"))
+    return INITIAL_BALANCE * accounts
+
+
+def total_balance(dsn: str) -> Decimal:
+    """SUM(balance) in one statement (one consistent snapshot)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT coalesce(sum(balance), 0) FROM accounts").fetchone()
+    return Decimal(row[0]) if row else Decimal(0)
+
+
+@dataclass
+class BankWorkload:
+    """Runs ``clients`` threads of transfers against ``dsn`` until :meth:`stop`."""
+
+    dsn: str
+    accounts: int = 100
+    clients: int = 4
+    pause_s: float = 0.0
+    committed: int = 0
+    errors: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> BankWorkload:
+        """Start the client threads."""
+        for n in range(self.clients):
+            t = threading.Thread(target=self._client, args=(n,), name=f"bank-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> int:
+        """Stop and join; returns the number of committed transfers."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        return self.committed
+
+    def run_for(self, seconds: float) -> int:
+        """Start, run ``seconds``, stop."""
+        self.start()
+        time.sleep(seconds)
+        return self.stop()
+
+    def _client(self, n: int) -> None:
+        rnd = random.Random(n * 7919 + int(time.time()))
+        conn: Any = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.dsn)
+                a, b = rnd.sample(range(1, self.accounts + 1), 2)
+                amount = Decimal(rnd.randint(1, 5000)) / 100
+                with conn.transaction():
+                    # Lock in id order: no deadlocks between clients.
+                    for acc, delta in sorted(((a, -amount), (b, amount))):
+                        conn.execute("UPDATE accounts SET balance = balance + %s, updated_at = now() WHERE id = %s",
+                                     (delta, acc))
+                    conn.execute("INSERT INTO history (from_id, to_id, amount, note) VALUES (%s, %s, %s, %s)",
+                                 (a, b, amount, f"transfer {n}"))
+                with self._lock:
+                    self.committed += 1
+            except psycopg.Error as exc:
+                with self._lock:
+                    self.errors += 1
+                log.debug("bank client %d: %s", n, exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.2)
+            if self.pause_s:
+                time.sleep(self.pause_s)
+        if conn is not None:
+            conn.close()
