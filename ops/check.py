@@ -29,7 +29,8 @@ class Finding:
 
 def collect(cfg: ArkConfig) -> list[Finding]:
     """Run every check; never raises for a failed check (it becomes a finding)."""
-    findings = [Finding("config", True, f"{cfg.source_path} is valid (group {cfg.group}, {len(cfg.standbys)} standbys)")]
+    summary = f"{cfg.source_path} is valid (group {cfg.group}, {len(cfg.standbys)} standbys)"
+    findings = [Finding("config", True, summary)]
     try:
         topics = check_reachable(cfg.kafka)
         findings.append(Finding("kafka", True, f"{cfg.kafka.bootstrap} answers ({len(topics)} topics)"))

@@ -32,7 +32,7 @@ from ops.context import console
 from ops.status import gather, render
 from ops.workload import BankWorkload, create_bank, total_balance
 
-PASSWORD_ENV = "ARK_DEMO_PASSWORD"
+PASSWORD_ENV = "ARK_DEMO_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
 DELAY_S = 20.0
 
 

@@ -1,0 +1,90 @@
+"""The config model: validation with the key and the fix, secrets never echoed, cross-field checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.config import load_config, parse_config
+from common.errors import ConfigError
+from ops.templates import EXAMPLE_CONFIG
+
+MIN = {"group": "g1", "primary": {"name": "p"}, "standbys": [{"name": "s"}]}
+
+
+def test_example_config_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "ark.yaml"
+    path.write_text(EXAMPLE_CONFIG)
+    cfg = load_config(path)
+    assert cfg.group == "bank" and [s.name for s in cfg.standbys] == ["node2", "node3-delayed"]
+    assert cfg.slot_name == "ark_bank" and cfg.max_delay_seconds == 3600
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({**MIN, "group": "bad group!"}, "group"),
+    ({**MIN, "primary": {"name": "p", "port": 70000}}, "primary.port"),
+    ({**MIN, "standbys": [{"name": "p"}]}, "unique"),
+    ({**MIN, "standbys": [{"name": "s", "delay_seconds": -1}]}, "standbys.0.delay_seconds"),
+    ({**MIN, "standbys": [{"name": "s", "engine": "oracle"}]}, "primary is postgresql"),
+    ({**MIN, "surprise": 1}, "surprise"),
+    ({**MIN, "kafka": {"client": {"sasl.password": "x"}}}, "looks like a secret"),
+    ({"group": "g"}, "primary"),
+    ([1, 2], "mapping"),
+])
+def test_invalid_configs_name_the_key(doc: object, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, Path("x.yaml"))
+    assert needle in err.value.message and err.value.fix
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("group: g\nprimary:\n  name: [unclosed\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_config(path)
+
+
+def test_missing_file_says_ark_init(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "nope.yaml")
+    assert "ark init" in err.value.fix
+
+
+def test_secret_from_env_is_resolved_only_on_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = parse_config({**MIN, "primary": {"name": "p", "password": {"env": "ARK_T_PW"}}})
+    monkeypatch.delenv("ARK_T_PW", raising=False)
+    with pytest.raises(ConfigError) as err:
+        cfg.primary.connect_kwargs()
+    assert "ARK_T_PW" in err.value.message
+    monkeypatch.setenv("ARK_T_PW", "hunter2-secret")
+    assert cfg.primary.connect_kwargs()["password"] == "hunter2-secret"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in cfg.primary.describe()
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr3t\n")
+    cfg = parse_config({**MIN, "primary": {"name": "p", "password": {"file": str(secret)}}})
+    assert cfg.primary.connect_kwargs()["password"] == "s3cr3t"
+    bad = parse_config({**MIN, "primary": {"name": "p", "password": {"file": str(tmp_path / 'none')}}})
+    with pytest.raises(ConfigError, match="cannot read secret file"):
+        bad.primary.connect_kwargs()
+
+
+def test_secret_ref_needs_exactly_one_source() -> None:
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_config({**MIN, "primary": {"name": "p", "password": {}}})
+
+
+@pytest.mark.parametrize("retention_h, delay_s, warns", [(168, 0, False), (24, 3600, True), (30, 3600, False)])
+def test_retention_warning(retention_h: float, delay_s: float, warns: bool) -> None:
+    cfg = parse_config({**MIN, "kafka": {"redo_retention_hours": retention_h},
+                        "standbys": [{"name": "s", "delay_seconds": delay_s}]})
+    assert (cfg.retention_warning() is not None) == warns
+
+
+def test_config_is_frozen() -> None:
+    cfg = parse_config(MIN)
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on frozen models
+        cfg.group = "other"  # type: ignore[misc]
