@@ -1,0 +1,143 @@
+"""Local state of a sender or a receiver, in one SQLite file each (crash-safe: WAL, one commit per step).
+
+Sender: what each target acknowledged per path, the chunk signatures of acknowledged contents
+(the delta bases), a stat cache of the source (the quick check), and its feedback offset.
+Receiver: its changes offset and what it applied per path, with the local lstat taken after.
+Losing either file is safe: the sender re-learns the targets' state from the feedback partition,
+and a receiver re-reads the changes partition and answers divergences with its real content.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from filesync.chunks import Signature
+from filesync.plan import Acked
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS acked (target TEXT, path TEXT, kind TEXT, content_hash BLOB, meta_digest BLOB,
+                                  PRIMARY KEY (target, path));
+CREATE TABLE IF NOT EXISTS sigs (content_hash BLOB PRIMARY KEY, packed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS statcache (path TEXT PRIMARY KEY, size INT, mtime_ns INT, ctime_ns INT, ino INT,
+                                      content_hash BLOB, racy INT);
+CREATE TABLE IF NOT EXISTS applied (path TEXT PRIMARY KEY, kind TEXT, content_hash BLOB, meta_digest BLOB,
+                                    size INT, mtime_ns INT, ino INT);
+"""
+
+StatKey = tuple[int, int, int, int]
+
+
+class StateDB:
+    """One SQLite state file. Methods commit immediately unless inside :meth:`batch`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        self._depth = 0
+
+    def batch(self) -> _Batch:
+        """Context manager grouping writes in one transaction."""
+        return _Batch(self)
+
+    # --- kv
+    def get(self, key: str, default: str = "") -> str:
+        """A stored string (``default`` when absent)."""
+        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    def put(self, key: str, value: str) -> None:
+        """Store a string."""
+        self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
+
+    # --- sender: acked
+    def acked(self, target: str) -> dict[str, Acked]:
+        """Everything ``target`` acknowledged, by path."""
+        rows = self.db.execute("SELECT path, kind, content_hash, meta_digest FROM acked WHERE target=?", (target,))
+        return {p: Acked(k, bytes(c), bytes(m)) for p, k, c, m in rows}
+
+    def set_acked(self, target: str, path: str, acked: Acked | None) -> None:
+        """Record (or with None forget) what ``target`` holds at ``path``."""
+        if acked is None:
+            self.db.execute("DELETE FROM acked WHERE target=? AND path=?", (target, path))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO acked VALUES (?, ?, ?, ?, ?)",
+                            (target, path, acked.kind, acked.content_hash, acked.meta_digest))
+
+    # --- sender: signatures
+    def signature(self, content_hash: bytes) -> Signature | None:
+        """The stored signature of a content, if any."""
+        row = self.db.execute("SELECT packed FROM sigs WHERE content_hash=?", (content_hash,)).fetchone()
+        return Signature.unpack(bytes(row[0])) if row else None
+
+    def put_signature(self, sig: Signature) -> None:
+        """Keep ``sig`` as a future delta basis."""
+        self.db.execute("INSERT OR REPLACE INTO sigs VALUES (?, ?)", (sig.content_hash, sig.pack()))
+
+    def prune_signatures(self) -> int:
+        """Drop signatures no target holds any more; returns how many."""
+        cur = self.db.execute("DELETE FROM sigs WHERE content_hash NOT IN (SELECT content_hash FROM acked)")
+        return cur.rowcount
+
+    # --- sender: stat cache
+    def cached_hash(self, path: str, key: StatKey) -> bytes | None:
+        """The content hash of ``path`` when its stat key is unchanged and it was not racy."""
+        row = self.db.execute("SELECT size, mtime_ns, ctime_ns, ino, content_hash, racy FROM statcache WHERE path=?",
+                              (path,)).fetchone()
+        if row and tuple(row[:4]) == key and not row[5]:
+            return bytes(row[4])
+        return None
+
+    def put_cached_hash(self, path: str, key: StatKey, content_hash: bytes, racy: bool) -> None:
+        """Remember the content hash of ``path`` at stat ``key``."""
+        self.db.execute("INSERT OR REPLACE INTO statcache VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (path, *key, content_hash, racy))
+
+    # --- receiver: applied
+    def applied(self, path: str) -> tuple[str, bytes, bytes, int, int, int] | None:
+        """(kind, content_hash, meta_digest, size, mtime_ns, ino) applied at ``path``."""
+        row = self.db.execute("SELECT kind, content_hash, meta_digest, size, mtime_ns, ino FROM applied WHERE path=?",
+                              (path,)).fetchone()
+        return (row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5]) if row else None
+
+    def set_applied(self, path: str, kind: str, content_hash: bytes, meta_digest: bytes,
+                    st: os.stat_result | None) -> None:
+        """Record what was applied at ``path`` and its lstat afterwards (None forgets the path)."""
+        if st is None:
+            self.db.execute("DELETE FROM applied WHERE path=?", (path,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (path, kind, content_hash, meta_digest, st.st_size, st.st_mtime_ns, st.st_ino))
+
+    def applied_paths(self) -> Iterator[tuple[str, str, bytes, bytes, int, int, int]]:
+        """Every applied row."""
+        rows = self.db.execute("SELECT path, kind, content_hash, meta_digest, size, mtime_ns, ino FROM applied")
+        for p, k, c, m, s, t, i in rows.fetchall():
+            yield p, k, bytes(c), bytes(m), s, t, i
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
+
+
+class _Batch:
+    def __init__(self, state: StateDB) -> None:
+        self.state = state
+
+    def __enter__(self) -> StateDB:
+        if self.state._depth == 0:
+            self.state.db.execute("BEGIN")
+        self.state._depth += 1
+        return self.state
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.state._depth -= 1
+        if self.state._depth == 0:
+            self.state.db.execute("ROLLBACK" if exc_type else "COMMIT")
