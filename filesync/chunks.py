@@ -34,6 +34,7 @@ class Signature:
     hashes: tuple[bytes, ...]
     content_hash: bytes
     size: int
+    avg: int = 8192
 
     def offsets(self) -> list[int]:
         """Start offset of each chunk."""
@@ -44,24 +45,34 @@ class Signature:
         return out
 
     def pack(self) -> bytes:
-        """Wire/storage form: 20 bytes per chunk (u32 length, hash), then the content hash."""
+        """Wire/storage form: 20 bytes per chunk (u32 length, hash), the u32 average, the content hash."""
         arr = np.empty(len(self.lengths), dtype=_PACKED)
         arr["length"] = self.lengths
         arr["hash"] = self.hashes
-        return arr.tobytes() + self.content_hash
+        return arr.tobytes() + self.avg.to_bytes(4, "little") + self.content_hash
 
     @classmethod
     def unpack(cls, blob: bytes) -> Signature:
         """Inverse of :meth:`pack`."""
-        body, content_hash = blob[:-HASH_LEN], blob[-HASH_LEN:]
+        body, avg, content_hash = blob[:-HASH_LEN - 4], blob[-HASH_LEN - 4:-HASH_LEN], blob[-HASH_LEN:]
         arr = np.frombuffer(body, dtype=_PACKED)
         lengths = tuple(int(x) for x in arr["length"])
-        return cls(lengths, tuple(bytes(h).ljust(HASH_LEN, b"\0") for h in arr["hash"]), content_hash, sum(lengths))
+        hashes = tuple(bytes(h).ljust(HASH_LEN, b"\0") for h in arr["hash"])
+        return cls(lengths, hashes, content_hash, sum(lengths), int.from_bytes(avg, "little"))
 
 
 def chunk_hash(data: bytes | memoryview) -> bytes:
     """The strong hash of one chunk (XXH3-128, the same family rsync 3.2+ negotiates)."""
     return xxhash.xxh3_128_digest(data)
+
+
+def average_for(size: int, cap: int = 8192) -> int:
+    """The average chunk size for a file of ``size`` bytes: a power of two near sqrt(size)/2
+    (rsync's block size is ~sqrt(size)), at least 256 and at most ``cap``."""
+    avg = 256
+    while avg * 2 <= cap and (avg * 4) ** 2 <= size:
+        avg *= 2
+    return avg
 
 
 def limits(avg: int) -> tuple[int, int]:
@@ -74,21 +85,23 @@ def _cut(view: memoryview, avg: int) -> list[int]:
     return [c.length for c in fastcdc_cy(view, min_size=lo, avg_size=avg, max_size=hi)]
 
 
-def signature_of_bytes(data: bytes, avg: int = 8192) -> Signature:
-    """The signature of in-memory ``data``."""
+def signature_of_bytes(data: bytes, cap: int = 8192, *, avg: int | None = None) -> Signature:
+    """The signature of in-memory ``data`` (chunk average from its size and ``cap``, or exactly ``avg``)."""
+    avg = avg or average_for(len(data), cap)
     view = memoryview(data)
     lengths = _cut(view, avg) if data else []
     hashes, pos = [], 0
     for length in lengths:
         hashes.append(chunk_hash(view[pos:pos + length]))
         pos += length
-    return Signature(tuple(lengths), tuple(hashes), xxhash.xxh3_128_digest(data), len(data))
+    return Signature(tuple(lengths), tuple(hashes), xxhash.xxh3_128_digest(data), len(data), avg)
 
 
 def signature_of_file(
     path: str | os.PathLike[str],
-    avg: int = 8192,
+    cap: int = 8192,
     *,
+    avg: int | None = None,
     progress: Callable[[int], None] | None = None,
     keep_limit: int = KEEP_LIMIT,
 ) -> tuple[Signature, bytes | None]:
@@ -101,9 +114,10 @@ def signature_of_file(
     """
     with open(path, "rb", buffering=0) as fh:
         size = os.fstat(fh.fileno()).st_size
+        avg = avg or average_for(size, cap)
         if size <= keep_limit:
             data = fh.read()
-            return signature_of_bytes(data, avg), data
+            return signature_of_bytes(data, avg=avg), data
         lo, hi = limits(avg)
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             view = memoryview(mm)
@@ -130,7 +144,7 @@ def signature_of_file(
                 view.release()
     if progress is not None:
         progress(size)
-    return Signature(tuple(lengths), tuple(hashes), content_hash, pos), None
+    return Signature(tuple(lengths), tuple(hashes), content_hash, pos, avg), None
 
 
 def hash_file(path: str | os.PathLike[str]) -> bytes:

@@ -193,6 +193,12 @@ class Sender:
             report.busy.append(change.path)
             return
         basis = self.state.signature(change.basis_hash) if change.basis_hash else None
+        if basis is not None and basis.avg != sig.avg:
+            # Chunks only match when cut with the same average: re-cut the new content like the basis.
+            sig, data = signature_of_file(abs_path, avg=basis.avg)
+            if sig.content_hash != change.content_hash:
+                report.busy.append(change.path)
+                return
         ops = plan_delta(basis, sig)
         transfer_id = uuid.uuid4().hex
         self.channel.publish(CHANGES, "FileBegin", {
