@@ -89,12 +89,15 @@ def check(obj: CliContext) -> None:
 @pass_ctx
 def capture(obj: CliContext) -> None:
     """Run the capture of the primary: its log → the group's redo topic (runs until stopped)."""
-    from ops.engines import capture_factory
+    from common.kafka import check_reachable
+    from ops.engines import capture_factory, require_prerequisites
     from producers.runner import CaptureRunner
 
     cfg = obj.config()
     factory = capture_factory(cfg)
     with contextlib.closing(factory()) as probe:
+        require_prerequisites(probe)
+        check_reachable(cfg.kafka)
         probe.ensure_setup()
     _run_until_signal(CaptureRunner(cfg, factory))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from common.config import ArkConfig, StandbySettings
-from common.errors import ConfigError
+from common.errors import ConfigError, PrerequisiteError
 from consumers.base import Applier
 from producers.base import LogCapture
 
@@ -33,3 +33,11 @@ def applier_factory(standby: StandbySettings) -> Callable[[], Applier]:
 
         return lambda: PostgresApplier(standby)
     raise ConfigError(f"engine {standby.engine}: {_NOT_YET[standby.engine]}", fix="use engine: postgresql for now")
+
+
+def require_prerequisites(capture: LogCapture) -> None:
+    """Raise PrerequisiteError for the first fatal problem of the source (with its fix)."""
+    fatal = [p for p in capture.check_prerequisites() if p.fatal]
+    if fatal:
+        more = f" (and {len(fatal) - 1} more: run 'ark check')" if len(fatal) > 1 else ""
+        raise PrerequisiteError(fatal[0].what + more, fix=fatal[0].fix)

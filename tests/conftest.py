@@ -14,6 +14,7 @@ Tests under tests/integration and tests/faults are marked ``integration`` (and `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -163,3 +164,39 @@ def fresh_db(pg_primary: PgInstance, pg_standby: PgInstance) -> Iterator[FreshDb
 def unique_group() -> str:
     """A unique replication group name, ``t<hex8>``."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_group(kafka_bootstrap: str, fresh_db: FreshDb, unique_group: str, ark_tmp: Path,
+               pg_factory: PgFactory) -> Iterator[Callable[..., object]]:
+    """Build a :class:`tests.support.replication.Group` on ``fresh_db`` (agents stopped afterwards).
+
+    ``make_group(standbys=[("standby", 0.0)], tables=("public.*",))``; a standby name other than
+    "standby" gets the same database on a new instance from ``pg_factory``.
+    """
+    from tests.support.replication import Group, Standby
+
+    made: list[Group] = []
+
+    def make(standbys: list[tuple[str, float]] | None = None, tables: tuple[str, ...] = ("public.*",),
+             **capture: object) -> Group:
+        sbs = []
+        for name, delay in standbys or [("standby", 0.0)]:
+            inst = fresh_db.standby
+            if name != "standby":
+                inst = pg_factory(name)
+                inst.create_database(fresh_db.name)
+            sbs.append(Standby(name, inst, fresh_db.name, delay))
+        group = Group(unique_group, ark_tmp / "groups" / unique_group, kafka_bootstrap, fresh_db.primary,
+                      fresh_db.name, sbs, tables, dict(capture))
+        group.write_config()
+        made.append(group)
+        return group
+
+    yield make
+    for group in made:
+        group.stop_all()
+        slot = f"ark_{group.name}"
+        with contextlib.suppress(RuntimeError):
+            fresh_db.primary.psql(f"SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots "
+                                  f"WHERE slot_name = '{slot}' AND NOT active")

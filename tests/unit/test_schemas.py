@@ -11,8 +11,18 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from schemas import envelope, registry
 from schemas.compat import check_pair, readable
 from schemas.entries import (
-    REDO_SCHEMA, UNCHANGED, Column, EpochMarker, Op, Position, RedoEntry, RowChange, TableMeta, TxnChunk,
-    from_record, to_record,
+    REDO_SCHEMA,
+    UNCHANGED,
+    Column,
+    EpochMarker,
+    Op,
+    Position,
+    RedoEntry,
+    RowChange,
+    TableMeta,
+    TxnChunk,
+    from_record,
+    to_record,
 )
 from schemas.errors import CorruptEntry, IncompatibleSchema, InvalidChecksum
 from schemas.positions import binlog_position, mssql_lsn, oracle_scn, pg_lsn
@@ -126,8 +136,8 @@ def test_added_field_with_default_really_resolves() -> None:
     assert not readable(_BASE, new)
     buf = io.BytesIO()
     schemaless_writer(buf, parse_schema(_BASE), {"a": 5})
-    assert schemaless_reader(io.BytesIO(buf.getvalue()), parse_schema(_BASE), parse_schema(json.loads(json.dumps(new)))) \
-        == {"a": 5, "b": "x"}
+    reader = parse_schema(json.loads(json.dumps(new)))
+    assert schemaless_reader(io.BytesIO(buf.getvalue()), parse_schema(_BASE), reader) == {"a": 5, "b": "x"}
 
 
 def test_position_keys_order_like_the_source() -> None:
