@@ -46,7 +46,8 @@ class Ours:
     def __init__(self, bootstrap: str, work: Path, name: str) -> None:
         self.cfg = parse_config({
             "group": "bench", "kafka": {"bootstrap": bootstrap}, "primary": {"name": "p"},
-            "files": {name: {"source": str(work / "ours-src"), "targets": [{"name": "t", "path": str(work / "ours-dst")}],
+            "files": {name: {"source": str(work / "ours-src"),
+                             "targets": [{"name": "t", "path": str(work / "ours-dst")}],
                              "state_dir": str(work / "state"), "horizon_s": 0}}})
         self.name = name
         fs = self.cfg.files[name]
@@ -161,7 +162,8 @@ def main() -> None:
         if broker is not None:
             broker.stop()
     print()
-    print(f"| edit ({args.size_mib} MiB file) | rsync bytes | filesync bytes | bytes ratio | rsync s | filesync s | time ratio |")
+    print(f"| edit ({args.size_mib} MiB file) | rsync bytes | filesync bytes | bytes ratio "
+          "| rsync s | filesync s | time ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for case, rb, ob, rt, ot in rows:
         print(f"| {case} | {rb:,} | {ob:,} | {ob / rb:.2f} | {rt:.3f} | {ot:.3f} | {ot / rt:.2f} |")

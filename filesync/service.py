@@ -109,6 +109,31 @@ def receive(config: ArkConfig, name: str, target: str, stop: threading.Event) ->
         receiver.close()
 
 
+def serve(config: ArkConfig, name: str, stop: threading.Event, *, watch: bool | None = None,
+          local_targets: bool = True, progress: Progress | None = None) -> None:
+    """Long-running sender: a pass now, then on file events (``watch``) and on the set's schedule.
+
+    With ``local_targets`` the receivers of targets on this host run here too. ``watch`` None takes
+    the set's ``watch:`` setting.
+    """
+    from filesync.watch import run_sender_loop
+
+    fs = file_set(config, name)
+    sender = Sender(config.kafka, config.group, name, fs, state_dir(config, name), progress=progress)
+    local = LocalReceivers(config, name, None if local_targets else [])
+    try:
+        with local:
+            sender.catch_up()
+
+            def one_pass() -> None:
+                local.check()
+                sender.sync(timeout=fs.ack_timeout_s, check=local.check)
+
+            run_sender_loop(one_pass, fs, stop, watch=fs.watch if watch is None else watch)
+    finally:
+        sender.close()
+
+
 @dataclass
 class Difference:
     """One path where a target differs from the source."""
@@ -116,6 +141,32 @@ class Difference:
     target: str
     path: str
     what: str
+
+
+@dataclass
+class TargetStatus:
+    """One target's view: entries it acknowledged, changes still to ship to it."""
+
+    target: str
+    host: str
+    acked: int
+    pending: int
+
+
+def status(config: ArkConfig, name: str) -> list[TargetStatus]:
+    """Catch up with the acknowledgements and plan (without shipping) for every target."""
+    fs = file_set(config, name)
+    sender = Sender(config.kafka, config.group, name, fs, state_dir(config, name))
+    try:
+        sender.catch_up()
+        _scan, _cur, changes, _report, _kept = sender.plan()
+        out = []
+        for target in fs.targets:
+            pending = sum(1 for _c, ts in changes if not ts or target.name in ts)
+            out.append(TargetStatus(target.name, target.host, len(sender.state.acked(target.name)), pending))
+        return out
+    finally:
+        sender.close()
 
 
 def verify(config: ArkConfig, name: str) -> list[Difference]:
