@@ -1,0 +1,309 @@
+"""PostgreSQL capture: pgoutput (protocol v1) over the streaming replication protocol.
+
+Positions are LSNs: ``Position(text="X/Y", key=lsn.to_bytes(8, "big"))``.
+
+* ``TxnBegin.commit`` / ``TxnEnd.commit``: the LSN of the commit record (pgoutput's final_lsn).
+* ``TxnEnd.confirm``: commit LSN + 1. Confirming it makes the slot skip exactly this transaction
+  (PostgreSQL skips commits whose record starts before confirmed_flush_lsn) and nothing after it,
+  since WAL records start 8-byte aligned. Unlike the commit's end LSN it is derived from the commit
+  position that Kafka holds, which makes the gap check exact (see :meth:`PostgresCapture.stream`).
+* ``Idle.position``: between transactions, the server's WAL position from the last keepalive or
+  commit; everything before it that the publication covers has been yielded. ``None`` inside a
+  transaction.
+
+The slot advances only through :meth:`PostgresCapture.confirm`: status updates always carry the
+last confirmed position (see walstream.py for why psycopg2's ``read_message`` is not used).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+
+from common.config import ArkConfig
+from common.errors import PrerequisiteError, SourceError
+from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
+from producers.errors import SlotGapError
+from producers.postgresql import catalog, pgoutput, setup
+from producers.postgresql.pgoutput import lsn_from_text, lsn_to_text, row_relid
+from producers.postgresql.relations import Rel, build_relation, row_change
+from producers.postgresql.walstream import Keepalive, StreamError, WalStream
+from schemas.entries import Op, Position, RowChange
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2  # longest wait on the socket before an Idle event
+IDLE_EVERY_S = 0.5  # an Idle event at least this often, even while data flows
+STATUS_EVERY_S = 10.0  # status updates keep the walsender from timing out
+_ROW_TAGS = frozenset(b"IUD")
+
+
+def lsn_position(lsn: int) -> Position:
+    """The Position of an LSN."""
+    return Position(lsn_to_text(lsn), lsn.to_bytes(8, "big"))
+
+
+def position_lsn(position: Position) -> int:
+    """The LSN of a Position made by :func:`lsn_position`."""
+    return int.from_bytes(position.key, "big")
+
+
+class PostgresCapture(LogCapture):
+    """:class:`producers.base.LogCapture` for PostgreSQL (>= 10; built and tested on 15)."""
+
+    engine = "postgresql"
+
+    def __init__(self, cfg: ArkConfig) -> None:
+        """Nothing is opened until a method needs the source."""
+        self.cfg = cfg
+        self._meta_conn: Any = None
+        self._repl_conn: Any = None
+        self._ws: WalStream | None = None
+        self._confirmed = 0
+        self._types: dict[int, str] = {}
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _meta(self) -> Any:
+        if self._meta_conn is None or self._meta_conn.closed:
+            self._meta_conn = catalog.connect(self.cfg)
+        return self._meta_conn
+
+    def _where(self) -> str:
+        p = self.cfg.primary
+        return f"{p.user}@{p.host}:{p.port}/{p.dbname}"
+
+    def _send_status(self, reply: bool = False) -> None:
+        if self._ws is not None:
+            c = self._confirmed
+            self._ws.send_status(c, c, c, reply)
+
+    # -- LogCapture --------------------------------------------------------------------------------
+    def check_prerequisites(self) -> list[Problem]:
+        """See :mod:`producers.postgresql.setup` for the rules."""
+        try:
+            return setup.problems(self._meta(), self.cfg)
+        except psycopg2.Error as exc:
+            raise catalog.source_error(self.cfg, exc) from None
+
+    def ensure_setup(self) -> None:
+        """Create the publication and the slot when missing; refuse while a fatal prerequisite fails."""
+        fatal = [p for p in self.check_prerequisites() if p.fatal]
+        if fatal:
+            more = f" (and {len(fatal) - 1} more problems: run 'ark check')" if len(fatal) > 1 else ""
+            raise PrerequisiteError(fatal[0].what + more, fix=fatal[0].fix)
+        try:
+            setup.ensure(self._meta(), self.cfg)
+        except psycopg2.Error as exc:
+            raise catalog.source_error(self.cfg, exc) from None
+
+    def slot_positions(self) -> tuple[Position | None, Position | None]:
+        """The slot's (confirmed_flush_lsn, restart_lsn); (None, None) when it does not exist."""
+        state = catalog.slot_state(self._meta(), self.cfg.slot_name)
+        if state is None:
+            return None, None
+        flushed, restart = state.confirmed_flush_lsn, state.restart_lsn
+        return (self.parse_position(flushed) if flushed else None,
+                self.parse_position(restart) if restart else None)
+
+    def parse_position(self, text: str) -> Position:
+        """``X/Y`` -> Position (ValueError for anything else)."""
+        return lsn_position(lsn_from_text(text))
+
+    def confirm(self, position: Position) -> None:
+        """Let the slot forget everything before ``position``.
+
+        Sent at once while a stream is open; otherwise kept, and sent when the next stream starts
+        (which also skips the transactions it covers).
+        """
+        lsn = position_lsn(position)
+        if lsn > self._confirmed:
+            self._confirmed = lsn
+            try:
+                self._send_status()
+            except StreamError as exc:
+                raise SourceError(f"PostgreSQL {self._where()}: {exc}",
+                                  fix=f"is PostgreSQL running at {self.cfg.primary.host}:{self.cfg.primary.port}?"
+                                  ) from None
+
+    def close(self) -> None:
+        """Close both connections (safe to call twice)."""
+        self._ws = None
+        for conn in (self._repl_conn, self._meta_conn):
+            if conn is not None and not conn.closed:
+                try:
+                    conn.close()
+                except psycopg2.Error:
+                    log.debug("closing a source connection failed", exc_info=True)
+        self._repl_conn = self._meta_conn = None
+
+    # -- streaming ---------------------------------------------------------------------------------
+    def _start(self, resume_after: Position | None) -> WalStream:
+        slot, where = self.cfg.slot_name, self._where()
+        state = catalog.slot_state(self._meta(), slot)
+        gap_fix = "run 'ark sync' to rebuild the standbys from a fresh snapshot"
+        if state is None:
+            if resume_after is not None:
+                raise SlotGapError(f"replication slot {slot} does not exist on {where}, but Kafka holds "
+                                   f"transactions up to {resume_after.text}: the history after it is lost",
+                                   fix=gap_fix)
+            raise SourceError(f"replication slot {slot} does not exist on {where}",
+                              fix="let capture create it (ensure_setup, run by 'ark capture')")
+        if state.wal_status == "lost":
+            raise SlotGapError(f"replication slot {slot} on {where} was invalidated: its WAL is gone", fix=gap_fix)
+        flushed = lsn_from_text(state.confirmed_flush_lsn or "0/0")
+        # Our confirm positions are commit LSN + 1, so a slot that never went past what Kafka holds
+        # stands at or below resume_after + 1. Beyond that, the slot skipped commits Kafka lacks.
+        if resume_after is not None and flushed > position_lsn(resume_after) + 1:
+            raise SlotGapError(f"replication slot {slot} on {where} starts at {lsn_to_text(flushed)} but Kafka "
+                               f"ends at {resume_after.text}: transactions committed in between are lost "
+                               "(slot dropped and recreated?)", fix=gap_fix)
+        self._confirmed = max(self._confirmed, flushed)
+        conn = catalog.connect(self.cfg, replication=True)
+        self._repl_conn = conn
+        try:
+            conn.cursor().start_replication(
+                slot_name=slot, decode=False, start_lsn=0,
+                options={"proto_version": "1", "publication_names": self.cfg.publication_name})
+        except psycopg2.Error as exc:
+            text = " ".join(str(exc).split())
+            if "is active for pid" in text.lower():
+                raise SourceError(f"replication slot {slot} on {where} is in use: {text}",
+                                  fix="another capture of this group is running; stop it first") from None
+            if "publication" in text.lower() and "does not exist" in text.lower():
+                raise SourceError(f"{where}: {text}", fix="let capture create it (ensure_setup)") from None
+            raise catalog.source_error(self.cfg, exc) from None
+        log.info("streaming slot %s from %s (publication %s)", slot, lsn_to_text(flushed),
+                 self.cfg.publication_name)
+        ws = WalStream(conn)
+        if self._confirmed > flushed:  # confirmed while no stream was open: tell the slot now
+            c = self._confirmed
+            ws.send_status(c, c, c)
+        return ws
+
+    def stream(self, resume_after: Position | None) -> Iterator[CaptureEvent]:
+        """Yield events from the slot's confirmed position; see the module docstring for positions.
+
+        Transactions whose commit is before ``resume_after`` (or before a position confirmed to
+        this object) are skipped here; one whose commit
+        equals it cannot be told from a new one at that very LSN (an Idle position may equal the
+        next commit's LSN), so the runner skips it by comparing with Kafka.
+
+        Raises SlotGapError when the slot is gone, invalidated, or stands past ``resume_after``
+        (``resume_after`` must be the highest position durably recorded in Kafka: the last
+        commit, or a confirmed Idle position the runner recorded). SourceError when the source
+        cannot be reached.
+        """
+        ws = self._start(resume_after)
+        self._ws = ws
+        conn = self._repl_conn
+        try:
+            # Below the slot or below a position confirmed to this object, Kafka already has it.
+            floor = self._confirmed if resume_after is None else max(self._confirmed, position_lsn(resume_after))
+            yield from self._events(ws, floor)
+        except StreamError as exc:
+            text = str(exc)
+            if "invalidated" in text or "requested WAL segment" in text:
+                raise SlotGapError(f"PostgreSQL {self._where()}: {text}",
+                                   fix="run 'ark sync' to rebuild the standbys") from None
+            p = self.cfg.primary
+            raise SourceError(f"replication stream from {self._where()} failed: {text}",
+                              fix=f"is PostgreSQL running at {p.host}:{p.port}?") from None
+        finally:  # only this stream's own connection: an abandoned generator may be collected late
+            if self._ws is ws:
+                self._ws = None
+            if self._repl_conn is conn:
+                self._repl_conn = None
+            if not conn.closed:
+                try:
+                    conn.close()
+                except psycopg2.Error:
+                    log.debug("closing the replication connection failed", exc_info=True)
+
+    def _events(self, ws: WalStream, skip_below: int) -> Iterator[CaptureEvent]:
+        rels: dict[int, Rel] = {}
+        announced: set[int] = set()
+        parse, read = pgoutput.parse, ws.read
+        wal_end, in_txn, skipping = self._confirmed, False, False
+        commit_pos: Position | None = None
+        last_idle = last_status = time.monotonic()
+        fd = ws.fileno()
+        count = 0
+        while True:
+            msg = read()
+            if msg is None:
+                if not select.select([fd], [], [], POLL_S)[0]:
+                    last_idle = time.monotonic()
+                    yield Idle(None if in_txn else lsn_position(wal_end))
+                    if last_idle - last_status >= STATUS_EVERY_S:
+                        self._send_status()
+                        last_status = last_idle
+                continue
+            count += 1
+            if count & 255 == 0:
+                now = time.monotonic()
+                if now - last_idle >= IDLE_EVERY_S:
+                    last_idle = now
+                    yield Idle(None if in_txn else lsn_position(wal_end))
+                if now - last_status >= STATUS_EVERY_S:
+                    self._send_status()
+                    last_status = now
+            if isinstance(msg, Keepalive):
+                wal_end = max(wal_end, msg.wal_end)
+                if msg.reply:
+                    self._send_status()
+                    last_status = time.monotonic()
+                continue
+            payload = msg.payload
+            if payload[0] in _ROW_TAGS:
+                if skipping:
+                    continue
+                relid = row_relid(payload)
+                rel = rels[relid]
+                if relid not in announced:
+                    announced.add(relid)
+                    yield rel.meta
+                yield row_change(rel, parse(payload, rel.convs))  # type: ignore[arg-type]
+                continue
+            m = parse(payload)
+            if isinstance(m, pgoutput.Begin):
+                in_txn = True
+                skipping = m.final_lsn < skip_below
+                commit_pos = lsn_position(m.final_lsn)
+                if not skipping:
+                    yield TxnBegin(str(m.xid), commit_pos, pgoutput.pg_time_to_unix_us(m.commit_ts))
+            elif isinstance(m, pgoutput.Commit):
+                in_txn = False
+                wal_end = max(wal_end, m.end_lsn)
+                if not skipping and commit_pos is not None:
+                    yield TxnEnd(commit_pos, lsn_position(m.commit_lsn + 1))
+                skipping = False
+            elif isinstance(m, pgoutput.Relation):
+                rels[m.relid] = self._relation(m, commit_pos)
+                announced.discard(m.relid)
+                if not skipping:
+                    announced.add(m.relid)
+                    yield rels[m.relid].meta
+            elif isinstance(m, pgoutput.Truncate):
+                if not skipping:
+                    for relid in m.relids:
+                        if relid not in announced:
+                            announced.add(relid)
+                            yield rels[relid].meta
+                        yield RowChange(rels[relid].table, Op.TRUNCATE, [])
+            elif isinstance(m, pgoutput.TypeInfo):
+                self._types[m.oid] = f"{m.namespace}.{m.name}"
+            # Origin and Message carry nothing Ark replicates.
+
+    def _relation(self, r: pgoutput.Relation, at: Position | None) -> Rel:
+        details: catalog.ColumnDetails | None = None
+        try:
+            details = catalog.column_details(self._meta(), r.relid)
+        except (psycopg2.Error, SourceError) as exc:
+            log.warning("no catalog details for %s.%s (%s): nullability and key from the stream only",
+                        r.namespace, r.name, exc)
+        return build_relation(r, details, self._types, at.text if at else "")

@@ -1,0 +1,215 @@
+"""Connections to the source and the catalog queries of capture: settings, tables, slot, publication.
+
+Every connection error becomes a one-line :class:`common.errors.SourceError` that names
+``user@host:port/dbname`` and the fix, and never the password.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+from psycopg2.extras import LogicalReplicationConnection
+
+from common.config import ArkConfig
+from common.errors import SourceError
+
+#: Session settings that make the text of values canonical (see types.py).
+SESSION_OPTIONS = (
+    "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3 -c IntervalStyle=postgres"
+)
+
+
+def _password_source(cfg: ArkConfig) -> str:
+    ref = cfg.primary.password
+    if ref is None:
+        return "no password is configured: set primary.password: {env: NAME} (or {file: PATH})"
+    if ref.env is not None:
+        return f"check the password source {{env: {ref.env}}}"
+    return f"check the password source {{file: {ref.file}}}"
+
+
+def source_error(cfg: ArkConfig, exc: BaseException, secret: str | None = None) -> SourceError:
+    """Translate a driver error into a one-line SourceError with its fix (password scrubbed)."""
+    p = cfg.primary
+    where = f"{p.user}@{p.host}:{p.port}/{p.dbname}"
+    text = " ".join(str(exc).split())
+    if secret:
+        text = text.replace(secret, "***")
+    low = text.lower()
+    reason = text.split("FATAL:")[-1].strip() or type(exc).__name__
+    if "password authentication failed" in low or "no password supplied" in low:
+        return SourceError(f"PostgreSQL {where}: password authentication failed", fix=_password_source(cfg))
+    if any(s in low for s in ("connection refused", "could not connect", "timeout expired",
+                              "could not translate host name", "no route to host", "server closed")):
+        return SourceError(f"cannot reach PostgreSQL at {p.host}:{p.port} (user {p.user}, "
+                           f"database {p.dbname})", fix=f"is PostgreSQL running at {p.host}:{p.port}?")
+    if "no pg_hba.conf entry" in low:
+        return SourceError(f"PostgreSQL {where}: {reason}",
+                           fix=f"add a pg_hba.conf line for user {p.user} and database {p.dbname} "
+                               "from this host, then SELECT pg_reload_conf()")
+    if "superuser or replication role" in low or "permission denied to start" in low:
+        return SourceError(f"PostgreSQL {where}: the user may not start replication",
+                           fix=f'ALTER ROLE "{p.user}" REPLICATION')
+    if "database" in low and "does not exist" in low:
+        return SourceError(f"PostgreSQL {where}: {reason}", fix="create the database or correct primary.dbname")
+    if "role" in low and "does not exist" in low:
+        return SourceError(f"PostgreSQL {where}: {reason}", fix="create the role or correct primary.user")
+    return SourceError(f"PostgreSQL {where}: {reason}", fix="see the PostgreSQL server log for details")
+
+
+def connect(cfg: ArkConfig, *, replication: bool = False) -> Any:
+    """Open a psycopg2 connection to the primary (autocommit), or a logical replication connection."""
+    kwargs = cfg.primary.connect_kwargs()
+    kwargs.update(options=SESSION_OPTIONS, client_encoding="UTF8", application_name="ark-capture")
+    try:
+        if replication:
+            return psycopg2.connect(connection_factory=LogicalReplicationConnection, **kwargs)
+        conn = psycopg2.connect(**kwargs)
+        conn.autocommit = True
+        return conn
+    except psycopg2.Error as exc:
+        raise source_error(cfg, exc, kwargs.get("password")) from None
+
+
+def query(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run ``sql`` and return all rows."""
+    with conn.cursor() as cur:
+        cur.execute(sql, params or None)
+        return list(cur.fetchall()) if cur.description else []
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """A user table of the source with what capture needs to know about it."""
+
+    oid: int
+    schema: str
+    name: str
+    persistence: str  # p permanent, u unlogged
+    replica_identity: str  # d default, n nothing, f full, i index
+    has_pk: bool
+    has_unique_not_null: bool
+
+    @property
+    def qualified(self) -> str:
+        """``schema.table`` (unquoted, as in patterns and entries)."""
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def sql_name(self) -> str:
+        """The quoted SQL identifier."""
+        return '"{}"."{}"'.format(self.schema.replace('"', '""'), self.name.replace('"', '""'))
+
+
+_TABLES_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relpersistence, c.relreplident,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+       EXISTS (SELECT 1 FROM pg_index i
+               WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+                 AND i.indpred IS NULL AND i.indexprs IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+ORDER BY n.nspname, c.relname
+"""
+
+
+def matched_tables(conn: Any, patterns: tuple[str, ...]) -> list[TableInfo]:
+    """User tables whose ``schema.table`` matches one of the fnmatch ``patterns``."""
+    out = []
+    for row in query(conn, _TABLES_SQL):
+        info = TableInfo(*row)
+        if any(fnmatch.fnmatchcase(info.qualified, pat) for pat in patterns):
+            out.append(info)
+    return out
+
+
+def schema_patterns(patterns: tuple[str, ...]) -> list[str]:
+    """Schemas named by patterns of exactly the form ``schema.*`` (no wildcard in the schema)."""
+    out = []
+    for pat in patterns:
+        schema, sep, rest = pat.rpartition(".")
+        if sep and rest == "*" and schema and not any(ch in schema for ch in "*?[]") and schema not in out:
+            out.append(schema)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SlotState:
+    """A row of pg_replication_slots."""
+
+    plugin: str | None
+    database: str | None
+    confirmed_flush_lsn: str | None
+    restart_lsn: str | None
+    active: bool
+    active_pid: int | None
+    wal_status: str | None
+    slot_type: str
+
+
+def slot_state(conn: Any, slot: str) -> SlotState | None:
+    """The slot's row, or None when it does not exist."""
+    rows = query(conn, "SELECT plugin, database, confirmed_flush_lsn::text, restart_lsn::text, active, "
+                       "active_pid, wal_status, slot_type FROM pg_replication_slots WHERE slot_name = %s",
+                 (slot,))
+    return SlotState(*rows[0]) if rows else None
+
+
+def settings(conn: Any) -> dict[str, str]:
+    """The replication-related server settings."""
+    rows = query(conn, "SELECT name, setting FROM pg_settings WHERE name IN "
+                       "('wal_level', 'max_replication_slots', 'max_wal_senders', 'server_version_num')")
+    return {name: value for name, value in rows}
+
+
+def role_flags(conn: Any) -> tuple[bool, bool]:
+    """(superuser, replication) of the connected user."""
+    rows = query(conn, "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user")
+    return (bool(rows[0][0]), bool(rows[0][1])) if rows else (False, False)
+
+
+def publication_tables(conn: Any, publication: str) -> set[str] | None:
+    """``schema.table`` of every table the publication covers now, or None when it does not exist."""
+    if not query(conn, "SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)):
+        return None
+    rows = query(conn, "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+                 (publication,))
+    return {f"{s}.{t}" for s, t in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDetails:
+    """What pgoutput's Relation message lacks: nullability, declared type, and the real key."""
+
+    not_null: dict[str, bool]
+    declared: dict[str, str]
+    key: tuple[str, ...]
+
+
+def column_details(conn: Any, relid: int) -> ColumnDetails | None:
+    """Catalog details of relation ``relid`` now (None when it no longer exists).
+
+    The key is the primary key, else the first unique index on NOT NULL columns, else empty.
+    """
+    cols = query(conn, "SELECT attnum, attname, attnotnull, format_type(atttypid, atttypmod) "
+                       "FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped", (relid,))
+    if not cols:
+        return None
+    names = {num: name for num, name, _, _ in cols}
+    not_null = {name: bool(nn) for _, name, nn, _ in cols}
+    indexes = query(conn, "SELECT indisprimary, indkey::int2[] FROM pg_index WHERE indrelid = %s "
+                          "AND indisunique AND indisvalid AND indpred IS NULL AND indexprs IS NULL "
+                          "ORDER BY indisprimary DESC, indexrelid", (relid,))
+    key: tuple[str, ...] = ()
+    for primary, attnums in indexes:
+        cand = tuple(names.get(n, "") for n in attnums)
+        if all(cand) and (primary or all(not_null[c] for c in cand)):
+            key = cand
+            break
+    return ColumnDetails(not_null, {name: decl for _, name, _, decl in cols}, key)

@@ -1,0 +1,71 @@
+"""From pgoutput Relation messages to TableMeta, and from row messages to RowChange entries.
+
+Keys: with replica identity DEFAULT or USING INDEX the key is the columns pgoutput flags (in the
+order of the primary key when they are exactly the primary key). With FULL pgoutput flags every
+column, so the key is the table's primary key, else its first unique index on NOT NULL columns,
+else all columns. Nullability and the declared names of non-builtin types come from the catalog
+(as it is now, which may be newer than the decoded WAL after DDL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from producers.postgresql import pgoutput
+from producers.postgresql.catalog import ColumnDetails
+from producers.postgresql.types import Converter, converters, describe, is_known
+from schemas.entries import UNCHANGED, Column, Op, RowChange, TableMeta, Value
+
+
+@dataclass(slots=True)
+class Rel:
+    """What capture keeps per relation id: its entry metadata, converters and key columns."""
+
+    table: str
+    meta: TableMeta
+    convs: tuple[Converter, ...]
+    key_idx: tuple[int, ...]
+
+
+def row_change(rel: Rel, m: pgoutput.Insert | pgoutput.Update | pgoutput.Delete) -> RowChange:
+    """The RowChange of one pgoutput row message parsed with ``rel.convs`` (old key in key order)."""
+    key_idx = rel.key_idx
+    if isinstance(m, pgoutput.Insert):
+        return RowChange(rel.table, Op.INSERT, m.new)
+    if isinstance(m, pgoutput.Delete):
+        return RowChange(rel.table, Op.DELETE, [], [m.old[i] for i in key_idx])
+    values = m.new
+    old_key: list[Value] | None = None
+    if m.old is not None:
+        candidate = [m.old[i] for i in key_idx]
+        if any(values[i] is not UNCHANGED and values[i] != o for i, o in zip(key_idx, candidate, strict=True)):
+            old_key = candidate
+    return RowChange(rel.table, Op.UPDATE, values, old_key)
+
+
+def build_relation(r: pgoutput.Relation, details: ColumnDetails | None, type_names: dict[int, str],
+                   position: str) -> Rel:
+    """The Rel of a Relation message; ``type_names`` maps OIDs named by Type messages."""
+    table = f"{r.namespace or 'pg_catalog'}.{r.name}"
+    names = [c.name for c in r.columns]
+    flagged = tuple(c.name for c in r.columns if c.is_key)
+    if r.replica_identity == "f":  # every column is flagged: use the real key, else all columns
+        key = details.key if details and details.key else tuple(names)
+    elif details and details.key and set(details.key) == set(flagged):
+        key = details.key
+    else:
+        key = flagged
+    columns = []
+    for c in r.columns:
+        fallback = type_names.get(c.type_oid) or (details.declared.get(c.name) if details else None)
+        neutral, declared = describe(c.type_oid, c.typmod, fallback)
+        if not is_known(c.type_oid) and details and c.name in details.declared:
+            declared = details.declared[c.name]
+        key_pos = key.index(c.name) + 1 if c.name in key else 0
+        nullable = not key_pos and not (details and details.not_null.get(c.name, False))
+        columns.append(Column(c.name, neutral, declared, nullable, key_pos))
+    shape = repr((table, [(c.name, c.type, c.source_type, c.nullable, c.key_position) for c in columns]))
+    version = hashlib.sha256(shape.encode()).hexdigest()[:16]
+    meta = TableMeta(table, tuple(columns), version, position)
+    return Rel(table, meta, converters([c.type_oid for c in r.columns]), meta.key_indexes)
