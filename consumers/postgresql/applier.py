@@ -1,0 +1,318 @@
+"""The PostgreSQL standby: :class:`PostgresApplier`, with psycopg 3.
+
+Rows are applied in runs (:mod:`.plan`). A short run is sent as prepared statements with
+``executemany`` (pipelined by psycopg). A run of at least ``set_threshold`` rows is COPYed (text
+format, rows formatted by psycopg's C code) into a temporary staging table with the target's own
+column types, then applied with one set-based INSERT, UPDATE ... FROM or DELETE ... USING, whose
+affected-row count is checked.
+
+**Read-only for others.** :meth:`PostgresApplier.prepare` runs ``ALTER DATABASE <db> SET
+default_transaction_read_only = on``; the applier's own session starts with it off and opens every
+transaction ``READ WRITE``. This guards against accidental writes by people and tools; it is *not* a
+security boundary (any session may ``SET default_transaction_read_only = off``). The stronger option is
+to revoke INSERT/UPDATE/DELETE/TRUNCATE on the replicated tables from every role but Ark's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from common.config import StandbySettings
+from common.errors import ArkError, TargetError
+from consumers.base import Applier, ApplyState, Problem
+from consumers.errors import DataApplyError
+from consumers.postgresql import sql, state
+from consumers.postgresql.ddl import apply_shape
+from consumers.postgresql.errors import classify, connect_error
+from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
+from consumers.postgresql.prereq import PREREQ_SQL, prerequisite_problems
+from schemas.entries import Op, RowChange, TableMeta
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+#: Staged runs at least this long are ANALYZEd so the planner sees their true size.
+_ANALYZE_ROWS = 1000
+
+
+class PostgresApplier(Applier):
+    """A PostgreSQL standby written only by Ark (see the module docstring)."""
+
+    engine = "postgresql"
+
+    def __init__(self, settings: StandbySettings, *, set_threshold: int = 200,
+                 temp_buffers: str = "256MB") -> None:
+        """Describe the standby; nothing connects until first use."""
+        self.settings = settings
+        self.set_threshold = max(1, set_threshold)
+        self.temp_buffers = temp_buffers
+        self._conn: Conn | None = None
+        self._ever_connected = False
+        self._in_txn = False
+        self._stages: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
+        self._stage_no = 0
+        self._ctx: dict[str, Any] = {}
+
+    # -- connection ------------------------------------------------------------------------------
+    @property
+    def conn(self) -> Conn:
+        """The applier's session, opened (or reopened after a loss) on demand."""
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    @property
+    def in_transaction(self) -> bool:
+        """True between :meth:`begin` and :meth:`commit`/:meth:`rollback`."""
+        return self._in_txn
+
+    def _connect(self) -> Conn:
+        kwargs = self.settings.connect_kwargs()
+        # Session settings: writable despite the database default; room for staging tables in memory;
+        # no merge joins (a staged chunk joined by merge scans the target's key index from its start)
+        # and index lookups priced for cached data, so a staged chunk is joined by key lookups.
+        kwargs["options"] = (f"-c default_transaction_read_only=off -c temp_buffers={self.temp_buffers} "
+                             "-c enable_mergejoin=off -c random_page_cost=1.1")
+        try:
+            conn: Conn = psycopg.connect(autocommit=True, **kwargs)
+        except psycopg.Error as exc:
+            raise connect_error(exc, self.settings, ever_connected=self._ever_connected) from None
+        self._ever_connected = True
+        self._in_txn = False
+        self._stages.clear()
+        log.info("connected to standby %s", self.settings.describe())
+        return conn
+
+    def _abort(self) -> None:
+        """Roll back whatever is open; drop the session when it is broken."""
+        self._in_txn = False
+        self._stages.clear()
+        conn = self._conn
+        if conn is None:
+            return
+        if not conn.closed and not conn.broken:
+            try:
+                conn.execute("ROLLBACK")
+                return
+            except psycopg.Error as exc:
+                log.info("rollback on standby %s failed (%s); reconnecting later", self.settings.name, exc)
+        conn.close()
+        self._conn = None
+
+    @contextmanager
+    def _guard(self, what: str, **ctx: Any) -> Iterator[None]:
+        """Roll back and raise a classified Ark error for anything that fails inside."""
+        self._ctx = dict(ctx)
+        try:
+            yield
+        except ArkError:
+            self._abort()
+            raise
+        except psycopg.Error as exc:
+            self._abort()
+            raise classify(exc, what=what, **self._ctx) from exc
+
+    def _require_txn(self) -> None:
+        if not self._in_txn:
+            raise RuntimeError("PostgresApplier: call begin() before writing")
+
+    # -- Applier ---------------------------------------------------------------------------------
+    def check_prerequisites(self) -> list[Problem]:
+        """Connectivity, server version, a writable primary, privileges for schema ark and temp tables."""
+        try:
+            with self._guard("checking prerequisites"):
+                row = self.conn.execute(PREREQ_SQL).fetchone()
+        except ArkError as exc:
+            return [Problem(exc.message, exc.fix)]
+        assert row is not None
+        return prerequisite_problems(row, self.settings)
+
+    def server_version(self) -> str:
+        """The standby's ``server_version`` text."""
+        with self._guard("reading the server version"):
+            row = self.conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "?"
+
+    def prepare(self) -> None:
+        """Create schema ark and its tables; make the database read-only for other sessions. Idempotent."""
+        with self._guard("preparing the standby"):
+            conn = self.conn
+            conn.execute("BEGIN READ WRITE")
+            self._in_txn = True
+            for stmt in state.SCHEMA_DDL:
+                conn.execute(stmt)
+            row = conn.execute("SELECT current_database()").fetchone()
+            assert row is not None
+            db = sql.quote_ident(str(row[0]))
+            if self.settings.read_only:
+                conn.execute(f"ALTER DATABASE {db} SET default_transaction_read_only = on")
+            else:
+                conn.execute(f"ALTER DATABASE {db} RESET default_transaction_read_only")
+            conn.execute("COMMIT")
+            self._in_txn = False
+        log.info("standby %s prepared (read-only for others: %s)", self.settings.name, self.settings.read_only)
+
+    def load_state(self, group: str, standby: str) -> ApplyState | None:
+        """The saved state row, or None."""
+        with self._guard("loading the apply state"):
+            row = self.conn.execute(state.LOAD_STATE_SQL, [group, standby]).fetchone()
+        return state.state_from_row(row) if row else None
+
+    def load_table_metas(self, group: str) -> dict[str, TableMeta]:
+        """The stored table shapes of ``group``."""
+        with self._guard("loading table metadata"):
+            rows = self.conn.execute(state.LOAD_METAS_SQL, [group]).fetchall()
+        return {str(r[0]): state.meta_from_json(r[1]) for r in rows}
+
+    def begin(self) -> None:
+        """Open a READ WRITE transaction (a no-op when one is open)."""
+        if self._in_txn:
+            return
+        with self._guard("beginning a transaction"):
+            self.conn.execute("BEGIN READ WRITE")
+            self._in_txn = True
+
+    def save_state(self, state_: ApplyState) -> None:
+        """UPSERT the state row inside the open transaction."""
+        self._require_txn()
+        with self._guard("saving the apply state", position=state_.position):
+            self.conn.execute(state.SAVE_STATE_SQL, state.state_params(state_))
+
+    def commit(self) -> None:
+        """Commit the open transaction."""
+        if not self._in_txn:
+            return
+        with self._guard("committing"):
+            self.conn.execute("COMMIT")
+            self._in_txn = False
+            self._stages.clear()
+
+    def rollback(self) -> None:
+        """Roll back; safe when nothing is open or the connection is gone."""
+        self._abort()
+
+    def close(self) -> None:
+        """Roll back and close the session; safe to call twice."""
+        self._abort()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def apply_table_meta(self, group: str, meta: TableMeta, previous: TableMeta | None) -> None:
+        """Create or adapt the table (see :mod:`.ddl`) and store its shape, in the open transaction."""
+        self._require_txn()
+        with self._guard("adapting the table", table=meta.table, position=meta.position):
+            with self.conn.cursor() as cur:
+                if previous is None or previous != meta:
+                    apply_shape(cur, meta)
+                cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version,
+                                                  Jsonb(state.meta_to_json(meta))])
+            self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
+
+    def apply_rows(self, metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn_id: str,
+                   position: str) -> None:
+        """Apply ``changes`` in order, run by run (rolls back and raises on any failure)."""
+        self._require_txn()
+        with self._guard("applying rows", txn_id=txn_id, position=position):
+            runs = split_runs(metas, changes, txn_id, position)
+            for item in merge_truncates(runs):
+                if isinstance(item, list):
+                    self._ctx["table"] = ", ".join(item)
+                    self.conn.execute(sql.truncate_sql(item))
+                    continue
+                self._ctx["table"] = item.table
+                self._ctx["key"] = item.keys[0] if len(item) == 1 and item.keys and item.keys[0] else None
+                meta = metas[item.table]
+                if len(item) >= self.set_threshold:
+                    self._apply_set(meta, item, txn_id, position)
+                else:
+                    self._apply_small(meta, item, txn_id, position)
+
+    # -- the two paths ---------------------------------------------------------------------------
+    def _missing(self, run: Run, index: int, txn_id: str, position: str) -> DataApplyError:
+        key = run.keys[index] if 0 <= index < len(run.keys) else None
+        verb = "update" if run.op is Op.UPDATE else "delete"
+        return DataApplyError(
+            f"{verb} of a missing row in {run.table}, key {list(key) if key else '?'}, source transaction "
+            f"{txn_id} at {position}", table=run.table, txn_id=txn_id, position=position, key=key,
+            fix=f"the standby diverged from the primary; resync the table (ark resync --table {run.table}) "
+                "or check that nothing else writes to the standby")
+
+    def _apply_small(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
+        if run.op is Op.INSERT:
+            query = sql.insert_sql(meta, run.cols)
+        elif run.op is Op.UPDATE:
+            query = sql.update_sql(meta, run.cols, run.key_change)
+        else:
+            query = sql.delete_sql(meta)
+        params = [row_params(meta, run, i) for i in range(len(run))]
+        with self.conn.cursor() as cur:
+            if run.op is Op.INSERT:
+                cur.executemany(query, params)
+                return
+            cur.executemany(query, params, returning=True)
+            index = 0
+            while True:
+                if cur.rowcount != 1:
+                    raise self._missing(run, index, txn_id, position)
+                index += 1
+                if not cur.nextset():
+                    break
+
+    def _stage(self, meta: TableMeta, run: Run) -> tuple[str, list[str]]:
+        """A staging table for ``run``'s shape: created once per transaction, emptied on reuse."""
+        sig = (run.table, run.op, run.cols, run.key_change)
+        cached = self._stages.get(sig)
+        if cached is not None:
+            self.conn.execute(f"TRUNCATE {sql.quote_ident(cached[0])}")
+            return cached
+        self._stage_no += 1
+        name = f"_ark_stage_{self._stage_no}"
+        self.conn.execute(sql.create_stage_sql(meta, name, run.op.value, run.cols,
+                                               run.key_change))
+        cached = (name, sql.stage_columns(meta, run.op.value, run.cols, run.key_change))
+        self._stages[sig] = cached
+        return cached
+
+    def _apply_set(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
+        started = time.monotonic()
+        stage, names = self._stage(meta, run)
+        n = len(run)
+        with self.conn.cursor() as cur:
+            with cur.copy(sql.copy_stage_sql(stage, names)) as copy:
+                write = copy.write_row
+                if run.op is Op.DELETE:
+                    for i, key in enumerate(run.keys):
+                        write((*key, i))
+                elif run.key_change:
+                    for i in range(n):
+                        write((*run.values[i], *run.keys[i], i))
+                else:
+                    for i, values in enumerate(run.values):
+                        write((*values, i))
+            if n >= _ANALYZE_ROWS:
+                cur.execute(f"ANALYZE {sql.quote_ident(stage)}")
+            if run.op is Op.INSERT:
+                cur.execute(sql.set_insert_sql(meta, stage, run.cols))
+                affected, missing = cur.rowcount, None
+            else:
+                query = (sql.set_update_sql(meta, stage, run.cols, run.key_change, n) if run.op is Op.UPDATE
+                         else sql.set_delete_sql(meta, stage, n))
+                row = cur.execute(query).fetchone()
+                assert row is not None
+                affected, missing = int(row[0]), row[1]
+        if affected != n:
+            if missing is None:
+                raise TargetError(f"set-based {run.op.value} on {run.table} affected {affected} of {n} rows",
+                                  fix="report this as a bug; the standby was rolled back")
+            raise self._missing(run, int(missing), txn_id, position)
+        log.debug("applied %s rows of %s on %s set-based in %.3fs", n, run.op.value, run.table,
+                  time.monotonic() - started)
