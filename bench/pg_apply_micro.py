@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -54,6 +55,7 @@ def _database(dsn: str | None) -> Iterator[dict[str, object]]:
         yield dict(psycopg.conninfo.conninfo_to_dict(inst.dsn()))
     finally:
         inst.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _changes(lo: int, hi: int, bump: int) -> list[RowChange]:
