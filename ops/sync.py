@@ -27,6 +27,7 @@ from consumers.base import ApplyState
 from ops.context import console
 from ops.engines import applier_factory, capture_factory, require_prerequisites
 from ops.status import STALE_AFTER_S, latest_heartbeats
+from schemas.positions import just_before
 from schemas.topics import redo_topic
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
         applier.prepare()
         with ExportedSnapshot(cfg.primary) as snap, source_connection(cfg.primary, snap.name) as src:
             assert snap.position is not None
+            # A commit exactly at the consistent point is NOT in the snapshot: the floor sits just below.
+            floor = just_before(snap.position)
             metas = describe_source_tables(src, cfg.primary.tables)
             if not metas:
                 raise ArkError(f"no table of {cfg.primary.describe()} matches {list(cfg.primary.tables)}",
@@ -85,7 +88,7 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
             now_us = time.time_ns() // 1000
             applier.save_state(ApplyState(
                 group=cfg.group, standby=standby.name, topic=topic, partition=0, next_offset=start_offset,
-                position=snap.position.text, position_key=snap.position.key, epoch=0, commit_time_us=now_us,
+                position=floor.text, position_key=floor.key, epoch=0, commit_time_us=now_us,
                 applied_at_us=now_us, applied_txns=0, extra={"synced_from_snapshot": snap.name},
             ))
             applier.commit()

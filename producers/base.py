@@ -37,7 +37,8 @@ class TxnEnd:
     """The transaction that began last is complete.
 
     ``confirm`` is the position to hand to :meth:`LogCapture.confirm` once this transaction is
-    durably in Kafka (for PostgreSQL, the commit record's end LSN).
+    durably in Kafka (for PostgreSQL, the commit LSN + 1: the slot then re-sends exactly the
+    transactions after this one).
     """
 
     commit: Position

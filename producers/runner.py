@@ -23,6 +23,7 @@ from producers.errors import SlotGapError
 from producers.publisher import RedoPublisher
 from producers.resume import ResumePoint, find_resume_point
 from schemas.entries import Position, RedoEntry, RowChange, TableMeta, TxnChunk
+from schemas.positions import just_before
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,11 @@ class CaptureRunner:
                           and time.monotonic() - last_checkpoint >= CHECKPOINT_INTERVAL_S):
                         # An idle source still writes WAL (other tables, vacuum): record a checkpoint in
                         # Kafka first, then let the source recycle its log up to it.
-                        emit(TxnChunk(txn_id="", commit=event.position, commit_time_us=time.time_ns() // 1000,
-                                      chunk_index=0, last=True, changes=[], confirm=event.position.text))
+                        # Its commit key sits just below the idle position: a transaction whose commit
+                        # record starts exactly there must still be published after a restart.
+                        emit(TxnChunk(txn_id="", commit=just_before(event.position),
+                                      commit_time_us=time.time_ns() // 1000, chunk_index=0, last=True, changes=[],
+                                      confirm=event.position.text))
                         pending_confirm = event.position
                         commit_batch()
                         last_checkpoint = time.monotonic()

@@ -47,3 +47,16 @@ def binlog_position(file: str, offset: int) -> Position:
     if not stem or not seq.isdigit():
         raise ValueError(f"not a binlog file name: {file!r}")
     return Position(text=f"{file}:{offset}", key=int(seq).to_bytes(4, "big") + offset.to_bytes(8, "big"))
+
+
+def just_before(position: Position) -> Position:
+    """The greatest key strictly below ``position`` (same width): a floor that lets ``position`` itself through.
+
+    Used where a position may be the start of a transaction that is not yet published: an idle
+    source's log position, or the consistent point of an exported snapshot. Skipping entries ``<=``
+    the floor then never skips a commit that sits exactly at ``position``.
+    """
+    number = int.from_bytes(position.key, "big")
+    if number == 0:
+        return Position(text=f"<{position.text}", key=position.key)
+    return Position(text=f"<{position.text}", key=(number - 1).to_bytes(len(position.key), "big"))
