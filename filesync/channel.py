@@ -129,7 +129,9 @@ class Reader:
         self.seek(start)
 
     def seek(self, offset: int) -> None:
-        """Continue from ``offset``."""
+        """Continue from ``offset`` (negative: from the oldest retained record)."""
+        if offset < 0:
+            offset = watermarks(self._consumer, self.channel.topic, self.partition)[0]
         self._consumer.assign([TopicPartition(self.channel.topic, self.partition, offset)])
         self.position = offset
 

@@ -275,7 +275,7 @@ class Receiver:
             self._fail_transfer("whole-file hash mismatch after apply")
             return
         abs_path = self._abs(x.path)
-        self._set_attrs(x.tmp, x.meta, None)
+        self._set_attrs(x.tmp, x.meta, capture(x.tmp, os.lstat(x.tmp)))  # inherited default ACLs count
         self._replace(x.tmp, abs_path, x.parent_ns)
         self._abandon()
         self._ack(x.path, True, x.meta, x.content_hash)
@@ -323,8 +323,10 @@ class Receiver:
                 os.unlink(abs_path)
                 st = None
             if st is None:
+                parent_ns = _times(os.path.dirname(abs_path))
                 os.makedirs(abs_path, mode=0o700, exist_ok=True)
-            self._set_attrs(abs_path, meta, capture(abs_path, os.lstat(abs_path)) if st is not None else None)
+                os.utime(os.path.dirname(abs_path), ns=parent_ns)
+            self._set_attrs(abs_path, meta, capture(abs_path, os.lstat(abs_path)))
         elif meta.kind == "FILE":
             if st is None or not stat.S_ISREG(st.st_mode) or self._local_hash(path, st) != content_hash:
                 self._refuse(path, "missing: attributes sent for content the target lacks")
@@ -342,7 +344,7 @@ class Receiver:
             else:
                 os.mknod(tmp, meta.mode | _NODE_TYPES[meta.kind], meta.rdev)
             if meta.kind != "HARDLINK":
-                self._set_attrs(tmp, meta, None)
+                self._set_attrs(tmp, meta, capture(tmp, os.lstat(tmp)))
             self._replace(tmp, abs_path, parent_ns)
         self._ack(path, True, meta, content_hash)
 
