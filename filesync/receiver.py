@@ -425,7 +425,8 @@ class Receiver:
             raise exc
         self.channel.publish(FEEDBACK, "Ack", {
             "target": self.target, "path": "", "ok": False, "present": False, "entry_kind": "",
-            "content_hash": b"", "meta_digest": b"", "reason": f"fatal: {err.message}", "signature": None})
+            "content_hash": b"", "meta_digest": b"", "reason": f"fatal: {err.message}\nfix: {err.fix}",
+            "signature": None})
         self.channel.flush()
         raise err
 

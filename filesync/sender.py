@@ -278,9 +278,12 @@ class Sender:
             report.nacks = list(self.nacks)
             fatal = [n for n in report.nacks if n[2].startswith("fatal:")]
             if fatal:
-                target, path, reason = fatal[0]
-                raise NotConverged(f"target {target} refused {path}: {reason[6:].strip()}",
-                                   fix="fix the target as the reason says, then run 'ark files sync' again")
+                if check is not None:
+                    time.sleep(0.2)
+                    check()  # a local receiver's own error is the most precise
+                target, _path, reason = fatal[0]
+                message, _, fix = reason[6:].strip().partition("\nfix: ")
+                raise NotConverged(message, fix=fix or "fix the target, then run 'ark files sync' again")
             if missing:
                 raise NotConverged(f"targets {', '.join(sorted(missing))} did not acknowledge pass "
                                    f"{report.pass_id[:8]} within {timeout:g} s",
