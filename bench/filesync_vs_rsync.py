@@ -121,9 +121,9 @@ def main() -> None:
             for d in ("rsync-src", "rsync-dst", "ours-src", "ours-dst"):
                 (case_dir / d).mkdir(parents=True)
             if builder == "big":
-                data = rng.randbytes(args.size_mib << 20)
-                (case_dir / "rsync-src" / "big.bin").write_bytes(data)
-                del data
+                with open(case_dir / "rsync-src" / "big.bin", "wb") as fh:
+                    for _ in range(args.size_mib):
+                        fh.write(rng.randbytes(1 << 20))
                 cases = ["1-byte overwrite", "insert at start", "append", "1% changed at random"]
             else:
                 for i in range(args.small_files):
