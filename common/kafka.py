@@ -141,7 +141,23 @@ def ensure_topic(
             return False
         raise unavailable(settings, err) from None
     log.info("created topic %s (retention.ms=%s)", name, retention_ms)
+    _wait_for_leaders(admin, name, partitions, timeout)
     return True
+
+
+def _wait_for_leaders(admin: AdminClient, name: str, partitions: int, timeout: float) -> None:
+    """Block until every partition of a new topic has a leader (metadata propagates asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            topic = admin.list_topics(topic=name, timeout=5).topics.get(name)
+        except KafkaException:
+            topic = None
+        if topic is not None and topic.error is None and len(topic.partitions) == partitions \
+                and all(p.leader >= 0 for p in topic.partitions.values()):
+            return
+        time.sleep(0.1)
+    raise KafkaUnavailable(f"topic {name} was created but has no leader after {timeout:g} s", fix="check the broker")
 
 
 def retention_hours(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> float | None:
@@ -160,11 +176,18 @@ def retention_hours(settings: KafkaSettings, topic: str, timeout: float = 10.0) 
 
 def watermarks(consumer: Consumer, topic: str, partition: int = 0, timeout: float = 10.0) -> tuple[int, int]:
     """(low, high) offsets; for read_committed consumers ``high`` is the last stable offset."""
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
-    except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot read offsets of {topic}: {exc}", fix="check the broker") from None
-    return int(low), int(high)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0]
+            unknown = isinstance(err, KafkaError) and err.code() in (KafkaError._UNKNOWN_PARTITION,
+                                                                     KafkaError.UNKNOWN_TOPIC_OR_PART)
+            if not unknown or time.monotonic() >= deadline:
+                raise KafkaUnavailable(f"cannot read offsets of {topic}: {exc}", fix="check the broker") from None
+            time.sleep(0.2)  # metadata of a just-created topic is still propagating
 
 
 def read_range(

@@ -41,11 +41,17 @@ def _refuse_if_applying(cfg: ArkConfig, standby: StandbySettings) -> None:
                        fix=f"stop 'ark apply {standby.name}' first; sync replaces the standby's tables")
 
 
+def _source_kwargs(cfg: ArkConfig) -> dict[str, object]:
+    kwargs = cfg.primary.connect_kwargs()
+    kwargs.pop("application_name", None)
+    return kwargs
+
+
 def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
     """Bring ``standby`` up from the running primary; prints progress; raises ArkError on failure."""
     if cfg.primary.engine != "postgresql":
         raise ArkError(f"initial sync of {cfg.primary.engine} is not available yet", fix="use engine: postgresql")
-    from consumers.postgresql.snapshot import copy_table, describe_source_tables, source_connection
+    from consumers.postgresql.snapshot import CopyProgress, copy_table, describe_source_tables, open_snapshot
 
     from consumers.postgresql.exported_snapshot import ExportedSnapshot
 
@@ -60,7 +66,8 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
     started = time.monotonic()
     try:
         applier.prepare()
-        with ExportedSnapshot(cfg.primary) as snap, source_connection(cfg.primary, snap.name) as src:
+        with ExportedSnapshot(cfg.primary) as snap, \
+                contextlib.closing(open_snapshot("", snap.name, **_source_kwargs(cfg))) as src:
             assert snap.position is not None
             # A commit exactly at the consistent point is NOT in the snapshot: the floor sits just below.
             floor = just_before(snap.position)
@@ -79,12 +86,12 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
                     task = progress.add_task(f"copy {meta.table}", total=None, rows=0)
                     applier.apply_table_meta(cfg.group, meta, existing.get(meta.table))
 
-                    def report(rows: int, _bytes: int, task: int = task) -> None:
-                        progress.update(task, rows=rows)
+                    def report(state: CopyProgress, task: int = task) -> None:
+                        progress.update(task, rows=state.rows)
 
-                    rows = copy_table(src, applier, meta, progress=report)
-                    progress.update(task, rows=rows, total=1, completed=1)
-                    total_rows += rows
+                    done = copy_table(src, applier, meta, progress=report, truncate=True)  # type: ignore[arg-type]
+                    progress.update(task, rows=done.rows, total=1, completed=1)
+                    total_rows += done.rows
             now_us = time.time_ns() // 1000
             applier.save_state(ApplyState(
                 group=cfg.group, standby=standby.name, topic=topic, partition=0, next_offset=start_offset,

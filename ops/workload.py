@@ -44,8 +44,8 @@ def create_bank(dsn: str, accounts: int = 100) -> Decimal:
     """Create and fill the bank tables (idempotent); returns the invariant total."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(SCHEMA_SQL)
+        existing = {r[0] for r in conn.execute("SELECT id FROM accounts").fetchall()}
         with conn.cursor() as cur, cur.copy("COPY accounts (id, balance, owner) FROM STDIN") as copy:
-            existing = {r[0] for r in conn.execute("SELECT id FROM accounts").fetchall()}
             for i in range(1, accounts + 1):
                 if i not in existing:
                     copy.write_row((i, INITIAL_BALANCE, f"owner-{i:05d} ünïcode"))
