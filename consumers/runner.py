@@ -62,6 +62,12 @@ class ApplyRunner:
         self.max_epoch = 0
         self.applied_rows = 0
         self._limits = BatchLimits(standby.batch_max_txns, standby.batch_max_rows)
+        self._heartbeat: HeartbeatPublisher | None = None
+
+    def settings_changed(self) -> None:
+        """Publish a heartbeat now, so that status shows an operator's change at once."""
+        if self._heartbeat is not None:
+            self._heartbeat.beat_now()
 
     def stop(self) -> None:
         """Finish the current batch and stop."""
@@ -87,6 +93,7 @@ class ApplyRunner:
         heartbeat = HeartbeatPublisher(self.cfg.kafka, self.cfg.group, agent="apply", name=self.standby.name,
                                        role="standby", snapshot=self.snapshot)
         heartbeat.start()
+        self._heartbeat = heartbeat
         control = ControlReader(self.cfg.kafka, self.cfg.group)
         records = control.replay()
         self.delay = current_delay(records, self.standby.name, self.standby.delay_seconds)
@@ -240,6 +247,10 @@ class _Session:
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("redo topic: %s", error)
+            elif self.in_txn is None and (msg.offset() or 0) > self.pending.next_offset:
+                # Transaction markers take offsets too: at the end of the log, everything below the
+                # end offset has been consumed, so the state may point past trailing markers.
+                self._advance_offset_only((msg.offset() or 0) - 1)
             return None
         return msg
 
@@ -253,6 +264,7 @@ class _Session:
                 self.r.paused = is_paused(records, self.r.standby.name, self.r.paused)
                 if self.r.paused is False and self.r.state == "paused":
                     self.r.state = "running"
+                self.r.settings_changed()
         if now - self.last_watermark >= 1.0:
             self.last_watermark = now
             with contextlib.suppress(ArkError):

@@ -38,8 +38,13 @@ def _rows(conn: psycopg.Connection, table: str, keys: list[str]) -> dict[tuple[o
     schema, _, name = table.rpartition(".")
     ident = sql.Identifier(schema or "public", name)
     order = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
-    cur = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY {}").format(ident, order))
-    names = [d.name for d in cur.description or []]
+    columns = [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attname", (table,)).fetchall()]
+    # Compare the server's text form: exact for every type (numeric scale, infinity, NaN, -0).
+    select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
+    cur = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY {}").format(select, ident, order))
+    names = columns
     idx = [names.index(k) for k in keys]
     return {tuple(r[i] for i in idx): tuple(r) for r in cur}
 
