@@ -53,12 +53,12 @@ def collect(cfg: ArkConfig) -> list[Finding]:
     for standby in cfg.standbys:
         try:
             with contextlib.closing(applier_factory(standby)()) as applier:
-                problems = applier.check_prerequisites()
-            if not problems:
+                standby_problems = applier.check_prerequisites()
+            if not standby_problems:
                 delay = f", delay {standby.delay_seconds:g} s" if standby.delay_seconds else ""
                 findings.append(Finding(f"standby {standby.name}", True, f"reachable; apply prerequisites met{delay}"))
-            for p in problems:
-                findings.append(Finding(f"standby {standby.name}", False, p.what, p.fix, p.fatal))
+            for sp in standby_problems:
+                findings.append(Finding(f"standby {standby.name}", False, sp.what, sp.fix, sp.fatal))
         except ArkError as exc:
             findings.append(Finding(f"standby {standby.name}", False, exc.message, exc.fix))
     return findings

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from common.config import ArkConfig, StandbySettings
 from common.errors import ArkError
@@ -51,9 +51,8 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
     """Bring ``standby`` up from the running primary; prints progress; raises ArkError on failure."""
     if cfg.primary.engine != "postgresql":
         raise ArkError(f"initial sync of {cfg.primary.engine} is not available yet", fix="use engine: postgresql")
-    from consumers.postgresql.snapshot import CopyProgress, copy_table, describe_source_tables, open_snapshot
-
     from consumers.postgresql.exported_snapshot import ExportedSnapshot
+    from consumers.postgresql.snapshot import CopyProgress, copy_table, describe_source_tables, open_snapshot
 
     with contextlib.closing(capture_factory(cfg)()) as capture:
         require_prerequisites(capture)
@@ -86,7 +85,7 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
                     task = progress.add_task(f"copy {meta.table}", total=None, rows=0)
                     applier.apply_table_meta(cfg.group, meta, existing.get(meta.table))
 
-                    def report(state: CopyProgress, task: int = task) -> None:
+                    def report(state: CopyProgress, task: TaskID = task) -> None:
                         progress.update(task, rows=state.rows)
 
                     done = copy_table(src, applier, meta, progress=report, truncate=True)  # type: ignore[arg-type]
