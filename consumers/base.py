@@ -8,7 +8,7 @@ decides when to commit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from schemas.entries import RowChange, TableMeta
@@ -94,6 +94,12 @@ class Applier(ABC):
     def apply_rows(self, metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn_id: str,
                    position: str) -> None:
         """Apply changes of one source transaction (or one chunk of it), in order."""
+
+    def independent_tables(self, tables: Collection[str]) -> bool:
+        """True when changes to different ``tables`` may be applied in any order inside one target
+        transaction (no foreign keys between them on the standby). The runner then groups a batch's
+        rows by table, which turns many small statements into a few set-based ones."""
+        return False
 
     @abstractmethod
     def save_state(self, state: ApplyState) -> None:

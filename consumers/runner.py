@@ -27,7 +27,7 @@ from consumers.base import Applier, ApplyState
 from consumers.errors import DataApplyError, TransientApplyError
 from consumers.gate import BatchLimits, batch_full, lag_seconds, wait_seconds
 from schemas import envelope
-from schemas.entries import REDO_SCHEMA, EpochMarker, TableMeta, TxnChunk, from_record
+from schemas.entries import REDO_SCHEMA, EpochMarker, RowChange, TableMeta, TxnChunk, from_record
 from schemas.errors import CorruptEntry
 from schemas.topics import redo_topic
 
@@ -181,6 +181,10 @@ class _Session:
         self.last_control = 0.0
         self.last_watermark = 0.0
         self._paused = False
+        # Rows of complete small transactions of the open batch, applied together at flush.
+        self.buffer: list[RowChange] = []
+        self.buffer_from: TxnChunk | None = None
+        self.buffer_to: TxnChunk | None = None
 
     def loop(self) -> None:
         held: tuple[int, _Entry] | None = None  # (offset, decoded entry) not yet due
@@ -303,6 +307,7 @@ class _Session:
         if isinstance(body, TableMeta):
             previous = self.metas.get(body.table)
             if previous is None or previous.version != body.version:
+                self._flush()  # rows before a shape change are applied with the old shape
                 self._begin()
                 self.applier.apply_table_meta(self.r.cfg.group, body, previous)
                 self.metas[body.table] = body
@@ -326,7 +331,14 @@ class _Session:
                                partition=0, offset=offset, source_position=chunk.commit.text)
         self._begin()
         if chunk.changes:
-            self.applier.apply_rows(self.metas, chunk.changes, chunk.txn_id, chunk.commit.text)
+            if chunk.last and chunk.chunk_index == 0:
+                # A whole small transaction: group it with the others of the batch.
+                self.buffer.extend(chunk.changes)
+                self.buffer_from = self.buffer_from or chunk
+                self.buffer_to = chunk
+            else:
+                self._flush()
+                self.applier.apply_rows(self.metas, chunk.changes, chunk.txn_id, chunk.commit.text)
             self.batch_rows += len(chunk.changes)
             self.r.applied_rows += len(chunk.changes)
         if not chunk.last:
@@ -338,6 +350,27 @@ class _Session:
         self._advance(offset, chunk)
         if batch_full(self.batch_txns, self.batch_rows, time.monotonic() - self.batch_started, self.r._limits):
             self._commit()
+
+    def _flush(self) -> None:
+        """Apply the buffered rows of the batch's small transactions, in one call.
+
+        Source order is kept per table. When the standby has no foreign keys between the tables
+        involved, rows are grouped by table (stable), so that runs become long enough for the
+        set-based path; the whole batch commits as one target transaction either way.
+        """
+        if not self.buffer:
+            return
+        changes = self.buffer
+        tables = {c.table for c in changes}
+        if len(tables) > 1 and self.applier.independent_tables(tables):
+            order = {t: i for i, t in enumerate(dict.fromkeys(c.table for c in changes))}
+            changes = sorted(changes, key=lambda c: order[c.table])
+        first, last = self.buffer_from, self.buffer_to
+        assert first is not None and last is not None
+        txns = first.txn_id if first is last else f"{first.txn_id}..{last.txn_id}"
+        where = first.commit.text if first is last else f"{first.commit.text}..{last.commit.text}"
+        self.buffer, self.buffer_from, self.buffer_to = [], None, None
+        self.applier.apply_rows(self.metas, changes, txns, where)
 
     def _begin(self) -> None:
         if not self.open:
@@ -372,6 +405,7 @@ class _Session:
                 self.open = True
             else:
                 return
+        self._flush()
         self.applier.save_state(self.pending)
         self.applier.commit()
         self.open = False

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,6 +58,7 @@ class PostgresApplier(Applier):
         self._ever_connected = False
         self._in_txn = False
         self._stages: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
+        self._independent: dict[frozenset[str], bool] = {}
         self._stage_no = 0
         self._ctx: dict[str, Any] = {}
 
@@ -216,6 +217,20 @@ class PostgresApplier(Applier):
                 cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version,
                                                   Jsonb(state.meta_to_json(meta))])
             self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
+
+    def independent_tables(self, tables: Collection[str]) -> bool:
+        """True when no foreign key on the standby links any of ``tables`` (checked once per set)."""
+        key = frozenset(tables)
+        cached = self._independent.get(key)
+        if cached is None:
+            names = [sql.qualified(t) for t in key]
+            row = self.conn.execute(
+                "WITH t AS (SELECT to_regclass(n) AS oid FROM unnest(%s::text[]) n) "
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND "
+                "(conrelid IN (SELECT oid FROM t) OR confrelid IN (SELECT oid FROM t))", [names]).fetchone()
+            cached = bool(row is not None and row[0] == 0)
+            self._independent[key] = cached
+        return cached
 
     def apply_rows(self, metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn_id: str,
                    position: str) -> None:
