@@ -110,6 +110,15 @@ def check_reachable(settings: KafkaSettings, timeout: float = 10.0) -> list[str]
     return sorted(meta.topics)
 
 
+def topic_exists(settings: KafkaSettings, name: str, timeout: float = 10.0) -> bool:
+    """True when the cluster has topic ``name`` (KafkaUnavailable when the cluster does not answer)."""
+    try:
+        meta = make_admin(settings).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(settings, exc.args[0] if exc.args else exc) from None
+    return name in meta.topics
+
+
 def ensure_topic(
     settings: KafkaSettings,
     name: str,

@@ -129,6 +129,7 @@ def run_demo(*, seconds: float, workdir: Path, keep: bool) -> None:
         console.print(render(_wait_caught_up(config, "node2", 60)))
         console.print(Rule("the delayed standby: change its delay at run time"))
         _ark(config, "delay", "node3-delayed", "0", env=env)
+        time.sleep(1.5)  # the applier's next heartbeat carries the new delay
         console.print(render(_wait_caught_up(config, "node3-delayed", 60)))
         _verify(nodes, env[PASSWORD_ENV], invariant)
     finally:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from common.config import ArkConfig
 from common.errors import ArkError
-from common.kafka import end_offset, make_consumer, offset_for_time, read_range, watermarks
+from common.kafka import end_offset, make_consumer, offset_for_time, read_range, topic_exists, watermarks
 from consumers.gate import lag_seconds
 from ops.context import console
 from ops.engines import applier_factory
@@ -27,8 +27,10 @@ STALE_AFTER_S = 10.0
 def latest_heartbeats(cfg: ArkConfig, window_s: float = 30.0) -> dict[tuple[str, str], dict[str, Any]]:
     """The newest heartbeat per (agent, name) sent in the last ``window_s`` seconds."""
     topic = heartbeat_topic(cfg.group)
-    consumer = make_consumer(cfg.kafka, group_id="ark-status")
     out: dict[tuple[str, str], dict[str, Any]] = {}
+    if not topic_exists(cfg.kafka, topic):
+        return out  # no agent ever ran
+    consumer = make_consumer(cfg.kafka, group_id="ark-status")
     try:
         _low, high = watermarks(consumer, topic)
         start = offset_for_time(cfg.kafka, topic, int((time.time() - window_s) * 1000))
@@ -47,10 +49,7 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
     """The status document (what ``--json`` prints)."""
     now = time.time()
     beats = latest_heartbeats(cfg)
-    try:
-        redo_end = end_offset(cfg.kafka, redo_topic(cfg.group))
-    except ArkError:
-        redo_end = -1
+    redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)
     capture = {"node": cfg.primary.name, "state": "not running", "source_position": "", "produced_offset": -1,
                "message": ""}
