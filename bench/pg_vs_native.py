@@ -1,0 +1,489 @@
+"""PostgreSQL: Ark vs native logical replication, measured in one run on the same machine.
+
+Starts its own Kafka broker and three PostgreSQL 15 instances under a temp dir (primary, native
+subscriber, Ark standby). Both replicate from the same primary AT THE SAME TIME, so they see exactly
+the same workload:
+
+(a) pgbench tpcb-like (``-i -s 10``, 4 clients, ``--seconds``): committed transactions, catch-up time
+    after pgbench ends, sustainable tps = committed / (run time + catch-up), and lag p50/p99 from a
+    probe row inserted on the primary every 0.2 s (lag = time the standby shows it - insert time).
+(b) one UPDATE of every row of ``big`` (``--rows`` rows, already replicated): seconds from the
+    UPDATE's commit until each standby shows it; peak RSS of the Ark capture and apply processes.
+
+    python bench/pg_vs_native.py [--seconds 60] [--rows 1000000] [--keep-logs DIR]
+
+See bench/README.md for the figures and how to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from deploy.kafka import KafkaBroker  # noqa: E402
+from deploy.ports import free_port  # noqa: E402
+from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
+from ops.agents import AgentProcess  # noqa: E402
+
+DB = "bench"
+GROUP = "pgbench"
+PUB, SUB = "bench_pub", "bench_sub"
+TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "lag_probe", "big"]
+PROBE_EVERY_S = 0.2
+PROBE_POLL_S = 0.05
+POLL_S = 0.2
+
+_T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    """One progress line, stamped with the seconds since start."""
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", flush=True)
+
+
+def sql(dsn: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement in autocommit; rows if any."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(statement, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, interval: float = POLL_S) -> float:
+    """Poll ``pred`` until true; the seconds it took. Raises TimeoutError naming ``what``."""
+    start = time.monotonic()
+    while not pred():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+
+
+# -- process monitor: CPU seconds and peak RSS per labelled process tree ------------------------------
+class Monitor(threading.Thread):
+    """Samples labelled processes (and their children) every 0.2 s: CPU seconds used, peak RSS."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.roots: dict[str, Callable[[], int | None]] = {}
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.cpu_first: dict[tuple[str, int], float] = {}
+        self.cpu_last: dict[tuple[str, int], float] = {}
+        self.peak_rss: dict[str, int] = {}
+
+    def watch(self, label: str, pid: Callable[[], int | None], children: bool) -> None:
+        """Follow the process ``pid()`` (plus its children when ``children``) under ``label``."""
+        with self.lock:
+            self.roots[label + ("+" if children else "")] = pid
+
+    def phase(self) -> dict[str, tuple[float, int]]:
+        """Return {label: (cpu seconds, peak RSS bytes)} since the last call, and start a new phase."""
+        with self.lock:
+            out: dict[str, tuple[float, int]] = {}
+            for (label, pid), last in self.cpu_last.items():
+                cpu, rss = out.get(label, (0.0, self.peak_rss.get(label, 0)))
+                out[label] = (cpu + last - self.cpu_first[(label, pid)], rss)
+            self._reset()
+            return out
+
+    def run(self) -> None:
+        while not self.stop_event.wait(POLL_S):
+            with self.lock:
+                for key, pid_of in self.roots.items():
+                    label, children = key.rstrip("+"), key.endswith("+")
+                    pid = pid_of()
+                    if pid is None:
+                        continue
+                    try:
+                        root = psutil.Process(pid)
+                        procs = [root, *(root.children(recursive=True) if children else [])]
+                    except psutil.Error:
+                        continue
+                    rss = 0
+                    for proc in procs:
+                        try:
+                            with proc.oneshot():
+                                t = proc.cpu_times()
+                                cpu = t.user + t.system
+                                rss += proc.memory_info().rss
+                        except psutil.Error:
+                            continue
+                        self.cpu_first.setdefault((label, proc.pid), cpu)
+                        self.cpu_last[(label, proc.pid)] = cpu
+                    self.peak_rss[label] = max(self.peak_rss.get(label, 0), rss)
+
+
+# -- lag probes --------------------------------------------------------------------------------------
+@dataclass
+class ProbeWatcher:
+    """Polls one standby for new lag_probe rows; lag = standby clock when seen - primary insert time."""
+
+    name: str
+    dsn: str
+    lags: dict[int, float] = field(default_factory=dict)
+    last_id: int = 0
+
+    def poll_once(self, conn: psycopg.Connection[Any]) -> None:
+        rows = conn.execute("SELECT id, extract(epoch FROM clock_timestamp() - at)::float8 FROM lag_probe "
+                            "WHERE id > %s ORDER BY id", (self.last_id,)).fetchall()
+        for pid, lag in rows:
+            self.lags[pid] = lag
+            self.last_id = max(self.last_id, pid)
+
+
+class Probes:
+    """Insert a probe row on the primary every 0.2 s; watch each standby every 0.05 s."""
+
+    def __init__(self, primary_dsn: str, watchers: list[ProbeWatcher]) -> None:
+        self.primary_dsn = primary_dsn
+        self.watchers = watchers
+        self.inserted: list[int] = []
+        self.stop_insert = threading.Event()
+        self.stop_watch = threading.Event()
+        self.threads = [threading.Thread(target=self._insert, daemon=True)]
+        self.threads += [threading.Thread(target=self._watch, args=(w,), daemon=True) for w in watchers]
+
+    def start(self) -> Probes:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _insert(self) -> None:
+        with psycopg.connect(self.primary_dsn, autocommit=True) as conn:
+            nxt = time.monotonic()
+            while not self.stop_insert.is_set():
+                row = conn.execute("INSERT INTO lag_probe DEFAULT VALUES RETURNING id").fetchone()
+                assert row is not None
+                self.inserted.append(row[0])
+                nxt += PROBE_EVERY_S
+                self.stop_insert.wait(max(0.0, nxt - time.monotonic()))
+
+    def _watch(self, watcher: ProbeWatcher) -> None:
+        with psycopg.connect(watcher.dsn, autocommit=True) as conn:
+            while not self.stop_watch.is_set():
+                watcher.poll_once(conn)
+                time.sleep(PROBE_POLL_S)
+
+    def finish(self, timeout: float) -> None:
+        """Stop inserting; wait until every standby has seen every probe (or ``timeout``); stop watching."""
+        self.stop_insert.set()
+        self.threads[0].join()
+        last = self.inserted[-1] if self.inserted else 0
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: all(w.last_id >= last for w in self.watchers), timeout, "the last probe")
+        self.stop_watch.set()
+        for t in self.threads[1:]:
+            t.join()
+
+    def lags(self, watcher: ProbeWatcher) -> list[float]:
+        """Lags of the probes inserted during the run (a missing one counts as infinite)."""
+        return [watcher.lags.get(i, float("inf")) for i in self.inserted]
+
+
+# -- set-up ------------------------------------------------------------------------------------------
+def pg_conn_args(inst: PgInstance) -> list[str]:
+    return ["-h", "127.0.0.1", "-p", str(inst.port), "-U", "postgres"]
+
+
+def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def prepare_primary(primary: PgInstance, rows: int, scale: int) -> None:
+    dsn = primary.dsn(DB)
+    say(f"pgbench -i -s {scale} on the primary")
+    run([str(PG_BIN / "pgbench"), "-i", "-q", "-s", str(scale), *pg_conn_args(primary), DB])
+    sql(dsn, "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY")
+    sql(dsn, "CREATE TABLE lag_probe (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    say(f"filling big with {rows:,} rows")
+    sql(dsn, "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, n numeric(12,2), t text)")
+    sql(dsn, "INSERT INTO big SELECT i, i, (i %% 100000) / 100.0, md5(i::text) FROM generate_series(1, %s) i",
+        (rows,))
+    sql(dsn, "VACUUM ANALYZE")
+
+
+def setup_native(primary: PgInstance, sub: PgInstance) -> None:
+    say("native: schema to the subscriber, publication, subscription (copy_data=true)")
+    schema = run([str(PG_BIN / "pg_dump"), "-s", "--no-publications", "--no-subscriptions",
+                  *pg_conn_args(primary), DB]).stdout
+    run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *pg_conn_args(sub), "-d", DB], input=schema)
+    sql(primary.dsn(DB), f"CREATE PUBLICATION {PUB} FOR TABLE {', '.join(TABLES)}")
+    sql(sub.dsn(DB), f"CREATE SUBSCRIPTION {SUB} CONNECTION '{primary.dsn(DB)}' PUBLICATION {PUB} "
+                     "WITH (copy_data = true)")
+
+    def ready() -> bool:
+        states = sql(sub.dsn(DB), "SELECT srsubstate FROM pg_subscription_rel")
+        return len(states) == len(TABLES) and all(s == "r" for (s,) in states)
+
+    took = wait_until(ready, 900, "the native initial sync")
+    say(f"native: initial sync done in {took:.1f} s")
+
+
+def drop_native(primary: PgInstance, sub: PgInstance) -> None:
+    if not sub.is_running():
+        return
+    try:
+        sql(sub.dsn(DB), f"DROP SUBSCRIPTION IF EXISTS {SUB}")
+    except psycopg.Error:  # the primary is gone: detach the slot, then drop
+        with contextlib.suppress(psycopg.Error):
+            sql(sub.dsn(DB), f"ALTER SUBSCRIPTION {SUB} DISABLE")
+            sql(sub.dsn(DB), f"ALTER SUBSCRIPTION {SUB} SET (slot_name = NONE)")
+            sql(sub.dsn(DB), f"DROP SUBSCRIPTION {SUB}")
+
+
+def write_ark_config(path: Path, kafka: str, primary: PgInstance, standby: PgInstance) -> Path:
+    def db(name: str, inst: PgInstance, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "host": "127.0.0.1", "port": inst.port, "dbname": DB, "user": "postgres", **extra}
+
+    doc = {"group": GROUP, "kafka": {"bootstrap": kafka},
+           "primary": db("primary", primary, tables=[f"public.{t}" for t in TABLES]),
+           "standbys": [db("standby", standby)]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def ark(config: Path, *args: str, timeout: float = 900) -> str:
+    res = subprocess.run([sys.executable, "-m", "ops", "-c", str(config), *args], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"ark {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res.stdout
+
+
+# -- the measurements --------------------------------------------------------------------------------
+def fingerprint(dsn: str) -> tuple[int, int]:
+    row = sql(dsn, "SELECT (SELECT count(*) FROM pgbench_history), "
+                   "(SELECT coalesce(sum(abalance), 0) FROM pgbench_accounts)")[0]
+    return int(row[0]), int(row[1])
+
+
+def wait_all(targets: dict[str, Callable[[], bool]], timeout: float) -> dict[str, float]:
+    """Poll every predicate in its own thread from now; seconds until each became true (inf on timeout)."""
+    start = time.monotonic()
+    out: dict[str, float] = {}
+
+    def one(name: str, pred: Callable[[], bool]) -> None:
+        try:
+            wait_until(pred, timeout, name)
+            out[name] = time.monotonic() - start
+        except TimeoutError:
+            out[name] = float("inf")
+
+    threads = [threading.Thread(target=one, args=item) for item in targets.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def check_agents(agents: list[AgentProcess]) -> None:
+    for agent in agents:
+        if not agent.alive():
+            raise RuntimeError(f"ark {' '.join(agent.args)} exited ({agent.proc and agent.proc.returncode}):\n"
+                               f"{agent.tail(40)}")
+
+
+def pgbench_run(primary: PgInstance, seconds: int, clients: int) -> tuple[int, float, str]:
+    """Run pgbench tpcb-like; (committed transactions, wall seconds, pgbench's tps line)."""
+    cmd = [str(PG_BIN / "pgbench"), "-n", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
+           "-P", "10", *pg_conn_args(primary), DB]
+    started = time.monotonic()
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, check=False)
+    wall = time.monotonic() - started
+    if res.returncode != 0:
+        raise RuntimeError(f"pgbench failed ({res.returncode}):\n{res.stdout}")
+    m = re.search(r"number of transactions actually processed: (\d+)", res.stdout)
+    if not m:
+        raise RuntimeError(f"cannot parse pgbench output:\n{res.stdout}")
+    tps = re.search(r"^tps = .*$", res.stdout, re.M)
+    return int(m.group(1)), wall, tps.group(0) if tps else ""
+
+
+def fmt_s(value: float) -> str:
+    return "timeout" if value == float("inf") else f"{value:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=60, help="pgbench -T (default 60)")
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the big UPDATE (default 1,000,000)")
+    ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
+    ap.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4)")
+    ap.add_argument("--keep-logs", type=Path, default=None, help="copy agent and server logs here at the end")
+    args = ap.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
+    root = Path(tempfile.mkdtemp(prefix="ark-pgbench-", dir="/tmp"))
+    root.chmod(0o755)
+    (root / "pg").mkdir()
+    (root / "pg").chmod(0o755)
+    monitor = Monitor()
+    monitor.start()
+    agents: list[AgentProcess] = []
+    results: dict[str, Any] = {}
+    say(f"work dir {root}")
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, True)
+        stack.callback(monitor.stop_event.set)
+
+        say("starting the Kafka broker")
+        broker = KafkaBroker(root / "kafka", free_port(), free_port())
+        stack.callback(broker.stop)
+        broker.start(timeout=180)
+
+        insts: dict[str, PgInstance] = {}
+        for name in ("primary", "native", "ark"):
+            inst = PgInstance(root / "pg" / name, free_port())
+            stack.callback(inst.destroy)
+            inst.init()
+            inst.start()
+            inst.create_database(DB)
+            insts[name] = inst
+        primary, native, standby = insts["primary"], insts["native"], insts["ark"]
+        if args.keep_logs:  # before the instances are destroyed
+            stack.callback(_copy_logs, root, args.keep_logs)
+        say(f"PostgreSQL up: primary :{primary.port}, native subscriber :{native.port}, "
+            f"Ark standby :{standby.port}; Kafka {broker.bootstrap}")
+        for name, inst in insts.items():
+            monitor.watch(f"pg {name}", lambda inst=inst: inst.pid, children=True)
+        monitor.watch("kafka", lambda: broker.pid, children=False)
+
+        prepare_primary(primary, args.rows, args.scale)
+        stack.callback(drop_native, primary, native)  # runs before the instances stop
+        setup_native(primary, native)
+
+        config = write_ark_config(root / "ark.yaml", broker.bootstrap, primary, standby)
+        say("ark sync standby")
+        t = time.monotonic()
+        ark(config, "sync", "standby")
+        say(f"ark: initial sync done in {time.monotonic() - t:.1f} s; starting capture and apply")
+        for label, cmd in (("capture", ["capture"]), ("apply", ["apply", "standby"])):
+            agent = AgentProcess(config, cmd, root / "logs" / f"{label}.log").start()
+            agents.append(agent)
+            stack.callback(agent.stop)
+            monitor.watch(f"ark {label}", lambda agent=agent: agent.pid, children=True)
+
+        watchers = [ProbeWatcher("native", native.dsn(DB)), ProbeWatcher("ark", standby.dsn(DB))]
+        last = sql(primary.dsn(DB), "INSERT INTO lag_probe DEFAULT VALUES RETURNING id")[0][0]
+        for w in watchers:
+            def seen(w: ProbeWatcher = w) -> bool:
+                check_agents(agents)
+                return bool(sql(w.dsn, "SELECT 1 FROM lag_probe WHERE id = %s", (last,)))
+            wait_until(seen, 300, f"{w.name} to stream")
+            w.last_id = last
+        say("both standbys stream; settling 3 s")
+        time.sleep(3)
+
+        # (a) pgbench
+        monitor.phase()
+        say(f"(a) pgbench tpcb-like: {args.clients} clients, {args.seconds} s, both replicating")
+        probes = Probes(primary.dsn(DB), watchers).start()
+        committed, wall, tps_line = pgbench_run(primary, args.seconds, args.clients)
+        probes.stop_insert.set()
+        target = fingerprint(primary.dsn(DB))
+        say(f"pgbench done: {committed:,} committed in {wall:.1f} s ({tps_line}); waiting for catch-up")
+        catchup = wait_all({w.name: (lambda w=w: fingerprint(w.dsn) == target) for w in watchers}, 900)
+        probes.finish(60)
+        check_agents(agents)
+        results["a"] = {"committed": committed, "wall": wall, "tps_line": tps_line, "catchup": catchup,
+                        "lags": {w.name: probes.lags(w) for w in watchers}, "procs": monitor.phase()}
+        say("catch-up: " + ", ".join(f"{k} {fmt_s(v)} s" for k, v in catchup.items()))
+
+        # (b) one big UPDATE
+        time.sleep(2)
+        monitor.phase()
+        say(f"(b) UPDATE big SET v = v + 1 ({args.rows:,} rows) in one transaction")
+        t = time.monotonic()
+        sql(primary.dsn(DB), "UPDATE big SET v = v + 1")
+        committed_at = time.monotonic()
+        say(f"UPDATE committed on the primary in {committed_at - t:.1f} s; polling the standbys every {POLL_S} s")
+        sentinel = f"SELECT v = id + 1 FROM big WHERE id = {args.rows}"
+        applied = wait_all({w.name: (lambda w=w: bool(sql(w.dsn, sentinel)[0][0])) for w in watchers}, 1800)
+        procs_b = monitor.phase()
+        counts = {w.name: sql(w.dsn, "SELECT count(*) FROM big WHERE v = id + 1")[0][0] for w in watchers}
+        check_agents(agents)
+        results["b"] = {"update_s": committed_at - t, "applied": applied, "counts": counts, "procs": procs_b}
+        say("applied after commit: " + ", ".join(f"{k} {fmt_s(v)} s" for k, v in applied.items()))
+        report(args, results)
+    return 0
+
+
+def _copy_logs(root: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        shutil.copytree(root / "logs", dest / "ark", dirs_exist_ok=True)
+    for name in ("primary", "native", "ark"):
+        with contextlib.suppress(OSError):
+            shutil.copy(root / "pg" / name / "server.log", dest / f"pg-{name}.log")
+
+
+def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    a, b = results["a"], results["b"]
+    print()
+    print(f"== (a) pgbench tpcb-like, scale {args.scale}, {args.clients} clients, -T {args.seconds}: "
+          f"{a['committed']:,} committed in {a['wall']:.1f} s on the primary ({a['tps_line']})")
+    print(f"{'':10} {'catch-up s':>11} {'sustain tps':>12} {'lag p50 s':>10} {'lag p99 s':>10} {'lag max s':>10}")
+    sustain: dict[str, float] = {}
+    for name in ("native", "ark"):
+        lags = a["lags"][name]
+        sustain[name] = a["committed"] / (a["wall"] + a["catchup"][name])
+        print(f"{name:10} {fmt_s(a['catchup'][name]):>11} {sustain[name]:12.1f} {pct(lags, 50):10.3f} "
+              f"{pct(lags, 99):10.3f} {max(lags, default=float('nan')):10.3f}")
+    ratio_a = sustain["ark"] / sustain["native"]
+    p99 = pct(a["lags"]["ark"], 99)
+    print(f"ratio Ark/native sustainable tps: {ratio_a:.3f}  (target >= 1.0 with Ark p99 lag <= 1 s: "
+          f"{'met' if ratio_a >= 1.0 and p99 <= 1.0 else 'NOT met'})  probes: {len(a['lags']['ark'])}")
+    print()
+    print(f"== (b) one UPDATE of {args.rows:,} rows (primary: {b['update_s']:.1f} s to execute and commit)")
+    for name in ("native", "ark"):
+        print(f"{name:10} applied {fmt_s(b['applied'][name]):>8} s after commit; rows updated on standby "
+              f"{b['counts'][name]:,}")
+    ratio_b = b["applied"]["ark"] / b["applied"]["native"]
+    print(f"ratio Ark/native: {ratio_b:.3f}  (target <= 1.0: {'met' if ratio_b <= 1.0 else 'NOT met'})")
+    print()
+    print("== processes: CPU seconds and peak RSS per phase (a: pgbench + catch-up, b: update until applied)")
+    print(f"{'':16} {'a cpu s':>8} {'a RSS MiB':>10} {'b cpu s':>8} {'b RSS MiB':>10}")
+    for label in sorted(set(a["procs"]) | set(b["procs"])):
+        ca, ra = a["procs"].get(label, (0.0, 0))
+        cb, rb = b["procs"].get(label, (0.0, 0))
+        print(f"{label:16} {ca:8.1f} {ra / 2**20:10.1f} {cb:8.1f} {rb / 2**20:10.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
