@@ -18,8 +18,10 @@ log = logging.getLogger(__name__)
 
 #: Commit a Kafka transaction inside a huge source transaction past this many bytes, so that
 #: no Kafka transaction outlives transaction.timeout.ms. The applier only applies at the last chunk.
-MAX_TXN_BYTES = 256 * 1024 * 1024
-MAX_TXN_SECONDS = 60.0
+#: Small values also let the applier start on a large transaction while capture still reads it
+#: (the standby transaction stays open across chunks; the source is confirmed only at the end).
+MAX_TXN_BYTES = 16 * 1024 * 1024
+MAX_TXN_SECONDS = 2.0
 
 
 class RetryableKafkaError(KafkaUnavailable):

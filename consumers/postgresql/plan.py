@@ -79,6 +79,7 @@ def split_runs(metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn
     runs: list[Run] = []
     current: Run | None = None
     seen: set[Key] = set()
+    positions: dict[Key, int] = {}  # key -> index in the current UPDATE run (for last-writer-wins)
     cache: dict[str, _TableInfo] = {}
     for index, change in enumerate(changes):
         op = change.op
@@ -122,12 +123,26 @@ def split_runs(metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn
             values = [values[i] for i in cols]
         else:
             cols = info.all_cols
-        if (current is None or current.cols != cols or current.op is not op or current.table != change.table
-                or current.key_change != key_change or any(k in seen for k in touched)):
+        same_shape = (current is not None and current.cols == cols and current.op is op
+                      and current.table == change.table and current.key_change == key_change)
+        if same_shape and op is Op.UPDATE and not key_change and key in positions:
+            # Last writer wins: a later image of the same row, with the same present columns and the
+            # same key, sets every column the earlier one set. Inside one target transaction the
+            # earlier image is never visible, and a missing row is still detected by the later one.
+            assert current is not None
+            pos = positions[key]
+            current.values[pos] = values
+            current.indexes[pos] = index
+            continue
+        if not same_shape or any(k in seen for k in touched):
             current = Run(change.table, op, cols, key_change)
             runs.append(current)
             seen = set()
+            positions = {}
+        assert current is not None
         seen.update(touched)
+        if op is Op.UPDATE and not key_change:
+            positions[key] = len(current.indexes)
         current.values.append(values if op is not Op.DELETE else [])
         current.keys.append(() if op is Op.INSERT else key)
         current.indexes.append(index)

@@ -86,3 +86,37 @@ def test_broker_restart_mid_run(make_group, kafka_broker) -> None:
     time.sleep(5)
     _finish(group, workload, stop, sampler, seen, invariant)
     group.assert_agents_alive()
+
+
+def test_kill9_inside_a_large_transaction(make_group) -> None:
+    """Capture commits a large transaction to Kafka in parts; killed mid-way, it resumes at the exact row,
+    and the applier, killed too, never shows the transaction partially."""
+    from tests.support.replication import sql, wait_for
+
+    rows = 400_000
+    group = make_group(chunk_rows=2000)
+    sql(group.primary_dsn, "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, t text)")
+    group.ark_ok("sync", "standby")
+    capture = group.start("capture")
+    apply = group.start("apply", "standby")
+    standby = group.standby("standby")
+    sql(group.primary_dsn, f"INSERT INTO big SELECT g, g, 'row ' || g FROM generate_series(1, {rows}) g")
+    seen: set[int] = set()
+    time.sleep(4)  # inside the transaction's publication (it commits to Kafka every ~2 s)
+    capture.kill9()
+    seen.add(sql(standby.dsn, "SELECT count(*) FROM big")[0][0])
+    capture.start()
+    time.sleep(3)
+    apply.kill9()
+    seen.add(sql(standby.dsn, "SELECT count(*) FROM big")[0][0])
+    apply.start()
+
+    def done() -> bool:
+        count = sql(standby.dsn, "SELECT count(*) FROM big")[0][0]
+        seen.add(count)
+        return count == rows
+
+    wait_for(done, 300, "the large transaction on the standby", interval=0.5)
+    assert seen <= {0, rows}, f"partial transaction visible: {sorted(seen)}"
+    diffs = group.wait_equal("standby", ["public.big"], timeout=60)
+    assert all(d.equal for d in diffs), diffs

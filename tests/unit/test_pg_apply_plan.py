@@ -53,10 +53,13 @@ def test_neutral_type_fallback_when_no_source_type() -> None:
 
 
 def test_runs_split_on_repeated_key_and_keep_order() -> None:
-    changes = [upd(1), upd(2), upd(1, note="again"), upd(3)]
+    def delete(key: int) -> RowChange:
+        return RowChange(T.table, Op.DELETE, [], [key])
+
+    changes = [delete(1), delete(2), delete(1), delete(3)]
     runs = split_runs(METAS, changes)
     assert [r.indexes for r in runs] == [[0, 1], [2, 3]]
-    assert all(r.op is Op.UPDATE and r.cols == (0, 1, 2) for r in runs)
+    assert all(r.op is Op.DELETE for r in runs)
 
 
 def test_runs_split_on_table_op_and_present_columns() -> None:
@@ -177,3 +180,24 @@ def test_neutral_types() -> None:
              "integer[]": "other", "jsonb": "json", "bytea": "bytes", "mood": "other", "time(6) without time zone":
              "time", "interval day": "interval"}
     assert {k: neutral_type(k) for k in cases} == cases
+
+
+def test_repeated_full_updates_of_a_row_collapse_to_the_last_image() -> None:
+    changes = [upd(1, "a"), upd(2, "b"), upd(1, "c"), upd(1, "d"), upd(3, "e")]
+    runs = split_runs(METAS, changes)
+    assert len(runs) == 1
+    assert runs[0].keys == [(1,), (2,), (3,)]
+    assert [v[1] for v in runs[0].values] == ["d", "b", "e"]
+    assert runs[0].indexes == [3, 1, 4]
+
+
+@pytest.mark.parametrize("changes, n_runs", [
+    # a different present-column set is another shape: no collapse across it
+    ([upd(1, "a"), upd(1, UNCHANGED), upd(1, "c")], 3),
+    # a key change in between splits the run
+    ([upd(1, "a"), upd(5, "b", old=[1]), upd(5, "c")], 3),
+    # a delete in between keeps order: update, delete, then the re-insert is another run
+    ([upd(1, "a"), RowChange(T.table, Op.DELETE, [], [1]), RowChange(T.table, Op.INSERT, [1, "x", "2"])], 3),
+])
+def test_collapse_never_crosses_a_different_shape(changes: list[RowChange], n_runs: int) -> None:
+    assert len(split_runs(METAS, changes)) == n_runs
