@@ -11,16 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.problems import Problem
 from schemas.entries import RowChange, TableMeta
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A prerequisite of the standby that is not met, with its fix."""
-
-    what: str
-    fix: str
-    fatal: bool = True
 
 
 @dataclass(frozen=True, slots=True)

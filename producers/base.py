@@ -11,16 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from common.problems import Problem
 from schemas.entries import Position, RowChange, TableMeta
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A prerequisite that is not met, with the command or setting that fixes it."""
-
-    what: str
-    fix: str
-    fatal: bool = True
 
 
 @dataclass(frozen=True, slots=True)
