@@ -37,7 +37,7 @@ from schemas.entries import Op, Position, RowChange
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.2  # longest wait on the socket before an Idle event
+POLL_S = 0.05  # longest wait on the socket before an Idle event (a batch commits at the next Idle)
 IDLE_EVERY_S = 0.5  # an Idle event at least this often, even while data flows
 STATUS_EVERY_S = 10.0  # status updates keep the walsender from timing out
 _ROW_TAGS = frozenset(b"IUD")
