@@ -89,11 +89,32 @@ def test_kill9_receiver_mid_transfer_then_restart_converges(kafka_bootstrap: str
     try:
         assert not sender.wait(sender.run_pass().pass_id, 60)
         old = (dst / "big.bin").read_bytes()
-        big.write_bytes(os.urandom(24 << 20))
-        report = sender.run_pass()
-        wait_for(lambda: staging(dst))
-        receiver.send_signal(signal.SIGKILL)
-        receiver.wait()
+        # The kill must land while the receiver writes its temp file. The sender's pass runs in a
+        # thread so that the watch starts at once; a fast machine may still finish a transfer before
+        # the poll sees it, so try a few fresh versions until one is caught mid-write.
+        for _attempt in range(5):
+            big.write_bytes(os.urandom(48 << 20))
+            reports: list[Any] = []
+            pusher = threading.Thread(target=lambda out=reports: out.append(sender.run_pass()))
+            pusher.start()
+            deadline = time.monotonic() + 60
+            while not staging(dst) and time.monotonic() < deadline:
+                if not pusher.is_alive() and (dst / "big.bin").exists() \
+                        and (dst / "big.bin").stat().st_size == big.stat().st_size:
+                    break  # already applied: try again with a new version
+                time.sleep(0.002)
+            caught = staging(dst)
+            if caught:
+                old = (dst / "big.bin").read_bytes()  # what the target holds while the new one streams
+                receiver.send_signal(signal.SIGKILL)
+                receiver.wait()
+            pusher.join()
+            if caught:
+                break
+            assert not sender.wait(reports[0].pass_id, 60)
+        else:
+            pytest.skip("the transfer always finished before it could be interrupted")
+        report = reports[0]
         assert (dst / "big.bin").read_bytes() == old  # the old version stays whole
         receiver = ark_files("receive", name, "--target", "t0", "-c", str(conf))
         assert not sender.wait(report.pass_id, 60)
