@@ -40,6 +40,11 @@ class KafkaSettings(_Frozen):
     replication_factor: int = Field(default=1, ge=1)
     compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
 
+    @property
+    def redo_retention_ms(self) -> int:
+        """The redo topic's retention.ms (the archive of shipped logs)."""
+        return int(self.redo_retention_hours * 3_600_000)
+
     @field_validator("client")
     @classmethod
     def _no_secrets_in_client(cls, value: dict[str, str]) -> dict[str, str]:

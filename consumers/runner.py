@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -277,10 +278,14 @@ class _Session:
     def _decode(self, msg: Message) -> _Entry:
         return _Entry(self._decode_raw(msg))
 
-    def _decode_raw(self, msg: Message) -> Any:
+    @staticmethod
+    def _verified(msg: Message) -> envelope.Decoded:
+        return envelope.decode(msg.value(), msg.headers(), topic=msg.topic(), partition=msg.partition(),
+                               offset=msg.offset(), expect=REDO_SCHEMA)
+
+    def _decode_raw(self, msg: Message) -> envelope.Decoded:
         try:
-            return envelope.decode(msg.value(), msg.headers(), topic=msg.topic(), partition=msg.partition(),
-                                   offset=msg.offset(), expect=REDO_SCHEMA)
+            return self._verified(msg)
         except CorruptEntry as first:
             # Re-read once from the broker: the damage may have been in transit or in memory.
             log.warning("%s; re-reading it", first)
@@ -289,8 +294,7 @@ class _Session:
             again = self.consumer.poll(10.0)
             if again is None or again.error() or again.offset() != offset:
                 raise first from None
-            return envelope.decode(again.value(), again.headers(), topic=again.topic(), partition=again.partition(),
-                                   offset=again.offset(), expect=REDO_SCHEMA)
+            return self._verified(again)
 
     def _handle(self, offset: int, dec: _Entry) -> None:
         """Apply one decoded entry (it is due)."""
@@ -381,19 +385,17 @@ class _Session:
                 self.r.state = "running"
 
     def _advance_offset_only(self, offset: int) -> None:
-        p = self.pending
-        self.pending = ApplyState(p.group, p.standby, p.topic, p.partition, offset + 1, p.position, p.position_key,
-                                  p.epoch, p.commit_time_us, p.applied_at_us, p.applied_txns, p.extra)
+        self.pending = replace(self.pending, next_offset=offset + 1)
 
     def _advance(self, offset: int, chunk: TxnChunk | None) -> None:
-        p = self.pending
         if chunk is None:
             self._advance_offset_only(offset)
             return
-        self.pending = ApplyState(p.group, p.standby, p.topic, p.partition, offset + 1, chunk.commit.text,
-                                  chunk.commit.key, max(p.epoch, self.r.max_epoch), chunk.commit_time_us,
-                                  time.time_ns() // 1000, p.applied_txns + (0 if chunk.is_checkpoint else 1),
-                                  p.extra)
+        p = self.pending
+        self.pending = replace(
+            p, next_offset=offset + 1, position=chunk.commit.text, position_key=chunk.commit.key,
+            epoch=max(p.epoch, self.r.max_epoch), commit_time_us=chunk.commit_time_us,
+            applied_at_us=time.time_ns() // 1000, applied_txns=p.applied_txns + (0 if chunk.is_checkpoint else 1))
 
     def _commit(self) -> None:
         """Save the state row and commit the target transaction (data and position together)."""

@@ -145,6 +145,11 @@ def status(obj: CliContext, as_json: bool, watch: float | None) -> None:
     show_status(obj.config(), as_json=as_json, watch=watch)
 
 
+def _target(obj: CliContext, standby: str) -> str:
+    """The control-record target of a standby argument: '' for 'all', else a validated standby name."""
+    return "" if standby == "all" else obj.config().standby(standby).name
+
+
 @cli.command()
 @click.argument("standby")
 @click.argument("seconds", type=float)
@@ -156,8 +161,7 @@ def delay(obj: CliContext, standby: str, seconds: float) -> None:
     cfg = obj.config()
     if seconds < 0:
         raise ArkError("a delay cannot be negative", fix="give 0 for real time")
-    target = "" if standby == "all" else cfg.standby(standby).name
-    publish_intent(cfg.kafka, cfg.group, SET_DELAY, target, seconds=seconds)
+    publish_intent(cfg.kafka, cfg.group, SET_DELAY, _target(obj, standby), seconds=seconds)
     console.print(f"delay of {standby} set to {seconds:g} s (the applier picks it up within a second)")
 
 
@@ -169,7 +173,7 @@ def pause(obj: CliContext, standby: str) -> None:
     from common.control import PAUSE, publish_intent
 
     cfg = obj.config()
-    publish_intent(cfg.kafka, cfg.group, PAUSE, "" if standby == "all" else cfg.standby(standby).name)
+    publish_intent(cfg.kafka, cfg.group, PAUSE, _target(obj, standby))
     console.print(f"pause of {standby} requested")
 
 
@@ -181,7 +185,7 @@ def resume(obj: CliContext, standby: str) -> None:
     from common.control import RESUME, publish_intent
 
     cfg = obj.config()
-    publish_intent(cfg.kafka, cfg.group, RESUME, "" if standby == "all" else cfg.standby(standby).name)
+    publish_intent(cfg.kafka, cfg.group, RESUME, _target(obj, standby))
     console.print(f"resume of {standby} requested")
 
 

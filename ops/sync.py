@@ -59,7 +59,7 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
         _refuse_if_applying(cfg, standby)
         capture.ensure_setup()
     topic = redo_topic(cfg.group)
-    ensure_topic(cfg.kafka, topic, retention_ms=int(cfg.kafka.redo_retention_hours * 3_600_000))
+    ensure_topic(cfg.kafka, topic, retention_ms=cfg.kafka.redo_retention_ms)
     start_offset = end_offset(cfg.kafka, topic)
     applier = applier_factory(standby)()
     started = time.monotonic()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.config import ArkConfig
-from common.errors import ArkError, ConfigError, FencedError, PrerequisiteError
+from common.errors import ConfigError, FencedError, PrerequisiteError
 from common.heartbeat import HeartbeatPublisher
 from common.kafka import ensure_topic
 from producers.base import Idle, LogCapture, TxnBegin, TxnEnd
@@ -24,6 +24,7 @@ from producers.publisher import RedoPublisher
 from producers.resume import ResumePoint, find_resume_point
 from schemas.entries import Position, RedoEntry, RowChange, TableMeta, TxnChunk
 from schemas.positions import just_before
+from schemas.topics import redo_topic
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,7 @@ class CaptureRunner:
 
     def run(self) -> None:
         """Capture until stopped. Fatal errors (config, prerequisites, fencing, log gaps) propagate."""
-        topic_retention = int(self.cfg.kafka.redo_retention_hours * 3_600_000)
-        from schemas.topics import redo_topic
-
-        ensure_topic(self.cfg.kafka, redo_topic(self.cfg.group), retention_ms=topic_retention)
+        ensure_topic(self.cfg.kafka, redo_topic(self.cfg.group), retention_ms=self.cfg.kafka.redo_retention_ms)
         heartbeat = HeartbeatPublisher(self.cfg.kafka, self.cfg.group, agent="capture", name=self._node,
                                        role="primary", snapshot=self.snapshot,
                                        interval=self.cfg.capture.heartbeat_interval_s)
@@ -228,13 +226,3 @@ class CaptureRunner:
                     return
             if self._stop.is_set() and txn is None and not skipping and not publisher.in_transaction:
                 return
-
-
-def run_capture(cfg: ArkConfig, capture_factory: Callable[[], LogCapture]) -> CaptureRunner:
-    """Build a runner (the CLI wires signals to ``stop()`` and calls ``run()``)."""
-    if not cfg.standbys:
-        log.info("no standbys configured: capture still publishes the redo topic")
-    return CaptureRunner(cfg, capture_factory)
-
-
-__all__ = ["ArkError", "CaptureRunner", "run_capture"]
