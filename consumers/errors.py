@@ -30,8 +30,23 @@ class DataApplyError(ApplyError):
         super().__init__(message, fix=fix)
 
 
+class TableNeedsResync(ApplyError):
+    """One table can no longer follow the stream (a DDL the applier cannot adapt, a data error under
+    the ``resync-table`` policy): that table alone is quarantined and resynced; the others go on.
+
+    Raised by an :class:`~consumers.base.Applier` method; the apply runner catches it.
+    """
+
+    def __init__(self, table: str, reason: str, *, position: str = "") -> None:
+        self.table = table
+        self.reason = reason
+        self.position = position
+        super().__init__(f"table {table} needs a resync: {reason}", fix=f"Ark resyncs {table} by itself; "
+                         f"'ark status' shows progress; 'ark resync <standby> --table {table}' forces one")
+
+
 class StaleEpochError(ApplyError):
     """An entry from an older epoch than the newest marker seen: it is rejected (fencing)."""
 
 
-__all__ = ["ApplyError", "DataApplyError", "StaleEpochError", "TargetError", "TransientApplyError"]
+__all__ = ["ApplyError", "DataApplyError", "StaleEpochError", "TableNeedsResync", "TargetError", "TransientApplyError"]
