@@ -37,6 +37,8 @@ class KafkaSettings(_Frozen):
     sasl_username: str | None = None
     sasl_password: SecretRef | None = None
     redo_retention_hours: float = Field(default=168.0, gt=0)
+    retention_margin_hours: float = Field(default=RETENTION_MARGIN_HOURS, ge=0,
+                                          description="retention must exceed the longest delay by this much")
     replication_factor: int = Field(default=1, ge=1)
     compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
 
@@ -100,6 +102,9 @@ class CaptureSettings(_Frozen):
     batch_max_txns: int = Field(default=500, ge=1, description="source transactions per Kafka transaction")
     batch_max_ms: int = Field(default=100, ge=1, description="longest wait before a Kafka commit")
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    retransmit_window_s: float = Field(
+        default=900.0, ge=0, description="confirm to the source only positions older than this, so that a corrupt "
+        "entry can be re-read (PostgreSQL keeps that much more WAL); 0 disables retransmission")
 
 
 class StandbySettings(DatabaseSettings):
@@ -160,10 +165,11 @@ class ArkConfig(_Frozen):
     def retention_warning(self, retention_hours: float | None = None) -> str | None:
         """A warning sentence when redo retention is shorter than the longest delay plus the margin."""
         hours = self.kafka.redo_retention_hours if retention_hours is None else retention_hours
-        needed = self.max_delay_seconds / 3600 + RETENTION_MARGIN_HOURS
+        margin = self.kafka.retention_margin_hours
+        needed = self.max_delay_seconds / 3600 + margin
         if hours < needed:
             return (
-                f"redo retention is {hours:g} h but the longest delay plus a {RETENTION_MARGIN_HOURS:g} h margin "
+                f"redo retention is {hours:g} h but the longest delay plus a {margin:g} h margin "
                 f"needs {needed:g} h: raise kafka.redo_retention_hours (or the topic's retention.ms)"
             )
         return None

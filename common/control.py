@@ -33,6 +33,22 @@ CONTROL_SCHEMA = "control"
 SET_DELAY = "set-delay"
 PAUSE = "pause"
 RESUME = "resume"
+# CRC retransmission (guarantee 4): applier → capture, then the capture's answers.
+RETRANSMIT = "retransmit"
+RETRANSMIT_DONE = "retransmit-done"
+RETRANSMIT_FAILED = "retransmit-failed"
+# ark verify (consumers/hold.py has the protocol): CLI → applier, then the applier's answers.
+VERIFY_HOLD = "verify-hold"
+VERIFY_AT = "verify-at"
+VERIFY_RELEASE = "verify-release"
+VERIFY_ARMED = "verify-armed"
+VERIFY_HELD = "verify-held"
+# Table resync (consumers/table_resync.py): CLI → applier, then the applier's decisions (never silent).
+RESYNC_TABLE = "resync-table"
+TABLE_QUARANTINED = "table-quarantined"
+TABLE_RESYNC_PROGRESS = "table-resync-progress"
+TABLE_RESYNCED = "table-resynced"
+TABLE_RESYNC_REFUSED = "table-resync-refused"
 
 
 @dataclass(frozen=True)
@@ -77,11 +93,11 @@ def publish_intent(settings: KafkaSettings, group: str, kind: str, target: str =
 class ControlReader:
     """Follows the control topic from the beginning; call :meth:`poll` regularly (non-blocking)."""
 
-    def __init__(self, settings: KafkaSettings, group: str) -> None:
+    def __init__(self, settings: KafkaSettings, group: str, start_offset: int = 0) -> None:
         self._topic = control_topic(group)
         ensure_topic(settings, self._topic, retention_ms=-1)
         self._consumer = make_consumer(settings, group_id=f"ark-control-{uuid.uuid4().hex[:8]}")
-        self._consumer.assign([TopicPartition(self._topic, 0, 0)])
+        self._consumer.assign([TopicPartition(self._topic, 0, start_offset)])
 
     def poll(self, max_records: int = 500) -> list[ControlRecord]:
         """Records that arrived since the last call (possibly none)."""
@@ -108,6 +124,8 @@ class ControlReader:
         """Everything up to the current end of the topic (used at start-up)."""
         low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, 0), timeout=timeout, cached=False)
         out: list[ControlRecord] = []
+        if high <= low:
+            return out  # empty (or fully expired): nothing to replay, and no position to wait for
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             batch = self.poll()

@@ -183,6 +183,37 @@ def retention_hours(settings: KafkaSettings, topic: str, timeout: float = 10.0) 
     return int(entry.value) / _HOUR_MS
 
 
+def topic_config(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> dict[str, str]:
+    """The topic's effective configuration (``retention.ms``, ``cleanup.policy``, ...) as strings.
+
+    Raises KafkaUnavailable when the cluster does not answer or the topic does not exist.
+    """
+    admin = make_admin(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(settings, exc.args[0] if exc.args else exc) from None
+    return {name: entry.value for name, entry in configs.items() if entry.value is not None}
+
+
+def delete_records_below(settings: KafkaSettings, topic: str, offset: int, partition: int = 0,
+                         timeout: float = 30.0) -> int:
+    """Delete every record of ``topic[partition]`` below ``offset``; returns the new low watermark.
+
+    The broker only moves the log start offset forward (DeleteRecords); it never deletes at or
+    above ``offset``. Callers decide ``offset`` (see ops/purge.py: never at or above what a standby needs).
+    """
+    admin = make_admin(settings)
+    tp = TopicPartition(topic, partition, offset)
+    try:
+        future = admin.delete_records([tp], request_timeout=timeout, operation_timeout=timeout)
+        result = next(iter(future.values())).result(timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(settings, exc.args[0] if exc.args else exc) from None
+    return int(result.low_watermark)
+
+
 def watermarks(consumer: Consumer, topic: str, partition: int = 0, timeout: float = 10.0) -> tuple[int, int]:
     """(low, high) offsets; for read_committed consumers ``high`` is the last stable offset."""
     deadline = time.monotonic() + timeout
@@ -192,11 +223,13 @@ def watermarks(consumer: Consumer, topic: str, partition: int = 0, timeout: floa
             return int(low), int(high)
         except KafkaException as exc:
             err = exc.args[0]
-            unknown = isinstance(err, KafkaError) and err.code() in (KafkaError._UNKNOWN_PARTITION,
-                                                                     KafkaError.UNKNOWN_TOPIC_OR_PART)
-            if not unknown or time.monotonic() >= deadline:
+            # A just-created topic's metadata and leadership are still propagating: retry those.
+            settling = isinstance(err, KafkaError) and err.code() in (
+                KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+            if not settling or time.monotonic() >= deadline:
                 raise KafkaUnavailable(f"cannot read offsets of {topic}: {exc}", fix="check the broker") from None
-            time.sleep(0.2)  # metadata of a just-created topic is still propagating
+            time.sleep(0.2)
 
 
 def read_range(
@@ -276,6 +309,7 @@ __all__ = [
     "OFFSET_END",
     "check_reachable",
     "client_config",
+    "delete_records_below",
     "end_offset",
     "ensure_topic",
     "last_messages",
@@ -285,6 +319,7 @@ __all__ = [
     "offset_for_time",
     "read_range",
     "retention_hours",
+    "topic_config",
     "unavailable",
     "watermarks",
 ]

@@ -8,11 +8,13 @@ decides when to commit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.config import PrimarySettings
 from common.problems import Problem
-from schemas.entries import RowChange, TableMeta
+from consumers.tables import TableState
+from schemas.entries import Position, RowChange, TableMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,21 @@ class ApplyState:
     #: Source transactions applied since the state row was created (for reports).
     applied_txns: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StagedTable:
+    """A fresh copy of one table, taken from a snapshot of the primary, waiting in a staging table.
+
+    ``position`` is the snapshot's consistent point: the copy holds exactly the transactions that
+    committed before it. ``meta`` is the table's shape in that snapshot.
+    """
+
+    table: str
+    staging: str
+    meta: TableMeta
+    position: Position
+    rows: int
 
 
 class Applier(ABC):
@@ -96,6 +113,46 @@ class Applier(ABC):
     @abstractmethod
     def save_state(self, state: ApplyState) -> None:
         """Write the state row (same transaction)."""
+
+    # -- table-level resync ----------------------------------------------------------------------
+    @abstractmethod
+    def load_table_states(self, group: str, standby: str) -> dict[str, TableState]:
+        """Every stored per-table state of this standby (tables in resync, last resync floors)."""
+
+    @abstractmethod
+    def save_table_state(self, group: str, standby: str, state: TableState) -> None:
+        """Write one table's state (same transaction as whatever else is open; :meth:`begin` first)."""
+
+    @abstractmethod
+    def clear_table_states(self, group: str, standby: str) -> None:
+        """Forget every per-table state and staging copy (a whole-standby resync; same transaction)."""
+
+    @abstractmethod
+    def stage_table(self, primary: PrimarySettings, table: str, *, on_snapshot: Callable[[Position], None],
+                    on_rows: Callable[[int], None]) -> StagedTable:
+        """Copy ``table`` from a fresh exported snapshot of ``primary`` into a staging table here.
+
+        Called on an applier instance of its own (its own connections), in a background thread,
+        while the main instance keeps applying the other tables. Guarantees: ``on_snapshot`` is
+        called with the snapshot's consistent point as soon as it is known, before any row is
+        copied; the staging copy is committed (durable) when this returns, and holds exactly the
+        table as of that point; a previous staging copy of the table is replaced. ``on_rows`` is
+        called with the running row count and may raise to cancel (the staging copy is then rolled
+        back).
+        """
+
+    @abstractmethod
+    def swap_in_table(self, group: str, staged: StagedTable) -> None:
+        """Replace the table's rows (and shape) with the staging copy, then drop the copy.
+
+        Runs inside the open transaction (:meth:`begin`; the resync's own instance), so the swap
+        commits or rolls back as a whole: readers see the old contents until the commit. The table's
+        stored shape becomes ``staged.meta``; a table that cannot be reshaped in place is recreated.
+        """
+
+    @abstractmethod
+    def drop_staging(self, table: str) -> None:
+        """Drop ``table``'s staging copy if one exists (own transaction; for abandoned resyncs)."""
 
     @abstractmethod
     def commit(self) -> None:

@@ -25,9 +25,13 @@ from common.errors import ArkError, ConfigError, TargetError
 from common.heartbeat import HeartbeatPublisher
 from common.kafka import make_consumer, watermarks
 from consumers.base import Applier, ApplyState
-from consumers.errors import DataApplyError, TransientApplyError
+from consumers.errors import DataApplyError, TableNeedsResync, TransientApplyError
 from consumers.gate import BatchLimits, batch_full, lag_seconds, wait_seconds
-from schemas import envelope
+from consumers.hold import VerifyHold
+from consumers.quarantine import RetransmitFailed, RetransmitPending, Retransmits
+from consumers.retention import RetentionGap, check_retention
+from consumers.table_resync import TableResyncs, unanswered_requests
+from schemas import envelope, positions
 from schemas.entries import REDO_SCHEMA, EpochMarker, RowChange, TableMeta, TxnChunk, from_record
 from schemas.errors import CorruptEntry
 from schemas.topics import redo_topic
@@ -64,6 +68,12 @@ class ApplyRunner:
         self.applied_rows = 0
         self._limits = BatchLimits(standby.batch_max_txns, standby.batch_max_rows)
         self._heartbeat: HeartbeatPublisher | None = None
+        self.retransmits = Retransmits(cfg, standby.name, self)  # corrupt entries (consumers/quarantine.py)
+        self.hold = VerifyHold(cfg.kafka, cfg.group, standby.name)  # ark verify (consumers/hold.py)
+        self.resyncs = TableResyncs(cfg, standby, applier_factory, self.topic,  # consumers/table_resync.py
+                                    committed=lambda: self.applied.next_offset if self.applied else -1)
+        self.current_offset = -1  # the redo offset being handled (named in data errors)
+        self.precise_until = -1  # up to this offset, one source transaction per target transaction
 
     def settings_changed(self) -> None:
         """Publish a heartbeat now, so that status shows an operator's change at once."""
@@ -79,7 +89,8 @@ class ApplyRunner:
         st = self.applied
         next_offset = st.next_offset if st else -1
         return {
-            "epoch": self.max_epoch, "state": self.state, "message": self.message,
+            "epoch": self.max_epoch, "state": self.state,
+            "message": "; ".join(m for m in (self.message, self.resyncs.describe()) if m),
             "source_position": st.position if st else "",
             "applied_offset": next_offset - 1 if st else -1,
             "applied_commit_time_us": st.commit_time_us if st else 0,
@@ -99,16 +110,23 @@ class ApplyRunner:
         records = control.replay()
         self.delay = current_delay(records, self.standby.name, self.standby.delay_seconds)
         self.paused = is_paused(records, self.standby.name)
+        self.resyncs.on_control(unanswered_requests(records, self.standby.name))
         backoff = 1.0
         try:
             while not self._stop.is_set():
                 try:
                     self._session(control)
                     backoff = 1.0
-                except (ConfigError, NotSynced, DataApplyError, CorruptEntry) as exc:
+                except (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap,
+                        RetransmitFailed) as caught:
+                    exc = self._recover(caught)
+                    if exc is None:
+                        continue  # a table resync takes over, or the failing transaction is looked for
                     self.state, self.message = "error", str(exc)
                     heartbeat.beat_now()
-                    raise
+                    if exc is caught:
+                        raise
+                    raise exc from None
                 except (TransientApplyError, TargetError) as exc:
                     self._retry_wait(heartbeat, exc, backoff)
                     backoff = min(backoff * 2, 30.0)
@@ -117,8 +135,29 @@ class ApplyRunner:
                     backoff = min(backoff * 2, 30.0)
         finally:
             self.state = "stopped"
+            self.resyncs.close()
             heartbeat.stop()
             control.close()
+
+    def _recover(self, exc: Exception) -> Exception | None:
+        """None when a failed session may go on; else the error to stop with (policy on_data_error)."""
+        if isinstance(exc, TableNeedsResync):
+            if not self.resyncs.may_resync(exc.table, self.applied):
+                return exc  # the same table again from the same offset: stop rather than loop
+            self.resyncs.request(exc.table, exc.reason, offset=self.current_offset)
+            return None
+        if not isinstance(exc, DataApplyError):
+            return exc
+        if self.standby.on_data_error == "resync-table" and self.resyncs.may_resync(exc.table, self.applied):
+            self.resyncs.request(exc.table, f"data error: {exc.message}", offset=self.current_offset)
+            return None
+        if ".." in exc.txn_id and self.precise_until < self.current_offset:
+            # The failure is somewhere in a group of source transactions: apply them one at a time to name it.
+            log.warning("data error in grouped transactions %s; re-applying them one by one", exc.txn_id)
+            self.precise_until = self.current_offset
+            return None
+        return DataApplyError(f"{exc.message} [redo entry {self.topic}[0]@{self.current_offset}]", fix=exc.fix,
+                              table=exc.table, txn_id=exc.txn_id, position=exc.position, key=exc.key)
 
     def _retry_wait(self, heartbeat: HeartbeatPublisher, exc: BaseException, backoff: float) -> None:
         self.state, self.message = "retrying", f"{type(exc).__name__}: {exc}"
@@ -137,12 +176,14 @@ class ApplyRunner:
                                 fix=f"run 'ark sync {self.standby.name}' first (online; the primary keeps running)")
             self.applied = state
             metas = applier.load_table_metas(self.cfg.group)
+            self.resyncs.attach(applier, metas)
             consumer = make_consumer(self.cfg.kafka, group_id=f"ark-apply-{self.cfg.group}-{self.standby.name}")
+            check_retention(consumer, self.topic, self.standby.name, state)
             consumer.assign([TopicPartition(self.topic, 0, state.next_offset)])
             self.state, self.message = "running", ""
             _Session(self, applier, consumer, control, metas, state).loop()
-        except _Stop:
-            return
+        except (_Stop, RetransmitPending):
+            return  # after RetransmitPending the next session awaits the retransmission
         finally:
             applier.rollback()
             applier.close()
@@ -191,6 +232,11 @@ class _Session:
         held: tuple[int, _Entry] | None = None  # (offset, decoded entry) not yet due
         while True:
             self._housekeeping()
+            if self.in_txn is None and self.r.hold.needs_ack():
+                self._commit()  # verify: answer from a committed state, then nothing new until P is known
+                self.r.hold.ack(self.pending)
+            if self.in_txn is None:
+                self.r.resyncs.at_boundary(self.applier, self.metas, self.pending, self._begin, self._commit)
             if self.r._stop.is_set() and self.in_txn is None:
                 self._commit()
                 raise _Stop
@@ -212,6 +258,8 @@ class _Session:
                 self._handle(offset, dec)
                 continue
             msg = self._next(0.0 if self.open else 0.2)
+            if self.r.retransmits.awaiting is not None and self.r.retransmits.skip(msg, self.state.position_key):
+                continue  # awaiting a retransmission: nothing is applied, the state row does not move
             if msg is None:
                 if self.in_txn is None:
                     self._commit()
@@ -252,7 +300,8 @@ class _Session:
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("redo topic: %s", error)
-            elif self.in_txn is None and (msg.offset() or 0) > self.pending.next_offset:
+            elif self.in_txn is None and self.r.retransmits.awaiting is None \
+                    and (msg.offset() or 0) > self.pending.next_offset:
                 # Transaction markers take offsets too: at the end of the log, everything below the
                 # end offset has been consumed, so the state may point past trailing markers.
                 self._advance_offset_only((msg.offset() or 0) - 1)
@@ -261,10 +310,12 @@ class _Session:
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
-        if now - self.last_control >= 0.5:
+        if now - self.last_control >= self.r.hold.control_interval:
             self.last_control = now
             records = self.control.poll()
             if records:
+                self.r.hold.on_control(records)
+                self.r.resyncs.on_control(records)
                 self.r.delay = current_delay(records, self.r.standby.name, self.r.delay)
                 self.r.paused = is_paused(records, self.r.standby.name, self.r.paused)
                 if self.r.paused is False and self.r.state == "paused":
@@ -292,13 +343,19 @@ class _Session:
             offset = msg.offset() or 0
             self.consumer.seek(TopicPartition(self.r.topic, 0, offset))
             again = self.consumer.poll(10.0)
-            if again is None or again.error() or again.offset() != offset:
-                raise first from None
-            return self._verified(again)
+            if again is not None and not again.error() and again.offset() == offset:
+                try:
+                    return self._verified(again)
+                except CorruptEntry as second:
+                    msg, first = again, second
+            # Still corrupt: never applied. Quarantine it, ask the capture for it again, and end the session
+            # (its open transaction rolls back); the next one awaits the retransmission.
+            raise self.r.retransmits.request(msg, first, self.state) from None
 
     def _handle(self, offset: int, dec: _Entry) -> None:
         """Apply one decoded entry (it is due)."""
         body = dec.body
+        self.r.current_offset = offset
         if isinstance(body, EpochMarker):
             self.r.max_epoch = max(self.r.max_epoch, body.new_epoch)
             self._advance(offset, None)
@@ -310,6 +367,13 @@ class _Session:
             return
         if isinstance(body, TableMeta):
             previous = self.metas.get(body.table)
+            if previous is not None and self._already_in_force(body):
+                self._advance(offset, None)
+                return
+            if self.r.resyncs.shape_changed(body, previous, offset):  # a resyncing table: not adapted here
+                self.metas[body.table] = body
+                self._advance(offset, None)
+                return
             if previous is None or previous.version != body.version:
                 self._flush()  # rows before a shape change are applied with the old shape
                 self._begin()
@@ -320,6 +384,12 @@ class _Session:
         if isinstance(body, TxnChunk):
             self._handle_chunk(offset, body)
 
+    def _already_in_force(self, meta: TableMeta) -> bool:
+        """Whether ``meta`` belongs to a transaction the standby has applied (a retransmitted range
+        repeats old shapes): this shape, or a newer one, is already in force and must not be re-applied."""
+        at = positions.parse_text(meta.position) if meta.position else None
+        return at is not None and bool(self.pending.position_key) and at.key <= self.pending.position_key
+
     def _handle_chunk(self, offset: int, chunk: TxnChunk) -> None:
         if self.in_txn is None:
             if self.pending.position_key and chunk.commit.key <= self.pending.position_key:
@@ -329,22 +399,27 @@ class _Session:
                 raise CorruptEntry(f"chunk {chunk.chunk_index} of transaction {chunk.txn_id} without its start",
                                    topic=self.r.topic, partition=0, offset=offset,
                                    source_position=chunk.commit.text)
+            if self.r.hold.blocks(chunk):  # ark verify: stop at this boundary (consumers/hold.py)
+                self._commit()
+                self.r.hold.wait(chunk, self.pending, self._housekeeping, self.r, self.r._stop)
         elif chunk.commit.key != self.in_txn.commit.key or chunk.chunk_index != self.in_txn.chunk_index + 1:
             raise CorruptEntry(f"expected chunk {self.in_txn.chunk_index + 1} of transaction {self.in_txn.txn_id}, "
                                f"found chunk {chunk.chunk_index} of {chunk.txn_id}", topic=self.r.topic,
                                partition=0, offset=offset, source_position=chunk.commit.text)
         self._begin()
-        if chunk.changes:
-            if chunk.last and chunk.chunk_index == 0:
+        changes = self.r.resyncs.skip(offset, chunk, self.r.max_epoch)  # rows of resyncing tables wait
+        precise = offset <= self.r.precise_until
+        if changes:
+            if chunk.last and chunk.chunk_index == 0 and not precise:
                 # A whole small transaction: group it with the others of the batch.
-                self.buffer.extend(chunk.changes)
+                self.buffer.extend(changes)
                 self.buffer_from = self.buffer_from or chunk
                 self.buffer_to = chunk
             else:
                 self._flush()
-                self.applier.apply_rows(self.metas, chunk.changes, chunk.txn_id, chunk.commit.text)
-            self.batch_rows += len(chunk.changes)
-            self.r.applied_rows += len(chunk.changes)
+                self.applier.apply_rows(self.metas, changes, chunk.txn_id, chunk.commit.text)
+            self.batch_rows += len(changes)
+            self.r.applied_rows += len(changes)
         if not chunk.last:
             self.in_txn = chunk
             self._advance_offset_only(offset)
@@ -352,7 +427,8 @@ class _Session:
         self.in_txn = None
         self.batch_txns += 1
         self._advance(offset, chunk)
-        if batch_full(self.batch_txns, self.batch_rows, time.monotonic() - self.batch_started, self.r._limits):
+        if precise or batch_full(self.batch_txns, self.batch_rows, time.monotonic() - self.batch_started,
+                                 self.r._limits):
             self._commit()
 
     def _flush(self) -> None:

@@ -38,11 +38,11 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{extra}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{extra}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{extra_map}
 log.dirs={data}
 num.partitions=1
 default.replication.factor=1
@@ -118,11 +118,18 @@ def _random_cluster_id() -> str:
 class KafkaBroker:
     """One local KRaft broker+controller process rooted at ``home``."""
 
-    def __init__(self, home: Path, port: int, controller_port: int) -> None:
-        """Describe a broker; nothing starts until :meth:`start`."""
+    def __init__(self, home: Path, port: int, controller_port: int,
+                 extra_listener: tuple[str, int] | None = None) -> None:
+        """Describe a broker; nothing starts until :meth:`start`.
+
+        ``extra_listener`` = (host, port) adds a second client listener, ``EXTRA``, bound to and advertised
+        as that address (the fault suite reaches the broker from a network namespace through it; a client
+        that bootstraps there is told that address, not 127.0.0.1).
+        """
         self.home = Path(home).absolute()
         self.port = port
         self.controller_port = controller_port
+        self.extra_listener = extra_listener
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- paths and facts ---------------------------------------------------------------------------
@@ -130,6 +137,11 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         """The client bootstrap address, ``127.0.0.1:<port>``."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def extra_bootstrap(self) -> str | None:
+        """The bootstrap address of the extra listener, when there is one."""
+        return f"{self.extra_listener[0]}:{self.extra_listener[1]}" if self.extra_listener else None
 
     @property
     def data_dir(self) -> Path:
@@ -196,8 +208,9 @@ class KafkaBroker:
         for d in (self.home, self.data_dir, self.log_dir):
             d.mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
-        props.write_text(_SERVER_PROPERTIES.format(port=self.port, cport=self.controller_port,
-                                                   data=self.data_dir))
+        extra = f",EXTRA://{self.extra_bootstrap}" if self.extra_listener else ""
+        props.write_text(_SERVER_PROPERTIES.format(port=self.port, cport=self.controller_port, data=self.data_dir,
+                                                   extra=extra, extra_map=",EXTRA:PLAINTEXT" if extra else ""))
         self._format(libs, props)
         with self.out_file.open("ab") as out:
             self._proc = subprocess.Popen(

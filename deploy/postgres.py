@@ -89,12 +89,14 @@ class PgInstance:
 
     # -- set-up ------------------------------------------------------------------------------------
     def init(self, extra_conf: dict[str, str | int | bool] | None = None,
-             password: str | None = None) -> None:
+             password: str | None = None, extra_listen: tuple[str, ...] = ()) -> None:
         """Run initdb and write the configuration.
 
         Local (unix socket) connections are trusted. With ``password`` the ``postgres`` superuser gets
         that password and TCP connections need it (scram-sha-256); without one TCP is trusted too.
-        ``extra_conf`` overrides the defaults (e.g. ``{"wal_level": "replica"}``).
+        ``extra_conf`` overrides the defaults (e.g. ``{"wal_level": "replica"}``). ``extra_listen``: IPv4
+        addresses to listen on besides 127.0.0.1; clients from each one's /24 are accepted like local TCP
+        clients (the fault suite reaches a standby from a network namespace so).
         """
         if (self.datadir / "PG_VERSION").exists():
             raise RuntimeError(f"{self.datadir} is already initialised")
@@ -121,6 +123,13 @@ class PgInstance:
                 pw_path.unlink(missing_ok=True)
         conf: dict[str, str | int | bool] = {**_BASE_CONF, "port": self.port,
                                             "unix_socket_directories": str(self.datadir)}
+        if extra_listen:
+            conf["listen_addresses"] = ",".join(["127.0.0.1", *extra_listen])
+            method = "scram-sha-256" if password else "trust"
+            with (self.datadir / "pg_hba.conf").open("a") as hba:
+                for addr in extra_listen:
+                    net = ".".join(addr.split(".")[:3]) + ".0/24"
+                    hba.write(f"host all all {net} {method}\n")
         conf.update(extra_conf or {})
         lines = ["", "# --- written by deploy/postgres.py (later settings win) ---"]
         lines += [f"{key} = {_quote(value)}" for key, value in conf.items()]

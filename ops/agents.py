@@ -11,20 +11,26 @@ from pathlib import Path
 
 
 class AgentProcess:
-    """``ark -c CONFIG <args>`` in its own process group, output to a log file."""
+    """``ark -c CONFIG <args>`` in its own process group, output to a log file.
 
-    def __init__(self, config: Path, args: list[str], log_file: Path, env: dict[str, str] | None = None) -> None:
+    ``prefix`` goes before the command, e.g. ``["ip", "netns", "exec", NS]`` to run the agent inside a
+    network namespace (it must exec the command, so that signals reach the agent itself).
+    """
+
+    def __init__(self, config: Path, args: list[str], log_file: Path, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None) -> None:
         self.config = config
         self.args = args
         self.log_file = log_file
         self.env = {**os.environ, **(env or {})}
+        self.prefix = list(prefix or [])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:
         """Start (or restart) the agent."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = self.log_file.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ops", "-c", str(self.config), *self.args],
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "ops", "-c", str(self.config), *self.args],
                                      stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         out.close()
         return self

@@ -9,10 +9,11 @@ from rich.table import Table
 
 from common.config import ArkConfig
 from common.errors import ArkError
-from common.kafka import check_reachable, retention_hours
+from common.kafka import check_reachable
 from ops.context import console
 from ops.engines import applier_factory, capture_factory
 from ops.errors import CheckFailed
+from ops.retention import retention_warnings
 from schemas.topics import redo_topic
 
 
@@ -34,11 +35,7 @@ def collect(cfg: ArkConfig) -> list[Finding]:
     try:
         topics = check_reachable(cfg.kafka)
         findings.append(Finding("kafka", True, f"{cfg.kafka.bootstrap} answers ({len(topics)} topics)"))
-        topic = redo_topic(cfg.group)
-        hours = retention_hours(cfg.kafka, topic) if topic in topics else cfg.kafka.redo_retention_hours
-        warning = cfg.retention_warning(hours if hours is not None else float("inf"))
-        if warning:
-            findings.append(Finding("kafka", False, warning.split(":")[0], warning.split(": ", 1)[-1], fatal=False))
+        findings.extend(_retention(cfg))
     except ArkError as exc:
         findings.append(Finding("kafka", False, exc.message, exc.fix))
     try:
@@ -62,6 +59,20 @@ def collect(cfg: ArkConfig) -> list[Finding]:
         except ArkError as exc:
             findings.append(Finding(f"standby {standby.name}", False, exc.message, exc.fix))
     return findings
+
+
+def _retention(cfg: ArkConfig) -> list[Finding]:
+    """The redo topic as the archive: long enough for the longest delay in force plus the margin."""
+    try:
+        warnings = retention_warnings(cfg)
+    except ArkError as exc:
+        return [Finding("retention", False, f"cannot check the redo topic's retention: {exc.message}", exc.fix,
+                        fatal=False)]
+    if not warnings:
+        margin = cfg.kafka.retention_margin_hours
+        what = f"{redo_topic(cfg.group)}: retention covers the longest delay + {margin:g} h"
+        return [Finding("retention", True, what)]
+    return [Finding("retention", False, w.what, w.fix, fatal=False) for w in warnings]
 
 
 def run_check(cfg: ArkConfig) -> None:

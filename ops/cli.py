@@ -46,6 +46,12 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark capture              run the capture of the primary (one per group)
       ark apply STANDBY        run the applier of one standby
       ark status               applied position, lag and delay per standby
+
+    \b
+    Integrity and healing:
+      ark verify STANDBY       compare primary and standby at one position (--repair fixes)
+      ark resync STANDBY       rebuild a standby, or one --table while the others keep applying
+      ark purge                delete redo entries no standby needs any more (--dry-run first)
     """
     setup_logging(log_level)
     ctx.obj = CliContext(config_path=config_path)
@@ -187,6 +193,70 @@ def resume(obj: CliContext, standby: str) -> None:
     cfg = obj.config()
     publish_intent(cfg.kafka, cfg.group, RESUME, _target(obj, standby))
     console.print(f"resume of {standby} requested")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--keep-hours", type=float, default=None, metavar="H",
+              help="Never delete entries newer than H hours (default: longest delay in force + margin).")
+@click.option("--ignore", multiple=True, metavar="STANDBY",
+              help="Purge even though STANDBY's state cannot be read (you will rebuild it with 'ark resync').")
+@click.option("--every", default=None, metavar="DURATION", help="Run as a scheduled job: every 30m, 1h, 1d...")
+@pass_ctx
+def purge(obj: CliContext, dry_run: bool, keep_hours: float | None, ignore: tuple[str, ...],
+          every: str | None) -> None:
+    """Delete redo entries below the lowest offset any standby (or the capture) still needs."""
+    from ops.purge import run_purge
+
+    run_purge(obj.config(), dry_run=dry_run, keep_hours=keep_hours, ignore=set(ignore), every=every)
+
+
+@cli.command()
+@click.argument("standby")
+@click.option("--table", "tables", multiple=True, metavar="T", help="Only table T (schema.table; repeatable).")
+@click.option("--repair", is_flag=True, help="Rewrite the differing rows on the standby, after a fresh compare.")
+@click.option("--chunk-rows", type=click.IntRange(min=2), default=10_000, show_default=True,
+              help="Rows per hashed chunk, in primary-key order.")
+@click.option("--leaf-rows", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Differing chunks are bisected down to this many rows, then compared row by row.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Wait this long for the standby to reach the position (default: its delay + 120).")
+@click.option("--max-hold", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="Longest the applier may stay held for this command.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def verify(obj: CliContext, standby: str, tables: tuple[str, ...], repair: bool, chunk_rows: int, leaf_rows: int,
+           timeout: float | None, max_hold: float, as_json: bool) -> None:
+    """Compare primary and STANDBY at one source position, while replication runs.
+
+    \b
+    The applier stops for a moment (well under a second) at a position P that a primary snapshot
+    also sees; both sides are then compared in SQL: row counts and hashes per chunk of primary-key
+    rows, differing chunks bisected down to the exact keys (missing, extra, different).
+    --repair then holds the applier at a new position, compares those ranges again and rewrites only
+    their differing rows on the standby, in one transaction.
+    \b
+    Exit codes: 0 equal (or repaired), 11 differences found, 12 a table could not be compared.
+    """
+    from ops.verify import Options, run_verify
+
+    sys.exit(run_verify(obj.config(), standby, Options(tables=tables, chunk_rows=chunk_rows, leaf_rows=leaf_rows,
+                                                       repair=repair, timeout=timeout, max_hold_s=max_hold,
+                                                       as_json=as_json)))
+
+
+@cli.command()
+@click.argument("standby")
+@click.option("--table", default=None, metavar="SCHEMA.TABLE", help="Only this table; apply goes on meanwhile.")
+@click.option("--no-wait", is_flag=True, help="Ask for the table resync and return at once.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="Longest wait for --table.")
+@pass_ctx
+def resync(obj: CliContext, standby: str, table: str | None, no_wait: bool, timeout: float) -> None:
+    """Rebuild STANDBY from a fresh snapshot while the primary runs (apply stopped), or one --table
+    while apply runs and the other tables keep applying."""
+    from ops.resync import run_resync
+
+    run_resync(obj.config(), standby, table, wait=not no_wait, timeout=timeout)
 
 
 @cli.group()

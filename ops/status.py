@@ -18,7 +18,7 @@ from ops.context import console
 from ops.engines import applier_factory
 from schemas import envelope
 from schemas.errors import CorruptEntry
-from schemas.topics import heartbeat_topic, redo_topic
+from schemas.topics import control_topic, heartbeat_topic, redo_topic
 
 #: A heartbeat older than this means the agent is down.
 STALE_AFTER_S = 10.0
@@ -77,9 +77,27 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
                 row["message"] = beat["message"]
             _fill_from_state_table(cfg, sb.name, row, redo_end, now)
         standbys.append(row)
-    warning = cfg.retention_warning()
+    from ops.retention import status_warnings
+
     return {"group": cfg.group, "redo_end_offset": redo_end, "capture": capture, "standbys": standbys,
-            "warnings": [warning] if warning else [], "at": _iso(int(now * 1e6))}
+            "warnings": status_warnings(cfg, standbys), "retransmits": recent_retransmits(cfg),
+            "at": _iso(int(now * 1e6))}
+
+
+def recent_retransmits(cfg: ArkConfig, last: int = 5) -> list[dict[str, Any]]:
+    """The last retransmit requests and the capture's answers (CRC retransmission, guarantee 4)."""
+    from common.control import RETRANSMIT, RETRANSMIT_DONE, RETRANSMIT_FAILED, ControlReader
+
+    if not topic_exists(cfg.kafka, control_topic(cfg.group)):
+        return []
+    reader = ControlReader(cfg.kafka, cfg.group)
+    try:
+        records = [r for r in reader.replay() if r.kind in (RETRANSMIT, RETRANSMIT_DONE, RETRANSMIT_FAILED)]
+    finally:
+        reader.close()
+    return [{"at": _iso(r.issued_at_us), "kind": r.kind, "target": r.target, "request": r.request_id,
+             **{k: v for k, v in r.args.items() if k in ("after_position", "offset", "reason", "request_ids")}}
+            for r in records[-last:]]
 
 
 def _fill_from_state_table(cfg: ArkConfig, name: str, row: dict[str, Any], redo_end: int, now: float) -> None:
@@ -127,11 +145,17 @@ def render(doc: dict[str, Any]) -> Table:
             table.caption = (table.caption or "") + f"{sb['name']}: {sb['message']}\n"
     for w in doc["warnings"]:
         table.caption = (table.caption or "") + f"warning: {w}\n"
+    for ev in doc.get("retransmits", []):
+        table.caption = (table.caption or "") + (f"{ev['at']} {ev['kind']} {ev['target']} after "
+                                                 f"{ev.get('after_position') or '-'}: {ev.get('reason', '')}\n")
     return table
 
 
 def show_status(cfg: ArkConfig, *, as_json: bool, watch: float | None) -> None:
     """Print once, or refresh every ``watch`` seconds until interrupted."""
+    from ops.status_offline import exit_if_broker_down
+
+    exit_if_broker_down(cfg, as_json=as_json)  # Kafka unreachable: the databases' view, exit 3
     if as_json:
         print(json.dumps(gather(cfg), indent=2))
         return

@@ -10,6 +10,11 @@ Order matters (no gap, no duplicate):
 4. Every table is copied from that snapshot, inside ONE standby transaction that also writes the
    state row (next offset ``E``, position ``P``). The applier then starts at ``E`` and skips every
    entry whose commit position is ``<= P``.
+
+On a standby that was synced before (``ark resync STANDBY`` after a retention gap, or ``ark sync``
+again), the same transaction empties and refills every table, replaces the state row and forgets
+every table-level resync: until it commits, readers keep seeing the old data; if it fails, nothing
+changed. The applier must be stopped first (its state row is being replaced).
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ from schemas.topics import redo_topic
 log = logging.getLogger(__name__)
 
 
-def _refuse_if_applying(cfg: ArkConfig, standby: StandbySettings) -> None:
+def _refuse_if_applying(cfg: ArkConfig, standby: StandbySettings, verb: str = "sync") -> None:
     beat = latest_heartbeats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
-    if beat is not None and beat["state"] not in ("stopped", "error") \
-            and time.time() - beat["sent_at_us"] / 1e6 < STALE_AFTER_S:
-        raise ArkError(f"the applier of {standby.name} is running (pid {beat['pid']} on {beat['host']})",
-                       fix=f"stop 'ark apply {standby.name}' first; sync replaces the standby's tables")
+    age = time.time() - beat["sent_at_us"] / 1e6 if beat is not None else None
+    if beat is not None and age is not None and beat["state"] not in ("stopped", "error") and age < STALE_AFTER_S:
+        raise ArkError(f"the applier of {standby.name} is running (pid {beat['pid']} on {beat['host']}, "
+                       f"last heartbeat {age:.0f} s ago)",
+                       fix=f"stop 'ark apply {standby.name}' first ({verb} replaces the standby's tables and its "
+                           f"position), then run 'ark {verb} {standby.name}' again; to rebuild one table while "
+                           f"it runs, use 'ark resync {standby.name} --table SCHEMA.TABLE'")
 
 
 def _source_kwargs(cfg: ArkConfig) -> dict[str, object]:
@@ -47,8 +55,11 @@ def _source_kwargs(cfg: ArkConfig) -> dict[str, object]:
     return kwargs
 
 
-def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
-    """Bring ``standby`` up from the running primary; prints progress; raises ArkError on failure."""
+def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync") -> None:
+    """Bring ``standby`` up from the running primary; prints progress; raises ArkError on failure.
+
+    ``verb`` is the command that asked (``sync`` or ``resync``), for messages.
+    """
     if cfg.primary.engine != "postgresql":
         raise ArkError(f"initial sync of {cfg.primary.engine} is not available yet", fix="use engine: postgresql")
     from consumers.postgresql.exported_snapshot import ExportedSnapshot
@@ -56,7 +67,7 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
 
     with contextlib.closing(capture_factory(cfg)()) as capture:
         require_prerequisites(capture)
-        _refuse_if_applying(cfg, standby)
+        _refuse_if_applying(cfg, standby, verb)
         capture.ensure_setup()
     topic = redo_topic(cfg.group)
     ensure_topic(cfg.kafka, topic, retention_ms=cfg.kafka.redo_retention_ms)
@@ -65,6 +76,10 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
     started = time.monotonic()
     try:
         applier.prepare()
+        before = applier.load_state(cfg.group, standby.name)
+        if before is not None:
+            console.print(f"{verb} {standby.name}: replacing its data (applied up to {before.position}, offset "
+                          f"{before.next_offset - 1}); readers see the old data until the new copy commits")
         with ExportedSnapshot(cfg.primary) as snap, \
                 contextlib.closing(open_snapshot("", snap.name, **_source_kwargs(cfg))) as src:
             assert snap.position is not None
@@ -77,6 +92,7 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings) -> None:
             console.print(f"sync {standby.name}: snapshot {snap.name} at {snap.position.text}, "
                           f"{len(metas)} tables, streaming from offset {start_offset}")
             applier.begin()
+            applier.clear_table_states(cfg.group, standby.name)  # a whole copy supersedes table resyncs
             existing = applier.load_table_metas(cfg.group)
             total_rows = 0
             with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]} rows"),

@@ -11,7 +11,9 @@ group: bank                      # letters, digits, '_' or '-'; names the topics
 
 kafka:
   bootstrap: 127.0.0.1:9092      # host:port[,host:port...]
-  redo_retention_hours: 168      # the redo topic IS the archive: keep longer than the longest delay + 24 h
+  redo_retention_hours: 168      # the redo topic IS the archive: keep longer than the longest delay + the margin
+  retention_margin_hours: 24     # 'ark check'/'ark status' warn when retention < longest delay + this
+                                 # ('ark purge' frees space below what every standby still needs)
   compression: lz4               # none, lz4, zstd, snappy, gzip
   # replication_factor: 3        # on a real cluster
   # sasl_username: ark
@@ -34,6 +36,9 @@ capture:
   chunk_rows: 5000               # a large transaction travels as chunks of this many rows
   batch_max_txns: 500            # source transactions per Kafka transaction
   batch_max_ms: 100
+  retransmit_window_s: 900       # the source keeps this much log (PostgreSQL: WAL ~ window x WAL rate) so that a
+                                 # corrupt entry is re-read and republished; keep it above the longest apply delay.
+                                 # 0 = no retransmission (a corrupt entry then stops the standby: 'ark resync')
 
 standbys:
   - name: node2

@@ -3,6 +3,12 @@
 Used by the demo, the integration and fault tests and the benchmarks. Every transfer is one
 transaction: two balance updates and one history insert with a unique id. So at any consistent
 point the total balance equals ``accounts * INITIAL_BALANCE``, and the history ids are unique.
+
+With ``ledger=True`` (the fault suite) every transfer also numbers itself in commit order: its last
+step before COMMIT takes the next value of the one-row counter ``ark_ledger_seq`` (only the history
+insert that stores it in ``history.seq`` follows). The counter's row lock is held until COMMIT, so the
+next transfer gets its number only after this one committed: seq order is exactly commit order, with
+no gaps. A standby that applies whole transactions in commit order always holds exactly ``1..k``.
 """
 
 from __future__ import annotations
@@ -39,11 +45,28 @@ CREATE TABLE IF NOT EXISTS history (
 );
 """
 
+LEDGER_SQL = """
+CREATE TABLE IF NOT EXISTS ark_ledger_seq (
+    id integer PRIMARY KEY CHECK (id = 1),
+    n bigint NOT NULL
+);
+INSERT INTO ark_ledger_seq (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+ALTER TABLE history ADD COLUMN IF NOT EXISTS seq bigint UNIQUE;
+"""
 
-def create_bank(dsn: str, accounts: int = 100) -> Decimal:
-    """Create and fill the bank tables (idempotent); returns the invariant total."""
+#: The ledger step: the last statement of a transfer (see the module docstring).
+NEXT_SEQ_SQL = "UPDATE ark_ledger_seq SET n = n + 1 WHERE id = 1 RETURNING n"
+
+
+def create_bank(dsn: str, accounts: int = 100, ledger: bool = False) -> Decimal:
+    """Create and fill the bank tables (idempotent); returns the invariant total.
+
+    ``ledger`` also creates the commit-order counter and the ``history.seq`` column.
+    """
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(SCHEMA_SQL)
+        if ledger:
+            conn.execute(LEDGER_SQL)
         existing = {r[0] for r in conn.execute("SELECT id FROM accounts").fetchall()}
         with conn.cursor() as cur, cur.copy("COPY accounts (id, balance, owner) FROM STDIN") as copy:
             for i in range(1, accounts + 1):
@@ -67,6 +90,7 @@ class BankWorkload:
     accounts: int = 100
     clients: int = 4
     pause_s: float = 0.0
+    ledger: bool = False
     committed: int = 0
     errors: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -108,8 +132,15 @@ class BankWorkload:
                     for acc, delta in sorted(((a, -amount), (b, amount))):
                         conn.execute("UPDATE accounts SET balance = balance + %s, updated_at = now() WHERE id = %s",
                                      (delta, acc))
-                    conn.execute("INSERT INTO history (from_id, to_id, amount, note) VALUES (%s, %s, %s, %s)",
-                                 (a, b, amount, f"transfer {n}"))
+                    if self.ledger:
+                        # The counter is taken last (only the history insert follows): its row lock, held
+                        # until COMMIT, orders the commits, and holding it briefly keeps clients concurrent.
+                        seq = conn.execute(NEXT_SEQ_SQL).fetchone()[0]
+                        conn.execute("INSERT INTO history (from_id, to_id, amount, note, seq) "
+                                     "VALUES (%s, %s, %s, %s, %s)", (a, b, amount, f"transfer {n}", seq))
+                    else:
+                        conn.execute("INSERT INTO history (from_id, to_id, amount, note) VALUES (%s, %s, %s, %s)",
+                                     (a, b, amount, f"transfer {n}"))
                 with self._lock:
                     self.committed += 1
             except psycopg.Error as exc:

@@ -7,6 +7,7 @@ whose first chunks were committed before the crash.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from confluent_kafka import Message
@@ -15,6 +16,9 @@ from common.config import KafkaSettings
 from common.kafka import last_messages
 from schemas import envelope
 from schemas.entries import REDO_SCHEMA, Position, TxnChunk, from_record
+from schemas.errors import CorruptEntry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,14 @@ class ResumePoint:
 
 
 def _decode(msg: Message, topic: str) -> TxnChunk | None:
-    dec = envelope.decode(msg.value(), msg.headers(), topic=topic, partition=msg.partition(), offset=msg.offset(),
-                          expect=REDO_SCHEMA)
+    try:
+        dec = envelope.decode(msg.value(), msg.headers(), topic=topic, partition=msg.partition(),
+                              offset=msg.offset(), expect=REDO_SCHEMA)
+    except CorruptEntry as exc:
+        # Read around, never trusted: resuming from an earlier entry only republishes more (appliers skip
+        # what they applied), and the appliers quarantine the bad entry and ask for its retransmission.
+        log.warning("capture resume point: skipping %s", exc)
+        return None
     body = from_record(dec.record).body
     return body if isinstance(body, TxnChunk) else None
 

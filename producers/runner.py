@@ -2,8 +2,12 @@
 
 Order of durability (ARCHITECTURE.md guarantee 3): entries are produced inside a Kafka
 transaction; only after ``commit_transaction`` returns is the source told it may forget that part
-of its log. On any failure the Kafka transaction is aborted and the source re-sends from its last
-confirmed position; :class:`~producers.resume.ResumePoint` skips what is already in Kafka.
+of its log, and only once that commit is older than the retransmit window (guarantee 4, see
+:mod:`producers.retransmit`). On any failure the Kafka transaction is aborted and the source re-sends
+from its last confirmed position; :class:`~producers.resume.ResumePoint` skips what is already in Kafka.
+
+A ``retransmit`` intent on the control topic ends the session at the next transaction boundary; the
+next session re-reads the source after the requested position and republishes from there.
 """
 
 from __future__ import annotations
@@ -11,17 +15,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from common.config import ArkConfig
+from common.control import ControlReader
 from common.errors import ConfigError, FencedError, PrerequisiteError
 from common.heartbeat import HeartbeatPublisher
 from common.kafka import ensure_topic
-from producers.base import Idle, LogCapture, TxnBegin, TxnEnd
+from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
-from producers.publisher import RedoPublisher
 from producers.resume import ResumePoint, find_resume_point
+from producers.retransmit import (
+    ConfirmWindow,
+    RequestQueue,
+    RetransmitPublisher,
+    ServePlan,
+    answer_done,
+    answer_failed,
+    read_backlog,
+    resume_position,
+    source_floor,
+)
 from schemas.entries import Position, RedoEntry, RowChange, TableMeta, TxnChunk
 from schemas.positions import just_before
 from schemas.topics import redo_topic
@@ -30,7 +45,13 @@ log = logging.getLogger(__name__)
 
 #: Publish a checkpoint of an idle source at most this often, so its log can be recycled.
 CHECKPOINT_INTERVAL_S = 10.0
+#: Look for retransmit intents on the control topic this often (between transactions).
+CONTROL_POLL_S = 0.5
 _FATAL = (ConfigError, PrerequisiteError, FencedError, SlotGapError)
+
+
+class _SourceRangeGone(Exception):
+    """A re-read cannot start where it was asked to: the source has forgotten that part of its log."""
 
 
 class _Txn:
@@ -60,7 +81,10 @@ class CaptureRunner:
         self.published_txns = 0
         self.published_rows = 0
         self._last_commit_us = 0
-        self._publisher: RedoPublisher | None = None
+        self._publisher: RetransmitPublisher | None = None
+        # Kept across sessions: positions durable in Kafka that the source may forget once old enough.
+        self._window = ConfirmWindow(cfg.capture.retransmit_window_s)
+        self._requests = RequestQueue()
 
     def stop(self) -> None:
         """Ask the runner to finish at the next safe point."""
@@ -85,12 +109,14 @@ class CaptureRunner:
         heartbeat = HeartbeatPublisher(self.cfg.kafka, self.cfg.group, agent="capture", name=self._node,
                                        role="primary", snapshot=self.snapshot,
                                        interval=self.cfg.capture.heartbeat_interval_s)
+        control = ControlReader(self.cfg.kafka, self.cfg.group)
+        self._requests.add(read_backlog(self.cfg, control))  # requests made while capture was down are served too
         heartbeat.start()
         backoff = 1.0
         try:
             while not self._stop.is_set():
                 try:
-                    self._session()
+                    self._session(control)
                     backoff = 1.0
                 except _FATAL as exc:
                     self.state, self.message = "error", str(exc)
@@ -105,28 +131,64 @@ class CaptureRunner:
         finally:
             self.state = "stopped"
             heartbeat.stop()
+            control.close()
 
     # One session: a fresh producer, a fresh resume point, a fresh source stream.
-    def _session(self) -> None:
-        publisher = RedoPublisher(self.cfg)
+    def _session(self, control: ControlReader) -> None:
+        publisher = RetransmitPublisher(self.cfg)
         self._publisher = publisher
         point = find_resume_point(self.cfg.kafka, publisher.topic)
         self.epoch = point.epoch
         self.published_position = point.complete_position
+        plan = self._requests.plan(point)
+        if plan is not None and self.cfg.capture.retransmit_window_s <= 0:
+            answer_failed(self.cfg, plan.requests, "retransmission is disabled (capture.retransmit_window_s is 0): "
+                          "the source may already have forgotten that log", "")
+            self._requests.answered(plan.requests)
+            plan = None
         capture = self._factory()
         try:
+            if plan is not None:
+                self._serve(capture, publisher, point, plan, control)
+                return
             resume_after = capture.parse_position(point.complete_confirm) if point.complete_confirm else None
             log.info("capture resuming after %s (offset %d)%s", point.complete_position or "the start",
                      point.end_offset,
                      f", inside a transaction at row {point.partial_rows_done}" if point.partial_key else "")
             self.state, self.message = "running", ""
-            self._pump(capture, publisher, point, resume_after)
+            self._pump(capture, publisher, point, resume_after, control)
         finally:
             publisher.abort()
             capture.close()
 
-    def _pump(self, capture: LogCapture, publisher: RedoPublisher, point: ResumePoint,
-              resume_after: Position | None) -> None:
+    def _serve(self, capture: LogCapture, publisher: RetransmitPublisher, point: ResumePoint, plan: ServePlan,
+               control: ControlReader) -> None:
+        """Re-read the source after ``plan.key`` and republish, tagged, up to and past the topic's tail."""
+        try:
+            resume_after = resume_position(capture, plan)
+        except ValueError as exc:
+            failed = RequestQueue.lowest_group(plan)
+            answer_failed(self.cfg, failed, str(exc), "")
+            self._requests.answered(failed)
+            return
+        self.state, self.message = "retransmitting", plan.describe()
+        log.warning("%s; Kafka holds up to %s", plan.describe(), point.complete_position or "nothing")
+        run_point = ResumePoint(complete_key=plan.key, complete_position=plan.position,
+                                complete_confirm=plan.resume_text, epoch=point.epoch, end_offset=point.end_offset)
+        try:
+            self._pump(capture, publisher, run_point, resume_after, control, plan, point.complete_key)
+        except _SourceRangeGone as exc:
+            # The source restarts from its own confirmed position when asked for an older one: refuse
+            # rather than republish a partial range.
+            failed, floor = RequestQueue.lowest_group(plan), source_floor(capture)
+            answer_failed(self.cfg, failed, f"the source no longer holds its log after {plan.position}"
+                          + ("" if floor else f" ({exc})"), floor)
+            self._requests.answered(failed)
+
+    def _pump(self, capture: LogCapture, publisher: RetransmitPublisher, point: ResumePoint,
+              resume_after: Position | None, control: ControlReader, plan: ServePlan | None = None,
+              upto: bytes = b"") -> None:
+        """Publish the source's events; with ``plan``, a re-read tagged until it passes ``upto``."""
         group, engine = self.cfg.group, self.cfg.primary.engine
         chunk_rows = self.cfg.capture.chunk_rows
         metas: dict[str, TableMeta] = {}
@@ -136,8 +198,11 @@ class CaptureRunner:
         pending_confirm: Position | None = None
         batch_txns = 0
         batch_started = time.monotonic()
-        last_checkpoint = time.monotonic()
-        confirmed_key = b""
+        last_checkpoint = last_control = time.monotonic()
+        queued_key = b""  # the newest position handed to the retransmit window
+        tail: bytes | None = None  # the newest position durable at the tail of the redo topic
+        marker = plan is not None  # a re-read starts with a tagged checkpoint at its start key
+        answered = plan is None
 
         def emit(body: TxnChunk | TableMeta) -> None:
             publisher.publish(RedoEntry(group=group, engine=engine, epoch=self.epoch, body=body), self.epoch)
@@ -151,17 +216,51 @@ class CaptureRunner:
             txn.chunk_index += 1
             txn.buffer = []
 
+        def release() -> None:
+            due = self._window.due(time.monotonic(), tail)
+            if due is not None:
+                capture.confirm(due)
+
         def commit_batch() -> None:
-            nonlocal pending_confirm, batch_txns, confirmed_key
+            nonlocal pending_confirm, batch_txns, queued_key, tail, answered
             publisher.commit()
             if pending_confirm is not None:
-                capture.confirm(pending_confirm)
-                confirmed_key = pending_confirm.key
+                self._window.push(time.monotonic(), pending_confirm)
+                queued_key = tail = pending_confirm.key
                 pending_confirm = None
+            release()
             batch_txns = 0
+            if not answered and not marker and plan is not None:
+                answered = True  # the tagged start of the re-read is durable: the appliers can start on it
+                answer_done(self.cfg, plan)
+                self._requests.answered(plan.requests)
 
-        for event in capture.stream(resume_after):
+        def caught_up() -> None:
+            if publisher.retransmit_from is not None:
+                publisher.retransmit_from = None
+                self.state, self.message = "running", ""
+                log.info("retransmission caught up with what Kafka held; capture goes on normally")
+
+        def new_requests() -> bool:
+            """Poll the control topic; True when a request not served by this session is waiting."""
+            nonlocal last_control
+            now = time.monotonic()
+            if now - last_control < CONTROL_POLL_S:
+                return False
+            last_control = now
+            self._requests.add(control.poll())
+            return len(self._requests) > (0 if answered or plan is None else len(plan.requests))
+
+        for event in self._events(capture, resume_after, plan is not None):
             publisher.poll()
+            if marker and plan is not None:
+                # The source delivers from the start key: mark the start of the re-read in the topic.
+                publisher.retransmit_from = plan.key.hex()
+                emit(TxnChunk(txn_id="", commit=Position(plan.position, plan.key),
+                              commit_time_us=time.time_ns() // 1000, chunk_index=0, last=True, changes=[],
+                              confirm=plan.resume_text))
+                pending_confirm = resume_after
+                marker = False
             if isinstance(event, RowChange):
                 if skipping or txn is None:
                     continue
@@ -197,16 +296,23 @@ class CaptureRunner:
                 self.published_position = txn.begin.commit.text
                 self._last_commit_us = txn.begin.commit_time_us
                 pending_confirm = event.confirm
+                if event.commit.key >= upto:
+                    caught_up()
                 txn = None
                 batch_txns += 1
                 if (batch_txns >= self.cfg.capture.batch_max_txns
                         or (time.monotonic() - batch_started) * 1000 >= self.cfg.capture.batch_max_ms):
                     commit_batch()
+                if new_requests():
+                    commit_batch()
+                    return  # the next session serves it, from a transaction boundary
             elif isinstance(event, Idle):
                 if txn is None and not skipping:
+                    if event.position is not None and event.position.key > upto:
+                        caught_up()
                     if publisher.in_transaction:
                         commit_batch()
-                    elif (event.position is not None and event.position.key > confirmed_key
+                    elif (event.position is not None and event.position.key > queued_key
                           and event.position.key > point.complete_key
                           and time.monotonic() - last_checkpoint >= CHECKPOINT_INTERVAL_S):
                         # An idle source still writes WAL (other tables, vacuum): record a checkpoint in
@@ -219,10 +325,35 @@ class CaptureRunner:
                         pending_confirm = event.position
                         commit_batch()
                         last_checkpoint = time.monotonic()
+                    else:
+                        release()  # positions age out of the window while the source is idle
                     self._last_commit_us = 0
+                    if new_requests():
+                        commit_batch()
+                        return
                 if self._stop.is_set() and txn is None:
                     if publisher.in_transaction:
                         commit_batch()
                     return
             if self._stop.is_set() and txn is None and not skipping and not publisher.in_transaction:
                 return
+
+    @staticmethod
+    def _events(capture: LogCapture, resume_after: Position | None, retransmit: bool) -> Iterator[CaptureEvent]:
+        """The source's events; for a re-read, a source that cannot start there is :class:`_SourceRangeGone`."""
+        stream = capture.stream(resume_after)
+        if retransmit:
+            try:
+                first = next(stream)  # the adapter checks where its log starts before it streams
+            except SlotGapError as exc:
+                raise _SourceRangeGone(exc.message) from None
+            except StopIteration:
+                return
+            try:
+                yield first
+            except GeneratorExit:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+                raise
+        yield from stream

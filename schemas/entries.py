@@ -57,13 +57,26 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One column of a table, with its engine-neutral type."""
+    """One column of a table, with its engine-neutral type.
+
+    ``default_expr``, ``missing_value`` and ``column_id`` (schema v2) let a standby follow DDL
+    exactly: what rows that predate an added column hold for it, and whether a column that changed
+    its name is the same column (a rename) or a new one. Entries written with v1 read them as
+    None / None / 0 (unknown).
+    """
 
     name: str
     type: str
     source_type: str
     nullable: bool = True
     key_position: int = 0
+    #: The source's default expression (its own SQL), None when the column has none.
+    default_expr: str | None = None
+    #: The value (canonical text) that rows older than the column hold without any row change in
+    #: the log (PostgreSQL's ``attmissingval``), None when there is none.
+    missing_value: str | None = None
+    #: The column's identity in the source table, never reused (PostgreSQL ``attnum``); 0 = unknown.
+    column_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +163,14 @@ def _value_in(value: Any) -> Value:
     return UNCHANGED if isinstance(value, dict) else value
 
 
+def column_record(column: Column) -> dict[str, Any]:
+    """The Avro record (also the stored JSON) of one column."""
+    return {"name": column.name, "type": column.type, "source_type": column.source_type,
+            "nullable": column.nullable, "key_position": column.key_position,
+            "default_expr": column.default_expr, "missing_value": column.missing_value,
+            "column_id": column.column_id}
+
+
 def to_record(entry: RedoEntry) -> dict[str, Any]:
     """The Avro record (dict) of ``entry`` for :func:`schemas.envelope.encode`."""
     body = entry.body
@@ -176,8 +197,7 @@ def to_record(entry: RedoEntry) -> dict[str, Any]:
             "table": body.table,
             "version": body.version,
             "position": body.position,
-            "columns": [{"name": c.name, "type": c.type, "source_type": c.source_type,
-                         "nullable": c.nullable, "key_position": c.key_position} for c in body.columns],
+            "columns": [column_record(c) for c in body.columns],
         })
     else:
         record_body = ("ark.redo.EpochMarker", {

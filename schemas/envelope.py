@@ -10,6 +10,9 @@ ark-pos    source position (LSN, SCN, binlog file:pos), may be empty
 ark-ts     source commit time, microseconds since the Unix epoch
 ========== ================================================================
 
+Republished entries (guarantee 4, CRC retransmission) also carry ``ark-retransmit-from``: the hex
+of the exclusive start key of the re-read (every commit above it follows, gap-free, from there on).
+
 The Kafka message timestamp is the commit time in milliseconds, so ``offsets_for_times`` finds a
 point in time. Kafka's own batch CRC covers broker storage only; this CRC covers the whole path from
 the producer's memory to the applier (ARCHITECTURE.md, "Why our own CRC").
@@ -34,6 +37,8 @@ H_SCHEMA = "ark-schema"
 H_EPOCH = "ark-epoch"
 H_POSITION = "ark-pos"
 H_COMMIT_TS = "ark-ts"
+#: On republished entries: hex of the key after which the capture re-read the source (exclusive).
+H_RETRANSMIT_FROM = "ark-retransmit-from"
 
 #: Kafka message headers as clients return them: a list of pairs, a dict, or None.
 Headers = Sequence[tuple[str, bytes | str | None]] | dict[str, bytes | str | None] | None

@@ -60,3 +60,23 @@ def just_before(position: Position) -> Position:
     if number == 0:
         return Position(text=f"<{position.text}", key=position.key)
     return Position(text=f"<{position.text}", key=(number - 1).to_bytes(len(position.key), "big"))
+
+
+def parse_text(text: str) -> Position | None:
+    """The Position of any engine's text form above, or None when the text is not one of them.
+
+    Lets an engine-neutral reader order a position it only has as text (a TableMeta's position).
+    """
+    try:
+        if text.startswith("scn:"):
+            return oracle_scn(int(text[4:]))
+        if text.startswith("0x") and len(text) == 22:
+            return mssql_lsn(bytes.fromhex(text[2:]))
+        if "/" in text:
+            return pg_lsn(text)
+        if ":" in text:
+            file, _, offset = text.rpartition(":")
+            return binlog_position(file, int(offset))
+    except ValueError:
+        return None
+    return None

@@ -27,6 +27,7 @@ import pytest
 from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
+from tests.support.faults import results_dir
 
 PgFactory = Callable[..., PgInstance]
 
@@ -200,3 +201,9 @@ def make_group(kafka_bootstrap: str, fresh_db: FreshDb, unique_group: str, ark_t
         with contextlib.suppress(RuntimeError):
             fresh_db.primary.psql(f"SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots "
                                   f"WHERE slot_name = '{slot}' AND NOT active")
+
+
+@pytest.fixture(scope="session")
+def fault_results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where fault cases write their result rows: ``$ARK_FAULT_RESULTS``, else under the pytest tmp dir."""
+    return results_dir(tmp_path_factory.getbasetemp() / "fault-results")

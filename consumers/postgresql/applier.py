@@ -17,23 +17,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from common.config import StandbySettings
+from common.config import PrimarySettings, StandbySettings
 from common.errors import ArkError, TargetError
-from consumers.base import Applier, ApplyState, Problem
-from consumers.errors import DataApplyError
+from consumers.base import Applier, ApplyState, Problem, StagedTable
+from consumers.errors import DataApplyError, TableNeedsResync
 from consumers.postgresql import sql, state
-from consumers.postgresql.ddl import apply_shape
+from consumers.postgresql.ddl import apply_shape, stored_meta
 from consumers.postgresql.errors import classify, connect_error
 from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
 from consumers.postgresql.prereq import PREREQ_SQL, prerequisite_problems
-from schemas.entries import Op, RowChange, TableMeta
+from consumers.tables import TableState
+from schemas.entries import Op, Position, RowChange, TableMeta
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +209,16 @@ class PostgresApplier(Applier):
             self._conn = None
 
     def apply_table_meta(self, group: str, meta: TableMeta, previous: TableMeta | None) -> None:
-        """Create or adapt the table (see :mod:`.ddl`) and store its shape, in the open transaction."""
+        """Create or adapt the table (see :mod:`.ddl`) and store its shape, in the open transaction.
+
+        Raises TableNeedsResync (after rolling back) when the table cannot follow the change.
+        """
         self._require_txn()
         with self._guard("adapting the table", table=meta.table, position=meta.position):
             with self.conn.cursor() as cur:
                 if previous is None or previous != meta:
-                    apply_shape(cur, meta)
-                cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version,
-                                                  Jsonb(state.meta_to_json(meta))])
+                    apply_shape(cur, meta, previous)
+                cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
             self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
 
     def independent_tables(self, tables: Collection[str]) -> bool:
@@ -250,6 +253,76 @@ class PostgresApplier(Applier):
                     self._apply_set(meta, item, txn_id, position)
                 else:
                     self._apply_small(meta, item, txn_id, position)
+
+    # -- table-level resync (see consumers/postgresql/resync.py) ---------------------------------
+    def load_table_states(self, group: str, standby: str) -> dict[str, TableState]:
+        """Rows of ``ark.table_state`` for this standby."""
+        with self._guard("loading table states"):
+            rows = self.conn.execute(state.LOAD_TABLE_STATES_SQL, [group, standby]).fetchall()
+        return {str(r[0]): state.table_state_from_row(r) for r in rows}
+
+    def save_table_state(self, group: str, standby: str, state_: TableState) -> None:
+        """UPSERT one table's state inside the open transaction."""
+        self._require_txn()
+        with self._guard("saving a table state", table=state_.table):
+            self.conn.execute(state.SAVE_TABLE_STATE_SQL, state.table_state_params(group, standby, state_))
+
+    def clear_table_states(self, group: str, standby: str) -> None:
+        """Delete this standby's table states and every staging copy, inside the open transaction."""
+        from consumers.postgresql.resync import drop_all_staging_sql
+
+        self._require_txn()
+        with self._guard("clearing table states"):
+            self.conn.execute(state.CLEAR_TABLE_STATES_SQL, [group, standby])
+            for stmt in drop_all_staging_sql():
+                self.conn.execute(stmt)
+
+    def stage_table(self, primary: PrimarySettings, table: str, *, on_snapshot: Callable[[Position], None],
+                    on_rows: Callable[[int], None]) -> StagedTable:
+        """Copy ``table`` from a fresh snapshot of the primary into its staging table (committed here)."""
+        from consumers.postgresql.resync import stage_table
+
+        if self._in_txn:
+            raise RuntimeError("PostgresApplier.stage_table: use an applier instance of its own")
+        with self._guard("copying a table for its resync", table=table):
+            return stage_table(self.conn, primary, table, on_snapshot=on_snapshot, on_rows=on_rows)
+
+    def swap_in_table(self, group: str, staged: StagedTable) -> None:
+        """Empty the table, give it the snapshot's shape, refill it from the staging copy, drop the copy."""
+        from consumers.postgresql.ddl import standby_columns
+        from consumers.postgresql.resync import refill_sql
+
+        self._require_txn()
+        with self._guard("swapping in a resynced table", table=staged.table, position=staged.position.text):
+            with self.conn.cursor() as cur:
+                if standby_columns(cur, staged.table) is not None:
+                    # DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, so a reader whose snapshot is
+                    # older would see the table empty; with DELETE it sees the old rows until we commit.
+                    cur.execute(f"DELETE FROM {sql.qualified(staged.table)}")
+                cur.execute("SAVEPOINT ark_reshape")
+                try:
+                    apply_shape(cur, staged.meta)  # an empty table takes most ALTERs...
+                except (TableNeedsResync, DataApplyError) as exc:
+                    # ... but not a type change that needs USING (text to integer): recreate the table.
+                    log.warning("%s cannot be reshaped in place (%s): recreating it", staged.table, exc.message)
+                    cur.execute("ROLLBACK TO SAVEPOINT ark_reshape")
+                    cur.execute(f"DROP TABLE {sql.qualified(staged.table)}")
+                    apply_shape(cur, staged.meta)
+                cur.execute("RELEASE SAVEPOINT ark_reshape")
+                for stmt in refill_sql(staged):
+                    cur.execute(stmt)
+                cur.execute(state.SAVE_META_SQL, [group, staged.table, staged.meta.version,
+                                                  Jsonb(stored_meta(staged.meta))])
+            self._stages = {k: v for k, v in self._stages.items() if k[0] != staged.table}
+
+    def drop_staging(self, table: str) -> None:
+        """Drop ``table``'s staging copy (autocommit; no transaction may be open on this instance)."""
+        from consumers.postgresql.resync import drop_staging_sql
+
+        if self._in_txn:
+            raise RuntimeError("PostgresApplier.drop_staging: no transaction may be open")
+        with self._guard("dropping a staging copy", table=table):
+            self.conn.execute(drop_staging_sql(table))
 
     # -- the two paths ---------------------------------------------------------------------------
     def _missing(self, run: Run, index: int, txn_id: str, position: str) -> DataApplyError:

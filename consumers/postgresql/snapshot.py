@@ -76,7 +76,7 @@ def _source_meta(conn: Conn, table: str) -> TableMeta:
 
 def copy_table(source: str | Conn, target: PostgresApplier | Conn, table: TableMeta | str, *,
                snapshot: str | None = None, progress: Callable[[CopyProgress], None] | None = None,
-               block_bytes: int = 1 << 20, truncate: bool = False) -> CopyProgress:
+               block_bytes: int = 1 << 20, truncate: bool = False, into: str | None = None) -> CopyProgress:
     """Copy one table from the primary's snapshot into the standby; return the final progress.
 
     ``source`` is a DSN (then ``snapshot`` is required and a snapshot transaction is opened and
@@ -84,7 +84,9 @@ def copy_table(source: str | Conn, target: PostgresApplier | Conn, table: TableM
     ``target`` is the :class:`PostgresApplier` (its session is writable on a read-only standby; the
     copy runs in its open transaction, or in one of its own that is committed here) or a plain
     connection (used as it is). The standby table must exist (see ``apply_table_meta``); with
-    ``truncate`` it is emptied first. ``progress`` is called after every block of ``block_bytes``.
+    ``truncate`` it is emptied first. ``progress`` is called after every block of ``block_bytes``
+    (it may raise to abandon the copy). ``into`` names another standby table to fill (a resync's
+    staging copy) with the same columns.
     """
     own_source = isinstance(source, str)
     if isinstance(source, str):
@@ -102,7 +104,7 @@ def copy_table(source: str | Conn, target: PostgresApplier | Conn, table: TableM
             dst = target.conn
         else:
             dst = target
-        result = _stream(src, dst, meta, progress, block_bytes, truncate)
+        result = _stream(src, dst, meta, progress, block_bytes, truncate, into)
         if own_txn and isinstance(target, PostgresApplier):
             target.commit()
         return result
@@ -116,16 +118,17 @@ def copy_table(source: str | Conn, target: PostgresApplier | Conn, table: TableM
 
 
 def _stream(src: Conn, dst: Conn, meta: TableMeta, progress: Callable[[CopyProgress], None] | None,
-            block_bytes: int, truncate: bool) -> CopyProgress:
+            block_bytes: int, truncate: bool, into: str | None = None) -> CopyProgress:
     cols = ", ".join(quote_ident(c.name) for c in meta.columns)
     name = qualified(meta.table)
+    target = qualified(into) if into else name
     state = CopyProgress(meta.table)
     started = time.monotonic()
     if truncate:
-        dst.execute(f"TRUNCATE {name}")
+        dst.execute(f"TRUNCATE {target}")
     with src.cursor() as scur, dst.cursor() as dcur, \
             scur.copy(f"COPY {name} ({cols}) TO STDOUT") as cin, \
-            dcur.copy(f"COPY {name} ({cols}) FROM STDIN") as cout:
+            dcur.copy(f"COPY {target} ({cols}) FROM STDIN") as cout:
         block = bytearray()
         for data in cin:  # libpq hands COPY OUT data over one row at a time
             block += data

@@ -41,6 +41,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(value: str) -> str:
+    """``value`` as an SQL string literal (``it's`` → ``'it''s'``), whatever standard_conforming_strings is."""
+    if "\x00" in value:
+        raise ValueError(f"literal contains a NUL byte: {value!r}")
+    if "\\" in value:
+        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    return "'" + value.replace("'", "''") + "'"
+
+
 def split_table(table: str) -> tuple[str, str]:
     """Split ``schema.table`` at the first dot (a table without schema is in ``public``)."""
     schema, dot, name = table.partition(".")

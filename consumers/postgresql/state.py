@@ -1,7 +1,9 @@
-"""Ark's own tables on a PostgreSQL standby: ``ark.apply_state`` and ``ark.table_meta``.
+"""Ark's own tables on a PostgreSQL standby: ``ark.apply_state``, ``ark.table_meta``, ``ark.table_state``.
 
 The state row is written in the same transaction as the data it describes (exactly once); the
 table shapes are stored beside it so a restarted applier knows the shapes as of its state.
+``ark.table_state`` says which tables are being resynced (their rows are skipped until the fresh
+copy is swapped in); schema ``ark_resync`` holds the staging copies of those tables.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from consumers.base import ApplyState
+from consumers.tables import TableState
 from schemas.entries import Column, TableMeta
+
+#: Schema of the staging copies of tables being resynced (see :mod:`.resync`).
+RESYNC_SCHEMA = "ark_resync"
 
 SCHEMA_DDL: tuple[str, ...] = (
     "CREATE SCHEMA IF NOT EXISTS ark",
@@ -37,6 +43,17 @@ SCHEMA_DDL: tuple[str, ...] = (
         meta      jsonb NOT NULL,
         stored_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY ("group", "table"))""",
+    """CREATE TABLE IF NOT EXISTS ark.table_state (
+        "group"        text   NOT NULL,
+        standby        text   NOT NULL,
+        "table"        text   NOT NULL,
+        state          text   NOT NULL,
+        floor_position text   NOT NULL DEFAULT '',
+        floor_key      bytea  NOT NULL DEFAULT '',
+        reason         text   NOT NULL DEFAULT '',
+        updated_at     timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY ("group", standby, "table"))""",
+    f"CREATE SCHEMA IF NOT EXISTS {RESYNC_SCHEMA}",
     "COMMENT ON SCHEMA ark IS 'Ark replication state; written only by the Ark applier'",
 )
 
@@ -61,6 +78,33 @@ INSERT INTO ark.table_meta ("group", "table", version, meta) VALUES (%s, %s, %s,
 ON CONFLICT ("group", "table") DO UPDATE SET version = EXCLUDED.version, meta = EXCLUDED.meta,
     stored_at = now()
 """
+
+
+LOAD_TABLE_STATES_SQL = """
+SELECT "table", state, floor_position, floor_key, reason, (extract(epoch FROM updated_at) * 1e6)::bigint
+FROM ark.table_state WHERE "group" = %s AND standby = %s ORDER BY "table"
+"""
+
+SAVE_TABLE_STATE_SQL = """
+INSERT INTO ark.table_state ("group", standby, "table", state, floor_position, floor_key, reason)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT ("group", standby, "table") DO UPDATE SET state = EXCLUDED.state,
+    floor_position = EXCLUDED.floor_position, floor_key = EXCLUDED.floor_key, reason = EXCLUDED.reason,
+    updated_at = now()
+"""
+
+CLEAR_TABLE_STATES_SQL = 'DELETE FROM ark.table_state WHERE "group" = %s AND standby = %s'
+
+
+def table_state_params(group: str, standby: str, ts: TableState) -> list[Any]:
+    """Parameters of :data:`SAVE_TABLE_STATE_SQL`."""
+    return [group, standby, ts.table, ts.state, ts.floor_position, bytes(ts.floor_key), ts.reason]
+
+
+def table_state_from_row(row: tuple[Any, ...]) -> TableState:
+    """A :class:`TableState` from a row of :data:`LOAD_TABLE_STATES_SQL`."""
+    return TableState(table=str(row[0]), state=str(row[1]), floor_position=str(row[2]),
+                      floor_key=bytes(row[3]), reason=str(row[4]), updated_at_us=int(row[5] or 0))
 
 
 def state_params(state: ApplyState) -> list[Any]:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05  # longest wait on the socket before an Idle event (a batch commits at the next Idle)
 IDLE_EVERY_S = 0.5  # an Idle event at least this often, even while data flows
 STATUS_EVERY_S = 10.0  # status updates keep the walsender from timing out
+DISCOVER_EVERY_S = 2.0  # how often new tables are looked for (table-list publications only gain them so)
 _ROW_TAGS = frozenset(b"IUD")
 
 
@@ -66,6 +67,8 @@ class PostgresCapture(LogCapture):
         self._ws: WalStream | None = None
         self._confirmed = 0
         self._types: dict[int, str] = {}
+        self._discovered_at = 0.0
+        self._unpublishable: set[str] = set()
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _meta(self) -> Any:
@@ -239,6 +242,7 @@ class PostgresCapture(LogCapture):
                 if not select.select([fd], [], [], POLL_S)[0]:
                     last_idle = time.monotonic()
                     yield Idle(None if in_txn else lsn_position(wal_end))
+                    self._discover_tables(last_idle)
                     if last_idle - last_status >= STATUS_EVERY_S:
                         self._send_status()
                         last_status = last_idle
@@ -249,6 +253,7 @@ class PostgresCapture(LogCapture):
                 if now - last_idle >= IDLE_EVERY_S:
                     last_idle = now
                     yield Idle(None if in_txn else lsn_position(wal_end))
+                    self._discover_tables(now)
                 if now - last_status >= STATUS_EVERY_S:
                     self._send_status()
                     last_status = now
@@ -298,6 +303,25 @@ class PostgresCapture(LogCapture):
             elif isinstance(m, pgoutput.TypeInfo):
                 self._types[m.oid] = f"{m.namespace}.{m.name}"
             # Origin and Message carry nothing Ark replicates.
+
+    def _discover_tables(self, now: float) -> None:
+        """Every DISCOVER_EVERY_S: add new tables matching primary.tables to a table-list publication."""
+        if now - self._discovered_at < DISCOVER_EVERY_S:
+            return
+        self._discovered_at = now
+        try:
+            added = setup.add_new_tables(self._meta(), self.cfg, self._unpublishable)
+        except (psycopg2.Error, SourceError) as exc:
+            log.warning("could not look for new tables to capture: %s", " ".join(str(exc).split()))
+            return
+        for table, had_rows in added:
+            if had_rows:
+                log.error("new table %s added to publication %s; rows written to it before now are not in the "
+                          "stream: resync it on every standby (ark resync <standby> --table %s)", table,
+                          self.cfg.publication_name, table)
+            else:
+                log.info("new table %s added to publication %s (it was empty: nothing missed)", table,
+                         self.cfg.publication_name)
 
     def _relation(self, r: pgoutput.Relation, at: Position | None) -> Rel:
         details: catalog.ColumnDetails | None = None

@@ -7,7 +7,7 @@ Every connection error becomes a one-line :class:`common.errors.SourceError` tha
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -185,24 +185,56 @@ def publication_tables(conn: Any, publication: str) -> set[str] | None:
 
 @dataclass(frozen=True, slots=True)
 class ColumnDetails:
-    """What pgoutput's Relation message lacks: nullability, declared type, and the real key."""
+    """What pgoutput's Relation message lacks: nullability, declared type, the real key, and for DDL:
+    each column's attnum, default expression and missing value.
+
+    ``missing`` is PostgreSQL's ``attmissingval`` (canonical text): the value rows that existed
+    before a fast ``ADD COLUMN ... DEFAULT`` hold without a row change in the WAL. A volatile default
+    rewrites the table instead (per-row values, no missing value).
+    """
 
     not_null: dict[str, bool]
     declared: dict[str, str]
     key: tuple[str, ...]
+    attnums: dict[str, int] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def trusted(self, columns: list[str]) -> set[str]:
+        """Names of ``columns`` (in the decoded order) whose catalog details apply.
+
+        The catalog is read *now*, while the Relation message being decoded may be older (capture
+        lagging, or restarted and re-reading): a column is trusted when the catalog still has it
+        under that name (attnums survive type changes). If those columns are not in attnum order, a
+        column was dropped and re-added since under its old name: nothing is trusted.
+        """
+        names = [n for n in columns if n in self.attnums]
+        nums = [self.attnums[n] for n in names]
+        return set(names) if nums == sorted(nums) else set()
+
+
+_COLUMN_DETAILS_SQL = """
+SELECT a.attnum, a.attname, a.attnotnull, format_type(a.atttypid, a.atttypmod),
+       CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+       CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END,
+       a.attgenerated <> ''
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
 
 
 def column_details(conn: Any, relid: int) -> ColumnDetails | None:
     """Catalog details of relation ``relid`` now (None when it no longer exists).
 
     The key is the primary key, else the first unique index on NOT NULL columns, else empty.
+    Generated columns (which pgoutput does not send) are left out of ``attnums``.
     """
-    cols = query(conn, "SELECT attnum, attname, attnotnull, format_type(atttypid, atttypmod) "
-                       "FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped", (relid,))
+    cols = query(conn, _COLUMN_DETAILS_SQL, (relid,))
     if not cols:
         return None
-    names = {num: name for num, name, _, _ in cols}
-    not_null = {name: bool(nn) for _, name, nn, _ in cols}
+    names = {r[0]: r[1] for r in cols}
+    not_null = {r[1]: bool(r[2]) for r in cols}
     indexes = query(conn, "SELECT indisprimary, indkey::int2[] FROM pg_index WHERE indrelid = %s "
                           "AND indisunique AND indisvalid AND indpred IS NULL AND indexprs IS NULL "
                           "ORDER BY indisprimary DESC, indexrelid", (relid,))
@@ -212,4 +244,10 @@ def column_details(conn: Any, relid: int) -> ColumnDetails | None:
         if all(cand) and (primary or all(not_null[c] for c in cand)):
             key = cand
             break
-    return ColumnDetails(not_null, {name: decl for _, name, _, decl in cols}, key)
+    plain = [r for r in cols if not r[6]]
+    return ColumnDetails(
+        not_null, {r[1]: r[3] for r in cols}, key,
+        attnums={r[1]: int(r[0]) for r in plain},
+        defaults={r[1]: r[4] for r in plain if r[4] is not None},
+        missing={r[1]: r[5] for r in plain if r[5] is not None},
+    )

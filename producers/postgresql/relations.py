@@ -4,7 +4,11 @@ Keys: with replica identity DEFAULT or USING INDEX the key is the columns pgoutp
 order of the primary key when they are exactly the primary key). With FULL pgoutput flags every
 column, so the key is the table's primary key, else its first unique index on NOT NULL columns,
 else all columns. Nullability and the declared names of non-builtin types come from the catalog
-(as it is now, which may be newer than the decoded WAL after DDL).
+(as it is now, which may be newer than the decoded WAL after DDL). So do each column's attnum,
+default expression and missing value (what a standby needs to follow ADD COLUMN ... DEFAULT and
+RENAME COLUMN exactly), but only for columns the catalog still has under the same name:
+otherwise they are left unknown (0 / None) and the standby decides conservatively (see
+consumers/postgresql/ddl.py).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def build_relation(r: pgoutput.Relation, details: ColumnDetails | None, type_nam
         key = details.key
     else:
         key = flagged
+    # Defaults and attnums only where the catalog still has the decoded column (see ColumnDetails.trusted).
+    trusted = details.trusted([c.name for c in r.columns]) if details else set()
     columns = []
     for c in r.columns:
         fallback = type_names.get(c.type_oid) or (details.declared.get(c.name) if details else None)
@@ -64,8 +70,12 @@ def build_relation(r: pgoutput.Relation, details: ColumnDetails | None, type_nam
             declared = details.declared[c.name]
         key_pos = key.index(c.name) + 1 if c.name in key else 0
         nullable = not key_pos and not (details and details.not_null.get(c.name, False))
-        columns.append(Column(c.name, neutral, declared, nullable, key_pos))
-    shape = repr((table, [(c.name, c.type, c.source_type, c.nullable, c.key_position) for c in columns]))
+        columns.append(Column(c.name, neutral, declared, nullable, key_pos,
+                              default_expr=details.defaults.get(c.name) if details and c.name in trusted else None,
+                              missing_value=details.missing.get(c.name) if details and c.name in trusted else None,
+                              column_id=details.attnums[c.name] if details and c.name in trusted else 0))
+    shape = repr((table, [(c.name, c.type, c.source_type, c.nullable, c.key_position, c.default_expr,
+                           c.missing_value, c.column_id) for c in columns]))
     version = hashlib.sha256(shape.encode()).hexdigest()[:16]
     meta = TableMeta(table, tuple(columns), version, position)
     return Rel(table, meta, converters([c.type_oid for c in r.columns]), meta.key_indexes)

@@ -145,3 +145,36 @@ def ensure(conn: Any, cfg: ArkConfig) -> None:
                         (cfg.slot_name,))
             row = cur.fetchone()
             log.info("created replication slot %s at %s", cfg.slot_name, row[0] if row else "?")
+
+
+def add_new_tables(conn: Any, cfg: ArkConfig, reported: set[str]) -> list[tuple[str, bool]]:
+    """Add tables created since that match ``primary.tables`` but that the publication does not cover.
+
+    A publication ``FOR TABLES IN SCHEMA`` covers new tables by itself (from the CREATE TABLE on,
+    rows of the creating transaction included); a table list does not. Rows written to a new table
+    before it is added here are not in the stream. Returns ``(table, had_rows)`` for every table
+    added: ``had_rows`` means rows existed when it was added, so the standbys need a resync of it.
+    A table with a fatal problem (no key, unlogged) is not added: publishing it would make UPDATE and
+    DELETE on it fail on the primary. It is reported once (``reported`` remembers it).
+    """
+    covered = publication_tables(conn, cfg.publication_name)
+    if covered is None:
+        return []
+    added: list[tuple[str, bool]] = []
+    for t in matched_tables(conn, cfg.primary.tables):
+        if t.qualified in covered:
+            continue
+        problems = _table_problems(t)
+        if problems:
+            if t.qualified not in reported:
+                reported.add(t.qualified)
+                log.error("new table %s matches primary.tables but is not captured: %s (fix: %s)", t.qualified,
+                          problems[0].what, problems[0].fix)
+            continue
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                _ident(cfg.publication_name), sql.Identifier(t.schema, t.name)))
+            cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(t.schema, t.name)))
+            row = cur.fetchone()
+        added.append((t.qualified, bool(row and row[0])))
+    return added

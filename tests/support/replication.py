@@ -52,6 +52,7 @@ class Group:
     standbys: list[Standby]
     tables: tuple[str, ...] = ("public.*",)
     capture_extra: dict[str, Any] = field(default_factory=dict)
+    standby_extra: dict[str, Any] = field(default_factory=dict)
     agents: list[AgentProcess] = field(default_factory=list)
 
     @property
@@ -75,7 +76,8 @@ class Group:
             "kafka": {"bootstrap": self.kafka},
             "primary": db("primary", self.primary, self.dbname, tables=list(self.tables)),
             "capture": {"batch_max_ms": 50, **self.capture_extra},
-            "standbys": [db(s.name, s.instance, s.dbname, delay_seconds=s.delay_seconds) for s in self.standbys],
+            "standbys": [db(s.name, s.instance, s.dbname, delay_seconds=s.delay_seconds, **self.standby_extra)
+                         for s in self.standbys],
         }
         doc.update(overrides)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -95,10 +97,15 @@ class Group:
         assert res.returncode == 0, f"ark {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
         return res.stdout
 
-    def start(self, *args: str, name: str | None = None) -> AgentProcess:
-        """Start an agent (``capture`` or ``apply NAME``) as a child process."""
+    def start(self, *args: str, name: str | None = None, config: Path | None = None,
+              prefix: list[str] | None = None) -> AgentProcess:
+        """Start an agent (``capture`` or ``apply NAME``) as a child process.
+
+        ``config`` replaces the group's YAML file; ``prefix`` goes before the command (a network namespace).
+        """
         label = name or "-".join(args)
-        agent = AgentProcess(self.config, list(args), self.workdir / "logs" / f"{label}.log").start()
+        agent = AgentProcess(config or self.config, list(args), self.workdir / "logs" / f"{label}.log",
+                             prefix=prefix).start()
         self.agents.append(agent)
         return agent
 

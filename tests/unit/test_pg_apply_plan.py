@@ -165,8 +165,8 @@ def test_ddl_adaptation() -> None:
     current = [StandbyColumn("Id", "bigint", True), StandbyColumn("note", "character varying(5)", False),
                StandbyColumn("gone", "text", False)]
     stmts = adaptation(T, current, ("Order_pkey", ["Id"]))
-    assert stmts == ['ALTER TABLE "Sales"."Order" DROP COLUMN "gone", ALTER COLUMN "note" TYPE text USING '
-                     '"note"::text, ADD COLUMN "amount" numeric(12,2)']
+    assert stmts == ['ALTER TABLE "Sales"."Order" ALTER COLUMN "note" TYPE text',
+                     'ALTER TABLE "Sales"."Order" DROP COLUMN "gone", ADD COLUMN "amount" numeric(12,2)']
     same = [StandbyColumn("Id", "bigint", True), StandbyColumn("note", "text", False),
             StandbyColumn("amount", "numeric(12,2)", False)]
     assert adaptation(T, same, ("Order_pkey", ["Id"])) == []

@@ -1,0 +1,227 @@
+"""Apply side of CRC retransmission (guarantee 4): quarantine a corrupt entry, ask for it again, wait.
+
+An entry that is still corrupt after the apply runner re-read it is never applied. Instead:
+
+1. its raw value bytes, its original headers and the reason go to the group's quarantine topic;
+2. a ``retransmit`` intent asks the capture to republish everything after the standby's last
+   *committed* commit position (the open target transaction is rolled back: the retransmission
+   covers it too);
+3. the standby awaits the retransmission: it applies nothing and never moves its state row, so a
+   restart re-reads the corrupt entry and asks again. It reads on, skipping, until an entry tagged
+   ``ark-retransmit-from: K`` with ``K <= applied key``: from there on the topic holds every commit
+   above K, in order (:mod:`producers.retransmit`), and the runner's usual rule (skip commits at or
+   below the applied key) makes the duplicates harmless.
+
+If the capture answers ``retransmit-failed`` for the request (or for a position at or above it), the
+standby stops with :class:`RetransmitFailed`, which says what is missing and that ``ark resync``
+rebuilds it. A retransmission that does not come is waited for, with a warning: never skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, Message
+
+from common.config import ArkConfig
+from common.control import RETRANSMIT, RETRANSMIT_DONE, RETRANSMIT_FAILED, ControlReader, publish_intent
+from common.errors import ArkError
+from common.kafka import ensure_topic, make_producer, unavailable
+from consumers.base import ApplyState
+from schemas import envelope
+from schemas.errors import CorruptEntry
+from schemas.topics import quarantine_topic
+
+log = logging.getLogger(__name__)
+
+#: Warn (in the heartbeat and the log) when a retransmission has not arrived after this long.
+WAIT_WARN_S = 300.0
+#: Headers added to a quarantined entry (its own headers are kept as they were).
+QUARANTINE_HEADERS = ("ark-q-topic", "ark-q-partition", "ark-q-offset", "ark-q-position", "ark-q-standby",
+                      "ark-q-reason", "ark-q-at-us")
+
+
+class RetransmitPending(Exception):
+    """Ends the apply session: a corrupt entry was quarantined and requested again; the next session
+    (built from the committed state row) awaits the retransmission."""
+
+
+class RetransmitFailed(ArkError):
+    """The capture cannot retransmit what this standby needs: the standby stops."""
+
+    exit_code = 14
+
+
+class _Reports(Protocol):
+    state: str
+    message: str
+
+
+@dataclass
+class Awaiting:
+    """A retransmission this standby waits for."""
+
+    request_id: str
+    where: str  # topic[partition]@offset of the corrupt entry
+    offset: int
+    after_position: str
+    after_key: bytes
+    reason: str
+    since: float
+    request_offset: int = -1  # where the request sits in the control topic, once seen
+    warned: bool = False
+    started: bool = False  # the capture said it republishes
+
+
+def is_retransmission(headers: envelope.Headers, applied_key: bytes) -> bool:
+    """Whether an entry starts (or continues) a retransmission this standby can apply from.
+
+    True when it carries ``ark-retransmit-from`` whose key is at or below ``applied_key``: the topic
+    then holds, from this entry on, every commit above that key.
+    """
+    tag = envelope.header_map(headers).get(envelope.H_RETRANSMIT_FROM)
+    if tag is None:
+        return False
+    try:
+        return bytes.fromhex(tag) <= applied_key
+    except ValueError:
+        return False
+
+
+def answers(rec_kind: str, args: dict[str, str], target: str, wait: Awaiting, standby: str) -> bool:
+    """Whether a control record is the capture's refusal of ``wait``: it names the request, or it refuses a
+    re-read for this standby from a key at or above ours (what cannot be re-read there cannot be here)."""
+    if rec_kind != RETRANSMIT_FAILED:
+        return False
+    if wait.request_id in args.get("request_ids", args.get("request_id", "")).split(","):
+        return True
+    try:
+        key = bytes.fromhex(args.get("after_key", ""))
+    except ValueError:
+        return False
+    return target == standby and bool(args.get("after_key")) and key >= wait.after_key
+
+
+class Retransmits:
+    """One standby's quarantine and retransmission state (kept across apply sessions of one process)."""
+
+    def __init__(self, cfg: ArkConfig, standby: str, reports: _Reports, warn_after_s: float = WAIT_WARN_S) -> None:
+        self.cfg = cfg
+        self.standby = standby
+        self.reports = reports
+        self.warn_after_s = warn_after_s
+        self.awaiting: Awaiting | None = None
+        self._reader: ControlReader | None = None
+        self._last_check = 0.0
+
+    # -- a corrupt entry ---------------------------------------------------------------------------
+    def request(self, msg: Message, error: CorruptEntry, state: ApplyState) -> RetransmitPending:
+        """Quarantine ``msg``, ask for a retransmission after ``state`` (the committed state row), and
+        return the exception that ends the session."""
+        offset = msg.offset() or 0
+        self.quarantine(msg, error)
+        request_id = publish_intent(self.cfg.kafka, self.cfg.group, RETRANSMIT, self.standby,
+                                    after_position=state.position, after_key=state.position_key.hex(),
+                                    offset=offset, reason=error.reason)
+        where = f"{error.topic}[{error.partition}]@{offset}"
+        self.awaiting = Awaiting(request_id, where, offset, state.position, state.position_key, error.reason,
+                                 time.monotonic())
+        text = (f"entry {where} is corrupt ({error.reason}): quarantined, "
+                f"retransmission requested after {state.position or 'the start'} (request {request_id})")
+        log.error("%s", text)
+        self.reports.state, self.reports.message = "awaiting-retransmit", text
+        return RetransmitPending(text)
+
+    def quarantine(self, msg: Message, error: CorruptEntry) -> None:
+        """Write the raw bytes, the original headers and the reason to the quarantine topic."""
+        topic = quarantine_topic(self.cfg.group)
+        ensure_topic(self.cfg.kafka, topic, retention_ms=-1)  # evidence: kept until an operator removes it
+        raw_headers: Any = msg.headers() or []
+        headers: list[tuple[str, Any]] = [*list(raw_headers),
+                                          ("ark-q-topic", error.topic.encode()),
+                                          ("ark-q-partition", str(error.partition).encode()),
+                                          ("ark-q-offset", str(msg.offset()).encode()),
+                                          ("ark-q-position", error.source_position.encode()),
+                                          ("ark-q-standby", self.standby.encode()),
+                                          ("ark-q-reason", str(error).encode()),
+                                          ("ark-q-at-us", str(time.time_ns() // 1000).encode())]
+        extra: dict[str, Any] = {"message.timeout.ms": 15000}
+        producer = make_producer(self.cfg.kafka, **extra)
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        producer.produce(topic, msg.value() or b"", key=f"{error.topic}:{error.partition}:{msg.offset()}".encode(),
+                         headers=headers, on_delivery=on_delivery)
+        if producer.flush(20) or failures:
+            raise unavailable(self.cfg.kafka, failures[0] if failures else "quarantine record not delivered in 20 s")
+
+    # -- waiting -----------------------------------------------------------------------------------
+    def skip(self, msg: Message | None, applied_key: bytes) -> bool:
+        """While awaiting: True for everything before the retransmission (nothing is applied), False
+        from the first retransmitted entry on. Raises RetransmitFailed when the capture refused."""
+        wait = self.awaiting
+        if wait is None:
+            return False
+        if msg is not None and msg.error() is None and is_retransmission(msg.headers(), applied_key):
+            log.warning("retransmission found at offset %s (request %s): applying again from %s", msg.offset(),
+                        wait.request_id, self.reports_position(wait))
+            self.done()
+            self.reports.state, self.reports.message = "running", ""
+            return False
+        now = time.monotonic()
+        if now - self._last_check >= 0.5:
+            self._last_check = now
+            self._check_control(wait)
+        self._report(wait, now)
+        return True
+
+    @staticmethod
+    def reports_position(wait: Awaiting) -> str:
+        """The applied position a wait started from, for messages."""
+        return wait.after_position or "the start"
+
+    def done(self) -> None:
+        """The retransmission arrived: stop waiting."""
+        self.awaiting = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _check_control(self, wait: Awaiting) -> None:
+        if self._reader is None:
+            self._reader = ControlReader(self.cfg.kafka, self.cfg.group)  # from the start: finds our request
+        for rec in self._reader.poll():
+            if rec.kind == RETRANSMIT and rec.request_id == wait.request_id:
+                wait.request_offset = rec.offset
+            elif rec.kind == RETRANSMIT_DONE and wait.request_id in rec.args.get("request_ids", "").split(","):
+                wait.started = True
+            elif wait.request_offset >= 0 and rec.offset > wait.request_offset \
+                    and answers(rec.kind, rec.args, rec.target, wait, self.standby):
+                self.done()
+                missing = rec.args.get("reason", "the source no longer holds that log")
+                floor = rec.args.get("slot_confirmed", "")
+                raise RetransmitFailed(
+                    f"standby {self.standby}: entry {wait.where} is corrupt ({wait.reason}) and the capture "
+                    f"cannot retransmit the source log after {self.reports_position(wait)}: {missing}"
+                    + (f" (the source keeps its log only from {floor})" if floor else "")
+                    + f"; nothing after {self.reports_position(wait)} was applied",
+                    fix=f"run 'ark resync {self.standby}' to rebuild the standby (the primary keeps running); "
+                        "a longer capture.retransmit_window_s lets the capture heal this by itself next time")
+
+    def _report(self, wait: Awaiting, now: float) -> None:
+        waited = now - wait.since
+        text = (f"awaiting retransmission of {wait.where} (corrupt: {wait.reason}); nothing applied after "
+                f"{self.reports_position(wait)} (request {wait.request_id}"
+                + ("; capture is republishing)" if wait.started else ")"))
+        if waited >= self.warn_after_s:
+            text = f"warning: no retransmission after {waited:.0f} s; is the capture running? " + text
+            if not wait.warned:
+                wait.warned = True
+                log.warning("%s", text)
+        self.reports.state, self.reports.message = "awaiting-retransmit", text

@@ -1,0 +1,553 @@
+"""Table-level resync while the other tables keep applying (guarantees 4 and 7).
+
+How one table T is resynced, and why nothing is lost or applied twice:
+
+1. **Quarantine.** At a transaction boundary, after committing what is applied, T's state becomes
+   ``resyncing`` on the standby (its own small transaction). From then on the apply loop skips T's
+   rows; every other table applies normally.
+2. **Copy** (a background thread, its own connections): a temporary replication slot on the primary
+   exports a snapshot at position P; T is copied from it into a staging table on the standby. The
+   copy holds exactly the transactions that committed before P; F = just_before(P) is its floor.
+3. **Remember what is skipped.** From the quarantine on, the loop records O_first: the offset of the
+   first message with a T row that is not known to be in the copy (commit key > F, or F not known
+   yet). Every T row after P is at or after O_first.
+4. **Swap** (still the background thread, its own standby transaction): T is emptied and refilled
+   from the staging copy. The apply loop never touches T while it is ``resyncing``, so the swap,
+   whose cost grows with T's size, does not pause the other tables (in the loop's transaction it
+   stopped them for seconds per million rows). Readers of T wait for that one commit, then see T
+   as of P: no older and no more partial than T already was while its rows were skipped.
+5. **Catch up**, once the loop has applied everything up to F (so that a delay is respected and T
+   lands where the other tables are): inside the loop's normal target transaction, the T rows of
+   transactions with commit key > F are re-read from O_first to the loop's current offset (a second
+   consumer) and applied, and T's state becomes ``ok`` — committed together with the state row.
+
+Restart safety: T stays ``resyncing`` on the standby until step 5 commits; a restarted applier
+starts T's copy again from scratch (a new snapshot, which holds every row skipped so far). A shape
+change of T during the resync restarts the copy too (the new snapshot has the new shape).
+Nothing is silent: every step is logged, shown in the heartbeat message and recorded on the
+control topic (``table-quarantined``, ``table-resync-progress``, ``table-resynced``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from common.config import ArkConfig, StandbySettings
+from common.control import (
+    RESYNC_TABLE,
+    TABLE_QUARANTINED,
+    TABLE_RESYNC_PROGRESS,
+    TABLE_RESYNC_REFUSED,
+    TABLE_RESYNCED,
+    ControlRecord,
+    publish_intent,
+)
+from common.errors import ArkError
+from common.kafka import make_consumer, read_range
+from consumers.base import Applier, ApplyState, StagedTable
+from consumers.tables import OK, RESYNCING, TableState, resyncing_tables, split_rows
+from schemas import envelope
+from schemas.entries import REDO_SCHEMA, EpochMarker, Position, RowChange, TableMeta, TxnChunk, from_record
+from schemas.positions import just_before
+
+log = logging.getLogger(__name__)
+
+#: Seconds before a failed copy is tried again.
+RETRY_AFTER_S = 10.0
+#: Skipped rows of a resyncing table kept in memory for its catch-up; beyond, they are re-read from Kafka.
+STASH_MAX_ROWS = 500_000
+#: How long a finished resync stays in the heartbeat message.
+SHOW_DONE_S = 120.0
+
+_DECISIONS = (TABLE_QUARANTINED, TABLE_RESYNC_PROGRESS, TABLE_RESYNCED, TABLE_RESYNC_REFUSED)
+
+
+def unanswered_requests(records: Iterable[ControlRecord], standby: str) -> list[ControlRecord]:
+    """``resync-table`` intents for ``standby`` that no decision record answers yet (replayed at start-up)."""
+    records = list(records)
+    answered = {r.args.get("request", "") for r in records if r.kind in _DECISIONS}
+    return [r for r in records if r.kind == RESYNC_TABLE and r.target == standby and r.request_id not in answered]
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Decisions:
+    """Publishes decision records from a queue, so the apply loop never waits for Kafka."""
+
+    def __init__(self, cfg: ArkConfig, standby: str) -> None:
+        self._cfg = cfg
+        self._standby = standby
+        self._queue: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="resync-decisions", daemon=True)
+        self._thread.start()
+
+    def publish(self, kind: str, **args: Any) -> None:
+        self._queue.put((kind, args))
+
+    def _run(self) -> None:
+        while True:
+            kind, args = self._queue.get()
+            try:
+                publish_intent(self._cfg.kafka, self._cfg.group, kind, self._standby, **args)
+            except ArkError as exc:
+                log.warning("could not record %s for %s on the control topic: %s", kind, args.get("table"), exc)
+            finally:
+                self._queue.task_done()
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) until queued records are delivered."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class ResyncJob:
+    """One table's background copy, and what the apply loop noted while it ran."""
+
+    def __init__(self, table: str, reason: str, request: str, factory: Callable[[], Applier],
+                 cfg: ArkConfig | None, decisions: _Decisions, *, topic: str = "", seen_offset: int = -1,
+                 committed: Callable[[], int] = lambda: -1, after: ResyncJob | None = None) -> None:
+        self.table = table
+        self._cfg = cfg
+        self._topic = topic
+        self._committed = committed  # the loop's committed next offset
+        self.reason = reason
+        self.request = request
+        self._factory = factory
+        self._decisions = decisions
+        self.position: Position | None = None  # the snapshot's consistent point P
+        self.floor: Position | None = None  # just_before(P): transactions at or below are in the copy
+        self.rows = 0
+        self.staged: StagedTable | None = None  # set once swapped in and caught up in the background
+        self.replay: Replay | None = None  # the loop finishes the replay from resume_offset
+        self.resume_offset = -1
+        self.error = ""
+        self.retry_at = 0.0
+        self.o_first: int | None = None  # first offset with a T row after the floor
+        self.first_epoch = 0
+        self._unsure: list[tuple[int, bytes, int]] = []  # skipped before the floor was known
+        # The skipped T rows that may be above the floor, by offset (a re-read after a session restart
+        # overwrites its own offsets): the loop's catch-up applies them without reading Kafka again.
+        self.stash: dict[int, tuple[str, Position, list[RowChange]]] = {}
+        self.stash_ok = True
+        self._stash_rows = 0
+        self.started = time.monotonic()
+        #: The highest redo offset the loop had read when this job was created: a shape change at or
+        #: below it was published before this job's snapshot, which therefore already has it.
+        self.seen_offset = seen_offset
+        self._after = after  # a cancelled predecessor: it must be gone before this copy starts
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"resync-{table}", daemon=True)
+
+    def start(self) -> ResyncJob:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def cancel(self) -> None:
+        """Abandon the copy at its next block (its staging copy is rolled back)."""
+        self._cancel.set()
+
+    def note_skipped(self, offset: int, chunk: TxnChunk, rows: list[RowChange], epoch: int) -> None:
+        """The loop skipped ``rows`` of T at ``offset`` (a chunk of a transaction it accepted)."""
+        floor = self.floor
+        commit_key = chunk.commit.key
+        if self.stash_ok and (floor is None or commit_key > floor.key):
+            if offset not in self.stash:
+                self._stash_rows += len(rows)
+            self.stash[offset] = (chunk.txn_id, chunk.commit, rows)
+            if self._stash_rows > STASH_MAX_ROWS:
+                log.info("resync of %s: over %d skipped rows; its catch-up will re-read them from Kafka", self.table,
+                         STASH_MAX_ROWS)
+                self.stash_ok, self.stash, self._stash_rows = False, {}, 0
+        if floor is None:
+            if len(self._unsure) < 1_000_000:
+                self._unsure.append((offset, commit_key, epoch))
+            elif self.o_first is None or offset < self.o_first:
+                self.o_first, self.first_epoch = offset, epoch  # too many to sort out later: keep it (safe)
+            return
+        self._resolve(floor)
+        if commit_key <= floor.key:
+            return  # in the copy
+        if self.o_first is None or offset < self.o_first:
+            self.o_first, self.first_epoch = offset, epoch
+
+    def _resolve(self, floor: Position) -> None:
+        """Sort out the rows skipped before the floor was known (the loop may lag behind the snapshot)."""
+        unsure, self._unsure = self._unsure, []
+        for offset, key, epoch in unsure:
+            if key > floor.key and (self.o_first is None or offset < self.o_first):
+                self.o_first, self.first_epoch = offset, epoch
+
+    def first_offset(self) -> int | None:
+        """The first offset with a T row above the floor, so far (the floor must be known)."""
+        if self.floor is not None:
+            self._resolve(self.floor)
+        return self.o_first
+
+    def _on_snapshot(self, position: Position) -> None:
+        self.position, self.floor = position, just_before(position)
+        log.info("resync of %s: snapshot taken at %s", self.table, position.text)
+        self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request, phase="snapshot",
+                                position=position.text)
+
+    def _on_rows(self, rows: int) -> None:
+        self.rows = rows
+        if self._cancel.is_set():
+            raise _Cancelled
+
+    def _run(self) -> None:
+        if self._after is not None:
+            self._after._thread.join()  # its staging copy is rolled back (or dropped below) first
+            self._after = None
+        applier = self._factory()
+        try:
+            if self._cancel.is_set():
+                return
+            assert self._cfg is not None
+            staged = applier.stage_table(self._cfg.primary, self.table, on_snapshot=self._on_snapshot,
+                                         on_rows=self._on_rows)
+            self.rows = staged.rows
+            log.info("resync of %s: %d rows copied into %s", self.table, staged.rows, staged.staging)
+            self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request, phase="copied",
+                                    rows=staged.rows, position=staged.position.text)
+            if self._cancel.is_set():
+                return
+            started = time.monotonic()
+            applier.begin()
+            applier.swap_in_table(self._cfg.group, staged)
+            if self._cancel.is_set():
+                applier.rollback()
+                return
+            applier.commit()
+            log.info("resync of %s: swapped in (%.2f s)", self.table, time.monotonic() - started)
+            self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request,
+                                    phase="swapped", rows=staged.rows, position=staged.position.text)
+            self._catch_up(applier, staged)
+            self.staged = staged  # the loop finishes from resume_offset
+        except _Cancelled:
+            log.info("resync copy of %s abandoned", self.table)
+        except Exception as exc:  # noqa: BLE001 - thread boundary: reported, then retried by the loop
+            if self._cancel.is_set():
+                log.info("resync copy of %s abandoned (%s)", self.table, exc)
+                return
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.retry_at = time.monotonic() + RETRY_AFTER_S
+            log.warning("resync copy of %s failed: %s; retrying in %.0f s", self.table, self.error, RETRY_AFTER_S)
+            self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request, phase="failed",
+                                    error=self.error[:500])
+        finally:
+            applier.close()
+
+    def _catch_up(self, applier: Applier, staged: StagedTable) -> None:
+        """Replay, here, the T rows the loop has already committed past: the loop is left a short tail.
+
+        Offsets below the loop's committed offset were all noted before that commit, so O_first is
+        final for them; the loop never writes T while it is resyncing, so this cannot race it.
+        """
+        assert self._cfg is not None and self.floor is not None
+        upto = self._committed()
+        first = self.first_offset()
+        replay = Replay(self._cfg, self._topic, self.table, self.floor.key, self.first_epoch)
+        start = first if first is not None else upto
+        for _round in range(3):
+            if upto - start < 100 or self._cancel.is_set() or self.stash_ok:
+                break
+            applier.begin()
+            batch = _Batch(applier, {self.table: staged.meta})
+            for txn_id, position, rows in replay.between(start, upto):
+                batch.add(txn_id, position, rows)
+            batch.flush()
+            applier.commit()
+            log.info("resync of %s: re-applied its rows of offsets %d..%d (%d rows so far)", self.table, start,
+                     upto - 1, replay.rows)
+            start, upto = upto, self._committed()
+        self.replay, self.resume_offset = replay, start
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.table} resyncing: copy failed ({self.error[:120]}), retrying"
+        if self.staged is not None:
+            return (f"{self.table} resyncing: {self.staged.rows} rows swapped in from {self.staged.position.text}, "
+                    f"{self.replay.rows if self.replay else 0} re-applied, waiting for apply to reach that point")
+        at = f", snapshot at {self.position.text}" if self.position else ""
+        return f"{self.table} resyncing: copying{at}, {self.rows} rows so far"
+
+
+class Replay:
+    """Re-reads the redo topic for one table's rows above the copy's floor, in consecutive ranges.
+
+    Applies the loop's own skip rules (entries of older epochs, transactions at or below what was
+    already replayed), CRC-checked; state carries over from one range to the next.
+    """
+
+    def __init__(self, cfg: ArkConfig, topic: str, table: str, floor_key: bytes, epoch: int) -> None:
+        self._cfg, self._topic, self.table = cfg, topic, table
+        self.done_key, self.max_epoch = floor_key, epoch
+        self.rows = 0
+
+    def between(self, start: int, stop: int) -> Iterator[tuple[str, str, list[RowChange]]]:
+        """(txn id, position, the table's rows) of the transactions in offsets [start, stop)."""
+        if start >= stop:
+            return
+        consumer = make_consumer(self._cfg.kafka, group_id=f"ark-resync-{uuid.uuid4().hex[:8]}")
+        try:
+            for msg in read_range(consumer, self._topic, start, stop, timeout=60.0):
+                dec = envelope.decode(msg.value(), msg.headers(), topic=self._topic, partition=0,
+                                      offset=msg.offset(), expect=REDO_SCHEMA)
+                body = from_record(dec.record).body
+                if isinstance(body, EpochMarker):
+                    self.max_epoch = max(self.max_epoch, body.new_epoch)
+                    continue
+                if not isinstance(body, TxnChunk) or dec.epoch < self.max_epoch or body.commit.key <= self.done_key:
+                    continue
+                rows = [c for c in body.changes if c.table == self.table]
+                if rows:
+                    self.rows += len(rows)
+                    yield body.txn_id, body.commit.text, rows
+                if body.last:
+                    self.done_key = body.commit.key
+        finally:
+            consumer.close()
+
+
+class _Batch:
+    """One table's replayed rows of many transactions, applied in few calls (commit order kept), so the
+    applier's set-based path takes them, as the loop does with a batch of small transactions."""
+
+    MAX_ROWS = 50_000
+
+    def __init__(self, applier: Applier, metas: Mapping[str, TableMeta]) -> None:
+        self._applier, self._metas = applier, metas
+        self._rows: list[RowChange] = []
+        self._first: tuple[str, str] | None = None
+        self._last: tuple[str, str] = ("", "")
+        self.applied = 0
+
+    def add(self, txn_id: str, position: str, rows: list[RowChange]) -> None:
+        self._first = self._first or (txn_id, position)
+        self._last = (txn_id, position)
+        self._rows.extend(rows)
+        if len(self._rows) >= self.MAX_ROWS:
+            self.flush()
+
+    def flush(self) -> int:
+        """Apply what is collected; returns the rows applied so far."""
+        if self._rows and self._first is not None:
+            (t0, p0), (t1, p1) = self._first, self._last
+            txns, where = (t0, p0) if t0 == t1 else (f"{t0}..{t1}", f"{p0}..{p1}")
+            self._applier.apply_rows(self._metas, self._rows, txns, where)
+            self.applied += len(self._rows)
+        self._rows, self._first = [], None
+        return self.applied
+
+
+def _shape(meta: TableMeta) -> list[tuple[str, str, bool, int]]:
+    """What a copy depends on (version strings differ between the capture and a snapshot's catalog)."""
+    return [(c.name, c.source_type, c.nullable, c.key_position) for c in meta.columns]
+
+
+class TableResyncs:
+    """The apply runner's table resyncs: lives as long as the runner, across session restarts."""
+
+    def __init__(self, cfg: ArkConfig, standby: StandbySettings, factory: Callable[[], Applier], topic: str,
+                 committed: Callable[[], int] = lambda: -1) -> None:
+        self.cfg = cfg
+        self._committed = committed
+        self.standby = standby.name
+        self.topic = topic
+        self._factory = factory
+        self._decisions = _Decisions(cfg, standby.name)
+        self.jobs: dict[str, ResyncJob] = {}
+        self.resyncing: set[str] = set()  # tables whose rows are skipped (as stored on the standby)
+        self._requests: dict[str, tuple[str, str, bool]] = {}  # table -> (reason, request id, restart)
+        self._done: dict[str, tuple[float, str]] = {}  # table -> (when, sentence), for the heartbeat
+        self._known: set[str] = set()
+        self._attempts: dict[tuple[str, int], int] = {}
+        self._high = -1  # the highest redo offset the loop has read (across session restarts)
+        self.skipped_rows = 0
+
+    # -- requests ------------------------------------------------------------------------------
+    def request(self, table: str, reason: str, request: str = "", *, restart: bool = True, offset: int = -1) -> None:
+        """Quarantine and resync ``table`` at the next transaction boundary (a data error, a DDL, an intent).
+
+        ``offset`` is the redo offset that failed, when one did (the loop has read up to there)."""
+        self._high = max(self._high, offset)
+        log.warning("table %s will be resynced: %s", table, reason)
+        self._requests[table] = (reason, request, restart)
+
+    def may_resync(self, table: str, applied: ApplyState | None) -> bool:
+        """True when a data error on ``table`` can be handled by resyncing it (policy ``resync-table``):
+        a replicated table, and not already tried twice from the same applied offset (no endless loop)."""
+        if not table or table not in self._known:
+            return False
+        key = (table, applied.next_offset if applied else -1)
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        return self._attempts[key] <= 2
+
+    def on_control(self, records: Iterable[ControlRecord]) -> None:
+        """Pick up ``resync-table`` intents addressed to this standby."""
+        for rec in records:
+            if rec.kind == RESYNC_TABLE and rec.target == self.standby:
+                self.request(rec.args.get("table", ""), f"requested by {rec.issued_by}", rec.request_id,
+                             restart=False)
+
+    # -- session hooks -------------------------------------------------------------------------
+    def attach(self, applier: Applier, metas: Mapping[str, TableMeta]) -> None:
+        """At session start: load the stored table states; (re)start the copy of every resyncing table."""
+        self._known = set(metas)
+        states = applier.load_table_states(self.cfg.group, self.standby)
+        self.resyncing = resyncing_tables(states)
+        for table, job in list(self.jobs.items()):
+            if table not in self.resyncing:
+                job.cancel()
+                del self.jobs[table]
+        for table in sorted(self.resyncing - set(self.jobs)):
+            log.warning("table %s is still being resynced (%s): starting its copy again from scratch", table,
+                        states[table].reason)
+            self._start(table, states[table].reason, "")
+
+    def skip(self, offset: int, chunk: TxnChunk, epoch: int) -> Sequence[RowChange]:
+        """``chunk``'s rows to apply: those of resyncing tables are left out (and noted for the replay)."""
+        if not self.resyncing:
+            return chunk.changes
+        self._high = max(self._high, offset)
+        kept, skipped = split_rows(chunk.changes, self.resyncing)
+        for table, rows in skipped.items():
+            self.skipped_rows += len(rows)
+            job = self.jobs.get(table)
+            if job is not None:
+                job.note_skipped(offset, chunk, rows, epoch)
+        return kept
+
+    def shape_changed(self, meta: TableMeta, previous: TableMeta | None, offset: int) -> bool:
+        """True when ``meta`` (at ``offset``) is for a resyncing table: the loop must not adapt the table.
+
+        A new shape published after the copy's snapshot was taken restarts the copy (the next snapshot
+        has the new shape); one the loop had already read when the copy started is in its snapshot.
+        """
+        self._known.add(meta.table)  # a table the stream carries, even if the standby could not create it
+        if meta.table not in self.resyncing:
+            self._high = max(self._high, offset)
+            return False
+        job = self.jobs.get(meta.table)
+        newer = previous is None or _shape(previous) != _shape(meta)
+        if newer and (job is None or offset > job.seen_offset):
+            log.warning("table %s changed shape (version %s) during its resync: copying it again", meta.table,
+                        meta.version)
+            self._start(meta.table, job.reason if job else "shape changed", job.request if job else "")
+        self._high = max(self._high, offset)
+        return True
+
+    def at_boundary(self, applier: Applier, metas: dict[str, TableMeta], pending: ApplyState,
+                    begin: Callable[[], None], commit: Callable[[], None]) -> None:
+        """Between two source transactions: quarantine requested tables, retry failed copies, swap in
+        finished ones. ``begin``/``commit`` are the loop's own (commit also writes the state row)."""
+        if self._requests:
+            self._quarantine(applier, metas, begin, commit)
+        now = time.monotonic()
+        for table, job in list(self.jobs.items()):
+            if job.staged is not None:
+                assert job.floor is not None
+                if pending.position_key >= job.floor.key:
+                    self._catch_up(job, applier, metas, pending, begin, commit)
+            elif job.error and now >= job.retry_at:
+                self.jobs[table] = self._job(table, job.reason, job.request).start()
+        for table, (when, _text) in list(self._done.items()):
+            if now - when > SHOW_DONE_S:
+                del self._done[table]
+
+    def _job(self, table: str, reason: str, request: str, after: ResyncJob | None = None) -> ResyncJob:
+        return ResyncJob(table, reason, request, self._factory, self.cfg, self._decisions, topic=self.topic,
+                         seen_offset=self._high, committed=self._committed, after=after)
+
+    def _start(self, table: str, reason: str, request: str) -> None:
+        old = self.jobs.get(table)
+        if old is not None:
+            old.cancel()
+        self.jobs[table] = self._job(table, reason, request, after=old).start()
+
+    def _quarantine(self, applier: Applier, metas: Mapping[str, TableMeta], begin: Callable[[], None],
+                    commit: Callable[[], None]) -> None:
+        requests, self._requests = self._requests, {}
+        for table, (reason, request, restart) in requests.items():
+            if table not in metas and table not in self._known:
+                log.error("cannot resync %s on %s: it is not a replicated table", table, self.standby)
+                self._decisions.publish(TABLE_RESYNC_REFUSED, table=table, request=request,
+                                        reason=f"{table} is not a replicated table of group {self.cfg.group}")
+                continue
+            if table in self.resyncing and not restart:
+                self._decisions.publish(TABLE_QUARANTINED, table=table, request=request,
+                                        reason=f"already resyncing; {reason}")
+                continue
+            commit()  # what is applied so far (T rows included) is durable before T is quarantined
+            begin()
+            applier.save_table_state(self.cfg.group, self.standby, TableState(table, RESYNCING, reason=reason))
+            commit()
+            self.resyncing.add(table)
+            log.warning("table %s quarantined on %s: %s; the other tables keep applying", table, self.standby, reason)
+            self._decisions.publish(TABLE_QUARANTINED, table=table, request=request, reason=reason)
+            self._start(table, reason, request)
+
+    def _catch_up(self, job: ResyncJob, applier: Applier, metas: dict[str, TableMeta], pending: ApplyState,
+                  begin: Callable[[], None], commit: Callable[[], None]) -> None:
+        staged, floor = job.staged, job.floor
+        assert staged is not None and floor is not None
+        started = time.monotonic()
+        begin()
+        metas[staged.table] = staged.meta
+        self._known.add(staged.table)
+        replay = job.replay
+        assert replay is not None
+        first = job.first_offset()
+        start = job.resume_offset if first is None else max(job.resume_offset, first)
+        replayed = replay.rows
+        if pending.position_key > floor.key and job.stash_ok:
+            batch = _Batch(applier, metas)
+            for offset in sorted(o for o in job.stash if start <= o < pending.next_offset):
+                txn_id, at, rows = job.stash[offset]
+                if at.key > floor.key:
+                    batch.add(txn_id, at.text, rows)
+            replayed += batch.flush()
+        elif pending.position_key > floor.key:
+            batch = _Batch(applier, metas)
+            for txn_id, position, rows in replay.between(start, pending.next_offset):
+                batch.add(txn_id, position, rows)
+            batch.flush()
+            replayed = replay.rows
+        applier.save_table_state(self.cfg.group, self.standby, TableState(
+            staged.table, OK, floor.text, floor.key, reason=f"resynced from a snapshot at {staged.position.text}"))
+        commit()
+        self.resyncing.discard(staged.table)
+        del self.jobs[staged.table]
+        text = (f"{staged.table} resynced: {staged.rows} rows from the snapshot at {staged.position.text}, "
+                f"{replayed} rows re-applied from offset {job.o_first} (the last from {start})")
+        self._done[staged.table] = (time.monotonic(), text)
+        log.warning("%s (catching up took %.2f s; %s)", text, time.monotonic() - started, job.reason)
+        self._decisions.publish(TABLE_RESYNCED, table=staged.table, request=job.request, rows=staged.rows,
+                                replayed=replayed, position=staged.position.text, floor=floor.text)
+
+    # -- reporting -----------------------------------------------------------------------------
+    def describe(self) -> str:
+        """A sentence for the heartbeat message ('' when nothing is being resynced)."""
+        parts = [job.describe() for job in self.jobs.values()]
+        parts += [f"{t} resyncing (queued)" for t in self._requests]
+        parts += [text for _when, text in self._done.values()]
+        return "; ".join(parts)
+
+    def close(self) -> None:
+        """Abandon running copies (their tables stay ``resyncing`` on the standby) and flush decisions."""
+        for job in self.jobs.values():
+            job.cancel()
+        self._decisions.drain()

@@ -1,0 +1,179 @@
+"""``ark status`` when Kafka is unreachable: say so, then show what the databases themselves know.
+
+Heartbeats and the redo topic's end live in Kafka; the standbys' state rows and the primary's
+replication slot do not. So with the broker down the operator still sees each standby's applied
+position and commit time, and how much WAL the primary is holding for the capture. The command
+exits with :data:`OFFLINE_EXIT` (KafkaUnavailable's code, 3) so scripts can tell this apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from common.config import ArkConfig
+from common.errors import ArkError, KafkaUnavailable
+from common.kafka import check_reachable
+from ops.context import console
+from ops.engines import applier_factory
+
+#: Exit code of ``ark status`` when the broker is unreachable.
+OFFLINE_EXIT = KafkaUnavailable.exit_code
+
+#: How long ``ark status`` waits for the broker before reporting it unreachable.
+PROBE_TIMEOUT_S = 5.0
+
+_SLOT_SQL = """
+SELECT s.active, s.confirmed_flush_lsn::text, s.restart_lsn::text, s.wal_status, pg_current_wal_lsn()::text,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint
+FROM pg_replication_slots s WHERE s.slot_name = %s"""
+
+
+def _iso(us: int) -> str | None:
+    if not us:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us / 1e6)) + f".{int(us % 1_000_000 / 1000):03d}Z"
+
+
+def _primary(cfg: ArkConfig) -> dict[str, Any]:
+    """The capture's replication slot on the primary and the WAL it holds back."""
+    doc: dict[str, Any] = {"node": cfg.primary.name, "slot": cfg.slot_name, "slot_exists": False, "active": False,
+                           "confirmed_flush_lsn": None, "restart_lsn": None, "wal_status": None,
+                           "current_wal_lsn": None, "lag_bytes": None, "retained_wal_bytes": None, "message": ""}
+    if cfg.primary.engine != "postgresql":
+        doc["message"] = f"slot details are not available for {cfg.primary.engine}"
+        return doc
+    from producers.postgresql import catalog
+
+    try:
+        conn = catalog.connect(cfg)
+        try:
+            rows = catalog.query(conn, _SLOT_SQL, (cfg.slot_name,))
+            current = catalog.query(conn, "SELECT pg_current_wal_lsn()::text")[0][0]
+        finally:
+            conn.close()
+    except ArkError as exc:
+        doc["message"] = exc.message
+        return doc
+    doc["current_wal_lsn"] = current
+    if not rows:
+        doc["message"] = f"replication slot {cfg.slot_name} does not exist (run 'ark check')"
+        return doc
+    active, flushed, restart, wal_status, _current, lag, retained = rows[0]
+    doc.update(slot_exists=True, active=bool(active), confirmed_flush_lsn=flushed, restart_lsn=restart,
+               wal_status=wal_status, lag_bytes=lag, retained_wal_bytes=retained)
+    return doc
+
+
+def _wal_behind(current: str | None, position: str) -> int | None:
+    """Bytes of primary WAL after a standby's applied commit LSN (PostgreSQL only; None otherwise)."""
+    if current is None or not position:
+        return None
+    from producers.postgresql.pgoutput import lsn_from_text
+
+    try:
+        return max(0, lsn_from_text(current) - lsn_from_text(position))
+    except ValueError:
+        return None
+
+
+def _standby(cfg: ArkConfig, name: str, current_wal: str | None, now: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": name, "state": "unknown (Kafka unreachable)", "applied_position": "",
+                           "applied_offset": -1, "applied_commit_time": None, "commit_age_seconds": None,
+                           "applied_at": None, "wal_behind_bytes": None, "message": ""}
+    try:
+        with contextlib.closing(applier_factory(cfg.standby(name))()) as applier:
+            st = applier.load_state(cfg.group, name)
+    except ArkError as exc:
+        row.update(state="database unreachable", message=exc.message)
+        return row
+    if st is None:
+        row["state"] = "never synced"
+        return row
+    row.update(applied_position=st.position, applied_offset=st.next_offset - 1,
+               applied_commit_time=_iso(st.commit_time_us), applied_at=_iso(st.applied_at_us),
+               commit_age_seconds=round(now - st.commit_time_us / 1e6, 1) if st.commit_time_us else None,
+               wal_behind_bytes=_wal_behind(current_wal, st.position) if cfg.primary.engine == "postgresql"
+               else None)
+    return row
+
+
+def gather_offline(cfg: ArkConfig, reason: str) -> dict[str, Any]:
+    """The status document from the databases alone (what ``--json`` prints with the broker down)."""
+    now = time.time()
+    primary = _primary(cfg)
+    return {"group": cfg.group,
+            "kafka": {"reachable": False, "bootstrap": cfg.kafka.bootstrap, "error": reason,
+                      "fix": "start the broker or fix kafka.bootstrap; positions below come from the databases"},
+            "primary": primary,
+            "standbys": [_standby(cfg, s.name, primary["current_wal_lsn"], now) for s in cfg.standbys],
+            "at": _iso(int(now * 1e6))}
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def render_offline(doc: dict[str, Any]) -> Table:
+    """The human table."""
+    p = doc["primary"]
+    slot = (f"slot {p['slot']} {'active' if p['active'] else 'inactive'}, confirmed {p['confirmed_flush_lsn']}, "
+            f"WAL now {p['current_wal_lsn']}, capture lag {_bytes(p['lag_bytes'])}, "
+            f"WAL held {_bytes(p['retained_wal_bytes'])}" if p["slot_exists"] else (p["message"] or "-"))
+    table = Table(title=f"group {doc['group']} · Kafka UNREACHABLE · primary {p['node']}: {slot}",
+                  title_justify="left")
+    for col in ("standby", "state", "applied position", "offset", "last applied commit", "commit age s",
+                "WAL behind"):
+        table.add_column(col)
+    for sb in doc["standbys"]:
+        table.add_row(sb["name"], sb["state"], sb["applied_position"] or "-", str(sb["applied_offset"]),
+                      sb["applied_commit_time"] or "-",
+                      "-" if sb["commit_age_seconds"] is None else f"{sb['commit_age_seconds']:.0f}",
+                      _bytes(sb["wal_behind_bytes"]))
+    notes = [f"{sb['name']}: {sb['message']}" for sb in doc["standbys"] if sb["message"]]
+    if p["slot_exists"] and p["message"]:
+        notes.append(f"{p['node']}: {p['message']}")
+    if notes:
+        table.caption = "\n".join(notes)
+    return table
+
+
+def probe(cfg: ArkConfig, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when the broker answers, else why not."""
+    try:
+        check_reachable(cfg.kafka, timeout=timeout)
+    except KafkaUnavailable as exc:
+        return exc.message
+    return None
+
+
+def report_offline(cfg: ArkConfig, reason: str, *, as_json: bool) -> None:
+    """Print the broker-unreachable line and the databases' view, then exit with OFFLINE_EXIT."""
+    doc = gather_offline(cfg, reason)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        console.print(f"[bold red]Kafka unreachable:[/] {escape(reason)}", soft_wrap=True)
+        console.print(f"[bold]fix:[/] {escape(doc['kafka']['fix'])}", soft_wrap=True)
+        console.print(render_offline(doc))
+    sys.exit(OFFLINE_EXIT)
+
+
+def exit_if_broker_down(cfg: ArkConfig, *, as_json: bool) -> None:
+    """Called first by ``ark status``: with the broker unreachable, report from the databases and exit."""
+    reason = probe(cfg)
+    if reason is not None:
+        report_offline(cfg, reason, as_json=as_json)

@@ -1,0 +1,196 @@
+"""F10: a corrupt byte in an entry (guarantee 4: a corrupt entry is never applied).
+
+One byte of a redo entry's Avro payload is flipped inside the broker's log segment file on disk, in
+an entry the standby has not applied yet (its applier is stopped meanwhile). The broker serves the
+damaged bytes as they are (it does not check batch CRCs on fetch, nor does librdkafka by default), so
+the applier's CRC-32C check is what catches it. The group is configured with ``compression: none``:
+with lz4 the payload would not appear as such in the segment.
+
+* With the retransmit window (default 900 s) the applier re-reads, quarantines the raw bytes with the
+  reason, asks for a retransmission, skips until the republished range, and converges: the ledger on
+  the standby is a gap-free prefix at every observation, nothing is applied twice, the total balance
+  holds, every table is equal at the end, and ``ark status`` lists the event.
+* Without it (window 0: retransmission disabled; window 1 s: the slot has moved past the standby's
+  position) the applier stops with "cannot retransmit ... ark resync" and has applied nothing after
+  the entry before the corrupt one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer
+
+from common.config import KafkaSettings
+from common.kafka import make_consumer, read_range, topic_exists, watermarks
+from ops.workload import BankWorkload
+from schemas import envelope
+from schemas.entries import Op, TxnChunk, from_record
+from schemas.errors import InvalidChecksum
+from schemas.topics import control_topic, quarantine_topic, redo_topic
+from tests.support.faults import bank_setup, fault_case, history_keys, ledger_max
+from tests.support.replication import sql, wait_for
+
+
+def _consumer(group) -> Consumer:
+    return make_consumer(KafkaSettings(bootstrap=group.kafka), group_id="f10-test")
+
+
+def _next_offset(dsn: str) -> int:
+    return int(sql(dsn, "SELECT next_offset FROM ark.apply_state WHERE standby = 'standby'")[0][0])
+
+
+def _victim(group, start: int) -> tuple[int, bytes, int]:
+    """The first single-message transaction at or after ``start`` that inserts a history row:
+    (offset, value bytes, the row's ledger seq)."""
+    topic = redo_topic(group.name)
+    consumer = _consumer(group)
+    try:
+        end = watermarks(consumer, topic)[1]
+        for msg in read_range(consumer, topic, start, end):
+            body = from_record(envelope.decode(msg.value(), msg.headers()).record).body
+            if isinstance(body, TxnChunk) and body.last and body.chunk_index == 0:
+                for change in body.changes:
+                    if change.table == "public.history" and change.op == Op.INSERT:
+                        return msg.offset(), msg.value(), int(change.values[-1])  # seq is the last column
+    finally:
+        consumer.close()
+    raise AssertionError(f"no history insert in {topic} from offset {start}")
+
+
+def _corrupt_on_disk(data_dir: Path, topic: str, value: bytes) -> bytes:
+    """Flip one byte in the middle of ``value`` where it sits in the partition's segment files; returns
+    the damaged value."""
+    hits = []
+    for segment in sorted((data_dir / f"{topic}-0").glob("*.log")):
+        data = segment.read_bytes()
+        at = data.find(value)
+        while at >= 0:
+            hits.append((segment, at))
+            at = data.find(value, at + 1)
+    assert len(hits) == 1, f"the entry's bytes were found {len(hits)} times in the segments (compressed?)"
+    segment, at = hits[0]
+    middle = at + len(value) // 2
+    with segment.open("r+b") as f:
+        f.seek(middle)
+        old = f.read(1)[0]
+        f.seek(middle)
+        f.write(bytes([old ^ 0x5A]))
+    return value[: len(value) // 2] + bytes([old ^ 0x5A]) + value[len(value) // 2 + 1:]
+
+
+def _served(group, offset: int) -> tuple[bytes, list]:
+    consumer = _consumer(group)
+    try:
+        msg = next(iter(read_range(consumer, redo_topic(group.name), offset, offset + 1)))
+        return msg.value(), msg.headers()
+    finally:
+        consumer.close()
+
+
+def _records(group, topic: str) -> list:
+    if not topic_exists(KafkaSettings(bootstrap=group.kafka), topic):
+        return []
+    consumer = _consumer(group)
+    try:
+        end = watermarks(consumer, topic)[1]
+        return list(read_range(consumer, topic, 0, end))
+    finally:
+        consumer.close()
+
+
+def _control(group, kind: str) -> list[dict]:
+    out = []
+    for msg in _records(group, control_topic(group.name)):
+        rec = envelope.decode(msg.value(), msg.headers()).record
+        if rec["kind"] == kind:
+            out.append(rec)
+    return out
+
+
+def _setup(make_group, **capture: object):
+    group = make_group(chunk_rows=50, **capture)
+    group.write_config(kafka={"bootstrap": group.kafka, "compression": "none"})  # payloads as-is on disk
+    invariant = bank_setup(group)
+    group.start("capture")
+    apply = group.start("apply", "standby")
+    return group, apply, invariant
+
+
+def _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s: float) -> tuple[int, bytes, int]:
+    """Stop the applier, let a backlog build, corrupt an entry in it; returns (offset, damaged bytes, seq)."""
+    standby = group.standby("standby").dsn
+    wait_for(lambda: ledger_max(standby) > 20, 90, "replication to run", interval=0.5)
+    apply.stop()  # SIGTERM: the applier commits its batch and exits
+    time.sleep(backlog_s)
+    offset, value, seq = _victim(group, _next_offset(standby) + 5)
+    damaged = _corrupt_on_disk(kafka_broker.data_dir, redo_topic(group.name), value)
+    served, headers = _served(group, offset)
+    assert served == damaged != value, "the broker does not serve the damaged bytes"
+    with pytest.raises(InvalidChecksum):
+        envelope.verify(served, headers)
+    return offset, damaged, seq
+
+
+def test_f10_corrupt_entry_is_quarantined_and_retransmitted(make_group, kafka_broker, fault_results_dir) -> None:
+    group, apply, invariant = _setup(make_group)
+    standby = group.standby("standby").dsn
+    workload = BankWorkload(group.primary_dsn, accounts=100, clients=2, ledger=True).start()
+    with fault_case("F10", "a corrupt byte in an entry", standby, invariant, fault_results_dir) as case:
+        offset, damaged, seq = _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s=1.5)
+        case.result.notes.append(f"flipped one byte of redo@{offset} (ledger seq {seq}) in the segment file")
+        apply.start()
+
+        def quarantined() -> bool:
+            return any(m.value() == damaged for m in _records(group, quarantine_topic(group.name)))
+
+        wait_for(quarantined, 60, "the raw bytes in the quarantine topic", interval=0.5)
+        q = next(m for m in _records(group, quarantine_topic(group.name)) if m.value() == damaged)
+        qh = envelope.header_map(q.headers())
+        assert qh["ark-q-offset"] == str(offset) and qh["ark-q-standby"] == "standby"
+        assert "CRC-32C" in qh["ark-q-reason"] and qh[envelope.H_CRC]  # the original headers are kept
+        wait_for(lambda: _control(group, "retransmit-done"), 60, "the capture's retransmit-done", interval=0.5)
+        request = _control(group, "retransmit")[0]
+        assert request["target"] == "standby" and request["args"]["offset"] == str(offset)
+        wait_for(lambda: ledger_max(standby) >= seq, 60, "the standby past the corrupt entry", interval=0.5)
+        status = json.loads(group.ark_ok("status", "--json"))
+        kinds = [(e["kind"], e["target"]) for e in status["retransmits"]]
+        assert ("retransmit", "standby") in kinds and ("retransmit-done", "standby") in kinds, status
+        time.sleep(2)
+        workload.stop()
+        case.result.runs += 1
+        case.finish(group)
+    case.result.assert_clean()
+    log = apply.log_file.read_text(errors="replace")
+    assert "quarantined, retransmission requested" in log and "retransmission found at offset" in log
+
+
+@pytest.mark.parametrize("window", [0, 1], ids=["window-0-disabled", "slot-moved-past"])
+def test_f10_no_retransmission_possible_stops_the_standby(make_group, kafka_broker, window: float) -> None:
+    group, apply, _invariant = _setup(make_group, retransmit_window_s=window)
+    standby = group.standby("standby").dsn
+    workload = BankWorkload(group.primary_dsn, accounts=100, clients=2, ledger=True).start()
+    try:
+        offset, _damaged, seq = _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s=3.0)
+        apply.start()
+        assert apply.wait_exit(90) == 14, apply.tail(40)
+    finally:
+        workload.stop()
+    log = apply.tail(60)
+    assert "cannot retransmit the source log after" in log and "ark resync standby" in log, log
+    if window:
+        assert "no longer holds its log after" in log and "keeps its log only from" in log, log
+    else:
+        assert "retransmission is disabled" in log, log
+    # Nothing at or after the corrupt entry was applied, and what was applied is a gap-free prefix.
+    assert _next_offset(standby) <= offset
+    _ids, seqs = history_keys(standby)
+    assert seqs and max(seqs) < seq and sorted(seqs) == list(range(1, len(seqs) + 1))
+    assert _control(group, "retransmit-failed")
+    status = json.loads(group.ark_ok("status", "--json"))
+    assert any(e["kind"] == "retransmit-failed" for e in status["retransmits"]), status
+    sb = status["standbys"][0]
+    assert "cannot retransmit" in sb["message"] or sb["state"].startswith("down"), sb
