@@ -45,6 +45,9 @@ VERIFY_ARMED = "verify-armed"
 VERIFY_HELD = "verify-held"
 # Table resync (consumers/table_resync.py): CLI → applier, then the applier's decisions (never silent).
 RESYNC_TABLE = "resync-table"
+# The operator accepted a hole in the source's log (slot recreated): capture resumes past it, and
+# every standby that has not been rebuilt since stops at it (producers/gap.py, consumers/gaps.py).
+SOURCE_GAP = "source-gap"
 TABLE_QUARANTINED = "table-quarantined"
 TABLE_RESYNC_PROGRESS = "table-resync-progress"
 TABLE_RESYNCED = "table-resynced"

@@ -168,7 +168,10 @@ class Retransmits:
         wait = self.awaiting
         if wait is None:
             return False
-        if msg is not None and msg.error() is None and is_retransmission(msg.headers(), applied_key):
+        # Only a retransmission published after the corrupt entry will do: an older one (an earlier
+        # corruption's) lies before it in the log, and applying from there meets the same bad entry again.
+        if msg is not None and msg.error() is None and (msg.offset() or 0) > wait.offset \
+                and is_retransmission(msg.headers(), applied_key):
             log.warning("retransmission found at offset %s (request %s): applying again from %s", msg.offset(),
                         wait.request_id, self.reports_position(wait))
             self.done()

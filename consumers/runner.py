@@ -26,6 +26,7 @@ from common.heartbeat import HeartbeatPublisher
 from common.kafka import make_consumer, watermarks
 from consumers.base import Applier, ApplyState
 from consumers.errors import DataApplyError, TableNeedsResync, TransientApplyError
+from consumers.gaps import SourceGap, SourceGaps
 from consumers.gate import BatchLimits, batch_full, lag_seconds, wait_seconds
 from consumers.hold import VerifyHold
 from consumers.quarantine import RetransmitFailed, RetransmitPending, Retransmits
@@ -73,6 +74,7 @@ class ApplyRunner:
         self.resyncs = TableResyncs(cfg, standby, applier_factory, self.topic,  # consumers/table_resync.py
                                     committed=lambda: self.applied.next_offset if self.applied else -1)
         self.current_offset = -1  # the redo offset being handled (named in data errors)
+        self.gaps = SourceGaps(standby.name)  # accepted holes in the source's log (consumers/gaps.py)
         self.precise_until = -1  # up to this offset, one source transaction per target transaction
 
     def settings_changed(self) -> None:
@@ -111,6 +113,7 @@ class ApplyRunner:
         self.delay = current_delay(records, self.standby.name, self.standby.delay_seconds)
         self.paused = is_paused(records, self.standby.name)
         self.resyncs.on_control(unanswered_requests(records, self.standby.name))
+        self.gaps.on_control(records)
         backoff = 1.0
         try:
             while not self._stop.is_set():
@@ -118,7 +121,7 @@ class ApplyRunner:
                     self._session(control)
                     backoff = 1.0
                 except (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap,
-                        RetransmitFailed) as caught:
+                        RetransmitFailed, SourceGap) as caught:
                     exc = self._recover(caught)
                     if exc is None:
                         continue  # a table resync takes over, or the failing transaction is looked for
@@ -316,6 +319,7 @@ class _Session:
             if records:
                 self.r.hold.on_control(records)
                 self.r.resyncs.on_control(records)
+                self.r.gaps.on_control(records)
                 self.r.delay = current_delay(records, self.r.standby.name, self.r.delay)
                 self.r.paused = is_paused(records, self.r.standby.name, self.r.paused)
                 if self.r.paused is False and self.r.state == "paused":
@@ -356,6 +360,7 @@ class _Session:
         """Apply one decoded entry (it is due)."""
         body = dec.body
         self.r.current_offset = offset
+        self.r.gaps.check(offset, self.pending.position_key, self.r.topic)
         if isinstance(body, EpochMarker):
             self.r.max_epoch = max(self.r.max_epoch, body.new_epoch)
             self._advance(offset, None)

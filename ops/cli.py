@@ -92,12 +92,18 @@ def check(obj: CliContext) -> None:
 
 
 @cli.command()
+@click.option("--accept-gap", is_flag=True,
+              help="The source lost part of its log (slot recreated): record the gap on the control topic and "
+                   "resume past it. Every standby then stops at the gap until 'ark resync' rebuilds it.")
 @pass_ctx
-def capture(obj: CliContext) -> None:
+def capture(obj: CliContext, accept_gap: bool) -> None:
     """Run the capture of the primary: its log → the group's redo topic (runs until stopped)."""
     from common.kafka import check_reachable
     from ops.engines import capture_factory, require_prerequisites
+    from producers.gap import accept_gap as record_gap
+    from producers.resume import find_resume_point
     from producers.runner import CaptureRunner
+    from schemas.topics import redo_topic
 
     cfg = obj.config()
     factory = capture_factory(cfg)
@@ -105,6 +111,8 @@ def capture(obj: CliContext) -> None:
         require_prerequisites(probe)
         check_reachable(cfg.kafka)
         probe.ensure_setup()
+        if accept_gap:
+            click.echo(record_gap(cfg, probe, find_resume_point(cfg.kafka, redo_topic(cfg.group))))
     _run_until_signal(CaptureRunner(cfg, factory))
 
 

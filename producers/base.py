@@ -86,6 +86,11 @@ class LogCapture(ABC):
         """Yield capture events from just after ``resume_after`` (or from the slot's start)."""
 
     @abstractmethod
+    def gap_after(self, resume_after: Position) -> str | None:
+        """Why the source can no longer supply everything after ``resume_after`` (a sentence naming
+        both positions), or None when it still can. :meth:`stream` raises SlotGapError in that case."""
+
+    @abstractmethod
     def confirm(self, position: Position) -> None:
         """Let the source discard its log up to ``position`` (already durable in Kafka)."""
 

@@ -20,11 +20,12 @@ from typing import Any
 
 from common.config import ArkConfig
 from common.control import ControlReader
-from common.errors import ConfigError, FencedError, PrerequisiteError
+from common.errors import ConfigError, FencedError, KafkaUnavailable, PrerequisiteError
 from common.heartbeat import HeartbeatPublisher
 from common.kafka import ensure_topic
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
+from producers.gap import AcceptedGap, accepted_gaps, resumes_past_gap
 from producers.resume import ResumePoint, find_resume_point
 from producers.retransmit import (
     ConfirmWindow,
@@ -85,6 +86,7 @@ class CaptureRunner:
         # Kept across sessions: positions durable in Kafka that the source may forget once old enough.
         self._window = ConfirmWindow(cfg.capture.retransmit_window_s)
         self._requests = RequestQueue()
+        self._gaps: list[AcceptedGap] = []
 
     def stop(self) -> None:
         """Ask the runner to finish at the next safe point."""
@@ -105,12 +107,12 @@ class CaptureRunner:
 
     def run(self) -> None:
         """Capture until stopped. Fatal errors (config, prerequisites, fencing, log gaps) propagate."""
-        ensure_topic(self.cfg.kafka, redo_topic(self.cfg.group), retention_ms=self.cfg.kafka.redo_retention_ms)
+        control = self._attach()
+        if control is None:
+            return
         heartbeat = HeartbeatPublisher(self.cfg.kafka, self.cfg.group, agent="capture", name=self._node,
                                        role="primary", snapshot=self.snapshot,
                                        interval=self.cfg.capture.heartbeat_interval_s)
-        control = ControlReader(self.cfg.kafka, self.cfg.group)
-        self._requests.add(read_backlog(self.cfg, control))  # requests made while capture was down are served too
         heartbeat.start()
         backoff = 1.0
         try:
@@ -133,6 +135,29 @@ class CaptureRunner:
             heartbeat.stop()
             control.close()
 
+    def _attach(self) -> ControlReader | None:
+        """Create the redo topic, read the control backlog; retried while the broker is away (None if stopped).
+
+        The CLI checked that the broker answered once; losing it after that (a broker restart at the
+        same moment) is waited out like any later outage (guarantee 7), not turned into an exit.
+        """
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                ensure_topic(self.cfg.kafka, redo_topic(self.cfg.group), retention_ms=self.cfg.kafka.redo_retention_ms)
+                control = ControlReader(self.cfg.kafka, self.cfg.group)
+                backlog = read_backlog(self.cfg, control)
+            except KafkaUnavailable as exc:
+                self.state, self.message = "retrying", str(exc)
+                log.warning("capture cannot reach Kafka yet: %s; retrying in %.0f s", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._requests.add(backlog)  # requests made while capture was down are served too
+            self._gaps = accepted_gaps(backlog)
+            return control
+        return None
+
     # One session: a fresh producer, a fresh resume point, a fresh source stream.
     def _session(self, control: ControlReader) -> None:
         publisher = RetransmitPublisher(self.cfg)
@@ -152,6 +177,10 @@ class CaptureRunner:
                 self._serve(capture, publisher, point, plan, control)
                 return
             resume_after = capture.parse_position(point.complete_confirm) if point.complete_confirm else None
+            if resume_after is not None and resumes_past_gap(self._gaps, point):
+                log.warning("resuming past the accepted gap after %s: from where the slot stands now",
+                            point.complete_position)
+                resume_after = None
             log.info("capture resuming after %s (offset %d)%s", point.complete_position or "the start",
                      point.end_offset,
                      f", inside a transaction at row {point.partial_rows_done}" if point.partial_key else "")

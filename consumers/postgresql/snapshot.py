@@ -125,7 +125,10 @@ def _stream(src: Conn, dst: Conn, meta: TableMeta, progress: Callable[[CopyProgr
     state = CopyProgress(meta.table)
     started = time.monotonic()
     if truncate:
-        dst.execute(f"TRUNCATE {target}")
+        # DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, so a reader on the standby whose snapshot is
+        # older than this copy's commit (a REPEATABLE READ report, pg_dump) would see the table empty.
+        # With DELETE it keeps seeing the old rows, and everyone else sees the new ones at commit.
+        dst.execute(f"DELETE FROM {target}")
     with src.cursor() as scur, dst.cursor() as dcur, \
             scur.copy(f"COPY {name} ({cols}) TO STDOUT") as cin, \
             dcur.copy(f"COPY {target} ({cols}) FROM STDIN") as cout:

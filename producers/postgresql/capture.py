@@ -113,6 +113,25 @@ class PostgresCapture(LogCapture):
         return (self.parse_position(flushed) if flushed else None,
                 self.parse_position(restart) if restart else None)
 
+    def gap_after(self, resume_after: Position) -> str | None:
+        """Why the slot can no longer supply everything after ``resume_after``, or None."""
+        return self._hole(catalog.slot_state(self._meta(), self.cfg.slot_name), resume_after)
+
+    def _hole(self, state: catalog.SlotState | None, resume_after: Position) -> str | None:
+        slot, where = self.cfg.slot_name, self._where()
+        if state is None:
+            return (f"replication slot {slot} does not exist on {where}, but Kafka holds transactions up to "
+                    f"{resume_after.text}: the history after it is lost")
+        if state.wal_status == "lost":
+            return f"replication slot {slot} on {where} was invalidated: its WAL after {resume_after.text} is gone"
+        flushed = lsn_from_text(state.confirmed_flush_lsn or "0/0")
+        # Our confirm positions are commit LSN + 1, so a slot that never went past what Kafka holds
+        # stands at or below resume_after + 1. Beyond that, the slot skipped commits Kafka lacks.
+        if flushed > position_lsn(resume_after) + 1:
+            return (f"replication slot {slot} on {where} starts at {lsn_to_text(flushed)} but Kafka ends at "
+                    f"{resume_after.text}: transactions committed in between are lost (slot dropped and recreated?)")
+        return None
+
     def parse_position(self, text: str) -> Position:
         """``X/Y`` -> Position (ValueError for anything else)."""
         return lsn_position(lsn_from_text(text))
@@ -148,23 +167,16 @@ class PostgresCapture(LogCapture):
     def _start(self, resume_after: Position | None) -> WalStream:
         slot, where = self.cfg.slot_name, self._where()
         state = catalog.slot_state(self._meta(), slot)
-        gap_fix = "run 'ark sync' to rebuild the standbys from a fresh snapshot"
-        if state is None:
-            if resume_after is not None:
-                raise SlotGapError(f"replication slot {slot} does not exist on {where}, but Kafka holds "
-                                   f"transactions up to {resume_after.text}: the history after it is lost",
-                                   fix=gap_fix)
+        if state is None and resume_after is None:
             raise SourceError(f"replication slot {slot} does not exist on {where}",
                               fix="let capture create it (ensure_setup, run by 'ark capture')")
-        if state.wal_status == "lost":
-            raise SlotGapError(f"replication slot {slot} on {where} was invalidated: its WAL is gone", fix=gap_fix)
+        hole = self._hole(state, resume_after) if resume_after is not None else None
+        if hole is not None:
+            raise SlotGapError(hole, fix="nothing after the gap is published. If the loss is accepted: "
+                               "'ark capture --accept-gap' (capture resumes past it), then 'ark resync <standby>' "
+                               "for every standby (each stops at the gap by itself)")
+        assert state is not None
         flushed = lsn_from_text(state.confirmed_flush_lsn or "0/0")
-        # Our confirm positions are commit LSN + 1, so a slot that never went past what Kafka holds
-        # stands at or below resume_after + 1. Beyond that, the slot skipped commits Kafka lacks.
-        if resume_after is not None and flushed > position_lsn(resume_after) + 1:
-            raise SlotGapError(f"replication slot {slot} on {where} starts at {lsn_to_text(flushed)} but Kafka "
-                               f"ends at {resume_after.text}: transactions committed in between are lost "
-                               "(slot dropped and recreated?)", fix=gap_fix)
         self._confirmed = max(self._confirmed, flushed)
         conn = catalog.connect(self.cfg, replication=True)
         self._repl_conn = conn

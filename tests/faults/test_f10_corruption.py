@@ -31,7 +31,7 @@ from schemas import envelope
 from schemas.entries import Op, TxnChunk, from_record
 from schemas.errors import InvalidChecksum
 from schemas.topics import control_topic, quarantine_topic, redo_topic
-from tests.support.faults import bank_setup, fault_case, history_keys, ledger_max
+from tests.support.faults import bank_setup, fault_case, fault_runs, history_keys, ledger_max
 from tests.support.replication import sql, wait_for
 
 
@@ -43,16 +43,20 @@ def _next_offset(dsn: str) -> int:
     return int(sql(dsn, "SELECT next_offset FROM ark.apply_state WHERE standby = 'standby'")[0][0])
 
 
-def _victim(group, start: int) -> tuple[int, bytes, int]:
-    """The first single-message transaction at or after ``start`` that inserts a history row:
+def _victim(group, start: int, data_dir: Path) -> tuple[int, bytes, int]:
+    """The first single-message transaction at or after ``start`` that inserts a history row and whose
+    bytes occur once in the segments (a retransmitted range holds a second copy of its entries):
     (offset, value bytes, the row's ledger seq)."""
     topic = redo_topic(group.name)
     consumer = _consumer(group)
+    segments = [p.read_bytes() for p in sorted((data_dir / f"{topic}-0").glob("*.log"))]
     try:
         end = watermarks(consumer, topic)[1]
         for msg in read_range(consumer, topic, start, end):
             body = from_record(envelope.decode(msg.value(), msg.headers()).record).body
             if isinstance(body, TxnChunk) and body.last and body.chunk_index == 0:
+                if sum(seg.count(msg.value()) for seg in segments) != 1:
+                    continue
                 for change in body.changes:
                     if change.table == "public.history" and change.op == Op.INSERT:
                         return msg.offset(), msg.value(), int(change.values[-1])  # seq is the last column
@@ -126,7 +130,7 @@ def _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s: float) -> tu
     wait_for(lambda: ledger_max(standby) > 20, 90, "replication to run", interval=0.5)
     apply.stop()  # SIGTERM: the applier commits its batch and exits
     time.sleep(backlog_s)
-    offset, value, seq = _victim(group, _next_offset(standby) + 5)
+    offset, value, seq = _victim(group, _next_offset(standby) + 5, kafka_broker.data_dir)
     damaged = _corrupt_on_disk(kafka_broker.data_dir, redo_topic(group.name), value)
     served, headers = _served(group, offset)
     assert served == damaged != value, "the broker does not serve the damaged bytes"
@@ -139,29 +143,34 @@ def test_f10_corrupt_entry_is_quarantined_and_retransmitted(make_group, kafka_br
     group, apply, invariant = _setup(make_group)
     standby = group.standby("standby").dsn
     workload = BankWorkload(group.primary_dsn, accounts=100, clients=2, ledger=True).start()
+    runs = fault_runs("F10", default=1)
     with fault_case("F10", "a corrupt byte in an entry", standby, invariant, fault_results_dir) as case:
-        offset, damaged, seq = _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s=1.5)
-        case.result.notes.append(f"flipped one byte of redo@{offset} (ledger seq {seq}) in the segment file")
-        apply.start()
+        for run in range(runs):
+            offset, damaged, seq = _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s=1.5)
+            case.result.notes.append(f"run {run + 1}: flipped one byte of redo@{offset} (ledger seq {seq}) "
+                                     "in the segment file")
+            apply.start()
 
-        def quarantined() -> bool:
-            return any(m.value() == damaged for m in _records(group, quarantine_topic(group.name)))
+            def quarantined(damaged: bytes = damaged) -> bool:
+                return any(m.value() == damaged for m in _records(group, quarantine_topic(group.name)))
 
-        wait_for(quarantined, 60, "the raw bytes in the quarantine topic", interval=0.5)
-        q = next(m for m in _records(group, quarantine_topic(group.name)) if m.value() == damaged)
-        qh = envelope.header_map(q.headers())
-        assert qh["ark-q-offset"] == str(offset) and qh["ark-q-standby"] == "standby"
-        assert "CRC-32C" in qh["ark-q-reason"] and qh[envelope.H_CRC]  # the original headers are kept
-        wait_for(lambda: _control(group, "retransmit-done"), 60, "the capture's retransmit-done", interval=0.5)
-        request = _control(group, "retransmit")[0]
-        assert request["target"] == "standby" and request["args"]["offset"] == str(offset)
-        wait_for(lambda: ledger_max(standby) >= seq, 60, "the standby past the corrupt entry", interval=0.5)
+            wait_for(quarantined, 60, "the raw bytes in the quarantine topic", interval=0.5)
+            q = next(m for m in _records(group, quarantine_topic(group.name)) if m.value() == damaged)
+            qh = envelope.header_map(q.headers())
+            assert qh["ark-q-offset"] == str(offset) and qh["ark-q-standby"] == "standby"
+            assert "CRC-32C" in qh["ark-q-reason"] and qh[envelope.H_CRC]  # the original headers are kept
+            wait_for(lambda run=run: len(_control(group, "retransmit-done")) > run, 60,
+                     "the capture's retransmit-done", interval=0.5)
+            request = [r for r in _control(group, "retransmit") if r["args"]["offset"] == str(offset)]
+            assert request and request[0]["target"] == "standby", _control(group, "retransmit")
+            wait_for(lambda seq=seq: ledger_max(standby) >= seq, 60, "the standby past the corrupt entry",
+                     interval=0.5)
+            case.result.runs += 1
         status = json.loads(group.ark_ok("status", "--json"))
         kinds = [(e["kind"], e["target"]) for e in status["retransmits"]]
         assert ("retransmit", "standby") in kinds and ("retransmit-done", "standby") in kinds, status
         time.sleep(2)
         workload.stop()
-        case.result.runs += 1
         case.finish(group)
     case.result.assert_clean()
     log = apply.log_file.read_text(errors="replace")

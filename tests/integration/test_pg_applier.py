@@ -14,7 +14,7 @@ from common.config import StandbySettings
 from common.errors import TargetError
 from common.secrets import SecretRef
 from consumers.base import ApplyState
-from consumers.errors import DataApplyError, TransientApplyError
+from consumers.errors import DataApplyError, TableNeedsResync, TransientApplyError
 from consumers.postgresql.applier import PostgresApplier
 from consumers.postgresql.snapshot import CopyProgress, copy_table, describe_source_tables
 from schemas.entries import UNCHANGED, Column, Op, RowChange, TableMeta
@@ -133,13 +133,14 @@ def test_ddl_add_drop_alter(app: PostgresApplier, db: Any) -> None:
     assert cols == [("id", "integer"), ("a", "bigint"), ("n", "numeric(12,2)"), ("extra", "character varying(10)")]
     assert query(db, "SELECT id, a, extra FROM w ORDER BY id") == [(1, 2, None), (2, 2**40, "new")]
     assert app.load_table_metas("g")[WIDE.table] == v2
-    # a change the standby cannot make is a DataApplyError naming the table, and nothing is half-done
+    # a change the standby cannot follow (it needs the primary's USING expression) asks for a resync of
+    # that table alone, naming it and the column, and nothing is half-done
     v3 = TableMeta(WIDE.table, (*v2.columns[:3], Column("extra", "int32", "integer")), version="3")
     app.begin()
     app.apply_rows({WIDE.table: v2}, [RowChange(WIDE.table, Op.INSERT, [3, 1, "1.00", "abc"])], "t3", "0/3")
-    with pytest.raises(DataApplyError) as err:
+    with pytest.raises(TableNeedsResync) as err:
         app.apply_table_meta("g", v3, v2)
-    assert err.value.table == WIDE.table and "resync" in err.value.fix
+    assert err.value.table == WIDE.table and "extra" in err.value.reason and "resync" in err.value.fix
     assert query(db, "SELECT count(*) FROM w") == [(2,)]
 
 

@@ -150,3 +150,44 @@ ANSWER_CASES = [
 @pytest.mark.parametrize(("kind", "target", "args", "expected"), ANSWER_CASES)
 def test_failure_answers(kind: str, target: str, args: dict[str, str], expected: bool) -> None:
     assert answers(kind, args, target, _wait(100), "s1") is expected
+
+
+class _Msg:
+    """Just what Retransmits.skip reads of a confluent_kafka Message."""
+
+    def __init__(self, offset: int, tag: bytes | None) -> None:
+        self._offset, self._tag = offset, tag
+
+    def error(self) -> None:
+        return None
+
+    def offset(self) -> int:
+        return self._offset
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(H_RETRANSMIT_FROM, self._tag.hex().encode())] if self._tag is not None else []
+
+
+class _Reports:
+    state = ""
+    message = ""
+
+
+@pytest.mark.parametrize(("offset", "tag", "applies"), [
+    (7265, _p(90).key, False),   # an older corruption's retransmission, before the corrupt entry: not ours
+    (7411, _p(90).key, False),   # the corrupt entry itself
+    (7500, None, False),         # an ordinary entry after it: skipped, never applied
+    (7600, _p(120).key, False),  # a retransmission from above our position: would leave a hole
+    (7700, _p(90).key, True),    # published after the corrupt entry, from at or below our position
+])
+def test_only_a_retransmission_after_the_corrupt_entry_ends_the_wait(offset: int, tag: bytes | None,
+                                                                    applies: bool) -> None:
+    import time
+
+    from consumers.quarantine import Retransmits
+
+    waits = Retransmits(None, "sb1", _Reports())  # type: ignore[arg-type]  # cfg is only used to reach Kafka
+    waits.awaiting = Awaiting("r1", "t[0]@7411", 7411, "0/64", _p(100).key, "CRC", time.monotonic())
+    waits._last_check = time.monotonic() + 3600  # no control-topic polling in a unit test
+    assert waits.skip(_Msg(offset, tag), _p(100).key) is (not applies)  # type: ignore[arg-type]
+    assert (waits.awaiting is None) is applies
