@@ -163,3 +163,21 @@ def is_paused(records: Iterable[ControlRecord], standby: str, default: bool = Fa
         if rec.kind in (PAUSE, RESUME) and rec.target in ("", standby):
             paused = rec.kind == PAUSE
     return paused
+
+
+@dataclass(frozen=True)
+class SourceGapRecord:
+    """An accepted hole in the source's log: Kafka's last complete position before it, and the first
+    redo offset after it (written by ``ark capture --accept-gap``)."""
+
+    after_key: bytes
+    after_position: str
+    first_offset: int
+    hole: str
+
+
+def source_gaps(records: Iterable[ControlRecord]) -> list[SourceGapRecord]:
+    """The accepted source gaps among ``records``."""
+    return [SourceGapRecord(bytes.fromhex(r.args.get("after_key", "")), r.args.get("after_position", ""),
+                            int(r.args.get("offset", "0")), r.args.get("hole", ""))
+            for r in records if r.kind == SOURCE_GAP]

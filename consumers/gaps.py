@@ -11,9 +11,8 @@ floor above that position and goes on.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from common.control import SOURCE_GAP, ControlRecord
+from common.control import ControlRecord, SourceGapRecord, source_gaps
 from consumers.errors import ApplyError
 
 
@@ -23,29 +22,16 @@ class SourceGap(ApplyError):
     exit_code = 15
 
 
-@dataclass(frozen=True)
-class Gap:
-    """One accepted gap: entries from ``first_offset`` on follow the hole after ``after_position``."""
-
-    after_key: bytes
-    after_position: str
-    first_offset: int
-    hole: str
-
-
 class SourceGaps:
     """The accepted gaps seen on the control topic, and the check made before each entry."""
 
     def __init__(self, standby: str) -> None:
         self._standby = standby
-        self._gaps: list[Gap] = []
+        self._gaps: list[SourceGapRecord] = []
 
     def on_control(self, records: Iterable[ControlRecord]) -> None:
         """Take note of ``source-gap`` records among ``records``."""
-        for r in records:
-            if r.kind == SOURCE_GAP:
-                self._gaps.append(Gap(bytes.fromhex(r.args.get("after_key", "")), r.args.get("after_position", ""),
-                                      int(r.args.get("offset", "0")), r.args.get("hole", "")))
+        self._gaps.extend(source_gaps(records))
 
     def check(self, offset: int, applied_key: bytes, topic: str) -> None:
         """Raise SourceGap if the entry at ``offset`` lies past a gap this standby has not been rebuilt past."""

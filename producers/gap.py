@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from common.config import ArkConfig
-from common.control import SOURCE_GAP, ControlRecord, publish_intent
+from common.control import SOURCE_GAP, SourceGapRecord, publish_intent
 from producers.base import LogCapture
 from producers.errors import CaptureError
 from producers.resume import ResumePoint
@@ -31,21 +30,7 @@ class NoGapToAccept(CaptureError):
     exit_code = 2
 
 
-@dataclass(frozen=True)
-class AcceptedGap:
-    """One ``source-gap`` record: Kafka's last complete key before the hole, and the first offset after it."""
-
-    after_key: bytes
-    first_offset: int
-
-
-def accepted_gaps(records: Iterable[ControlRecord]) -> list[AcceptedGap]:
-    """The accepted gaps among ``records`` (any order)."""
-    return [AcceptedGap(bytes.fromhex(r.args.get("after_key", "")), int(r.args.get("offset", "0")))
-            for r in records if r.kind == SOURCE_GAP]
-
-
-def resumes_past_gap(gaps: Iterable[AcceptedGap], point: ResumePoint) -> bool:
+def resumes_past_gap(gaps: Iterable[SourceGapRecord], point: ResumePoint) -> bool:
     """Whether capture may start from the slot as it is: the operator accepted a gap right after
     exactly the tail Kafka holds now (once capture publishes past it, the normal check applies again)."""
     return any(g.after_key == point.complete_key for g in gaps)

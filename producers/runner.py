@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from common.config import ArkConfig
-from common.control import ControlReader
+from common.control import ControlReader, SourceGapRecord, source_gaps
 from common.errors import ConfigError, FencedError, KafkaUnavailable, PrerequisiteError
 from common.heartbeat import HeartbeatPublisher
 from common.kafka import ensure_topic
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
-from producers.gap import AcceptedGap, accepted_gaps, resumes_past_gap
+from producers.gap import resumes_past_gap
 from producers.resume import ResumePoint, find_resume_point
 from producers.retransmit import (
     ConfirmWindow,
@@ -86,7 +86,7 @@ class CaptureRunner:
         # Kept across sessions: positions durable in Kafka that the source may forget once old enough.
         self._window = ConfirmWindow(cfg.capture.retransmit_window_s)
         self._requests = RequestQueue()
-        self._gaps: list[AcceptedGap] = []
+        self._gaps: list[SourceGapRecord] = []
 
     def stop(self) -> None:
         """Ask the runner to finish at the next safe point."""
@@ -154,7 +154,7 @@ class CaptureRunner:
                 backoff = min(backoff * 2, 30.0)
                 continue
             self._requests.add(backlog)  # requests made while capture was down are served too
-            self._gaps = accepted_gaps(backlog)
+            self._gaps = source_gaps(backlog)
             return control
         return None
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.control import SOURCE_GAP, ControlRecord
+from common.control import SOURCE_GAP, ControlRecord, source_gaps
 from consumers.gaps import SourceGap, SourceGaps
-from producers.gap import accepted_gaps, resumes_past_gap
+from producers.gap import resumes_past_gap
 from producers.resume import ResumePoint
 
 
@@ -30,7 +30,7 @@ K = (16).to_bytes(8, "big")
 def test_capture_resumes_past_an_accepted_gap_only_at_its_tail(tail_key: bytes, records: list[ControlRecord],
                                                               expected: bool) -> None:
     point = ResumePoint(complete_key=tail_key, complete_position="0/10", complete_confirm="0/11", end_offset=40)
-    assert resumes_past_gap(accepted_gaps(records), point) is expected
+    assert resumes_past_gap(source_gaps(records), point) is expected
 
 
 @pytest.mark.parametrize(("offset", "applied_key", "stops"), [
