@@ -43,10 +43,23 @@ def _next_offset(dsn: str) -> int:
     return int(sql(dsn, "SELECT next_offset FROM ark.apply_state WHERE standby = 'standby'")[0][0])
 
 
-def _victim(group, start: int, data_dir: Path) -> tuple[int, bytes, int]:
+def _victim(group, start: int, data_dir: Path, timeout: float = 90) -> tuple[int, bytes, int]:
     """The first single-message transaction at or after ``start`` that inserts a history row and whose
     bytes occur once in the segments (a retransmitted range holds a second copy of its entries):
-    (offset, value bytes, the row's ledger seq)."""
+    (offset, value bytes, the row's ledger seq). While the capture is still republishing an earlier
+    retransmission, the tail holds only copies: wait for new transactions behind it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _unique_history_insert(group, start, data_dir)
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no history insert in {redo_topic(group.name)} from offset {start} "
+                                 f"within {timeout:g} s")
+        time.sleep(2)
+
+
+def _unique_history_insert(group, start: int, data_dir: Path) -> tuple[int, bytes, int] | None:
     topic = redo_topic(group.name)
     consumer = _consumer(group)
     segments = [p.read_bytes() for p in sorted((data_dir / f"{topic}-0").glob("*.log"))]
@@ -62,12 +75,13 @@ def _victim(group, start: int, data_dir: Path) -> tuple[int, bytes, int]:
                         return msg.offset(), msg.value(), int(change.values[-1])  # seq is the last column
     finally:
         consumer.close()
-    raise AssertionError(f"no history insert in {topic} from offset {start}")
+    return None
 
 
-def _corrupt_on_disk(data_dir: Path, topic: str, value: bytes) -> bytes:
+def _corrupt_on_disk(data_dir: Path, topic: str, value: bytes) -> bytes | None:
     """Flip one byte in the middle of ``value`` where it sits in the partition's segment files; returns
-    the damaged value."""
+    the damaged value, or None when the bytes are not there exactly once (a still-running retransmission
+    just wrote a copy)."""
     hits = []
     for segment in sorted((data_dir / f"{topic}-0").glob("*.log")):
         data = segment.read_bytes()
@@ -75,7 +89,9 @@ def _corrupt_on_disk(data_dir: Path, topic: str, value: bytes) -> bytes:
         while at >= 0:
             hits.append((segment, at))
             at = data.find(value, at + 1)
-    assert len(hits) == 1, f"the entry's bytes were found {len(hits)} times in the segments (compressed?)"
+    assert hits, "the entry's bytes are not in the segments as they are (compressed?)"
+    if len(hits) != 1:
+        return None
     segment, at = hits[0]
     middle = at + len(value) // 2
     with segment.open("r+b") as f:
@@ -130,8 +146,20 @@ def _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s: float) -> tu
     wait_for(lambda: ledger_max(standby) > 20, 90, "replication to run", interval=0.5)
     apply.stop()  # SIGTERM: the applier commits its batch and exits
     time.sleep(backlog_s)
-    offset, value, seq = _victim(group, _next_offset(standby) + 5, kafka_broker.data_dir)
-    damaged = _corrupt_on_disk(kafka_broker.data_dir, redo_topic(group.name), value)
+    # Near the tail: older entries may have been republished by an earlier run's retransmission (two
+    # copies), and the standby may lag far behind under load.
+    consumer = _consumer(group)
+    try:
+        high = watermarks(consumer, redo_topic(group.name))[1]
+    finally:
+        consumer.close()
+    start = max(_next_offset(standby) + 5, high - 200)
+    while True:
+        offset, value, seq = _victim(group, start, kafka_broker.data_dir)
+        damaged = _corrupt_on_disk(kafka_broker.data_dir, redo_topic(group.name), value)
+        if damaged is not None:
+            break
+        start = offset + 1
     served, headers = _served(group, offset)
     assert served == damaged != value, "the broker does not serve the damaged bytes"
     with pytest.raises(InvalidChecksum):
@@ -154,7 +182,7 @@ def test_f10_corrupt_entry_is_quarantined_and_retransmitted(make_group, kafka_br
             def quarantined(damaged: bytes = damaged) -> bool:
                 return any(m.value() == damaged for m in _records(group, quarantine_topic(group.name)))
 
-            wait_for(quarantined, 60, "the raw bytes in the quarantine topic", interval=0.5)
+            wait_for(quarantined, 120, "the raw bytes in the quarantine topic", interval=0.5)
             q = next(m for m in _records(group, quarantine_topic(group.name)) if m.value() == damaged)
             qh = envelope.header_map(q.headers())
             assert qh["ark-q-offset"] == str(offset) and qh["ark-q-standby"] == "standby"
@@ -163,7 +191,7 @@ def test_f10_corrupt_entry_is_quarantined_and_retransmitted(make_group, kafka_br
                      "the capture's retransmit-done", interval=0.5)
             request = [r for r in _control(group, "retransmit") if r["args"]["offset"] == str(offset)]
             assert request and request[0]["target"] == "standby", _control(group, "retransmit")
-            wait_for(lambda seq=seq: ledger_max(standby) >= seq, 60, "the standby past the corrupt entry",
+            wait_for(lambda seq=seq: ledger_max(standby) >= seq, 180, "the standby past the corrupt entry",
                      interval=0.5)
             case.result.runs += 1
         status = json.loads(group.ark_ok("status", "--json"))
