@@ -167,6 +167,7 @@ def _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s: float) -> tu
     return offset, damaged, seq
 
 
+@pytest.mark.timeout(3600)  # ARK_FAULT_RUNS corruptions, about 40 s each
 def test_f10_corrupt_entry_is_quarantined_and_retransmitted(make_group, kafka_broker, fault_results_dir) -> None:
     group, apply, invariant = _setup(make_group)
     standby = group.standby("standby").dsn
