@@ -62,7 +62,7 @@ def _victim(group, start: int, data_dir: Path, timeout: float = 90) -> tuple[int
 def _unique_history_insert(group, start: int, data_dir: Path) -> tuple[int, bytes, int] | None:
     topic = redo_topic(group.name)
     consumer = _consumer(group)
-    segments = [p.read_bytes() for p in sorted((data_dir / f"{topic}-0").glob("*.log"))]
+    segments = [data for _path, _base, data in _segment_tails(data_dir, topic)]
     try:
         end = watermarks(consumer, topic)[1]
         for msg in read_range(consumer, topic, start, end):
@@ -78,16 +78,32 @@ def _unique_history_insert(group, start: int, data_dir: Path) -> tuple[int, byte
     return None
 
 
+TAIL_BYTES = 64 << 20
+
+
+def _segment_tails(data_dir: Path, topic: str) -> list[tuple[Path, int, bytes]]:
+    """(segment, file position of the tail, the tail's bytes): the last 64 MiB of each segment. Victims
+    are taken near the end of the log and any copy of one (a retransmission) comes after it, so the
+    tails hold every occurrence; scanning whole segments grows too slow over a long run."""
+    out = []
+    for segment in sorted((data_dir / f"{topic}-0").glob("*.log")):
+        size = segment.stat().st_size
+        base = max(0, size - TAIL_BYTES)
+        with segment.open("rb") as f:
+            f.seek(base)
+            out.append((segment, base, f.read()))
+    return out
+
+
 def _corrupt_on_disk(data_dir: Path, topic: str, value: bytes) -> bytes | None:
     """Flip one byte in the middle of ``value`` where it sits in the partition's segment files; returns
     the damaged value, or None when the bytes are not there exactly once (a still-running retransmission
     just wrote a copy)."""
     hits = []
-    for segment in sorted((data_dir / f"{topic}-0").glob("*.log")):
-        data = segment.read_bytes()
+    for segment, base, data in _segment_tails(data_dir, topic):
         at = data.find(value)
         while at >= 0:
-            hits.append((segment, at))
+            hits.append((segment, base + at))
             at = data.find(value, at + 1)
     assert hits, "the entry's bytes are not in the segments as they are (compressed?)"
     if len(hits) != 1:
