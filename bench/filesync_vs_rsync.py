@@ -45,7 +45,8 @@ def rsync(src: Path, dst: Path) -> tuple[int, float]:
 class Ours:
     def __init__(self, bootstrap: str, work: Path, name: str) -> None:
         self.cfg = parse_config({
-            "group": "bench", "kafka": {"bootstrap": bootstrap}, "primary": {"name": "p", "engine": "postgresql"},
+            "group": "bench", "control_key": {"env": "ARK_CONTROL_KEY"},
+"kafka": {"bootstrap": bootstrap}, "primary": {"name": "p", "engine": "postgresql"},
             "files": {name: {"source": str(work / "ours-src"),
                              "targets": [{"name": "t", "path": str(work / "ours-dst")}],
                              "state_dir": str(work / "state"), "horizon_s": 0}}})

@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from deploy.agents import AgentProcess  # noqa: E402
 from deploy.kafka import KafkaBroker  # noqa: E402
 from deploy.ports import free_port  # noqa: E402
 from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
-from ops.agents import AgentProcess  # noqa: E402
 
 DB = "bench"
 GROUP = "pgbench"
@@ -269,7 +269,7 @@ def write_ark_config(path: Path, kafka: str, primary: PgInstance, standby: PgIns
     def db(name: str, inst: PgInstance, **extra: Any) -> dict[str, Any]:
         return {"name": name, "host": "127.0.0.1", "port": inst.port, "dbname": DB, "user": "postgres", **extra}
 
-    doc = {"group": GROUP, "kafka": {"bootstrap": kafka},
+    doc = {"group": GROUP, "control_key": {"env": "ARK_CONTROL_KEY"}, "kafka": {"bootstrap": kafka},
            "primary": db("primary", primary, tables=[f"public.{t}" for t in TABLES]),
            "standbys": [db("standby", standby)]}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

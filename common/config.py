@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from common import engines
 from common.config_files import FileSetConfig
 from common.errors import ConfigError
+from common.secrets import SecretRef
 from common.settings import (
     CaptureSettings,
     DatabaseSettings,
@@ -26,6 +27,9 @@ from common.settings import (
     StandbySettings,
 )
 from schemas.topics import validate_name
+
+#: The shortest control key accepted (``ark keygen`` writes 64 hex characters: 256 bits).
+MIN_CONTROL_KEY_CHARS = 32
 
 __all__ = ["ArkConfig", "CaptureSettings", "DatabaseSettings", "KafkaSettings", "PrimarySettings",
            "StandbySettings", "load_config", "parse_config"]
@@ -55,6 +59,9 @@ class ArkConfig(Frozen):
     """Everything one replication group needs; loaded once per process."""
 
     group: str
+    #: The group's control key: every control record and heartbeat is signed with it (HMAC-SHA256), and
+    #: agents refuse what is not. A secret like a password: ``{env: NAME}`` or ``{file: PATH}``.
+    control_key: SecretRef
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     primary: PrimarySettings
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
@@ -94,6 +101,15 @@ class ArkConfig(Frozen):
                 )
         return self
 
+    def control_key_bytes(self) -> bytes:
+        """The control key, read now from its source (ConfigError when missing or too short; never log it)."""
+        text = self.control_key.resolve("control_key").get_secret_value().strip()
+        if len(text) < MIN_CONTROL_KEY_CHARS:
+            raise ConfigError(f"control_key is {len(text)} characters long; it must have at least "
+                              f"{MIN_CONTROL_KEY_CHARS}", fix="generate one with 'ark keygen FILE' and point "
+                              "control_key: {file: FILE} at it (the same key on every node of the group)")
+        return text.encode()
+
     @property
     def max_delay_seconds(self) -> float:
         """The longest configured apply delay of any standby."""
@@ -120,11 +136,21 @@ class ArkConfig(Frozen):
         raise ConfigError(f"no standby named {name!r} in group {self.group}", fix=f"use one of: {known}")
 
 
+#: Better words for some pydantic errors, by location.
+_MISSING = {
+    "control_key": "missing: every control record and heartbeat of the group is signed with it. Make one with "
+                   "'ark keygen /etc/ark/GROUP.control-key' and add control_key: {file: /etc/ark/GROUP.control-key} "
+                   "(the same key on every node)",
+}
+
+
 def _format_validation(exc: ValidationError, path: Path) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "missing" and loc in _MISSING:
+            msg = _MISSING[loc]
         lines.append(f"{loc}: {msg}" if loc else msg)
     return f"{path}: " + "; ".join(lines)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from common.exit_codes import ExitCode
+
 
 class ArkError(Exception):
     """Root of every error Ark raises on purpose.
@@ -10,7 +12,7 @@ class ArkError(Exception):
     or two lines and exits non-zero; it never shows a traceback for an ArkError.
     """
 
-    exit_code = 1
+    exit_code = ExitCode.ERROR
 
     def __init__(self, message: str, *, fix: str = "") -> None:
         self.message = message
@@ -21,34 +23,34 @@ class ArkError(Exception):
 class ConfigError(ArkError):
     """The configuration file is missing, malformed or inconsistent."""
 
-    exit_code = 2
+    exit_code = ExitCode.CONFIG
 
 
 class KafkaUnavailable(ArkError):
     """The Kafka cluster cannot be reached, or refused an operation."""
 
-    exit_code = 3
+    exit_code = ExitCode.KAFKA
 
 
 class SourceError(ArkError):
     """The source (primary) database is unreachable, misconfigured, or refused us."""
 
-    exit_code = 4
+    exit_code = ExitCode.SOURCE
 
 
 class TargetError(ArkError):
     """A standby database is unreachable, misconfigured, or refused us."""
 
-    exit_code = 5
+    exit_code = ExitCode.TARGET
 
 
 class PrerequisiteError(ArkError):
     """A prerequisite of the source or a standby is not met (wal_level, keys, logging)."""
 
-    exit_code = 6
+    exit_code = ExitCode.PREREQUISITE
 
 
 class FencedError(ArkError):
     """This process was fenced: a newer producer or epoch owns the group now."""
 
-    exit_code = 7
+    exit_code = ExitCode.FENCED

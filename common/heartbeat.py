@@ -1,4 +1,8 @@
-"""The heartbeat publisher: a background thread that sends the agent's state about once a second."""
+"""The heartbeat publisher: a background thread that sends the agent's state about once a second.
+
+Heartbeats are signed with the group's control key like control records (the failover controller
+will act on them), and readers drop what is not signed with it.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from common.config import KafkaSettings
+from common.agent import Agent, AgentBody, Heartbeat
+from common.config import ArkConfig
+from common.control import ControlChannel
 from common.kafka import ensure_topic, make_producer
+from common.settings import KafkaSettings
 from schemas import envelope
 from schemas.topics import heartbeat_topic
 
@@ -37,7 +44,7 @@ def _host_metrics() -> dict[str, float]:
     return metrics
 
 
-class HeartbeatPublisher:
+class HeartbeatPublisher(Heartbeat):
     """Publishes ``snapshot()`` (fields of the Heartbeat schema) every ``interval`` seconds.
 
     Heartbeats are best effort: a broker outage delays them (librdkafka retries) and is logged, but it
@@ -49,6 +56,7 @@ class HeartbeatPublisher:
         settings: KafkaSettings,
         group: str,
         *,
+        key: bytes,
         agent: str,
         name: str,
         role: str,
@@ -57,6 +65,7 @@ class HeartbeatPublisher:
     ) -> None:
         self._settings = settings
         self._group = group
+        self._key = key
         self._topic = heartbeat_topic(group)
         self._static = {
             "group": group, "agent": agent, "name": name, "host": socket.gethostname(),
@@ -109,7 +118,7 @@ class HeartbeatPublisher:
         assert self._producer is not None
         while True:
             try:
-                env = envelope.encode(HEARTBEAT_SCHEMA, self.record(), epoch=0)
+                env = envelope.sign(envelope.encode(HEARTBEAT_SCHEMA, self.record(), epoch=0), self._key)
                 key = str(self._static["name"]).encode()
                 self._producer.produce(self._topic, env.value, headers=env.headers, key=key)
                 self._producer.poll(0)
@@ -119,3 +128,14 @@ class HeartbeatPublisher:
                 return
             self._wake.wait(self._interval)
             self._wake.clear()
+
+
+def agent_on_kafka(cfg: ArkConfig, body: AgentBody, *, interval: float = 1.0) -> Agent:
+    """An :class:`Agent` for ``body`` on the group's Kafka: its control channel and signed heartbeats."""
+    key = cfg.control_key_bytes()
+
+    def heartbeat(snapshot: Callable[[], dict[str, Any]]) -> HeartbeatPublisher:
+        return HeartbeatPublisher(cfg.kafka, cfg.group, key=key, agent=body.kind, name=body.name, role=body.role,
+                                  snapshot=snapshot, interval=interval)
+
+    return Agent(body, channel=lambda: ControlChannel.for_config(cfg), heartbeat=heartbeat)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from common.errors import ArkError, TargetError
+from common.exit_codes import ExitCode
 
 
 class ApplyError(ArkError):
@@ -19,7 +20,7 @@ class DataApplyError(ApplyError):
     Never skipped: the standby stops (policy ``stop``) or the table is resynced.
     """
 
-    exit_code = 9
+    exit_code = ExitCode.DATA_ERROR
 
     def __init__(self, message: str, *, fix: str = "", table: str = "", txn_id: str = "", position: str = "",
                  key: object = None) -> None:
@@ -32,7 +33,7 @@ class DataApplyError(ApplyError):
 
 class TableNeedsResync(ApplyError):
     """One table can no longer follow the stream (a DDL the applier cannot adapt, a data error under
-    the ``resync-table`` policy): that table alone is quarantined and resynced; the others go on.
+    the ``resync-table`` policy): that table alone is set aside and resynced; the others go on.
 
     Raised by an :class:`~consumers.base.Applier` method; the apply runner catches it.
     """

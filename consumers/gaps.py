@@ -12,17 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from common.control import ControlRecord, SourceGapRecord, source_gaps
+from common.control import ControlRecord, source_gaps
+from common.exit_codes import ExitCode
+from consumers.base import ApplyState
 from consumers.errors import ApplyError
+from consumers.hooks import ApplyHook
+from schemas.control import SourceGap as SourceGapRecord
 
 
 class SourceGap(ApplyError):
     """The redo topic continues after a hole in the source's log that this standby has not been rebuilt past."""
 
-    exit_code = 15
+    exit_code = ExitCode.SOURCE_GAP_REACHED
 
 
-class SourceGaps:
+class SourceGaps(ApplyHook):
     """The accepted gaps seen on the control topic, and the check made before each entry."""
 
     def __init__(self, standby: str) -> None:
@@ -31,10 +35,11 @@ class SourceGaps:
 
     def on_control(self, records: Iterable[ControlRecord]) -> None:
         """Take note of ``source-gap`` records among ``records``."""
-        self._gaps.extend(source_gaps(records))
+        self._gaps.extend(source_gaps(list(records)))
 
-    def check(self, offset: int, applied_key: bytes, topic: str) -> None:
+    def before_entry(self, offset: int, pending: ApplyState, topic: str) -> None:
         """Raise SourceGap if the entry at ``offset`` lies past a gap this standby has not been rebuilt past."""
+        applied_key = pending.position_key
         for gap in self._gaps:
             if offset >= gap.first_offset and applied_key <= gap.after_key:
                 raise SourceGap(

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from confluent_kafka import KafkaError, Message
-
-from common.config import ArkConfig
-from common.control import RETRANSMIT, RETRANSMIT_DONE, RETRANSMIT_FAILED, ControlReader, publish_intent
+from common.control import ControlChannel, ControlRecord
 from common.errors import ArkError
-from common.kafka import ensure_topic, make_producer, unavailable
+from common.exit_codes import ExitCode
+from common.redo import RedoLog, RedoRecord
 from consumers.base import ApplyState
+from consumers.hooks import ApplyHook
 from schemas import envelope
+from schemas.control import Retransmit, RetransmitDone
+from schemas.control import RetransmitFailed as RetransmitRefused
 from schemas.errors import CorruptEntry
-from schemas.topics import quarantine_topic
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class RetransmitPending(Exception):
 class RetransmitFailed(ArkError):
     """The capture cannot retransmit what this standby needs: the standby stops."""
 
-    exit_code = 14
+    exit_code = ExitCode.RETRANSMIT_FAILED
 
 
 class _Reports(Protocol):
@@ -91,41 +92,42 @@ def is_retransmission(headers: envelope.Headers, applied_key: bytes) -> bool:
         return False
 
 
-def answers(rec_kind: str, args: dict[str, str], target: str, wait: Awaiting, standby: str) -> bool:
+def answers(rec: ControlRecord, wait: Awaiting, standby: str) -> bool:
     """Whether a control record is the capture's refusal of ``wait``: it names the request, or it refuses a
     re-read for this standby from a key at or above ours (what cannot be re-read there cannot be here)."""
-    if rec_kind != RETRANSMIT_FAILED:
+    body = rec.body
+    if not isinstance(body, RetransmitRefused):
         return False
-    if wait.request_id in args.get("request_ids", args.get("request_id", "")).split(","):
+    if wait.request_id in body.request_ids:
         return True
-    try:
-        key = bytes.fromhex(args.get("after_key", ""))
-    except ValueError:
-        return False
-    return target == standby and bool(args.get("after_key")) and key >= wait.after_key
+    return rec.target == standby and bool(body.after_key) and body.after_key >= wait.after_key
 
 
-class Retransmits:
+class Retransmits(ApplyHook):
     """One standby's quarantine and retransmission state (kept across apply sessions of one process)."""
 
-    def __init__(self, cfg: ArkConfig, standby: str, reports: _Reports, warn_after_s: float = WAIT_WARN_S) -> None:
-        self.cfg = cfg
+    def __init__(self, redo: RedoLog, standby: str, reports: _Reports, warn_after_s: float = WAIT_WARN_S) -> None:
+        self.redo = redo
         self.standby = standby
         self.reports = reports
         self.warn_after_s = warn_after_s
         self.awaiting: Awaiting | None = None
-        self._reader: ControlReader | None = None
-        self._last_check = 0.0
+        self._channel: ControlChannel | None = None
+        self._failed: RetransmitFailed | None = None
+
+    def attach(self, channel: ControlChannel) -> None:
+        """The agent's control channel (requests are published on it)."""
+        self._channel = channel
 
     # -- a corrupt entry ---------------------------------------------------------------------------
-    def request(self, msg: Message, error: CorruptEntry, state: ApplyState) -> RetransmitPending:
-        """Quarantine ``msg``, ask for a retransmission after ``state`` (the committed state row), and
+    def request(self, record: RedoRecord, error: CorruptEntry, state: ApplyState) -> RetransmitPending:
+        """Quarantine ``record``, ask for a retransmission after ``state`` (the committed state row), and
         return the exception that ends the session."""
-        offset = msg.offset() or 0
-        self.quarantine(msg, error)
-        request_id = publish_intent(self.cfg.kafka, self.cfg.group, RETRANSMIT, self.standby,
-                                    after_position=state.position, after_key=state.position_key.hex(),
-                                    offset=offset, reason=error.reason)
+        assert self._channel is not None
+        offset = record.offset
+        self.quarantine(record, error)
+        request_id = self._channel.publish(Retransmit(state.position, state.position_key, offset, error.reason),
+                                           self.standby)
         where = f"{error.topic}[{error.partition}]@{offset}"
         self.awaiting = Awaiting(request_id, where, offset, state.position, state.position_key, error.reason,
                                  time.monotonic())
@@ -135,54 +137,39 @@ class Retransmits:
         self.reports.state, self.reports.message = "awaiting-retransmit", text
         return RetransmitPending(text)
 
-    def quarantine(self, msg: Message, error: CorruptEntry) -> None:
+    def quarantine(self, record: RedoRecord, error: CorruptEntry) -> None:
         """Write the raw bytes, the original headers and the reason to the quarantine topic."""
-        topic = quarantine_topic(self.cfg.group)
-        ensure_topic(self.cfg.kafka, topic, retention_ms=-1)  # evidence: kept until an operator removes it
-        raw_headers: Any = msg.headers() or []
-        headers: list[tuple[str, Any]] = [*list(raw_headers),
-                                          ("ark-q-topic", error.topic.encode()),
-                                          ("ark-q-partition", str(error.partition).encode()),
-                                          ("ark-q-offset", str(msg.offset()).encode()),
-                                          ("ark-q-position", error.source_position.encode()),
-                                          ("ark-q-standby", self.standby.encode()),
-                                          ("ark-q-reason", str(error).encode()),
-                                          ("ark-q-at-us", str(time.time_ns() // 1000).encode())]
-        extra: dict[str, Any] = {"message.timeout.ms": 15000}
-        producer = make_producer(self.cfg.kafka, **extra)
-        failures: list[str] = []
-
-        def on_delivery(err: KafkaError | None, _msg: object) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        producer.produce(topic, msg.value() or b"", key=f"{error.topic}:{error.partition}:{msg.offset()}".encode(),
-                         headers=headers, on_delivery=on_delivery)
-        if producer.flush(20) or failures:
-            raise unavailable(self.cfg.kafka, failures[0] if failures else "quarantine record not delivered in 20 s")
+        raw = envelope.header_map(record.headers)
+        headers: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in raw.items()]
+        headers += [("ark-q-topic", error.topic.encode()),
+                    ("ark-q-partition", str(error.partition).encode()),
+                    ("ark-q-offset", str(record.offset).encode()),
+                    ("ark-q-position", error.source_position.encode()),
+                    ("ark-q-standby", self.standby.encode()),
+                    ("ark-q-reason", str(error).encode()),
+                    ("ark-q-at-us", str(time.time_ns() // 1000).encode())]
+        self.redo.quarantine(record.value, headers, f"{error.topic}:{error.partition}:{record.offset}")
 
     # -- waiting -----------------------------------------------------------------------------------
-    def skip(self, msg: Message | None, applied_key: bytes) -> bool:
-        """While awaiting: True for everything before the retransmission (nothing is applied), False
-        from the first retransmitted entry on. Raises RetransmitFailed when the capture refused."""
+    def admit(self, record: RedoRecord | None, applied_key: bytes) -> bool:
+        """While awaiting: False for everything before the retransmission (nothing is applied), True from
+        the first retransmitted entry on. Raises RetransmitFailed when the capture refused."""
         wait = self.awaiting
         if wait is None:
-            return False
+            return True
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
         # Only a retransmission published after the corrupt entry will do: an older one (an earlier
         # corruption's) lies before it in the log, and applying from there meets the same bad entry again.
-        if msg is not None and msg.error() is None and (msg.offset() or 0) > wait.offset \
-                and is_retransmission(msg.headers(), applied_key):
-            log.warning("retransmission found at offset %s (request %s): applying again from %s", msg.offset(),
+        if record is not None and record.offset > wait.offset and is_retransmission(record.headers, applied_key):
+            log.warning("retransmission found at offset %s (request %s): applying again from %s", record.offset,
                         wait.request_id, self.reports_position(wait))
             self.done()
             self.reports.state, self.reports.message = "running", ""
-            return False
-        now = time.monotonic()
-        if now - self._last_check >= 0.5:
-            self._last_check = now
-            self._check_control(wait)
-        self._report(wait, now)
-        return True
+            return True
+        self._report(wait, time.monotonic())
+        return False
 
     @staticmethod
     def reports_position(wait: Awaiting) -> str:
@@ -192,30 +179,31 @@ class Retransmits:
     def done(self) -> None:
         """The retransmission arrived: stop waiting."""
         self.awaiting = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
-    def _check_control(self, wait: Awaiting) -> None:
-        if self._reader is None:
-            self._reader = ControlReader(self.cfg.kafka, self.cfg.group)  # from the start: finds our request
-        for rec in self._reader.poll():
-            if rec.kind == RETRANSMIT and rec.request_id == wait.request_id:
+    def on_control(self, records: Sequence[ControlRecord]) -> None:
+        wait = self.awaiting
+        if wait is None:
+            return
+        for rec in records:
+            if isinstance(rec.body, Retransmit) and rec.request_id == wait.request_id:
                 wait.request_offset = rec.offset
-            elif rec.kind == RETRANSMIT_DONE and wait.request_id in rec.args.get("request_ids", "").split(","):
+            elif isinstance(rec.body, RetransmitDone) and wait.request_id in rec.body.request_ids:
                 wait.started = True
-            elif wait.request_offset >= 0 and rec.offset > wait.request_offset \
-                    and answers(rec.kind, rec.args, rec.target, wait, self.standby):
+            elif wait.request_offset >= 0 and rec.offset > wait.request_offset and answers(rec, wait, self.standby):
                 self.done()
-                missing = rec.args.get("reason", "the source no longer holds that log")
-                floor = rec.args.get("slot_confirmed", "")
-                raise RetransmitFailed(
+                body = rec.body
+                assert isinstance(body, RetransmitRefused)
+                missing = body.reason or "the source no longer holds that log"
+                floor = body.source_floor
+                self._failed = RetransmitFailed(
                     f"standby {self.standby}: entry {wait.where} is corrupt ({wait.reason}) and the capture "
                     f"cannot retransmit the source log after {self.reports_position(wait)}: {missing}"
                     + (f" (the source keeps its log only from {floor})" if floor else "")
                     + f"; nothing after {self.reports_position(wait)} was applied",
                     fix=f"run 'ark resync {self.standby}' to rebuild the standby (the primary keeps running); "
                         "a longer capture.retransmit_window_s lets the capture heal this by itself next time")
+                self.awaiting = wait  # still waiting: admit() raises the failure at the loop's next read
+                return
 
     def _report(self, wait: Awaiting, now: float) -> None:
         waited = now - wait.since

@@ -11,17 +11,16 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer
-
 from common.errors import ArkError
-from common.kafka import read_range, watermarks
+from common.exit_codes import ExitCode
+from common.redo import RedoLog
 from consumers.base import ApplyState
 
 
 class RetentionGap(ArkError):
     """The redo topic no longer holds entries this standby has not applied yet."""
 
-    exit_code = 13
+    exit_code = ExitCode.RETENTION_GAP
 
     def __init__(self, message: str, *, fix: str, standby: str, first_missing: int, last_missing: int) -> None:
         self.standby = standby
@@ -49,16 +48,15 @@ def retention_gap(standby: str, topic: str, state: ApplyState, low: int, first_r
     return RetentionGap(message, fix=fix, standby=standby, first_missing=state.next_offset, last_missing=low - 1)
 
 
-def check_retention(consumer: Consumer, topic: str, standby: str, state: ApplyState) -> None:
-    """Raise :class:`RetentionGap` when the entry at ``state.next_offset`` is gone (assigns ``consumer``)."""
-    low, high = watermarks(consumer, topic, 0)
+def check_retention(redo: RedoLog, standby: str, state: ApplyState) -> None:
+    """Raise :class:`RetentionGap` when the entry at ``state.next_offset`` is gone."""
+    low, high = redo.watermarks()
     if state.next_offset >= low:
         return
     first_us: int | None = None
     with contextlib.suppress(ArkError):
-        for msg in read_range(consumer, topic, low, high, timeout=10.0):
-            kind, ts_ms = msg.timestamp()
-            if kind != TIMESTAMP_NOT_AVAILABLE:
-                first_us = ts_ms * 1000
+        for rec in redo.read_range(low, high):
+            if rec.timestamp_ms > 0:
+                first_us = rec.timestamp_ms * 1000
             break
-    raise retention_gap(standby, topic, state, low, first_us)
+    raise retention_gap(standby, redo.topic, state, low, first_us)

@@ -2,13 +2,13 @@
 
 How one table T is resynced, and why nothing is lost or applied twice:
 
-1. **Quarantine.** At a transaction boundary, after committing what is applied, T's state becomes
+1. **Set aside.** At a transaction boundary, after committing what is applied, T's state becomes
    ``resyncing`` on the standby (its own small transaction). From then on the apply loop skips T's
    rows; every other table applies normally.
 2. **Copy** (a background thread, its own connections): a temporary replication slot on the primary
    exports a snapshot at position P; T is copied from it into a staging table on the standby. The
    copy holds exactly the transactions that committed before P; F = just_before(P) is its floor.
-3. **Remember what is skipped.** From the quarantine on, the loop records O_first: the offset of the
+3. **Remember what is skipped.** From then on, the loop records O_first: the offset of the
    first message with a T row that is not known to be in the copy (commit key > F, or F not known
    yet). Every T row after P is at or after O_first.
 4. **Swap** (still the background thread, its own standby transaction): T is emptied and refilled
@@ -25,35 +25,32 @@ Restart safety: T stays ``resyncing`` on the standby until step 5 commits; a res
 starts T's copy again from scratch (a new snapshot, which holds every row skipped so far). A shape
 change of T during the resync restarts the copy too (the new snapshot has the new shape).
 Nothing is silent: every step is logged, shown in the heartbeat message and recorded on the
-control topic (``table-quarantined``, ``table-resync-progress``, ``table-resynced``).
+control topic (``table-resync-started``, ``table-resync-progress``, ``table-resynced``).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
 
 from common.config import ArkConfig, StandbySettings
-from common.control import (
-    RESYNC_TABLE,
-    TABLE_QUARANTINED,
-    TABLE_RESYNC_PROGRESS,
-    TABLE_RESYNC_REFUSED,
-    TABLE_RESYNCED,
-    ControlRecord,
-    publish_intent,
-)
-from common.errors import ArkError, SourceError
-from common.kafka import make_consumer, read_range
+from common.control import ControlChannel, ControlRecord
+from common.errors import SourceError
+from common.redo import RedoLog
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState, StagedTable
+from consumers.hooks import ApplyHook, Boundary
 from consumers.tables import OK, RESYNCING, TableState, resyncing_tables, split_rows
 from schemas import envelope
+from schemas.control import (
+    ResyncTable,
+    TableResynced,
+    TableResyncProgress,
+    TableResyncRefused,
+    TableResyncStarted,
+)
 from schemas.entries import REDO_SCHEMA, EpochMarker, Position, RowChange, TableMeta, TxnChunk, from_record
 from schemas.positions import just_before
 
@@ -66,14 +63,15 @@ STASH_MAX_ROWS = 500_000
 #: How long a finished resync stays in the heartbeat message.
 SHOW_DONE_S = 120.0
 
-_DECISIONS = (TABLE_QUARANTINED, TABLE_RESYNC_PROGRESS, TABLE_RESYNCED, TABLE_RESYNC_REFUSED)
+_DECISIONS = (TableResyncStarted, TableResyncProgress, TableResynced, TableResyncRefused)
 
 
 def unanswered_requests(records: Iterable[ControlRecord], standby: str) -> list[ControlRecord]:
     """``resync-table`` intents for ``standby`` that no decision record answers yet (replayed at start-up)."""
     records = list(records)
-    answered = {r.args.get("request", "") for r in records if r.kind in _DECISIONS}
-    return [r for r in records if r.kind == RESYNC_TABLE and r.target == standby and r.request_id not in answered]
+    answered = {r.body.request for r in records if isinstance(r.body, _DECISIONS)}
+    return [r for r in records if isinstance(r.body, ResyncTable) and r.target == standby
+            and r.request_id not in answered]
 
 
 class _Cancelled(Exception):
@@ -81,46 +79,30 @@ class _Cancelled(Exception):
 
 
 class _Decisions:
-    """Publishes decision records from a queue, so the apply loop never waits for Kafka."""
+    """Publishes decision records through the agent's channel in the background: the loop never waits."""
 
-    def __init__(self, cfg: ArkConfig, standby: str) -> None:
-        self._cfg = cfg
+    def __init__(self, standby: str) -> None:
         self._standby = standby
-        self._queue: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="resync-decisions", daemon=True)
-        self._thread.start()
+        self.channel: ControlChannel | None = None
 
-    def publish(self, kind: str, **args: Any) -> None:
-        self._queue.put((kind, args))
-
-    def _run(self) -> None:
-        while True:
-            kind, args = self._queue.get()
-            try:
-                publish_intent(self._cfg.kafka, self._cfg.group, kind, self._standby, **args)
-            except ArkError as exc:
-                log.warning("could not record %s for %s on the control topic: %s", kind, args.get("table"), exc)
-            finally:
-                self._queue.task_done()
-
-    def drain(self, timeout: float = 10.0) -> None:
-        """Wait (bounded) until queued records are delivered."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.05)
+    def publish(self, body: TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused) -> None:
+        if self.channel is None:
+            log.warning("no control channel: %s of %s not recorded", body.KIND, body.table)
+            return
+        self.channel.publish_later(body, self._standby)
 
 
 class ResyncJob:
     """One table's background copy, and what the apply loop noted while it ran."""
 
     def __init__(self, table: str, reason: str, request: str, factory: Callable[[], Applier],
-                 cfg: ArkConfig | None, decisions: _Decisions, *, source: SnapshotSource | None = None,
-                 topic: str = "", seen_offset: int = -1,
+                 group: str, decisions: _Decisions, *, source: SnapshotSource | None = None,
+                 redo: RedoLog | None = None, seen_offset: int = -1,
                  committed: Callable[[], int] = lambda: -1, after: ResyncJob | None = None) -> None:
         self.table = table
-        self._cfg = cfg
+        self._group = group
         self._source = source
-        self._topic = topic
+        self._redo = redo
         self._committed = committed  # the loop's committed next offset
         self.reason = reason
         self.request = request
@@ -202,8 +184,7 @@ class ResyncJob:
     def _on_snapshot(self, position: Position) -> None:
         self.position, self.floor = position, just_before(position)
         log.info("resync of %s: snapshot taken at %s", self.table, position.text)
-        self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request, phase="snapshot",
-                                position=position.text)
+        self._decisions.publish(TableResyncProgress(self.table, self.request, "snapshot", position.text))
 
     def _on_rows(self, rows: int) -> None:
         self.rows = rows
@@ -218,7 +199,9 @@ class ResyncJob:
         try:
             if self._cancel.is_set():
                 return
-            assert self._cfg is not None and self._source is not None
+            if self._source is None:
+                raise SourceError("this applier was started without the primary's snapshot source",
+                                  fix="run the applier with 'ark apply STANDBY'")
             with self._source.open() as snap:
                 self._on_snapshot(snap.position)
                 meta = snap.table(self.table)
@@ -228,20 +211,20 @@ class ResyncJob:
                 staged = applier.stage_copy(snap.rows(meta), snap.position, on_rows=self._on_rows)
             self.rows = staged.rows
             log.info("resync of %s: %d rows copied into %s", self.table, staged.rows, staged.staging)
-            self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request, phase="copied",
-                                    rows=staged.rows, position=staged.position.text)
+            self._decisions.publish(TableResyncProgress(self.table, self.request, "copied", staged.position.text,
+                                                        staged.rows))
             if self._cancel.is_set():
                 return
             started = time.monotonic()
             applier.begin()
-            applier.swap_in_table(self._cfg.group, staged)
+            applier.swap_in_table(self._group, staged)
             if self._cancel.is_set():
                 applier.rollback()
                 return
             applier.commit()
             log.info("resync of %s: swapped in (%.2f s)", self.table, time.monotonic() - started)
-            self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request,
-                                    phase="swapped", rows=staged.rows, position=staged.position.text)
+            self._decisions.publish(TableResyncProgress(self.table, self.request, "swapped", staged.position.text,
+                                                        staged.rows))
             self._catch_up(applier, staged)
             self.staged = staged  # the loop finishes from resume_offset
         except _Cancelled:
@@ -253,8 +236,7 @@ class ResyncJob:
             self.error = f"{type(exc).__name__}: {exc}"
             self.retry_at = time.monotonic() + RETRY_AFTER_S
             log.warning("resync copy of %s failed: %s; retrying in %.0f s", self.table, self.error, RETRY_AFTER_S)
-            self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request, phase="failed",
-                                    error=self.error[:500])
+            self._decisions.publish(TableResyncProgress(self.table, self.request, "failed", error=self.error[:500]))
         finally:
             applier.close()
 
@@ -264,10 +246,10 @@ class ResyncJob:
         Offsets below the loop's committed offset were all noted before that commit, so O_first is
         final for them; the loop never writes T while it is resyncing, so this cannot race it.
         """
-        assert self._cfg is not None and self.floor is not None
+        assert self._redo is not None and self.floor is not None
         upto = self._committed()
         first = self.first_offset()
-        replay = Replay(self._cfg, self._topic, self.table, self.floor.key, self.first_epoch)
+        replay = Replay(self._redo, self.table, self.floor.key, self.first_epoch)
         start = first if first is not None else upto
         for _round in range(3):
             if upto - start < 100 or self._cancel.is_set() or self.stash_ok:
@@ -300,8 +282,8 @@ class Replay:
     already replayed), CRC-checked; state carries over from one range to the next.
     """
 
-    def __init__(self, cfg: ArkConfig, topic: str, table: str, floor_key: bytes, epoch: int) -> None:
-        self._cfg, self._topic, self.table = cfg, topic, table
+    def __init__(self, redo: RedoLog, table: str, floor_key: bytes, epoch: int) -> None:
+        self._redo, self.table = redo, table
         self.done_key, self.max_epoch = floor_key, epoch
         self.rows = 0
 
@@ -309,25 +291,22 @@ class Replay:
         """(txn id, position, the table's rows) of the transactions in offsets [start, stop)."""
         if start >= stop:
             return
-        consumer = make_consumer(self._cfg.kafka, group_id=f"ark-resync-{uuid.uuid4().hex[:8]}")
-        try:
-            for msg in read_range(consumer, self._topic, start, stop, timeout=60.0):
-                dec = envelope.decode(msg.value(), msg.headers(), topic=self._topic, partition=0,
-                                      offset=msg.offset(), expect=REDO_SCHEMA)
-                body = from_record(dec.record).body
-                if isinstance(body, EpochMarker):
-                    self.max_epoch = max(self.max_epoch, body.new_epoch)
-                    continue
-                if not isinstance(body, TxnChunk) or dec.epoch < self.max_epoch or body.commit.key <= self.done_key:
-                    continue
-                rows = [c for c in body.changes if c.table == self.table]
-                if rows:
-                    self.rows += len(rows)
-                    yield body.txn_id, body.commit.text, rows
-                if body.last:
-                    self.done_key = body.commit.key
-        finally:
-            consumer.close()
+        topic = self._redo.topic
+        for rec in self._redo.read_range(start, stop):
+            dec = envelope.decode(rec.value, rec.headers, topic=topic, partition=0, offset=rec.offset,
+                                  expect=REDO_SCHEMA)
+            body = from_record(dec.record).body
+            if isinstance(body, EpochMarker):
+                self.max_epoch = max(self.max_epoch, body.new_epoch)
+                continue
+            if not isinstance(body, TxnChunk) or dec.epoch < self.max_epoch or body.commit.key <= self.done_key:
+                continue
+            rows = [c for c in body.changes if c.table == self.table]
+            if rows:
+                self.rows += len(rows)
+                yield body.txn_id, body.commit.text, rows
+            if body.last:
+                self.done_key = body.commit.key
 
 
 class _Batch:
@@ -366,18 +345,18 @@ def _shape(meta: TableMeta) -> list[tuple[str, str, bool, int]]:
     return [(c.name, c.source_type, c.nullable, c.key_position) for c in meta.columns]
 
 
-class TableResyncs:
+class TableResyncs(ApplyHook):
     """The apply runner's table resyncs: lives as long as the runner, across session restarts."""
 
-    def __init__(self, cfg: ArkConfig, standby: StandbySettings, factory: Callable[[], Applier], topic: str,
+    def __init__(self, cfg: ArkConfig, standby: StandbySettings, factory: Callable[[], Applier], redo: RedoLog,
                  committed: Callable[[], int] = lambda: -1, source: SnapshotSource | None = None) -> None:
         self.cfg = cfg
         self._source = source
         self._committed = committed
         self.standby = standby.name
-        self.topic = topic
+        self.redo = redo
         self._factory = factory
-        self._decisions = _Decisions(cfg, standby.name)
+        self._decisions = _Decisions(standby.name)
         self.jobs: dict[str, ResyncJob] = {}
         self.resyncing: set[str] = set()  # tables whose rows are skipped (as stored on the standby)
         self._requests: dict[str, tuple[str, str, bool]] = {}  # table -> (reason, request id, restart)
@@ -405,12 +384,15 @@ class TableResyncs:
         self._attempts[key] = self._attempts.get(key, 0) + 1
         return self._attempts[key] <= 2
 
+    def attach_channel(self, channel: ControlChannel) -> None:
+        """The agent's control channel (decisions are published on it)."""
+        self._decisions.channel = channel
+
     def on_control(self, records: Iterable[ControlRecord]) -> None:
         """Pick up ``resync-table`` intents addressed to this standby."""
         for rec in records:
-            if rec.kind == RESYNC_TABLE and rec.target == self.standby:
-                self.request(rec.args.get("table", ""), f"requested by {rec.issued_by}", rec.request_id,
-                             restart=False)
+            if isinstance(rec.body, ResyncTable) and rec.target == self.standby:
+                self.request(rec.body.table, f"requested by {rec.issued_by}", rec.request_id, restart=False)
 
     # -- session hooks -------------------------------------------------------------------------
     def attach(self, applier: Applier, metas: Mapping[str, TableMeta]) -> None:
@@ -427,12 +409,12 @@ class TableResyncs:
                         states[table].reason)
             self._start(table, states[table].reason, "")
 
-    def skip(self, offset: int, chunk: TxnChunk, epoch: int) -> Sequence[RowChange]:
+    def rows(self, offset: int, chunk: TxnChunk, epoch: int, rows: Sequence[RowChange]) -> Sequence[RowChange]:
         """``chunk``'s rows to apply: those of resyncing tables are left out (and noted for the replay)."""
         if not self.resyncing:
-            return chunk.changes
+            return rows
         self._high = max(self._high, offset)
-        kept, skipped = split_rows(chunk.changes, self.resyncing)
+        kept, skipped = split_rows(rows, self.resyncing)
         for table, rows in skipped.items():
             self.skipped_rows += len(rows)
             job = self.jobs.get(table)
@@ -440,7 +422,7 @@ class TableResyncs:
                 job.note_skipped(offset, chunk, rows, epoch)
         return kept
 
-    def shape_changed(self, meta: TableMeta, previous: TableMeta | None, offset: int) -> bool:
+    def on_meta(self, meta: TableMeta, previous: TableMeta | None, offset: int) -> bool:
         """True when ``meta`` (at ``offset``) is for a resyncing table: the loop must not adapt the table.
 
         A new shape published after the copy's snapshot was taken restarts the copy (the next snapshot
@@ -459,12 +441,12 @@ class TableResyncs:
         self._high = max(self._high, offset)
         return True
 
-    def at_boundary(self, applier: Applier, metas: dict[str, TableMeta], pending: ApplyState,
-                    begin: Callable[[], None], commit: Callable[[], None]) -> None:
-        """Between two source transactions: quarantine requested tables, retry failed copies, swap in
-        finished ones. ``begin``/``commit`` are the loop's own (commit also writes the state row)."""
+    def at_boundary(self, b: Boundary) -> None:
+        """Between two source transactions: start requested resyncs, retry failed copies, catch finished ones
+        up. ``b.begin``/``b.commit`` are the loop's own (commit also writes the state row)."""
+        applier, metas, pending, begin, commit = b.applier, b.metas, b.pending(), b.begin, b.commit
         if self._requests:
-            self._quarantine(applier, metas, begin, commit)
+            self._start_requested(applier, metas, begin, commit)
         now = time.monotonic()
         for table, job in list(self.jobs.items()):
             if job.staged is not None:
@@ -478,9 +460,8 @@ class TableResyncs:
                 del self._done[table]
 
     def _job(self, table: str, reason: str, request: str, after: ResyncJob | None = None) -> ResyncJob:
-        return ResyncJob(table, reason, request, self._factory, self.cfg, self._decisions, source=self._source,
-                         topic=self.topic,
-                         seen_offset=self._high, committed=self._committed, after=after)
+        return ResyncJob(table, reason, request, self._factory, self.cfg.group, self._decisions, source=self._source,
+                         redo=self.redo, seen_offset=self._high, committed=self._committed, after=after)
 
     def _start(self, table: str, reason: str, request: str) -> None:
         old = self.jobs.get(table)
@@ -488,26 +469,26 @@ class TableResyncs:
             old.cancel()
         self.jobs[table] = self._job(table, reason, request, after=old).start()
 
-    def _quarantine(self, applier: Applier, metas: Mapping[str, TableMeta], begin: Callable[[], None],
-                    commit: Callable[[], None]) -> None:
+    def _start_requested(self, applier: Applier, metas: Mapping[str, TableMeta], begin: Callable[[], None],
+                         commit: Callable[[], None]) -> None:
         requests, self._requests = self._requests, {}
         for table, (reason, request, restart) in requests.items():
             if table not in metas and table not in self._known:
                 log.error("cannot resync %s on %s: it is not a replicated table", table, self.standby)
-                self._decisions.publish(TABLE_RESYNC_REFUSED, table=table, request=request,
-                                        reason=f"{table} is not a replicated table of group {self.cfg.group}")
+                self._decisions.publish(TableResyncRefused(
+                    table, request, f"{table} is not a replicated table of group {self.cfg.group}"))
                 continue
             if table in self.resyncing and not restart:
-                self._decisions.publish(TABLE_QUARANTINED, table=table, request=request,
-                                        reason=f"already resyncing; {reason}")
+                self._decisions.publish(TableResyncStarted(table, request, f"already resyncing; {reason}"))
                 continue
-            commit()  # what is applied so far (T rows included) is durable before T is quarantined
+            commit()  # what is applied so far (T rows included) is durable before T stops following the stream
             begin()
             applier.save_table_state(self.cfg.group, self.standby, TableState(table, RESYNCING, reason=reason))
             commit()
             self.resyncing.add(table)
-            log.warning("table %s quarantined on %s: %s; the other tables keep applying", table, self.standby, reason)
-            self._decisions.publish(TABLE_QUARANTINED, table=table, request=request, reason=reason)
+            log.warning("table %s is being resynced on %s: %s; the other tables keep applying", table, self.standby,
+                        reason)
+            self._decisions.publish(TableResyncStarted(table, request, reason))
             self._start(table, reason, request)
 
     def _catch_up(self, job: ResyncJob, applier: Applier, metas: dict[str, TableMeta], pending: ApplyState,
@@ -545,8 +526,7 @@ class TableResyncs:
                 f"{replayed} rows re-applied from offset {job.o_first} (the last from {start})")
         self._done[staged.table] = (time.monotonic(), text)
         log.warning("%s (catching up took %.2f s; %s)", text, time.monotonic() - started, job.reason)
-        self._decisions.publish(TABLE_RESYNCED, table=staged.table, request=job.request, rows=staged.rows,
-                                replayed=replayed, position=staged.position.text, floor=floor.text)
+        self._decisions.publish(TableResynced(staged.table, job.request, staged.position.text, staged.rows, replayed))
 
     # -- reporting -----------------------------------------------------------------------------
     def describe(self) -> str:
@@ -560,4 +540,3 @@ class TableResyncs:
         """Abandon running copies (their tables stay ``resyncing`` on the standby) and flush decisions."""
         for job in self.jobs.values():
             job.cancel()
-        self._decisions.drain()

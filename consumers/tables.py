@@ -1,4 +1,4 @@
-"""Per-table apply state: which tables are quarantined for a resync, and which rows the apply loop skips.
+"""Per-table apply state: which tables are set aside for a resync, and which rows the apply loop skips.
 
 A table in state ``resyncing`` no longer follows the stream: the apply loop skips its rows while a
 fresh copy is made in the background (:mod:`consumers.table_resync`); every other table keeps
@@ -28,7 +28,7 @@ class TableState:
 
     ``floor_position``/``floor_key`` record the position the table's last resync copy was taken at
     (just below the snapshot's consistent point): rows of transactions at or below it are in the copy.
-    ``reason`` says why the table was quarantined (or how it was resynced), for operators.
+    ``reason`` says why the table is being resynced (or how it was), for operators.
     """
 
     table: str

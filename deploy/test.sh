@@ -3,8 +3,8 @@
 # lint, types and the import contract, then runs unit, integration and fault tests against a real
 # Kafka broker and real PostgreSQL instances that the test session starts itself.
 #
-#   deploy/test.sh                 # everything (what CI runs)
-#   deploy/test.sh -m "not integration"   # unit tests only; any pytest arguments pass through
+#   deploy/test.sh                 # everything, tier by tier: unit, contract, integration, faults (what CI runs)
+#   deploy/test.sh --quick         # unit + contract only (under a minute); pytest arguments pass through
 #   deploy/test.sh --faults-full   # only tests/faults, full N (20 injections per case, 30 s outages),
 #                                  # then the result table (tests/faults/README.md); pytest args follow
 #
@@ -29,5 +29,22 @@ if [[ "${1:-}" == "--faults-full" ]]; then
 fi
 echo "[test] ruff";  ruff check .
 echo "[test] mypy";  mypy
-echo "[test] pytest $*"
-exec pytest -p no:cacheprovider -ra --durations=15 "$@"
+# Tiers, fastest first; the first tier that fails stops the run (its failures are what to look at).
+#   unit        pure logic and the runners against in-memory fakes (seconds)
+#   contract    every engine's capture, snapshot, applier and verifier against real databases (no Kafka)
+#   integration real Kafka and real databases, whole commands
+#   faults      kill -9, broker restarts, network cuts, corrupt bytes
+tiers=(unit contract integration faults)
+if [[ "${1:-}" == "--quick" ]]; then
+  shift
+  tiers=(unit contract)
+fi
+for tier in "${tiers[@]}"; do
+  echo "[test] tier: $tier"
+  started=$SECONDS
+  if ! pytest -p no:cacheprovider -ra --durations=10 "tests/$tier" "$@"; then
+    echo "[test] tier $tier FAILED after $(( SECONDS - started )) s; later tiers not run"
+    exit 1
+  fi
+  echo "[test] tier $tier passed in $(( SECONDS - started )) s"
+done

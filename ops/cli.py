@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from common.errors import ArkError
+from common.exit_codes import ExitCode
 from common.logs import setup_logging
 from ops.context import CliContext, console, report_error
 
@@ -26,7 +27,7 @@ class ArkGroup(click.Group):
         except ArkError as exc:
             sys.exit(report_error(exc))
         except KeyboardInterrupt:
-            sys.exit(130)
+            sys.exit(ExitCode.INTERRUPTED)
 
 
 @click.group(cls=ArkGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -72,14 +73,37 @@ def _run_until_signal(runner: Any) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @pass_ctx
 def init(obj: CliContext, force: bool) -> None:
-    """Write a commented example config to the --config path."""
-    from ops.templates import EXAMPLE_CONFIG
+    """Write a commented example config to the --config path, and a new control key beside it."""
+    from ops.keys import write_key
+    from ops.templates import example_config
 
     path = obj.config_path
     if path.exists() and not force:
         raise ArkError(f"{path} already exists", fix="use --force to overwrite, or -c OTHER.yaml")
-    path.write_text(EXAMPLE_CONFIG)
-    console.print(f"wrote {path}; edit it, then run 'ark -c {path} check'")
+    key_file = path.absolute().with_suffix(".control-key")
+    if not key_file.exists():
+        write_key(key_file)
+    path.write_text(example_config(str(key_file)))
+    console.print(f"wrote {path} and its control key {key_file} (mode 0600; copy it to every node of the group); "
+                  f"edit the config, then run 'ark -c {path} check'")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite an existing key (every node must then get the new one).")
+def keygen(file: Path, force: bool) -> None:
+    """Write a new random control key (256 bits, hex) to FILE, readable only by its owner.
+
+    \b
+    Every control record and heartbeat of a group is signed with its key; agents refuse what is not.
+    Point the config at it with  control_key: {file: FILE}  and copy FILE to every node of the group.
+    """
+    from ops.keys import write_key
+
+    if file.exists() and not force:
+        raise ArkError(f"{file} already exists", fix="use --force to replace it (then give every node the new key)")
+    write_key(file)
+    console.print(f"wrote a new control key to {file} (mode 0600); reference it as control_key: {{file: {file}}}")
 
 
 @cli.command()
@@ -98,22 +122,31 @@ def check(obj: CliContext) -> None:
 @pass_ctx
 def capture(obj: CliContext, accept_gap: bool) -> None:
     """Run the capture of the primary: its log → the group's redo topic (runs until stopped)."""
+    from common.control import ControlChannel
+    from common.heartbeat import agent_on_kafka
     from common.kafka import check_reachable
+    from common.redo_kafka import KafkaRedoLog
     from ops.engines import capture_factory, require_prerequisites
     from producers.gap import accept_gap as record_gap
     from producers.resume import find_resume_point
     from producers.runner import CaptureRunner
-    from schemas.topics import redo_topic
 
     cfg = obj.config()
+    cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
     factory = capture_factory(cfg)
+    redo = KafkaRedoLog(cfg.kafka, cfg.group)
     with contextlib.closing(factory()) as probe:
         require_prerequisites(probe)
         check_reachable(cfg.kafka)
         probe.ensure_setup()
         if accept_gap:
-            click.echo(record_gap(cfg, probe, find_resume_point(cfg.kafka, redo_topic(cfg.group))))
-    _run_until_signal(CaptureRunner(cfg, factory))
+            channel = ControlChannel.for_config(cfg, start=None)
+            try:
+                click.echo(record_gap(channel, probe, find_resume_point(redo)))
+            finally:
+                channel.close()
+    _run_until_signal(agent_on_kafka(cfg, CaptureRunner(cfg, factory, redo),
+                                     interval=cfg.capture.heartbeat_interval_s))
 
 
 @cli.command()
@@ -121,12 +154,17 @@ def capture(obj: CliContext, accept_gap: bool) -> None:
 @pass_ctx
 def apply(obj: CliContext, standby: str) -> None:
     """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped)."""
+    from common.heartbeat import agent_on_kafka
+    from common.redo_kafka import KafkaRedoLog
     from consumers.runner import ApplyRunner
     from ops.engines import applier_factory, snapshot_source
 
     cfg = obj.config()
     settings = cfg.standby(standby)
-    _run_until_signal(ApplyRunner(cfg, settings, applier_factory(settings), snapshot_source(cfg.primary)))
+    cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
+    runner = ApplyRunner(cfg, settings, applier_factory(settings), KafkaRedoLog(cfg.kafka, cfg.group),
+                         snapshot_source(cfg.primary))
+    _run_until_signal(agent_on_kafka(cfg, runner))
 
 
 @cli.command()
@@ -159,6 +197,17 @@ def status(obj: CliContext, as_json: bool, watch: float | None) -> None:
     show_status(obj.config(), as_json=as_json, watch=watch)
 
 
+def _publish(cfg: Any, body: Any, target: str) -> str:
+    """Write one signed intent on the group's control channel; returns its request id."""
+    from common.control import ControlChannel
+
+    channel = ControlChannel.for_config(cfg, start=None)
+    try:
+        return channel.publish(body, target)
+    finally:
+        channel.close()
+
+
 def _target(obj: CliContext, standby: str) -> str:
     """The control-record target of a standby argument: '' for 'all', else a validated standby name."""
     return "" if standby == "all" else obj.config().standby(standby).name
@@ -170,12 +219,12 @@ def _target(obj: CliContext, standby: str) -> str:
 @pass_ctx
 def delay(obj: CliContext, standby: str, seconds: float) -> None:
     """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards."""
-    from common.control import SET_DELAY, publish_intent
+    from schemas.control import SetDelay
 
     cfg = obj.config()
     if seconds < 0:
         raise ArkError("a delay cannot be negative", fix="give 0 for real time")
-    publish_intent(cfg.kafka, cfg.group, SET_DELAY, _target(obj, standby), seconds=seconds)
+    _publish(cfg, SetDelay(seconds), _target(obj, standby))
     console.print(f"delay of {standby} set to {seconds:g} s (the applier picks it up within a second)")
 
 
@@ -184,10 +233,10 @@ def delay(obj: CliContext, standby: str, seconds: float) -> None:
 @pass_ctx
 def pause(obj: CliContext, standby: str) -> None:
     """Pause apply on STANDBY (or 'all'); entries wait in Kafka."""
-    from common.control import PAUSE, publish_intent
+    from schemas.control import Pause
 
     cfg = obj.config()
-    publish_intent(cfg.kafka, cfg.group, PAUSE, _target(obj, standby))
+    _publish(cfg, Pause(), _target(obj, standby))
     console.print(f"pause of {standby} requested")
 
 
@@ -196,10 +245,10 @@ def pause(obj: CliContext, standby: str) -> None:
 @pass_ctx
 def resume(obj: CliContext, standby: str) -> None:
     """Resume apply on STANDBY (or 'all')."""
-    from common.control import RESUME, publish_intent
+    from schemas.control import Resume
 
     cfg = obj.config()
-    publish_intent(cfg.kafka, cfg.group, RESUME, _target(obj, standby))
+    _publish(cfg, Resume(), _target(obj, standby))
     console.print(f"resume of {standby} requested")
 
 

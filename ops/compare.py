@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import psycopg
@@ -34,6 +35,17 @@ def _key_columns(conn: psycopg.Connection, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def _texts(conn: psycopg.Connection, table: str) -> list[tuple[object, ...]]:
+    """Every row as the server's text of each column (columns by name)."""
+    schema, _, name = table.rpartition(".")
+    ident = sql.Identifier(schema or "public", name)
+    columns = [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attname", (table,)).fetchall()]
+    select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
+    return [tuple(r) for r in conn.execute(sql.SQL("SELECT {} FROM {}").format(select, ident))]
+
+
 def _rows(conn: psycopg.Connection, table: str, keys: list[str]) -> dict[tuple[object, ...], tuple[object, ...]]:
     schema, _, name = table.rpartition(".")
     ident = sql.Identifier(schema or "public", name)
@@ -50,11 +62,15 @@ def _rows(conn: psycopg.Connection, table: str, keys: list[str]) -> dict[tuple[o
 
 
 def compare_table(primary_dsn: str, standby_dsn: str, table: str, limit: int = 10) -> TableDiff:
-    """Compare every row of ``table`` by primary key (both sides read in one snapshot each)."""
+    """Compare every row of ``table`` by primary key, or as a multiset of rows without one (both sides read in
+    one snapshot each)."""
     with psycopg.connect(primary_dsn) as p, psycopg.connect(standby_dsn) as s:
         keys = _key_columns(p, table)
-        if not keys:
-            raise ValueError(f"{table} has no primary key: row-by-row comparison needs one")
+        if not keys:  # no primary key: compare the multisets of rows (duplicates counted)
+            mine, theirs = Counter(_texts(p, table)), Counter(_texts(s, table))
+            gone = list((mine - theirs).elements())
+            more = list((theirs - mine).elements())
+            return TableDiff(table, sum(mine.values()), sum(theirs.values()), gone[:limit], more[:limit], [])
         left, right = _rows(p, table, keys), _rows(s, table, keys)
     missing = [k for k in left if k not in right]
     extra = [k for k in right if k not in left]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,8 +46,3 @@ def report_error(exc: ArkError) -> int:
     if exc.fix:
         err_console.print(f"[bold]fix:[/] {escape(exc.fix)}", markup=True, soft_wrap=True)
     return exc.exit_code
-
-
-def die(exc: ArkError) -> None:
-    """Report and exit."""
-    sys.exit(report_error(exc))

@@ -23,14 +23,15 @@ from rich.rule import Rule
 
 from common.config import load_config
 from common.errors import ArkError
+from deploy.agents import AgentProcess
 from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
-from ops.agents import AgentProcess
+from deploy.workload import BankWorkload, create_bank, total_balance
 from ops.compare import compare_tables
 from ops.context import console
+from ops.keys import write_key
 from ops.status import gather, render
-from ops.workload import BankWorkload, create_bank, total_balance
 
 PASSWORD_ENV = "ARK_DEMO_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
 DELAY_S = 20.0
@@ -46,12 +47,16 @@ def _ark(config: Path, *args: str, env: dict[str, str]) -> None:
 
 
 def _write_config(path: Path, broker: KafkaBroker, nodes: dict[str, PgInstance]) -> None:
+    key_file = path.with_suffix(".control-key")
+    if not key_file.exists():
+        write_key(key_file)
     def db(name: str, inst: PgInstance, **extra: Any) -> dict[str, Any]:
         return {"name": name, "engine": "postgresql", "host": "127.0.0.1", "port": inst.port, "dbname": "bank",
                 "user": "postgres", "password": {"env": PASSWORD_ENV}, **extra}
 
     doc = {
         "group": "demo",
+        "control_key": {"file": str(key_file)},
         "kafka": {"bootstrap": broker.bootstrap, "redo_retention_hours": 168},
         "primary": db("node1", nodes["node1"], tables=["public.*"]),
         "standbys": [db("node2", nodes["node2"]), db("node3-delayed", nodes["node3"], delay_seconds=DELAY_S)],

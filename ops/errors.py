@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from common.errors import ArkError
+from common.exit_codes import ExitCode
 
 
 class OpsError(ArkError):
@@ -12,4 +13,4 @@ class OpsError(ArkError):
 class CheckFailed(OpsError):
     """``ark check`` found problems that must be fixed before replication is safe."""
 
-    exit_code = 6
+    exit_code = ExitCode.CHECK_FAILED

@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from confluent_kafka import Message
 
@@ -201,17 +202,26 @@ def run_purge(cfg: ArkConfig, *, dry_run: bool, keep_hours: float | None, ignore
               every: str | None) -> None:
     """Purge once, or every ``every`` until interrupted (the scheduled job).
 
-    In the loop a refused or failed round is reported and retried at the next round: a standby that
-    is down for a while blocks purging, it does not stop the job.
+    The schedule is apscheduler's (one job, never two rounds at once, a late round runs once, not
+    several). A refused or failed round is reported and retried at the next round: a standby that is
+    down for a while blocks purging, it does not stop the job.
     """
     if every is None:
         purge_once(cfg, dry_run=dry_run, keep_hours=keep_hours, ignore=ignore)
         return
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
     interval = parse_duration(every)
-    while True:
+
+    def round_() -> None:
         try:
             purge_once(cfg, dry_run=dry_run, keep_hours=keep_hours, ignore=ignore)
         except ArkError as exc:
             report_error(exc)
         console.print(f"next purge in {every}", soft_wrap=True)
-        time.sleep(interval)
+
+    scheduler = BlockingScheduler()
+    scheduler.add_job(round_, IntervalTrigger(seconds=interval), next_run_time=datetime.now(UTC), max_instances=1,
+                      coalesce=True, misfire_grace_time=int(interval))
+    scheduler.start()

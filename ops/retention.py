@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer
 
 from common.config import ArkConfig
-from common.control import ControlReader, current_delay
+from common.control import ControlChannel, current_delay
 from common.errors import ArkError
 from common.kafka import last_messages, make_consumer, read_range, topic_config, topic_exists, watermarks
 from ops.engines import applier_factory
@@ -183,11 +183,11 @@ def delays_in_force(cfg: ArkConfig) -> dict[str, float]:
     base = {s.name: s.delay_seconds for s in cfg.standbys}
     if not topic_exists(cfg.kafka, control_topic(cfg.group)):
         return base
-    reader = ControlReader(cfg.kafka, cfg.group)
+    channel = ControlChannel.for_config(cfg)
     try:
-        records = reader.replay()
+        records = channel.replay()
     finally:
-        reader.close()
+        channel.close()
     return {name: current_delay(records, name, delay) for name, delay in base.items()}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from typing import Any
@@ -11,44 +10,58 @@ from rich.live import Live
 from rich.table import Table
 
 from common.config import ArkConfig
-from common.errors import ArkError
+from common.errors import ArkError, KafkaUnavailable
 from common.kafka import end_offset, make_consumer, offset_for_time, read_range, topic_exists, watermarks
 from consumers.gate import lag_seconds
 from ops.context import console
 from ops.engines import applier_factory
 from schemas import envelope
-from schemas.errors import CorruptEntry
+from schemas.errors import CorruptEntry, NotAuthentic
 from schemas.topics import control_topic, heartbeat_topic, redo_topic
 
 #: A heartbeat older than this means the agent is down.
 STALE_AFTER_S = 10.0
 
 
-def latest_heartbeats(cfg: ArkConfig, window_s: float = 30.0) -> dict[tuple[str, str], dict[str, Any]]:
-    """The newest heartbeat per (agent, name) sent in the last ``window_s`` seconds."""
+def latest_heartbeats(cfg: ArkConfig, window_s: float = 30.0) -> tuple[dict[tuple[str, str], dict[str, Any]], int]:
+    """The newest authentic heartbeat per (agent, name) sent in the last ``window_s`` seconds, and how many
+    heartbeats were refused (unsigned, or signed with another key)."""
     topic = heartbeat_topic(cfg.group)
     out: dict[tuple[str, str], dict[str, Any]] = {}
+    refused = 0
     if not topic_exists(cfg.kafka, topic):
-        return out  # no agent ever ran
+        return out, refused  # no agent ever ran
+    key = cfg.control_key_bytes()
     consumer = make_consumer(cfg.kafka, group_id="ark-status")
     try:
         _low, high = watermarks(consumer, topic)
         start = offset_for_time(cfg.kafka, topic, int((time.time() - window_s) * 1000))
         for msg in read_range(consumer, topic, start, high, timeout=10):
-            with contextlib.suppress(CorruptEntry):
+            try:
+                envelope.check_signature(msg.value(), msg.headers(), key)
                 rec = envelope.decode(msg.value(), msg.headers(), topic=topic, offset=msg.offset()).record
-                out[(rec["agent"], rec["name"])] = rec
-    except ArkError:
+            except NotAuthentic:
+                refused += 1
+                continue
+            except CorruptEntry:
+                continue
+            out[(rec["agent"], rec["name"])] = rec
+    except KafkaUnavailable:
         pass  # no heartbeat topic yet: every agent is reported as not running
     finally:
         consumer.close()
-    return out
+    return out, refused
+
+
+def latest_beats(cfg: ArkConfig, window_s: float = 30.0) -> dict[tuple[str, str], dict[str, Any]]:
+    """:func:`latest_heartbeats` without the refusal count."""
+    return latest_heartbeats(cfg, window_s)[0]
 
 
 def gather(cfg: ArkConfig) -> dict[str, Any]:
     """The status document (what ``--json`` prints)."""
     now = time.time()
-    beats = latest_heartbeats(cfg)
+    beats, beats_refused = latest_heartbeats(cfg)
     redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)
     capture = {"node": cfg.primary.name, "state": "not running", "source_position": "", "produced_offset": -1,
@@ -79,25 +92,46 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
         standbys.append(row)
     from ops.retention import status_warnings
 
+    retransmits, refused = recent_retransmits(cfg)
+    warnings = status_warnings(cfg, standbys)
+    if refused:
+        warnings.append(f"{sum(refused.values())} control records were refused as not authentic "
+                        f"({', '.join(f'{n} {r}' for r, n in sorted(refused.items()))}): someone without the group's "
+                        "control key writes to the control topic, or an agent runs with another key")
+    if beats_refused:
+        warnings.append(f"{beats_refused} heartbeats were refused as not authentic (unsigned or another key)")
     return {"group": cfg.group, "redo_end_offset": redo_end, "capture": capture, "standbys": standbys,
-            "warnings": status_warnings(cfg, standbys), "retransmits": recent_retransmits(cfg),
+            "warnings": warnings, "retransmits": retransmits, "control_refused": refused,
             "at": iso_time(int(now * 1e6))}
 
 
-def recent_retransmits(cfg: ArkConfig, last: int = 5) -> list[dict[str, Any]]:
-    """The last retransmit requests and the capture's answers (CRC retransmission, guarantee 4)."""
-    from common.control import RETRANSMIT, RETRANSMIT_DONE, RETRANSMIT_FAILED, ControlReader
+def recent_retransmits(cfg: ArkConfig, last: int = 5) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The last retransmit requests and the capture's answers (CRC retransmission, guarantee 4), and the
+    control records refused as not authentic (by reason)."""
+    from common.control import ControlChannel
+    from schemas.control import Retransmit, RetransmitDone, RetransmitFailed
 
     if not topic_exists(cfg.kafka, control_topic(cfg.group)):
-        return []
-    reader = ControlReader(cfg.kafka, cfg.group)
+        return [], {}
+    channel = ControlChannel.for_config(cfg)
     try:
-        records = [r for r in reader.replay() if r.kind in (RETRANSMIT, RETRANSMIT_DONE, RETRANSMIT_FAILED)]
+        records = [r for r in channel.replay() if isinstance(r.body, Retransmit | RetransmitDone | RetransmitFailed)]
+        refused = dict(channel.refused)
     finally:
-        reader.close()
-    return [{"at": iso_time(r.issued_at_us), "kind": r.kind, "target": r.target, "request": r.request_id,
-             **{k: v for k, v in r.args.items() if k in ("after_position", "offset", "reason", "request_ids")}}
-            for r in records[-last:]]
+        channel.close()
+    out = []
+    for r in records[-last:]:
+        body = r.body
+        doc: dict[str, Any] = {"at": iso_time(r.issued_at_us), "kind": r.kind, "target": r.target,
+                               "request": r.request_id, "after_position": getattr(body, "after_position", "")}
+        if isinstance(body, Retransmit):
+            doc.update(offset=body.offset, reason=body.reason)
+        elif isinstance(body, RetransmitFailed):
+            doc.update(reason=body.reason, request_ids=",".join(body.request_ids))
+        elif isinstance(body, RetransmitDone):
+            doc.update(request_ids=",".join(body.request_ids))
+        out.append(doc)
+    return out, refused
 
 
 def _fill_from_state_table(cfg: ArkConfig, name: str, row: dict[str, Any], redo_end: int, now: float) -> None:

@@ -31,7 +31,7 @@ from common.kafka import end_offset, ensure_topic
 from consumers.base import ApplyState
 from ops.context import console
 from ops.engines import applier_factory, capture_factory, require_prerequisites, snapshot_source
-from ops.status import STALE_AFTER_S, latest_heartbeats
+from ops.status import STALE_AFTER_S, latest_beats
 from schemas.positions import just_before
 from schemas.topics import redo_topic
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _refuse_if_applying(cfg: ArkConfig, standby: StandbySettings, verb: str = "sync") -> None:
-    beat = latest_heartbeats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
+    beat = latest_beats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
     age = time.time() - beat["sent_at_us"] / 1e6 if beat is not None else None
     if beat is not None and age is not None and beat["state"] not in ("stopped", "error") and age < STALE_AFTER_S:
         raise ArkError(f"the applier of {standby.name} is running (pid {beat['pid']} on {beat['host']}, "

@@ -1,4 +1,4 @@
-"""The commented example config written by ``ark init``."""
+"""The commented example config written by ``ark init`` (``KEYFILE`` is replaced by the control key's path)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ EXAMPLE_CONFIG = """\
 # Secrets are never written here: give {env: NAME} or {file: /path} and Ark reads them when it connects.
 
 group: bank                      # letters, digits, '_' or '-'; names the topics ark.<group>.*
+control_key: {file: KEYFILE}     # signs every control record and heartbeat (HMAC-SHA256): the same key on every
+                                 # node of the group, readable only by Ark's user. 'ark keygen FILE' makes one.
 
 kafka:
   bootstrap: 127.0.0.1:9092      # host:port[,host:port...]
@@ -59,3 +61,8 @@ standbys:
     password: {env: ARK_STANDBY_PASSWORD}
     delay_seconds: 3600          # one hour behind: undo a user's mistake ('ark delay node3-delayed 0' to catch up)
 """
+
+
+def example_config(key_file: str) -> str:
+    """The example config, its control key read from ``key_file``."""
+    return EXAMPLE_CONFIG.replace("KEYFILE", key_file)

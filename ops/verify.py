@@ -33,16 +33,9 @@ from typing import Any
 from rich.markup import escape
 
 from common.config import ArkConfig, StandbySettings
-from common.control import (
-    VERIFY_ARMED,
-    VERIFY_AT,
-    VERIFY_HELD,
-    VERIFY_HOLD,
-    VERIFY_RELEASE,
-    ControlReader,
-    ControlRecord,
-)
+from common.control import ControlChannel, ControlRecord
 from common.errors import ArkError
+from common.exit_codes import ExitCode
 from common.snapshot import Snapshot
 from common.verify import (
     BucketDiff,
@@ -60,10 +53,11 @@ from common.verify import (
     format_key,
     repair_range,
 )
-from consumers.hold import ControlSender, floor_of
+from consumers.hold import floor_of
 from ops.context import console, err_console
 from ops.engines import applier_factory, snapshot_source, verifier
-from ops.status import STALE_AFTER_S, latest_heartbeats
+from ops.status import STALE_AFTER_S, latest_beats
+from schemas.control import VerifyArmed, VerifyAt, VerifyHeld, VerifyHold, VerifyRelease
 from schemas.entries import Position, TableMeta
 
 log = logging.getLogger(__name__)
@@ -71,9 +65,9 @@ log = logging.getLogger(__name__)
 _out = functools.partial(console.print, soft_wrap=True)   # reports: one line per fact, never wrapped
 _note = functools.partial(err_console.print, soft_wrap=True)  # progress, on stderr
 
-EXIT_EQUAL = 0
-EXIT_DIFFERENT = 11
-EXIT_INCOMPLETE = 12
+EXIT_EQUAL = ExitCode.OK
+EXIT_DIFFERENT = ExitCode.VERIFY_DIFFERENT
+EXIT_INCOMPLETE = ExitCode.VERIFY_INCOMPLETE
 
 #: How long the applier has to answer the first request (it answers at its next transaction boundary).
 ARM_TIMEOUT_S = 30.0
@@ -147,22 +141,20 @@ class HoldClient:
 
     def __init__(self, cfg: ArkConfig, standby: StandbySettings, max_hold_s: float) -> None:
         self.cfg, self.standby, self.max_hold_s = cfg, standby, max_hold_s
-        # Old records are read too, and ignored: only answers naming our own request ids count.
-        self._reader = ControlReader(cfg.kafka, cfg.group)
-        self._sender = ControlSender(cfg.kafka, cfg.group)
+        # Only answers naming our own request ids count: older records are not read at all.
+        self._channel = ControlChannel.for_config(cfg, start=None)
 
     def close(self) -> None:
         """Release the Kafka clients."""
-        self._sender.close()
-        self._reader.close()
+        self._channel.close()
 
-    def _await(self, kind: str, request: str, timeout: float, what: str, fix: str,
+    def _await(self, kind: type[VerifyArmed | VerifyHeld], request: str, timeout: float, what: str, fix: str,
                progress: Callable[[], None] | None = None) -> ControlRecord:
         deadline = time.monotonic() + timeout
         next_progress = time.monotonic() + 5.0
         while time.monotonic() < deadline:
-            for rec in self._reader.poll():
-                if rec.kind == kind and rec.target == self.standby.name and rec.args.get("request") == request:
+            for rec in self._channel.poll():
+                if isinstance(rec.body, kind) and rec.target == self.standby.name and rec.body.request == request:
                     return rec
             if progress is not None and time.monotonic() >= next_progress:
                 progress()
@@ -180,7 +172,7 @@ class HoldClient:
         """
         name = self.standby.name
         check = verifier(self.standby.engine)
-        request = self._sender.send(VERIFY_HOLD, name, max_hold_s=self.max_hold_s)
+        request = self._channel.publish(VerifyHold(self.max_hold_s), name)
         sides: list[SourceSide | StandbySide] = []
         released = False
 
@@ -188,10 +180,10 @@ class HoldClient:
             nonlocal released
             if not released:
                 released = True
-                self._sender.send(VERIFY_RELEASE, name, request=request)
+                self._channel.publish(VerifyRelease(request), name)
 
         try:
-            self._await(VERIFY_ARMED, request, ARM_TIMEOUT_S, "answer the verify request",
+            self._await(VerifyArmed, request, ARM_TIMEOUT_S, "answer the verify request",
                         f"check that 'ark apply {name}' runs and is not stuck (ark status)")
             armed = time.monotonic()
             snap: Snapshot
@@ -200,10 +192,10 @@ class HoldClient:
                 tables = snap.tables(self.cfg.primary.tables)
                 source = check.open_source(self.cfg.primary, snap)  # imports the snapshot: it lives on in there
             sides.append(source)
-            self._sender.send(VERIFY_AT, name, request=request, position=position.text, key=position.key.hex())
+            self._channel.publish(VerifyAt(request, position.text, position.key), name)
             log.info("verify: primary snapshot at %s, %.3f s after the applier stopped", position.text,
                      time.monotonic() - armed)
-            held = self._await(VERIFY_HELD, request, timeout, f"reach {position.text}",
+            held = self._await(VerifyHeld, request, timeout, f"reach {position.text}",
                                f"check 'ark status' (is {name} paused, far behind, or the capture down?); a "
                                "longer --timeout helps a standby that is far behind",
                                progress=lambda: self._progress(position))
@@ -211,13 +203,14 @@ class HoldClient:
             standby = check.open_standby(self.standby, write=write)
             sides.append(standby)
             next_offset, at, at_key = standby.held_state(self.cfg.group, name)
-            floor = floor_of(position.key.hex())
-            if next_offset != int(held.args["next_offset"]) or at_key > floor:
+            floor = floor_of(position.key)
+            answer = held.body
+            assert isinstance(answer, VerifyHeld)
+            if next_offset != answer.next_offset or at_key > floor:
                 raise ArkError(f"{name} moved past its verify hold (state at {at}, offset {next_offset}; held at "
-                               f"offset {held.args['next_offset']})",
+                               f"offset {answer.next_offset})",
                                fix="run verify again; raise --max-hold if the machine is very slow")
-            point = Point(source, standby, position, next_offset, at, float(held.args.get("armed_s", "0")),
-                          held_at, tables)
+            point = Point(source, standby, position, next_offset, at, answer.armed_s, held_at, tables)
             if not write:
                 release()
                 point.held_s = time.monotonic() - held_at
@@ -311,7 +304,7 @@ def repair(point: Point, results: list[TableResult], deadline: float) -> list[di
 
 # -- the command -------------------------------------------------------------------------------------
 def _applier_beat(cfg: ArkConfig, standby: StandbySettings) -> dict[str, Any]:
-    beat = latest_heartbeats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
+    beat = latest_beats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
     if beat is None or beat["state"] in ("stopped", "error") or time.time() - beat["sent_at_us"] / 1e6 > STALE_AFTER_S:
         raise ArkError(f"the applier of {standby.name} is not running: verify compares while replication runs, "
                        "with the applier's help to stop at one position for a moment",

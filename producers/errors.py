@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from common.errors import ArkError, SourceError
+from common.exit_codes import ExitCode
 
 
 class CaptureError(ArkError):
@@ -15,7 +16,7 @@ class SlotGapError(CaptureError):
     Capture refuses to continue: resuming would silently lose transactions.
     """
 
-    exit_code = 8
+    exit_code = ExitCode.SOURCE_LOG_LOST
 
 
 class UnsupportedChange(CaptureError):

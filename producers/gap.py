@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from common.config import ArkConfig
-from common.control import SOURCE_GAP, SourceGapRecord, publish_intent
+from common.control import ControlChannel
+from common.exit_codes import ExitCode
 from producers.base import LogCapture
 from producers.errors import CaptureError
 from producers.resume import ResumePoint
+from schemas.control import SourceGap
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,16 @@ log = logging.getLogger(__name__)
 class NoGapToAccept(CaptureError):
     """``--accept-gap`` was asked for, but the source still holds everything after Kafka's tail."""
 
-    exit_code = 2
+    exit_code = ExitCode.NO_GAP_TO_ACCEPT
 
 
-def resumes_past_gap(gaps: Iterable[SourceGapRecord], point: ResumePoint) -> bool:
+def resumes_past_gap(gaps: Iterable[SourceGap], point: ResumePoint) -> bool:
     """Whether capture may start from the slot as it is: the operator accepted a gap right after
     exactly the tail Kafka holds now (once capture publishes past it, the normal check applies again)."""
     return any(g.after_key == point.complete_key for g in gaps)
 
 
-def accept_gap(cfg: ArkConfig, capture: LogCapture, point: ResumePoint) -> str:
+def accept_gap(channel: ControlChannel, capture: LogCapture, point: ResumePoint) -> str:
     """Record the hole between Kafka's tail and the source's start; returns a sentence saying what was lost.
 
     Raises :class:`NoGapToAccept` when there is none (refusing to write a record nobody needs).
@@ -47,8 +48,7 @@ def accept_gap(cfg: ArkConfig, capture: LogCapture, point: ResumePoint) -> str:
         raise NoGapToAccept("there is no gap to accept: the source still holds everything after what Kafka has "
                             f"({point.complete_position or 'nothing published yet'})",
                             fix="run 'ark capture' without --accept-gap")
-    publish_intent(cfg.kafka, cfg.group, SOURCE_GAP, "", after_position=point.complete_position,
-                   after_key=point.complete_key.hex(), offset=point.end_offset, hole=hole)
+    channel.publish(SourceGap(point.complete_position, point.complete_key, point.end_offset, hole))
     sentence = (f"accepted a gap in the source's log after {point.complete_position} ({hole}); redo entries from "
                 f"offset {point.end_offset} on follow it, and every standby stops there until 'ark resync' "
                 "rebuilds it")

@@ -1,20 +1,18 @@
-"""The transactional Kafka side of capture: produce entries, commit, and report what is durable."""
+"""The encoding side of capture: entries → envelopes → records of one Kafka transaction at a time.
+
+The transport is a :class:`~common.redo.RedoWriter` (Kafka's transactional producer in production, an
+in-memory log in fast tests). Order of durability (guarantee 3): the runner confirms a source position
+only after :meth:`RedoPublisher.commit` has returned for the transaction that holds it.
+"""
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-
-from common.config import ArkConfig
-from common.errors import FencedError, KafkaUnavailable
-from common.kafka import make_producer, unavailable
+from common.redo import RedoWriter
 from schemas import envelope
 from schemas.entries import REDO_SCHEMA, RedoEntry, TxnChunk, to_record
-from schemas.topics import capture_transactional_id, redo_topic
-
-log = logging.getLogger(__name__)
 
 #: Commit a Kafka transaction inside a huge source transaction past this many bytes, so that
 #: no Kafka transaction outlives transaction.timeout.ms. The applier only applies at the last chunk.
@@ -23,66 +21,37 @@ log = logging.getLogger(__name__)
 MAX_TXN_BYTES = 16 * 1024 * 1024
 MAX_TXN_SECONDS = 2.0
 
-
-class RetryableKafkaError(KafkaUnavailable):
-    """The Kafka transaction was aborted; capture re-reads from the source and tries again."""
+Header = tuple[str, str | bytes | None]
 
 
 class RedoPublisher:
-    """A transactional, idempotent producer (acks=all) for one group's redo topic.
+    """Encodes redo entries (CRC, fingerprint, epoch, position, commit-time headers) and writes them."""
 
-    Its ``transactional.id`` belongs to the group, not the host: a second capture of the same
-    group fences this one inside Kafka (guarantee 6).
-    """
-
-    def __init__(self, cfg: ArkConfig) -> None:
-        self.topic = redo_topic(cfg.group)
-        self._group = cfg.group
-        self._engine = cfg.primary.engine
-        self._producer: Producer = make_producer(
-            cfg.kafka,
-            transactional_id=capture_transactional_id(cfg.group),
-            **{"queue.buffering.max.kbytes": 65536, "batch.size": 1_000_000, "linger.ms": 20},
-        )
-        self._settings = cfg.kafka
+    def __init__(self, writer: RedoWriter) -> None:
+        self.writer = writer
         self.in_transaction = False
         self.txn_bytes = 0
         self.txn_started = 0.0
-        self.last_offset = -1
-        self._delivery_error: KafkaError | None = None
-        try:
-            self._producer.init_transactions(60)
-        except KafkaException as exc:
-            raise unavailable(cfg.kafka, exc.args[0]) from None
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_error = err
-        else:
-            offset = msg.offset()
-            if offset is not None:
-                self.last_offset = max(self.last_offset, offset)
+    @property
+    def last_offset(self) -> int:
+        """The highest offset delivered so far (-1 before the first)."""
+        return self.writer.last_offset
 
-    def publish(self, entry: RedoEntry, epoch: int) -> None:
-        """Produce one entry inside the current Kafka transaction (opening one if needed)."""
+    def publish(self, entry: RedoEntry, *, headers: Sequence[Header] = ()) -> None:
+        """Produce one entry inside the current Kafka transaction (opening one if needed); ``headers`` are
+        added to the envelope's own (a retransmission's tag)."""
         if not self.in_transaction:
-            self._call(self._producer.begin_transaction)
+            self.writer.begin()
             self.in_transaction = True
             self.txn_bytes = 0
             self.txn_started = time.monotonic()
         body = entry.body
         position = body.commit.text if isinstance(body, TxnChunk) else getattr(body, "position", "")
         commit_us = body.commit_time_us if isinstance(body, TxnChunk) else None
-        env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=epoch, source_position=position,
+        env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=entry.epoch, source_position=position,
                               commit_time_us=commit_us)
-        while True:
-            try:
-                self._producer.produce(self.topic, env.value, headers=env.headers, timestamp=env.timestamp_ms,
-                                       on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain (bounded memory)
-        self._producer.poll(0)
+        self.writer.produce(env.value, [*env.headers, *headers], env.timestamp_ms)
         self.txn_bytes += len(env.value)
 
     def should_commit_midway(self) -> bool:
@@ -95,38 +64,16 @@ class RedoPublisher:
         """Commit the open Kafka transaction; afterwards everything produced in it is durable."""
         if not self.in_transaction:
             return
-        self._call(self._producer.commit_transaction, 120)
         self.in_transaction = False
-        if self._delivery_error is not None:
-            err, self._delivery_error = self._delivery_error, None
-            raise RetryableKafkaError(f"delivery failed after commit: {err}", fix="capture retries by itself")
+        self.writer.commit()
 
     def abort(self) -> None:
         """Abort the open Kafka transaction (its entries never become visible to read_committed readers)."""
         if not self.in_transaction:
             return
         self.in_transaction = False
-        self._delivery_error = None
-        try:
-            self._producer.abort_transaction(60)
-        except KafkaException as exc:
-            log.warning("abort_transaction failed (%s); the broker will expire the transaction", exc)
+        self.writer.abort()
 
     def poll(self) -> None:
         """Serve delivery callbacks."""
-        self._producer.poll(0)
-
-    def _call(self, fn: object, *args: object) -> None:
-        try:
-            fn(*args)  # type: ignore[operator]
-        except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
-                raise FencedError(
-                    f"capture of group {self._group} was fenced by a newer capture (same transactional.id)",
-                    fix="only one capture per group may run; stop the other one or let the controller decide",
-                ) from None
-            if err.fatal():
-                raise FencedError(f"fatal Kafka producer error: {err}", fix="restart the capture") from None
-            self.abort()  # whatever the error, the batch is re-read from the source after a restart
-            raise RetryableKafkaError(f"Kafka transaction failed: {err}", fix="capture retries by itself") from None
+        self.writer.poll()

@@ -10,10 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from confluent_kafka import Message
-
-from common.config import KafkaSettings
-from common.kafka import last_messages
+from common.redo import RedoLog, RedoRecord
 from schemas import envelope
 from schemas.entries import REDO_SCHEMA, Position, TxnChunk, from_record
 from schemas.errors import CorruptEntry
@@ -48,10 +45,10 @@ class ResumePoint:
         return ("new", 0, 0)
 
 
-def _decode(msg: Message, topic: str) -> TxnChunk | None:
+def _decode(msg: RedoRecord, topic: str) -> TxnChunk | None:
     try:
-        dec = envelope.decode(msg.value(), msg.headers(), topic=topic, partition=msg.partition(),
-                              offset=msg.offset(), expect=REDO_SCHEMA)
+        dec = envelope.decode(msg.value, msg.headers, topic=topic, partition=0, offset=msg.offset,
+                              expect=REDO_SCHEMA)
     except CorruptEntry as exc:
         # Read around, never trusted: resuming from an earlier entry only republishes more (appliers skip
         # what they applied), and the appliers quarantine the bad entry and ask for its retransmission.
@@ -61,18 +58,19 @@ def _decode(msg: Message, topic: str) -> TxnChunk | None:
     return body if isinstance(body, TxnChunk) else None
 
 
-def find_resume_point(settings: KafkaSettings, topic: str) -> ResumePoint:
-    """Scan back from the end of ``topic`` to the last complete transaction (reading as few as possible)."""
-    tail: list[tuple[Message, TxnChunk]] = []
+def find_resume_point(redo: RedoLog) -> ResumePoint:
+    """Scan back from the end of the redo log to the last complete transaction (reading as few as possible)."""
+    topic = redo.topic
+    tail: list[tuple[RedoRecord, TxnChunk]] = []
     epoch = 0
 
     count = 16
     while True:
-        messages = last_messages(settings, topic, count=count)
+        messages = redo.tail(count)
         tail = []
         for msg in messages:
             chunk = _decode(msg, topic)
-            hdr_epoch = int(envelope.header_map(msg.headers()).get(envelope.H_EPOCH, "0") or 0)
+            hdr_epoch = int(envelope.header_map(msg.headers).get(envelope.H_EPOCH, "0") or 0)
             epoch = max(epoch, hdr_epoch)
             if chunk is not None:
                 tail.append((msg, chunk))
@@ -80,7 +78,7 @@ def find_resume_point(settings: KafkaSettings, topic: str) -> ResumePoint:
         if complete or len(messages) < count:
             break
         count *= 8  # a long partial transaction at the end: look further back
-    end = ((messages[-1].offset() or 0) + 1) if messages else 0
+    end = (messages[-1].offset + 1) if messages else 0
     last_complete = complete[-1] if complete else None
     point = ResumePoint(epoch=epoch, end_offset=end)
     if last_complete is not None:

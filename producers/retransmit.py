@@ -24,27 +24,14 @@ Three pieces make that possible:
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
-from common.config import ArkConfig
-from common.control import (
-    RETRANSMIT,
-    RETRANSMIT_DONE,
-    RETRANSMIT_FAILED,
-    ControlReader,
-    ControlRecord,
-    publish_intent,
-)
-from common.kafka import end_offset
+from common.control import ControlChannel, ControlRecord
 from producers.base import LogCapture
-from producers.publisher import RedoPublisher
 from producers.resume import ResumePoint
+from schemas.control import Retransmit, RetransmitDone, RetransmitFailed
 from schemas.entries import Position
-from schemas.envelope import H_RETRANSMIT_FROM
-from schemas.topics import control_topic
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +87,11 @@ class RetransmitRequest:
 
     @classmethod
     def from_record(cls, rec: ControlRecord) -> RetransmitRequest | None:
-        """The request of a control record (None for other kinds, or an unreadable key)."""
-        if rec.kind != RETRANSMIT:
+        """The request of a control record (None for other kinds)."""
+        body = rec.body
+        if not isinstance(body, Retransmit):
             return None
-        try:
-            key = bytes.fromhex(rec.args.get("after_key", ""))
-            offset = int(rec.args.get("offset", "-1"))
-        except ValueError:
-            log.error("ignoring retransmit request %s with an unreadable after_key/offset: %s", rec.request_id,
-                      rec.args)
-            return None
-        return cls(rec.request_id, rec.target, rec.args.get("after_position", ""), key, offset,
-                   rec.args.get("reason", ""))
+        return cls(rec.request_id, rec.target, body.after_position, body.after_key, body.offset, body.reason)
 
 
 @dataclass(frozen=True)
@@ -154,8 +134,8 @@ class RequestQueue:
             req = RetransmitRequest.from_record(rec)
             if req is not None:
                 self._pending[req.request_id] = req
-            elif rec.kind in (RETRANSMIT_DONE, RETRANSMIT_FAILED):
-                for rid in rec.args.get("request_ids", rec.args.get("request_id", "")).split(","):
+            elif isinstance(rec.body, RetransmitDone | RetransmitFailed):
+                for rid in rec.body.request_ids:
                     self._pending.pop(rid, None)
 
     def answered(self, requests: tuple[RetransmitRequest, ...]) -> None:
@@ -189,20 +169,6 @@ class RequestQueue:
         return tuple(r for r in plan.requests if r.after_key == low)
 
 
-def read_backlog(cfg: ArkConfig, reader: ControlReader, timeout: float = 30.0) -> list[ControlRecord]:
-    """Every record the control topic holds now (requests made while the capture was down, and their
-    answers), read to the end so that an answered request is never mistaken for a pending one."""
-    high = end_offset(cfg.kafka, control_topic(cfg.group))
-    out: list[ControlRecord] = []
-    deadline = time.monotonic() + timeout
-    while high > 0 and (not out or out[-1].offset < high - 1) and time.monotonic() < deadline:
-        batch = reader.poll()
-        out.extend(batch)
-        if not batch:
-            time.sleep(0.05)
-    return out
-
-
 def resume_position(capture: LogCapture, plan: ServePlan) -> Position:
     """The source position to restart the stream after (ValueError when it does not parse)."""
     if not plan.resume_text:
@@ -222,49 +188,17 @@ def source_floor(capture: LogCapture) -> str:
         return ""
 
 
-def answer_done(cfg: ArkConfig, plan: ServePlan) -> None:
+def answer_done(channel: ControlChannel, plan: ServePlan) -> None:
     """Tell the appliers (and ``ark status``) that the republication has started and is durable."""
-    publish_intent(cfg.kafka, cfg.group, RETRANSMIT_DONE, plan.standbys, request_ids=plan.request_ids,
-                   after_position=plan.position, after_key=plan.key.hex())
+    channel.publish(RetransmitDone(tuple(r.request_id for r in plan.requests), plan.position, plan.key),
+                    plan.standbys)
 
 
-def answer_failed(cfg: ArkConfig, requests: tuple[RetransmitRequest, ...], why: str, slot_confirmed: str) -> None:
+def answer_failed(channel: ControlChannel, requests: tuple[RetransmitRequest, ...], why: str,
+                  source_floor: str) -> None:
     """Tell the appliers that these requests cannot be served: what is missing, and why."""
     for req in requests:
         log.error("cannot retransmit after %s for standby %s (request %s): %s", req.after_position or "the start",
                   req.standby, req.request_id, why)
-        publish_intent(cfg.kafka, cfg.group, RETRANSMIT_FAILED, req.standby, request_id=req.request_id,
-                       request_ids=req.request_id, after_position=req.after_position,
-                       after_key=req.after_key.hex(), slot_confirmed=slot_confirmed, reason=why)
-
-
-class _TaggingProducer:
-    """The publisher's producer, adding ``ark-retransmit-from`` to what it produces while a tag is set."""
-
-    def __init__(self, inner: Any, owner: RetransmitPublisher) -> None:
-        self._inner = inner
-        self._owner = owner
-
-    def produce(self, topic: str, value: bytes, *args: Any, headers: list[tuple[str, Any]] | None = None,
-                **kwargs: Any) -> None:
-        tag = self._owner.retransmit_from
-        if tag is not None:
-            headers = [*(headers or []), (H_RETRANSMIT_FROM, tag.encode())]
-        self._inner.produce(topic, value, *args, headers=headers, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class RetransmitPublisher(RedoPublisher):
-    """A :class:`RedoPublisher` whose entries carry ``ark-retransmit-from`` while ``retransmit_from`` is set.
-
-    The tag is added at the producer call, so the entries are otherwise byte-for-byte what the
-    publisher makes (same envelope, CRC, positions).
-    """
-
-    def __init__(self, cfg: ArkConfig) -> None:
-        super().__init__(cfg)
-        #: hex of the exclusive start key of the re-read being republished; None when not republishing
-        self.retransmit_from: str | None = None
-        self._producer = _TaggingProducer(self._producer, self)  # type: ignore[assignment]
+        channel.publish(RetransmitFailed((req.request_id,), req.after_position, req.after_key, source_floor, why),
+                        req.standby)

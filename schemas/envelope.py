@@ -13,6 +13,10 @@ ark-ts     source commit time, microseconds since the Unix epoch
 Republished entries (guarantee 4, CRC retransmission) also carry ``ark-retransmit-from``: the hex
 of the exclusive start key of the re-read (every commit above it follows, gap-free, from there on).
 
+Control records and heartbeats are authenticated: ``ark-sig`` is the HMAC-SHA256, under the group's
+control key, of the schema fingerprint and the payload (:func:`sign`, :func:`check_signature`). The CRC
+catches damage; the signature catches records that the group's own agents did not write.
+
 The Kafka message timestamp is the commit time in milliseconds, so ``offsets_for_times`` finds a
 point in time. Kafka's own batch CRC covers broker storage only; this CRC covers the whole path from
 the producer's memory to the applier (ARCHITECTURE.md, "Why our own CRC").
@@ -20,6 +24,8 @@ the producer's memory to the applier (ARCHITECTURE.md, "Why our own CRC").
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import time
 from collections.abc import Iterable, Sequence
@@ -30,7 +36,7 @@ import crc32c as _crc32c
 from fastavro import schemaless_reader, schemaless_writer
 
 from schemas import registry
-from schemas.errors import CorruptEntry, InvalidChecksum, UnknownSchema
+from schemas.errors import CorruptEntry, InvalidChecksum, NotAuthentic, UnknownSchema
 
 H_CRC = "ark-crc"
 H_SCHEMA = "ark-schema"
@@ -39,6 +45,9 @@ H_POSITION = "ark-pos"
 H_COMMIT_TS = "ark-ts"
 #: On republished entries: hex of the key after which the capture re-read the source (exclusive).
 H_RETRANSMIT_FROM = "ark-retransmit-from"
+
+#: HMAC-SHA256 (hex) of the fingerprint and the payload, under the group's control key.
+H_SIGNATURE = "ark-sig"
 
 #: Kafka message headers as clients return them: a list of pairs, a dict, or None.
 Headers = Sequence[tuple[str, bytes | str | None]] | dict[str, bytes | str | None] | None
@@ -180,3 +189,24 @@ def decode(
         source_position=hmap.get(H_POSITION, ""),
         commit_time_us=commit_ts,
     )
+
+
+def _mac(key: bytes, fingerprint: str, payload: bytes) -> str:
+    return hmac.new(key, b"ark-sig-1\0" + fingerprint.encode() + b"\0" + payload, hashlib.sha256).hexdigest()
+
+
+def sign(env: Envelope, key: bytes) -> Envelope:
+    """``env`` with an ``ark-sig`` header: the HMAC-SHA256 under ``key`` of its schema fingerprint and payload."""
+    fingerprint = header_map(env.headers)[H_SCHEMA]
+    return Envelope(env.value, [*env.headers, (H_SIGNATURE, _mac(key, fingerprint, env.value).encode())],
+                    env.timestamp_ms)
+
+
+def check_signature(value: bytes | None, headers: Headers, key: bytes) -> None:
+    """Raise :class:`NotAuthentic` unless the record carries a valid ``ark-sig`` under ``key``."""
+    hmap = header_map(headers)
+    given = hmap.get(H_SIGNATURE)
+    if not given:
+        raise NotAuthentic("unsigned", "record carries no ark-sig signature")
+    if value is None or not hmac.compare_digest(given, _mac(key, hmap.get(H_SCHEMA, ""), value)):
+        raise NotAuthentic("bad-signature", "record's ark-sig does not match the group's control key")

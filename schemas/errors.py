@@ -44,3 +44,14 @@ class CorruptEntry(SchemaError):
 
 class InvalidChecksum(CorruptEntry):
     """The CRC-32C in the entry's headers does not match its payload bytes."""
+
+
+class NotAuthentic(SchemaError):
+    """A record that must be signed with the group's key is unsigned, or its signature does not match.
+
+    ``reason`` is ``unsigned`` or ``bad-signature``; the record must be refused, logged and counted.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

@@ -24,11 +24,6 @@ def pg_lsn(value: int | str) -> Position:
     return Position(text=f"{number >> 32:X}/{number & 0xFFFFFFFF:X}", key=number.to_bytes(8, "big"))
 
 
-def pg_lsn_int(position: Position) -> int:
-    """The integer LSN of a PostgreSQL position."""
-    return int.from_bytes(position.key, "big")
-
-
 def oracle_scn(scn: int) -> Position:
     """An Oracle SCN (up to 2^64)."""
     return Position(text=f"scn:{scn}", key=scn.to_bytes(8, "big"))

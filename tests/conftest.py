@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,10 @@ from deploy.postgres import PgInstance
 from tests.support.faults import results_dir
 
 PgFactory = Callable[..., PgInstance]
+
+# Every test config names its group's control key as {env: ARK_CONTROL_KEY}; the ark processes the tests
+# start inherit it. One random key per test session.
+os.environ.setdefault("ARK_CONTROL_KEY", secrets.token_hex(32))
 
 _TESTS = Path(__file__).parent
 

@@ -123,13 +123,6 @@ def state_from_row(row: tuple[Any, ...]) -> ApplyState:
                       applied_txns=int(row[10]), extra={str(k): str(v) for k, v in extra.items()})
 
 
-def meta_to_json(meta: TableMeta) -> dict[str, Any]:
-    """The JSON document stored in ``ark.table_meta.meta``."""
-    return {"table": meta.table, "version": meta.version, "position": meta.position,
-            "columns": [{"name": c.name, "type": c.type, "source_type": c.source_type,
-                         "nullable": c.nullable, "key_position": c.key_position} for c in meta.columns]}
-
-
 def meta_from_json(doc: dict[str, Any]) -> TableMeta:
     """The :class:`TableMeta` of a stored JSON document."""
     return TableMeta(table=doc["table"], version=doc["version"], position=doc.get("position", ""),

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer
 
 from common.config import KafkaSettings
 from common.kafka import make_consumer, read_range, topic_exists, watermarks
-from ops.workload import BankWorkload
+from deploy.workload import BankWorkload
 from schemas import envelope
 from schemas.entries import Op, TxnChunk, from_record
 from schemas.errors import InvalidChecksum

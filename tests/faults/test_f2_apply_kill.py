@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ops.workload import BankWorkload
+from deploy.workload import BankWorkload
 from tests.support.faults import bank_setup, converge, fault_case, fault_runs, seed, wait_open_apply_txn
 
 

@@ -27,7 +27,7 @@ import yaml
 from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
-from ops.workload import BankWorkload
+from deploy.workload import BankWorkload
 from tests.support.faults import bank_setup, converge, fault_case, fault_runs, ledger_max, outage_seconds
 from tests.support.replication import Group, Standby
 

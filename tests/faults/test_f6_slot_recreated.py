@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from ops.workload import BankWorkload
+from deploy.workload import BankWorkload
 from tests.support.faults import (
     BANK_TABLES,
     Case,

@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from ops.workload import BankWorkload
+from deploy.workload import BankWorkload
 from tests.support.faults import (
     bank_setup,
     batches_partial,

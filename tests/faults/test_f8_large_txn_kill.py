@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from common.config import load_config
-from ops.workload import BankWorkload
+from deploy.workload import BankWorkload
 from producers.resume import find_resume_point
 from schemas.topics import redo_topic
 from tests.support.faults import (

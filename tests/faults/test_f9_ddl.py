@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from ops.workload import BankWorkload
+from deploy.workload import BankWorkload
 from tests.support.faults import BANK_TABLES, bank_setup, converge, fault_case, fault_runs, seed
 from tests.support.replication import sql, wait_for
 

@@ -49,8 +49,8 @@ def test_wrong_password_names_the_fix_and_never_the_secret(make_group, pg_factor
     group = make_group()
     secured = pg_factory("secured", password="right-password-1")
     secured.create_database(group.dbname)
-    cfg = group.write_config(primary={"name": "primary", "host": "127.0.0.1", "port": secured.port,
-                                      "dbname": group.dbname, "user": "postgres",
+    cfg = group.write_config(primary={"name": "primary", "engine": "postgresql", "host": "127.0.0.1",
+                                      "port": secured.port, "dbname": group.dbname, "user": "postgres",
                                       "password": {"env": "ARK_TEST_PW"}})
     res = group.ark("check", env={"ARK_TEST_PW": "wrong-password-xyz"}, config=cfg)
     _assert_clean_failure(res, "password", secret="wrong-password-xyz")
@@ -76,8 +76,8 @@ def test_wal_level_not_logical(make_group, pg_factory) -> None:
     group = make_group()
     replica = pg_factory("walreplica", extra_conf={"wal_level": "replica"})
     replica.create_database(group.dbname)
-    cfg = group.write_config(primary={"name": "primary", "host": "127.0.0.1", "port": replica.port,
-                                      "dbname": group.dbname, "user": "postgres"})
+    cfg = group.write_config(primary={"name": "primary", "engine": "postgresql", "host": "127.0.0.1",
+                                      "port": replica.port, "dbname": group.dbname, "user": "postgres"})
     res = group.ark("check", config=cfg)
     assert res.returncode != 0 and "wal_level" in res.stdout + res.stderr and "Traceback" not in res.stderr
     _assert_clean_failure(group.ark("capture", config=cfg, timeout=60), "wal_level")

@@ -23,7 +23,8 @@ def make_config(bootstrap: str, tmp: Path, targets: int = 1, **fs: Any) -> tuple
     (tmp / "src").mkdir(exist_ok=True)
     body = {"source": str(tmp / "src"), "state_dir": str(tmp / "state"), "ack_timeout_s": 60,
             "targets": [{"name": f"t{i}", "path": str(tmp / f"dst{i}")} for i in range(targets)], **fs}
-    return parse_config({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": bootstrap},
+    return parse_config({"group": f"g{uuid.uuid4().hex[:6]}", "control_key": {"env": "ARK_CONTROL_KEY"},
+                                      "kafka": {"bootstrap": bootstrap},
                          "primary": {"name": "p", "engine": "postgresql"}, "files": {name: body}}), name
 
 
@@ -178,7 +179,8 @@ def test_cli_sync_status_verify(kafka_bootstrap: str, tmp_path: Path) -> None:
     import yaml
 
     conf = tmp_path / "ark.yaml"
-    conf.write_text(yaml.safe_dump({"group": cfg.group, "kafka": {"bootstrap": kafka_bootstrap},
+    conf.write_text(yaml.safe_dump({"group": cfg.group, "control_key": {"env": "ARK_CONTROL_KEY"},
+                                    "kafka": {"bootstrap": kafka_bootstrap},
                                     "primary": {"name": "p", "engine": "postgresql"}, "files": {name: fs}}))
     runner = CliRunner()
     res = runner.invoke(files, ["verify", name, "-c", str(conf)])

@@ -23,7 +23,8 @@ from schemas.entries import UNCHANGED, Op, Position, RowChange, TableMeta
 
 
 def make_cfg(port: int, dbname: str, group: str, tables: tuple[str, ...] = ("public.*",), **primary: Any) -> ArkConfig:
-    return parse_config({"group": group, "primary": {"name": "p", "engine": "postgresql", "host": "127.0.0.1",
+    return parse_config({"group": group, "control_key": {"env": "ARK_CONTROL_KEY"},
+                         "primary": {"name": "p", "engine": "postgresql", "host": "127.0.0.1",
                                                      "port": port, "dbname": dbname, "tables": list(tables),
                                                      **primary}})
 
@@ -307,7 +308,9 @@ def test_prerequisites(fresh_db: Any, capture_for: Any, pg_factory: Any, unique_
     assert set(problems) == {"public.nopk", "public.unl", "public.full_nokey"}
     assert "SET LOGGED" in problems["public.unl"].fix
     assert "ADD PRIMARY KEY" in problems["public.nopk"].fix and "REPLICA IDENTITY FULL" in problems["public.nopk"].fix
-    assert all(p.fatal for p in problems.values())
+    assert problems["public.nopk"].fatal and problems["public.unl"].fatal
+    # FULL without any unique key replicates (full-row match on the standby): a warning, not a refusal.
+    assert not problems["public.full_nokey"].fatal and "one row per change" in problems["public.full_nokey"].what
     with pytest.raises(PrerequisiteError):
         cap.ensure_setup()
     weak = PostgresCapture(make_cfg(fresh_db.primary.port, fresh_db.name, unique_group, ("public.good",),

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import psutil
 
-from ops.workload import BankWorkload, create_bank, total_balance
+from deploy.workload import BankWorkload, create_bank, total_balance
 from tests.support.replication import sql, wait_for
 
 BANK = ["public.accounts", "public.history"]

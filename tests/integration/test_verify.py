@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from ops.workload import BankWorkload, create_bank
+from deploy.workload import BankWorkload, create_bank
 from tests.support.replication import Group, sql, wait_for
 
 BANK = ["public.accounts", "public.history"]

@@ -3,7 +3,7 @@
 Four things are checked (tests/faults/README.md):
 
 * **gap-free prefix**: every observation of the standby holds exactly the ledger seqs ``1..k``
-  (``ops.workload`` numbers transfers in commit order), and ``k`` never goes backwards;
+  (``deploy.workload`` numbers transfers in commit order), and ``k`` never goes backwards;
 * **nothing applied twice**: no duplicate history id or seq, no row the primary does not have;
 * **the total balance** equals the invariant at every observation;
 * **every table is equal** at the end, row by row.
@@ -344,7 +344,7 @@ def fault_case(fault: str, title: str, standby_dsn: str, invariant: Decimal, dir
 # -- set-up shared by the cases ----------------------------------------------------------------------------
 def bank_setup(group: Any, accounts: int = 100, standby: str = "standby") -> Decimal:
     """Create the ledger bank on the primary and sync ``standby``; returns the invariant total."""
-    from ops.workload import create_bank
+    from deploy.workload import create_bank
 
     invariant = create_bank(group.primary_dsn, accounts=accounts, ledger=True)
     group.ark_ok("sync", standby)

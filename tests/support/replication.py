@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 import yaml
 
+from deploy.agents import AgentProcess
 from deploy.postgres import PgInstance
-from ops.agents import AgentProcess
 from ops.compare import TableDiff, compare_tables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +74,7 @@ class Group:
 
         doc: dict[str, Any] = {
             "group": self.name,
+            "control_key": {"env": "ARK_CONTROL_KEY"},
             "kafka": {"bootstrap": self.kafka},
             "primary": db("primary", self.primary, self.dbname, tables=list(self.tables)),
             "capture": {"batch_max_ms": 50, **self.capture_extra},

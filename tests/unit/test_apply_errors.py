@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg import errors as pge
 
-from common.control import RESYNC_TABLE, TABLE_QUARANTINED, ControlRecord
+from common.control import ControlRecord
 from common.errors import TargetError
 from consumers.base import ApplyState
 from consumers.errors import DataApplyError, TransientApplyError
@@ -16,6 +16,7 @@ from consumers.table_resync import ResyncJob, unanswered_requests
 from consumers.tables import OK, RESYNCING, TableState, resyncing_tables, split_rows, staging_name
 from schemas.entries import Op, RowChange, TxnChunk
 from schemas.positions import pg_lsn
+from tests.support.memory import record
 
 CASES = [
     # (error, expected class, what it stands for)
@@ -142,15 +143,15 @@ def test_o_first(floor: str | None, notes: list[tuple[int, str]], later_floor: s
 
 
 def _rec(offset: int, kind: str, target: str, request_id: str = "", **args: str) -> ControlRecord:
-    return ControlRecord(offset, kind, target, dict(args), "op@host", 0, request_id)
+    return record(kind, target, at_offset=offset, rid=request_id, at_us=0, **args)
 
 
 def test_unanswered_requests() -> None:
     records = [
-        _rec(0, RESYNC_TABLE, "sb1", "r1", table="public.a"),
-        _rec(1, RESYNC_TABLE, "sb2", "r2", table="public.a"),
-        _rec(2, RESYNC_TABLE, "sb1", "r3", table="public.b"),
-        _rec(3, TABLE_QUARANTINED, "sb1", "x", table="public.a", request="r1"),
+        _rec(0, "resync-table", "sb1", "r1", table="public.a"),
+        _rec(1, "resync-table", "sb2", "r2", table="public.a"),
+        _rec(2, "resync-table", "sb1", "r3", table="public.b"),
+        _rec(3, "table-quarantined", "sb1", "x", table="public.a", request="r1"),  # the v1 name still reads
     ]
     assert [r.request_id for r in unanswered_requests(records, "sb1")] == ["r3"]
 

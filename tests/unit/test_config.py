@@ -8,15 +8,16 @@ import pytest
 
 from common.config import load_config, parse_config
 from common.errors import ConfigError
-from ops.templates import EXAMPLE_CONFIG
+from ops.templates import example_config
 
 PG = {"engine": "postgresql"}
-MIN = {"group": "g1", "primary": {"name": "p", **PG}, "standbys": [{"name": "s", **PG}]}
+MIN = {"group": "g1", "control_key": {"env": "ARK_CONTROL_KEY"},
+       "primary": {"name": "p", **PG}, "standbys": [{"name": "s", **PG}]}
 
 
 def test_example_config_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "ark.yaml"
-    path.write_text(EXAMPLE_CONFIG)
+    path.write_text(example_config(str(tmp_path / "key")))
     cfg = load_config(path)
     assert cfg.group == "bank" and [s.name for s in cfg.standbys] == ["node2", "node3-delayed"]
     assert cfg.primary.slot_for(cfg.group) == "ark_bank" and cfg.max_delay_seconds == 3600  # type: ignore[attr-defined]
@@ -33,7 +34,8 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     ({**MIN, "standbys": [{"name": "s", "slot": "x", **PG}]}, "standbys.0.slot"),
     ({**MIN, "surprise": 1}, "surprise"),
     ({**MIN, "kafka": {"client": {"sasl.password": "x"}}}, "looks like a secret"),
-    ({"group": "g"}, "primary"),
+    ({"group": "g", "control_key": {"env": "X"}}, "primary"),
+    ({k: v for k, v in MIN.items() if k != "control_key"}, "control_key: missing: every control record"),
     ([1, 2], "mapping"),
 ])
 def test_invalid_configs_name_the_key(doc: object, needle: str) -> None:
@@ -92,3 +94,22 @@ def test_config_is_frozen() -> None:
     cfg = parse_config(MIN)
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on frozen models
         cfg.group = "other"  # type: ignore[misc]
+
+
+def test_control_key_must_be_long_enough(tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_text("abc\n")
+    cfg = parse_config({**MIN, "control_key": {"file": str(short)}})
+    with pytest.raises(ConfigError, match="at least 32") as err:
+        cfg.control_key_bytes()
+    assert "ark keygen" in err.value.fix and "abc" not in err.value.message
+
+
+def test_keygen_writes_a_private_key(tmp_path: Path) -> None:
+    from ops.keys import write_key
+
+    path = tmp_path / "dir" / "g.key"
+    write_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    cfg = parse_config({**MIN, "control_key": {"file": str(path)}})
+    assert len(cfg.control_key_bytes()) == 64

@@ -15,7 +15,8 @@ from filesync.scanner import scan
 
 
 def cfg(**files: object) -> dict[str, object]:
-    return {"group": "g", "primary": {"name": "p", "engine": "postgresql"}, "files": files}
+    return {"group": "g", "control_key": {"env": "ARK_CONTROL_KEY"},
+            "primary": {"name": "p", "engine": "postgresql"}, "files": files}
 
 
 def test_valid_set_with_shorthand_and_schedule() -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from common.control import RETRANSMIT, RETRANSMIT_DONE, RETRANSMIT_FAILED, ControlRecord
+from common.control import ControlRecord
+from common.redo import RedoRecord
 from consumers.quarantine import Awaiting, answers, is_retransmission
 from producers.resume import ResumePoint
 from producers.retransmit import ConfirmWindow, RequestQueue
 from schemas.envelope import H_RETRANSMIT_FROM
 from schemas.positions import pg_lsn
+from tests.support.memory import MemoryRedoLog, record
 
 
 def _p(n: int):
@@ -74,12 +76,11 @@ def test_is_retransmission_for_a_standby_without_position() -> None:
 
 
 def _rec(kind: str, rid: str, target: str = "s1", offset: int = 0, **args: str) -> ControlRecord:
-    return ControlRecord(offset=offset, kind=kind, target=target, args=args, issued_by="t", issued_at_us=0,
-                         request_id=rid)
+    return record(kind, target, at_offset=offset, rid=rid, at_us=0, **args)
 
 
 def _req(rid: str, lsn: int, target: str = "s1", position: str | None = None) -> ControlRecord:
-    return _rec(RETRANSMIT, rid, target, after_position=position or _p(lsn).text, after_key=_p(lsn).key.hex(),
+    return _rec("retransmit", rid, target, after_position=position or _p(lsn).text, after_key=_p(lsn).key.hex(),
                 offset="7", reason="CRC")
 
 
@@ -97,7 +98,7 @@ def test_one_reread_serves_every_pending_request_from_the_lowest_key() -> None:
 def test_answered_requests_are_dropped() -> None:
     q = RequestQueue()
     q.add([_req("a", 300), _req("b", 100), _req("c", 200),
-           _rec(RETRANSMIT_DONE, "x", request_ids="a,b"), _rec(RETRANSMIT_FAILED, "y", request_id="c")])
+           _rec("retransmit-done", "x", request_ids="a,b"), _rec("retransmit-failed", "y", request_id="c")])
     assert len(q) == 0
     q.add([_req("d", 100)])
     assert len(q) == 1
@@ -119,15 +120,16 @@ def test_plan_never_starts_above_the_topic_tail_nor_inside_a_partial_transaction
 def test_a_checkpoint_position_resumes_at_its_idle_position() -> None:
     q = RequestQueue()
     before = _p(0x1000 - 1)
-    q.add([_rec(RETRANSMIT, "a", after_position="<0/1000", after_key=before.key.hex())])
+    q.add([_rec("retransmit", "a", after_position="<0/1000", after_key=before.key.hex())])
     plan = q.plan(ResumePoint())
     assert plan is not None and plan.key == before.key and plan.resume_text == "0/1000"
 
 
-def test_unreadable_requests_are_ignored() -> None:
-    q = RequestQueue()
-    q.add([_rec(RETRANSMIT, "a", after_position="0/1", after_key="not hex")])
-    assert len(q) == 0
+def test_unreadable_v1_requests_are_refused_by_the_channel() -> None:
+    from schemas.control import body_from_args
+
+    with pytest.raises(ValueError):  # the channel counts it as unreadable and never hands it on
+        body_from_args("retransmit", {"after_position": "0/1", "after_key": "not hex"})
 
 
 def _wait(lsn: int) -> Awaiting:
@@ -136,36 +138,20 @@ def _wait(lsn: int) -> Awaiting:
 
 # (kind, target, args, expected): is this record the capture's refusal of our request?
 ANSWER_CASES = [
-    (RETRANSMIT_FAILED, "s1", {"request_id": "r1", "request_ids": "r1"}, True),
-    (RETRANSMIT_FAILED, "s1", {"request_ids": "r0,r1"}, True),
-    (RETRANSMIT_FAILED, "s1", {"request_id": "r9", "after_key": _p(100).key.hex()}, True),   # same position
-    (RETRANSMIT_FAILED, "s1", {"request_id": "r9", "after_key": _p(200).key.hex()}, True),   # higher: covers us
-    (RETRANSMIT_FAILED, "s1", {"request_id": "r9", "after_key": _p(50).key.hex()}, False),   # lower: not us
-    (RETRANSMIT_FAILED, "s2", {"request_id": "r9", "after_key": _p(200).key.hex()}, False),  # other standby
-    (RETRANSMIT_DONE, "s1", {"request_ids": "r1"}, False),
-    (RETRANSMIT, "s1", {"after_key": _p(100).key.hex()}, False),
+    ("retransmit-failed", "s1", {"request_id": "r1", "request_ids": "r1"}, True),
+    ("retransmit-failed", "s1", {"request_ids": "r0,r1"}, True),
+    ("retransmit-failed", "s1", {"request_id": "r9", "after_key": _p(100).key.hex()}, True),   # same position
+    ("retransmit-failed", "s1", {"request_id": "r9", "after_key": _p(200).key.hex()}, True),   # higher: covers us
+    ("retransmit-failed", "s1", {"request_id": "r9", "after_key": _p(50).key.hex()}, False),   # lower: not us
+    ("retransmit-failed", "s2", {"request_id": "r9", "after_key": _p(200).key.hex()}, False),  # other standby
+    ("retransmit-done", "s1", {"request_ids": "r1"}, False),
+    ("retransmit", "s1", {"after_key": _p(100).key.hex()}, False),
 ]
 
 
 @pytest.mark.parametrize(("kind", "target", "args", "expected"), ANSWER_CASES)
 def test_failure_answers(kind: str, target: str, args: dict[str, str], expected: bool) -> None:
-    assert answers(kind, args, target, _wait(100), "s1") is expected
-
-
-class _Msg:
-    """Just what Retransmits.skip reads of a confluent_kafka Message."""
-
-    def __init__(self, offset: int, tag: bytes | None) -> None:
-        self._offset, self._tag = offset, tag
-
-    def error(self) -> None:
-        return None
-
-    def offset(self) -> int:
-        return self._offset
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [(H_RETRANSMIT_FROM, self._tag.hex().encode())] if self._tag is not None else []
+    assert answers(record(kind, target, rid="x", **args), _wait(100), "s1") is expected
 
 
 class _Reports:
@@ -186,8 +172,8 @@ def test_only_a_retransmission_after_the_corrupt_entry_ends_the_wait(offset: int
 
     from consumers.quarantine import Retransmits
 
-    waits = Retransmits(None, "sb1", _Reports())  # type: ignore[arg-type]  # cfg is only used to reach Kafka
+    waits = Retransmits(MemoryRedoLog(), "sb1", _Reports())
     waits.awaiting = Awaiting("r1", "t[0]@7411", 7411, "0/64", _p(100).key, "CRC", time.monotonic())
-    waits._last_check = time.monotonic() + 3600  # no control-topic polling in a unit test
-    assert waits.skip(_Msg(offset, tag), _p(100).key) is (not applies)  # type: ignore[arg-type]
+    headers = [(H_RETRANSMIT_FROM, tag.hex().encode())] if tag is not None else []
+    assert waits.admit(RedoRecord(offset, b"", headers), _p(100).key) is applies
     assert (waits.awaiting is None) is applies

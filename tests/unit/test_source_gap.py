@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from common.control import SOURCE_GAP, ControlRecord, source_gaps
+from common.control import ControlRecord, source_gaps
+from consumers.base import ApplyState
 from consumers.gaps import SourceGap, SourceGaps
 from producers.gap import resumes_past_gap
 from producers.resume import ResumePoint
+from tests.support.memory import record
 
 
-def _record(after_key: bytes, offset: int, kind: str = SOURCE_GAP) -> ControlRecord:
-    return ControlRecord(offset=0, kind=kind, target="", args={"after_key": after_key.hex(), "offset": str(offset),
-                                                               "after_position": "0/10", "hole": "slot recreated"},
-                         issued_by="t@h", issued_at_us=0, request_id="r")
+def _record(after_key: bytes, offset: int, kind: str = "source-gap") -> ControlRecord:
+    return record(kind, "", at_us=0, rid="r", after_key=after_key.hex(), offset=str(offset),
+                  after_position="0/10", hole="slot recreated", reason="CRC")
 
 
 K = (16).to_bytes(8, "big")
@@ -33,6 +34,10 @@ def test_capture_resumes_past_an_accepted_gap_only_at_its_tail(tail_key: bytes, 
     assert resumes_past_gap(source_gaps(records), point) is expected
 
 
+def _state(key: bytes) -> ApplyState:
+    return ApplyState("g", "sb1", "ark.g.redo", 0, 0, "", key, 0, 0, 0)
+
+
 @pytest.mark.parametrize(("offset", "applied_key", "stops"), [
     (39, K, False),                        # before the gap: still the old history
     (40, K, True),                         # the first entry after the gap, standby not rebuilt
@@ -45,8 +50,8 @@ def test_standby_stops_at_a_gap_it_was_not_rebuilt_past(offset: int, applied_key
     gaps.on_control([_record(K, 40)])
     if stops:
         with pytest.raises(SourceGap) as info:
-            gaps.check(offset, applied_key, "ark.g.redo")
+            gaps.before_entry(offset, _state(applied_key), "ark.g.redo")
         assert "ark.g.redo[0]@40" in info.value.message and "ark resync sb1" in info.value.fix
         assert info.value.exit_code == 15
     else:
-        gaps.check(offset, applied_key, "ark.g.redo")
+        gaps.before_entry(offset, _state(applied_key), "ark.g.redo")

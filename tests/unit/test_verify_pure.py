@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from common.control import VERIFY_ARMED, VERIFY_AT, VERIFY_HELD, VERIFY_HOLD, VERIFY_RELEASE, ControlRecord
+from common.control import ControlRecord
 from common.verify import (
     Digest,
     KeyRange,
@@ -21,9 +21,12 @@ from common.verify import (
 )
 from consumers.base import ApplyState
 from consumers.hold import VerifyHold, crosses, floor_of
+from consumers.hooks import Boundary
 from ops.verify import EXIT_DIFFERENT, EXIT_EQUAL, EXIT_INCOMPLETE, TableResult, verdict_of
+from schemas.control import VerifyArmed, VerifyHeld
 from schemas.entries import Column, Position, TableMeta, TxnChunk
 from schemas.positions import pg_lsn
+from tests.support.memory import memory_channel, record
 
 # -- bisection against in-memory tables ------------------------------------------------------------------
 
@@ -178,80 +181,70 @@ def _chunk(lsn: int, checkpoint: bool = False) -> TxnChunk:
 ])
 def test_crosses(lsn: int, checkpoint: bool, expected: bool) -> None:
     p: Position = pg_lsn(100)
-    assert crosses(_chunk(lsn, checkpoint), floor_of(p.key.hex())) is expected
-
-
-class FakeSender:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    def send(self, kind: str, target: str, **args: Any) -> str:
-        self.sent.append((kind, args))
-        return "x"
-
-    def close(self) -> None:
-        pass
-
-
-class Host:
-    state = "running"
-
-    def settings_changed(self) -> None:
-        pass
+    assert crosses(_chunk(lsn, checkpoint), floor_of(p.key)) is expected
 
 
 def _rec(kind: str, target: str = "sb", **args: str) -> ControlRecord:
-    import time
-
-    return ControlRecord(offset=0, kind=kind, target=target, args=args, issued_by="t",
-                         issued_at_us=time.time_ns() // 1000, request_id="r1")
+    return record(kind, target, rid="r1", **args)
 
 
 STATE = ApplyState(group="g", standby="sb", topic="t", partition=0, next_offset=42, position="0/50",
                    position_key=pg_lsn(0x50).key, epoch=0, commit_time_us=0, applied_at_us=0)
 
 
+def _boundary(tick: Any = lambda: None, reports: list[str] | None = None) -> Boundary:
+    seen = reports if reports is not None else []
+    return Boundary(applier=None, metas={}, pending=lambda: STATE, committed=lambda: STATE,  # type: ignore[arg-type]
+                    begin=lambda: None, commit=lambda: None, tick=tick, stopping=threading.Event(),
+                    report=seen.append)
+
+
+def _sent(store: list[Any]) -> list[Any]:
+    reader = memory_channel(store)
+    return [r.body for r in reader.poll()]
+
+
 def test_hold_protocol_end_to_end() -> None:
-    sender = FakeSender()
-    hold = VerifyHold(None, "g", "sb", sender=sender)  # type: ignore[arg-type]
-    assert not hold.active and hold.control_interval == 0.5
-    hold.on_control([_rec(VERIFY_HOLD, "other", max_hold_s="5"), _rec(VERIFY_HOLD, max_hold_s="5")])
-    assert hold.needs_ack() and hold.control_interval < 0.1
+    store: list[Any] = []
+    hold = VerifyHold(memory_channel(store), "sb")
+    assert not hold.active and not hold.urgent()
+    hold.on_control([_rec("verify-hold", "other", max_hold_s="5"), _rec("verify-hold", max_hold_s="5")])
+    assert hold.needs_ack() and hold.urgent()
     assert not hold.blocks(_chunk(0x60))  # not armed yet: nothing blocks
-    hold.ack(STATE)
-    assert sender.sent[-1] == (VERIFY_ARMED, {"request": "r1", "position": "0/50", "next_offset": 42})
+    hold.at_boundary(_boundary())
+    assert _sent(store) == [VerifyArmed("r1", "0/50", 42)]
     assert hold.blocks(_chunk(0x60))      # armed, P unknown: every new transaction waits
     p = pg_lsn(0x100)
-    hold.on_control([_rec(VERIFY_AT, request="r1", position=p.text, key=p.key.hex())])
+    hold.on_control([_rec("verify-at", request="r1", position=p.text, key=p.key.hex())])
     assert not hold.blocks(_chunk(0x60)) and hold.blocks(_chunk(0x100)) and hold.blocks(_chunk(0xFF, True))
 
-    host, stop = Host(), threading.Event()
     ticks = []
 
     def tick() -> None:
         ticks.append(1)
         if len(ticks) == 3:
-            hold.on_control([_rec(VERIFY_RELEASE, request="r1")])
+            hold.on_control([_rec("verify-release", request="r1")])
 
-    hold.wait(_chunk(0x100), STATE, tick, host, stop)
-    kinds = [k for k, _ in sender.sent]
-    assert kinds == [VERIFY_ARMED, VERIFY_HELD]
-    assert sender.sent[-1][1]["next_offset"] == 42 and sender.sent[-1][1]["position_key"] == STATE.position_key.hex()
-    assert not hold.active and host.state == "running"
+    reports: list[str] = []
+    hold.before_txn(_chunk(0x100), _boundary(tick, reports))
+    sent = _sent(store)
+    assert [type(b) for b in sent] == [VerifyArmed, VerifyHeld]
+    assert sent[-1].next_offset == 42 and sent[-1].position_key == STATE.position_key
+    assert not hold.active and reports == ["held for verify", "running"]
 
 
 def test_hold_gives_up_after_max_hold() -> None:
-    hold = VerifyHold(None, "g", "sb", sender=FakeSender())  # type: ignore[arg-type]
-    hold.on_control([_rec(VERIFY_HOLD, max_hold_s="0.05")])
+    hold = VerifyHold(memory_channel(), "sb")
+    hold.on_control([_rec("verify-hold", max_hold_s="0.05")])
     hold.ack(STATE)
-    hold.wait(_chunk(0x60), STATE, lambda: None, Host(), threading.Event())  # no P ever comes
+    hold.before_txn(_chunk(0x60), _boundary())  # no P ever comes
     assert not hold.active
 
 
 def test_release_of_another_request_is_ignored() -> None:
-    hold = VerifyHold(None, "g", "sb", sender=FakeSender())  # type: ignore[arg-type]
-    hold.on_control([_rec(VERIFY_HOLD)])
-    hold.on_control([_rec(VERIFY_RELEASE, request="someone-else")])
+    hold = VerifyHold(memory_channel(), "sb")
+    hold.on_control([_rec("verify-hold")])
+    hold.on_control([_rec("verify-release", request="someone-else")])
     assert hold.needs_ack()
 
 

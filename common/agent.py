@@ -1,0 +1,175 @@
+"""The agent skeleton every long-running Ark process shares: supervise, heartbeat, control channel.
+
+An agent (capture, apply, filesync, later the node agent) supplies an :class:`AgentBody`: what one
+*session* does, how to judge a failure, and what its heartbeat says. :class:`Agent` does the rest, the
+same way for all of them:
+
+1. opens the group's one :class:`~common.control.ControlChannel` (retried with backoff while Kafka is
+   away: losing the broker right at start-up is waited out like any later outage, guarantee 7) and
+   hands the body the records replayed so far;
+2. starts the heartbeat (signed, about once a second; best effort, never fatal);
+3. runs sessions until stopped. When a session fails, :meth:`AgentBody.recover` decides: start a new
+   session at once (:attr:`Retry.NOW`: e.g. a table resync takes over), after a backoff doubling from 1 s
+   to 30 s (:attr:`Retry.LATER`: a lost connection, a broker restart), or stop with an error (returns
+   the exception: bad config, fencing, a data error under ``on_data_error: stop``).
+
+Broad catches live here only, at the loop boundary; everything else raises typed errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from common.control import ControlChannel, ControlRecord
+from common.errors import ArkError, KafkaUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Backoff between failed sessions: starts here, doubles, and stops growing at the maximum.
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+
+
+class Retry(Enum):
+    """How to go on after a failed session."""
+
+    NOW = "now"
+    LATER = "later"
+
+
+class Heartbeat:
+    """What the skeleton needs of a heartbeat publisher (common.heartbeat.HeartbeatPublisher)."""
+
+    def start(self) -> None:
+        """Begin beating."""
+
+    def beat_now(self) -> None:
+        """Publish at once (a state change)."""
+
+    def stop(self) -> None:
+        """Send a last beat and stop."""
+
+
+class AgentBody(ABC):
+    """What one kind of agent does (see the module docstring)."""
+
+    #: The heartbeat's ``agent`` field: capture, apply, filesync.
+    kind: str = "?"
+    #: Instance name: the node for a capture, the standby for an applier, the set for filesync.
+    name: str = "?"
+    #: The heartbeat's ``role``.
+    role: str = "?"
+
+    def __init__(self) -> None:
+        self.state = "starting"
+        self.message = ""
+        #: Set by :meth:`Agent.stop`; sessions check it at their safe points.
+        self.stopping = threading.Event()
+        #: Set by the skeleton: publish a heartbeat now.
+        self.beat_now: Callable[[], None] = lambda: None
+
+    @abstractmethod
+    def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
+        """Start-up: the control records written before this process started (settings, pending requests)."""
+
+    @abstractmethod
+    def session(self, channel: ControlChannel) -> None:
+        """One session (fresh connections); returns when stopped or when a new session should start."""
+
+    @abstractmethod
+    def recover(self, exc: Exception) -> Retry | Exception:
+        """After a failed session: retry now, retry later, or the exception to stop with."""
+
+    @abstractmethod
+    def heartbeat(self) -> dict[str, Any]:
+        """Heartbeat fields now (see schemas/avro/heartbeat.*.avsc)."""
+
+    def close(self) -> None:  # noqa: B027 - an optional hook
+        """Release what outlives sessions (background threads); called once, at the end."""
+
+
+class Agent:
+    """Runs an :class:`AgentBody` until :meth:`stop` (see the module docstring)."""
+
+    def __init__(self, body: AgentBody, *, channel: Callable[[], ControlChannel],
+                 heartbeat: Callable[[Callable[[], dict[str, Any]]], Heartbeat]) -> None:
+        self.body = body
+        self._open_channel = channel
+        self._make_heartbeat = heartbeat
+        self.channel: ControlChannel | None = None
+
+    def stop(self) -> None:
+        """Ask the body to finish at its next safe point."""
+        self.body.stopping.set()
+
+    def _snapshot(self) -> dict[str, Any]:
+        snap = self.body.heartbeat()
+        if self.channel is not None and self.channel.refused:
+            metrics = dict(snap.get("metrics", {}))
+            metrics["control_refused"] = float(sum(self.channel.refused.values()))
+            snap["metrics"] = metrics
+        return snap
+
+    def _attach(self) -> ControlChannel | None:
+        body, backoff = self.body, BACKOFF_START_S
+        while not body.stopping.is_set():
+            try:
+                channel = self._open_channel()
+                backlog = channel.replay()
+            except KafkaUnavailable as exc:
+                body.state, body.message = "retrying", exc.message
+                log.warning("%s %s cannot reach Kafka yet: %s; retrying in %.0f s", body.kind, body.name,
+                            exc.message, backoff)
+                body.stopping.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            body.attach(channel, backlog)
+            return channel
+        return None
+
+    def run(self) -> None:
+        """Supervise sessions until stopped; raises the error the body decided to stop with."""
+        body = self.body
+        channel = self._attach()
+        if channel is None:
+            body.state = "stopped"
+            return
+        self.channel = channel
+        beat = self._make_heartbeat(self._snapshot)
+        body.beat_now = beat.beat_now
+        beat.start()
+        backoff = BACKOFF_START_S
+        try:
+            while not body.stopping.is_set():
+                try:
+                    body.session(channel)
+                    backoff = BACKOFF_START_S
+                except Exception as exc:  # noqa: BLE001 - loop boundary: the body judges every failure
+                    verdict = body.recover(exc)
+                    if isinstance(verdict, Exception):
+                        body.state, body.message = "error", str(verdict)
+                        beat.beat_now()
+                        if verdict is exc:
+                            raise
+                        raise verdict from None
+                    if verdict is Retry.NOW:
+                        continue
+                    body.state = "retrying"
+                    body.message = exc.message if isinstance(exc, ArkError) else f"{type(exc).__name__}: {exc}"
+                    log.warning("%s %s: session ended: %s; retrying in %.0f s", body.kind, body.name, body.message,
+                                backoff)
+                    beat.beat_now()
+                    body.stopping.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+        finally:
+            body.state = "stopped"
+            try:
+                body.close()
+            finally:
+                beat.stop()
+                channel.close()

@@ -1,0 +1,209 @@
+"""The redo log on Kafka (:class:`KafkaRedoLog`): a transactional, idempotent producer (acks=all) whose
+``transactional.id`` belongs to the group, not the host (guarantee 6), and read_committed readers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from common.errors import FencedError, KafkaUnavailable
+from common.kafka import (
+    ensure_topic,
+    last_messages,
+    make_consumer,
+    make_producer,
+    read_range,
+    unavailable,
+    watermarks,
+)
+from common.redo import EndOfLog, RedoLog, RedoReader, RedoRecord, RedoWriter
+from common.settings import KafkaSettings
+from schemas.topics import capture_transactional_id, quarantine_topic, redo_topic
+
+log = logging.getLogger(__name__)
+
+
+class TransactionAborted(KafkaUnavailable):
+    """The Kafka transaction was aborted; the capture re-reads from the source and tries again."""
+
+
+def _record(msg: Message) -> RedoRecord:
+    _kind, ts = msg.timestamp()
+    return RedoRecord(msg.offset() or 0, msg.value(), msg.headers(), ts)
+
+
+class KafkaWriter(RedoWriter):
+    """The group's transactional producer."""
+
+    def __init__(self, settings: KafkaSettings, group: str) -> None:
+        self.topic = redo_topic(group)
+        self._group = group
+        self._settings = settings
+        self._producer: Producer = make_producer(
+            settings, transactional_id=capture_transactional_id(group),
+            **{"queue.buffering.max.kbytes": 65536, "batch.size": 1_000_000, "linger.ms": 20})
+        self.last_offset = -1
+        self._delivery_error: KafkaError | None = None
+        try:
+            self._producer.init_transactions(60)
+        except KafkaException as exc:
+            raise unavailable(settings, exc.args[0]) from None
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_error = err
+        else:
+            offset = msg.offset()
+            if offset is not None:
+                self.last_offset = max(self.last_offset, offset)
+
+    def begin(self) -> None:
+        self._call(self._producer.begin_transaction)
+
+    def produce(self, value: bytes, headers: list[tuple[str, str | bytes | None]], timestamp_ms: int) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value, headers=headers, timestamp=timestamp_ms,
+                                       on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: let deliveries drain (bounded memory)
+        self._producer.poll(0)
+
+    def commit(self) -> None:
+        self._call(self._producer.commit_transaction, 120)
+        if self._delivery_error is not None:
+            err, self._delivery_error = self._delivery_error, None
+            raise TransactionAborted(f"delivery failed after commit: {err}", fix="capture retries by itself")
+
+    def abort(self) -> None:
+        self._delivery_error = None
+        try:
+            self._producer.abort_transaction(60)
+        except KafkaException as exc:
+            log.warning("abort_transaction failed (%s); the broker will expire the transaction", exc)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def _call(self, fn: Any, *args: object) -> None:
+        try:
+            fn(*args)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
+                raise FencedError(
+                    f"capture of group {self._group} was fenced by a newer capture (same transactional.id)",
+                    fix="only one capture per group may run; stop the other one or let the controller decide",
+                ) from None
+            if err.fatal():
+                raise FencedError(f"fatal Kafka producer error: {err}", fix="restart the capture") from None
+            self.abort()  # whatever the error, the batch is re-read from the source after a restart
+            raise TransactionAborted(f"Kafka transaction failed: {err}", fix="capture retries by itself") from None
+
+
+class KafkaReader(RedoReader):
+    """A read_committed consumer assigned to partition 0; offsets are the applier's to keep."""
+
+    def __init__(self, settings: KafkaSettings, group: str, name: str) -> None:
+        self.topic = redo_topic(group)
+        self._consumer = make_consumer(settings, group_id=f"ark-apply-{group}-{name}")
+        self._tp = TopicPartition(self.topic, 0)
+        self._assigned = False
+
+    def seek(self, offset: int) -> None:
+        if not self._assigned:
+            self._consumer.assign([TopicPartition(self.topic, 0, offset)])
+            self._assigned = True
+        else:
+            self._consumer.seek(TopicPartition(self.topic, 0, offset))
+
+    def poll(self, timeout: float) -> RedoRecord | EndOfLog | None:
+        msg = self._consumer.poll(timeout)
+        if msg is None:
+            return None
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return EndOfLog(msg.offset() or 0)
+            log.warning("redo topic: %s", error)
+            return None
+        return _record(msg)
+
+    def pause(self) -> None:
+        self._consumer.pause([self._tp])  # drops the prefetched backlog: nothing is spooled
+
+    def resume(self, offset: int) -> None:
+        self._consumer.resume([self._tp])
+        self._consumer.seek(TopicPartition(self.topic, 0, offset))
+
+    def watermarks(self) -> tuple[int, int]:
+        return watermarks(self._consumer, self.topic, 0, timeout=2.0)
+
+    def report(self, next_offset: int) -> None:
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self.topic, 0, next_offset)], asynchronous=True)
+        except KafkaException as exc:
+            log.debug("consumer offset commit skipped: %s", exc)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaRedoLog(RedoLog):
+    """``ark.<group>.redo`` and ``ark.<group>.quarantine`` on Kafka."""
+
+    def __init__(self, settings: KafkaSettings, group: str) -> None:
+        self.settings = settings
+        self.group = group
+        self.topic = redo_topic(group)
+
+    def ensure(self) -> None:
+        ensure_topic(self.settings, self.topic, retention_ms=self.settings.redo_retention_ms)
+
+    def writer(self) -> KafkaWriter:
+        return KafkaWriter(self.settings, self.group)
+
+    def reader(self, name: str) -> KafkaReader:
+        return KafkaReader(self.settings, self.group, name)
+
+    def watermarks(self) -> tuple[int, int]:
+        consumer = make_consumer(self.settings, group_id="ark-inspect")
+        try:
+            return watermarks(consumer, self.topic, 0)
+        finally:
+            consumer.close()
+
+    def read_range(self, start: int, stop: int) -> Iterator[RedoRecord]:
+        consumer = make_consumer(self.settings, group_id="ark-inspect")
+        try:
+            for msg in read_range(consumer, self.topic, start, stop):
+                yield _record(msg)
+        finally:
+            consumer.close()
+
+    def tail(self, count: int, accept: Callable[[RedoRecord], bool] | None = None) -> list[RedoRecord]:
+        keep = None if accept is None else (lambda m: accept(_record(m)))
+        return [_record(m) for m in last_messages(self.settings, self.topic, count=count, accept=keep)]
+
+    def quarantine(self, value: bytes | None, headers: list[tuple[str, str | bytes | None]], key: str) -> None:
+        topic = quarantine_topic(self.group)
+        ensure_topic(self.settings, topic, retention_ms=-1)  # evidence: kept until an operator removes it
+        extra: dict[str, Any] = {"message.timeout.ms": 15000}
+        producer = make_producer(self.settings, **extra)
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        producer.produce(topic, value or b"", key=key.encode(), headers=headers, on_delivery=on_delivery)
+        deadline = time.monotonic() + 20
+        while producer.flush(1) and time.monotonic() < deadline:
+            pass
+        if len(producer) or failures:
+            raise unavailable(self.settings, failures[0] if failures else "quarantine record not delivered in 20 s")

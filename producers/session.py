@@ -1,0 +1,281 @@
+"""One capture session: the source's events → entries → Kafka transactions → confirmations to the source.
+
+A session has a fresh writer, a fresh resume point and a fresh source stream; the runner
+(:mod:`producers.runner`) starts a new one after any failure. Order of durability (guarantee 3):
+entries are produced inside a Kafka transaction; only after the commit returns is a position handed to
+the retransmit window (:class:`~producers.retransmit.ConfirmWindow`), which confirms it to the source
+once it is older than ``capture.retransmit_window_s`` (guarantee 4). A session serving a retransmit
+request (``plan``) re-reads the source from the requested position and tags what it republishes
+(``ark-retransmit-from``) until it passes what Kafka already held (``upto``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from common.settings import CaptureSettings
+from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
+from producers.errors import SlotGapError
+from producers.publisher import RedoPublisher
+from producers.resume import ResumePoint
+from producers.retransmit import ConfirmWindow, ServePlan
+from schemas.entries import Position, RedoEntry, RowChange, TableMeta, TxnChunk
+from schemas.envelope import H_RETRANSMIT_FROM
+from schemas.positions import just_before
+
+log = logging.getLogger(__name__)
+
+#: Publish a checkpoint of an idle source at most this often, so its log can be recycled.
+CHECKPOINT_INTERVAL_S = 10.0
+
+
+class SourceRangeGone(Exception):
+    """A re-read cannot start where it was asked to: the source has forgotten that part of its log."""
+
+
+@dataclass
+class CaptureProgress:
+    """What the capture has published, for heartbeats (kept across sessions)."""
+
+    epoch: int = 0
+    position: str = ""
+    txns: int = 0
+    rows: int = 0
+    last_commit_us: int = 0
+    state: str = "starting"
+    message: str = ""
+
+
+class _Txn:
+    """The source transaction being published."""
+
+    def __init__(self, begin: TxnBegin, skip_rows: int, next_chunk: int) -> None:
+        self.begin = begin
+        self.skip_rows = skip_rows
+        self.chunk_index = next_chunk
+        self.rows_seen = 0
+        self.first_row = skip_rows
+        self.buffer: list[RowChange] = []
+
+
+@dataclass
+class SessionHooks:
+    """What the session asks of the runner between transactions."""
+
+    #: True when the control channel holds a request this session does not serve (ends the session).
+    new_requests: Callable[[], bool]
+    #: The re-read's start is durable in Kafka: tell the appliers.
+    retransmit_started: Callable[[ServePlan], None]
+    #: True when the runner is stopping.
+    stopping: Callable[[], bool]
+
+
+@dataclass
+class CaptureSession:
+    """Publishes one source stream (see the module docstring)."""
+
+    group: str
+    engine: str
+    settings: CaptureSettings
+    capture: LogCapture
+    publisher: RedoPublisher
+    point: ResumePoint
+    window: ConfirmWindow
+    progress: CaptureProgress
+    hooks: SessionHooks
+    plan: ServePlan | None = None
+    #: A re-read republishes tagged until it passes this key (what Kafka held when it started).
+    upto: bytes = b""
+    metas: dict[str, TableMeta] = field(default_factory=dict)
+    published_versions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.txn: _Txn | None = None
+        self.skipping = False
+        self.pending_confirm: Position | None = None
+        self.batch_txns = 0
+        self.batch_started = time.monotonic()
+        self.last_checkpoint = time.monotonic()
+        self.queued_key = b""  # the newest position handed to the retransmit window
+        self.tail: bytes | None = None  # the newest position durable at the tail of the redo topic
+        self.marker = self.plan is not None  # a re-read starts with a tagged checkpoint at its start key
+        self.answered = self.plan is None
+        self.retransmit_from: str | None = None  # the tag, while republishing
+
+    # -- publishing --------------------------------------------------------------------------------
+    def emit(self, body: TxnChunk | TableMeta) -> None:
+        """Produce one entry (tagged while republishing)."""
+        tag = [] if self.retransmit_from is None else [(H_RETRANSMIT_FROM, self.retransmit_from.encode())]
+        self.publisher.publish(RedoEntry(group=self.group, engine=self.engine, epoch=self.progress.epoch, body=body),
+                               headers=tag)
+
+    def flush_chunk(self, last: bool, confirm: str = "") -> None:
+        """Publish the buffered rows of the open source transaction as its next chunk."""
+        txn = self.txn
+        assert txn is not None
+        self.emit(TxnChunk(txn_id=txn.begin.txn_id, commit=txn.begin.commit, commit_time_us=txn.begin.commit_time_us,
+                           chunk_index=txn.chunk_index, last=last, changes=txn.buffer, first_row=txn.first_row,
+                           confirm=confirm))
+        txn.first_row += len(txn.buffer)
+        txn.chunk_index += 1
+        txn.buffer = []
+
+    def release(self) -> None:
+        """Confirm to the source what has aged out of the retransmit window."""
+        due = self.window.due(time.monotonic(), self.tail)
+        if due is not None:
+            self.capture.confirm(due)
+
+    def commit_batch(self) -> None:
+        """Commit the Kafka transaction; then (only then) hand its last position to the window."""
+        self.publisher.commit()
+        if self.pending_confirm is not None:
+            self.window.push(time.monotonic(), self.pending_confirm)
+            self.queued_key = self.tail = self.pending_confirm.key
+            self.pending_confirm = None
+        self.release()
+        self.batch_txns = 0
+        if not self.answered and not self.marker and self.plan is not None:
+            self.answered = True  # the tagged start of the re-read is durable: the appliers can start on it
+            self.hooks.retransmit_started(self.plan)
+
+    def caught_up(self) -> None:
+        """The re-read passed what Kafka held: publish untagged from here on."""
+        if self.retransmit_from is not None:
+            self.retransmit_from = None
+            self.progress.state, self.progress.message = "running", ""
+            log.info("retransmission caught up with what Kafka held; capture goes on normally")
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, resume_after: Position | None) -> None:
+        """Publish the source's events until stopped, a new request, or a failure."""
+        for event in self._events(resume_after):
+            self.publisher.poll()
+            if self.marker:
+                self._start_reread(resume_after)
+            if isinstance(event, RowChange):
+                self._row(event)
+            elif isinstance(event, TableMeta):
+                self.metas[event.table] = event
+            elif isinstance(event, TxnBegin):
+                decision, skip_rows, next_chunk = self.point.decide(event.commit)
+                self.skipping = decision == "skip"
+                self.txn = None if self.skipping else _Txn(event, skip_rows, next_chunk)
+                if not self.publisher.in_transaction:
+                    self.batch_started = time.monotonic()
+            elif isinstance(event, TxnEnd):
+                if self._end(event):
+                    return
+            elif isinstance(event, Idle) and self._idle(event):
+                return
+            if (self.hooks.stopping() and self.txn is None and not self.skipping
+                    and not self.publisher.in_transaction):
+                return
+
+    def _start_reread(self, resume_after: Position | None) -> None:
+        """The source delivers from the start key: mark the start of the re-read in the topic."""
+        plan = self.plan
+        assert plan is not None
+        self.retransmit_from = plan.key.hex()
+        self.emit(TxnChunk(txn_id="", commit=Position(plan.position, plan.key), commit_time_us=time.time_ns() // 1000,
+                           chunk_index=0, last=True, changes=[], confirm=plan.resume_text))
+        self.pending_confirm = resume_after
+        self.marker = False
+
+    def _row(self, event: RowChange) -> None:
+        txn = self.txn
+        if self.skipping or txn is None:
+            return
+        txn.rows_seen += 1
+        if txn.rows_seen <= txn.skip_rows:
+            return
+        meta = self.metas.get(event.table)
+        if meta is not None and self.published_versions.get(event.table) != meta.version:
+            if txn.buffer:
+                self.flush_chunk(last=False)
+            self.emit(meta)
+            self.published_versions[event.table] = meta.version
+        txn.buffer.append(event)
+        if len(txn.buffer) >= self.settings.chunk_rows:
+            self.flush_chunk(last=False)
+            if self.publisher.should_commit_midway():
+                self.publisher.commit()  # nothing confirmed: the source transaction is not complete
+
+    def _end(self, event: TxnEnd) -> bool:
+        """A source transaction is complete; True when the session must end here (a new request)."""
+        txn = self.txn
+        if self.skipping or txn is None:
+            self.skipping = False
+            return False
+        self.flush_chunk(last=True, confirm=event.confirm.text)
+        p = self.progress
+        p.txns += 1
+        p.rows += txn.first_row
+        p.position = txn.begin.commit.text
+        p.last_commit_us = txn.begin.commit_time_us
+        self.pending_confirm = event.confirm
+        if event.commit.key >= self.upto:
+            self.caught_up()
+        self.txn = None
+        self.batch_txns += 1
+        if (self.batch_txns >= self.settings.batch_max_txns
+                or (time.monotonic() - self.batch_started) * 1000 >= self.settings.batch_max_ms):
+            self.commit_batch()
+        if self.hooks.new_requests():
+            self.commit_batch()
+            return True  # the next session serves it, from a transaction boundary
+        return False
+
+    def _idle(self, event: Idle) -> bool:
+        """Nothing to read right now; True when the session must end (a new request, or stopping)."""
+        if self.txn is None and not self.skipping:
+            if event.position is not None and event.position.key > self.upto:
+                self.caught_up()
+            if self.publisher.in_transaction:
+                self.commit_batch()
+            elif (event.position is not None and event.position.key > self.queued_key
+                  and event.position.key > self.point.complete_key
+                  and time.monotonic() - self.last_checkpoint >= CHECKPOINT_INTERVAL_S):
+                # An idle source still writes log (other tables, vacuum): record a checkpoint in Kafka
+                # first, then let the source recycle its log up to it. Its commit key sits just below the
+                # idle position: a transaction whose commit record starts exactly there must still be
+                # published after a restart.
+                self.emit(TxnChunk(txn_id="", commit=just_before(event.position),
+                                   commit_time_us=time.time_ns() // 1000, chunk_index=0, last=True, changes=[],
+                                   confirm=event.position.text))
+                self.pending_confirm = event.position
+                self.commit_batch()
+                self.last_checkpoint = time.monotonic()
+            else:
+                self.release()  # positions age out of the window while the source is idle
+            self.progress.last_commit_us = 0
+            if self.hooks.new_requests():
+                self.commit_batch()
+                return True
+        if self.hooks.stopping() and self.txn is None:
+            if self.publisher.in_transaction:
+                self.commit_batch()
+            return True
+        return False
+
+    def _events(self, resume_after: Position | None) -> Iterator[CaptureEvent]:
+        """The source's events; for a re-read, a source that cannot start there is :class:`SourceRangeGone`."""
+        stream = self.capture.stream(resume_after)
+        if self.plan is not None:
+            try:
+                first = next(stream)  # the adapter checks where its log starts before it streams
+            except SlotGapError as exc:
+                raise SourceRangeGone(exc.message) from None
+            except StopIteration:
+                return
+            try:
+                yield first
+            except GeneratorExit:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+                raise
+        yield from stream

@@ -1,0 +1,291 @@
+"""Typed records of the control topic: one record type per kind of intent or decision.
+
+The wire form is ``schemas/avro/control.v2.avsc``: the envelope of v1 (group, kind, target, issued_by,
+issued_at_us, request_id, and a string ``args`` map) plus ``body``, a union with one Avro record per
+kind. Version 1 records (``args`` only) stay readable: :func:`body_from_wire` rebuilds the typed body
+from their ``args`` (:func:`body_from_args`).
+
+Every record is authenticated (see :mod:`schemas.envelope`, ``ark-sig``): the typed body is what an
+agent acts on, never a string map. Adding a kind means a dataclass here, its Avro record in a new
+schema version, and a test that the two agree (tests/unit/test_control_records.py checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+CONTROL_SCHEMA: Final = "control"
+_NS = "ark.control"
+
+
+# -- operator intents ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SetDelay:
+    """Apply the target standby (or all: target '') no earlier than commit + ``seconds``."""
+
+    KIND: ClassVar[str] = "set-delay"
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Stop applying on the target standby (or all); entries wait in Kafka."""
+
+    KIND: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Apply again on the target standby (or all)."""
+
+    KIND: ClassVar[str] = "resume"
+
+
+@dataclass(frozen=True)
+class ResyncTable:
+    """Resync one table of the target standby while the others keep applying."""
+
+    KIND: ClassVar[str] = "resync-table"
+    table: str
+
+
+# -- CRC retransmission (guarantee 4): applier -> capture, then the capture's answers ---------------
+@dataclass(frozen=True)
+class Retransmit:
+    """Republish every commit above ``after_key``: the entry at ``offset`` is corrupt."""
+
+    KIND: ClassVar[str] = "retransmit"
+    after_position: str
+    after_key: bytes
+    offset: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetransmitDone:
+    """The capture republishes from ``after_key`` for these requests; the first entry is durable."""
+
+    KIND: ClassVar[str] = "retransmit-done"
+    request_ids: tuple[str, ...]
+    after_position: str
+    after_key: bytes
+
+
+@dataclass(frozen=True)
+class RetransmitFailed:
+    """The capture cannot republish from ``after_key``: the source no longer holds that log."""
+
+    KIND: ClassVar[str] = "retransmit-failed"
+    request_ids: tuple[str, ...]
+    after_position: str
+    after_key: bytes
+    #: Where the source's retained log starts now ("" when unknown).
+    source_floor: str
+    reason: str
+
+
+# -- ark verify's hold (consumers/hold.py has the protocol) ----------------------------------------
+@dataclass(frozen=True)
+class VerifyHold:
+    """CLI -> applier: stop at the next transaction boundary, for at most ``max_hold_s``."""
+
+    KIND: ClassVar[str] = "verify-hold"
+    max_hold_s: float
+
+
+@dataclass(frozen=True)
+class VerifyArmed:
+    """Applier -> CLI: stopped, with this committed state."""
+
+    KIND: ClassVar[str] = "verify-armed"
+    request: str
+    position: str
+    next_offset: int
+
+
+@dataclass(frozen=True)
+class VerifyAt:
+    """CLI -> applier: apply everything below ``key`` (the primary snapshot's position), then hold."""
+
+    KIND: ClassVar[str] = "verify-at"
+    request: str
+    position: str
+    key: bytes
+
+
+@dataclass(frozen=True)
+class VerifyHeld:
+    """Applier -> CLI: holding at the position, with this committed state."""
+
+    KIND: ClassVar[str] = "verify-held"
+    request: str
+    position: str
+    position_key: bytes
+    next_offset: int
+    armed_s: float
+
+
+@dataclass(frozen=True)
+class VerifyRelease:
+    """CLI -> applier: go on."""
+
+    KIND: ClassVar[str] = "verify-release"
+    request: str
+
+
+# -- table resync decisions (consumers/table_resync.py): never silent --------------------------------
+@dataclass(frozen=True)
+class TableResyncStarted:
+    """The applier stopped applying ``table`` and started resyncing it (its rows wait meanwhile)."""
+
+    KIND: ClassVar[str] = "table-resync-started"
+    table: str
+    request: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TableResyncProgress:
+    """A step of a table resync: ``phase`` is snapshot, copied, swapped or failed."""
+
+    KIND: ClassVar[str] = "table-resync-progress"
+    table: str
+    request: str
+    phase: str
+    position: str = ""
+    rows: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TableResynced:
+    """The table follows the stream again: copied at ``position``, ``replayed`` rows re-applied after it."""
+
+    KIND: ClassVar[str] = "table-resynced"
+    table: str
+    request: str
+    position: str
+    rows: int
+    replayed: int
+
+
+@dataclass(frozen=True)
+class TableResyncRefused:
+    """The applier will not resync ``table`` (not a replicated table, ...)."""
+
+    KIND: ClassVar[str] = "table-resync-refused"
+    table: str
+    request: str
+    reason: str
+
+
+# -- source gaps (producers/gap.py, consumers/gaps.py) ---------------------------------------------
+@dataclass(frozen=True)
+class SourceGap:
+    """The operator accepted a hole in the source's log after ``after_key``; redo entries from
+    ``first_offset`` on follow it."""
+
+    KIND: ClassVar[str] = "source-gap"
+    after_position: str
+    after_key: bytes
+    first_offset: int
+    hole: str
+
+
+Body = (SetDelay | Pause | Resume | ResyncTable | Retransmit | RetransmitDone | RetransmitFailed | VerifyHold
+        | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease | TableResyncStarted | TableResyncProgress
+        | TableResynced | TableResyncRefused | SourceGap)
+
+#: Every kind, by its wire name.
+KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
+    SetDelay, Pause, Resume, ResyncTable, Retransmit, RetransmitDone, RetransmitFailed, VerifyHold, VerifyArmed,
+    VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted, TableResyncProgress, TableResynced, TableResyncRefused,
+    SourceGap)}
+
+#: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
+_RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}
+
+
+def kind_of(body: Body) -> str:
+    """The wire name of a body's kind."""
+    return body.KIND
+
+
+def avro_name(cls: type[Any]) -> str:
+    """The full Avro name of a kind's record."""
+    return f"{_NS}.{cls.__name__}"
+
+
+def to_wire(body: Body) -> tuple[str, dict[str, Any]]:
+    """The Avro union branch (name, record) of ``body``."""
+    record = {f.name: (list(v) if isinstance(v := getattr(body, f.name), tuple) else v)
+              for f in dataclasses.fields(body)}
+    return avro_name(type(body)), record
+
+
+def _from_record(cls: type[Any], record: dict[str, Any]) -> Body:
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = record[f.name]
+        values[f.name] = tuple(value) if isinstance(value, list) else value
+    body: Body = cls(**values)
+    return body
+
+
+def _ids(args: dict[str, str]) -> tuple[str, ...]:
+    return tuple(i for i in args.get("request_ids", args.get("request_id", "")).split(",") if i)
+
+
+def body_from_args(kind: str, args: dict[str, str]) -> Body | None:
+    """A v1 record's body, from its string map (None for a kind this build does not know)."""
+    a = args
+    hexa = bytes.fromhex
+    builders: dict[str, Any] = {
+        SetDelay.KIND: lambda: SetDelay(float(a["seconds"])),
+        Pause.KIND: Pause,
+        Resume.KIND: Resume,
+        ResyncTable.KIND: lambda: ResyncTable(a.get("table", "")),
+        Retransmit.KIND: lambda: Retransmit(a.get("after_position", ""), hexa(a.get("after_key", "")),
+                                            int(a.get("offset", "-1")), a.get("reason", "")),
+        RetransmitDone.KIND: lambda: RetransmitDone(_ids(a), a.get("after_position", ""),
+                                                    hexa(a.get("after_key", ""))),
+        RetransmitFailed.KIND: lambda: RetransmitFailed(_ids(a), a.get("after_position", ""),
+                                                        hexa(a.get("after_key", "")), a.get("slot_confirmed", ""),
+                                                        a.get("reason", "")),
+        VerifyHold.KIND: lambda: VerifyHold(float(a.get("max_hold_s", "30"))),
+        VerifyArmed.KIND: lambda: VerifyArmed(a.get("request", ""), a.get("position", ""),
+                                              int(a.get("next_offset", "-1"))),
+        VerifyAt.KIND: lambda: VerifyAt(a.get("request", ""), a.get("position", ""), hexa(a.get("key", ""))),
+        VerifyHeld.KIND: lambda: VerifyHeld(a.get("request", ""), a.get("position", ""),
+                                            hexa(a.get("position_key", "")), int(a.get("next_offset", "-1")),
+                                            float(a.get("armed_s", "0"))),
+        VerifyRelease.KIND: lambda: VerifyRelease(a.get("request", "")),
+        TableResyncStarted.KIND: lambda: TableResyncStarted(a.get("table", ""), a.get("request", ""),
+                                                            a.get("reason", "")),
+        TableResyncProgress.KIND: lambda: TableResyncProgress(a.get("table", ""), a.get("request", ""),
+                                                              a.get("phase", ""), a.get("position", ""),
+                                                              int(a.get("rows", "0")), a.get("error", "")),
+        TableResynced.KIND: lambda: TableResynced(a.get("table", ""), a.get("request", ""), a.get("position", ""),
+                                                  int(a.get("rows", "0")), int(a.get("replayed", "0"))),
+        TableResyncRefused.KIND: lambda: TableResyncRefused(a.get("table", ""), a.get("request", ""),
+                                                            a.get("reason", "")),
+        SourceGap.KIND: lambda: SourceGap(a.get("after_position", ""), hexa(a.get("after_key", "")),
+                                          int(a.get("offset", "0")), a.get("hole", "")),
+    }
+    build = builders.get(_RENAMED.get(kind, kind))
+    return build() if build is not None else None
+
+
+def body_from_wire(record: dict[str, Any]) -> Body | None:
+    """The typed body of a decoded control record of any version (None: a kind this build does not know).
+
+    Raises ValueError (or KeyError) when a v1 record's args do not parse.
+    """
+    kind = _RENAMED.get(record["kind"], record["kind"])
+    body = record.get("body")
+    if body is not None:
+        cls = KINDS.get(kind)
+        return _from_record(cls, body) if cls is not None else None
+    return body_from_args(kind, dict(record.get("args") or {}))

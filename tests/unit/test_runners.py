@@ -1,0 +1,323 @@
+"""The runners' own logic, fast: capture and apply agents against an in-memory source, log and standby.
+
+Real Kafka and PostgreSQL prove the same properties in the integration and fault tiers; here each
+property is checked in well under a second, with faults injected exactly where the logic branches:
+chunking, resuming after a crash without loss or duplicates, confirming only what is durable,
+exactly-once apply across crashes, the delay gate, grouping, CRC retransmission and source gaps.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from common import agent
+from common.config import ArkConfig, parse_config
+from consumers.base import ApplyState
+from consumers.errors import DataApplyError, TransientApplyError
+from consumers.gaps import SourceGap
+from consumers.runner import ApplyRunner, NotSynced
+from producers.runner import CaptureRunner
+from schemas import envelope
+from schemas.control import SourceGap as SourceGapRecord
+from schemas.entries import REDO_SCHEMA, RowChange, TableMeta, TxnChunk, from_record
+from schemas.positions import pg_lsn
+from tests.support.memory import (
+    MemoryApplier,
+    MemoryCapture,
+    MemoryRedoLog,
+    MemorySource,
+    MemoryStandby,
+    Running,
+    dele,
+    ins,
+    memory_channel,
+    table_meta,
+    upd,
+    wait_until,
+)
+
+T = "public.t"
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agent, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(agent, "BACKOFF_MAX_S", 0.05)
+
+
+def config(window_s: float = 900.0, chunk_rows: int = 10, delay: float = 0.0, batch_txns: int = 1000,
+           on_data_error: str = "stop") -> ArkConfig:
+    pg = {"engine": "postgresql"}
+    return parse_config({
+        "group": "g", "control_key": {"env": "ARK_CONTROL_KEY"},
+        "primary": {"name": "p", **pg},
+        "capture": {"chunk_rows": chunk_rows, "batch_max_ms": 5, "retransmit_window_s": window_s},
+        "standbys": [{"name": "sb", "delay_seconds": delay, "batch_max_txns": batch_txns,
+                      "on_data_error": on_data_error, **pg}]})
+
+
+def entries(log: MemoryRedoLog) -> list[tuple[int, Any]]:
+    """(offset, body) of every committed record."""
+    out = []
+    for rec in log.entries():
+        dec = envelope.decode(rec.value, rec.headers, expect=REDO_SCHEMA)
+        out.append((rec.offset, from_record(dec.record).body))
+    return out
+
+
+def complete_txns(log: MemoryRedoLog) -> list[str]:
+    """Commit positions of every transaction whose last chunk is in the log, in log order."""
+    return [b.commit.text for _o, b in entries(log) if isinstance(b, TxnChunk) and b.last and b.txn_id]
+
+
+def workload(source: MemorySource, txns: int, rows: int = 3, seed: int = 1) -> dict[int, str]:
+    """Random inserts, updates and deletes on table T; returns the expected final table (id -> v)."""
+    rnd = random.Random(seed)
+    meta = table_meta(T)
+    expected: dict[int, str] = {}
+    next_id = 0
+    for n in range(txns):
+        changes: list[RowChange] = []
+        for _ in range(rows):
+            if expected and rnd.random() < 0.3:
+                key = rnd.choice(sorted(expected))
+                if rnd.random() < 0.5:
+                    changes.append(dele(T, key))
+                    del expected[key]
+                else:
+                    expected[key] = f"u{n}"
+                    changes.append(upd(T, key, f"u{n}"))
+            else:
+                expected[next_id] = f"i{n}"
+                changes.append(ins(T, next_id, f"i{n}"))
+                next_id += 1
+        source.commit(changes, [meta])
+    return expected
+
+
+def capture(cfg: ArkConfig, source: MemorySource, log: MemoryRedoLog, store: list[Any]) -> Running:
+    return Running(CaptureRunner(cfg, lambda: MemoryCapture(source), log), store)
+
+
+def synced_standby(log: MemoryRedoLog, meta: TableMeta | None = None) -> MemoryStandby:
+    """A standby as 'ark sync' leaves it before any stream: the state row at offset 0, at a snapshot position
+    below every transaction of the source."""
+    standby = MemoryStandby()
+    app = MemoryApplier(standby)
+    app.begin()
+    if meta is not None:
+        app.apply_table_meta("g", meta, None)
+    floor = pg_lsn(1)
+    app.save_state(ApplyState("g", "sb", log.topic, 0, 0, floor.text, floor.key, 0, 0, 0))
+    app.commit()
+    standby.commits.clear()
+    return standby
+
+
+def apply(cfg: ArkConfig, standby: MemoryStandby, log: MemoryRedoLog, store: list[Any]) -> Running:
+    return Running(ApplyRunner(cfg, cfg.standbys[0], lambda: MemoryApplier(standby), log), store)
+
+
+def table(standby: MemoryStandby) -> dict[int, str]:
+    return {int(r[0]): str(r[1]) for r in standby.rows(T)}  # type: ignore[arg-type]
+
+
+# -- capture -------------------------------------------------------------------------------------------
+def test_a_large_transaction_travels_in_chunks_after_its_table_shape() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    meta = table_meta(T)
+    source.commit([ins(T, i) for i in range(25)], [meta])
+    source.commit([ins(T, 100)], [meta])
+    running = capture(config(chunk_rows=10), source, log, store)
+    try:
+        wait_until(lambda: len(complete_txns(log)) == 2, what="both transactions in the log")
+    finally:
+        running.stop()
+    bodies = [b for _o, b in entries(log) if not (isinstance(b, TxnChunk) and b.is_checkpoint)]
+    assert isinstance(bodies[0], TableMeta) and bodies[0].table == T
+    chunks = [b for b in bodies if isinstance(b, TxnChunk)]
+    assert [(c.chunk_index, c.first_row, len(c.changes), c.last) for c in chunks] == [
+        (0, 0, 10, False), (1, 10, 10, False), (2, 20, 5, True), (0, 0, 1, True)]
+    assert chunks[2].confirm == pg_lsn(int.from_bytes(chunks[2].commit.key, "big") + 1).text
+
+
+def test_capture_crashes_lose_and_duplicate_nothing() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    workload(source, txns=60, rows=7)  # 7 rows, chunks of 3: crashes land inside transactions too
+    crashes = 0
+    rnd = random.Random(7)
+    running = capture(config(chunk_rows=3), source, log, store)
+    try:
+        while len(complete_txns(log)) < 60:
+            if source.fail_after is None and crashes < 15:
+                source.fail_after = rnd.randint(1, 40)  # the source connection breaks after that many events
+                crashes += 1
+            time.sleep(0.002)
+    finally:
+        running.stop()
+    assert crashes == 15
+    commits = complete_txns(log)
+    assert len(commits) == len(set(commits)) == 60  # every transaction once, complete
+    # Chunks of one transaction are contiguous and never repeated (a restart resumes at the next row).
+    seen: Counter[tuple[str, int]] = Counter((b.commit.text, b.chunk_index) for _o, b in entries(log)
+                                              if isinstance(b, TxnChunk) and b.txn_id)
+    assert max(seen.values()) == 1
+
+
+def test_the_source_forgets_only_what_kafka_holds_and_only_after_the_window() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    workload(source, txns=10)
+    held = capture(config(window_s=900), source, log, store)
+    try:
+        wait_until(lambda: len(complete_txns(log)) == 10, what="the transactions in the log")
+    finally:
+        held.stop()
+    assert source.confirmed == 0  # inside the retransmit window: the source keeps its whole log
+
+    source, log = MemorySource(), MemoryRedoLog()
+    workload(source, txns=10)
+    running = capture(config(window_s=0), source, log, store)
+    try:
+        wait_until(lambda: source.confirmed > 0 and len(complete_txns(log)) == 10, what="a confirmation")
+    finally:
+        running.stop()
+    last = max(int.from_bytes(b.commit.key, "big") for _o, b in entries(log) if isinstance(b, TxnChunk))
+    assert source.confirmed <= last + 1  # never past what Kafka holds
+
+
+# -- apply ---------------------------------------------------------------------------------------------
+def _filled_log(txns: int, rows: int = 3, seed: int = 1) -> tuple[MemorySource, MemoryRedoLog, dict[int, str]]:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    expected = workload(source, txns, rows, seed)
+    running = capture(config(), source, log, store)
+    try:
+        wait_until(lambda: len(complete_txns(log)) == txns, what="the transactions in the log")
+    finally:
+        running.stop()
+    return source, log, expected
+
+
+def test_apply_is_exactly_once_across_crashes_and_keeps_transactions_whole() -> None:
+    _source, log, expected = _filled_log(200, rows=4)
+    standby = synced_standby(log, table_meta(T))
+    rnd = random.Random(3)
+    budget = {"crashes": 12}
+
+    def crash(_change: RowChange) -> Exception | None:
+        if budget["crashes"] and rnd.random() < 0.03:
+            budget["crashes"] -= 1
+            return TransientApplyError("connection lost (test)", fix="retried")
+        return None
+
+    standby.fail_on = crash
+    running = apply(config(batch_txns=7), standby, log, [])
+    try:
+        wait_until(lambda: table(standby) == expected, what="the standby to converge")
+        wait_until(lambda: standby.db.state is not None and standby.db.state.applied_txns == 200,
+                   what="every transaction recorded in the state row")
+    finally:
+        running.stop()
+    applied = [t for _state, txns in standby.commits for group in txns for t in group.split("..")]
+    assert budget["crashes"] <= 4  # most of the crashes happened (each one lost an open batch)
+    assert len(standby.commits) < 200  # small transactions were grouped
+    states = [s for s, _t in standby.commits if s is not None]
+    assert all(a.applied_txns <= b.applied_txns for a, b in zip(states, states[1:], strict=False))
+    assert applied  # the commits named the source transactions they applied
+
+
+def test_a_standby_that_was_never_synced_stops_with_the_fix() -> None:
+    _source, log, _expected = _filled_log(2)
+    running = apply(config(), MemoryStandby(), log, [])
+    err = running.wait_exit()
+    assert isinstance(err, NotSynced) and "ark sync sb" in err.fix
+
+
+def test_delay_gate_applies_no_earlier_than_commit_plus_delay() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    standby = synced_standby(log, table_meta(T))
+    cap = capture(config(), source, log, store)
+    app = apply(config(delay=0.4), standby, log, store)
+    try:
+        committed = time.time()
+        source.commit([ins(T, 1, "late")], [table_meta(T)], at_us=int(committed * 1e6))
+        wait_until(lambda: table(standby) == {1: "late"}, what="the delayed row")
+        applied = time.time()
+    finally:
+        app.stop()
+        cap.stop()
+    assert applied - committed >= 0.4
+
+
+def test_a_data_error_stops_the_standby_naming_the_exact_transaction() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    meta = table_meta(T)
+    for i in range(20):
+        source.commit([ins(T, i)], [meta])
+    bad = source.commit([upd(T, 999, "no such row")], [meta])
+    source.commit([ins(T, 50)], [meta])
+    cap = capture(config(), source, log, store)
+    try:
+        wait_until(lambda: len(complete_txns(log)) == 22, what="the log")
+    finally:
+        cap.stop()
+    standby = synced_standby(log, meta)
+    err = apply(config(), standby, log, store).wait_exit()
+    assert isinstance(err, DataApplyError) and err.txn_id == str(bad.xid), err
+    assert "redo entry" in err.message and err.exit_code == 9
+    assert sorted(table(standby)) == list(range(20))  # everything before it, nothing after it
+
+
+# -- integrity -----------------------------------------------------------------------------------------
+def test_a_corrupt_entry_is_quarantined_and_retransmitted() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    expected = workload(source, txns=40)
+    cap = capture(config(), source, log, store)
+    try:
+        wait_until(lambda: len(complete_txns(log)) == 40, what="the log")
+        victim = next(o for o, b in entries(log)[len(entries(log)) // 2:] if isinstance(b, TxnChunk) and b.txn_id)
+        log.corrupt(victim)
+        standby = synced_standby(log, table_meta(T))
+        app = apply(config(), standby, log, store)
+        try:
+            wait_until(lambda: table(standby) == expected, what="the standby to heal")
+        finally:
+            app.stop()
+    finally:
+        cap.stop()
+    assert [q[2] for q in log.quarantined] == [f"{log.topic}:0:{victim}"]
+    kinds = [r.kind for r in memory_channel(store).poll()]
+    assert kinds.count("retransmit") == 1 and kinds.count("retransmit-done") == 1
+
+
+def test_a_standby_stops_at_an_accepted_source_gap() -> None:
+    _source, log, _expected = _filled_log(10)
+    gap_at = entries(log)[len(entries(log)) // 2][0]
+    before = [b.commit for o, b in entries(log) if o < gap_at and isinstance(b, TxnChunk) and b.last][-1]
+    store: list[Any] = []  # the operator accepted a hole after `before`; entries from gap_at on follow it
+    memory_channel(store).publish(SourceGapRecord(before.text, before.key, gap_at, "slot recreated (test)"))
+    standby = synced_standby(log, table_meta(T))
+    err = apply(config(), standby, log, store).wait_exit()
+    assert isinstance(err, SourceGap) and f"@{gap_at}" in err.message and err.exit_code == 15
+    assert standby.db.state is not None and standby.db.state.next_offset <= gap_at
+
+
+def test_forged_control_records_are_refused_and_counted() -> None:
+    from common.control import ControlChannel
+    from schemas.control import SetDelay, VerifyHold
+    from tests.support.memory import MemoryBus
+
+    store: list[Any] = []
+    memory_channel(store, key=b"another-key-entirely-0123456789abcdef").publish(SetDelay(0.0), "sb")  # wrong key
+    value, headers = store[0]
+    store.append((value, [h for h in headers if h[0] != envelope.H_SIGNATURE]))  # unsigned
+    memory_channel(store).publish(VerifyHold(5.0), "sb")  # the real one
+    store.append(store[-1])  # a replay of a valid record
+    reader = ControlChannel("g", b"k" * 40, MemoryBus(store))
+    got = reader.poll()
+    assert [r.kind for r in got] == ["verify-hold"]
+    assert dict(reader.refused) == {"bad-signature": 1, "unsigned": 1, "replayed": 1}
