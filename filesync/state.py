@@ -1,7 +1,9 @@
 """Local state of a sender or a receiver, in one SQLite file each (crash-safe: WAL, one commit per step).
 
-Sender: what each target acknowledged per path, the chunk signatures of acknowledged contents
-(the delta bases), a stat cache of the source (the quick check), and its feedback offset.
+Sender: what each target acknowledged per path, what was shipped to it and not yet acknowledged
+(*in flight*: a delayed target acknowledges a pass only after its delay), the chunk signatures of
+acknowledged and in-flight contents (the delta bases), a stat cache of the source (the quick
+check), its passes (sequence, consistency points) and its feedback offset.
 Receiver: its changes offset and what it applied per path, with the local lstat taken after.
 Losing either file is safe: the sender re-learns the targets' state from the feedback partition,
 and a receiver re-reads the changes partition and answers divergences with its real content.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from filesync.chunks import Signature
@@ -26,9 +29,26 @@ CREATE TABLE IF NOT EXISTS statcache (path TEXT PRIMARY KEY, size INT, mtime_ns 
                                       content_hash BLOB, racy INT);
 CREATE TABLE IF NOT EXISTS applied (path TEXT PRIMARY KEY, kind TEXT, content_hash BLOB, meta_digest BLOB,
                                     size INT, mtime_ns INT, ino INT);
+CREATE TABLE IF NOT EXISTS pending (target TEXT, path TEXT, pass_seq INT, present INT, kind TEXT,
+                                    content_hash BLOB, meta_digest BLOB, PRIMARY KEY (target, path));
+CREATE TABLE IF NOT EXISTS passes (pass_id TEXT PRIMARY KEY, seq INT UNIQUE, started_us INT, published_us INT,
+                                   redo_start INT, redo_end INT, changes INT);
 """
 
 StatKey = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PassRow:
+    """One pass the sender ran: its ids, times (µs), consistency point (redo offsets) and size."""
+
+    pass_id: str
+    seq: int
+    started_us: int
+    published_us: int
+    redo_start: int | None
+    redo_end: int | None
+    changes: int
 
 
 class StateDB:
@@ -71,6 +91,62 @@ class StateDB:
             self.db.execute("INSERT OR REPLACE INTO acked VALUES (?, ?, ?, ?, ?)",
                             (target, path, acked.kind, acked.content_hash, acked.meta_digest))
 
+    # --- sender: in flight (shipped, not yet acknowledged by a PassAck)
+    def expected(self, target: str) -> dict[str, Acked]:
+        """What ``target`` will hold once it has applied everything shipped: acked, then in flight on top."""
+        view = self.acked(target)
+        rows = self.db.execute("SELECT path, present, kind, content_hash, meta_digest FROM pending WHERE target=?",
+                               (target,))
+        for path, present, kind, content_hash, meta_digest in rows.fetchall():
+            if present:
+                view[path] = Acked(kind, bytes(content_hash), bytes(meta_digest))
+            else:
+                view.pop(path, None)
+        return view
+
+    def set_pending(self, target: str, path: str, pass_seq: int, expected: Acked | None) -> None:
+        """Record that pass ``pass_seq`` shipped ``target`` the change leaving ``expected`` (None: absent)."""
+        row = expected or Acked("", b"", b"")
+        self.db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (target, path, pass_seq, expected is not None, row.kind, row.content_hash, row.meta_digest))
+
+    def clear_pending(self, target: str, upto_seq: int) -> int:
+        """``target`` applied every pass up to ``upto_seq``: its acks now say what it holds. Returns rows dropped."""
+        cur = self.db.execute("DELETE FROM pending WHERE target=? AND pass_seq<=?", (target, upto_seq))
+        return cur.rowcount
+
+    def pending_count(self, target: str) -> int:
+        """How many paths were shipped to ``target`` and are not yet applied there."""
+        row = self.db.execute("SELECT COUNT(*) FROM pending WHERE target=?", (target,)).fetchone()
+        return int(row[0])
+
+    # --- sender: passes
+    def begin_pass(self, pass_id: str, started_us: int) -> int:
+        """Register a new pass; returns its sequence number (1, 2, ...)."""
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM passes").fetchone()
+        seq = int(row[0])
+        self.db.execute("INSERT INTO passes VALUES (?, ?, ?, 0, NULL, NULL, 0)", (pass_id, seq, started_us))
+        return seq
+
+    def end_pass(self, pass_id: str, published_us: int, redo_start: int | None, redo_end: int | None,
+                 changes: int) -> None:
+        """Record a pass's PassEnd: when it was published, its consistency point and size."""
+        self.db.execute("UPDATE passes SET published_us=?, redo_start=?, redo_end=?, changes=? WHERE pass_id=?",
+                        (published_us, redo_start, redo_end, changes, pass_id))
+        # Keep the history bounded: passes older than the last 10,000 are no longer looked up.
+        self.db.execute("DELETE FROM passes WHERE seq < (SELECT MAX(seq) FROM passes) - 10000")
+
+    def pass_seq(self, pass_id: str) -> int | None:
+        """The sequence number of a pass this sender ran (None when unknown)."""
+        row = self.db.execute("SELECT seq FROM passes WHERE pass_id=?", (pass_id,)).fetchone()
+        return int(row[0]) if row else None
+
+    def last_pass(self) -> PassRow | None:
+        """The newest pass that published its PassEnd."""
+        row = self.db.execute("SELECT pass_id, seq, started_us, published_us, redo_start, redo_end, changes "
+                              "FROM passes WHERE published_us > 0 ORDER BY seq DESC LIMIT 1").fetchone()
+        return PassRow(*row) if row else None
+
     # --- sender: signatures
     def signature(self, content_hash: bytes) -> Signature | None:
         """The stored signature of a content, if any."""
@@ -83,7 +159,8 @@ class StateDB:
 
     def prune_signatures(self) -> int:
         """Drop signatures no target holds any more; returns how many."""
-        cur = self.db.execute("DELETE FROM sigs WHERE content_hash NOT IN (SELECT content_hash FROM acked)")
+        cur = self.db.execute("DELETE FROM sigs WHERE content_hash NOT IN (SELECT content_hash FROM acked "
+                              "UNION SELECT content_hash FROM pending)")
         return cur.rowcount
 
     # --- sender: stat cache
