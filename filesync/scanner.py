@@ -107,6 +107,10 @@ def scan(config: FileSetConfig, root: str | None = None) -> Scan:
                 is_dir = stat.S_ISDIR(cst.st_mode)
                 if excluded(spec, rel, is_dir):
                     continue
+                if not _utf8(rel):
+                    # Records carry UTF-8 paths; such a name is reported, never guessed at.
+                    result.errors.append((printable(rel), "name is not valid UTF-8"))
+                    continue
                 if stat.S_ISREG(cst.st_mode) and not os.access(child.path, os.R_OK):
                     raise PermissionError(13, "Permission denied")
                 meta = capture(child.path, cst, xattrs=pre.xattrs, acls=pre.acls)
@@ -122,6 +126,19 @@ def scan(config: FileSetConfig, root: str | None = None) -> Scan:
     if pre.hard_links:
         _mark_hardlinks(result)
     return result
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: str) -> str:
+    """``name`` with bytes that are not UTF-8 shown as ``\\xNN`` (safe to print and log)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _mark_hardlinks(result: Scan) -> None:

@@ -389,7 +389,8 @@ class Sender:
             listed = "; ".join(f"{p}: {r}" for p, r in report.errors[:10])
             raise SourcePermission(f"{len(report.errors)} source entries could not be read ({listed}); "
                                    "everything else was shipped",
-                                   fix="give the sender read access to them, or exclude them in files.<set>.exclude")
+                                   fix="give the sender read access to them (rename names that are not UTF-8), "
+                                       "or exclude them in files.<set>.exclude")
         return report
 
     def close(self) -> None:
