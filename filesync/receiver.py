@@ -195,9 +195,17 @@ class Receiver:
     # ---- what is here now
     def _local_hash(self, path: str, st: os.stat_result) -> bytes:
         row = self.state.applied(path)
-        if row and row[0] in ("FILE", "HARDLINK") and row[3:] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return row[1]
+        if row and row.kind in ("FILE", "HARDLINK") and (row.size, row.mtime_ns, row.ino) == (
+                st.st_size, st.st_mtime_ns, st.st_ino):
+            return row.content_hash
         return hash_file(self._abs(path))
+
+    def _local_digest(self, path: str, st: os.stat_result) -> bytes:
+        """Digest of the attributes the entry has here (compared with itself later, never with the
+        source's: owners mapped by name, a non-root receiver or security labels legitimately differ)."""
+        pre = self.config.preserve
+        meta = capture(self._abs(path), st, xattrs=pre.xattrs, acls=pre.acls)
+        return meta.digest() if meta is not None else b""
 
     def _lstat(self, path: str) -> os.stat_result | None:
         try:
@@ -209,7 +217,7 @@ class Receiver:
              signature: bytes | None = None) -> None:
         st = self._lstat(path)
         if st is not None and ok and meta is not None:
-            self.state.set_applied(path, meta.kind, content_hash, meta.digest(), st)
+            self.state.set_applied(path, meta.kind, content_hash, meta.digest(), st, self._local_digest(path, st))
         elif st is None:
             self.state.set_applied(path, "", b"", b"", None)
         if not ok:
@@ -398,7 +406,10 @@ class Receiver:
             dst = None
         if dst is not None and stat.S_ISDIR(dst.st_mode):
             shutil.rmtree(dest)
-        os.rename(tmp, dest)
+        if dst is not None and os.path.samestat(dst, os.lstat(tmp)):
+            os.unlink(tmp)  # already a link to that inode: rename() would do nothing and leave tmp behind
+        else:
+            os.rename(tmp, dest)
         if parent_ns is not None:
             os.utime(os.path.dirname(dest), ns=parent_ns)
 
@@ -479,24 +490,33 @@ class Receiver:
 
     # ---- integrity
     def _check_divergence(self) -> None:
-        """Refuse (so the next pass repairs) every applied entry changed on the target since: deleted,
-        or its stat moved. Directories (the root too) and nodes are checked by mtime and inode only,
-        since a directory's size grows with its entries; the receiver restores a directory's times
-        after each change inside it, so only a foreign change moves them."""
-        for path, kind, content_hash, _digest, size, mtime_ns, ino in self.state.applied_paths():
-            if not kind:
+        """Refuse (so the next pass repairs) every applied entry changed on the target since.
+
+        Content: deleted, or size/mtime/inode moved and the hash differs. Attributes (mode, owner,
+        times, xattrs, ACLs; the root too): the ctime moved and the entry's own attribute digest is
+        not the one it had after it was applied. The receiver's own steps also move ctimes (a
+        directory's times restored after a change inside it, a hard link's count), without changing
+        the digest: those rows are only refreshed.
+        """
+        for row in self.state.applied_paths():
+            if not row.kind:
                 continue
-            st = self._lstat(path)
+            st = self._lstat(row.path)
             if st is None:
-                self._refuse(path, "diverged: deleted on the target")
-            elif kind not in ("FILE", "HARDLINK", "SYMLINK"):
-                if (st.st_mtime_ns, st.st_ino) != (mtime_ns, ino):
-                    self._refuse(path, "diverged: attributes changed on the target")
-            elif (st.st_size, st.st_mtime_ns, st.st_ino) != (size, mtime_ns, ino):
-                if kind == "SYMLINK" or self._local_hash(path, st) != content_hash:
-                    self._refuse(path, "diverged: changed on the target", with_signature=kind != "SYMLINK")
-                else:
-                    self._refuse(path, "diverged: attributes changed on the target")
+                self._refuse(row.path, "diverged: deleted on the target")
+                continue
+            content = row.kind in ("FILE", "HARDLINK", "SYMLINK")
+            if content and (st.st_size, st.st_mtime_ns, st.st_ino) != (row.size, row.mtime_ns, row.ino):
+                if row.kind == "SYMLINK" or self._local_hash(row.path, st) != row.content_hash:
+                    self._refuse(row.path, "diverged: changed on the target", with_signature=row.kind != "SYMLINK")
+                    continue
+            elif st.st_ctime_ns == row.ctime_ns:
+                continue
+            digest = self._local_digest(row.path, st)
+            if row.local_digest and digest != row.local_digest:
+                self._refuse(row.path, "diverged: attributes changed on the target")
+            else:
+                self.state.touch_applied(row.path, st, digest)
 
     def _corrupt(self, exc: ChannelCorrupt) -> None:
         path = self.xfer.path if self.xfer is not None else ""

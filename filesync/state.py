@@ -4,7 +4,8 @@ Sender: what each target acknowledged per path, what was shipped to it and not y
 (*in flight*: a delayed target acknowledges a pass only after its delay), the chunk signatures of
 acknowledged and in-flight contents (the delta bases), a stat cache of the source (the quick
 check), its passes (sequence, consistency points) and its feedback offset.
-Receiver: its changes offset and what it applied per path, with the local lstat taken after.
+Receiver: its changes offset and what it applied per path, with the local lstat taken after and the
+digest of the entry's own attributes then (a later change of ctime is checked against it).
 Losing either file is safe: the sender re-learns the targets' state from the feedback partition,
 and a receiver re-reads the changes partition and answers divergences with its real content.
 """
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filesync.chunks import Signature
 from filesync.plan import Acked
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS sigs (content_hash BLOB PRIMARY KEY, packed BLOB NOT 
 CREATE TABLE IF NOT EXISTS statcache (path TEXT PRIMARY KEY, size INT, mtime_ns INT, ctime_ns INT, ino INT,
                                       content_hash BLOB, racy INT);
 CREATE TABLE IF NOT EXISTS applied (path TEXT PRIMARY KEY, kind TEXT, content_hash BLOB, meta_digest BLOB,
-                                    size INT, mtime_ns INT, ino INT);
+                                    size INT, mtime_ns INT, ino INT, ctime_ns INT DEFAULT 0,
+                                    local_digest BLOB DEFAULT x'');
 CREATE TABLE IF NOT EXISTS pending (target TEXT, path TEXT, pass_seq INT, present INT, kind TEXT,
                                     content_hash BLOB, meta_digest BLOB, PRIMARY KEY (target, path));
 CREATE TABLE IF NOT EXISTS passes (pass_id TEXT PRIMARY KEY, seq INT UNIQUE, started_us INT, published_us INT,
@@ -36,6 +38,28 @@ CREATE TABLE IF NOT EXISTS passes (pass_id TEXT PRIMARY KEY, seq INT UNIQUE, sta
 """
 
 StatKey = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class AppliedRow:
+    """What a receiver applied at one path: the entry as shipped (kind, content, source attributes'
+    digest), then its lstat afterwards and the digest of the attributes it had on the target."""
+
+    path: str
+    kind: str
+    content_hash: bytes
+    meta_digest: bytes
+    size: int
+    mtime_ns: int
+    ino: int
+    ctime_ns: int
+    local_digest: bytes
+
+
+def _applied_row(row: Any) -> AppliedRow:
+    path, kind, content_hash, meta_digest, size, mtime_ns, ino, ctime_ns, local_digest = row
+    return AppliedRow(path, kind, bytes(content_hash or b""), bytes(meta_digest or b""), size or 0, mtime_ns or 0,
+                      ino or 0, ctime_ns or 0, bytes(local_digest or b""))
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,10 @@ class StateDB:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(applied)")}
+        if "ctime_ns" not in columns:  # a state file of an earlier version: the new columns start empty
+            self.db.execute("ALTER TABLE applied ADD COLUMN ctime_ns INT DEFAULT 0")
+            self.db.execute("ALTER TABLE applied ADD COLUMN local_digest BLOB DEFAULT x''")
         self._depth = 0
 
     def batch(self) -> _Batch:
@@ -178,26 +206,32 @@ class StateDB:
                         (path, *key, content_hash, racy))
 
     # --- receiver: applied
-    def applied(self, path: str) -> tuple[str, bytes, bytes, int, int, int] | None:
-        """(kind, content_hash, meta_digest, size, mtime_ns, ino) applied at ``path``."""
-        row = self.db.execute("SELECT kind, content_hash, meta_digest, size, mtime_ns, ino FROM applied WHERE path=?",
-                              (path,)).fetchone()
-        return (row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], row[5]) if row else None
+    _APPLIED = "path, kind, content_hash, meta_digest, size, mtime_ns, ino, ctime_ns, local_digest"
+
+    def applied(self, path: str) -> AppliedRow | None:
+        """What was applied at ``path`` (None when nothing is recorded)."""
+        row = self.db.execute(f"SELECT {self._APPLIED} FROM applied WHERE path=?", (path,)).fetchone()
+        return _applied_row(row) if row else None
 
     def set_applied(self, path: str, kind: str, content_hash: bytes, meta_digest: bytes,
-                    st: os.stat_result | None) -> None:
-        """Record what was applied at ``path`` and its lstat afterwards (None forgets the path)."""
+                    st: os.stat_result | None, local_digest: bytes = b"") -> None:
+        """Record what was applied at ``path``, its lstat afterwards and the digest of its own attributes
+        then (None forgets the path)."""
         if st is None:
             self.db.execute("DELETE FROM applied WHERE path=?", (path,))
         else:
-            self.db.execute("INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (path, kind, content_hash, meta_digest, st.st_size, st.st_mtime_ns, st.st_ino))
+            self.db.execute(f"INSERT OR REPLACE INTO applied ({self._APPLIED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (path, kind, content_hash, meta_digest, st.st_size, st.st_mtime_ns, st.st_ino,
+                             st.st_ctime_ns, local_digest))
 
-    def applied_paths(self) -> Iterator[tuple[str, str, bytes, bytes, int, int, int]]:
+    def touch_applied(self, path: str, st: os.stat_result, local_digest: bytes) -> None:
+        """The entry's stat moved but its attributes did not (a time restored, a link count changed)."""
+        self.db.execute("UPDATE applied SET size=?, mtime_ns=?, ino=?, ctime_ns=?, local_digest=? WHERE path=?",
+                        (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, local_digest, path))
+
+    def applied_paths(self) -> list[AppliedRow]:
         """Every applied row."""
-        rows = self.db.execute("SELECT path, kind, content_hash, meta_digest, size, mtime_ns, ino FROM applied")
-        for p, k, c, m, s, t, i in rows.fetchall():
-            yield p, k, bytes(c), bytes(m), s, t, i
+        return [_applied_row(r) for r in self.db.execute(f"SELECT {self._APPLIED} FROM applied").fetchall()]
 
     def close(self) -> None:
         """Close the database."""
