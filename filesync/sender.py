@@ -195,19 +195,18 @@ class Sender:
         result, _current, changes, report, kept = self.plan()
         with self.state.batch():
             report.seq = self.state.begin_pass(report.pass_id, started_us)
-        with self.state.batch():  # in-flight rows commit only once their records are in Kafka
+        with self.state.batch():  # in-flight rows commit only once their records are in Kafka (flush below)
             for change, targets in changes:
                 if self._ship(result.root, change, list(targets), report, kept):
                     self._in_flight(change, list(targets) or self.targets, report.seq)
                 report.changes += 1
-            self.channel.flush()  # and the redo end offset is read once every change is in Kafka
-        report.redo_start, report.redo_end = redo_start, self._redo_offset()
-        report.published_us = time.time_ns() // 1000
-        self.channel.publish(CHANGES, "PassEnd", {
-            "pass_id": report.pass_id, "targets": [], "entries": report.changes, "started_us": started_us,
-            "redo_start": report.redo_start, "redo_end": report.redo_end})
-        self.channel.flush()
-        with self.state.batch():
+            # The source was last read just now: the consistency point ends here.
+            report.redo_start, report.redo_end = redo_start, self._redo_offset()
+            report.published_us = time.time_ns() // 1000
+            self.channel.publish(CHANGES, "PassEnd", {
+                "pass_id": report.pass_id, "targets": [], "entries": report.changes, "started_us": started_us,
+                "redo_start": report.redo_start, "redo_end": report.redo_end})
+            self.channel.flush()
             self.state.end_pass(report.pass_id, report.published_us, report.redo_start, report.redo_end,
                                 report.changes)
         log.info("pass %s of set %s: %d changes, %d literal bytes, %d busy, %d unreadable", report.pass_id[:8],

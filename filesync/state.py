@@ -16,7 +16,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from filesync.chunks import Signature
 from filesync.plan import Acked
@@ -40,10 +40,10 @@ CREATE TABLE IF NOT EXISTS passes (pass_id TEXT PRIMARY KEY, seq INT UNIQUE, sta
 StatKey = tuple[int, int, int, int]
 
 
-@dataclass(frozen=True)
-class AppliedRow:
+class AppliedRow(NamedTuple):
     """What a receiver applied at one path: the entry as shipped (kind, content, source attributes'
-    digest), then its lstat afterwards and the digest of the attributes it had on the target."""
+    digest), then its lstat afterwards and the digest of the attributes it had on the target.
+    (A NamedTuple: every PassEnd reads one per applied entry.)"""
 
     path: str
     kind: str
@@ -54,12 +54,6 @@ class AppliedRow:
     ino: int
     ctime_ns: int
     local_digest: bytes
-
-
-def _applied_row(row: Any) -> AppliedRow:
-    path, kind, content_hash, meta_digest, size, mtime_ns, ino, ctime_ns, local_digest = row
-    return AppliedRow(path, kind, bytes(content_hash or b""), bytes(meta_digest or b""), size or 0, mtime_ns or 0,
-                      ino or 0, ctime_ns or 0, bytes(local_digest or b""))
 
 
 @dataclass(frozen=True)
@@ -207,11 +201,13 @@ class StateDB:
 
     # --- receiver: applied
     _APPLIED = "path, kind, content_hash, meta_digest, size, mtime_ns, ino, ctime_ns, local_digest"
+    _APPLIED_READ = ("path, kind, content_hash, meta_digest, size, mtime_ns, ino, COALESCE(ctime_ns, 0), "
+                     "COALESCE(local_digest, x'')")
 
     def applied(self, path: str) -> AppliedRow | None:
         """What was applied at ``path`` (None when nothing is recorded)."""
-        row = self.db.execute(f"SELECT {self._APPLIED} FROM applied WHERE path=?", (path,)).fetchone()
-        return _applied_row(row) if row else None
+        row = self.db.execute(f"SELECT {self._APPLIED_READ} FROM applied WHERE path=?", (path,)).fetchone()
+        return AppliedRow._make(row) if row else None
 
     def set_applied(self, path: str, kind: str, content_hash: bytes, meta_digest: bytes,
                     st: os.stat_result | None, local_digest: bytes = b"") -> None:
@@ -231,7 +227,7 @@ class StateDB:
 
     def applied_paths(self) -> list[AppliedRow]:
         """Every applied row."""
-        return [_applied_row(r) for r in self.db.execute(f"SELECT {self._APPLIED} FROM applied").fetchall()]
+        return list(map(AppliedRow._make, self.db.execute(f"SELECT {self._APPLIED_READ} FROM applied").fetchall()))
 
     def close(self) -> None:
         """Close the database."""
