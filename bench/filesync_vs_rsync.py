@@ -47,7 +47,7 @@ def rsync(src: Path, dst: Path, *extra: str) -> tuple[int, float]:
 class Ours:
     def __init__(self, bootstrap: str, work: Path, name: str) -> None:
         self.cfg = parse_config({
-            "group": "bench", "kafka": {"bootstrap": bootstrap}, "primary": {"name": "p"},
+            "group": "bench", "kafka": {"bootstrap": bootstrap}, "primary": {"name": "p", "engine": "postgresql"},
             "files": {name: {"source": str(work / "ours-src"),
                              "targets": [{"name": "t", "path": str(work / "ours-dst")}],
                              "state_dir": str(work / "state"), "horizon_s": 0}}})

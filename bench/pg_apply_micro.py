@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from common.config import StandbySettings
+from common.engines.postgresql import PostgresStandby
 from consumers.base import ApplyState
 from consumers.postgresql.applier import PostgresApplier
 from schemas.entries import Column, Op, RowChange, TableMeta
@@ -65,7 +65,7 @@ def _changes(lo: int, hi: int, bump: int) -> list[RowChange]:
 
 def run(params: dict[str, object], rows: int, chunk: int, rounds: int) -> list[float]:
     """Load the table, then time ``rounds`` full-table UPDATE transactions; return their seconds."""
-    settings = StandbySettings(name="bench", host=str(params.get("host", "127.0.0.1")),
+    settings = PostgresStandby(engine="postgresql", name="bench", host=str(params.get("host", "127.0.0.1")),
                                port=int(str(params.get("port", 5432))),
                                dbname=str(params.get("dbname", "postgres")), user=str(params.get("user", "postgres")))
     app = PostgresApplier(settings)

@@ -9,115 +9,49 @@ connection is opened; they never appear in logs, process arguments or error mess
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from common import engines
 from common.config_files import FileSetConfig
 from common.errors import ConfigError
-from common.secrets import SecretRef
+from common.settings import (
+    CaptureSettings,
+    DatabaseSettings,
+    Frozen,
+    KafkaSettings,
+    PrimarySettings,
+    StandbySettings,
+)
 from schemas.topics import validate_name
 
-Engine = Literal["postgresql", "mariadb", "oracle", "sqlserver"]
-
-#: Safety margin added to the longest delay when checking redo retention (ARCHITECTURE.md).
-RETENTION_MARGIN_HOURS = 24.0
+__all__ = ["ArkConfig", "CaptureSettings", "DatabaseSettings", "KafkaSettings", "PrimarySettings",
+           "StandbySettings", "load_config", "parse_config"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _engine_model(role: str, where: str, data: Any) -> Any:
+    """Validate one database block with its engine's model (chosen by its ``engine:`` key)."""
+    if not isinstance(data, dict):
+        return data  # an already-built model, or a type error pydantic reports
+    name = data.get("engine")
+    if name is None:
+        raise ValueError(f"{where}.engine is missing: say which database this is (one of {', '.join(engines.names())})")
+    try:
+        spec = engines.engine(str(name))
+    except ConfigError as exc:
+        raise ValueError(f"{where}.engine: {exc.message} ({exc.fix})") from None
+    model = spec.primary if role == "primary" else spec.standby
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{where}." + ".".join(str(p) for p in e["loc"]) + f": {e['msg']}"
+                             for e in exc.errors())
+        raise ValueError(problems) from None
 
 
-class KafkaSettings(_Frozen):
-    """How to reach the Kafka cluster, and how the group's topics are created."""
-
-    bootstrap: str = "127.0.0.1:9092"
-    client: dict[str, str] = Field(default_factory=dict, description="extra librdkafka properties (no secrets)")
-    sasl_username: str | None = None
-    sasl_password: SecretRef | None = None
-    redo_retention_hours: float = Field(default=168.0, gt=0)
-    retention_margin_hours: float = Field(default=RETENTION_MARGIN_HOURS, ge=0,
-                                          description="retention must exceed the longest delay by this much")
-    replication_factor: int = Field(default=1, ge=1)
-    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
-
-    @property
-    def redo_retention_ms(self) -> int:
-        """The redo topic's retention.ms (the archive of shipped logs)."""
-        return int(self.redo_retention_hours * 3_600_000)
-
-    @field_validator("client")
-    @classmethod
-    def _no_secrets_in_client(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if "password" in key or "secret" in key:
-                raise ValueError(f"kafka.client.{key} looks like a secret: use kafka.sasl_password: {{env: NAME}}")
-        return value
-
-
-class DatabaseSettings(_Frozen):
-    """Where a database is and how to log in to it."""
-
-    name: str = Field(description="node name, unique in the group")
-    engine: Engine = "postgresql"
-    host: str = "127.0.0.1"
-    port: int = Field(default=5432, ge=1, le=65535)
-    dbname: str = "postgres"
-    user: str = "postgres"
-    password: SecretRef | None = None
-    connect_timeout_s: int = Field(default=10, ge=1)
-
-    def describe(self) -> str:
-        """Where this database is, for messages (never includes the password)."""
-        return f"{self.engine} {self.name} ({self.user}@{self.host}:{self.port}/{self.dbname})"
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        """libpq-style keyword arguments, the password resolved now (never put these in a log)."""
-        kwargs: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.dbname,
-            "user": self.user,
-            "connect_timeout": self.connect_timeout_s,
-            "application_name": "ark",
-        }
-        if self.password is not None:
-            kwargs["password"] = self.password.resolve(f"password of {self.name}").get_secret_value()
-        return kwargs
-
-
-class PrimarySettings(DatabaseSettings):
-    """The source database and how its log is captured."""
-
-    slot: str | None = Field(default=None, description="replication slot; default ark_<group>")
-    publication: str | None = Field(default=None, description="publication; default ark_<group>")
-    tables: tuple[str, ...] = Field(default=("public.*",), description="schema.table patterns (fnmatch)")
-
-
-class CaptureSettings(_Frozen):
-    """Batching and chunking of the capture producer."""
-
-    chunk_rows: int = Field(default=5000, ge=1, description="rows per Kafka message of a large transaction")
-    batch_max_txns: int = Field(default=500, ge=1, description="source transactions per Kafka transaction")
-    batch_max_ms: int = Field(default=100, ge=1, description="longest wait before a Kafka commit")
-    heartbeat_interval_s: float = Field(default=1.0, gt=0)
-    retransmit_window_s: float = Field(
-        default=900.0, ge=0, description="confirm to the source only positions older than this, so that a corrupt "
-        "entry can be re-read (PostgreSQL keeps that much more WAL); 0 disables retransmission")
-
-
-class StandbySettings(DatabaseSettings):
-    """One standby and how it applies."""
-
-    delay_seconds: float = Field(default=0.0, ge=0, description="apply no earlier than commit + delay")
-    on_data_error: Literal["stop", "resync-table"] = "stop"
-    batch_max_txns: int = Field(default=1000, ge=1, description="source transactions per target transaction")
-    batch_max_rows: int = Field(default=20000, ge=1)
-    read_only: bool = Field(default=True, description="make the standby read-only for everyone but the applier")
-
-
-class ArkConfig(_Frozen):
+class ArkConfig(Frozen):
     """Everything one replication group needs; loaded once per process."""
 
     group: str
@@ -127,6 +61,19 @@ class ArkConfig(_Frozen):
     standbys: tuple[StandbySettings, ...] = ()
     files: dict[str, FileSetConfig] = Field(default_factory=dict)
     source_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_models(cls, data: Any) -> Any:
+        """Each database block becomes its engine's model (PostgreSQL's, MariaDB's...)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "primary" in data:
+            data["primary"] = _engine_model("primary", "primary", data["primary"])
+        if isinstance(data.get("standbys"), list | tuple):
+            data["standbys"] = [_engine_model("standby", f"standbys.{i}", s) for i, s in enumerate(data["standbys"])]
+        return data
 
     @field_validator("group")
     @classmethod
@@ -146,16 +93,6 @@ class ArkConfig(_Frozen):
                     f"standby {standby.name} is {standby.engine} but the primary is {self.primary.engine}"
                 )
         return self
-
-    @property
-    def slot_name(self) -> str:
-        """The replication slot the capture reads (one per group)."""
-        return self.primary.slot or f"ark_{self.group}".lower().replace("-", "_")
-
-    @property
-    def publication_name(self) -> str:
-        """The publication the capture reads."""
-        return self.primary.publication or f"ark_{self.group}".lower().replace("-", "_")
 
     @property
     def max_delay_seconds(self) -> float:
@@ -186,8 +123,9 @@ class ArkConfig(_Frozen):
 def _format_validation(exc: ValidationError, path: Path) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{loc}: {err['msg']}")
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
     return f"{path}: " + "; ".join(lines)
 
 

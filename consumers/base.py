@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from common.config import PrimarySettings
 from common.problems import Problem
+from common.snapshot import TableRows
 from consumers.tables import TableState
 from schemas.entries import Position, RowChange, TableMeta
 
@@ -128,17 +128,26 @@ class Applier(ABC):
         """Forget every per-table state and staging copy (a whole-standby resync; same transaction)."""
 
     @abstractmethod
-    def stage_table(self, primary: PrimarySettings, table: str, *, on_snapshot: Callable[[Position], None],
-                    on_rows: Callable[[int], None]) -> StagedTable:
-        """Copy ``table`` from a fresh exported snapshot of ``primary`` into a staging table here.
+    def bulk_load(self, rows: TableRows, *, into: str | None = None, replace: bool = False,
+                  progress: Callable[[int], None] | None = None) -> int:
+        """Load a snapshot's rows of one table, inside the open transaction; returns the row count.
 
-        Called on an applier instance of its own (its own connections), in a background thread,
-        while the main instance keeps applying the other tables. Guarantees: ``on_snapshot`` is
-        called with the snapshot's consistent point as soon as it is known, before any row is
-        copied; the staging copy is committed (durable) when this returns, and holds exactly the
-        table as of that point; a previous staging copy of the table is replaced. ``on_rows`` is
-        called with the running row count and may raise to cancel (the staging copy is then rolled
-        back).
+        Into ``rows.meta.table`` (which must exist: :meth:`apply_table_meta` first), or into the staging
+        table ``into``. ``replace`` empties the target first, MVCC-safely (readers keep the old rows until
+        the commit). ``progress`` is called with the running row count every block or so and may raise
+        to cancel. An applier may use ``rows.native_format`` when it speaks it (a fast path); otherwise
+        it loads ``rows.values()``, the stream's own value representation.
+        """
+
+    @abstractmethod
+    def stage_copy(self, rows: TableRows, position: Position, *,
+                   on_rows: Callable[[int], None] | None = None) -> StagedTable:
+        """Copy a snapshot's rows of one table into that table's staging table here, and commit.
+
+        Called on an applier instance of its own (its own connection), in a background thread, while
+        the main instance keeps applying the other tables. A previous staging copy of the table is
+        replaced; the copy is committed (durable) when this returns. ``position`` is the snapshot's.
+        ``on_rows`` may raise to cancel (the staging copy is then rolled back).
         """
 
     @abstractmethod

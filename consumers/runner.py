@@ -24,6 +24,7 @@ from common.control import ControlReader, current_delay, is_paused
 from common.errors import ArkError, ConfigError, TargetError
 from common.heartbeat import HeartbeatPublisher
 from common.kafka import make_consumer, watermarks
+from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState
 from consumers.errors import DataApplyError, TableNeedsResync, TransientApplyError
 from consumers.gaps import SourceGap, SourceGaps
@@ -53,7 +54,9 @@ class _Stop(Exception):
 class ApplyRunner:
     """Applies one group's redo topic to one standby until ``stop()``."""
 
-    def __init__(self, cfg: ArkConfig, standby: StandbySettings, applier_factory: Callable[[], Applier]) -> None:
+    def __init__(self, cfg: ArkConfig, standby: StandbySettings, applier_factory: Callable[[], Applier],
+                 source: SnapshotSource | None = None) -> None:
+        """``source`` is the primary's snapshot source, for table resyncs (None: they cannot run)."""
         self.cfg = cfg
         self.standby = standby
         self.topic = redo_topic(cfg.group)
@@ -72,7 +75,8 @@ class ApplyRunner:
         self.retransmits = Retransmits(cfg, standby.name, self)  # corrupt entries (consumers/quarantine.py)
         self.hold = VerifyHold(cfg.kafka, cfg.group, standby.name)  # ark verify (consumers/hold.py)
         self.resyncs = TableResyncs(cfg, standby, applier_factory, self.topic,  # consumers/table_resync.py
-                                    committed=lambda: self.applied.next_offset if self.applied else -1)
+                                    committed=lambda: self.applied.next_offset if self.applied else -1,
+                                    source=source)
         self.current_offset = -1  # the redo offset being handled (named in data errors)
         self.gaps = SourceGaps(standby.name)  # accepted holes in the source's log (consumers/gaps.py)
         self.precise_until = -1  # up to this offset, one source transaction per target transaction

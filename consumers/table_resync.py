@@ -48,8 +48,9 @@ from common.control import (
     ControlRecord,
     publish_intent,
 )
-from common.errors import ArkError
+from common.errors import ArkError, SourceError
 from common.kafka import make_consumer, read_range
+from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState, StagedTable
 from consumers.tables import OK, RESYNCING, TableState, resyncing_tables, split_rows
 from schemas import envelope
@@ -113,10 +114,12 @@ class ResyncJob:
     """One table's background copy, and what the apply loop noted while it ran."""
 
     def __init__(self, table: str, reason: str, request: str, factory: Callable[[], Applier],
-                 cfg: ArkConfig | None, decisions: _Decisions, *, topic: str = "", seen_offset: int = -1,
+                 cfg: ArkConfig | None, decisions: _Decisions, *, source: SnapshotSource | None = None,
+                 topic: str = "", seen_offset: int = -1,
                  committed: Callable[[], int] = lambda: -1, after: ResyncJob | None = None) -> None:
         self.table = table
         self._cfg = cfg
+        self._source = source
         self._topic = topic
         self._committed = committed  # the loop's committed next offset
         self.reason = reason
@@ -215,9 +218,14 @@ class ResyncJob:
         try:
             if self._cancel.is_set():
                 return
-            assert self._cfg is not None
-            staged = applier.stage_table(self._cfg.primary, self.table, on_snapshot=self._on_snapshot,
-                                         on_rows=self._on_rows)
+            assert self._cfg is not None and self._source is not None
+            with self._source.open() as snap:
+                self._on_snapshot(snap.position)
+                meta = snap.table(self.table)
+                if meta is None:
+                    raise SourceError(f"table {self.table} is not on the primary (or is not an ordinary, logged "
+                                      "table)", fix="check the table name (schema.table) and primary.tables")
+                staged = applier.stage_copy(snap.rows(meta), snap.position, on_rows=self._on_rows)
             self.rows = staged.rows
             log.info("resync of %s: %d rows copied into %s", self.table, staged.rows, staged.staging)
             self._decisions.publish(TABLE_RESYNC_PROGRESS, table=self.table, request=self.request, phase="copied",
@@ -362,8 +370,9 @@ class TableResyncs:
     """The apply runner's table resyncs: lives as long as the runner, across session restarts."""
 
     def __init__(self, cfg: ArkConfig, standby: StandbySettings, factory: Callable[[], Applier], topic: str,
-                 committed: Callable[[], int] = lambda: -1) -> None:
+                 committed: Callable[[], int] = lambda: -1, source: SnapshotSource | None = None) -> None:
         self.cfg = cfg
+        self._source = source
         self._committed = committed
         self.standby = standby.name
         self.topic = topic
@@ -469,7 +478,8 @@ class TableResyncs:
                 del self._done[table]
 
     def _job(self, table: str, reason: str, request: str, after: ResyncJob | None = None) -> ResyncJob:
-        return ResyncJob(table, reason, request, self._factory, self.cfg, self._decisions, topic=self.topic,
+        return ResyncJob(table, reason, request, self._factory, self.cfg, self._decisions, source=self._source,
+                         topic=self.topic,
                          seen_offset=self._high, committed=self._committed, after=after)
 
     def _start(self, table: str, reason: str, request: str) -> None:

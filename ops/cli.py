@@ -122,11 +122,11 @@ def capture(obj: CliContext, accept_gap: bool) -> None:
 def apply(obj: CliContext, standby: str) -> None:
     """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped)."""
     from consumers.runner import ApplyRunner
-    from ops.engines import applier_factory
+    from ops.engines import applier_factory, snapshot_source
 
     cfg = obj.config()
     settings = cfg.standby(standby)
-    _run_until_signal(ApplyRunner(cfg, settings, applier_factory(settings)))
+    _run_until_signal(ApplyRunner(cfg, settings, applier_factory(settings), snapshot_source(cfg.primary)))
 
 
 @cli.command()

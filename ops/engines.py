@@ -1,38 +1,58 @@
-"""Which capture and apply implementation serves which engine (the only place that knows)."""
+"""Typed access to the engine registry (:mod:`common.engines`) for the CLI: one factory per part.
+
+Nothing here names an engine: each function looks the engine up by the ``engine:`` of the settings it
+is given and builds that engine's part.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from common.config import ArkConfig, StandbySettings
-from common.errors import ConfigError, PrerequisiteError
+from common.verify import Verifier
+
+from common.config import ArkConfig
+from common.engines import engine, load
+from common.errors import PrerequisiteError
+from common.probe import SourceProbe
+from common.settings import PrimarySettings, StandbySettings
+from common.snapshot import SnapshotSource
 from consumers.base import Applier
 from producers.base import LogCapture
 
-_NOT_YET = {
-    "mariadb": "MariaDB capture and apply are planned (issue: MariaDB engine)",
-    "oracle": "Oracle LogMiner capture is planned; it cannot run on this machine",
-    "sqlserver": "SQL Server CDC capture is planned; it cannot run on this machine",
-}
+
+def _part(engine_name: str, attr: str) -> Any:
+    return load(getattr(engine(engine_name), attr))
 
 
 def capture_factory(cfg: ArkConfig) -> Callable[[], LogCapture]:
     """A function building a fresh LogCapture for the group's primary."""
-    if cfg.primary.engine == "postgresql":
-        from producers.postgresql.capture import PostgresCapture
+    cls = _part(cfg.primary.engine, "capture")
+    return lambda: cls(cfg)
 
-        return lambda: PostgresCapture(cfg)
-    raise ConfigError(f"engine {cfg.primary.engine}: {_NOT_YET[cfg.primary.engine]}",
-                      fix="use engine: postgresql for now")
+
+def snapshot_source(primary: PrimarySettings) -> SnapshotSource:
+    """The primary's snapshot source (opens nothing yet)."""
+    source: SnapshotSource = _part(primary.engine, "snapshot")(primary)
+    return source
 
 
 def applier_factory(standby: StandbySettings) -> Callable[[], Applier]:
     """A function building a fresh Applier for one standby."""
-    if standby.engine == "postgresql":
-        from consumers.postgresql.applier import PostgresApplier
+    cls = _part(standby.engine, "applier")
+    return lambda: cls(standby)
 
-        return lambda: PostgresApplier(standby)
-    raise ConfigError(f"engine {standby.engine}: {_NOT_YET[standby.engine]}", fix="use engine: postgresql for now")
+
+def verifier(engine_name: str) -> Verifier:
+    """The engine's verifier (compares a primary snapshot and a standby)."""
+    found: Verifier = _part(engine_name, "verifier")()
+    return found
+
+
+def source_probe(cfg: ArkConfig) -> SourceProbe:
+    """What the primary itself says about the capture's position (for status without Kafka)."""
+    probe: SourceProbe = _part(cfg.primary.engine, "probe")(cfg)
+    return probe
 
 
 def require_prerequisites(capture: LogCapture) -> None:

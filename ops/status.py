@@ -70,7 +70,7 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
                        lag_entries=max(0, redo_end - beat["applied_offset"] - 1) if redo_end >= 0 else None,
                        lag_seconds=round(lag_seconds(beat["applied_commit_time_us"], beat["applied_offset"] + 1,
                                                      redo_end, now), 3),
-                       applied_commit_time=_iso(beat["applied_commit_time_us"]), message=beat["message"])
+                       applied_commit_time=iso_time(beat["applied_commit_time_us"]), message=beat["message"])
         else:
             if beat is not None:
                 row["state"] = f"down (last heard {now - beat['sent_at_us'] / 1e6:.0f} s ago)"
@@ -81,7 +81,7 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
 
     return {"group": cfg.group, "redo_end_offset": redo_end, "capture": capture, "standbys": standbys,
             "warnings": status_warnings(cfg, standbys), "retransmits": recent_retransmits(cfg),
-            "at": _iso(int(now * 1e6))}
+            "at": iso_time(int(now * 1e6))}
 
 
 def recent_retransmits(cfg: ArkConfig, last: int = 5) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ def recent_retransmits(cfg: ArkConfig, last: int = 5) -> list[dict[str, Any]]:
         records = [r for r in reader.replay() if r.kind in (RETRANSMIT, RETRANSMIT_DONE, RETRANSMIT_FAILED)]
     finally:
         reader.close()
-    return [{"at": _iso(r.issued_at_us), "kind": r.kind, "target": r.target, "request": r.request_id,
+    return [{"at": iso_time(r.issued_at_us), "kind": r.kind, "target": r.target, "request": r.request_id,
              **{k: v for k, v in r.args.items() if k in ("after_position", "offset", "reason", "request_ids")}}
             for r in records[-last:]]
 
@@ -117,10 +117,11 @@ def _fill_from_state_table(cfg: ArkConfig, name: str, row: dict[str, Any], redo_
     row.update(applied_position=st.position, applied_offset=st.next_offset - 1,
                lag_entries=max(0, redo_end - st.next_offset) if redo_end >= 0 else None,
                lag_seconds=round(lag_seconds(st.commit_time_us, st.next_offset, redo_end, now), 3),
-               applied_commit_time=_iso(st.commit_time_us))
+               applied_commit_time=iso_time(st.commit_time_us))
 
 
-def _iso(us: int) -> str | None:
+def iso_time(us: int) -> str | None:
+    """Microseconds since the epoch as ISO-8601 UTC with milliseconds (None for 0)."""
     if not us:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us / 1e6)) + f".{int(us % 1_000_000 / 1000):03d}Z"

@@ -20,8 +20,10 @@ from rich.table import Table
 from common.config import ArkConfig
 from common.errors import ArkError, KafkaUnavailable
 from common.kafka import check_reachable
+from common.probe import SourceLog
 from ops.context import console
-from ops.engines import applier_factory
+from ops.engines import applier_factory, source_probe
+from ops.status import iso_time
 
 #: Exit code of ``ark status`` when the broker is unreachable.
 OFFLINE_EXIT = KafkaUnavailable.exit_code
@@ -29,65 +31,16 @@ OFFLINE_EXIT = KafkaUnavailable.exit_code
 #: How long ``ark status`` waits for the broker before reporting it unreachable.
 PROBE_TIMEOUT_S = 5.0
 
-_SLOT_SQL = """
-SELECT s.active, s.confirmed_flush_lsn::text, s.restart_lsn::text, s.wal_status, pg_current_wal_lsn()::text,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint
-FROM pg_replication_slots s WHERE s.slot_name = %s"""
+
+def _primary(cfg: ArkConfig) -> SourceLog:
+    """What the primary says about the capture's place in its log."""
+    return source_probe(cfg).source_log()
 
 
-def _iso(us: int) -> str | None:
-    if not us:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us / 1e6)) + f".{int(us % 1_000_000 / 1000):03d}Z"
-
-
-def _primary(cfg: ArkConfig) -> dict[str, Any]:
-    """The capture's replication slot on the primary and the WAL it holds back."""
-    doc: dict[str, Any] = {"node": cfg.primary.name, "slot": cfg.slot_name, "slot_exists": False, "active": False,
-                           "confirmed_flush_lsn": None, "restart_lsn": None, "wal_status": None,
-                           "current_wal_lsn": None, "lag_bytes": None, "retained_wal_bytes": None, "message": ""}
-    if cfg.primary.engine != "postgresql":
-        doc["message"] = f"slot details are not available for {cfg.primary.engine}"
-        return doc
-    from producers.postgresql import catalog
-
-    try:
-        conn = catalog.connect(cfg)
-        try:
-            rows = catalog.query(conn, _SLOT_SQL, (cfg.slot_name,))
-            current = catalog.query(conn, "SELECT pg_current_wal_lsn()::text")[0][0]
-        finally:
-            conn.close()
-    except ArkError as exc:
-        doc["message"] = exc.message
-        return doc
-    doc["current_wal_lsn"] = current
-    if not rows:
-        doc["message"] = f"replication slot {cfg.slot_name} does not exist (run 'ark check')"
-        return doc
-    active, flushed, restart, wal_status, _current, lag, retained = rows[0]
-    doc.update(slot_exists=True, active=bool(active), confirmed_flush_lsn=flushed, restart_lsn=restart,
-               wal_status=wal_status, lag_bytes=lag, retained_wal_bytes=retained)
-    return doc
-
-
-def _wal_behind(current: str | None, position: str) -> int | None:
-    """Bytes of primary WAL after a standby's applied commit LSN (PostgreSQL only; None otherwise)."""
-    if current is None or not position:
-        return None
-    from producers.postgresql.pgoutput import lsn_from_text
-
-    try:
-        return max(0, lsn_from_text(current) - lsn_from_text(position))
-    except ValueError:
-        return None
-
-
-def _standby(cfg: ArkConfig, name: str, current_wal: str | None, now: float) -> dict[str, Any]:
+def _standby(cfg: ArkConfig, name: str, current: str | None, now: float) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name, "state": "unknown (Kafka unreachable)", "applied_position": "",
                            "applied_offset": -1, "applied_commit_time": None, "commit_age_seconds": None,
-                           "applied_at": None, "wal_behind_bytes": None, "message": ""}
+                           "applied_at": None, "log_behind_bytes": None, "message": ""}
     try:
         with contextlib.closing(applier_factory(cfg.standby(name))()) as applier:
             st = applier.load_state(cfg.group, name)
@@ -98,9 +51,9 @@ def _standby(cfg: ArkConfig, name: str, current_wal: str | None, now: float) -> 
         row["state"] = "never synced"
         return row
     row.update(applied_position=st.position, applied_offset=st.next_offset - 1,
-               applied_commit_time=_iso(st.commit_time_us), applied_at=_iso(st.applied_at_us),
+               applied_commit_time=iso_time(st.commit_time_us), applied_at=iso_time(st.applied_at_us),
                commit_age_seconds=round(now - st.commit_time_us / 1e6, 1) if st.commit_time_us else None,
-               wal_behind_bytes=_wal_behind(current_wal, st.position) if cfg.primary.engine == "postgresql"
+               log_behind_bytes=source_probe(cfg).bytes_between(st.position, current) if current and st.position
                else None)
     return row
 
@@ -108,13 +61,15 @@ def _standby(cfg: ArkConfig, name: str, current_wal: str | None, now: float) -> 
 def gather_offline(cfg: ArkConfig, reason: str) -> dict[str, Any]:
     """The status document from the databases alone (what ``--json`` prints with the broker down)."""
     now = time.time()
-    primary = _primary(cfg)
+    log = _primary(cfg)
+    primary = {"node": log.node, "summary": log.summary, "current_position": log.current_position,
+               "retained_bytes": log.retained_bytes, "message": log.message, **log.details}
     return {"group": cfg.group,
             "kafka": {"reachable": False, "bootstrap": cfg.kafka.bootstrap, "error": reason,
                       "fix": "start the broker or fix kafka.bootstrap; positions below come from the databases"},
             "primary": primary,
-            "standbys": [_standby(cfg, s.name, primary["current_wal_lsn"], now) for s in cfg.standbys],
-            "at": _iso(int(now * 1e6))}
+            "standbys": [_standby(cfg, s.name, log.current_position, now) for s in cfg.standbys],
+            "at": iso_time(int(now * 1e6))}
 
 
 def _bytes(n: int | None) -> str:
@@ -130,21 +85,19 @@ def _bytes(n: int | None) -> str:
 def render_offline(doc: dict[str, Any]) -> Table:
     """The human table."""
     p = doc["primary"]
-    slot = (f"slot {p['slot']} {'active' if p['active'] else 'inactive'}, confirmed {p['confirmed_flush_lsn']}, "
-            f"WAL now {p['current_wal_lsn']}, capture lag {_bytes(p['lag_bytes'])}, "
-            f"WAL held {_bytes(p['retained_wal_bytes'])}" if p["slot_exists"] else (p["message"] or "-"))
-    table = Table(title=f"group {doc['group']} · Kafka UNREACHABLE · primary {p['node']}: {slot}",
+    where = p["summary"] or p["message"] or "-"
+    table = Table(title=f"group {doc['group']} · Kafka UNREACHABLE · primary {p['node']}: {where}",
                   title_justify="left")
     for col in ("standby", "state", "applied position", "offset", "last applied commit", "commit age s",
-                "WAL behind"):
+                "log behind"):
         table.add_column(col)
     for sb in doc["standbys"]:
         table.add_row(sb["name"], sb["state"], sb["applied_position"] or "-", str(sb["applied_offset"]),
                       sb["applied_commit_time"] or "-",
                       "-" if sb["commit_age_seconds"] is None else f"{sb['commit_age_seconds']:.0f}",
-                      _bytes(sb["wal_behind_bytes"]))
+                      _bytes(sb["log_behind_bytes"]))
     notes = [f"{sb['name']}: {sb['message']}" for sb in doc["standbys"] if sb["message"]]
-    if p["slot_exists"] and p["message"]:
+    if p["summary"] and p["message"]:
         notes.append(f"{p['node']}: {p['message']}")
     if notes:
         table.caption = "\n".join(notes)

@@ -30,7 +30,7 @@ from common.errors import ArkError
 from common.kafka import end_offset, ensure_topic
 from consumers.base import ApplyState
 from ops.context import console
-from ops.engines import applier_factory, capture_factory, require_prerequisites
+from ops.engines import applier_factory, capture_factory, require_prerequisites, snapshot_source
 from ops.status import STALE_AFTER_S, latest_heartbeats
 from schemas.positions import just_before
 from schemas.topics import redo_topic
@@ -49,22 +49,11 @@ def _refuse_if_applying(cfg: ArkConfig, standby: StandbySettings, verb: str = "s
                            f"it runs, use 'ark resync {standby.name} --table SCHEMA.TABLE'")
 
 
-def _source_kwargs(cfg: ArkConfig) -> dict[str, object]:
-    kwargs = cfg.primary.connect_kwargs()
-    kwargs.pop("application_name", None)
-    return kwargs
-
-
 def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync") -> None:
     """Bring ``standby`` up from the running primary; prints progress; raises ArkError on failure.
 
     ``verb`` is the command that asked (``sync`` or ``resync``), for messages.
     """
-    if cfg.primary.engine != "postgresql":
-        raise ArkError(f"initial sync of {cfg.primary.engine} is not available yet", fix="use engine: postgresql")
-    from consumers.postgresql.exported_snapshot import ExportedSnapshot
-    from consumers.postgresql.snapshot import CopyProgress, copy_table, describe_source_tables, open_snapshot
-
     with contextlib.closing(capture_factory(cfg)()) as capture:
         require_prerequisites(capture)
         _refuse_if_applying(cfg, standby, verb)
@@ -80,17 +69,15 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync"
         if before is not None:
             console.print(f"{verb} {standby.name}: replacing its data (applied up to {before.position}, offset "
                           f"{before.next_offset - 1}); readers see the old data until the new copy commits")
-        with ExportedSnapshot(cfg.primary) as snap, \
-                contextlib.closing(open_snapshot("", snap.name, **_source_kwargs(cfg))) as src:
-            assert snap.position is not None
+        with snapshot_source(cfg.primary).open() as snap:
             # A commit exactly at the consistent point is NOT in the snapshot: the floor sits just below.
             floor = just_before(snap.position)
-            metas = describe_source_tables(src, cfg.primary.tables)
+            metas = snap.tables(cfg.primary.tables)
             if not metas:
                 raise ArkError(f"no table of {cfg.primary.describe()} matches {list(cfg.primary.tables)}",
                                fix="check primary.tables in the config")
-            console.print(f"sync {standby.name}: snapshot {snap.name} at {snap.position.text}, "
-                          f"{len(metas)} tables, streaming from offset {start_offset}")
+            console.print(f"{verb} {standby.name}: snapshot at {snap.position.text}, {len(metas)} tables, "
+                          f"streaming from offset {start_offset}")
             applier.begin()
             applier.clear_table_states(cfg.group, standby.name)  # a whole copy supersedes table resyncs
             existing = applier.load_table_metas(cfg.group)
@@ -101,17 +88,17 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync"
                     task = progress.add_task(f"copy {meta.table}", total=None, rows=0)
                     applier.apply_table_meta(cfg.group, meta, existing.get(meta.table))
 
-                    def report(state: CopyProgress, task: TaskID = task) -> None:
-                        progress.update(task, rows=state.rows)
+                    def report(rows: int, task: TaskID = task) -> None:
+                        progress.update(task, rows=rows)
 
-                    done = copy_table(src, applier, meta, progress=report, truncate=True)  # type: ignore[arg-type]
-                    progress.update(task, rows=done.rows, total=1, completed=1)
-                    total_rows += done.rows
+                    done = applier.bulk_load(snap.rows(meta), replace=True, progress=report)
+                    progress.update(task, rows=done, total=1, completed=1)
+                    total_rows += done
             now_us = time.time_ns() // 1000
             applier.save_state(ApplyState(
                 group=cfg.group, standby=standby.name, topic=topic, partition=0, next_offset=start_offset,
                 position=floor.text, position_key=floor.key, epoch=0, commit_time_us=now_us,
-                applied_at_us=now_us, applied_txns=0, extra={"synced_from_snapshot": snap.name},
+                applied_at_us=now_us, applied_txns=0, extra={"synced_from_snapshot": snap.token},
             ))
             applier.commit()
         console.print(f"[green]✓[/] {standby.name} synced: {total_rows} rows in {time.monotonic() - started:.1f} s; "

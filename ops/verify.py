@@ -19,6 +19,7 @@ compared (no primary key, missing or different columns on the standby).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -29,8 +30,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-from psycopg import sql as psql
 from rich.markup import escape
 
 from common.config import ArkConfig, StandbySettings
@@ -43,32 +42,29 @@ from common.control import (
     ControlReader,
     ControlRecord,
 )
-from common.errors import ArkError, SourceError, TargetError
-from consumers.base import ApplyState
-from consumers.hold import ControlSender, floor_of
-from consumers.postgresql.catalog import describe_source_tables
-from consumers.postgresql.exported_snapshot import ExportedSnapshot
-from consumers.postgresql.state import LOAD_STATE_SQL, state_from_row
-from ops.context import console, err_console
-from ops.status import STALE_AFTER_S, latest_heartbeats
-from ops.verify_compare import (
-    SESSION_OPTIONS,
-    Conn,
+from common.errors import ArkError
+from common.snapshot import Snapshot
+from common.verify import (
+    BucketDiff,
     Digest,
     KeyRange,
     RangeDiff,
+    SourceSide,
+    StandbySide,
     TableSpec,
     bisect_ranges,
-    boundaries,
+    bucket_count,
     chunk_ranges,
     describe_range,
-    digest,
+    differing_buckets,
     format_key,
-    middle_key,
     repair_range,
-    standby_shape_problem,
 )
-from schemas.entries import Position
+from consumers.hold import ControlSender, floor_of
+from ops.context import console, err_console
+from ops.engines import applier_factory, snapshot_source, verifier
+from ops.status import STALE_AFTER_S, latest_heartbeats
+from schemas.entries import Position, TableMeta
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +103,8 @@ class TableResult:
     standby_rows: int = 0
     chunks: int = 0
     ranges: list[RangeDiff] = field(default_factory=list)
+    #: Tables without a unique key: the hash buckets whose multisets of rows differ.
+    buckets: list[BucketDiff] = field(default_factory=list)
     error: str = ""
     fix: str = ""
     spec: TableSpec | None = None
@@ -114,19 +112,23 @@ class TableResult:
     @property
     def verdict(self) -> str:
         """``equal``, ``different`` or ``error``."""
-        return "error" if self.error else "different" if self.ranges else "equal"
+        return "error" if self.error else "different" if self.ranges or self.buckets else "equal"
 
 
 @dataclass
 class Point:
     """Both sides open at one source position (the standby's hold may still be on: see ``write``)."""
 
-    primary: Conn
-    standby: Conn
+    primary: SourceSide
+    standby: StandbySide
     position: Position
-    state: ApplyState
+    #: The standby's state row at the hold: next offset and position.
+    next_offset: int
+    standby_position: str
     stopped_s: float          # the applier's first stop (it waited for P), as it reported
     held_at: float            # monotonic time the CLI saw the hold at P
+    #: The replicated tables as the snapshot describes them (the stream's own descriptions).
+    tables: list[TableMeta] = field(default_factory=list)
     held_s: float = 0.0       # until the CLI released it
 
 
@@ -177,8 +179,9 @@ class HoldClient:
         before the release.
         """
         name = self.standby.name
+        check = verifier(self.standby.engine)
         request = self._sender.send(VERIFY_HOLD, name, max_hold_s=self.max_hold_s)
-        conns: list[Conn] = []
+        sides: list[SourceSide | StandbySide] = []
         released = False
 
         def release() -> None:
@@ -191,10 +194,12 @@ class HoldClient:
             self._await(VERIFY_ARMED, request, ARM_TIMEOUT_S, "answer the verify request",
                         f"check that 'ark apply {name}' runs and is not stuck (ark status)")
             armed = time.monotonic()
-            with ExportedSnapshot(self.cfg.primary) as snap:
-                assert snap.position is not None
+            snap: Snapshot
+            with snapshot_source(self.cfg.primary).open() as snap:
                 position = snap.position
-                conns.append(_open_primary(self.cfg, snap.name))
+                tables = snap.tables(self.cfg.primary.tables)
+                source = check.open_source(self.cfg.primary, snap)  # imports the snapshot: it lives on in there
+            sides.append(source)
             self._sender.send(VERIFY_AT, name, request=request, position=position.text, key=position.key.hex())
             log.info("verify: primary snapshot at %s, %.3f s after the applier stopped", position.text,
                      time.monotonic() - armed)
@@ -203,14 +208,16 @@ class HoldClient:
                                "longer --timeout helps a standby that is far behind",
                                progress=lambda: self._progress(position))
             held_at = time.monotonic()
-            conns.append(_open_standby(self.standby, write=write))
-            st = _held_state(conns[1], self.cfg.group, name, write)
+            standby = check.open_standby(self.standby, write=write)
+            sides.append(standby)
+            next_offset, at, at_key = standby.held_state(self.cfg.group, name)
             floor = floor_of(position.key.hex())
-            if st.next_offset != int(held.args["next_offset"]) or st.position_key > floor:
-                raise ArkError(f"{name} moved past its verify hold (state at {st.position}, offset "
-                               f"{st.next_offset}; held at offset {held.args['next_offset']})",
+            if next_offset != int(held.args["next_offset"]) or at_key > floor:
+                raise ArkError(f"{name} moved past its verify hold (state at {at}, offset {next_offset}; held at "
+                               f"offset {held.args['next_offset']})",
                                fix="run verify again; raise --max-hold if the machine is very slow")
-            point = Point(conns[0], conns[1], position, st, float(held.args.get("armed_s", "0")), held_at)
+            point = Point(source, standby, position, next_offset, at, float(held.args.get("armed_s", "0")),
+                          held_at, tables)
             if not write:
                 release()
                 point.held_s = time.monotonic() - held_at
@@ -218,73 +225,45 @@ class HoldClient:
             if write:
                 point.held_s = time.monotonic() - held_at
         finally:
-            for conn in reversed(conns):
-                conn.close()  # rolls back whatever is open before the applier goes on
+            for side in reversed(sides):
+                side.close()  # rolls back whatever is open before the applier goes on
             release()
 
     def _progress(self, position: Position) -> None:
         try:
-            with psycopg.connect(autocommit=True, **self.standby.connect_kwargs()) as conn:
-                row = conn.execute(LOAD_STATE_SQL, [self.cfg.group, self.standby.name]).fetchone()
-            st = state_from_row(row) if row else None
+            with contextlib.closing(applier_factory(self.standby)()) as applier:
+                st = applier.load_state(self.cfg.group, self.standby.name)
             where = f"at {st.position} (offset {st.next_offset})" if st else "not synced"
-        except psycopg.Error as exc:
-            where = f"unreachable ({str(exc).strip().splitlines()[0]})"
+        except ArkError as exc:
+            where = f"unreachable ({exc.message})"
         _note(f"waiting for {self.standby.name} to reach {position.text}: it is {where}")
 
 
-def _open_primary(cfg: ArkConfig, snapshot: str) -> Conn:
-    kwargs = {**cfg.primary.connect_kwargs(), "application_name": "ark-verify", "options": SESSION_OPTIONS}
-    try:
-        conn: Conn = psycopg.connect(autocommit=True, **kwargs)
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        conn.execute(psql.SQL("SET TRANSACTION SNAPSHOT {}").format(psql.Literal(snapshot)))
-    except psycopg.Error as exc:
-        raise SourceError(f"cannot open the primary snapshot for verify: {str(exc).strip().splitlines()[0]}",
-                          fix="check the primary's connection settings ('ark check')") from None
-    return conn
-
-
-def _open_standby(settings: StandbySettings, *, write: bool) -> Conn:
-    # The applier's own way past the read-only guard: a session default of read-write, set only here.
-    options = SESSION_OPTIONS + (" -c default_transaction_read_only=off -c lock_timeout=5s" if write else "")
-    kwargs = {**settings.connect_kwargs(), "application_name": "ark-verify", "options": options}
-    try:
-        conn: Conn = psycopg.connect(autocommit=True, **kwargs)
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ " + ("READ WRITE" if write else "READ ONLY"))
-    except psycopg.Error as exc:
-        raise TargetError(f"cannot open standby {settings.name} for verify: {str(exc).strip().splitlines()[0]}",
-                          fix="check the standby's connection settings ('ark check')") from None
-    return conn
-
-
-def _held_state(conn: Conn, group: str, standby: str, write: bool) -> ApplyState:
-    """The state row, read as the first statement: the standby's snapshot is taken here."""
-    row = conn.execute(LOAD_STATE_SQL + (" FOR UPDATE NOWAIT" if write else ""), [group, standby]).fetchone()
-    if row is None:
-        raise ArkError(f"standby {standby} has no state row", fix=f"run 'ark sync {standby}' first")
-    return state_from_row(row)
-
-
 # -- compare and repair ------------------------------------------------------------------------------
-def compare_table(primary: Conn, standby: Conn, spec: TableSpec, opts: Options) -> TableResult:
+def compare_table(primary: SourceSide, standby: StandbySide, spec: TableSpec, opts: Options) -> TableResult:
     """Chunked compare of one table, with the exact keys of every differing small range."""
     res = TableResult(spec.table, spec=spec)
-    problem = standby_shape_problem(standby, spec)
+    problem = standby.shape_problem(spec)
     if problem:
         res.error, res.fix = problem, f"resync the table (ark resync --table {spec.table})"
         return res
-    ranges = chunk_ranges(boundaries(primary, spec, opts.chunk_rows))
+    if spec.multiset:
+        # No unique key: compare multisets of rows, in hash buckets of about --leaf-rows rows each.
+        total = primary.bucket_digests(spec, 1).get(0, Digest(0, "")).rows
+        res.chunks = bucket_count(total, opts.leaf_rows)
+        res.primary_rows, res.standby_rows, res.buckets = differing_buckets(primary, standby, spec, res.chunks)
+        return res
+    ranges = chunk_ranges(primary.boundaries(spec, opts.chunk_rows))
     res.chunks = len(ranges)
     with ThreadPoolExecutor(1, thread_name_prefix="verify-primary") as pool:
 
         def both(rng: KeyRange) -> tuple[Digest, Digest]:
-            on_primary = pool.submit(digest, primary, spec, rng)  # both servers work at once
-            on_standby = digest(standby, spec, rng)
+            on_primary = pool.submit(primary.digest, spec, rng)  # both servers work at once
+            on_standby = standby.digest(spec, rng)
             return on_primary.result(), on_standby
 
         def split(rng: KeyRange, on_primary: bool, rows: int) -> tuple[str, ...]:
-            return middle_key(primary if on_primary else standby, spec, rng, rows)
+            return (primary if on_primary else standby).middle_key(spec, rng, rows)
 
         shown = time.monotonic()
         for i, rng in enumerate(ranges, 1):
@@ -306,9 +285,18 @@ def repair(point: Point, results: list[TableResult], deadline: float) -> list[di
         spec = res.spec
         if spec is None:
             continue
+        for bucket in res.buckets:
+            rows = point.primary.bucket_values(spec, bucket.bucket, bucket.buckets)
+            point.standby.rewrite_bucket(spec, bucket.bucket, bucket.buckets, rows)
+            _p, _s, still = differing_buckets(point.primary, point.standby, spec, bucket.buckets)
+            if any(b.bucket == bucket.bucket for b in still):
+                raise ArkError(f"{spec.table} {bucket.describe()} still differs after the repair; nothing was changed",
+                               fix="report this as a bug; 'ark resync --table' is the way out")
+            done.append({"table": spec.table, "range": f"hash bucket {bucket.bucket}/{bucket.buckets}",
+                         "deleted": bucket.standby_rows, "inserted": len(rows), "rewritten": 0, "keys": []})
         for found in res.ranges:
             diff = repair_range(point.primary, point.standby, spec, found.range)
-            after_p, after_s = digest(point.primary, spec, found.range), digest(point.standby, spec, found.range)
+            after_p, after_s = point.primary.digest(spec, found.range), point.standby.digest(spec, found.range)
             if after_p != after_s:
                 raise ArkError(f"{spec.table} range {found.range.describe()} still differs after the repair; "
                                "nothing was changed", fix="report this as a bug; 'ark resync --table' is the way out")
@@ -331,8 +319,9 @@ def _applier_beat(cfg: ArkConfig, standby: StandbySettings) -> dict[str, Any]:
     return beat
 
 
-def _specs(cfg: ArkConfig, primary: Conn, wanted: tuple[str, ...]) -> tuple[list[TableSpec], list[TableResult]]:
-    metas = {m.table: m for m in describe_source_tables(primary, cfg.primary.tables)}
+def _specs(cfg: ArkConfig, metas_found: list[TableMeta], wanted: tuple[str, ...]
+           ) -> tuple[list[TableSpec], list[TableResult]]:
+    metas = {m.table: m for m in metas_found}
     names = [t if "." in t else f"public.{t}" for t in wanted] or sorted(metas)
     specs, errors = [], []
     for name in names:
@@ -350,8 +339,6 @@ def _specs(cfg: ArkConfig, primary: Conn, wanted: tuple[str, ...]) -> tuple[list
 def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
     """Compare (and with ``opts.repair`` repair) one standby; prints the report; returns the exit code."""
     standby = cfg.standby(standby_name)
-    if cfg.primary.engine != "postgresql" or standby.engine != "postgresql":
-        raise ArkError("verify compares PostgreSQL primaries and standbys only, for now", fix="use engine: postgresql")
     beat = _applier_beat(cfg, standby)
     delay = float(beat.get("delay_seconds") or 0.0)
     timeout = opts.timeout if opts.timeout is not None else delay + 120.0
@@ -362,7 +349,7 @@ def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
     client = HoldClient(cfg, standby, opts.max_hold_s)
     try:
         with client.point(write=False, timeout=timeout) as pt:
-            specs, results = _specs(cfg, pt.primary, opts.tables)
+            specs, results = _specs(cfg, pt.tables, opts.tables)
             for spec in specs:
                 _note(f"verify {spec.table} ...")
                 results.append(compare_table(pt.primary, pt.standby, spec, opts))
@@ -372,7 +359,7 @@ def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
         if opts.repair and verdict == "different":
             with client.point(write=True, timeout=timeout) as pt2:
                 repaired = repair(pt2, results, pt2.held_at + opts.max_hold_s - REPAIR_MARGIN_S)
-                pt2.standby.execute("COMMIT")
+                pt2.standby.commit()
             doc["repair"] = {"position": pt2.position.text, "held_s": round(pt2.held_s, 3), "ranges": repaired}
             code = EXIT_INCOMPLETE if any(r.verdict == "error" for r in results) else EXIT_EQUAL
     finally:
@@ -387,12 +374,15 @@ def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
 def _document(standby: str, pt: Point, results: list[TableResult], seconds: float) -> dict[str, Any]:
     verdict, code = verdict_of(results)
     return {
-        "standby": standby, "position": pt.position.text, "standby_position": pt.state.position,
-        "standby_next_offset": pt.state.next_offset,
+        "standby": standby, "position": pt.position.text, "standby_position": pt.standby_position,
+        "standby_next_offset": pt.next_offset,
         "applier_stopped_s": round(pt.stopped_s, 3), "applier_held_s": round(pt.held_s, 3),
         "seconds": round(seconds, 3), "verdict": verdict, "exit_code": code,
         "tables": [{"table": r.table, "verdict": r.verdict, "primary_rows": r.primary_rows,
                     "standby_rows": r.standby_rows, "chunks": r.chunks, "error": r.error, "fix": r.fix,
+                    "buckets": [{"bucket": b.bucket, "buckets": b.buckets, "primary_rows": b.primary_rows,
+                                 "standby_rows": b.standby_rows, "missing_on_standby": b.missing,
+                                 "extra_on_standby": b.extra} for b in r.buckets],
                     "ranges": [{"range": d.range.describe(), "primary_rows": d.primary_rows,
                                 "standby_rows": d.standby_rows,
                                 "missing_on_standby": [format_key(k) for k in d.missing],
@@ -421,6 +411,14 @@ def _print(doc: dict[str, Any]) -> None:
             continue
         if t["verdict"] == "equal":
             _out(head + "[green]equal[/]")
+            continue
+        if t["buckets"]:
+            _out(head + f"[bold red]different[/] in {len(t['buckets'])} hash buckets (a table without a unique key, "
+                 "compared as a multiset of rows)")
+            for b in t["buckets"]:
+                _out(f"    bucket {b['bucket']}/{b['buckets']}: {b['primary_rows']} rows on the primary, "
+                     f"{b['standby_rows']} on the standby; {b['missing_on_standby']} missing, "
+                     f"{b['extra_on_standby']} extra on the standby")
             continue
         _out(head + f"[bold red]different[/] in {len(t['ranges'])} key ranges")
         for r in t["ranges"]:

@@ -90,6 +90,11 @@ class LogCapture(ABC):
         """Why the source can no longer supply everything after ``resume_after`` (a sentence naming
         both positions), or None when it still can. :meth:`stream` raises SlotGapError in that case."""
 
+    def retained_from(self) -> str:
+        """Where the source's retained log starts now (text position), "" when the adapter cannot tell.
+        Named in a refused retransmission, so the operator sees what is no longer re-readable."""
+        return ""
+
     @abstractmethod
     def confirm(self, position: Position) -> None:
         """Let the source discard its log up to ``position`` (already durable in Kafka)."""

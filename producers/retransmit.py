@@ -214,17 +214,12 @@ def resume_position(capture: LogCapture, plan: ServePlan) -> Position:
 
 
 def source_floor(capture: LogCapture) -> str:
-    """Where the source's retained log starts, when the adapter can tell (PostgreSQL: the slot's
-    confirmed_flush_lsn); empty otherwise."""
-    slot_positions = getattr(capture, "slot_positions", None)
-    if slot_positions is None:
-        return ""
+    """Where the source's retained log starts, when the adapter can tell; empty otherwise."""
     try:
-        confirmed, _restart = slot_positions()
+        return capture.retained_from()
     except Exception as exc:  # noqa: BLE001 - only for the message of a failure report
-        log.debug("slot position unavailable: %s", exc)
+        log.debug("source log start unavailable: %s", exc)
         return ""
-    return confirmed.text if confirmed is not None else ""
 
 
 def answer_done(cfg: ArkConfig, plan: ServePlan) -> None:

@@ -87,6 +87,9 @@ class TableMeta:
     columns: tuple[Column, ...]
     version: str
     position: str = ""
+    #: ``key``: the key columns identify at most one row. ``full``: no unique key; rows are matched on
+    #: every column, one row per change (the source may hold identical rows).
+    identity: str = "key"
 
     @property
     def key_columns(self) -> tuple[Column, ...]:
@@ -197,6 +200,7 @@ def to_record(entry: RedoEntry) -> dict[str, Any]:
             "table": body.table,
             "version": body.version,
             "position": body.position,
+            "identity": body.identity,
             "columns": [column_record(c) for c in body.columns],
         })
     else:
@@ -234,6 +238,7 @@ def from_record(record: dict[str, Any]) -> RedoEntry:
             table=body["table"],
             version=body["version"],
             position=body["position"],
+            identity=body.get("identity", "key"),
             columns=tuple(Column(**c) for c in body["columns"]),
         )
     else:

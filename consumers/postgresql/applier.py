@@ -24,12 +24,14 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from common.config import PrimarySettings, StandbySettings
+from common.engines.postgresql import PostgresStandby
 from common.errors import ArkError, TargetError
+from common.settings import StandbySettings
+from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.postgresql import sql, state
-from consumers.postgresql.ddl import apply_shape, stored_meta
+from consumers.postgresql import bulk, sql, staging, state
+from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
 from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
 from consumers.postgresql.prereq import PREREQ_SQL, prerequisite_problems
@@ -52,7 +54,9 @@ class PostgresApplier(Applier):
     def __init__(self, settings: StandbySettings, *, set_threshold: int = 200,
                  temp_buffers: str = "256MB") -> None:
         """Describe the standby; nothing connects until first use."""
-        self.settings = settings
+        if not isinstance(settings, PostgresStandby):
+            raise TypeError(f"PostgresApplier needs PostgreSQL settings, got {settings.engine}")
+        self.settings: PostgresStandby = settings
         self.set_threshold = max(1, set_threshold)
         self.temp_buffers = temp_buffers
         self._conn: Conn | None = None
@@ -249,7 +253,9 @@ class PostgresApplier(Applier):
                 self._ctx["table"] = item.table
                 self._ctx["key"] = item.keys[0] if len(item) == 1 and item.keys and item.keys[0] else None
                 meta = metas[item.table]
-                if len(item) >= self.set_threshold:
+                if meta.identity == "full" and item.op is not Op.INSERT:
+                    self._apply_full(meta, item, txn_id, position)
+                elif len(item) >= self.set_threshold:
                     self._apply_set(meta, item, txn_id, position)
                 else:
                     self._apply_small(meta, item, txn_id, position)
@@ -269,29 +275,37 @@ class PostgresApplier(Applier):
 
     def clear_table_states(self, group: str, standby: str) -> None:
         """Delete this standby's table states and every staging copy, inside the open transaction."""
-        from consumers.postgresql.resync import drop_all_staging_sql
-
         self._require_txn()
         with self._guard("clearing table states"):
             self.conn.execute(state.CLEAR_TABLE_STATES_SQL, [group, standby])
-            for stmt in drop_all_staging_sql():
+            for stmt in staging.drop_all_staging_sql():
                 self.conn.execute(stmt)
 
-    def stage_table(self, primary: PrimarySettings, table: str, *, on_snapshot: Callable[[Position], None],
-                    on_rows: Callable[[int], None]) -> StagedTable:
-        """Copy ``table`` from a fresh snapshot of the primary into its staging table (committed here)."""
-        from consumers.postgresql.resync import stage_table
+    def bulk_load(self, rows: TableRows, *, into: str | None = None, replace: bool = False,
+                  progress: Callable[[int], None] | None = None) -> int:
+        """COPY a snapshot's rows into the table (or ``into``), in the open transaction (see :mod:`.bulk`)."""
+        self._require_txn()
+        with self._guard("loading rows", table=rows.meta.table):
+            return bulk.load(self.conn, rows, into or rows.meta.table, replace=replace, progress=progress)
 
+    def stage_copy(self, rows: TableRows, position: Position, *,
+                   on_rows: Callable[[int], None] | None = None) -> StagedTable:
+        """Copy the rows into the table's staging table and commit (an instance of its own, see Applier)."""
         if self._in_txn:
-            raise RuntimeError("PostgresApplier.stage_table: use an applier instance of its own")
-        with self._guard("copying a table for its resync", table=table):
-            return stage_table(self.conn, primary, table, on_snapshot=on_snapshot, on_rows=on_rows)
+            raise RuntimeError("PostgresApplier.stage_copy: use an applier instance of its own")
+        meta = rows.meta
+        name = staging.staging_table(meta.table)
+        self.begin()
+        with self._guard("copying a table for its resync", table=meta.table):
+            for stmt in staging.staging_ddl(meta, name):
+                self.conn.execute(stmt)
+            count = bulk.load(self.conn, rows, name, replace=False, progress=on_rows)
+        self.commit()
+        log.info("staged %s: %d rows from the snapshot at %s into %s", meta.table, count, position.text, name)
+        return StagedTable(table=meta.table, staging=name, meta=meta, position=position, rows=count)
 
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
         """Empty the table, give it the snapshot's shape, refill it from the staging copy, drop the copy."""
-        from consumers.postgresql.ddl import standby_columns
-        from consumers.postgresql.resync import refill_sql
-
         self._require_txn()
         with self._guard("swapping in a resynced table", table=staged.table, position=staged.position.text):
             with self.conn.cursor() as cur:
@@ -309,7 +323,7 @@ class PostgresApplier(Applier):
                     cur.execute(f"DROP TABLE {sql.qualified(staged.table)}")
                     apply_shape(cur, staged.meta)
                 cur.execute("RELEASE SAVEPOINT ark_reshape")
-                for stmt in refill_sql(staged):
+                for stmt in staging.refill_sql(staged):
                     cur.execute(stmt)
                 cur.execute(state.SAVE_META_SQL, [group, staged.table, staged.meta.version,
                                                   Jsonb(stored_meta(staged.meta))])
@@ -317,12 +331,10 @@ class PostgresApplier(Applier):
 
     def drop_staging(self, table: str) -> None:
         """Drop ``table``'s staging copy (autocommit; no transaction may be open on this instance)."""
-        from consumers.postgresql.resync import drop_staging_sql
-
         if self._in_txn:
             raise RuntimeError("PostgresApplier.drop_staging: no transaction may be open")
         with self._guard("dropping a staging copy", table=table):
-            self.conn.execute(drop_staging_sql(table))
+            self.conn.execute(staging.drop_staging_sql(table))
 
     # -- the two paths ---------------------------------------------------------------------------
     def _missing(self, run: Run, index: int, txn_id: str, position: str) -> DataApplyError:
@@ -354,6 +366,19 @@ class PostgresApplier(Applier):
                 index += 1
                 if not cur.nextset():
                     break
+
+    def _apply_full(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
+        """UPDATE/DELETE of a table without a unique key: one row per change, found by all its old values."""
+        with self.conn.cursor() as cur:
+            for i in range(len(run)):
+                if run.op is Op.UPDATE:
+                    query, where = sql.full_update_sql(meta, run.cols, run.keys[i])
+                    params = [sql.param_text(v) for v in run.values[i]] + where
+                else:
+                    query, params = sql.full_delete_sql(meta, run.keys[i])
+                cur.execute(query, params)
+                if cur.rowcount != 1:
+                    raise self._missing(run, i, txn_id, position)
 
     def _stage(self, meta: TableMeta, run: Run) -> tuple[str, list[str]]:
         """A staging table for ``run``'s shape: created once per transaction, emptied on reuse."""

@@ -207,7 +207,7 @@ def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: tuple[str | N
                 alters.append(f"ALTER COLUMN {qname} SET NOT NULL")
     pk_name, pk_cols = pk
     pk_cols = [renamed.get(c, c) for c in pk_cols]
-    want_pk = [c.name for c in meta.key_columns]
+    want_pk = [c.name for c in meta.key_columns] if meta.identity == "key" else []  # "full": no unique key
     if pk_cols != want_pk:
         dropped_with_column = any(c not in have for c in pk_cols)
         if pk_name and not dropped_with_column:
@@ -266,5 +266,5 @@ def apply_shape(cur: psycopg.Cursor[tuple[object, ...]], meta: TableMeta,
 
 def stored_meta(meta: TableMeta) -> dict[str, object]:
     """The JSON kept in ``ark.table_meta``: every column field, so renames are still detected after a restart."""
-    return {"table": meta.table, "version": meta.version, "position": meta.position,
+    return {"table": meta.table, "version": meta.version, "position": meta.position, "identity": meta.identity,
             "columns": [column_record(c) for c in meta.columns]}

@@ -17,8 +17,8 @@ import re
 import psycopg
 from psycopg import errors as pge
 
-from common.config import StandbySettings
 from common.errors import ArkError, TargetError
+from common.settings import StandbySettings
 from consumers.errors import DataApplyError, TransientApplyError
 
 _TRANSIENT = (

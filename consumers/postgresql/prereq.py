@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.config import StandbySettings
+from common.settings import StandbySettings
 from consumers.base import Problem
 from consumers.postgresql.sql import quote_ident
 

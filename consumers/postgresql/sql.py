@@ -100,7 +100,7 @@ def param_text(value: Value) -> str | None:
 def create_table_sql(meta: TableMeta) -> str:
     """``CREATE TABLE`` for ``meta``: quoted names, source types, NOT NULL, PRIMARY KEY in key order."""
     parts = [f"{quote_ident(c.name)} {pg_type(c)}{'' if c.nullable else ' NOT NULL'}" for c in meta.columns]
-    if meta.key_columns:
+    if meta.key_columns and meta.identity == "key":
         parts.append("PRIMARY KEY (" + ", ".join(quote_ident(c.name) for c in meta.key_columns) + ")")
     return f"CREATE TABLE {qualified(meta.table)} (" + ", ".join(parts) + ")"
 
@@ -117,6 +117,50 @@ def _key_match(meta: TableMeta, left: str = "", right: str | None = None, old: b
             rname = f"{OLD_KEY_PREFIX}{i}" if old else col.name
             conds.append(f"{lhs} = {right}.{quote_ident(rname)}")
     return " AND ".join(conds)
+
+
+#: Types without an equality operator: a row of identity "full" is matched on their text.
+_NO_EQUALITY = frozenset({"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"})
+
+
+def _full_match(meta: TableMeta, key: Sequence[Value]) -> tuple[str, list[str | None]]:
+    """The predicate locating one row of an identity-"full" table by all its values, and its parameters.
+
+    ``=`` for each non-NULL value (so an index can serve it) and ``IS NULL`` for each NULL; columns of a
+    type without equality compare their text form.
+    """
+    conds: list[str] = []
+    params: list[str | None] = []
+    for col, value in zip(meta.columns, key, strict=True):
+        name = quote_ident(col.name)
+        if value is None:
+            conds.append(f"{name} IS NULL")
+            continue
+        base = pg_type(col).split("(")[0].strip()
+        if col.type == "json" and base == "json" or base in _NO_EQUALITY:
+            conds.append(f"{name}::text = %s")
+        else:
+            conds.append(f"{name} = %s")
+        params.append(param_text(value))
+    return " AND ".join(conds) or "true", params
+
+
+def full_update_sql(meta: TableMeta, cols: Sequence[int], key: Sequence[Value]) -> tuple[str, list[str | None]]:
+    """UPDATE of ONE row of an identity-"full" table found by its old values (identical rows: any one of them).
+
+    Returns the statement and the parameters of its WHERE part (the SET values come first)."""
+    sets = ", ".join(f"{quote_ident(meta.columns[i].name)} = %s" for i in cols)
+    pred, params = _full_match(meta, key)
+    name = qualified(meta.table)
+    return (f"UPDATE {name} SET {sets} WHERE ctid = (SELECT ctid FROM {name} WHERE {pred} LIMIT 1) RETURNING 1",
+            params)
+
+
+def full_delete_sql(meta: TableMeta, key: Sequence[Value]) -> tuple[str, list[str | None]]:
+    """DELETE of ONE row of an identity-"full" table found by its values (identical rows: any one of them)."""
+    pred, params = _full_match(meta, key)
+    name = qualified(meta.table)
+    return f"DELETE FROM {name} WHERE ctid = (SELECT ctid FROM {name} WHERE {pred} LIMIT 1) RETURNING 1", params
 
 
 def insert_sql(meta: TableMeta, cols: Sequence[int]) -> str:

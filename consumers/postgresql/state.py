@@ -133,4 +133,4 @@ def meta_to_json(meta: TableMeta) -> dict[str, Any]:
 def meta_from_json(doc: dict[str, Any]) -> TableMeta:
     """The :class:`TableMeta` of a stored JSON document."""
     return TableMeta(table=doc["table"], version=doc["version"], position=doc.get("position", ""),
-                     columns=tuple(Column(**c) for c in doc["columns"]))
+                     identity=doc.get("identity", "key"), columns=tuple(Column(**c) for c in doc["columns"]))

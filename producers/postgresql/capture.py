@@ -106,19 +106,24 @@ class PostgresCapture(LogCapture):
 
     def slot_positions(self) -> tuple[Position | None, Position | None]:
         """The slot's (confirmed_flush_lsn, restart_lsn); (None, None) when it does not exist."""
-        state = catalog.slot_state(self._meta(), self.cfg.slot_name)
+        state = catalog.slot_state(self._meta(), catalog.slot_of(self.cfg))
         if state is None:
             return None, None
         flushed, restart = state.confirmed_flush_lsn, state.restart_lsn
         return (self.parse_position(flushed) if flushed else None,
                 self.parse_position(restart) if restart else None)
 
+    def retained_from(self) -> str:
+        """The slot's confirmed_flush_lsn: the slot re-sends nothing that committed before it."""
+        confirmed, _restart = self.slot_positions()
+        return confirmed.text if confirmed is not None else ""
+
     def gap_after(self, resume_after: Position) -> str | None:
         """Why the slot can no longer supply everything after ``resume_after``, or None."""
-        return self._hole(catalog.slot_state(self._meta(), self.cfg.slot_name), resume_after)
+        return self._hole(catalog.slot_state(self._meta(), catalog.slot_of(self.cfg)), resume_after)
 
     def _hole(self, state: catalog.SlotState | None, resume_after: Position) -> str | None:
-        slot, where = self.cfg.slot_name, self._where()
+        slot, where = catalog.slot_of(self.cfg), self._where()
         if state is None:
             return (f"replication slot {slot} does not exist on {where}, but Kafka holds transactions up to "
                     f"{resume_after.text}: the history after it is lost")
@@ -165,7 +170,7 @@ class PostgresCapture(LogCapture):
 
     # -- streaming ---------------------------------------------------------------------------------
     def _start(self, resume_after: Position | None) -> WalStream:
-        slot, where = self.cfg.slot_name, self._where()
+        slot, where = catalog.slot_of(self.cfg), self._where()
         state = catalog.slot_state(self._meta(), slot)
         if state is None and resume_after is None:
             raise SourceError(f"replication slot {slot} does not exist on {where}",
@@ -183,7 +188,7 @@ class PostgresCapture(LogCapture):
         try:
             conn.cursor().start_replication(
                 slot_name=slot, decode=False, start_lsn=0,
-                options={"proto_version": "1", "publication_names": self.cfg.publication_name})
+                options={"proto_version": "1", "publication_names": catalog.publication_of(self.cfg)})
         except psycopg2.Error as exc:
             text = " ".join(str(exc).split())
             if "is active for pid" in text.lower():
@@ -193,7 +198,7 @@ class PostgresCapture(LogCapture):
                 raise SourceError(f"{where}: {text}", fix="let capture create it (ensure_setup)") from None
             raise catalog.source_error(self.cfg, exc) from None
         log.info("streaming slot %s from %s (publication %s)", slot, lsn_to_text(flushed),
-                 self.cfg.publication_name)
+                 catalog.publication_of(self.cfg))
         ws = WalStream(conn)
         if self._confirmed > flushed:  # confirmed while no stream was open: tell the slot now
             c = self._confirmed
@@ -330,10 +335,10 @@ class PostgresCapture(LogCapture):
             if had_rows:
                 log.error("new table %s added to publication %s; rows written to it before now are not in the "
                           "stream: resync it on every standby (ark resync <standby> --table %s)", table,
-                          self.cfg.publication_name, table)
+                          catalog.publication_of(self.cfg), table)
             else:
                 log.info("new table %s added to publication %s (it was empty: nothing missed)", table,
-                         self.cfg.publication_name)
+                         catalog.publication_of(self.cfg))
 
     def _relation(self, r: pgoutput.Relation, at: Position | None) -> Rel:
         details: catalog.ColumnDetails | None = None

@@ -14,12 +14,30 @@ import psycopg2
 from psycopg2.extras import LogicalReplicationConnection
 
 from common.config import ArkConfig
+from common.engines.postgresql import PostgresPrimary
 from common.errors import SourceError
 
 #: Session settings that make the text of values canonical (see types.py).
 SESSION_OPTIONS = (
     "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3 -c IntervalStyle=postgres"
 )
+
+
+def pg_primary(cfg: ArkConfig) -> PostgresPrimary:
+    """The group's primary as PostgreSQL settings (the registry only hands PostgreSQL configs to this engine)."""
+    if not isinstance(cfg.primary, PostgresPrimary):
+        raise TypeError(f"the PostgreSQL capture got a {cfg.primary.engine} primary")
+    return cfg.primary
+
+
+def slot_of(cfg: ArkConfig) -> str:
+    """The replication slot the group's capture reads (one per group)."""
+    return pg_primary(cfg).slot_for(cfg.group)
+
+
+def publication_of(cfg: ArkConfig) -> str:
+    """The publication the group's capture reads."""
+    return pg_primary(cfg).publication_for(cfg.group)
 
 
 def _password_source(cfg: ArkConfig) -> str:
@@ -62,7 +80,7 @@ def source_error(cfg: ArkConfig, exc: BaseException, secret: str | None = None) 
 
 def connect(cfg: ArkConfig, *, replication: bool = False) -> Any:
     """Open a psycopg2 connection to the primary (autocommit), or a logical replication connection."""
-    kwargs = cfg.primary.connect_kwargs()
+    kwargs = pg_primary(cfg).connect_kwargs()
     kwargs.update(options=SESSION_OPTIONS, client_encoding="UTF8", application_name="ark-capture")
     try:
         if replication:

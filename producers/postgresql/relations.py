@@ -43,7 +43,9 @@ def row_change(rel: Rel, m: pgoutput.Insert | pgoutput.Update | pgoutput.Delete)
     old_key: list[Value] | None = None
     if m.old is not None:
         candidate = [m.old[i] for i in key_idx]
-        if any(values[i] is not UNCHANGED and values[i] != o for i, o in zip(key_idx, candidate, strict=True)):
+        # Without a unique key the old row is the only way to find the row: always send it.
+        if rel.meta.identity == "full" or any(values[i] is not UNCHANGED and values[i] != o
+                                              for i, o in zip(key_idx, candidate, strict=True)):
             old_key = candidate
     return RowChange(rel.table, Op.UPDATE, values, old_key)
 
@@ -54,8 +56,10 @@ def build_relation(r: pgoutput.Relation, details: ColumnDetails | None, type_nam
     table = f"{r.namespace or 'pg_catalog'}.{r.name}"
     names = [c.name for c in r.columns]
     flagged = tuple(c.name for c in r.columns if c.is_key)
+    identity = "key"
     if r.replica_identity == "f":  # every column is flagged: use the real key, else all columns
         key = details.key if details and details.key else tuple(names)
+        identity = "key" if details and details.key else "full"
     elif details and details.key and set(details.key) == set(flagged):
         key = details.key
     else:
@@ -69,13 +73,15 @@ def build_relation(r: pgoutput.Relation, details: ColumnDetails | None, type_nam
         if not is_known(c.type_oid) and details and c.name in details.declared:
             declared = details.declared[c.name]
         key_pos = key.index(c.name) + 1 if c.name in key else 0
-        nullable = not key_pos and not (details and details.not_null.get(c.name, False))
+        # Key columns of a real key are NOT NULL; with identity "full" every column is a key column and keeps
+        # its own nullability.
+        nullable = not (key_pos and identity == "key") and not (details and details.not_null.get(c.name, False))
         columns.append(Column(c.name, neutral, declared, nullable, key_pos,
                               default_expr=details.defaults.get(c.name) if details and c.name in trusted else None,
                               missing_value=details.missing.get(c.name) if details and c.name in trusted else None,
                               column_id=details.attnums[c.name] if details and c.name in trusted else 0))
-    shape = repr((table, [(c.name, c.type, c.source_type, c.nullable, c.key_position, c.default_expr,
-                           c.missing_value, c.column_id) for c in columns]))
+    shape = repr((table, identity, [(c.name, c.type, c.source_type, c.nullable, c.key_position, c.default_expr,
+                                     c.missing_value, c.column_id) for c in columns]))
     version = hashlib.sha256(shape.encode()).hexdigest()[:16]
-    meta = TableMeta(table, tuple(columns), version, position)
+    meta = TableMeta(table, tuple(columns), version, position, identity)
     return Rel(table, meta, converters([c.type_oid for c in r.columns]), meta.key_indexes)

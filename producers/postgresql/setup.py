@@ -5,9 +5,9 @@ Table rules (the ones that make capture exact):
 * **UNLOGGED** tables never reach the WAL (our analogue of Oracle NOLOGGING): fatal.
 * **REPLICA IDENTITY DEFAULT without a primary key**, or **NOTHING**: once published, UPDATE and
   DELETE on the source fail, and they could not be applied anyway: fatal.
-* **REPLICA IDENTITY FULL** is accepted when the table has a primary key or a unique index on NOT
-  NULL columns (that index is then the key the standby applies with). FULL with neither is fatal:
-  two identical rows cannot be told apart on the standby, so a DELETE of one could remove both.
+* **REPLICA IDENTITY FULL** with a primary key or a unique index on NOT NULL columns: that key is the
+  one the standby applies with. FULL with neither is accepted with a warning: the standby finds each
+  changed row by all its old values, one row per change (identical rows are interchangeable).
 * No table matched by ``primary.tables``: a warning (capture would run, replicating nothing).
 """
 
@@ -20,6 +20,7 @@ from psycopg2 import sql
 
 from common.config import ArkConfig
 from producers.base import Problem
+from producers.postgresql import catalog
 from producers.postgresql.catalog import (
     TableInfo,
     matched_tables,
@@ -52,8 +53,9 @@ def _table_problems(t: TableInfo) -> list[Problem]:
         out.append(Problem(f"table {name} has no primary key (replica identity DEFAULT): once published, "
                            "UPDATE and DELETE on it fail on the primary", fix=f"{add_pk}, or {alt}"))
     elif t.replica_identity == "f" and not t.has_pk and not t.has_unique_not_null:
-        out.append(Problem(f"table {name} has REPLICA IDENTITY FULL but no primary key or unique index on NOT "
-                           "NULL columns: identical rows cannot be told apart on a standby", fix=add_pk))
+        out.append(Problem(f"table {name} has no unique key (REPLICA IDENTITY FULL): a standby finds each updated "
+                           "or deleted row by all its values, one row per change, which is slow on large tables",
+                           fix=f"{add_pk} when the data allows it", fatal=False))
     return out
 
 
@@ -80,15 +82,15 @@ def problems(conn: Any, cfg: ArkConfig) -> list[Problem]:
                            fatal=False))
     for t in tables:
         out.extend(_table_problems(t))
-    slot = slot_state(conn, cfg.slot_name)
+    slot = slot_state(conn, catalog.slot_of(cfg))
     if slot is not None:
         if slot.slot_type != "logical" or slot.plugin != "pgoutput" or slot.database != cfg.primary.dbname:
-            out.append(Problem(f"replication slot {cfg.slot_name} exists but is {slot.slot_type} "
+            out.append(Problem(f"replication slot {catalog.slot_of(cfg)} exists but is {slot.slot_type} "
                                f"{slot.plugin or ''} on database {slot.database}, not pgoutput on "
                                f"{cfg.primary.dbname}",
-                               fix=f"SELECT pg_drop_replication_slot('{cfg.slot_name}'), or set primary.slot"))
+                               fix=f"SELECT pg_drop_replication_slot('{catalog.slot_of(cfg)}'), or set primary.slot"))
         elif slot.wal_status == "lost":
-            out.append(Problem(f"replication slot {cfg.slot_name} was invalidated (its WAL was removed)",
+            out.append(Problem(f"replication slot {catalog.slot_of(cfg)} was invalidated (its WAL was removed)",
                                fix="run 'ark sync' to rebuild the standbys from a new slot"))
     return out
 
@@ -104,7 +106,7 @@ def ensure(conn: Any, cfg: ArkConfig) -> None:
     captured too) when the user is a superuser, which PostgreSQL 15 requires for that clause;
     everything else is listed table by table.
     """
-    pub = cfg.publication_name
+    pub = catalog.publication_of(cfg)
     superuser, _ = role_flags(conn)
     tables = matched_tables(conn, cfg.primary.tables)
     existing_schemas = {r[0] for r in query(conn, "SELECT nspname FROM pg_namespace")}
@@ -140,11 +142,11 @@ def ensure(conn: Any, cfg: ArkConfig) -> None:
                 cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
                     _ident(pub), sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in missing)))
                 log.info("publication %s: added %d tables", pub, len(missing))
-        if slot_state(conn, cfg.slot_name) is None:
+        if slot_state(conn, catalog.slot_of(cfg)) is None:
             cur.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')",
-                        (cfg.slot_name,))
+                        (catalog.slot_of(cfg),))
             row = cur.fetchone()
-            log.info("created replication slot %s at %s", cfg.slot_name, row[0] if row else "?")
+            log.info("created replication slot %s at %s", catalog.slot_of(cfg), row[0] if row else "?")
 
 
 def add_new_tables(conn: Any, cfg: ArkConfig, reported: set[str]) -> list[tuple[str, bool]]:
@@ -157,7 +159,7 @@ def add_new_tables(conn: Any, cfg: ArkConfig, reported: set[str]) -> list[tuple[
     A table with a fatal problem (no key, unlogged) is not added: publishing it would make UPDATE and
     DELETE on it fail on the primary. It is reported once (``reported`` remembers it).
     """
-    covered = publication_tables(conn, cfg.publication_name)
+    covered = publication_tables(conn, catalog.publication_of(cfg))
     if covered is None:
         return []
     added: list[tuple[str, bool]] = []
@@ -173,7 +175,7 @@ def add_new_tables(conn: Any, cfg: ArkConfig, reported: set[str]) -> list[tuple[
             continue
         with conn.cursor() as cur:
             cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                _ident(cfg.publication_name), sql.Identifier(t.schema, t.name)))
+                _ident(catalog.publication_of(cfg)), sql.Identifier(t.schema, t.name)))
             cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(t.schema, t.name)))
             row = cur.fetchone()
         added.append((t.qualified, bool(row and row[0])))

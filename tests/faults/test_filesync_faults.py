@@ -32,7 +32,7 @@ def make_config(bootstrap: str, tmp: Path, host: str = "localhost", **fs: Any) -
             "targets": [{"name": "t0", "host": host, "path": str(tmp / "dst0")}], **fs}
     conf = tmp / "ark.yaml"
     conf.write_text(yaml.safe_dump({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": bootstrap},
-                                    "primary": {"name": "p"}, "files": {name: body}}))
+                                    "primary": {"name": "p", "engine": "postgresql"}, "files": {name: body}}))
     return load_config(conf), name, conf
 
 
@@ -204,7 +204,7 @@ def test_missing_source_dir_is_a_clear_error(kafka_bootstrap: str, tmp_path: Pat
 
 def test_bad_pattern_fails_at_load(tmp_path: Path) -> None:
     conf = tmp_path / "ark.yaml"
-    conf.write_text(yaml.safe_dump({"group": "g", "primary": {"name": "p"}, "files": {
+    conf.write_text(yaml.safe_dump({"group": "g", "primary": {"name": "p", "engine": "postgresql"}, "files": {
         "s": {"source": "/srv", "targets": [{"name": "t", "path": "/dst"}], "exclude": ["bad\\"]}}}))
     from ops.cli import cli
 

@@ -24,8 +24,8 @@ def _assert_clean_failure(res, *needles: str, secret: str | None = None) -> None
 @pytest.mark.parametrize("text, needle", [
     ("group: g\nprimary: [1, 2\n", "not valid YAML"),
     ("group: g\n", "primary"),
-    ("group: 'a b'\nprimary: {name: p}\n", "group"),
-    ("group: g\nprimary: {name: p, port: 99999}\n", "primary.port"),
+    ("group: 'a b'\nprimary: {name: p, engine: postgresql}\n", "group"),
+    ("group: g\nprimary: {name: p, engine: postgresql, port: 99999}\n", "primary.port"),
 ])
 def test_malformed_config(make_group, tmp_path: Path, text: str, needle: str) -> None:
     group = make_group()

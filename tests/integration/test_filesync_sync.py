@@ -24,7 +24,7 @@ def make_config(bootstrap: str, tmp: Path, targets: int = 1, **fs: Any) -> tuple
     body = {"source": str(tmp / "src"), "state_dir": str(tmp / "state"), "ack_timeout_s": 60,
             "targets": [{"name": f"t{i}", "path": str(tmp / f"dst{i}")} for i in range(targets)], **fs}
     return parse_config({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": bootstrap},
-                         "primary": {"name": "p"}, "files": {name: body}}), name
+                         "primary": {"name": "p", "engine": "postgresql"}, "files": {name: body}}), name
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -179,7 +179,7 @@ def test_cli_sync_status_verify(kafka_bootstrap: str, tmp_path: Path) -> None:
 
     conf = tmp_path / "ark.yaml"
     conf.write_text(yaml.safe_dump({"group": cfg.group, "kafka": {"bootstrap": kafka_bootstrap},
-                                    "primary": {"name": "p"}, "files": {name: fs}}))
+                                    "primary": {"name": "p", "engine": "postgresql"}, "files": {name: fs}}))
     runner = CliRunner()
     res = runner.invoke(files, ["verify", name, "-c", str(conf)])
     assert res.exit_code != 0

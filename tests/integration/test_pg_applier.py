@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 import pytest
 
-from common.config import StandbySettings
+from common.engines.postgresql import PostgresPrimary, PostgresStandby
 from common.errors import TargetError
 from common.secrets import SecretRef
 from consumers.base import ApplyState
 from consumers.errors import DataApplyError, TableNeedsResync, TransientApplyError
 from consumers.postgresql.applier import PostgresApplier
-from consumers.postgresql.snapshot import CopyProgress, copy_table, describe_source_tables
+from producers.postgresql.snapshot import PostgresSnapshotSource
 from schemas.entries import UNCHANGED, Column, Op, RowChange, TableMeta
 
 ORDER = TableMeta("Sales.Order", (
@@ -41,8 +42,8 @@ UID = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
 PATHS = pytest.mark.parametrize("threshold", [1, 10_000], ids=["set-based", "per-row"])
 
 
-def settings_for(inst: Any, dbname: str, **kw: Any) -> StandbySettings:
-    return StandbySettings(name="sb1", host="127.0.0.1", port=inst.port, dbname=dbname, **kw)
+def settings_for(inst: Any, dbname: str, **kw: Any) -> PostgresStandby:
+    return PostgresStandby(engine="postgresql", name="sb1", host="127.0.0.1", port=inst.port, dbname=dbname, **kw)
 
 
 @pytest.fixture
@@ -275,7 +276,8 @@ def test_wrong_password_is_a_target_error(pg_factory: Any) -> None:
 
 
 def test_unreachable_is_a_target_error() -> None:
-    app = PostgresApplier(StandbySettings(name="gone", host="127.0.0.1", port=1, connect_timeout_s=2))
+    app = PostgresApplier(PostgresStandby(engine="postgresql", name="gone", host="127.0.0.1", port=1,
+                                          connect_timeout_s=2))
     with pytest.raises(TargetError, match="cannot connect to standby gone"):
         app.load_state("g", "gone")
 
@@ -299,34 +301,47 @@ def test_terminated_connection_is_transient(app: PostgresApplier, db: Any) -> No
     assert query(db, "SELECT count(*) FROM w") == [(1,)]
 
 
-def test_snapshot_copy(db: Any) -> None:
+def test_snapshot_rows_load_natively_and_as_values(db: Any) -> None:
+    """A snapshot holds exactly what committed before its position; both load paths give the same table."""
     with psycopg.connect(db.primary_dsn, autocommit=True) as prim:
         prim.execute('CREATE SCHEMA "Sales"; CREATE TABLE "Sales"."Order" ("Id" bigint PRIMARY KEY, "Note" text, '
-                     "amount numeric(12,2) NOT NULL, blob bytea, tags int[], at timestamptz)")
+                     "amount numeric(12,2) NOT NULL, blob bytea, tags int[], at timestamptz, f float8)")
         prim.execute("CREATE TABLE public.other (x int)")
-        prim.execute('INSERT INTO "Sales"."Order" SELECT g, E\'n\\t\' || g, g / 100.0, \'\\x00ff\'::bytea, '
-                     "ARRAY[g, 2], '2024-01-01Z' FROM generate_series(1, 20000) g")
-        with psycopg.connect(db.primary_dsn) as exporter:  # keeps the snapshot alive
-            snap = exporter.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-            prim.execute('INSERT INTO "Sales"."Order" VALUES (999999, \'after\', 1, NULL, NULL, NULL)')
-            with psycopg.connect(db.primary_dsn) as src:
-                src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                src.execute(f"SET TRANSACTION SNAPSHOT '{snap}'")
-                metas = describe_source_tables(src, ["Sales.*"])
-            assert [m.table for m in metas] == ["Sales.Order"]
-            meta = metas[0]
-            assert [(c.name, c.type, c.source_type, c.nullable, c.key_position) for c in meta.columns] == [
-                ("Id", "int64", "bigint", False, 1), ("Note", "string", "text", True, 0),
-                ("amount", "decimal", "numeric(12,2)", False, 0), ("blob", "bytes", "bytea", True, 0),
-                ("tags", "other", "integer[]", True, 0), ("at", "timestamptz", "timestamp with time zone", True, 0)]
+        prim.execute('INSERT INTO "Sales"."Order" SELECT g, E\'n\\t\' || g || E\'\\\\\\n\', g / 100.0, '
+                     "'\\x00ff'::bytea, ARRAY[g, 2], '2024-01-01Z', 1.0 / g FROM generate_series(1, 20000) g")
+    primary = PostgresPrimary(engine="postgresql", name="p", host="127.0.0.1", port=db.primary.port, dbname=db.name)
+    with PostgresSnapshotSource(primary).open() as snap:
+        with psycopg.connect(db.primary_dsn, autocommit=True) as prim:
+            prim.execute('INSERT INTO "Sales"."Order" VALUES (999999, \'after\', 1, NULL, NULL, NULL, NULL)')
+        metas = snap.tables(["Sales.*"])
+        assert [m.table for m in metas] == ["Sales.Order"]
+        meta = metas[0]
+        assert [(c.name, c.type, c.source_type, c.nullable, c.key_position) for c in meta.columns] == [
+            ("Id", "int64", "bigint", False, 1), ("Note", "string", "text", True, 0),
+            ("amount", "decimal", "numeric(12,2)", False, 0), ("blob", "bytes", "bytea", True, 0),
+            ("tags", "other", "integer[]", True, 0), ("at", "timestamptz", "timestamp with time zone", True, 0),
+            ("f", "float64", "double precision", True, 0)]
+        values = list(snap.rows(meta).values())  # read whole: an abandoned COPY would end the snapshot
+        assert len(values) == 20000
+        assert values[0] == [1, "n\t1\\\n", "0.01", b"\x00\xff", "{1,2}", "2024-01-01 00:00:00+00", 1.0]
+        loaded: dict[str, int] = {}
+        for path in ("native", "values"):
             app = make(db)
-            setup_table(app, meta)
-            seen: list[CopyProgress] = []
-            result = copy_table(db.primary_dsn, app, meta.table, snapshot=snap, block_bytes=64 * 1024,
-                                progress=lambda p: seen.append(CopyProgress(p.table, p.rows, p.bytes)))
-            exporter.rollback()
-    assert result.rows == 20000 and result.done and len(seen) > 3 and seen[-1].rows == 20000
-    assert query(db, 'SELECT count(*), sum("Id"), min("Note"), sum(amount)::text, count(DISTINCT blob), '
-                     'min(blob::text), min(tags) FROM "Sales"."Order"') == [
-        (20000, 200010000, "n\t1", "2000100.00", 1, "\\x00ff", [1, 2])]
-    app.close()
+            setup_table(app, replace(meta, table=f"Sales.{path}"))
+            rows = snap.rows(meta)
+            if path == "values":
+                rows.native_format = None  # force the engine-neutral path (what a foreign target uses)
+            seen: list[int] = []
+            app.begin()
+            loaded[path] = app.bulk_load(rows, into=f"Sales.{path}", progress=seen.append)
+            app.commit()
+            app.close()
+            assert seen and seen[-1] == 20000
+    assert loaded == {"native": 20000, "values": 20000}
+    for path in ("native", "values"):
+        assert query(db, f'SELECT count(*), sum("Id"), min("Note"), sum(amount)::text, count(DISTINCT blob), '
+                         f'min(blob::text), min(tags), count(*) FILTER (WHERE f <> 1.0 / "Id") '
+                         f'FROM "Sales"."{path}"') == [
+            (20000, 200010000, "n\t10000\\\n", "2000100.00", 1, "\\x00ff", [1, 2], 0)]
+    assert query(db, 'SELECT count(*) FROM (SELECT * FROM "Sales".native EXCEPT SELECT * FROM "Sales"."values") d'
+                 ) == [(0,)]

@@ -18,12 +18,14 @@ from common.errors import PrerequisiteError, SourceError
 from producers.base import CaptureEvent, Idle, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
 from producers.postgresql.capture import PostgresCapture
+from producers.postgresql.catalog import publication_of, slot_of
 from schemas.entries import UNCHANGED, Op, Position, RowChange, TableMeta
 
 
 def make_cfg(port: int, dbname: str, group: str, tables: tuple[str, ...] = ("public.*",), **primary: Any) -> ArkConfig:
-    return parse_config({"group": group, "primary": {"name": "p", "host": "127.0.0.1", "port": port,
-                                                     "dbname": dbname, "tables": list(tables), **primary}})
+    return parse_config({"group": group, "primary": {"name": "p", "engine": "postgresql", "host": "127.0.0.1",
+                                                     "port": port, "dbname": dbname, "tables": list(tables),
+                                                     **primary}})
 
 
 def run_sql(dsn: str, *statements: str) -> None:
@@ -168,7 +170,7 @@ def test_idle_and_slot_moves_only_on_confirm(pg_factory: Any, unique_group: str)
     cap = PostgresCapture(cfg)
     try:
         cap.ensure_setup()
-        start = slot_flush(pg.dsn(), cfg.slot_name)
+        start = slot_flush(pg.dsn(), slot_of(cfg))
         run_sql(pg.dsn(), "INSERT INTO t VALUES (1)")
         events = cap.stream(None)
         (t1,) = take_txns(events, 1)
@@ -187,14 +189,14 @@ def test_idle_and_slot_moves_only_on_confirm(pg_factory: Any, unique_group: str)
                 if n % 5 == 0:
                     run_sql(pg.dsn(), f"INSERT INTO other VALUES ({n})")
         assert idles >= 10 and max(gaps) < 0.6
-        assert slot_flush(pg.dsn(), cfg.slot_name) == start, "the slot moved without confirm()"
+        assert slot_flush(pg.dsn(), slot_of(cfg)) == start, "the slot moved without confirm()"
         assert t1.end is not None
         cap.confirm(t1.end.confirm)
         for _ in range(20):  # confirm() sends at once; the walsender records it on receipt
             next(events)
-            if slot_flush(pg.dsn(), cfg.slot_name) == t1.end.confirm.text:
+            if slot_flush(pg.dsn(), slot_of(cfg)) == t1.end.confirm.text:
                 break
-        assert slot_flush(pg.dsn(), cfg.slot_name) == t1.end.confirm.text
+        assert slot_flush(pg.dsn(), slot_of(cfg)) == t1.end.confirm.text
         flushed, restart = cap.slot_positions()
         assert flushed == t1.end.confirm and restart is not None
     finally:
@@ -209,19 +211,19 @@ def test_psycopg2_read_message_would_advance_the_slot(pg_factory: Any, unique_gr
     cfg = make_cfg(pg.port, "postgres", unique_group, ("public.t",))
     run_sql(pg.dsn(), "CREATE TABLE t (id int PRIMARY KEY)")
     PostgresCapture(cfg).ensure_setup()
-    start = slot_flush(pg.dsn(), cfg.slot_name)
+    start = slot_flush(pg.dsn(), slot_of(cfg))
     conn = psycopg2.connect(pg.dsn(), connection_factory=LogicalReplicationConnection)
     try:
         cur = conn.cursor()
-        cur.start_replication(slot_name=cfg.slot_name, decode=False, status_interval=1,
-                              options={"proto_version": "1", "publication_names": cfg.publication_name})
+        cur.start_replication(slot_name=slot_of(cfg), decode=False, status_interval=1,
+                              options={"proto_version": "1", "publication_names": publication_of(cfg)})
         deadline = time.monotonic() + 8
-        while time.monotonic() < deadline and slot_flush(pg.dsn(), cfg.slot_name) == start:
+        while time.monotonic() < deadline and slot_flush(pg.dsn(), slot_of(cfg)) == start:
             run_sql(pg.dsn(), "CREATE TABLE IF NOT EXISTS other (id int)", "INSERT INTO other VALUES (1)")
             for _ in range(5):
                 assert cur.read_message() is None  # nothing published; never send_feedback()
                 time.sleep(0.1)
-        moved = slot_flush(pg.dsn(), cfg.slot_name) != start
+        moved = slot_flush(pg.dsn(), slot_of(cfg)) != start
     finally:
         conn.close()
     assert moved, "psycopg2 no longer auto-advances flush_lsn: walstream.py could be simplified"
@@ -251,7 +253,7 @@ def test_restart_redelivers_unconfirmed_and_skips_before_resume(fresh_db: Any, c
     assert [x.rows[0].values for x in mid] == [[2], [3]]
     cap.confirm(mid[0].end.confirm)  # commit LSN + 1 of txn 2
     deadline = time.monotonic() + 10
-    while slot_flush(dsn, cap.cfg.slot_name) != mid[0].end.confirm.text:
+    while slot_flush(dsn, slot_of(cap.cfg)) != mid[0].end.confirm.text:
         assert time.monotonic() < deadline
         next(events)
     cap.close()
@@ -276,7 +278,7 @@ def test_gap_when_slot_recreated(fresh_db: Any, capture_for: Any) -> None:
     (t1,) = take_txns(cap.stream(None), 1)
     cap.confirm(t1.end.confirm)
     cap.close()
-    slot = cap.cfg.slot_name
+    slot = slot_of(cap.cfg)
     run_sql(dsn, f"SELECT pg_drop_replication_slot('{slot}')")
     with pytest.raises(SlotGapError, match="does not exist"):
         next(cap.stream(t1.begin.commit))

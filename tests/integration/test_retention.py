@@ -204,7 +204,7 @@ def test_status_with_the_broker_down_shows_the_databases_view(make_group, ark_tm
         assert doc["kafka"]["reachable"] is False and broker.bootstrap in doc["kafka"]["error"]
         [sb] = doc["standbys"]
         assert sb["applied_offset"] == applied and sb["applied_commit_time"] and sb["applied_position"]
-        assert sb["wal_behind_bytes"] is not None and sb["wal_behind_bytes"] >= 0
+        assert sb["log_behind_bytes"] is not None and sb["log_behind_bytes"] >= 0
         assert doc["primary"]["slot_exists"] and doc["primary"]["lag_bytes"] is not None
     finally:
         broker.stop()

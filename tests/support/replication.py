@@ -68,7 +68,8 @@ class Group:
     def write_config(self, **overrides: Any) -> Path:
         """Write the YAML (``overrides`` merge into the top level)."""
         def db(name: str, inst: PgInstance, dbname: str, **extra: Any) -> dict[str, Any]:
-            return {"name": name, "host": "127.0.0.1", "port": inst.port, "dbname": dbname, "user": "postgres",
+            return {"name": name, "engine": "postgresql", "host": "127.0.0.1", "port": inst.port, "dbname": dbname,
+                    "user": "postgres",
                     **extra}
 
         doc: dict[str, Any] = {

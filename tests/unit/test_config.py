@@ -10,7 +10,8 @@ from common.config import load_config, parse_config
 from common.errors import ConfigError
 from ops.templates import EXAMPLE_CONFIG
 
-MIN = {"group": "g1", "primary": {"name": "p"}, "standbys": [{"name": "s"}]}
+PG = {"engine": "postgresql"}
+MIN = {"group": "g1", "primary": {"name": "p", **PG}, "standbys": [{"name": "s", **PG}]}
 
 
 def test_example_config_is_valid(tmp_path: Path) -> None:
@@ -18,15 +19,18 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     path.write_text(EXAMPLE_CONFIG)
     cfg = load_config(path)
     assert cfg.group == "bank" and [s.name for s in cfg.standbys] == ["node2", "node3-delayed"]
-    assert cfg.slot_name == "ark_bank" and cfg.max_delay_seconds == 3600
+    assert cfg.primary.slot_for(cfg.group) == "ark_bank" and cfg.max_delay_seconds == 3600  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("doc, needle", [
     ({**MIN, "group": "bad group!"}, "group"),
-    ({**MIN, "primary": {"name": "p", "port": 70000}}, "primary.port"),
-    ({**MIN, "standbys": [{"name": "p"}]}, "unique"),
-    ({**MIN, "standbys": [{"name": "s", "delay_seconds": -1}]}, "standbys.0.delay_seconds"),
-    ({**MIN, "standbys": [{"name": "s", "engine": "oracle"}]}, "primary is postgresql"),
+    ({**MIN, "primary": {"name": "p", "port": 70000, **PG}}, "primary.port"),
+    ({**MIN, "standbys": [{"name": "p", **PG}]}, "unique"),
+    ({**MIN, "standbys": [{"name": "s", "delay_seconds": -1, **PG}]}, "standbys.0.delay_seconds"),
+    ({**MIN, "standbys": [{"name": "s", "engine": "oracle"}]}, "cannot run on this machine"),
+    ({**MIN, "primary": {"name": "p"}}, "primary.engine is missing"),
+    ({**MIN, "primary": {"name": "p", "engine": "db2"}}, "unknown engine 'db2'"),
+    ({**MIN, "standbys": [{"name": "s", "slot": "x", **PG}]}, "standbys.0.slot"),
     ({**MIN, "surprise": 1}, "surprise"),
     ({**MIN, "kafka": {"client": {"sasl.password": "x"}}}, "looks like a secret"),
     ({"group": "g"}, "primary"),
@@ -52,35 +56,35 @@ def test_missing_file_says_ark_init(tmp_path: Path) -> None:
 
 
 def test_secret_from_env_is_resolved_only_on_connect(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = parse_config({**MIN, "primary": {"name": "p", "password": {"env": "ARK_T_PW"}}})
+    cfg = parse_config({**MIN, "primary": {"name": "p", "password": {"env": "ARK_T_PW"}, **PG}})
     monkeypatch.delenv("ARK_T_PW", raising=False)
     with pytest.raises(ConfigError) as err:
-        cfg.primary.connect_kwargs()
+        cfg.primary.connect_kwargs()  # type: ignore[attr-defined]
     assert "ARK_T_PW" in err.value.message
     monkeypatch.setenv("ARK_T_PW", "hunter2-secret")
-    assert cfg.primary.connect_kwargs()["password"] == "hunter2-secret"
+    assert cfg.primary.connect_kwargs()["password"] == "hunter2-secret"  # type: ignore[attr-defined]
     assert "hunter2" not in repr(cfg) and "hunter2" not in cfg.primary.describe()
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cr3t\n")
-    cfg = parse_config({**MIN, "primary": {"name": "p", "password": {"file": str(secret)}}})
-    assert cfg.primary.connect_kwargs()["password"] == "s3cr3t"
-    bad = parse_config({**MIN, "primary": {"name": "p", "password": {"file": str(tmp_path / 'none')}}})
+    cfg = parse_config({**MIN, "primary": {"name": "p", "password": {"file": str(secret)}, **PG}})
+    assert cfg.primary.connect_kwargs()["password"] == "s3cr3t"  # type: ignore[attr-defined]
+    bad = parse_config({**MIN, "primary": {"name": "p", "password": {"file": str(tmp_path / 'none')}, **PG}})
     with pytest.raises(ConfigError, match="cannot read secret file"):
-        bad.primary.connect_kwargs()
+        bad.primary.connect_kwargs()  # type: ignore[attr-defined]
 
 
 def test_secret_ref_needs_exactly_one_source() -> None:
     with pytest.raises(ConfigError, match="exactly one"):
-        parse_config({**MIN, "primary": {"name": "p", "password": {}}})
+        parse_config({**MIN, "primary": {"name": "p", "password": {}, **PG}})
 
 
 @pytest.mark.parametrize("retention_h, delay_s, warns", [(168, 0, False), (24, 3600, True), (30, 3600, False)])
 def test_retention_warning(retention_h: float, delay_s: float, warns: bool) -> None:
     cfg = parse_config({**MIN, "kafka": {"redo_retention_hours": retention_h},
-                        "standbys": [{"name": "s", "delay_seconds": delay_s}]})
+                        "standbys": [{"name": "s", "delay_seconds": delay_s, **PG}]})
     assert (cfg.retention_warning() is not None) == warns
 
 

@@ -15,7 +15,7 @@ from filesync.scanner import scan
 
 
 def cfg(**files: object) -> dict[str, object]:
-    return {"group": "g", "primary": {"name": "p"}, "files": files}
+    return {"group": "g", "primary": {"name": "p", "engine": "postgresql"}, "files": files}
 
 
 def test_valid_set_with_shorthand_and_schedule() -> None:

@@ -6,7 +6,6 @@ import pytest
 
 from consumers.errors import DataApplyError
 from consumers.postgresql import sql
-from consumers.postgresql.catalog import neutral_type
 from consumers.postgresql.ddl import StandbyColumn, adaptation
 from consumers.postgresql.plan import merge_truncates, row_params, split_runs, stage_row
 from schemas.entries import UNCHANGED, Column, Op, RowChange, TableMeta
@@ -172,14 +171,6 @@ def test_ddl_adaptation() -> None:
     assert adaptation(T, same, ("Order_pkey", ["Id"])) == []
     assert adaptation(T, same, ("p", ["note"])) == [
         'ALTER TABLE "Sales"."Order" DROP CONSTRAINT "p", ADD PRIMARY KEY ("Id")']
-
-
-def test_neutral_types() -> None:
-    cases = {"integer": "int32", "numeric(12,2)": "decimal", "character varying(20)": "string",
-             "timestamp(3) with time zone": "timestamptz", "timestamp without time zone": "timestamp",
-             "integer[]": "other", "jsonb": "json", "bytea": "bytes", "mood": "other", "time(6) without time zone":
-             "time", "interval day": "interval"}
-    assert {k: neutral_type(k) for k in cases} == cases
 
 
 def test_repeated_full_updates_of_a_row_collapse_to_the_last_image() -> None:

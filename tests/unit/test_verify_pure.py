@@ -9,10 +9,7 @@ from typing import Any
 import pytest
 
 from common.control import VERIFY_ARMED, VERIFY_AT, VERIFY_HELD, VERIFY_HOLD, VERIFY_RELEASE, ControlRecord
-from consumers.base import ApplyState
-from consumers.hold import VerifyHold, crosses, floor_of
-from ops.verify import EXIT_DIFFERENT, EXIT_EQUAL, EXIT_INCOMPLETE, TableResult, verdict_of
-from ops.verify_compare import (
+from common.verify import (
     Digest,
     KeyRange,
     RangeDiff,
@@ -22,6 +19,9 @@ from ops.verify_compare import (
     diff_rows,
     format_key,
 )
+from consumers.base import ApplyState
+from consumers.hold import VerifyHold, crosses, floor_of
+from ops.verify import EXIT_DIFFERENT, EXIT_EQUAL, EXIT_INCOMPLETE, TableResult, verdict_of
 from schemas.entries import Column, Position, TableMeta, TxnChunk
 from schemas.positions import pg_lsn
 
@@ -134,12 +134,14 @@ def _meta(*cols: tuple[str, str, int]) -> TableMeta:
 
 
 def test_table_spec_where_and_key_order() -> None:
+    from consumers.postgresql.verify import _Sql
+
     spec = TableSpec.of(_meta(("v", "text", 0), ("b", "integer", 2), ("a", "text", 1)))
     assert spec.key == ("a", "b") and spec.columns == ("v", "b", "a")
-    pred, params = spec.where(KeyRange(("x", "1"), ("y", "2")))
+    pred, params = _Sql(spec).where(KeyRange(("x", "1"), ("y", "2")))
     assert pred == '("a", "b") > (%s::text, %s::integer) AND ("a", "b") <= (%s::text, %s::integer)'
     assert params == ["x", "1", "y", "2"]
-    assert spec.where(KeyRange(None, None)) == ("true", [])
+    assert _Sql(spec).where(KeyRange(None, None)) == ("true", [])
 
 
 def test_table_without_key_is_refused_clearly() -> None:

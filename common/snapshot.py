@@ -1,0 +1,88 @@
+"""The snapshot interface: a consistent picture of the source at one position, read while it keeps serving.
+
+Each engine implements :class:`SnapshotSource` next to its capture (``producers/<engine>/``). Initial
+sync, whole-standby resync, table resync and ``ark verify`` all read the primary through it, and the
+appliers load what it gives with :meth:`consumers.base.Applier.bulk_load`, so that every target reads
+every source through one interface (not one implementation per pair of engines).
+
+Guarantees an implementation must give:
+
+* **One position.** :attr:`Snapshot.position` is P: the snapshot holds exactly the transactions whose
+  commit is before P, and every later transaction's commit position is at or after P. A standby
+  loaded from it applies the stream from ``just_before(P)`` on with nothing lost or applied twice.
+* **The stream's own description.** :meth:`Snapshot.tables` returns, for each table, the very
+  :class:`~schemas.entries.TableMeta` the capture publishes for it (same key, which is the source's
+  replication identity; same neutral types; same shape ``version``), with an empty ``position``.
+* **The stream's own values.** :meth:`TableRows.values` yields each row as the list of engine-neutral
+  values a RowChange would carry for it (``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``).
+* **Bounded memory.** Rows are streamed, never held whole.
+* **The source keeps serving.** Opening a snapshot blocks no writer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+from schemas.entries import Position, TableMeta, Value
+
+
+class TableRows(ABC):
+    """The rows of one table in a snapshot, to be read once and to the end (a read abandoned half-way may
+    end the snapshot: open a new one)."""
+
+    #: A bulk format both ends may speak natively (e.g. PostgreSQL's COPY text), or None.
+    native_format: str | None = None
+
+    def __init__(self, meta: TableMeta) -> None:
+        self.meta = meta
+
+    @abstractmethod
+    def values(self) -> Iterator[list[Value]]:
+        """Each row as engine-neutral values, in the columns' order."""
+
+    def native_blocks(self) -> Iterator[bytes]:
+        """The rows as blocks of :attr:`native_format` (only when it is not None)."""
+        raise NotImplementedError(f"{type(self).__name__} has no native bulk format")
+
+
+class Snapshot(ABC):
+    """An open, consistent snapshot (use as a context manager; close it when done)."""
+
+    #: The snapshot's position P (see the module docstring).
+    position: Position
+    #: What another session of the same engine needs to share this snapshot (PostgreSQL: the exported
+    #: snapshot id), or "" when it cannot be shared.
+    token: str = ""
+
+    @abstractmethod
+    def tables(self, patterns: Sequence[str]) -> list[TableMeta]:
+        """The tables matching ``schema.table`` fnmatch ``patterns``, described as the stream does."""
+
+    def table(self, name: str) -> TableMeta | None:
+        """One table's description, or None when the snapshot has no such table."""
+        return next((m for m in self.tables([name]) if m.table == name), None)
+
+    @abstractmethod
+    def rows(self, meta: TableMeta) -> TableRows:
+        """The rows of ``meta.table`` as of :attr:`position`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the snapshot (safe to call twice)."""
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class SnapshotSource(ABC):
+    """Opens consistent snapshots of one source database."""
+
+    @abstractmethod
+    def open(self) -> Snapshot:
+        """A new snapshot at the source's current position (raises SourceError when unreachable)."""
