@@ -134,7 +134,7 @@ def test_kill9_delayed_receiver_while_it_holds_a_deletion(kafka_bootstrap: str, 
     name = f"s{uuid.uuid4().hex[:8]}"
     conf = tmp_path / "ark.yaml"
     conf.write_text(yaml.safe_dump({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": kafka_bootstrap},
-                                    "primary": {"name": "p"}, "files": {name: {
+                                    "primary": {"name": "p", "engine": "postgresql"}, "files": {name: {
                                         "source": str(tmp_path / "src"), "state_dir": str(tmp_path / "state"),
                                         "horizon_s": 0, "targets": [{"name": "t0", "host": "elsewhere",
                                                                      "path": str(tmp_path / "dst0"),

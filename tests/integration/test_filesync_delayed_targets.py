@@ -57,7 +57,7 @@ def delayed_set(kafka_bootstrap: str, tmp_path: Path) -> Any:
                          "delay_seconds": DELAY}]}
     conf = tmp_path / "ark.yaml"
     conf.write_text(yaml.safe_dump({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": kafka_bootstrap},
-                                    "primary": {"name": "p"}, "files": {name: body}}))
+                                    "primary": {"name": "p", "engine": "postgresql"}, "files": {name: body}}))
     (tmp_path / "src").mkdir()
     cfg = load_config(conf)
     receiver = Receiver(cfg.kafka, cfg.group, name, cfg.files[name], "undo", service.state_dir(cfg, name))

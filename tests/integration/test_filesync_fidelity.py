@@ -37,7 +37,7 @@ def make_config(bootstrap: str, tmp: Path) -> tuple[ArkConfig, str]:
     body = {"source": str(tmp / "src"), "state_dir": str(tmp / "state"), "ack_timeout_s": 60, "horizon_s": 0,
             "exclude": EXCLUDE, "include": INCLUDE, "targets": [{"name": "t0", "path": str(tmp / "dst")}]}
     return parse_config({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": bootstrap},
-                         "primary": {"name": "p"}, "files": {name: body}}), name
+                         "primary": {"name": "p", "engine": "postgresql"}, "files": {name: body}}), name
 
 
 def write(path: Path, data: bytes | str) -> Path:

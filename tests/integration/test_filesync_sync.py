@@ -236,7 +236,7 @@ def test_consistency_points_pair_each_pass_with_redo_offsets(kafka_bootstrap: st
 
     conf = tmp_path / "ark.yaml"
     conf.write_text(yaml.safe_dump({"group": cfg.group, "kafka": {"bootstrap": kafka_bootstrap},
-                                    "primary": {"name": "p"},
+                                    "primary": {"name": "p", "engine": "postgresql"},
                                     "files": {name: cfg.files[name].model_dump(mode="json", exclude_none=True)}}))
     res = CliRunner().invoke(files, ["status", name, "-c", str(conf)])
     assert res.exit_code == 0 and "8..8" in res.output, res.output

@@ -127,7 +127,7 @@ def test_allocation_tolerance(src: int, dst: int, differs: bool) -> None:
 
 
 def test_config_delay_and_consistency_points() -> None:
-    base = {"group": "g", "primary": {"name": "p"}}
+    base = {"group": "g", "primary": {"name": "p", "engine": "postgresql"}}
     cfg = parse_config({**base, "files": {"docs": {
         "source": "/srv/docs", "consistency_points": True,
         "targets": [{"name": "dr", "path": "/srv/docs"}, {"name": "undo", "path": "/srv/u", "delay_seconds": 3600}]}}})
