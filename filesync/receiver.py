@@ -123,7 +123,11 @@ class Receiver:
 
     def _due(self, item: Item, timeout: float) -> bool:
         """The delay gate: True when ``item`` may be applied now; otherwise hold it (partition paused,
-        nothing spooled) and sleep a little, so delay changes and stop requests are seen promptly."""
+        nothing spooled) and sleep a little, so delay changes and stop requests are seen promptly.
+
+        Holding for hours without polling is safe: the reader's consumer is assign()ed, not
+        subscribed, and librdkafka enforces max.poll.interval.ms only for subscriptions (since 1.4).
+        """
         wait = wait_seconds(item.published_us, self.delays.of(self.target), time.time())
         if wait <= 0:
             if self.held is not None:
