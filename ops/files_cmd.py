@@ -65,7 +65,12 @@ config_option = click.option("-c", "--config", "config_path", type=click.Path(pa
 
 @click.group("files")
 def files() -> None:
-    """Replicate file sets: only differences, every attribute, through the set's Kafka topic."""
+    """Replicate file sets: only differences, every attribute, through the set's Kafka topic.
+
+    A delayed target (targets[].delay_seconds) applies each change that long after it was sent.
+    After a mistaken deletion on the source: 'ark files pause SET TARGET', copy back from that
+    target what was lost, then 'ark files resume SET TARGET'.
+    """
 
 
 @files.command("sync")
