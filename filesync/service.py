@@ -115,9 +115,15 @@ def receive(config: ArkConfig, name: str, target: str, stop: threading.Event) ->
         raise UnknownFileSet(str(exc), fix="pass --target with one of the set's target names") from None
     receiver = Receiver(config.kafka, config.group, name, fs, target, state_dir(config, name))
     try:
+        _warn_retention(config, name, receiver.delays.settings)
         receiver.run(stop)
     finally:
         receiver.close()
+
+
+def _warn_retention(config: ArkConfig, name: str, delays: dict[str, DelayInForce]) -> None:
+    for problem in retention_check(config, name, dict(delays)):
+        log.warning("%s (fix: %s)", problem.what, problem.fix)
 
 
 def serve(config: ArkConfig, name: str, stop: threading.Event, *, watch: bool | None = None,
@@ -133,6 +139,7 @@ def serve(config: ArkConfig, name: str, stop: threading.Event, *, watch: bool | 
     sender = Sender(config.kafka, config.group, name, fs, state_dir(config, name), progress=progress)
     local = LocalReceivers(config, name, None if local_targets else [])
     try:
+        _warn_retention(config, name, sender.delays.settings)
         with local:
             sender.catch_up()
 

@@ -155,3 +155,12 @@ def test_bad_delay_commands(delayed_set: Any) -> None:
     assert res.exit_code != 0 and "no target 'nosuch'" in str(res.exception)
     res = cli.invoke(files, ["delay", name, "undo", "-5", "-c", str(conf)])
     assert res.exit_code != 0
+
+
+def test_ark_check_warns_when_the_topic_drops_what_a_delayed_target_needs(delayed_set: Any) -> None:
+    from ops.check import _files_retention
+
+    cfg, name, _conf, _receiver = delayed_set
+    findings = _files_retention(cfg)  # the topic keeps 1 h; 3 s of delay + the 24 h margin needs more
+    assert len(findings) == 1 and not findings[0].fatal and "undo" in findings[0].what
+    assert "retention_ms" in findings[0].fix
