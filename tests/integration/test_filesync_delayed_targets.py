@@ -45,15 +45,15 @@ def _write(path: Path, data: str) -> None:
     path.write_text(data)
 
 
-@pytest.fixture
-def delayed_set(kafka_bootstrap: str, tmp_path: Path) -> Any:
+@pytest.fixture(params=["dr-host"])
+def delayed_set(kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """A set with an undelayed local target t0 and a delayed target 'undo' whose receiver runs in a
-    thread here, as 'ark files receive' would on its own host."""
+    thread here, as 'ark files receive' would on its own host (or on this one: param 'localhost')."""
     name = f"s{uuid.uuid4().hex[:8]}"
     body = {"source": str(tmp_path / "src"), "state_dir": str(tmp_path / "state"), "ack_timeout_s": 60,
             "horizon_s": 0, "retention_ms": 3_600_000,
             "targets": [{"name": "t0", "path": str(tmp_path / "dst0")},
-                        {"name": "undo", "host": "dr-host", "path": str(tmp_path / "undo"),
+                        {"name": "undo", "host": request.param, "path": str(tmp_path / "undo"),
                          "delay_seconds": DELAY}]}
     conf = tmp_path / "ark.yaml"
     conf.write_text(yaml.safe_dump({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": kafka_bootstrap},
@@ -164,3 +164,28 @@ def test_ark_check_warns_when_the_topic_drops_what_a_delayed_target_needs(delaye
     findings = _files_retention(cfg)  # the topic keeps 1 h; 3 s of delay + the 24 h margin needs more
     assert len(findings) == 1 and not findings[0].fatal and "undo" in findings[0].what
     assert "retention_ms" in findings[0].fix
+
+
+@pytest.mark.parametrize("delayed_set", ["localhost"], indirect=True)
+def test_verify_compares_a_local_delayed_target_with_what_it_acknowledged(delayed_set: Any,
+                                                                           tmp_path: Path) -> None:
+    cfg, name, _conf, receiver = delayed_set
+    src, undo = tmp_path / "src", tmp_path / "undo"
+    _write(src / "a.txt", "a")
+    _write(src / "b.txt", "b")
+    service.sync(cfg, name)  # the local delayed target is not run by the one-shot sync: our thread applies it
+    _wait_for(lambda: service.status(cfg, name).targets[1].in_flight == 0)
+    assert service.verify(cfg, name) == []
+    from filesync.delay import publish_pause
+
+    publish_pause(cfg.kafka, cfg.group, name, "undo", True)  # held whatever the time verify takes
+    _wait_for(lambda: receiver.delays.of("undo").paused)
+    (src / "b.txt").unlink()
+    service.sync(cfg, name)
+    _wait_for(lambda: receiver.held is not None)
+    found = service.verify(cfg, name)  # behind the source on purpose: in flight, not a difference
+    assert [d for d in found if not d.warning] == []
+    assert any("not applied yet" in d.what for d in found if d.warning)
+    (undo / "a.txt").write_text("edited on the target")  # a real divergence of the delayed target
+    found = service.verify(cfg, name)
+    assert [(d.path, d.what.split()[0]) for d in found if not d.warning] == [("a.txt", "content")]
