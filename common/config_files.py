@@ -7,11 +7,13 @@ Example::
         source: {host: node1, path: /srv/pacs}
         targets:
           - {name: dr, host: node2, path: /srv/pacs}
+          - {name: undo, host: node3, path: /srv/pacs, delay_seconds: 3600}   # keeps deletions 1 h
         exclude: ["*.tmp", "cache/"]
         include: ["cache/keep.me"]
         schedule: {interval_s: 300}        # or {cron: "*/5 * * * *"}
         watch: true
         debounce_ms: 500
+        consistency_points: true           # each pass records the redo topic's offsets (start, end)
 
 Every pattern is validated at load time (gitignore syntax, via pathspec), and so is the cron string,
 so a typo fails when the file is loaded, naming the key, not in the middle of the night.
@@ -43,11 +45,18 @@ class SourceSpec(_Frozen):
 
 
 class TargetSpec(_Frozen):
-    """One replica of the set: a name (unique in the set), the host it lives on, and its directory."""
+    """One replica of the set: a name (unique in the set), the host it lives on, and its directory.
+
+    ``delay_seconds`` makes it a *delayed* target: its receiver applies each record no earlier than
+    the time the sender published it + the delay, reading from the topic (no local spool), so the
+    delay can change at run time ('ark files delay') and a mistaken deletion on the source stays
+    recoverable from this target for as long as the delay.
+    """
 
     name: str
     host: str = "localhost"
     path: str
+    delay_seconds: float = Field(default=0.0, ge=0, description="apply each change this long after it was sent")
 
     @field_validator("name")
     @classmethod
@@ -123,6 +132,8 @@ class FileSetConfig(_Frozen):
     state_dir: str | None = Field(default=None, description="local state; default /var/lib/ark/files/<group>/<set>")
     ack_timeout_s: float = Field(default=300.0, gt=0)
     retention_ms: int = Field(default=7 * 24 * 3_600_000, ge=-1)
+    consistency_points: bool = Field(default=False, description="record the redo topic's end offset when each "
+                                     "pass starts and ends, to pair file targets with database standbys")
 
     @model_validator(mode="before")
     @classmethod

@@ -37,13 +37,15 @@ SCHEMA = "filesync_entry"
 
 @dataclass(frozen=True)
 class Item:
-    """One verified record: where it was, who wrote it, its type name and its body."""
+    """One verified record: where it was, who wrote it, its type name, its body, and when it was
+    published (the envelope's time, microseconds since the Unix epoch: a delayed target's clock)."""
 
     offset: int
     origin: str
     kind: str
     body: dict[str, Any]
     size: int
+    published_us: int = 0
 
 
 class ChannelCorrupt(Exception):
@@ -135,6 +137,14 @@ class Reader:
         self._consumer.assign([TopicPartition(self.channel.topic, self.partition, offset)])
         self.position = offset
 
+    def pause(self) -> None:
+        """Stop fetching (the prefetched records are dropped: a held record is not spooled twice)."""
+        self._consumer.pause([TopicPartition(self.channel.topic, self.partition)])
+
+    def resume(self) -> None:
+        """Fetch again, from the record after the last one :meth:`poll` returned."""
+        self._consumer.resume([TopicPartition(self.channel.topic, self.partition)])
+
     def end(self) -> int:
         """The current end offset of the partition."""
         return watermarks(self._consumer, self.channel.topic, self.partition)[1]
@@ -172,7 +182,7 @@ class Reader:
         size = len(value or b"")
         self.bytes_in += size
         rec = decoded.record
-        return Item(offset, rec["origin"], rec["kind"], rec["body"], size)
+        return Item(offset, rec["origin"], rec["kind"], rec["body"], size, decoded.commit_time_us)
 
     def close(self) -> None:
         """Release the consumer."""

@@ -19,6 +19,8 @@ from typing import Any
 import xxhash
 
 KINDS = ("FILE", "DIR", "SYMLINK", "HARDLINK", "CHR", "BLK", "FIFO")
+#: The path of a set's root directory: an entry like any other (mode, owner, times, xattrs, ACLs).
+ROOT = "."
 ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
 
 

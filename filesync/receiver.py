@@ -10,26 +10,39 @@ receiver killed mid-transfer re-reads that transfer from its FileBegin; temp fil
 removed at start. Re-applying is idempotent: content already present is only acknowledged.
 Divergence: before a delta is applied the local content must hash to the delta's basis; otherwise
 the receiver refuses it and sends back its real content's signature, so the sender re-deltas.
+
+Holes: hole ops are not written, and the size is set with ``ftruncate``, so a sparse source file
+stays sparse however often it is rewritten; a file that already holds the right content but is
+allocated where the source has holes gets them punched in place.
+
+Delay: a delayed target applies each record no earlier than its publication + the delay in force
+(filesync/delay.py). While the next record is not due the receiver holds it, pauses the partition
+and applies nothing: no spool, so the delay can change at run time, even backwards.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
 import stat
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.config import KafkaSettings
+from common.config import ArkConfig
 from common.config_files import FileSetConfig
 from filesync.attrs import apply_actions, plan_attrs, wanted_owner
 from filesync.channel import CHANGES, FEEDBACK, ChannelCorrupt, Item, SetChannel
 from filesync.chunks import chunk_hash, hash_file, signature_of_file
+from filesync.delay import DelayFollower, wait_seconds
+from filesync.delta import HOLE, LITERAL
 from filesync.errors import FilesyncError, TargetFull, TargetPermission, TransferCorrupt
-from filesync.meta import FileMeta, capture, kind_of
+from filesync.meta import ROOT, FileMeta, capture, kind_of
+from filesync.sparse import has_data, punch_hole
 
 log = logging.getLogger(__name__)
 TMP_MARK = ".arktmp-"
@@ -49,27 +62,36 @@ class _Transfer:
     seq: int = 0
     pos: int = 0
     parent_ns: tuple[int, int] | None = None
+    holes: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), for punching in place
 
 
 class Receiver:
     """Applies one file set's changes to one target directory."""
 
-    def __init__(self, settings: KafkaSettings, group: str, name: str, config: FileSetConfig, target: str,
-                 state_dir: Path) -> None:
+    def __init__(self, cfg: ArkConfig, name: str, config: FileSetConfig, target: str, state_dir: Path) -> None:
         from filesync.state import StateDB
 
+        settings, group = cfg.kafka, cfg.group
         self.config = config
         self.target = target
         self.root = config.target(target).path
         self.channel = SetChannel(settings, group, name, target, config.retention_ms)
         self.channel.ensure()
+        self.delays = DelayFollower(cfg, name, config)
         self.state = StateDB(state_dir / f"target-{target}.db")
         self.reader = self.channel.reader(CHANGES, int(self.state.get("offset", "-2")))
         self.xfer: _Transfer | None = None
+        self.held: Item | None = None
+        #: Unix time at which the held record becomes due (inf while paused; None when none is held).
+        self.due_at: float | None = None
         self.errors_in_pass = 0
         self.is_root = os.geteuid() == 0
         os.makedirs(self.root, exist_ok=True)
         self._remove_temps()
+        setting = self.delays.of(target)
+        if setting.holds:
+            log.info("target %s of set %s: delayed %g s%s", target, name, setting.seconds,
+                     " (paused)" if setting.paused else "")
 
     # ---- loop
     def run(self, stop: threading.Event) -> None:
@@ -78,13 +100,18 @@ class Receiver:
             self.step(0.1)
 
     def step(self, timeout: float) -> bool:
-        """Apply at most one record; False when none came within ``timeout``."""
-        try:
-            item = self.reader.poll(timeout)
-        except ChannelCorrupt as exc:
-            self._corrupt(exc)
-            return True
+        """Apply at most one record; False when none came within ``timeout`` or the next is not due yet."""
+        self.delays.refresh()
+        item = self.held
         if item is None:
+            try:
+                item = self.reader.poll(timeout)
+            except ChannelCorrupt as exc:
+                self._corrupt(exc)
+                return True
+            if item is None:
+                return False
+        if not self._due(item, timeout):
             return False
         try:
             self._handle(item)
@@ -94,6 +121,26 @@ class Receiver:
             self.channel.flush()
         return True
 
+    def _due(self, item: Item, timeout: float) -> bool:
+        """The delay gate: True when ``item`` may be applied now; otherwise hold it (partition paused,
+        nothing spooled) and sleep a little, so delay changes and stop requests are seen promptly.
+
+        Holding for hours without polling is safe: the reader's consumer is assign()ed, not
+        subscribed, and librdkafka enforces max.poll.interval.ms only for subscriptions (since 1.4).
+        """
+        wait = wait_seconds(item.published_us, self.delays.of(self.target), time.time())
+        if wait <= 0:
+            if self.held is not None:
+                self.held = self.due_at = None
+                self.reader.resume()
+            return True
+        if self.held is None:
+            self.held = item
+            self.reader.pause()
+        self.due_at = time.time() + wait
+        time.sleep(min(wait, max(timeout, 0.01), 0.2))
+        return False
+
     def _commit(self, item: Item) -> None:
         self.state.put("offset", str(item.offset + 1))
 
@@ -101,6 +148,8 @@ class Receiver:
         return not targets or self.target in targets
 
     def _abs(self, path: str) -> str:
+        if path == ROOT:
+            return self.root
         parts = path.split("/")
         if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise TransferCorrupt(f"refusing unsafe path {path!r}", fix="check the sender's version")
@@ -131,8 +180,11 @@ class Receiver:
         if kind == "PassEnd":
             self._abandon()
             self._check_divergence()
+            point = {"started_us": body["started_us"], "redo_start": body["redo_start"],
+                     "redo_end": body["redo_end"], "applied_us": time.time_ns() // 1000}
             self.channel.publish(FEEDBACK, "PassAck", {"target": self.target, "pass_id": body["pass_id"],
-                                                       "errors": self.errors_in_pass})
+                                                       "errors": self.errors_in_pass, **point})
+            self.state.put("last_pass", json.dumps({"pass_id": body["pass_id"], **point}))
             self.errors_in_pass = 0
         elif self._addressed(body.get("targets", [])):
             if kind == "EntryMeta":
@@ -147,9 +199,17 @@ class Receiver:
     # ---- what is here now
     def _local_hash(self, path: str, st: os.stat_result) -> bytes:
         row = self.state.applied(path)
-        if row and row[0] in ("FILE", "HARDLINK") and row[3:] == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return row[1]
+        if row and row.kind in ("FILE", "HARDLINK") and (row.size, row.mtime_ns, row.ino) == (
+                st.st_size, st.st_mtime_ns, st.st_ino):
+            return row.content_hash
         return hash_file(self._abs(path))
+
+    def _local_digest(self, path: str, st: os.stat_result) -> bytes:
+        """Digest of the attributes the entry has here (compared with itself later, never with the
+        source's: owners mapped by name, a non-root receiver or security labels legitimately differ)."""
+        pre = self.config.preserve
+        meta = capture(self._abs(path), st, xattrs=pre.xattrs, acls=pre.acls)
+        return meta.digest() if meta is not None else b""
 
     def _lstat(self, path: str) -> os.stat_result | None:
         try:
@@ -161,7 +221,7 @@ class Receiver:
              signature: bytes | None = None) -> None:
         st = self._lstat(path)
         if st is not None and ok and meta is not None:
-            self.state.set_applied(path, meta.kind, content_hash, meta.digest(), st)
+            self.state.set_applied(path, meta.kind, content_hash, meta.digest(), st, self._local_digest(path, st))
         elif st is None:
             self.state.set_applied(path, "", b"", b"", None)
         if not ok:
@@ -212,6 +272,12 @@ class Receiver:
     def _data(self, body: dict[str, object]) -> None:
         x = self.xfer
         assert x is not None
+        if x.mode == "same":  # the content is here already; only its holes may be missing
+            for op in body["ops"]:  # type: ignore[attr-defined]
+                if op["copy_offset"] == HOLE:
+                    x.holes.append((x.pos, op["length"]))
+                x.pos += op["length"]
+            return
         if x.mode != "write":
             return
         if body["seq"] != x.seq:
@@ -219,7 +285,8 @@ class Receiver:
             return
         x.seq += 1
         for op in body["ops"]:  # type: ignore[attr-defined]
-            if op["copy_offset"] < 0:
+            offset = op["copy_offset"]
+            if offset == LITERAL:
                 data = op["data"]
                 if len(data) != op["length"] or chunk_hash(data) != op["chunk_hash"]:
                     self._fail_transfer(f"chunk at {x.pos} failed its hash")
@@ -227,8 +294,13 @@ class Receiver:
                 written = 0
                 while written < len(data):
                     written += os.pwrite(x.fd, memoryview(data)[written:], x.pos + written)
+            elif offset == HOLE:
+                pass  # nothing written: the new file has a hole there (its size is set at the end)
+            elif offset >= 0:
+                self._copy(x, offset, op["length"])
             else:
-                self._copy(x, op["copy_offset"], op["length"])
+                self._fail_transfer(f"unknown op {offset} at {x.pos} (is the sender newer than this receiver?)")
+                return
             x.pos += op["length"]
 
     @staticmethod
@@ -257,6 +329,7 @@ class Receiver:
             return
         if x.mode == "same":
             self.xfer = None
+            self._punch_in_place(x)
             self._attrs_in_place(x.path, x.meta)
             self._ack(x.path, True, x.meta, x.content_hash)
             return
@@ -267,6 +340,7 @@ class Receiver:
         if messages != x.seq:
             self._fail_transfer(f"{x.seq} of {messages} data records arrived")
             return
+        os.ftruncate(x.fd, x.pos)  # the size, with any trailing hole
         if self.config.fsync:
             os.fsync(x.fd)
         os.close(x.fd)
@@ -290,6 +364,31 @@ class Receiver:
         x.fd = x.basis_fd = -1
         if x.tmp and os.path.lexists(x.tmp):
             os.unlink(x.tmp)
+            if x.parent_ns is not None:  # the directory's mtime is replicated: undo the temp file's trace
+                os.utime(os.path.dirname(x.tmp), ns=x.parent_ns)
+
+    def _punch_in_place(self, x: _Transfer) -> None:
+        """Punch the source's holes into a file that has the right content but allocates them.
+
+        The bytes there are zeros already (the content hash matched), so readers see no change.
+        Best effort: allocation is a property verify only warns about.
+        """
+        if not x.holes:
+            return
+        abs_path = self._abs(x.path)
+        try:
+            fd = os.open(abs_path, os.O_WRONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            log.info("target %s: %s keeps its allocation (%s)", self.target, x.path, exc.strerror)
+            return
+        try:
+            for offset, length in x.holes:
+                if has_data(fd, offset, offset + length):
+                    punch_hole(fd, offset, length)
+        except OSError as exc:
+            log.info("target %s: cannot punch holes into %s (%s)", self.target, x.path, exc.strerror)
+        finally:
+            os.close(fd)
 
     # ---- entries without content
     def _set_attrs(self, path: str, meta: FileMeta, current: FileMeta | None) -> None:
@@ -311,7 +410,10 @@ class Receiver:
             dst = None
         if dst is not None and stat.S_ISDIR(dst.st_mode):
             shutil.rmtree(dest)
-        os.rename(tmp, dest)
+        if dst is not None and os.path.samestat(dst, os.lstat(tmp)):
+            os.unlink(tmp)  # already a link to that inode: rename() would do nothing and leave tmp behind
+        else:
+            os.rename(tmp, dest)
         if parent_ns is not None:
             os.utime(os.path.dirname(dest), ns=parent_ns)
 
@@ -319,10 +421,12 @@ class Receiver:
         abs_path = self._abs(path)
         st = self._lstat(path)
         if meta.kind == "DIR":
-            if st is not None and not stat.S_ISDIR(st.st_mode):
+            if path == ROOT:
+                os.makedirs(abs_path, exist_ok=True)
+            elif st is not None and not stat.S_ISDIR(st.st_mode):
                 os.unlink(abs_path)
                 st = None
-            if st is None:
+            if st is None and path != ROOT:
                 parent_ns = _times(os.path.dirname(abs_path))
                 os.makedirs(abs_path, mode=0o700, exist_ok=True)
                 os.utime(os.path.dirname(abs_path), ns=parent_ns)
@@ -368,6 +472,9 @@ class Receiver:
         self._ack(src, True, None, b"")
 
     def _delete(self, path: str) -> None:
+        if path == ROOT:
+            self._refuse(path, "refusing to delete the root of the set")
+            return
         abs_path = self._abs(path)
         st = self._lstat(path)
         if st is not None:
@@ -387,17 +494,33 @@ class Receiver:
 
     # ---- integrity
     def _check_divergence(self) -> None:
-        for path, kind, content_hash, _digest, size, mtime_ns, ino in self.state.applied_paths():
-            if kind not in ("FILE", "HARDLINK", "SYMLINK"):
+        """Refuse (so the next pass repairs) every applied entry changed on the target since.
+
+        Content: deleted, or size/mtime/inode moved and the hash differs. Attributes (mode, owner,
+        times, xattrs, ACLs; the root too): the ctime moved and the entry's own attribute digest is
+        not the one it had after it was applied. The receiver's own steps also move ctimes (a
+        directory's times restored after a change inside it, a hard link's count), without changing
+        the digest: those rows are only refreshed.
+        """
+        for row in self.state.applied_paths():
+            if not row.kind:
                 continue
-            st = self._lstat(path)
+            st = self._lstat(row.path)
             if st is None:
-                self._refuse(path, "diverged: deleted on the target")
-            elif (st.st_size, st.st_mtime_ns, st.st_ino) != (size, mtime_ns, ino):
-                if kind == "SYMLINK" or self._local_hash(path, st) != content_hash:
-                    self._refuse(path, "diverged: changed on the target", with_signature=kind != "SYMLINK")
-                else:
-                    self._refuse(path, "diverged: attributes changed on the target")
+                self._refuse(row.path, "diverged: deleted on the target")
+                continue
+            content = row.kind in ("FILE", "HARDLINK", "SYMLINK")
+            if content and (st.st_size, st.st_mtime_ns, st.st_ino) != (row.size, row.mtime_ns, row.ino):
+                if row.kind == "SYMLINK" or self._local_hash(row.path, st) != row.content_hash:
+                    self._refuse(row.path, "diverged: changed on the target", with_signature=row.kind != "SYMLINK")
+                    continue
+            elif st.st_ctime_ns == row.ctime_ns:
+                continue
+            digest = self._local_digest(row.path, st)
+            if row.local_digest and digest != row.local_digest:
+                self._refuse(row.path, "diverged: attributes changed on the target")
+            else:
+                self.state.touch_applied(row.path, st, digest)
 
     def _corrupt(self, exc: ChannelCorrupt) -> None:
         path = self.xfer.path if self.xfer is not None else ""
@@ -432,15 +555,19 @@ class Receiver:
 
     def _remove_temps(self) -> None:
         for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                if TMP_MARK in name:
+            temps = [name for name in files if TMP_MARK in name]
+            if temps:
+                times = _times(dirpath)  # a directory's mtime is replicated: removing our temps keeps it
+                for name in temps:
                     os.unlink(os.path.join(dirpath, name))
+                os.utime(dirpath, ns=times)
 
     def close(self) -> None:
         """Drop any staged transfer and release the clients."""
         self._abandon()
         self.channel.close()
         self.reader.close()
+        self.delays.close()
         self.state.close()
 
 

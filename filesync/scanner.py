@@ -1,5 +1,7 @@
 """Walking a source tree: every entry's lstat and metadata, with gitignore-style selection.
 
+The root itself is the entry :data:`~filesync.meta.ROOT` (``"."``): its mode, owner, times,
+xattrs and ACLs are replicated like any directory's; it is never excluded and never deleted.
 Symlinks are never followed. Hard links are detected by (device, inode): the smallest path of a
 group is its primary and ships the content; the others become HARDLINK entries naming it.
 Entries that cannot be read are collected in ``errors`` (the walk goes on), so one unreadable file
@@ -16,12 +18,13 @@ import pathspec
 
 from common.config_files import FileSetConfig
 from filesync.errors import SourceMissing
-from filesync.meta import FileMeta, capture
+from filesync.meta import ROOT, FileMeta, capture
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One source entry: its metadata and the lstat fields the quick check compares."""
+    """One source entry: its metadata, the lstat fields the quick check compares, and its
+    allocation (``blocks``: 512-byte units, compared by verify for sparse files)."""
 
     path: str
     meta: FileMeta
@@ -29,6 +32,7 @@ class Entry:
     dev: int
     ctime_ns: int
     nlink: int
+    blocks: int = 0
 
     def stat_key(self) -> tuple[int, int, int, int]:
         """(size, mtime_ns, ctime_ns, ino): when equal to the cached one, the content is unchanged."""
@@ -79,6 +83,13 @@ def scan(config: FileSetConfig, root: str | None = None) -> Scan:
     spec = selector(config)
     result = Scan(root=root)
     pre = config.preserve
+    try:
+        root_meta = capture(root, st, xattrs=pre.xattrs, acls=pre.acls)
+    except OSError as exc:
+        raise SourceMissing(f"attributes of the source directory {root} cannot be read: {exc.strerror}",
+                            fix="run the sender as a user that can read it (root keeps every owner)") from None
+    assert root_meta is not None  # a directory
+    result.entries[ROOT] = Entry(ROOT, root_meta, st.st_ino, st.st_dev, st.st_ctime_ns, st.st_nlink, st.st_blocks)
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -96,6 +107,10 @@ def scan(config: FileSetConfig, root: str | None = None) -> Scan:
                 is_dir = stat.S_ISDIR(cst.st_mode)
                 if excluded(spec, rel, is_dir):
                     continue
+                if not _utf8(rel):
+                    # Records carry UTF-8 paths; such a name is reported, never guessed at.
+                    result.errors.append((printable(rel), "name is not valid UTF-8"))
+                    continue
                 if stat.S_ISREG(cst.st_mode) and not os.access(child.path, os.R_OK):
                     raise PermissionError(13, "Permission denied")
                 meta = capture(child.path, cst, xattrs=pre.xattrs, acls=pre.acls)
@@ -104,12 +119,26 @@ def scan(config: FileSetConfig, root: str | None = None) -> Scan:
                 continue
             if meta is None or (meta.kind in ("CHR", "BLK", "FIFO") and not pre.devices):
                 continue
-            result.entries[rel] = Entry(rel, meta, cst.st_ino, cst.st_dev, cst.st_ctime_ns, cst.st_nlink)
+            result.entries[rel] = Entry(rel, meta, cst.st_ino, cst.st_dev, cst.st_ctime_ns, cst.st_nlink,
+                                        cst.st_blocks)
             if is_dir:
                 stack.append(rel)
     if pre.hard_links:
         _mark_hardlinks(result)
     return result
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: str) -> str:
+    """``name`` with bytes that are not UTF-8 shown as ``\\xNN`` (safe to print and log)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _mark_hardlinks(result: Scan) -> None:
@@ -124,4 +153,4 @@ def _mark_hardlinks(result: Scan) -> None:
         for path in others:
             entry = result.entries[path]
             result.entries[path] = Entry(path, entry.meta.as_hardlink(primary), entry.ino, entry.dev,
-                                         entry.ctime_ns, entry.nlink)
+                                         entry.ctime_ns, entry.nlink, entry.blocks)

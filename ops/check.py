@@ -36,6 +36,7 @@ def collect(cfg: ArkConfig) -> list[Finding]:
         topics = check_reachable(cfg.kafka)
         findings.append(Finding("kafka", True, f"{cfg.kafka.bootstrap} answers ({len(topics)} topics)"))
         findings.extend(_retention(cfg))
+        findings.extend(_files_retention(cfg))
     except ArkError as exc:
         findings.append(Finding("kafka", False, exc.message, exc.fix))
     try:
@@ -73,6 +74,21 @@ def _retention(cfg: ArkConfig) -> list[Finding]:
         what = f"{redo_topic(cfg.group)}: retention covers the longest delay + {margin:g} h"
         return [Finding("retention", True, what)]
     return [Finding("retention", False, w.what, w.fix, fatal=False) for w in warnings]
+
+
+def _files_retention(cfg: ArkConfig) -> list[Finding]:
+    """Each file set's topic keeps records long enough for its delayed targets (plus the margin)."""
+    from filesync.service import retention_check
+
+    out = []
+    for name in sorted(cfg.files):
+        try:
+            problems = retention_check(cfg, name)
+        except ArkError as exc:
+            out.append(Finding(f"files {name}", False, f"cannot check retention: {exc.message}", exc.fix, fatal=False))
+            continue
+        out.extend(Finding(f"files {name}", False, p.what, p.fix, fatal=False) for p in problems)
+    return out
 
 
 def run_check(cfg: ArkConfig) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from common.verify import Verifier
-
 from common.config import ArkConfig
 from common.engines import engine, load
 from common.errors import PrerequisiteError
 from common.probe import SourceProbe
 from common.settings import PrimarySettings, StandbySettings
 from common.snapshot import SnapshotSource
+from common.verify import Verifier
 from consumers.base import Applier
 from producers.base import LogCapture
 

@@ -7,14 +7,25 @@
                                     local targets applied here too
   ark files send SET                long-running sender only (schedule, and watching if the set says so)
   ark files receive SET --target T  long-running receiver of one target (run it on the target's host)
-  ark files status SET              per target: entries acknowledged, changes still to ship
+  ark files status SET              per target: delay, entries acknowledged, in flight, still to ship,
+                                    the last pass applied and its consistency point (redo offsets)
   ark files verify SET              full-hash comparison of the source with each local target
+  ark files delay SET TARGET S      change a target's delay at run time (TARGET may be 'all')
+  ark files pause SET TARGET        hold a target: it applies nothing until 'ark files resume'
+  ark files resume SET TARGET       let a paused target apply again (after its delay)
+
+\b
+Delayed targets (targets[].delay_seconds) apply each change that long after it was sent, so a
+mistaken 'rm -rf' on the source can be undone from them within the delay: pause the target (or
+raise its delay), copy back what was lost, then resume.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +49,25 @@ def _config(ctx: click.Context, path: Path | None) -> ArkConfig:
     return load_config(path)
 
 
+def _run_agent(cfg: ArkConfig, file_set: str, role: str, run: Callable[[threading.Event], None],
+               target: str = "") -> None:
+    """Run one role of a file set as a supervised agent with heartbeats; SIGTERM/SIGINT stop it."""
+    from common.heartbeat import agent_on_kafka
+    from filesync.agent import FilesAgent
+    from filesync.service import file_set as check_set
+
+    check_set(cfg, file_set)  # an unknown set fails at once, with the known ones
+    agent = agent_on_kafka(cfg, FilesAgent(cfg, file_set, role, run, target))
+    stop = _stop_on_signal()
+
+    def relay() -> None:
+        stop.wait()
+        agent.stop()
+
+    threading.Thread(target=relay, daemon=True).start()
+    agent.run()
+
+
 def _stop_on_signal() -> threading.Event:
     stop = threading.Event()
 
@@ -55,7 +85,12 @@ config_option = click.option("-c", "--config", "config_path", type=click.Path(pa
 
 @click.group("files")
 def files() -> None:
-    """Replicate file sets: only differences, every attribute, through the set's Kafka topic."""
+    """Replicate file sets: only differences, every attribute, through the set's Kafka topic.
+
+    A delayed target (targets[].delay_seconds) applies each change that long after it was sent.
+    After a mistaken deletion on the source: 'ark files pause SET TARGET', copy back from that
+    target what was lost, then 'ark files resume SET TARGET'.
+    """
 
 
 @files.command("sync")
@@ -80,6 +115,10 @@ def sync_cmd(ctx: click.Context, file_set: str, config_path: Path | None, timeou
         report = service.sync(cfg, file_set, progress=progress, timeout=timeout)
     console.print(f"[green]set {file_set} in sync[/]: {report.changes} changes in the last pass, "
                   f"{report.literal_bytes:,} literal bytes")
+    for target, seconds in report.delayed:
+        due = _when(report.published_us / 1e6 + seconds) if report.published_us else "later"
+        console.print(f"target {target} is delayed {seconds:g} s: it applies this pass from {due} "
+                      f"(its receiver must be running: 'ark files receive {file_set} --target {target}')")
 
 
 @files.command("watch")
@@ -92,7 +131,7 @@ def watch_cmd(ctx: click.Context, file_set: str, config_path: Path | None) -> No
 
     cfg = _config(ctx, config_path)
     console.print(f"watching {cfg.files[file_set].source.path if file_set in cfg.files else file_set} (Ctrl-C stops)")
-    service.serve(cfg, file_set, _stop_on_signal(), watch=True)
+    _run_agent(cfg, file_set, "sender", lambda stop: service.serve(cfg, file_set, stop, watch=True))
 
 
 @files.command("send")
@@ -103,7 +142,8 @@ def send_cmd(ctx: click.Context, file_set: str, config_path: Path | None) -> Non
     """Run the sender of SET (schedule, and watching when the set has watch: true) until stopped."""
     from filesync import service
 
-    service.serve(_config(ctx, config_path), file_set, _stop_on_signal(), local_targets=False)
+    cfg = _config(ctx, config_path)
+    _run_agent(cfg, file_set, "sender", lambda stop: service.serve(cfg, file_set, stop, local_targets=False))
 
 
 @files.command("receive")
@@ -115,7 +155,8 @@ def receive_cmd(ctx: click.Context, file_set: str, target: str, config_path: Pat
     """Run the receiver of one target of SET until stopped."""
     from filesync import service
 
-    service.receive(_config(ctx, config_path), file_set, target, _stop_on_signal())
+    cfg = _config(ctx, config_path)
+    _run_agent(cfg, file_set, "receiver", lambda stop: service.receive(cfg, file_set, target, stop), target)
 
 
 @files.command("status")
@@ -123,17 +164,41 @@ def receive_cmd(ctx: click.Context, file_set: str, target: str, config_path: Pat
 @config_option
 @click.pass_context
 def status_cmd(ctx: click.Context, file_set: str, config_path: Path | None) -> None:
-    """What each target acknowledged, and what is still to ship."""
+    """What each target acknowledged, what is in flight and still to ship, and consistency points."""
     from filesync import service
 
     cfg = _config(ctx, config_path)
-    rows = service.status(cfg, file_set)
+    st = service.status(cfg, file_set)
     table = Table(title=f"file set {file_set}")
-    for col in ("target", "host", "acknowledged entries", "to ship"):
+    for col in ("target", "host", "delay", "acknowledged entries", "in flight", "to ship", "applied pass",
+                "redo offsets"):
         table.add_column(col)
-    for row in rows:
-        table.add_row(row.target, row.host, str(row.acked), str(row.pending))
-    Console().print(table)
+    for row in st.targets:
+        delay = f"{row.delay.seconds:g} s" + (" (paused)" if row.delay.paused else "")
+        applied = row.applied or {}
+        when = _when(applied["applied_us"] / 1e6) if applied.get("applied_us") else "-"
+        table.add_row(row.target, row.host, delay, str(row.acked), str(row.in_flight), str(row.pending),
+                      f"{str(applied.get('pass_id', ''))[:8] or '-'} {when}".strip(),
+                      _redo(applied.get("redo_start"), applied.get("redo_end")))
+    out = Console()
+    out.print(table)
+    last = st.last_pass
+    if last is not None:
+        out.print(f"last pass shipped: {last.pass_id[:8]} (#{last.seq}) at {_when(last.published_us / 1e6)}, "
+                  f"{last.changes} changes, redo offsets {_redo(last.redo_start, last.redo_end)}")
+    if any(row.applied and row.applied.get("redo_end") is not None for row in st.targets):
+        out.print("a target that applied a pass holds the files as scanned between its redo offsets: a database "
+                  "standby applied up to an offset in that range is at the same point")
+    for problem in st.problems:
+        console.print(f"[yellow]warning:[/] {problem.what}\n  fix: {problem.fix}")
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _redo(start: int | None, end: int | None) -> str:
+    return "-" if start is None or end is None else f"{start}..{end}"
 
 
 @files.command("verify")
@@ -145,10 +210,84 @@ def verify_cmd(ctx: click.Context, file_set: str, config_path: Path | None) -> N
     from filesync import service
     from filesync.errors import FilesyncError
 
-    diffs = service.verify(_config(ctx, config_path), file_set)
+    found = service.verify(_config(ctx, config_path), file_set)
+    diffs = [d for d in found if not d.warning]
     for d in diffs[:50]:
         console.print(f"{d.target}: {d.path} differs ({d.what})")
+    for w in [d for d in found if d.warning][:50]:
+        console.print(f"[yellow]warning:[/] {w.target}: {w.path + ': ' if w.path else ''}{w.what}")
     if diffs:
         raise FilesyncError(f"{len(diffs)} differences between the source and the targets of {file_set}",
                             fix=f"run 'ark files sync {file_set}'")
-    console.print(f"[green]set {file_set}: every target matches the source[/]")
+    console.print(f"[green]set {file_set}: every target matches[/]")
+
+
+def _target_arg(cfg: ArkConfig, file_set: str, target: str) -> str:
+    """``target`` checked against the set ('all' passes)."""
+    from filesync import service
+    from filesync.errors import UnknownFileSet
+
+    fs = service.file_set(cfg, file_set)
+    if target != "all":
+        try:
+            fs.target(target)
+        except ValueError as exc:
+            raise UnknownFileSet(str(exc), fix="name one of the set's targets, or 'all'") from None
+    return target
+
+
+@files.command("delay")
+@click.argument("file_set")
+@click.argument("target")
+@click.argument("seconds", type=float)
+@config_option
+@click.pass_context
+def delay_cmd(ctx: click.Context, file_set: str, target: str, seconds: float, config_path: Path | None) -> None:
+    """Apply changes to TARGET of SET (or 'all' targets) SECONDS after they were sent, from now on.
+
+    Takes effect within a second, even backwards: a shorter delay applies what is now due at once; a
+    longer one holds what has not been applied yet. Bounded by the topic's retention.
+    """
+    from common.errors import ArkError
+    from filesync import service
+    from filesync.delay import DelayInForce, delays_in_force, publish_delay
+
+    cfg = _config(ctx, config_path)
+    _target_arg(cfg, file_set, target)
+    if seconds < 0:
+        raise ArkError("a delay cannot be negative", fix="give 0 for no delay")
+    publish_delay(cfg, file_set, target, seconds)
+    console.print(f"delay of {file_set}/{target} set to {seconds:g} s (its receivers pick it up within a second)")
+    delays = delays_in_force(cfg, file_set, service.file_set(cfg, file_set))
+    if target == "all":
+        delays = {t: DelayInForce(seconds, d.paused) for t, d in delays.items()}
+    for problem in service.retention_check(cfg, file_set, delays):
+        console.print(f"[yellow]warning:[/] {problem.what}\n  fix: {problem.fix}")
+
+
+@files.command("pause")
+@click.argument("file_set")
+@click.argument("target")
+@config_option
+@click.pass_context
+def pause_cmd(ctx: click.Context, file_set: str, target: str, config_path: Path | None) -> None:
+    """Hold TARGET of SET (or 'all'): it applies nothing until resumed (records wait in Kafka)."""
+    from filesync.delay import publish_pause
+
+    cfg = _config(ctx, config_path)
+    publish_pause(cfg, file_set, _target_arg(cfg, file_set, target), True)
+    console.print(f"{file_set}/{target} paused (within a second); 'ark files resume {file_set} {target}' resumes it")
+
+
+@files.command("resume")
+@click.argument("file_set")
+@click.argument("target")
+@config_option
+@click.pass_context
+def resume_cmd(ctx: click.Context, file_set: str, target: str, config_path: Path | None) -> None:
+    """Let TARGET of SET (or 'all') apply again, each change after its delay."""
+    from filesync.delay import publish_pause
+
+    cfg = _config(ctx, config_path)
+    publish_pause(cfg, file_set, _target_arg(cfg, file_set, target), False)
+    console.print(f"{file_set}/{target} resumed")

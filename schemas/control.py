@@ -51,6 +51,29 @@ class ResyncTable:
     table: str
 
 
+# -- filesync's delayed targets (filesync/delay.py); target "<set>/<target>", or "<set>/" for every target -----
+@dataclass(frozen=True)
+class FilesSetDelay:
+    """Apply the file target's records no earlier than their publication + ``seconds``."""
+
+    KIND: ClassVar[str] = "files-set-delay"
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FilesPause:
+    """Hold the file target (it applies nothing until a resume)."""
+
+    KIND: ClassVar[str] = "files-pause"
+
+
+@dataclass(frozen=True)
+class FilesResume:
+    """Release a held file target."""
+
+    KIND: ClassVar[str] = "files-resume"
+
+
 # -- CRC retransmission (guarantee 4): applier -> capture, then the capture's answers ---------------
 @dataclass(frozen=True)
 class Retransmit:
@@ -194,15 +217,15 @@ class SourceGap:
     hole: str
 
 
-Body = (SetDelay | Pause | Resume | ResyncTable | Retransmit | RetransmitDone | RetransmitFailed | VerifyHold
-        | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease | TableResyncStarted | TableResyncProgress
-        | TableResynced | TableResyncRefused | SourceGap)
+Body = (SetDelay | Pause | Resume | ResyncTable | FilesSetDelay | FilesPause | FilesResume | Retransmit
+        | RetransmitDone | RetransmitFailed | VerifyHold | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease
+        | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | SourceGap)
 
 #: Every kind, by its wire name.
 KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
-    SetDelay, Pause, Resume, ResyncTable, Retransmit, RetransmitDone, RetransmitFailed, VerifyHold, VerifyArmed,
-    VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted, TableResyncProgress, TableResynced, TableResyncRefused,
-    SourceGap)}
+    SetDelay, Pause, Resume, ResyncTable, FilesSetDelay, FilesPause, FilesResume, Retransmit, RetransmitDone,
+    RetransmitFailed, VerifyHold, VerifyArmed, VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted,
+    TableResyncProgress, TableResynced, TableResyncRefused, SourceGap)}
 
 #: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
 _RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}
@@ -247,6 +270,9 @@ def body_from_args(kind: str, args: dict[str, str]) -> Body | None:
         Pause.KIND: Pause,
         Resume.KIND: Resume,
         ResyncTable.KIND: lambda: ResyncTable(a.get("table", "")),
+        FilesSetDelay.KIND: lambda: FilesSetDelay(float(a["seconds"])),
+        FilesPause.KIND: FilesPause,
+        FilesResume.KIND: FilesResume,
         Retransmit.KIND: lambda: Retransmit(a.get("after_position", ""), hexa(a.get("after_key", "")),
                                             int(a.get("offset", "-1")), a.get("reason", "")),
         RetransmitDone.KIND: lambda: RetransmitDone(_ids(a), a.get("after_position", ""),

@@ -86,7 +86,7 @@ def test_kill9_receiver_mid_transfer_then_restart_converges(kafka_bootstrap: str
     big = tmp_path / "src/big.bin"
     big.write_bytes(b"old version\n" * 1000)
     receiver = ark_files("receive", name, "--target", "t0", "-c", str(conf))
-    sender = Sender(cfg.kafka, cfg.group, name, cfg.files[name], service.state_dir(cfg, name))
+    sender = Sender(cfg, name, cfg.files[name], service.state_dir(cfg, name))
     try:
         assert not sender.wait(sender.run_pass().pass_id, 60)
         old = (dst / "big.bin").read_bytes()
@@ -125,6 +125,46 @@ def test_kill9_receiver_mid_transfer_then_restart_converges(kafka_bootstrap: str
         receiver.terminate()
         receiver.wait(timeout=30)
         sender.close()
+
+
+def test_kill9_delayed_receiver_while_it_holds_a_deletion(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A delayed receiver holds the next record in memory only (nothing is spooled): killed while it
+    waits, the restarted one re-reads the record from Kafka and still applies it no earlier than
+    its publication + the delay. The kernel's ctime of the target directory says when it did."""
+    delay, coarse = 6.0, 0.05
+    name = f"s{uuid.uuid4().hex[:8]}"
+    conf = tmp_path / "ark.yaml"
+    conf.write_text(yaml.safe_dump({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": kafka_bootstrap},
+                                    "primary": {"name": "p", "engine": "postgresql"}, "files": {name: {
+                                        "source": str(tmp_path / "src"), "state_dir": str(tmp_path / "state"),
+                                        "horizon_s": 0, "targets": [{"name": "t0", "host": "elsewhere",
+                                                                     "path": str(tmp_path / "dst0"),
+                                                                     "delay_seconds": delay}]}}}))
+    cfg = load_config(conf)
+    src, dst = tmp_path / "src", tmp_path / "dst0"
+    src.mkdir()
+    for f in ("a.txt", "b.txt"):
+        (src / f).write_text(f)
+    receiver = ark_files("receive", name, "--target", "t0", "-c", str(conf))
+    try:
+        assert service.sync(cfg, name).delayed == [("t0", delay)]  # returns without waiting
+        wait_for(lambda: (dst / "b.txt").exists(), timeout=60, step=0.05)
+        (src / "a.txt").unlink()
+        sent = time.time()
+        service.sync(cfg, name)
+        wait_for(lambda: time.time() > sent + 1.5, step=0.05)  # the receiver has read the Delete by now
+        receiver.send_signal(signal.SIGKILL)
+        receiver.wait()
+        killed_at = time.time()
+        if killed_at < sent + delay - 1:  # (a slower machine: the point is then only the ctime below)
+            assert (dst / "a.txt").exists()
+        receiver = ark_files("receive", name, "--target", "t0", "-c", str(conf))
+        wait_for(lambda: not (dst / "a.txt").exists(), timeout=60, step=0.02)
+        assert os.lstat(dst).st_ctime >= sent + delay - coarse
+        assert (dst / "b.txt").read_text() == "b.txt" and not staging(dst)
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=30)
 
 
 def test_corrupted_record_is_detected_and_repaired(kafka_bootstrap: str, tmp_path: Path,
@@ -206,7 +246,7 @@ def test_unreadable_source_entries_are_reported_not_fatal() -> None:
     os.waitpid(pid, 0)
     out = os.read(read_end, 65536).decode()
     subprocess.run(["rm", "-rf", str(tmp_path)])
-    assert "['ok.txt']" in out and "secret.txt" in out and "Permission denied" in out
+    assert "['.', 'ok.txt']" in out and "secret.txt" in out and "Permission denied" in out
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")

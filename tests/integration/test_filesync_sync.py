@@ -200,3 +200,45 @@ def _wait_for(cond: Any, timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("condition not reached in time")
+
+
+def test_consistency_points_pair_each_pass_with_redo_offsets(kafka_bootstrap: str, tmp_path: Path) -> None:
+    from common.kafka import ensure_topic, make_producer
+    from ops.files_cmd import files
+    from schemas.topics import redo_topic
+
+    cfg, name = make_config(kafka_bootstrap, tmp_path, consistency_points=True)
+    redo = redo_topic(cfg.group)
+    first = service.sync(cfg, name)  # no database yet: no redo topic, no point, the pass still runs
+    assert (first.redo_start, first.redo_end) == (None, None)
+
+    ensure_topic(cfg.kafka, redo)
+    producer = make_producer(cfg.kafka)
+
+    def commit_transactions(n: int) -> None:  # stands in for the capture: only the offsets matter here
+        for i in range(n):
+            producer.produce(redo, value=f"txn {i}".encode())
+        assert producer.flush(30) == 0
+
+    commit_transactions(5)
+    write(tmp_path / "src/a.txt", "a")
+    second = service.sync(cfg, name)
+    assert (second.redo_start, second.redo_end) == (5, 5)
+    commit_transactions(3)
+    write(tmp_path / "src/b.txt", "b")
+    third = service.sync(cfg, name)
+    assert (third.redo_start, third.redo_end) == (8, 8)
+
+    status = service.status(cfg, name)
+    applied = status.targets[0].applied
+    assert applied is not None and applied["pass_id"] == third.pass_id
+    assert (applied["redo_start"], applied["redo_end"]) == (8, 8) and applied["applied_us"] > 0
+    assert status.last_pass is not None and (status.last_pass.redo_start, status.last_pass.redo_end) == (8, 8)
+    import yaml
+
+    conf = tmp_path / "ark.yaml"
+    conf.write_text(yaml.safe_dump({"group": cfg.group, "kafka": {"bootstrap": kafka_bootstrap},
+                                    "primary": {"name": "p", "engine": "postgresql"},
+                                    "files": {name: cfg.files[name].model_dump(mode="json", exclude_none=True)}}))
+    res = CliRunner().invoke(files, ["status", name, "-c", str(conf)])
+    assert res.exit_code == 0 and "8..8" in res.output, res.output

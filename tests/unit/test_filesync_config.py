@@ -58,8 +58,14 @@ def test_scan_excludes_includes_and_hardlinks(tmp_path: Path) -> None:
         (tmp_path / name).write_text(name)
     os.link(tmp_path / "a.txt", tmp_path / "z-link")
     os.symlink("/etc/passwd", tmp_path / "sym")
-    result = scan(_set(tmp_path, exclude=["*.tmp", "cache/*"], include=["cache/keep"]))
-    assert sorted(result.entries) == ["a.txt", "cache", "cache/keep", "sym", "z-link"]
+    os.chmod(tmp_path, 0o750)
+    os.setxattr(tmp_path, "user.root-attr", b"r")
+    result = scan(_set(tmp_path, exclude=["*.tmp", "cache/*", "."], include=["cache/keep"]))
+    # the root is an entry like any other ("."), and an exclude pattern never removes it
+    assert sorted(result.entries) == [".", "a.txt", "cache", "cache/keep", "sym", "z-link"]
+    root = result.entries["."].meta
+    assert root.kind == "DIR" and root.mode == 0o750 and ("user.root-attr", b"r") in root.xattrs
+    assert root.mtime_ns == os.lstat(tmp_path).st_mtime_ns
     assert result.entries["z-link"].meta.kind == "HARDLINK" and result.entries["z-link"].meta.link == "a.txt"
     assert result.entries["sym"].meta.kind == "SYMLINK" and result.entries["sym"].meta.link == "/etc/passwd"
 
