@@ -128,6 +128,24 @@ class ArkConfig(_Frozen):
     files: dict[str, FileSetConfig] = Field(default_factory=dict)
     source_path: Path | None = Field(default=None, exclude=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_models(cls, data: Any) -> Any:
+        """Validate the primary and each standby with their engine's own model (``engine:`` selects it)."""
+        from common.engines.mariadb import MariaDBPrimary, MariaDBStandby
+
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        primary = data.get("primary")
+        if isinstance(primary, dict) and primary.get("engine") == "mariadb":
+            data["primary"] = MariaDBPrimary.model_validate(primary)
+        standbys = data.get("standbys")
+        if isinstance(standbys, (list, tuple)):
+            data["standbys"] = [MariaDBStandby.model_validate(s) if isinstance(s, dict) and s.get("engine") == "mariadb"
+                                else s for s in standbys]
+        return data
+
     @field_validator("group")
     @classmethod
     def _group_name(cls, value: str) -> str:
