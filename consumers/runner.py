@@ -381,6 +381,8 @@ class _Session:
                 return
             if previous is None or previous.version != body.version:
                 self._flush()  # rows before a shape change are applied with the old shape
+                if not self.applier.transactional_ddl:
+                    self._commit()  # the engine's DDL commits by itself: make what precedes it durable first
                 self._begin()
                 self.applier.apply_table_meta(self.r.cfg.group, body, previous)
                 self.metas[body.table] = body
@@ -411,6 +413,10 @@ class _Session:
             raise CorruptEntry(f"expected chunk {self.in_txn.chunk_index + 1} of transaction {self.in_txn.txn_id}, "
                                f"found chunk {chunk.chunk_index} of {chunk.txn_id}", topic=self.r.topic,
                                partition=0, offset=offset, source_position=chunk.commit.text)
+        if self.in_txn is None and not chunk.last and not self.applier.transactional_ddl:
+            # A multi-chunk transaction may meet a shape change between its chunks: its target transaction
+            # must then hold nothing of earlier source transactions (see Applier.transactional_ddl).
+            self._commit()
         self._begin()
         changes = self.r.resyncs.skip(offset, chunk, self.r.max_epoch)  # rows of resyncing tables wait
         precise = offset <= self.r.precise_until

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from common.config import ArkConfig, StandbySettings
 from common.errors import ConfigError, PrerequisiteError
@@ -10,7 +11,6 @@ from consumers.base import Applier
 from producers.base import LogCapture
 
 _NOT_YET = {
-    "mariadb": "MariaDB capture and apply are planned (issue: MariaDB engine)",
     "oracle": "Oracle LogMiner capture is planned; it cannot run on this machine",
     "sqlserver": "SQL Server CDC capture is planned; it cannot run on this machine",
 }
@@ -22,6 +22,10 @@ def capture_factory(cfg: ArkConfig) -> Callable[[], LogCapture]:
         from producers.postgresql.capture import PostgresCapture
 
         return lambda: PostgresCapture(cfg)
+    if cfg.primary.engine == "mariadb":
+        from producers.mariadb.capture import MariaDBCapture
+
+        return lambda: MariaDBCapture(cfg)
     raise ConfigError(f"engine {cfg.primary.engine}: {_NOT_YET[cfg.primary.engine]}",
                       fix="use engine: postgresql for now")
 
@@ -32,7 +36,21 @@ def applier_factory(standby: StandbySettings) -> Callable[[], Applier]:
         from consumers.postgresql.applier import PostgresApplier
 
         return lambda: PostgresApplier(standby)
+    if standby.engine == "mariadb":
+        from consumers.mariadb.applier import MariaDBApplier
+
+        return lambda: MariaDBApplier(standby)
     raise ConfigError(f"engine {standby.engine}: {_NOT_YET[standby.engine]}", fix="use engine: postgresql for now")
+
+
+def snapshot_source(cfg: ArkConfig) -> Any | None:
+    """The primary's snapshot source (``open()`` -> position, tables(patterns), rows(meta), close()), or
+    None for engines whose initial sync is still their own (PostgreSQL's exported-snapshot COPY)."""
+    if cfg.primary.engine == "mariadb":
+        from producers.mariadb.snapshot import MariaDBSnapshotSource
+
+        return MariaDBSnapshotSource(cfg.primary)
+    return None
 
 
 def require_prerequisites(capture: LogCapture) -> None:

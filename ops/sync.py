@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -30,7 +31,7 @@ from common.errors import ArkError
 from common.kafka import end_offset, ensure_topic
 from consumers.base import ApplyState
 from ops.context import console
-from ops.engines import applier_factory, capture_factory, require_prerequisites
+from ops.engines import applier_factory, capture_factory, require_prerequisites, snapshot_source
 from ops.status import STALE_AFTER_S, latest_heartbeats
 from schemas.positions import just_before
 from schemas.topics import redo_topic
@@ -60,6 +61,10 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync"
 
     ``verb`` is the command that asked (``sync`` or ``resync``), for messages.
     """
+    source = snapshot_source(cfg)
+    if source is not None:
+        _sync_from_snapshot_source(cfg, standby, source, verb)
+        return
     if cfg.primary.engine != "postgresql":
         raise ArkError(f"initial sync of {cfg.primary.engine} is not available yet", fix="use engine: postgresql")
     from consumers.postgresql.exported_snapshot import ExportedSnapshot
@@ -117,5 +122,73 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync"
         console.print(f"[green]✓[/] {standby.name} synced: {total_rows} rows in {time.monotonic() - started:.1f} s; "
                       f"start 'ark apply {standby.name}' to stream from {snap.position.text}")
     finally:
+        applier.rollback()
+        applier.close()
+
+
+def _sync_from_snapshot_source(cfg: ArkConfig, standby: StandbySettings, source: Any, verb: str) -> None:
+    """The engine-kit way (MariaDB today): a snapshot source's rows bulk-loaded by the applier.
+
+    Same order as above: the capture's prerequisites hold, the redo topic's end ``E`` is read, then
+    the snapshot at ``P`` is opened; one standby transaction empties and loads every table and writes
+    the state row (next offset ``E``, floor just below ``P``). A standby whose DDL is not
+    transactional has its tables created or reshaped by the applier's side session before the load.
+    """
+    with contextlib.closing(capture_factory(cfg)()) as capture:
+        require_prerequisites(capture)
+        _refuse_if_applying(cfg, standby, verb)
+        capture.ensure_setup()
+    topic = redo_topic(cfg.group)
+    ensure_topic(cfg.kafka, topic, retention_ms=cfg.kafka.redo_retention_ms)
+    start_offset = end_offset(cfg.kafka, topic)
+    applier = applier_factory(standby)()
+    load = getattr(applier, "bulk_load", None)
+    empty = getattr(applier, "empty_table", None)
+    if load is None or empty is None:
+        raise ArkError(f"the {standby.engine} applier cannot bulk-load a snapshot yet",
+                       fix="use a standby engine with bulk_load (the engine kit adds it to every applier)")
+    started = time.monotonic()
+    snap = source.open()
+    try:
+        applier.prepare()
+        before = applier.load_state(cfg.group, standby.name)
+        if before is not None:
+            console.print(f"{verb} {standby.name}: replacing its data (applied up to {before.position}, offset "
+                          f"{before.next_offset - 1}); readers see the old data until the new copy commits")
+        floor = just_before(snap.position)
+        metas = snap.tables(cfg.primary.tables)
+        if not metas:
+            raise ArkError(f"no table of {cfg.primary.describe()} matches {list(cfg.primary.tables)}",
+                           fix="check primary.tables in the config")
+        console.print(f"sync {standby.name}: snapshot at {snap.position.text}, {len(metas)} tables, streaming from "
+                      f"offset {start_offset}")
+        applier.begin()
+        applier.clear_table_states(cfg.group, standby.name)
+        existing = applier.load_table_metas(cfg.group)
+        total_rows = 0
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]} rows"),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            for meta in metas:
+                task = progress.add_task(f"copy {meta.table}", total=None, rows=0)
+                applier.apply_table_meta(cfg.group, meta, existing.get(meta.table))
+                if meta.table in existing:
+                    empty(meta.table)
+
+                def report(rows: int, task: TaskID = task) -> None:
+                    progress.update(task, rows=rows)
+
+                done = load(meta, snap.rows(meta), progress=report)
+                progress.update(task, rows=done, total=1, completed=1)
+                total_rows += done
+        now_us = time.time_ns() // 1000
+        applier.save_state(ApplyState(
+            group=cfg.group, standby=standby.name, topic=topic, partition=0, next_offset=start_offset,
+            position=floor.text, position_key=floor.key, epoch=0, commit_time_us=now_us, applied_at_us=now_us,
+            applied_txns=0, extra={"synced_from_snapshot": snap.position.text}))
+        applier.commit()
+        console.print(f"[green]✓[/] {standby.name} synced: {total_rows} rows in {time.monotonic() - started:.1f} s; "
+                      f"start 'ark apply {standby.name}' to stream from {snap.position.text}")
+    finally:
+        snap.close()
         applier.rollback()
         applier.close()

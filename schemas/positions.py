@@ -93,8 +93,8 @@ def parse_text(text: str) -> Position | None:
         if text.startswith("scn:"):
             return oracle_scn(int(text[4:]))
         if " gtid=" in text:
-            file, offset, gtid = parse_mariadb(text.removeprefix("<"))
-            position = mariadb_position(file, offset, gtid)
+            file, at, gtid = parse_mariadb(text.removeprefix("<"))
+            position = mariadb_position(file, at, gtid)
             return just_before(position) if text.startswith("<") else position
         if text.startswith("0x") and len(text) == 22:
             return mssql_lsn(bytes.fromhex(text[2:]))

@@ -21,7 +21,7 @@ class MariaDBPrimary(PrimarySettings):
     ``replication_server_id``, which must differ from every server's and every other replica's.
     """
 
-    engine: Literal["mariadb"] = "mariadb"  # type: ignore[assignment]
+    engine: Literal["mariadb"] = "mariadb"
     port: int = Field(default=3306, ge=1, le=65535)
     dbname: str = ""
     user: str = "root"
@@ -50,7 +50,7 @@ class MariaDBStandby(StandbySettings):
     the READ_ONLY ADMIN / SUPER privilege cannot write); Ark's applier user needs that privilege.
     """
 
-    engine: Literal["mariadb"] = "mariadb"  # type: ignore[assignment]
+    engine: Literal["mariadb"] = "mariadb"
     port: int = Field(default=3306, ge=1, le=65535)
     dbname: str = ""
     user: str = "root"

@@ -26,10 +26,9 @@ Transition hints (on the first TableMeta after the DDL; snapshot metas never car
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass, field
 
-NAME_ID_BASE = 1 << 30
+from schemas.entries import NAME_ID_BASE, name_column_id
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+|--[^\n]*|\#[^\n]*|/\*.*?\*/)
@@ -41,9 +40,9 @@ _TOKEN = re.compile(r"""
 """, re.X | re.S)
 
 
-def name_id(name: str) -> int:
-    """A column's transition id from its name (MariaDB column names are case-insensitive)."""
-    return NAME_ID_BASE | (zlib.crc32(name.casefold().encode()) & (NAME_ID_BASE - 1))
+#: A column's transition id from its name (>= NAME_ID_BASE, so never taken for an attnum).
+name_id = name_column_id
+__all__ = ["NAME_ID_BASE", "Ddl", "Evolution", "Predicted", "Step", "name_id", "parse", "tokens"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,9 +117,8 @@ class Shapes:
         step = col.step
         assert step is not None
         ct = tmap.types[i]
-        if step.default is None or step.default.upper() == "NULL":
-            if tmap.nullable[i]:
-                return name_id(col.name), None, None
+        if (step.default is None or step.default.upper() == "NULL") and tmap.nullable[i]:
+            return name_id(col.name), None, None
         if not step.constant_default or (ct.data_type == "timestamp" and step.default is not None):
             # Per-row or per-moment values (CURRENT_TIMESTAMP, uuid()), or a literal read in the DDL
             # session's time zone: what the existing rows hold is not in the log.
