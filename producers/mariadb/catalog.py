@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pymysql
+import pymysql.converters
 
 from common.errors import SourceError
 from producers.mariadb.types import ColumnType, from_catalog
@@ -20,6 +21,10 @@ from schemas.entries import Column, TableMeta
 
 #: Session settings that make values' text canonical: TIMESTAMP values read in UTC.
 SESSION_INIT = "SET time_zone = '+00:00'"
+
+#: PyMySQL conversions that encode parameters as usual but decode no result: every value comes back as
+#: MariaDB's text (str in the connection's utf8mb4, bytes for binary columns), for ColumnType.from_text.
+TEXT_RESULTS: dict[Any, Any] = {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
 
 #: Schemas that are never captured.
 SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})

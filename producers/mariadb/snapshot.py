@@ -124,7 +124,7 @@ class MariaDBSnapshotSource:
 
     def open(self) -> MariaDBSnapshot:
         """A snapshot at a known position (the primary keeps serving)."""
-        conn = catalog.connect(self.settings, role="the primary (snapshot)", conv={})
+        conn = catalog.connect(self.settings, role="the primary (snapshot)", conv=catalog.TEXT_RESULTS)
         try:
             catalog.query(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             catalog.query(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")

@@ -146,6 +146,8 @@ class ColumnType:
             return int(raw) if not (t == "bigint" and self.unsigned) else raw.decode()
         if t in _TEXTS:
             return raw.decode("utf-8")
+        if t == "binary":  # the binlog drops the zero padding that a SELECT returns: restore it
+            return bytes(raw).ljust(self.length, b"\0")
         if t in _BINARIES or t == "geometry":
             return bytes(raw)
         if t in ("float", "double"):

@@ -183,6 +183,16 @@ def _texted(ct: ColumnType, inner: Callable[[bytes, int], tuple[str, int]]) -> D
     return dec
 
 
+def _texted_bytes(ct: ColumnType, inner: Decoder) -> Decoder:
+    from_text = ct.from_text
+
+    def dec(data: bytes, pos: int) -> tuple[Value, int]:
+        raw, end = inner(data, pos)
+        return from_text(raw), end  # type: ignore[arg-type]
+
+    return dec
+
+
 def _string(length_bytes: int, encoding: str | None, name: str) -> Decoder:
     def dec(data: bytes, pos: int) -> tuple[Value, int]:
         n = int.from_bytes(data[pos:pos + length_bytes], "little")
@@ -284,6 +294,8 @@ def decoder(raw: tm.RawColumn, ct: ColumnType, name: str) -> Decoder:
     if code in (tm.VARCHAR, tm.VAR_STRING):
         return _string(1 if meta < 256 else 2, _encoding(ct.collation) if ct.collation else None, name)
     if code == tm.STRING:
+        if ct.data_type == "binary":
+            return _texted_bytes(ct, _string(1 if meta < 256 else 2, None, name))
         return _string(1 if meta < 256 else 2, _encoding(ct.collation) if ct.collation else None, name)
     if code in (tm.BLOB, tm.TINY_BLOB, tm.MEDIUM_BLOB, tm.LONG_BLOB, tm.JSON, tm.GEOMETRY):
         return _string(meta, _encoding(ct.collation) if ct.collation else None, name)
