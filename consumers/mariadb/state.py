@@ -35,7 +35,7 @@ SCHEMA_DDL: tuple[str, ...] = (
         PRIMARY KEY (`group`, standby)) ENGINE=InnoDB""",
     f"""CREATE TABLE IF NOT EXISTS {STATE_DB}.table_meta (
         `group`   varchar(200) NOT NULL,
-        `table`   varchar(400) NOT NULL,
+        `table`   varchar(300) NOT NULL,
         version   varchar(64)  NOT NULL,
         meta      longtext     NOT NULL,
         stored_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
@@ -43,7 +43,7 @@ SCHEMA_DDL: tuple[str, ...] = (
     f"""CREATE TABLE IF NOT EXISTS {STATE_DB}.table_state (
         `group`        varchar(200) NOT NULL,
         standby        varchar(200) NOT NULL,
-        `table`        varchar(400) NOT NULL,
+        `table`        varchar(300) NOT NULL,
         state          varchar(20)  NOT NULL,
         floor_position text         NOT NULL,
         floor_key      varbinary(64) NOT NULL,
