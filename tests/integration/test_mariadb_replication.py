@@ -89,6 +89,25 @@ def _sample(group: MariaDBGroup, invariant: Decimal, stop: threading.Event, seen
         time.sleep(0.05)
 
 
+def _applied_waiter(group: MariaDBGroup):  # noqa: ANN202 - a closure
+    """``wait(n)``: block until the standby applied ``n`` more source transactions (its state row says so)."""
+    last = [0]
+
+    def count() -> int:
+        rows = query(group.standby, "SELECT applied_txns FROM ark.apply_state WHERE `group` = %s", (group.name,))
+        return int(rows[0][0]) if rows else 0
+
+    def wait(n: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while count() < last[0] + n:
+            group.assert_agents_alive()
+            assert time.monotonic() < deadline, f"the standby did not apply {n} more transactions in {timeout} s"
+            time.sleep(0.1)
+        last[0] = count()
+
+    return wait
+
+
 def test_bank_sync_stream_kill9_ddl(fresh_mariadb, kafka_bootstrap, unique_group, ark_tmp) -> None:
     """Online sync under load, streaming through kill -9 of capture and apply, DDL mid-stream, tables equal."""
     db = fresh_mariadb.name
@@ -108,18 +127,18 @@ def test_bank_sync_stream_kill9_ddl(fresh_mariadb, kafka_bootstrap, unique_group
         capture = group.start("capture")
         apply = group.start("apply", "standby")
         sampler.start()
-        time.sleep(3)
+        applied = _applied_waiter(group)
+        applied(50)  # streaming has started: kill the capture in the middle of it
         capture.kill9()
-        time.sleep(1)
         capture.start()
-        time.sleep(2)
+        applied(50)
         apply.kill9()
-        time.sleep(1)
         apply.start()
+        applied(50)
         group.primary.sql(f"ALTER TABLE `{db}`.accounts ADD COLUMN note varchar(20) NOT NULL DEFAULT 'n/a'; "
                           f"ALTER TABLE `{db}`.accounts RENAME COLUMN note TO memo; "
                           f"ALTER TABLE `{db}`.history MODIFY amount decimal(16,2) NOT NULL")
-        time.sleep(3)
+        applied(50)
     finally:
         committed = workload.stop()
     diffs = group.wait_equal(tables, timeout=120)
