@@ -60,6 +60,7 @@ class Tok:
 
 def tokens(sql: str) -> list[Tok]:
     """The tokens of ``sql`` without whitespace and comments (``/*! ... */`` version comments kept open)."""
+    sql = re.sub(r"/\*(?!!).*?\*/", " ", sql, flags=re.S)  # plain comments go; /*!...*/ bodies are read
     sql = re.sub(r"/\*!\d*", " ", sql).replace("*/", " ")
     out = []
     for m in _TOKEN.finditer(sql):

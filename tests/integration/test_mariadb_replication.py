@@ -73,7 +73,7 @@ def test_applier_exactly_once_state_and_data_errors(fresh_mariadb) -> None:
         assert state is not None and state.next_offset == 5 and state.position == "p2"
         applier.begin()
         with pytest.raises(DataApplyError):  # set-based path: one missing key among many
-            applier.apply_rows({table: meta}, [RowChange(table, Op.UPDATE, [i, "z"]) for i in range(0, 40)],
+            applier.apply_rows({table: meta}, [RowChange(table, Op.UPDATE, [i, "z"]) for i in range(40)],
                                "t4", "p4")
     finally:
         applier.close()
@@ -145,7 +145,11 @@ def test_bank_sync_stream_kill9_ddl(fresh_mariadb, kafka_bootstrap, unique_group
     stop.set()
     if sampler.is_alive():
         sampler.join()
+    status = group.ark("status", "--json")
+    check = group.ark("check")
     group.stop_all()
+    assert status.returncode == 0 and '"name": "standby"' in status.stdout, status.stdout + status.stderr
+    assert check.returncode == 0, check.stdout + check.stderr
     assert committed > 100 and workload.errors == 0
     assert diffs == {}, diffs
     assert len(seen) > 20 and set(seen) == {invariant}, f"partial transaction visible: {set(seen)}"
