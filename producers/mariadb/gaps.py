@@ -53,7 +53,7 @@ def gap_sentence(conn: Any, settings: Any, resume_text: str) -> str | None:
     if not files:
         return f"MariaDB {where} has no binary log any more, but Kafka holds transactions up to {resume_text}"
     if file in files:
-        return None
+        return _rewritten(conn, where, resume_text, file, _offset, gtid)
     oldest, newest = files[0], files[-1]
     if _seq(file) > _seq(newest):
         return (f"MariaDB {where} has binlog files up to {newest} only, but Kafka holds transactions up to "
@@ -67,6 +67,24 @@ def gap_sentence(conn: Any, settings: Any, resume_text: str) -> str | None:
                         for d, (s, seq) in sorted(before.items()) if ours.get(d, (0, 0))[1] < seq)
     return (f"MariaDB {where} purged the binlog Kafka still needs: Kafka ends at {resume_text}, the oldest binlog "
             f"held is {oldest} (binlog_expire_logs_seconds={expire}); missing GTIDs {missing}")
+
+
+def _rewritten(conn: Any, where: str, resume_text: str, file: str, offset: int, gtid: str) -> str | None:
+    """Whether the binlog at ``file``:``offset`` is still the one Kafka was fed from: the server's GTID state
+    there (``BINLOG_GTID_POS``) must be what the capture recorded, for every domain it recorded. After a
+    ``RESET MASTER`` the file names come back with other transactions in them."""
+    ours = parse_state(gtid)
+    if not ours:
+        return None
+    rows = catalog.query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, offset))
+    there = rows[0][0] if rows else None
+    theirs = parse_state(str(there)) if there is not None else {}
+    if there is not None and all(theirs.get(d) == v for d, v in ours.items()):
+        return None
+    found = str(there) if there is not None else "no event boundary there"
+    return (f"MariaDB {where}: the binlog at {file}:{offset} is not the one Kafka was fed from (Kafka recorded GTID "
+            f"state {gtid}, the server has {found}): the binlog was reset (RESET MASTER?) and what was written "
+            "in between is lost")
 
 
 def start_point(conn: Any, resume_text: str | None) -> tuple[str, int, str]:

@@ -182,3 +182,20 @@ def test_ddl_transition_hints(fresh_mariadb) -> None:
     assert after["stamp"].missing_value is None and after["stamp"].default_expr == "CURRENT_TIMESTAMP"
     assert after["w"].source_type == "bigint" and after["w"].column_id == name_column_id("w")
     assert all(c.column_id == 0 for c in metas[0].columns)  # a first sight carries no hints
+
+
+def test_reset_master_is_a_gap(mariadb_factory) -> None:
+    """After RESET MASTER the same file names hold other transactions: the capture says so, not resumes."""
+    inst = mariadb_factory("reset")
+    inst.sql("RESET MASTER; CREATE DATABASE r; CREATE TABLE r.a (id int PRIMARY KEY)")
+    capture = MariaDBCapture(_config(inst.port, "r"))
+    begin = capture.current_position()
+    inst.sql("INSERT INTO r.a VALUES (1); INSERT INTO r.a VALUES (2)")
+    ends = [e for e in _events(capture, begin, until=2) if isinstance(e, TxnEnd)]
+    resume = ends[-1].confirm
+    assert resume.text.startswith("binlog.000001:") and capture.gap_after(resume) is None
+    inst.sql("RESET MASTER; " + "; ".join(f"INSERT INTO r.a VALUES ({i})" for i in range(3, 40)))
+    hole = capture.gap_after(resume)
+    capture.close()
+    inst.stop()
+    assert hole is not None and "reset" in hole and "0-1-" in hole, hole
