@@ -61,11 +61,6 @@ class Event:
     flags: int
     body: bytes
 
-    @property
-    def size(self) -> int:
-        """The event's size on disk (header + body + checksum), for positions."""
-        return 19 + len(self.body)
-
 
 @dataclass(frozen=True, slots=True)
 class Gtid:
