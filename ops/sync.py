@@ -188,6 +188,12 @@ def _sync_from_snapshot_source(cfg: ArkConfig, standby: StandbySettings, source:
         applier.commit()
         console.print(f"[green]✓[/] {standby.name} synced: {total_rows} rows in {time.monotonic() - started:.1f} s; "
                       f"start 'ark apply {standby.name}' to stream from {snap.position.text}")
+        if start_offset == 0:
+            # No slot keeps the source's log for a capture that has never run: it starts from the oldest log
+            # the primary still holds, which must not be newer than this snapshot.
+            console.print(f"[yellow]![/] nothing is captured for group {cfg.group} yet: start 'ark capture' before "
+                          f"the primary purges {snap.position.text.split(':')[0]} (its log retention), or the "
+                          "transactions in between never reach the standby")
     finally:
         snap.close()
         applier.rollback()
