@@ -74,6 +74,10 @@ class Applier(ABC):
     """
 
     engine: str = "?"
+    #: False when the engine's DDL commits by itself (MariaDB, MySQL, Oracle): the runner then commits
+    #: everything before a shape change (with its state row) before :meth:`apply_table_meta`, and the
+    #: applier must adapt tables idempotently (from the standby's catalog, not from ``previous``).
+    transactional_ddl: bool = True
 
     @abstractmethod
     def check_prerequisites(self) -> list[Problem]:

@@ -1,0 +1,160 @@
+"""SQL of the MariaDB standby: identifiers, column types, row statements and value parameters.
+
+Table names in entries are ``schema.table``; on a MariaDB standby the schema is a database.
+Identifiers are always quoted with backticks. Values are bound as PyMySQL parameters (escaped by the
+driver, never formatted into SQL by hand), converted per column by :func:`param_converters`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from schemas.entries import Column, TableMeta, Value
+
+Param = None | int | float | str | bytes
+
+
+def quote_ident(name: str) -> str:
+    """A MariaDB identifier in backticks."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def split_table(table: str) -> tuple[str, str]:
+    """(schema, table) of ``schema.table``."""
+    schema, sep, name = table.partition(".")
+    if not sep or not schema or not name:
+        raise ValueError(f"table name {table!r} is not schema.table")
+    return schema, name
+
+
+def qualified(table: str) -> str:
+    """``schema.table`` quoted."""
+    schema, name = split_table(table)
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+_KEYABLE_TEXT = re.compile(r"^(tiny|medium|long)?(text|blob)\b")
+
+#: neutral type -> MariaDB type, for columns whose declared type is another engine's.
+_NEUTRAL: dict[str, str] = {
+    "int16": "smallint", "int32": "int", "int64": "bigint", "float32": "float", "float64": "double",
+    "decimal": "decimal(65,30)", "string": "longtext", "bytes": "longblob", "boolean": "tinyint(1)",
+    "date": "date", "time": "time(6)", "timestamp": "datetime(6)", "timestamptz": "datetime(6)",
+    "uuid": "uuid", "json": "longtext", "interval": "varchar(100)", "other": "longtext",
+}
+
+
+def column_type(col: Column, source_engine: str = "mariadb") -> str:
+    """The standby column's MariaDB type.
+
+    From a MariaDB source the declared type is used as it is (collation included). Other engines'
+    columns get the neutral type's MariaDB type (the cross-engine map is the engine kit's).
+    """
+    typ = col.source_type if source_engine == "mariadb" else _NEUTRAL.get(col.type, "longtext")
+    if col.key_position and _KEYABLE_TEXT.match(typ):
+        # A TEXT/BLOB key needs a prefix length in MariaDB; a key column is short in practice.
+        typ = _KEYABLE_TEXT.sub(lambda m: "varbinary(3072)" if m.group(2) == "blob" else "varchar(768)", typ, 1)
+    return typ
+
+
+def column_sql(col: Column, source_engine: str = "mariadb") -> str:
+    """``name type [NOT NULL]`` (no defaults: every replicated row carries all its values)."""
+    return f"{quote_ident(col.name)} {column_type(col, source_engine)}{'' if col.nullable else ' NOT NULL'}"
+
+
+def create_table_sql(meta: TableMeta, name: str | None = None, source_engine: str = "mariadb") -> str:
+    """CREATE TABLE for ``meta`` (InnoDB, the key as primary key)."""
+    cols = [column_sql(c, source_engine) for c in meta.columns]
+    key = [quote_ident(c.name) for c in meta.key_columns]
+    if key:
+        cols.append("PRIMARY KEY (" + ", ".join(key) + ")")
+    return f"CREATE TABLE {name or qualified(meta.table)} (" + ", ".join(cols) + ") ENGINE=InnoDB"
+
+
+def insert_sql(meta: TableMeta, cols: Sequence[int], into: str | None = None) -> str:
+    """INSERT of the columns ``cols`` (one row; PyMySQL's executemany makes it multi-row)."""
+    names = ", ".join(quote_ident(meta.columns[i].name) for i in cols)
+    marks = ", ".join(["%s"] * len(cols))
+    return f"INSERT INTO {into or qualified(meta.table)} ({names}) VALUES ({marks})"
+
+
+def key_where(meta: TableMeta) -> str:
+    """``k1 = %s AND k2 = %s`` (NULL-safe ``<=>``: a unique key may hold NULLs in a keyless copy)."""
+    return " AND ".join(f"{quote_ident(c.name)} <=> %s" for c in meta.key_columns)
+
+
+def update_sql(meta: TableMeta, cols: Sequence[int]) -> str:
+    """UPDATE of the columns ``cols`` located by the old key."""
+    sets = ", ".join(f"{quote_ident(meta.columns[i].name)} = %s" for i in cols)
+    return f"UPDATE {qualified(meta.table)} SET {sets} WHERE {key_where(meta)}"
+
+
+def delete_sql(meta: TableMeta) -> str:
+    """DELETE of one row by key."""
+    return f"DELETE FROM {qualified(meta.table)} WHERE {key_where(meta)}"
+
+
+def delete_many_sql(meta: TableMeta, n: int) -> str:
+    """DELETE of ``n`` rows by key in one statement (row-value IN list)."""
+    keys = meta.key_columns
+    one = "(" + ", ".join(["%s"] * len(keys)) + ")"
+    names = "(" + ", ".join(quote_ident(c.name) for c in keys) + ")"
+    return f"DELETE FROM {qualified(meta.table)} WHERE {names} IN (" + ", ".join([one] * n) + ")"
+
+
+def count_keys_sql(meta: TableMeta, n: int) -> str:
+    """How many of ``n`` keys exist (to check a set-based UPDATE finds every row)."""
+    keys = meta.key_columns
+    one = "(" + ", ".join(["%s"] * len(keys)) + ")"
+    names = "(" + ", ".join(quote_ident(c.name) for c in keys) + ")"
+    return f"SELECT COUNT(*) FROM {qualified(meta.table)} WHERE {names} IN (" + ", ".join([one] * n) + ")"
+
+
+def upsert_sql(meta: TableMeta, cols: Sequence[int]) -> str:
+    """INSERT ... ON DUPLICATE KEY UPDATE of full rows (a set-based UPDATE whose rows were checked to exist)."""
+    names = [quote_ident(meta.columns[i].name) for i in cols]
+    keyset = {c.name for c in meta.key_columns}
+    sets = ", ".join(f"{n} = VALUES({n})" for i, n in zip(cols, names, strict=True)
+                     if meta.columns[i].name not in keyset)
+    marks = ", ".join(["%s"] * len(cols))
+    return (f"INSERT INTO {qualified(meta.table)} ({', '.join(names)}) VALUES ({marks}) "
+            f"ON DUPLICATE KEY UPDATE {sets or names[0] + ' = ' + names[0]}")
+
+
+class UnrepresentableValue(ValueError):
+    """A value that the standby column cannot represent (named by the caller)."""
+
+
+def _timestamptz(value: Value) -> Param:
+    if isinstance(value, str):
+        if value.endswith("+00"):
+            return value[:-3]
+        if value.endswith("+00:00"):
+            return value[:-6]
+        raise UnrepresentableValue(f"timestamp {value!r} is not in UTC")
+    return value  # type: ignore[return-value]
+
+
+def _bits(value: Value) -> Param:
+    if isinstance(value, str):
+        return int(value, 2) if value else 0
+    return value  # type: ignore[return-value]
+
+
+def _plain(value: Value) -> Param:
+    return value  # type: ignore[return-value]
+
+
+def param_converter(col: Column) -> Callable[[Value], Param]:
+    """How a neutral value of ``col`` is bound on MariaDB (session time zone is UTC)."""
+    if col.type == "timestamptz":
+        return _timestamptz
+    if col.type == "other" and col.source_type.startswith("bit("):
+        return _bits
+    return _plain
+
+
+def param_converters(meta: TableMeta) -> tuple[Callable[[Value], Param], ...]:
+    """One converter per column of ``meta``."""
+    return tuple(param_converter(c) for c in meta.columns)

@@ -1,0 +1,134 @@
+"""MariaDB snapshot source: a consistent snapshot at a known binlog position, while the primary serves.
+
+``START TRANSACTION WITH CONSISTENT SNAPSHOT`` opens an InnoDB read view, and MariaDB reports the
+binlog position consistent with it (``Binlog_snapshot_file`` / ``Binlog_snapshot_position``): every
+transaction whose GTID event starts before that position P is in the snapshot, every later one is
+not. ``BINLOG_GTID_POS`` gives the GTID state at P. The stream's commit positions are where a
+transaction starts (:mod:`.capture`), so a standby loaded from this snapshot skips every entry at or
+below ``just_before(P)``, exactly as after a PostgreSQL exported snapshot. (Only InnoDB tables are
+consistent: a MyISAM or Aria table is read as it is at that moment.)
+
+:meth:`MariaDBSnapshot.tables` builds each table's TableMeta with the same function as the stream
+(:func:`.catalog.table_meta`) from the same :class:`~.types.ColumnType`, and :meth:`rows` converts
+each value with the same :meth:`~.types.ColumnType.from_text` the binlog path uses, so a standby
+built from a snapshot and one built from the stream hold the same shapes and values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from common.errors import SourceError
+from producers.mariadb import catalog
+from producers.mariadb.types import ColumnType
+from schemas.entries import TableMeta, Value
+from schemas.positions import mariadb_position
+
+log = logging.getLogger(__name__)
+
+_FETCH = 2000
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def quoted_table(table: str) -> str:
+    """``schema.table`` as a quoted MariaDB name."""
+    schema, _, name = table.partition(".")
+    return f"{_quote(schema)}.{_quote(name)}"
+
+
+def _converter(ct: ColumnType) -> Callable[[Any], Value]:
+    if ct.neutral == "string":
+        return lambda v: v  # already text in the connection's utf8mb4
+    from_text = ct.from_text
+    return lambda v: from_text(v if isinstance(v, bytes) else v.encode())
+
+
+class MariaDBSnapshot:
+    """One open snapshot (see the module docstring); :meth:`close` ends it."""
+
+    def __init__(self, conn: Any, settings: Any) -> None:
+        self.conn = conn
+        self.settings = settings
+        rows = catalog.query(conn, "SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
+        status = {str(k).lower(): str(v) for k, v in rows}
+        file, pos = status.get("binlog_snapshot_file", ""), int(status.get("binlog_snapshot_position", "0") or 0)
+        if not file:
+            raise SourceError(f"MariaDB {catalog.where(settings)} reports no binlog position for the snapshot",
+                              fix="start the server with log_bin and binlog_format=ROW")
+        gtid = catalog.query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))[0][0]
+        #: The snapshot's consistent point: transactions starting before it are in the snapshot.
+        self.position = mariadb_position(file, pos, str(gtid or ""))
+        self._shapes: dict[str, catalog.Shape] = {}
+
+    def tables(self, patterns: Sequence[str]) -> list[TableMeta]:
+        """The TableMeta of every table matching ``patterns`` (the same the stream would carry)."""
+        out = []
+        for schema, table in catalog.matched_tables(self.conn, patterns):
+            try:
+                shape = catalog.catalog_shape(self.conn, schema, table)
+            except ValueError as exc:
+                raise SourceError(f"cannot copy {exc}", fix="change the column's type, or leave the table out "
+                                  "of primary.tables") from None
+            if shape is None:
+                continue
+            self._shapes[shape.table] = shape
+            out.append(catalog.table_meta(shape))
+        return out
+
+    def rows(self, meta: TableMeta) -> Iterator[list[Value]]:
+        """The table's rows as neutral values, in ``meta``'s column order, streamed (bounded memory)."""
+        shape = self._shapes.get(meta.table)
+        if shape is None:
+            schema, _, table = meta.table.partition(".")
+            shape = catalog.catalog_shape(self.conn, schema, table)
+            if shape is None:
+                raise SourceError(f"table {meta.table} not found on {catalog.where(self.settings)}",
+                                  fix="check the table name (schema.table) and primary.tables")
+        types = dict(zip(shape.names, shape.types, strict=True))
+        cols = [c.name for c in meta.columns]
+        convs = [_converter(types[c]) for c in cols]
+        select = ", ".join(types[c].text_expr(_quote(c)) for c in cols)
+        with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
+            try:
+                cur.execute(f"SELECT {select} FROM {quoted_table(meta.table)}")
+                while True:
+                    batch = cur.fetchmany(_FETCH)
+                    if not batch:
+                        break
+                    for row in batch:
+                        yield [None if v is None else conv(v) for conv, v in zip(convs, row, strict=True)]
+            except pymysql.err.Error as exc:
+                raise catalog.source_error(self.settings, exc) from None
+
+    def close(self) -> None:
+        """End the snapshot transaction and close the connection (safe twice)."""
+        try:
+            self.conn.close()
+        except pymysql.err.Error:
+            log.debug("closing the snapshot connection failed", exc_info=True)
+
+
+class MariaDBSnapshotSource:
+    """Opens consistent snapshots of a MariaDB primary (``settings``: its :class:`MariaDBPrimary`)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    def open(self) -> MariaDBSnapshot:
+        """A snapshot at a known position (the primary keeps serving)."""
+        conn = catalog.connect(self.settings, role="the primary (snapshot)", conv=catalog.TEXT_RESULTS)
+        try:
+            catalog.query(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            catalog.query(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            return MariaDBSnapshot(conn, self.settings)
+        except pymysql.err.Error as exc:
+            conn.close()
+            raise catalog.source_error(self.settings, exc) from None
