@@ -1,31 +1,47 @@
-"""MariaDB's settings: the engine-neutral database settings with MariaDB's defaults and its own fields.
+"""MariaDB's settings: defaults, the capture's replica identity on the primary, PyMySQL connection arguments.
 
-Selected by ``engine: mariadb`` on the primary or a standby (see :func:`common.config.parse_config`).
+Only the settings live here (they are part of the configuration model, which every agent loads); the
+capture, snapshot source and probe are in ``producers/mariadb/``, the applier and verifier in
+``consumers/mariadb/``. A MariaDB connection is not bound to one schema: tables are named
+``schema.table`` (the schema is a MariaDB database), and ``dbname`` is unused.
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
-from common.config import PrimarySettings, StandbySettings
+from common.settings import DatabaseSettings, PrimarySettings, StandbySettings
+
+#: Session settings of every Ark connection to MariaDB: TIMESTAMP values read and written in UTC.
+SESSION_TIME_ZONE = "SET time_zone = '+00:00'"
+
+
+def _pymysql_kwargs(db: DatabaseSettings) -> dict[str, Any]:
+    """PyMySQL keyword arguments, the password resolved now (never put these in a log)."""
+    kwargs: dict[str, Any] = {"host": db.host, "port": db.port, "user": db.user,
+                              "connect_timeout": db.connect_timeout_s, "charset": "utf8mb4", "autocommit": True,
+                              "init_command": SESSION_TIME_ZONE}
+    password = db.resolved_password()
+    if password is not None:
+        kwargs["password"] = password
+    return kwargs
 
 
 class MariaDBPrimary(PrimarySettings):
     """A MariaDB primary whose binlog Ark captures.
 
-    ``dbname`` is not used to connect (a MariaDB connection is not bound to one schema); tables are
-    named ``schema.table`` in ``tables``. The capture reads the binlog as a replica with its own
-    ``replication_server_id``, which must differ from every server's and every other replica's.
+    The capture reads the binlog as a replica with its own ``replication_server_id``, which must differ
+    from every server's and every other replica's.
     """
 
-    engine: Literal["mariadb"] = "mariadb"
+    engine: Literal["mariadb"]
     port: int = Field(default=3306, ge=1, le=65535)
     dbname: str = ""
     user: str = "root"
-    tables: tuple[str, ...] = Field(default=(), description="schema.table patterns (fnmatch), e.g. bank.*")
+    tables: tuple[str, ...] = Field(description="schema.table patterns (fnmatch), e.g. [bank.*]")
     replication_server_id: int | None = Field(
         default=None, ge=1, le=4294967295,
         description="server id of the capture's binlog connection; default: derived from the group name")
@@ -42,6 +58,10 @@ class MariaDBPrimary(PrimarySettings):
         """Where this database is, for messages (never includes the password)."""
         return f"mariadb {self.name} ({self.user}@{self.host}:{self.port})"
 
+    def connect_kwargs(self) -> dict[str, Any]:
+        """PyMySQL keyword arguments (the password resolved now; never log them)."""
+        return _pymysql_kwargs(self)
+
 
 class MariaDBStandby(StandbySettings):
     """A MariaDB standby written by Ark's applier.
@@ -50,7 +70,7 @@ class MariaDBStandby(StandbySettings):
     the READ_ONLY ADMIN / SUPER privilege cannot write); Ark's applier user needs that privilege.
     """
 
-    engine: Literal["mariadb"] = "mariadb"
+    engine: Literal["mariadb"]
     port: int = Field(default=3306, ge=1, le=65535)
     dbname: str = ""
     user: str = "root"
@@ -58,3 +78,22 @@ class MariaDBStandby(StandbySettings):
     def describe(self) -> str:
         """Where this database is, for messages (never includes the password)."""
         return f"mariadb {self.name} ({self.user}@{self.host}:{self.port})"
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """PyMySQL keyword arguments (the password resolved now; never log them)."""
+        return _pymysql_kwargs(self)
+
+
+@runtime_checkable
+class SessionSnapshot(Protocol):
+    """What a MariaDB snapshot offers the MariaDB verifier (the handshake between ``producers/mariadb`` and
+    ``consumers/mariadb``, which may not import each other).
+
+    MariaDB cannot share a consistent snapshot between sessions (there is no exported snapshot as in
+    PostgreSQL): the only session inside it is the one that opened it. So the verifier takes that
+    session over, and from then on closing the snapshot leaves it open; the verifier closes it.
+    """
+
+    def take_session(self) -> Any:
+        """The snapshot's own connection (a PyMySQL connection inside the snapshot's transaction, returning
+        every value as text), now owned by the caller. Raises RuntimeError when it was taken already."""
