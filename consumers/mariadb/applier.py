@@ -22,15 +22,17 @@ stronger guard give readers a user with SELECT only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import pymysql
 from pymysql.constants import CLIENT
 
-from common.config import PrimarySettings, StandbySettings
-from common.errors import ArkError, TargetError
+from common.engines.mariadb import MariaDBStandby
+from common.errors import ArkError
+from common.settings import StandbySettings
+from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
 from consumers.mariadb import ddl, sql, state
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 SESSION = ("SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO',"
            " SESSION lock_wait_timeout = 60, SESSION innodb_lock_wait_timeout = 50")
 _CHUNK = 500  # keys per multi-row DELETE / key count
+_LOAD_BATCH = 1000  # rows per executemany of a bulk load (PyMySQL sends them as multi-row INSERTs)
 
 
 class MariaDBApplier(Applier):
@@ -54,22 +57,22 @@ class MariaDBApplier(Applier):
 
     def __init__(self, settings: StandbySettings, *, set_threshold: int = 50) -> None:
         """Describe the standby; nothing connects until first use."""
-        self.settings = settings
+        if not isinstance(settings, MariaDBStandby):
+            raise TypeError(f"MariaDBApplier needs MariaDB settings, got {settings.engine}")
+        self.settings: MariaDBStandby = settings
         self.set_threshold = max(1, set_threshold)
         self._conn: Any = None
         self._side: Any = None
         self._in_txn = False
         self._independent: dict[frozenset[str], bool] = {}
         self._ctx: dict[str, Any] = {}
+        self._drop_after_commit: list[str] = []  # staging copies swapped in by the open transaction
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> Any:
         s = self.settings
-        kwargs: dict[str, Any] = {"host": s.host, "port": s.port, "user": s.user, "charset": "utf8mb4",
-                                  "connect_timeout": s.connect_timeout_s, "autocommit": True,
-                                  "client_flag": CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS, "init_command": SESSION}
-        if s.password is not None:
-            kwargs["password"] = s.password.resolve(f"password of {s.name}").get_secret_value()
+        kwargs = s.connect_kwargs()
+        kwargs.update(client_flag=CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS, init_command=SESSION)
         try:
             return pymysql.connect(**kwargs)
         except pymysql.err.Error as exc:
@@ -98,6 +101,7 @@ class MariaDBApplier(Applier):
 
     def _abort(self) -> None:
         self._in_txn = False
+        self._drop_after_commit = []  # the swap rolled back: its staging copy stays (dropped by the next copy)
         conn = self._conn
         if conn is None:
             return
@@ -188,12 +192,15 @@ class MariaDBApplier(Applier):
             self._exec(state.SAVE_STATE_SQL, state.state_params(state_))
 
     def commit(self) -> None:
-        """Commit the open transaction."""
+        """Commit the open transaction (then drop the staging copies it swapped in)."""
         if not self._in_txn:
             return
         with self._guard("committing"):
             self.conn.commit()
             self._in_txn = False
+        doomed, self._drop_after_commit = self._drop_after_commit, []
+        for staging in doomed:
+            self._drop_table(staging)
 
     def rollback(self) -> None:
         """Roll back; safe when nothing is open or the connection is gone."""
@@ -282,7 +289,8 @@ class MariaDBApplier(Applier):
         with self._guard("applying rows", txn_id=txn_id, position=position):
             for run in split_runs(metas, changes, txn_id, position):
                 self._ctx["table"] = run.table
-                self._ctx["key"] = list(run.keys[0]) if len(run) == 1 and run.keys else None
+                keyed = metas[run.table].identity == "key" if run.table in metas else False
+                self._ctx["key"] = list(run.keys[0]) if keyed and len(run) == 1 and run.keys else None
                 if run.op is Op.TRUNCATE:
                     self._exec(f"DELETE FROM {sql.qualified(run.table)}")  # TRUNCATE would commit
                     continue
@@ -290,21 +298,28 @@ class MariaDBApplier(Applier):
 
     def _params(self, meta: TableMeta, values: Sequence[Value], cols: Sequence[int]) -> list[Any]:
         convs = sql.param_converters(meta)
-        try:
-            return [convs[i](values[i]) for i in cols]
-        except ValueError as exc:
-            raise DataApplyError(f"a value of {meta.table} cannot be stored on the standby: {exc}",
-                                 table=meta.table, fix="check the column's type on the standby") from None
+        out = []
+        for i in cols:
+            try:
+                out.append(convs[i](values[i]))
+            except ValueError as exc:  # named by column, never by value
+                col = meta.columns[i]
+                raise DataApplyError(f"column {col.name} ({col.type}) of {meta.table} cannot be stored on standby "
+                                     f"{self.settings.name}: {exc}", table=meta.table,
+                                     fix=f"check the type of {meta.table}.{col.name} on the standby") from None
+        return out
 
     def _key_params(self, meta: TableMeta, key: Sequence[Value]) -> list[Any]:
         convs = sql.param_converters(meta)
         return [convs[i](k) for i, k in zip(meta.key_indexes, key, strict=True)]
 
-    def _missing(self, run: Run, key: Sequence[Value], txn_id: str, position: str) -> DataApplyError:
+    def _missing(self, run: Run, key: Sequence[Value] | None, txn_id: str, position: str) -> DataApplyError:
+        """``key`` None: a table without a unique key, whose row is named by all its values (never shown)."""
         verb = "update" if run.op is Op.UPDATE else "delete"
+        which = f"key {list(key)}" if key is not None else "no row has the change's old values (no unique key)"
         return DataApplyError(
-            f"{verb} of a missing row in {run.table}, key {list(key)}, source transaction {txn_id} at {position}",
-            table=run.table, txn_id=txn_id, position=position, key=list(key),
+            f"{verb} of a missing row in {run.table}, {which}, source transaction {txn_id} at {position}",
+            table=run.table, txn_id=txn_id, position=position, key=list(key) if key is not None else None,
             fix=f"the standby diverged from the primary; resync the table (ark resync --table {run.table}) or "
                 "check that nothing else writes to the standby")
 
@@ -313,6 +328,9 @@ class MariaDBApplier(Applier):
         cur = self.conn.cursor()
         if run.op is Op.INSERT:
             cur.executemany(sql.insert_sql(meta, all_cols), [self._params(meta, v, all_cols) for v in run.values])
+            return
+        if meta.identity == "full":
+            self._apply_full(meta, run, txn_id, position)
             return
         big = len(run) >= self.set_threshold and not run.key_change
         if run.op is Op.DELETE and big:
@@ -344,6 +362,19 @@ class MariaDBApplier(Applier):
             if cur.rowcount != 1:
                 raise self._missing(run, key, txn_id, position)
 
+    def _apply_full(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
+        """UPDATE/DELETE of a table without a unique key: one row per change, found by all its old values."""
+        all_cols = range(len(meta.columns))
+        cur = self.conn.cursor()
+        statement = sql.full_update_sql(meta) if run.op is Op.UPDATE else sql.full_delete_sql(meta)
+        for i, old in enumerate(run.keys):
+            params = self._params(meta, old, all_cols)
+            if run.op is Op.UPDATE:
+                params = self._params(meta, run.values[i], all_cols) + params
+            cur.execute(statement, params)
+            if cur.rowcount != 1:
+                raise self._missing(run, None, txn_id, position)
+
     def _first_missing(self, meta: TableMeta, keys: Sequence[Sequence[Value]], deleted: bool = False) -> list[Value]:
         """The first of ``keys`` not on the standby (after a multi-row DELETE: the first not deleted)."""
         if deleted:
@@ -356,21 +387,24 @@ class MariaDBApplier(Applier):
                 return list(key)
         return list(keys[0])
 
-    def bulk_load(self, meta: TableMeta, rows: Iterable[Sequence[Value]], into: str | None = None,
+    def bulk_load(self, rows: TableRows, *, into: str | None = None, replace: bool = False,
                   progress: Callable[[int], None] | None = None) -> int:
-        """Insert ``rows`` (neutral values in ``meta``'s column order) into the table or ``into``, in the
-        open transaction, in multi-row INSERTs; returns the row count."""
+        """Insert a snapshot's rows into the table (or the staging table ``into``) in the open transaction, in
+        multi-row INSERTs; ``replace`` DELETEs the old rows first (readers keep them until the commit)."""
         self._require_txn()
-        target = sql.qualified(into) if into else None
+        meta = rows.meta
+        target = sql.qualified(into or meta.table)
         statement = sql.insert_sql(meta, range(len(meta.columns)), into=target)
-        convs = sql.param_converters(meta)
+        all_cols = range(len(meta.columns))
         count = 0
         batch: list[list[Any]] = []
         with self._guard("loading rows", table=meta.table):
             cur = self.conn.cursor()
-            for row in rows:
-                batch.append([c(v) for c, v in zip(convs, row, strict=True)])
-                if len(batch) >= 1000:
+            if replace:
+                cur.execute(f"DELETE FROM {target}")
+            for values in rows.values():
+                batch.append(self._params(meta, values, all_cols))
+                if len(batch) >= _LOAD_BATCH:
                     cur.executemany(statement, batch)
                     count += len(batch)
                     batch = []
@@ -382,12 +416,6 @@ class MariaDBApplier(Applier):
             if progress is not None:
                 progress(count)
         return count
-
-    def empty_table(self, table: str) -> None:
-        """DELETE every row of ``table`` in the open transaction (readers keep the old rows until commit)."""
-        self._require_txn()
-        with self._guard("emptying a table", table=table):
-            self._exec(f"DELETE FROM {sql.qualified(table)}")
 
     # -- table-level resync ------------------------------------------------------------------------
     def load_table_states(self, group: str, standby: str) -> dict[str, TableState]:
@@ -416,28 +444,34 @@ class MariaDBApplier(Applier):
         """The staging copy's ``schema.table`` name (database ark_resync; MariaDB names are <= 64 chars)."""
         return staging_name(table, state.RESYNC_DB).replace("~", "_")[: len(state.RESYNC_DB) + 1 + 64]
 
-    def create_staging(self, meta: TableMeta) -> str:
-        """(Re)create ``meta.table``'s empty staging copy (side session); returns its name."""
+    def _drop_table(self, staging: str) -> None:
+        schema, name = staging.split(".", 1)
+        with self._guard("dropping a staging copy", table=staging):
+            self._exec(f"DROP TABLE IF EXISTS {sql.quote_ident(schema)}.{sql.quote_ident(name)}", conn=self.side)
+
+    def stage_copy(self, rows: TableRows, position: Position, *,
+                   on_rows: Callable[[int], None] | None = None) -> StagedTable:
+        """(Re)create the table's staging copy (side session, no key: the swap's INSERT checks the rows against
+        the table's own key), load the rows into it and commit (an applier instance of its own)."""
+        if self._in_txn:
+            raise RuntimeError("MariaDBApplier.stage_copy: use an applier instance of its own")
+        meta = rows.meta
         staging = self.staging_table(meta.table)
         schema, name = staging.split(".", 1)
-        quoted = f"{sql.quote_ident(schema)}.{sql.quote_ident(name)}"
+        self._drop_table(staging)
         with self._guard("creating a staging copy", table=meta.table):
-            self._exec(f"DROP TABLE IF EXISTS {quoted}", conn=self.side)
-            self._exec(sql.create_table_sql(meta, name=quoted), conn=self.side)
-        return staging
-
-    def stage_table(self, primary: PrimarySettings, table: str, *, on_snapshot: Callable[[Position], None],
-                    on_rows: Callable[[int], None]) -> StagedTable:
-        """Not available until the engine kit: the copy comes from a snapshot source, which an applier
-        may not import. :meth:`create_staging` + :meth:`bulk_load` (``into``) + :meth:`swap_in_table` are
-        the pieces the kit's resync runs."""
-        raise TargetError(f"table resync of {table} on a MariaDB standby needs the engine kit's snapshot source",
-                          fix="rebuild the whole standby: stop its applier, then 'ark sync STANDBY'")
+            self._exec(sql.create_table_sql(meta, name=f"{sql.quote_ident(schema)}.{sql.quote_ident(name)}",
+                                            keyed=False), conn=self.side)
+        self.begin()
+        count = self.bulk_load(rows, into=staging, progress=on_rows)
+        self.commit()
+        log.info("staged %s: %d rows from the snapshot at %s into %s", meta.table, count, position.text, staging)
+        return StagedTable(table=meta.table, staging=staging, meta=meta, position=position, rows=count)
 
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
-        """Give the table the copy's shape (side session), then, in the open transaction: DELETE its rows,
-        INSERT the copy's, store the shape. Readers see the old rows until the commit. The copy stays
-        until :meth:`drop_staging` (dropping it here would wait for this transaction's own lock on it)."""
+        """Give the table the copy's shape (side session: MariaDB's DDL commits by itself), then, in the open
+        transaction: DELETE its rows, INSERT the copy's, store the shape. Readers see the old rows until the
+        commit, which also drops the copy (a DROP inside the transaction would commit it)."""
         self._require_txn()
         schema, name = staged.staging.split(".", 1)
         quoted = f"{sql.quote_ident(schema)}.{sql.quote_ident(name)}"
@@ -452,9 +486,8 @@ class MariaDBApplier(Applier):
             self._exec(f"DELETE FROM {sql.qualified(staged.table)}")
             self._exec(f"INSERT INTO {sql.qualified(staged.table)} ({cols}) SELECT {cols} FROM {quoted}")
             self._exec(state.SAVE_META_SQL, [group, staged.table, staged.meta.version, state.meta_json(staged.meta)])
+        self._drop_after_commit.append(staged.staging)
 
     def drop_staging(self, table: str) -> None:
         """Drop ``table``'s staging copy if one exists (side session)."""
-        schema, name = self.staging_table(table).split(".", 1)
-        with self._guard("dropping a staging copy", table=table):
-            self._exec(f"DROP TABLE IF EXISTS {sql.quote_ident(schema)}.{sql.quote_ident(name)}", conn=self.side)
+        self._drop_table(self.staging_table(table))

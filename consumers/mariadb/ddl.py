@@ -97,15 +97,15 @@ def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
     clauses: list[str] = []
     undefault: list[str] = []
     for old, col in renames:
-        clauses.append(f"CHANGE COLUMN {quote_ident(old.name)} {column_sql(col, source_engine)}")
+        clauses.append(f"CHANGE COLUMN {quote_ident(old.name)} {column_sql(col, source_engine, meta.identity)}")
     for col in adds:
         fill = _fill(meta, col, hinted) if rows else None
         if fill is None or fill == "NULL":
             not_null = not col.nullable and not rows
-            clauses.append(f"ADD COLUMN {quote_ident(col.name)} {column_type(col, source_engine)}"
+            clauses.append(f"ADD COLUMN {quote_ident(col.name)} {column_type(col, source_engine, meta.identity)}"
                            f"{' NOT NULL' if not_null else ''}")
         else:
-            clauses.append(f"ADD COLUMN {column_sql(col, source_engine)} DEFAULT {literal(col, fill)}")
+            clauses.append(f"ADD COLUMN {column_sql(col, source_engine, meta.identity)} DEFAULT {literal(col, fill)}")
             undefault.append(f"ALTER COLUMN {quote_ident(col.name)} DROP DEFAULT")
     clauses += [f"DROP COLUMN {quote_ident(c.name)}" for c in gone]
     renamed = {c.name.casefold() for _, c in renames}
@@ -113,9 +113,9 @@ def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
         old_col = have.get(col.name.casefold())
         if old_col is None or col.name.casefold() in renamed:
             continue
-        if old_col.type != column_type(col, source_engine).lower() or old_col.not_null == col.nullable:
-            clauses.append(f"MODIFY COLUMN {column_sql(col, source_engine)}")
-    want_pk = [c.name for c in meta.key_columns]
+        if old_col.type != column_type(col, source_engine, meta.identity).lower() or old_col.not_null == col.nullable:
+            clauses.append(f"MODIFY COLUMN {column_sql(col, source_engine, meta.identity)}")
+    want_pk = [c.name for c in meta.key_columns] if meta.identity == "key" else []  # "full": no unique key
     renamed_pk = [next((c.name for o, c in renames if o.name == p), p) for p in pk]
     if [p.casefold() for p in renamed_pk] != [p.casefold() for p in want_pk]:
         if pk and not all(p.casefold() in {g.name.casefold() for g in gone} for p in pk):

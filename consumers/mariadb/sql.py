@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 
 from schemas.entries import Column, TableMeta, Value
 
@@ -45,29 +46,31 @@ _NEUTRAL: dict[str, str] = {
 }
 
 
-def column_type(col: Column, source_engine: str = "mariadb") -> str:
+def column_type(col: Column, source_engine: str = "mariadb", identity: str = "key") -> str:
     """The standby column's MariaDB type.
 
     From a MariaDB source the declared type is used as it is (collation included). Other engines'
     columns get the neutral type's MariaDB type (the cross-engine map is the engine kit's).
     """
     typ = col.source_type if source_engine == "mariadb" else _NEUTRAL.get(col.type, "longtext")
-    if col.key_position and _KEYABLE_TEXT.match(typ):
+    if col.key_position and identity == "key" and _KEYABLE_TEXT.match(typ):
         # A TEXT/BLOB key needs a prefix length in MariaDB; a key column is short in practice.
         typ = _KEYABLE_TEXT.sub(lambda m: "varbinary(3072)" if m.group(2) == "blob" else "varchar(768)", typ, 1)
     return typ
 
 
-def column_sql(col: Column, source_engine: str = "mariadb") -> str:
+def column_sql(col: Column, source_engine: str = "mariadb", identity: str = "key") -> str:
     """``name type [NOT NULL]`` (no defaults: every replicated row carries all its values)."""
-    return f"{quote_ident(col.name)} {column_type(col, source_engine)}{'' if col.nullable else ' NOT NULL'}"
+    typ = column_type(col, source_engine, identity)
+    return f"{quote_ident(col.name)} {typ}{'' if col.nullable else ' NOT NULL'}"
 
 
-def create_table_sql(meta: TableMeta, name: str | None = None, source_engine: str = "mariadb") -> str:
-    """CREATE TABLE for ``meta`` (InnoDB, the key as primary key)."""
-    cols = [column_sql(c, source_engine) for c in meta.columns]
+def create_table_sql(meta: TableMeta, name: str | None = None, source_engine: str = "mariadb", *,
+                     keyed: bool = True) -> str:
+    """CREATE TABLE for ``meta`` (InnoDB, the key as primary key; none for identity "full" or ``keyed=False``)."""
+    cols = [column_sql(c, source_engine, meta.identity) for c in meta.columns]
     key = [quote_ident(c.name) for c in meta.key_columns]
-    if key:
+    if key and keyed and meta.identity == "key":
         cols.append("PRIMARY KEY (" + ", ".join(key) + ")")
     return f"CREATE TABLE {name or qualified(meta.table)} (" + ", ".join(cols) + ") ENGINE=InnoDB"
 
@@ -82,6 +85,28 @@ def insert_sql(meta: TableMeta, cols: Sequence[int], into: str | None = None) ->
 def key_where(meta: TableMeta) -> str:
     """``k1 = %s AND k2 = %s`` (NULL-safe ``<=>``: a unique key may hold NULLs in a keyless copy)."""
     return " AND ".join(f"{quote_ident(c.name)} <=> %s" for c in meta.key_columns)
+
+
+#: Strings of a table without a unique key are matched exactly: bytes, trailing spaces and case count (the
+#: column's own collation may call 'a', 'A' and 'a ' equal, and the change names one row among them).
+EXACT_COLLATION = "utf8mb4_nopad_bin"
+
+
+def full_where(meta: TableMeta) -> str:
+    """Every column ``<=>`` its old value: one row of an identity-"full" table (parameters: the old row)."""
+    return " AND ".join(f"{quote_ident(c.name)} <=> %s" + (f" COLLATE {EXACT_COLLATION}" if c.type == "string"
+                                                             else "") for c in meta.columns)
+
+
+def full_update_sql(meta: TableMeta) -> str:
+    """UPDATE of ONE row of an identity-"full" table found by all its old values (identical rows: any one)."""
+    sets = ", ".join(f"{quote_ident(c.name)} = %s" for c in meta.columns)
+    return f"UPDATE {qualified(meta.table)} SET {sets} WHERE {full_where(meta)} LIMIT 1"
+
+
+def full_delete_sql(meta: TableMeta) -> str:
+    """DELETE of ONE row of an identity-"full" table found by all its values (identical rows: any one)."""
+    return f"DELETE FROM {qualified(meta.table)} WHERE {full_where(meta)} LIMIT 1"
 
 
 def update_sql(meta: TableMeta, cols: Sequence[int]) -> str:
@@ -132,7 +157,7 @@ def _timestamptz(value: Value) -> Param:
             return value[:-3]
         if value.endswith("+00:00"):
             return value[:-6]
-        raise UnrepresentableValue(f"timestamp {value!r} is not in UTC")
+        raise UnrepresentableValue("a timestamp that is not in UTC")
     return value  # type: ignore[return-value]
 
 
@@ -146,15 +171,31 @@ def _plain(value: Value) -> Param:
     return value  # type: ignore[return-value]
 
 
-def param_converter(col: Column) -> Callable[[Value], Param]:
+def _exact_decimal(value: Value) -> Param | Decimal:
+    # Bound as a decimal literal, not a string: MariaDB compares a string with a number as DOUBLE, which
+    # would match a key or row that differs only beyond the 15th digit (bigint unsigned, decimal(30,...)).
+    if isinstance(value, str):
+        try:
+            number = Decimal(value)
+        except ArithmeticError:
+            raise UnrepresentableValue("a value that is not a decimal number") from None
+        if not number.is_finite():
+            raise UnrepresentableValue("MariaDB's DECIMAL has no NaN or infinity")
+        return number
+    return value  # type: ignore[return-value]
+
+
+def param_converter(col: Column) -> Callable[[Value], Param | Decimal]:
     """How a neutral value of ``col`` is bound on MariaDB (session time zone is UTC)."""
     if col.type == "timestamptz":
         return _timestamptz
     if col.type == "other" and col.source_type.startswith("bit("):
         return _bits
+    if col.type == "decimal":
+        return _exact_decimal
     return _plain
 
 
-def param_converters(meta: TableMeta) -> tuple[Callable[[Value], Param], ...]:
+def param_converters(meta: TableMeta) -> tuple[Callable[[Value], Param | Decimal], ...]:
     """One converter per column of ``meta``."""
     return tuple(param_converter(c) for c in meta.columns)

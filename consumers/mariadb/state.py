@@ -106,14 +106,14 @@ def state_from_row(row: tuple[Any, ...]) -> ApplyState:
 def meta_json(meta: TableMeta) -> str:
     """The stored JSON of a shape (every column field, so transition hints survive a restart)."""
     return json.dumps({"table": meta.table, "version": meta.version, "position": meta.position,
-                       "columns": [column_record(c) for c in meta.columns]})
+                       "identity": meta.identity, "columns": [column_record(c) for c in meta.columns]})
 
 
 def meta_from_json(text: str | bytes) -> TableMeta:
     """The TableMeta of a stored JSON document."""
     doc = json.loads(text)
     return TableMeta(table=doc["table"], version=doc["version"], position=doc.get("position", ""),
-                     columns=tuple(Column(**c) for c in doc["columns"]))
+                     identity=doc.get("identity", "key"), columns=tuple(Column(**c) for c in doc["columns"]))
 
 
 def table_state_params(group: str, standby: str, ts: TableState) -> list[Any]:

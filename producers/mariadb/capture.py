@@ -1,7 +1,8 @@
 """MariaDB capture: the binary log (ROW format, full images, full row metadata) read as a replica.
 
 Positions (:func:`schemas.positions.mariadb_position`): ``binlog.000003:1234 gtid=0-1-42``; the key
-is the file's sequence number and the offset, binlog order being commit order on one server.
+is the file's sequence number and the offset, binlog order being commit order on one server, and the
+GTID state is the server's at that offset (``BINLOG_GTID_POS``): what was written before it.
 
 * ``TxnBegin.commit`` / ``TxnEnd.commit``: where the transaction's GTID event starts. The binlog
   writes a transaction whole at commit, so start positions increase in commit order too, and,
@@ -38,7 +39,7 @@ from common.errors import PrerequisiteError, SourceError
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
 from producers.errors import SlotGapError, UnsupportedChange
 from producers.mariadb import binlog, catalog
-from producers.mariadb.gaps import gap_sentence, gtid_state_text, start_point
+from producers.mariadb.gaps import gap_sentence, gtid_state_text, oldest_gtid_list, start_point
 from producers.mariadb.rows import row_changes, rows_table_id
 from producers.mariadb.setup import problems
 from producers.mariadb.shapes import Shapes
@@ -121,6 +122,18 @@ class MariaDBCapture(LogCapture):
         except pymysql.err.Error as exc:
             self._ctl = None
             raise catalog.source_error(self.primary, exc) from None
+
+    def retained_from(self) -> str:
+        """Where the oldest binlog the server still holds starts (its GTID list is the state there)."""
+        try:
+            files = catalog.binary_logs(self._conn())
+            if not files:
+                return ""
+            gtid = gtid_state_text(oldest_gtid_list(self._conn(), files[0]))
+        except pymysql.err.Error as exc:
+            self._ctl = None
+            raise catalog.source_error(self.primary, exc) from None
+        return mariadb_position(files[0], 4, gtid).text
 
     def confirm(self, position: Position) -> None:
         """Remember ``position``: MariaDB keeps its binlog by time, whatever its readers confirm."""
@@ -207,13 +220,17 @@ class MariaDBCapture(LogCapture):
                 if group.xa:
                     raise UnsupportedChange(f"XA transaction {group.text} at {file}:{start}: Ark does not capture "
                                             "XA transactions", fix="commit without XA on the primary")
-                gtids[group.domain] = (group.server_id, group.seq)
+                # A position's GTID state is the server's there (BINLOG_GTID_POS): before this transaction.
                 group_start = mariadb_position(file, start, gtid_state_text(gtids))
+                gtids[group.domain] = (group.server_id, group.seq)
                 begun = False
                 commit_us = min(time.time_ns() // 1000, (ev.timestamp + 1) * 1_000_000)
             elif etype == binlog.TABLE_MAP:
                 meta = shapes.table_map(ev.body, group_start.text if group_start else "")
                 if meta is not None:
+                    if not begun and group is not None and group_start is not None:
+                        begun = True  # a new shape belongs to its transaction, before the rows that use it
+                        yield TxnBegin(group.text, group_start, commit_us)
                     yield meta
             elif etype in binlog.ROW_EVENTS:
                 state = shapes.by_id.get(rows_table_id(ev.body))

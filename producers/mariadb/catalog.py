@@ -19,9 +19,6 @@ from common.errors import SourceError
 from producers.mariadb.types import ColumnType, from_catalog
 from schemas.entries import Column, TableMeta
 
-#: Session settings that make values' text canonical: TIMESTAMP values read in UTC.
-SESSION_INIT = "SET time_zone = '+00:00'"
-
 #: PyMySQL conversions that encode parameters as usual but decode no result: every value comes back as
 #: MariaDB's text (str in the connection's utf8mb4, bytes for binary columns), for ColumnType.from_text.
 TEXT_RESULTS: dict[Any, Any] = {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
@@ -37,11 +34,7 @@ def where(settings: Any) -> str:
 
 def connect_kwargs(settings: Any, **extra: Any) -> dict[str, Any]:
     """PyMySQL keyword arguments for ``settings`` (password resolved now: never log these)."""
-    kwargs: dict[str, Any] = {"host": settings.host, "port": settings.port, "user": settings.user,
-                              "connect_timeout": settings.connect_timeout_s, "charset": "utf8mb4",
-                              "autocommit": True, "init_command": SESSION_INIT}
-    if settings.password is not None:
-        kwargs["password"] = settings.password.resolve(f"password of {settings.name}").get_secret_value()
+    kwargs: dict[str, Any] = settings.connect_kwargs()
     kwargs.update(extra)
     return kwargs
 
@@ -127,18 +120,24 @@ def table_meta(shape: Shape, position: str = "", hints: Sequence[tuple[int, str 
                ) -> TableMeta:
     """THE TableMeta of a shape, for the stream and the snapshot alike (same shape, same meta, same version).
 
+    A table without a primary key or a unique index on NOT NULL columns has identity ``full``: every
+    column is a key column (in column order) and keeps its own nullability, and a standby matches one
+    row per change on all its values (so UPDATEs and DELETEs replicate too, not only INSERTs).
+
     ``hints`` (stream only, right after DDL the capture followed): per column ``(column_id,
     default_expr, missing_value)``; see :mod:`producers.mariadb.ddl`.
     """
+    identity = "key" if shape.key else "full"
+    key = shape.key or shape.names
     columns = []
     for i, (name, ct, nullable) in enumerate(zip(shape.names, shape.types, shape.nullable, strict=True)):
-        key_pos = shape.key.index(name) + 1 if name in shape.key else 0
+        key_pos = key.index(name) + 1 if name in key else 0
         cid, default, missing = hints[i] if hints else (0, None, None)
-        columns.append(Column(name, ct.neutral, ct.declared, nullable and not key_pos, key_pos,
-                              default_expr=default, missing_value=missing, column_id=cid))
-    sig = repr((shape.table, [(c.name, c.type, c.source_type, c.nullable, c.key_position, c.default_expr,
-                               c.missing_value, c.column_id) for c in columns]))
-    return TableMeta(shape.table, tuple(columns), hashlib.sha256(sig.encode()).hexdigest()[:16], position)
+        columns.append(Column(name, ct.neutral, ct.declared, nullable and not (key_pos and identity == "key"),
+                              key_pos, default_expr=default, missing_value=missing, column_id=cid))
+    sig = repr((shape.table, identity, [(c.name, c.type, c.source_type, c.nullable, c.key_position, c.default_expr,
+                                         c.missing_value, c.column_id) for c in columns]))
+    return TableMeta(shape.table, tuple(columns), hashlib.sha256(sig.encode()).hexdigest()[:16], position, identity)
 
 
 _COLUMNS_SQL = """

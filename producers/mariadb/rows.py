@@ -3,7 +3,8 @@
 A rows event (v1, as MariaDB writes it, or v2) holds one or more row images of one table. With
 ``binlog_row_image=FULL`` every image has every column. An UPDATE carries the image before and
 after; its ``old_key`` is the before image's key when the key changed (as PostgreSQL's capture
-does). A DELETE carries the before image: its key is the ``old_key``.
+does), and always for a table of identity ``full`` (every column is its key). A DELETE carries the
+before image: its key is the ``old_key``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def row_changes(etype: int, body: bytes, state: TableState, table_id_size: int =
         after = present_columns(body[pos:pos + nbytes], count)
         pos += nbytes
     decs, table, key_idx = state.decs, state.meta.table, state.key_idx
+    full = state.meta.identity == "full"
     if count != len(decs):
         raise ValueError(f"rows event of {table} has {count} columns, its table map {len(decs)}")
     end = len(body)
@@ -74,10 +76,11 @@ def row_changes(etype: int, body: bytes, state: TableState, table_id_size: int =
             yield RowChange(table, Op.INSERT, values)
         elif op is Op.DELETE:
             old, pos = read_image(body, pos, decs, before)
-            yield RowChange(table, Op.DELETE, [], [old[i] for i in key_idx] if key_idx else old)
+            yield RowChange(table, Op.DELETE, [], [old[i] for i in key_idx])
         else:
             old, pos = read_image(body, pos, decs, before)
             values, pos = read_image(body, pos, decs, after)
             old_key = [old[i] for i in key_idx]
-            changed = any(values[i] != o for i, o in zip(key_idx, old_key, strict=True))
+            # Without a unique key (identity "full") the old row is the only way to find the row: always send it.
+            changed = full or any(values[i] != o for i, o in zip(key_idx, old_key, strict=True))
             yield RowChange(table, Op.UPDATE, values, old_key if changed else None)

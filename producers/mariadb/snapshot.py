@@ -1,4 +1,4 @@
-"""MariaDB snapshot source: a consistent snapshot at a known binlog position, while the primary serves.
+"""MariaDB's snapshot source: a consistent snapshot at a known binlog position, while the primary serves.
 
 ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` opens an InnoDB read view, and MariaDB reports the
 binlog position consistent with it (``Binlog_snapshot_file`` / ``Binlog_snapshot_position``): every
@@ -9,9 +9,13 @@ below ``just_before(P)``, exactly as after a PostgreSQL exported snapshot. (Only
 consistent: a MyISAM or Aria table is read as it is at that moment.)
 
 :meth:`MariaDBSnapshot.tables` builds each table's TableMeta with the same function as the stream
-(:func:`.catalog.table_meta`) from the same :class:`~.types.ColumnType`, and :meth:`rows` converts
-each value with the same :meth:`~.types.ColumnType.from_text` the binlog path uses, so a standby
+(:func:`.catalog.table_meta`) from the same :class:`~.types.ColumnType`, and :meth:`MariaDBTableRows.values`
+converts each value with the same :meth:`~.types.ColumnType.from_text` the binlog path uses, so a standby
 built from a snapshot and one built from the stream hold the same shapes and values.
+
+MariaDB cannot share a snapshot with another session (there is no exported snapshot), so the snapshot's
+``token`` is empty; the MariaDB verifier takes the snapshot's own session over instead
+(:meth:`MariaDBSnapshot.take_session`, :class:`common.engines.mariadb.SessionSnapshot`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
+from common.engines.mariadb import MariaDBPrimary
 from common.errors import SourceError
+from common.settings import PrimarySettings
+from common.snapshot import Snapshot, SnapshotSource, TableRows
 from producers.mariadb import catalog
 from producers.mariadb.types import ColumnType
-from schemas.entries import TableMeta, Value
+from schemas.entries import Position, TableMeta, Value
 from schemas.positions import mariadb_position
 
 log = logging.getLogger(__name__)
@@ -51,12 +58,44 @@ def _converter(ct: ColumnType) -> Callable[[Any], Value]:
     return lambda v: from_text(v if isinstance(v, bytes) else v.encode())
 
 
-class MariaDBSnapshot:
+class MariaDBTableRows(TableRows):
+    """``SELECT`` of one table in the snapshot, streamed (an unbuffered cursor: bounded memory)."""
+
+    def __init__(self, snapshot: MariaDBSnapshot, meta: TableMeta, shape: catalog.Shape) -> None:
+        super().__init__(meta)
+        self._snapshot = snapshot
+        self._shape = shape
+
+    def values(self) -> Iterator[list[Value]]:
+        types = dict(zip(self._shape.names, self._shape.types, strict=True))
+        cols = [c.name for c in self.meta.columns]
+        missing = [c for c in cols if c not in types]
+        if missing:
+            raise SourceError(f"{self.meta.table} has no column {missing[0]} in the snapshot",
+                              fix="the table changed shape: take a new snapshot")
+        convs = [_converter(types[c]) for c in cols]
+        select = ", ".join(types[c].text_expr(_quote(c)) for c in cols)
+        snap = self._snapshot
+        with snap.conn.cursor(pymysql.cursors.SSCursor) as cur:
+            try:
+                cur.execute(f"SELECT {select} FROM {quoted_table(self.meta.table)}")
+                while True:
+                    batch = cur.fetchmany(_FETCH)
+                    if not batch:
+                        break
+                    for row in batch:
+                        yield [None if v is None else conv(v) for conv, v in zip(convs, row, strict=True)]
+            except pymysql.err.Error as exc:
+                raise catalog.source_error(snap.settings, exc) from None
+
+
+class MariaDBSnapshot(Snapshot):
     """One open snapshot (see the module docstring); :meth:`close` ends it."""
 
-    def __init__(self, conn: Any, settings: Any) -> None:
-        self.conn = conn
+    def __init__(self, conn: Any, settings: MariaDBPrimary) -> None:
+        self.conn: Any = conn
         self.settings = settings
+        self._owned = True  # False once the verifier took the session over
         rows = catalog.query(conn, "SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
         status = {str(k).lower(): str(v) for k, v in rows}
         file, pos = status.get("binlog_snapshot_file", ""), int(status.get("binlog_snapshot_position", "0") or 0)
@@ -65,70 +104,83 @@ class MariaDBSnapshot:
                               fix="start the server with log_bin and binlog_format=ROW")
         gtid = catalog.query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))[0][0]
         #: The snapshot's consistent point: transactions starting before it are in the snapshot.
-        self.position = mariadb_position(file, pos, str(gtid or ""))
+        self.position: Position = mariadb_position(file, pos, str(gtid or ""))
+        self.token = ""
         self._shapes: dict[str, catalog.Shape] = {}
+        log.info("snapshot of %s at %s", settings.describe(), self.position.text)
+
+    def _shape(self, schema: str, table: str) -> catalog.Shape | None:
+        try:
+            return catalog.catalog_shape(self.conn, schema, table)
+        except ValueError as exc:
+            raise SourceError(f"cannot copy {exc}", fix="change the column's type, or leave the table out of "
+                              "primary.tables") from None
+        except pymysql.err.Error as exc:
+            raise catalog.source_error(self.settings, exc) from None
 
     def tables(self, patterns: Sequence[str]) -> list[TableMeta]:
         """The TableMeta of every table matching ``patterns`` (the same the stream would carry)."""
         out = []
-        for schema, table in catalog.matched_tables(self.conn, patterns):
-            try:
-                shape = catalog.catalog_shape(self.conn, schema, table)
-            except ValueError as exc:
-                raise SourceError(f"cannot copy {exc}", fix="change the column's type, or leave the table out "
-                                  "of primary.tables") from None
+        try:
+            found = catalog.matched_tables(self.conn, patterns)
+        except pymysql.err.Error as exc:
+            raise catalog.source_error(self.settings, exc) from None
+        for schema, table in found:
+            shape = self._shape(schema, table)
             if shape is None:
                 continue
             self._shapes[shape.table] = shape
             out.append(catalog.table_meta(shape))
         return out
 
-    def rows(self, meta: TableMeta) -> Iterator[list[Value]]:
-        """The table's rows as neutral values, in ``meta``'s column order, streamed (bounded memory)."""
+    def rows(self, meta: TableMeta) -> MariaDBTableRows:
+        """The table's rows as of :attr:`position`, in ``meta``'s column order."""
         shape = self._shapes.get(meta.table)
         if shape is None:
             schema, _, table = meta.table.partition(".")
-            shape = catalog.catalog_shape(self.conn, schema, table)
+            shape = self._shape(schema, table)
             if shape is None:
-                raise SourceError(f"table {meta.table} not found on {catalog.where(self.settings)}",
+                raise SourceError(f"table {meta.table} is not in the snapshot of {catalog.where(self.settings)}",
                                   fix="check the table name (schema.table) and primary.tables")
-        types = dict(zip(shape.names, shape.types, strict=True))
-        cols = [c.name for c in meta.columns]
-        convs = [_converter(types[c]) for c in cols]
-        select = ", ".join(types[c].text_expr(_quote(c)) for c in cols)
-        with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
-            try:
-                cur.execute(f"SELECT {select} FROM {quoted_table(meta.table)}")
-                while True:
-                    batch = cur.fetchmany(_FETCH)
-                    if not batch:
-                        break
-                    for row in batch:
-                        yield [None if v is None else conv(v) for conv, v in zip(convs, row, strict=True)]
-            except pymysql.err.Error as exc:
-                raise catalog.source_error(self.settings, exc) from None
+            self._shapes[meta.table] = shape
+        return MariaDBTableRows(self, meta, shape)
+
+    def take_session(self) -> Any:
+        """The snapshot's connection, handed over (see :class:`common.engines.mariadb.SessionSnapshot`)."""
+        if not self._owned:
+            raise RuntimeError("the snapshot's session was taken over already")
+        self._owned = False
+        return self.conn
 
     def close(self) -> None:
-        """End the snapshot transaction and close the connection (safe twice)."""
+        """End the snapshot transaction and close the connection, unless it was taken over (safe twice)."""
+        if not self._owned:
+            return
+        self._owned = False
         try:
             self.conn.close()
         except pymysql.err.Error:
             log.debug("closing the snapshot connection failed", exc_info=True)
 
 
-class MariaDBSnapshotSource:
-    """Opens consistent snapshots of a MariaDB primary (``settings``: its :class:`MariaDBPrimary`)."""
+class MariaDBSnapshotSource(SnapshotSource):
+    """Opens consistent snapshots of a MariaDB primary."""
 
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
+    def __init__(self, primary: PrimarySettings) -> None:
+        if not isinstance(primary, MariaDBPrimary):
+            raise TypeError(f"MariaDBSnapshotSource needs MariaDB settings, got {primary.engine}")
+        self.primary = primary
 
     def open(self) -> MariaDBSnapshot:
         """A snapshot at a known position (the primary keeps serving)."""
-        conn = catalog.connect(self.settings, role="the primary (snapshot)", conv=catalog.TEXT_RESULTS)
+        conn = catalog.connect(self.primary, role="the primary (snapshot)", conv=catalog.TEXT_RESULTS)
         try:
             catalog.query(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             catalog.query(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            return MariaDBSnapshot(conn, self.settings)
+            return MariaDBSnapshot(conn, self.primary)
         except pymysql.err.Error as exc:
             conn.close()
-            raise catalog.source_error(self.settings, exc) from None
+            raise catalog.source_error(self.primary, exc) from None
+        except BaseException:
+            conn.close()
+            raise

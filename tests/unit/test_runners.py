@@ -360,10 +360,15 @@ def test_a_standby_whose_ddl_commits_by_itself_commits_before_each_shape_change(
     log, txns = _ddl_log()
     standby = synced_standby(log, table_meta(T))
     seen: dict[str, list[str]] = {}
-    running = Running(ApplyRunner(config(batch_txns=1000), config().standbys[0],
-                                  lambda: RecordingApplier(standby, seen, transactional_ddl=transactional_ddl), log), [])
+    cfg = config(batch_txns=1000)
+
+    def factory() -> RecordingApplier:
+        return RecordingApplier(standby, seen, transactional_ddl=transactional_ddl)
+
+    running = Running(ApplyRunner(cfg, cfg.standbys[0], factory, log), [])
     try:
-        wait_until(lambda: standby.db.state is not None and standby.db.state.applied_txns == 4, what="every transaction")
+        wait_until(lambda: standby.db.state is not None and standby.db.state.applied_txns == 4,
+                   what="every transaction")
     finally:
         running.stop()
     assert sorted(table(standby)) == [1, 2, 3, *range(10, 22)] and len(standby.rows("public.u")) == 12
