@@ -43,8 +43,12 @@ from schemas.entries import Column, Op, Position, RowChange, TableMeta, Value
 
 log = logging.getLogger(__name__)
 
+#: The applier's session: UTC; strict, but zero dates and explicit zeros in AUTO_INCREMENT columns kept as they come;
+#: READ COMMITTED, because a transaction holding a REPEATABLE READ view cannot use a table created after that view
+#: (error 1412), and MariaDB's DDL runs beside the transaction (a sync creates tables while it loads others).
 SESSION = ("SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO',"
-           " SESSION lock_wait_timeout = 60, SESSION innodb_lock_wait_timeout = 50")
+           " SESSION lock_wait_timeout = 60, SESSION innodb_lock_wait_timeout = 50,"
+           " SESSION tx_isolation = 'READ-COMMITTED'")
 _CHUNK = 500  # keys per multi-row DELETE / key count
 _LOAD_BATCH = 1000  # rows per executemany of a bulk load (PyMySQL sends them as multi-row INSERTs)
 
@@ -144,7 +148,8 @@ class MariaDBApplier(Applier):
         """Connectivity, a MariaDB server, and the privileges the applier needs."""
         try:
             with self._guard("checking prerequisites"):
-                row = self._exec("SELECT VERSION(), CURRENT_USER()").fetchone()
+                row = self._exec("SELECT VERSION(), CURRENT_USER(), @@global.log_bin, @@global.binlog_format"
+                                 ).fetchone()
                 grants = " ".join(str(r[0]) for r in self._exec("SHOW GRANTS").fetchall()).upper()
         except ArkError as exc:
             return [Problem(exc.message, exc.fix)]
@@ -155,6 +160,10 @@ class MariaDBApplier(Applier):
         if "ALL PRIVILEGES ON *.*" not in grants and "READ_ONLY ADMIN" not in grants and "SUPER" not in grants:
             found.append(Problem(f"user {row[1]} on standby {self.settings.name} cannot write while read_only is ON",
                                  f"GRANT READ_ONLY ADMIN ON *.* TO {row[1]} (and ALL on the replicated schemas)"))
+        if str(row[2]) == "1" and str(row[3]).upper() == "STATEMENT":
+            found.append(Problem(f"standby {self.settings.name} logs its binlog as STATEMENT, which cannot log the "
+                                 "applier's READ COMMITTED transactions",
+                                 "SET GLOBAL binlog_format = 'ROW' (or MIXED) and put it in my.cnf"))
         return found
 
     def prepare(self) -> None:

@@ -40,8 +40,8 @@ TYPES_ROWS = [
 
 
 def _config(port: int, db: str) -> ArkConfig:
-    return parse_config({"group": f"g{db}", "primary": {"name": "p", "engine": "mariadb", "port": port,
-                                                        "tables": [f"{db}.*"]}})
+    return parse_config({"group": f"g{db}", "control_key": {"env": "ARK_CONTROL_KEY"},
+                         "primary": {"name": "p", "engine": "mariadb", "port": port, "tables": [f"{db}.*"]}})
 
 
 def _events(capture: MariaDBCapture, resume: Position | None, until: int, timeout: float = 30) -> list[CaptureEvent]:
@@ -85,7 +85,7 @@ def test_values_stream_equals_snapshot(fresh_mariadb) -> None:
     snap = MariaDBSnapshotSource(_config(prim.port, db).primary).open()
     try:
         (snap_meta,) = snap.tables([f"{db}.*"])
-        snap_rows = sorted(snap.rows(snap_meta), key=lambda r: r[0])  # type: ignore[arg-type, return-value]
+        snap_rows = sorted(snap.rows(snap_meta).values(), key=lambda r: r[0])  # type: ignore[arg-type, return-value]
     finally:
         snap.close()
     stream_meta = metas[0]

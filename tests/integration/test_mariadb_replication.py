@@ -30,7 +30,8 @@ BANK = ["accounts", "history"]
 
 
 def _standby_settings(port: int):  # noqa: ANN202 - the engine's own settings model
-    cfg = parse_config({"group": "g", "primary": {"name": "p", "engine": "mariadb", "port": 1, "tables": ["x.*"]},
+    cfg = parse_config({"group": "g", "control_key": {"env": "ARK_CONTROL_KEY"},
+                        "primary": {"name": "p", "engine": "mariadb", "port": 1, "tables": ["x.*"]},
                         "standbys": [{"name": "s", "engine": "mariadb", "port": port}]})
     return cfg.standbys[0]
 

@@ -70,6 +70,7 @@ class MariaDBGroup:
         """Write the YAML."""
         doc = {
             "group": self.name,
+            "control_key": {"env": "ARK_CONTROL_KEY"},
             "kafka": {"bootstrap": self.kafka},
             "primary": {"name": "primary", "engine": "mariadb", "host": "127.0.0.1", "port": self.primary.port,
                         "tables": [f"{self.schema}.*"], "heartbeat_s": 0.05},
