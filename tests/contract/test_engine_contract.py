@@ -288,3 +288,28 @@ def test_a_keyless_table_replicates_updates_and_deletes_by_whole_rows(harness: E
     finally:
         app.close()
     assert harness.rows(sb, BAG) == harness.rows(src, BAG) == [(7, "y", "0.07", b"y"), (8, "z", "0.08", b"z")]
+
+
+def test_probe_reads_the_source_log_from_the_database_alone(harness: EngineHarness) -> None:
+    """What ``ark status`` shows with Kafka down: the source's current position (in the engine's own text) and
+    how many bytes of log lie between two positions; never an exception for an unreachable source."""
+    src = harness.source()
+    harness.run(src, harness.create_table(T))
+    cfg = harness.config(src)
+    capture = _capture(cfg)  # the capture's source-side setup exists (a slot, for engines that have one)
+    probe = load(engine(cfg.primary.engine).probe)(cfg)
+    try:
+        before = probe.source_log()
+        assert before.message == "" and before.current_position and before.summary, before
+        harness.run(src, *[harness.insert(T, i, "x" * 200) for i in range(50)])
+        after = probe.source_log()
+        assert after.current_position is not None and before.current_position is not None
+        older, newer = capture.parse_position(before.current_position), capture.parse_position(after.current_position)
+        assert older.key < newer.key
+        assert (probe.bytes_between(before.current_position, after.current_position) or 0) > 50 * 200
+        assert probe.bytes_between(after.current_position, after.current_position) == 0
+        assert capture.retained_from() == "" or capture.parse_position(capture.retained_from()).key <= newer.key
+    finally:
+        capture.close()
+    gone = load(engine(cfg.primary.engine).probe)(harness.config({**src, "port": 1}))
+    assert gone.source_log().message  # unreachable: said, not raised

@@ -6,6 +6,7 @@ import pytest
 
 from producers.mariadb import binlog
 from producers.mariadb.catalog import Shape, table_meta
+from producers.mariadb.probe import distance
 from producers.mariadb.rows import TableState, row_changes
 from producers.mariadb.shapes import map_shape
 from producers.mariadb.tablemap import parse_table_map
@@ -138,3 +139,11 @@ def test_positions_order_and_text() -> None:
     assert floor is not None and floor < b and a < floor
     with pytest.raises(ValueError):
         parse_mariadb("binlog.000010:4")
+
+
+def test_binlog_distance_across_files() -> None:
+    sizes = [("binlog.000001", 1000), ("binlog.000002", 500), ("binlog.000003", 300)]
+    assert distance(sizes, ("binlog.000001", 400), ("binlog.000001", 900)) == 500
+    assert distance(sizes, ("binlog.000001", 400), ("binlog.000003", 100)) == 600 + 500 + 100
+    assert distance(sizes, ("binlog.000003", 100), ("binlog.000001", 400)) == 0  # never negative
+    assert distance(sizes, ("binlog.000000", 4), ("binlog.000003", 100)) is None  # purged: unknown
