@@ -22,7 +22,7 @@ stronger guard give readers a user with SELECT only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,7 +39,7 @@ from consumers.mariadb import ddl, sql, state
 from consumers.mariadb.errors import classify, code_of, message_of
 from consumers.mariadb.plan import Run, split_runs
 from consumers.tables import TableState, staging_name
-from schemas.entries import Column, Op, Position, RowChange, TableMeta, Value
+from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, TableMeta, Value
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class MariaDBApplier(Applier):
         value = sql.param_converter(col)(text)
         return str(self.side.escape(value))
 
-    def _adapt(self, meta: TableMeta) -> list[str]:
+    def _adapt(self, meta: TableMeta, previous: TableMeta | None = None) -> list[str]:
         """Create or adapt the standby table (side connection, idempotent); the statements run."""
         current, pk = self._standby_columns(meta.table)
         table = sql.qualified(meta.table)
@@ -254,7 +254,7 @@ class MariaDBApplier(Applier):
         def has_rows() -> bool:
             return bool(self._exec(f"SELECT EXISTS (SELECT 1 FROM {table})", conn=self.side).fetchone()[0])
 
-        steps = ddl.plan(meta, current, pk, has_rows=has_rows, literal=self._literal)
+        steps = ddl.plan(meta, current, pk, has_rows=has_rows, literal=self._literal, previous=previous)
         for statement in steps.statements:
             log.info("standby DDL for %s: %s", meta.table, statement)
             try:
@@ -272,7 +272,7 @@ class MariaDBApplier(Applier):
         self._require_txn()
         with self._guard("adapting the table", table=meta.table, position=meta.position):
             if previous is None or previous != meta:
-                self._adapt(meta)
+                self._adapt(meta, previous)
             self._exec(state.SAVE_META_SQL, [group, meta.table, meta.version, state.meta_json(meta)])
 
     def independent_tables(self, tables: Collection[str]) -> bool:
@@ -305,22 +305,27 @@ class MariaDBApplier(Applier):
                     continue
                 self._apply_run(metas[run.table], run, txn_id, position)
 
-    def _params(self, meta: TableMeta, values: Sequence[Value], cols: Sequence[int]) -> list[Any]:
+    def _convert(self, meta: TableMeta, pairs: Iterable[tuple[int, Value]]) -> list[Any]:
         convs = sql.param_converters(meta)
         out = []
-        for i in cols:
+        for i, value in pairs:
             try:
-                out.append(convs[i](values[i]))
+                out.append(convs[i](value))
             except ValueError as exc:  # named by column, never by value
-                col = meta.columns[i]
-                raise DataApplyError(f"column {col.name} ({col.type}) of {meta.table} cannot be stored on standby "
-                                     f"{self.settings.name}: {exc}", table=meta.table,
-                                     fix=f"check the type of {meta.table}.{col.name} on the standby") from None
+                col, txn, at = meta.columns[i], self._ctx.get("txn_id", ""), self._ctx.get("position", "")
+                where = f" (source transaction {txn} at {at})" if txn else ""
+                raise DataApplyError(f"column {col.name} ({col.type}, {col.source_type}) of {meta.table} cannot be "
+                                     f"stored on standby {self.settings.name}: {exc}{where}", table=meta.table,
+                                     txn_id=txn, position=at,
+                                     fix=f"correct the value on the primary, or leave {meta.table} out of "
+                                         "primary.tables for this standby") from None
         return out
 
+    def _params(self, meta: TableMeta, values: Sequence[Value], cols: Sequence[int]) -> list[Any]:
+        return self._convert(meta, ((i, values[i]) for i in cols))
+
     def _key_params(self, meta: TableMeta, key: Sequence[Value]) -> list[Any]:
-        convs = sql.param_converters(meta)
-        return [convs[i](k) for i, k in zip(meta.key_indexes, key, strict=True)]
+        return self._convert(meta, zip(meta.key_indexes, key, strict=True))
 
     def _missing(self, run: Run, key: Sequence[Value] | None, txn_id: str, position: str) -> DataApplyError:
         """``key`` None: a table without a unique key, whose row is named by all its values (never shown)."""
@@ -340,6 +345,13 @@ class MariaDBApplier(Applier):
             return
         if meta.identity == "full":
             self._apply_full(meta, run, txn_id, position)
+            return
+        if run.partial:
+            for values, key in zip(run.values, run.keys, strict=True):
+                cols = [i for i, v in enumerate(values) if v is not UNCHANGED]
+                cur.execute(sql.update_sql(meta, cols), self._params(meta, values, cols) + self._key_params(meta, key))
+                if cur.rowcount != 1:
+                    raise self._missing(run, key, txn_id, position)
             return
         big = len(run) >= self.set_threshold and not run.key_change
         if run.op is Op.DELETE and big:
@@ -379,7 +391,8 @@ class MariaDBApplier(Applier):
         for i, old in enumerate(run.keys):
             params = self._params(meta, old, all_cols)
             if run.op is Op.UPDATE:
-                params = self._params(meta, run.values[i], all_cols) + params
+                new = [o if v is UNCHANGED else v for v, o in zip(run.values[i], old, strict=True)]
+                params = self._params(meta, new, all_cols) + params
             cur.execute(statement, params)
             if cur.rowcount != 1:
                 raise self._missing(run, None, txn_id, position)

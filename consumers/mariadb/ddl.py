@@ -28,7 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consumers.errors import TableNeedsResync
-from consumers.mariadb.sql import column_sql, column_type, create_table_sql, qualified, quote_ident, split_table
+from consumers.mariadb.sql import (
+    catalog_form,
+    column_sql,
+    column_type,
+    create_table_sql,
+    qualified,
+    quote_ident,
+    split_table,
+)
 from schemas.entries import NAME_ID_BASE, Column, TableMeta, name_column_id
 
 _DISPLAY_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|bigint|year)\(\d+\)")
@@ -58,54 +66,79 @@ class Plan:
     renames: list[tuple[str, str]] = field(default_factory=list)
 
 
-def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
-         has_rows: Callable[[], bool] = lambda: True, literal: Callable[[Column, str], str] = lambda c, v: repr(v),
-         source_engine: str = "mariadb") -> Plan:
-    """The statements that turn the standby's table (``current``, ``pk``) into ``meta``'s shape.
-
-    ``literal(column, missing_value)`` renders the value existing rows get for an added column.
-    Raises TableNeedsResync when the existing rows could not be kept right.
-    """
-    name = qualified(meta.table)
-    if current is None:
-        schema, _ = split_table(meta.table)
-        return Plan([f"CREATE DATABASE IF NOT EXISTS {quote_ident(schema)} CHARACTER SET utf8mb4",
-                     create_table_sql(meta, source_engine=source_engine)])
-    have = {c.name.casefold(): c for c in current}
+def _match(meta: TableMeta, current: list[StandbyColumn], previous: TableMeta | None
+           ) -> tuple[list[tuple[StandbyColumn, Column]], list[Column], list[StandbyColumn], str]:
+    """(renames, adds, drops, how the columns were matched): by name ids (a MariaDB source's transition hints),
+    by stable column ids against ``previous`` (PostgreSQL's attnums), or "" (by name only: unknown)."""
+    have = {c.name.casefold() for c in current}
     want = {c.name.casefold() for c in meta.columns}
-    hinted = any(c.column_id >= NAME_ID_BASE for c in meta.columns)
     gone = [c for c in current if c.name.casefold() not in want]
-    by_id = {name_column_id(c.name): c for c in gone}
+    if any(c.column_id >= NAME_ID_BASE for c in meta.columns):
+        how = "names"
+        source_of = {name_column_id(c.name): c for c in gone}
+    elif previous is not None and any(0 < c.column_id < NAME_ID_BASE for c in meta.columns):
+        how = "ids"
+        by_name = {c.name.casefold(): c for c in gone}
+        source_of = {c.column_id: by_name[c.name.casefold()] for c in previous.columns
+                     if 0 < c.column_id < NAME_ID_BASE and c.name.casefold() in by_name}
+        was = {c.name.casefold(): c.column_id for c in previous.columns}
+        for col in meta.columns:  # the same name on another column (dropped and re-added): not followed in place
+            old_id = was.get(col.name.casefold(), 0)
+            if col.name.casefold() in have and 0 < old_id < NAME_ID_BASE and col.column_id not in (0, old_id):
+                raise TableNeedsResync(meta.table, f"column {col.name} was dropped and added again",
+                                       position=meta.position)
+    else:
+        how, source_of = "", {}
     renames: list[tuple[StandbyColumn, Column]] = []
     adds: list[Column] = []
     for col in meta.columns:
         if col.name.casefold() in have:
             continue
-        source = by_id.get(col.column_id) if hinted and col.column_id != name_column_id(col.name) else None
-        if source is not None:
+        source = source_of.get(col.column_id) if how and col.column_id != name_column_id(col.name) else None
+        if source is not None and source in gone:
             renames.append((source, col))
             gone.remove(source)
         else:
             adds.append(col)
+    return renames, adds, gone, how
+
+
+def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
+         has_rows: Callable[[], bool] = lambda: True, literal: Callable[[Column, str], str] = lambda c, v: repr(v),
+         previous: TableMeta | None = None) -> Plan:
+    """The statements that turn the standby's table (``current``, ``pk``) into ``meta``'s shape.
+
+    ``previous`` is the shape the standby follows now (its column ids tell renames from drops and adds
+    when the source has stable column ids). ``literal(column, missing_value)`` renders the value existing
+    rows get for an added column. Raises TableNeedsResync when the existing rows could not be kept right.
+    """
+    name = qualified(meta.table)
+    if current is None:
+        schema, _ = split_table(meta.table)
+        return Plan([f"CREATE DATABASE IF NOT EXISTS {quote_ident(schema)} CHARACTER SET utf8mb4",
+                     create_table_sql(meta)])
+    have = {c.name.casefold(): c for c in current}
+    renames, adds, gone, how = _match(meta, current, previous)
     from_stream = bool(meta.position)
     rows = bool(from_stream and adds and has_rows())
-    if rows and not hinted and adds and gone:
+    if rows and not how and adds and gone:
         raise TableNeedsResync(meta.table, f"columns {', '.join(c.name for c in gone)} disappeared and "
                                f"{', '.join(c.name for c in adds)} appeared in one step without transition hints: "
                                "a rename (which keeps the data) cannot be told from a drop and add",
                                position=meta.position)
+    known_ids = {c.column_id for c in previous.columns} if previous is not None else set()
     clauses: list[str] = []
     undefault: list[str] = []
     for old, col in renames:
-        clauses.append(f"CHANGE COLUMN {quote_ident(old.name)} {column_sql(col, source_engine, meta.identity)}")
+        clauses.append(f"CHANGE COLUMN {quote_ident(old.name)} {column_sql(col, meta.identity)}")
     for col in adds:
-        fill = _fill(meta, col, hinted) if rows else None
+        fill = _fill(meta, col, how, known_ids) if rows else None
         if fill is None or fill == "NULL":
             not_null = not col.nullable and not rows
-            clauses.append(f"ADD COLUMN {quote_ident(col.name)} {column_type(col, source_engine, meta.identity)}"
+            clauses.append(f"ADD COLUMN {quote_ident(col.name)} {column_type(col, meta.identity)}"
                            f"{' NOT NULL' if not_null else ''}")
         else:
-            clauses.append(f"ADD COLUMN {column_sql(col, source_engine, meta.identity)} DEFAULT {literal(col, fill)}")
+            clauses.append(f"ADD COLUMN {column_sql(col, meta.identity)} DEFAULT {literal(col, fill)}")
             undefault.append(f"ALTER COLUMN {quote_ident(col.name)} DROP DEFAULT")
     clauses += [f"DROP COLUMN {quote_ident(c.name)}" for c in gone]
     renamed = {c.name.casefold() for _, c in renames}
@@ -113,8 +146,8 @@ def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
         old_col = have.get(col.name.casefold())
         if old_col is None or col.name.casefold() in renamed:
             continue
-        if old_col.type != column_type(col, source_engine, meta.identity).lower() or old_col.not_null == col.nullable:
-            clauses.append(f"MODIFY COLUMN {column_sql(col, source_engine, meta.identity)}")
+        if old_col.type != catalog_form(column_type(col, meta.identity)) or old_col.not_null == col.nullable:
+            clauses.append(f"MODIFY COLUMN {column_sql(col, meta.identity)}")
     want_pk = [c.name for c in meta.key_columns] if meta.identity == "key" else []  # "full": no unique key
     renamed_pk = [next((c.name for o, c in renames if o.name == p), p) for p in pk]
     if [p.casefold() for p in renamed_pk] != [p.casefold() for p in want_pk]:
@@ -130,17 +163,19 @@ def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
     return out
 
 
-def _fill(meta: TableMeta, col: Column, hinted: bool) -> str | None:
+def _fill(meta: TableMeta, col: Column, how: str, known_ids: set[int]) -> str | None:
     """The missing value (canonical text), "NULL", or raise: what the rows that existed get."""
-    if not hinted or col.column_id != name_column_id(col.name):
+    new = (how == "names" and col.column_id == name_column_id(col.name)) or \
+          (how == "ids" and 0 < col.column_id < NAME_ID_BASE and col.column_id not in known_ids)
+    if not new:
         raise TableNeedsResync(meta.table, f"column {col.name} was added, and the values the existing rows got are "
                                "not known (the capture could not follow the DDL exactly)", position=meta.position)
     if col.missing_value is not None:
         return col.missing_value
     if col.default_expr is not None and col.default_expr.upper() != "NULL":
-        raise TableNeedsResync(meta.table, f"column {col.name} was added with DEFAULT {col.default_expr}, which "
-                               "MariaDB computed when the DDL ran: the existing rows' values are not in the binlog",
-                               position=meta.position)
+        raise TableNeedsResync(meta.table, f"column {col.name} was added with DEFAULT {col.default_expr}, which the "
+                               "primary computed when the DDL ran or row by row: the existing rows' values are not in "
+                               "its log", position=meta.position)
     if not col.nullable:
         raise TableNeedsResync(meta.table, f"column {col.name} was added NOT NULL but no value for the existing "
                                "rows is known", position=meta.position)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from common.errors import ArkError, TargetError
@@ -26,6 +27,14 @@ def message_of(exc: BaseException) -> str:
     return " ".join(str(exc.args[1] if len(exc.args) > 1 else exc).split())
 
 
+_VALUE = re.compile(r"value: '.*' for column", re.S)
+
+
+def redacted(code: int, text: str) -> str:
+    """The server's message without the row value some data errors quote (a key value stays: it names the row)."""
+    return text if code == 1062 else _VALUE.sub("value for column", text)
+
+
 def classify(exc: BaseException, *, what: str, settings: Any, table: str = "", txn_id: str = "",
              position: str = "", key: object = None) -> ArkError:
     """The Ark error for a driver error raised while doing ``what`` (names table, transaction, key)."""
@@ -35,6 +44,7 @@ def classify(exc: BaseException, *, what: str, settings: Any, table: str = "", t
         return TransientApplyError(f"{where}: {what} interrupted: {text} (error {code})",
                                    fix="Ark retries by itself; check the standby if it persists")
     if code in DATA:
+        text = redacted(code, text)
         about = " ".join(p for p in (f"table {table}" if table else "", f"key {key}" if key is not None else "",
                                      f"source transaction {txn_id}" if txn_id else "",
                                      f"at {position}" if position else "") if p)

@@ -7,6 +7,7 @@ driver, never formatted into SQL by hand), converted per column by :func:`param_
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -37,38 +38,93 @@ def qualified(table: str) -> str:
 
 _KEYABLE_TEXT = re.compile(r"^(tiny|medium|long)?(text|blob)\b")
 
+#: Declared types as a MariaDB capture writes them (``ColumnType.declared``), by the neutral type they carry.
+#: A column whose ``source_type`` is one of these for its neutral type is created exactly so; any other
+#: (another engine's column) is created from its neutral type (:func:`mapped_type`).
+_NATIVE: dict[str, re.Pattern[str]] = {name: re.compile(pattern) for name, pattern in {
+    "int16": r"^(tinyint( unsigned)?|smallint|year)$",
+    "int32": r"^(smallint unsigned|mediumint( unsigned)?|int)$",
+    "int64": r"^(int unsigned|bigint)$",
+    "decimal": r"^(bigint unsigned|decimal\(\d+,\d+\)( unsigned)?)$",
+    "float32": r"^float( unsigned)?$",
+    "float64": r"^double( unsigned)?$",
+    "date": r"^date$",
+    "timestamp": r"^datetime(\(\d\))?$",
+    "timestamptz": r"^timestamp(\(\d\))?$",
+    "time": r"^time(\(\d\))?$",
+    "string": r"^((var)?char\(\d+\)|(tiny|medium|long)?text|(enum|set)\(.*\)) collate \w+$",
+    "bytes": r"^((var)?binary\(\d+\)|(tiny|medium|long)?blob|geometry)$",
+    "other": r"^bit\(\d+\)$",
+}.items()}
+
+#: Collation of strings from another engine: exact (bytes, case and trailing spaces count), as keys compare
+#: there (MariaDB's default collations would call 'a', 'A' and 'a ' the same key).
+FOREIGN_COLLATION = "utf8mb4_nopad_bin"
+
 #: neutral type -> MariaDB type, for columns whose declared type is another engine's.
 _NEUTRAL: dict[str, str] = {
     "int16": "smallint", "int32": "int", "int64": "bigint", "float32": "float", "float64": "double",
-    "decimal": "decimal(65,30)", "string": "longtext", "bytes": "longblob", "boolean": "tinyint(1)",
+    "decimal": "decimal(65,30)", "string": "longtext", "bytes": "longblob", "boolean": "boolean",
     "date": "date", "time": "time(6)", "timestamp": "datetime(6)", "timestamptz": "datetime(6)",
-    "uuid": "uuid", "json": "longtext", "interval": "varchar(100)", "other": "longtext",
+    "uuid": "uuid", "json": "longtext", "interval": "varchar(255)", "other": "longtext",
 }
+_PRECISION = re.compile(r"^(?:numeric|decimal)\((\d+),(\d+)\)")
+_LENGTH = re.compile(r"^(?:character varying|varchar|character|char)\((\d+)\)")
 
 
-def column_type(col: Column, source_engine: str = "mariadb", identity: str = "key") -> str:
-    """The standby column's MariaDB type.
+def is_native(col: Column) -> bool:
+    """True when ``col``'s declared type is MariaDB's own for its neutral type (a MariaDB source)."""
+    pattern = _NATIVE.get(col.type)
+    return pattern is not None and pattern.match(col.source_type.strip().lower()) is not None
 
-    From a MariaDB source the declared type is used as it is (collation included). Other engines'
-    columns get the neutral type's MariaDB type (the cross-engine map is the engine kit's).
+
+def mapped_type(col: Column) -> str:
+    """The MariaDB type of another engine's column, from its neutral type (README "Cross-engine apply").
+
+    A declared precision (``numeric(12,2)``) or length (``character varying(20)``) is kept where MariaDB has
+    it; strings get an exact collation.
     """
-    typ = col.source_type if source_engine == "mariadb" else _NEUTRAL.get(col.type, "longtext")
+    declared = col.source_type.strip().lower()
+    if col.type == "decimal":
+        m = _PRECISION.match(declared)
+        if m and 0 < int(m[1]) <= 65 and 0 <= int(m[2]) <= min(30, int(m[1])):
+            return f"decimal({m[1]},{m[2]})"
+    if col.type == "string":
+        m = _LENGTH.match(declared)
+        length = int(m[1]) if m else 0
+        base = f"varchar({length})" if 0 < length <= 16383 else "longtext"
+        return f"{base} character set utf8mb4 collate {FOREIGN_COLLATION}"
+    if col.type in ("json", "other", "interval"):
+        return f"{_NEUTRAL[col.type]} character set utf8mb4 collate {FOREIGN_COLLATION}"
+    return _NEUTRAL.get(col.type, f"longtext character set utf8mb4 collate {FOREIGN_COLLATION}")
+
+
+def column_type(col: Column, identity: str = "key") -> str:
+    """The standby column's MariaDB type: the declared type of a MariaDB source (collation included), else
+    the neutral type's (:func:`mapped_type`). A TEXT/BLOB key gets a bounded type (MariaDB keys need one)."""
+    typ = col.source_type if is_native(col) else mapped_type(col)
     if col.key_position and identity == "key" and _KEYABLE_TEXT.match(typ):
-        # A TEXT/BLOB key needs a prefix length in MariaDB; a key column is short in practice.
         typ = _KEYABLE_TEXT.sub(lambda m: "varbinary(3072)" if m.group(2) == "blob" else "varchar(768)", typ, 1)
     return typ
 
 
-def column_sql(col: Column, source_engine: str = "mariadb", identity: str = "key") -> str:
+_CHARSET = re.compile(r" character set \w+")
+
+
+def catalog_form(typ: str) -> str:
+    """A type as :func:`consumers.mariadb.ddl.normalise` reads it back from the catalog (to compare them)."""
+    typ = _CHARSET.sub("", typ.strip().lower())
+    return "tinyint" if typ in ("boolean", "bool") else typ
+
+
+def column_sql(col: Column, identity: str = "key") -> str:
     """``name type [NOT NULL]`` (no defaults: every replicated row carries all its values)."""
-    typ = column_type(col, source_engine, identity)
-    return f"{quote_ident(col.name)} {typ}{'' if col.nullable else ' NOT NULL'}"
+    return f"{quote_ident(col.name)} {column_type(col, identity)}{'' if col.nullable else ' NOT NULL'}"
 
 
-def create_table_sql(meta: TableMeta, name: str | None = None, source_engine: str = "mariadb", *,
-                     keyed: bool = True) -> str:
+def create_table_sql(meta: TableMeta, name: str | None = None, *, keyed: bool = True) -> str:
     """CREATE TABLE for ``meta`` (InnoDB, the key as primary key; none for identity "full" or ``keyed=False``)."""
-    cols = [column_sql(c, source_engine, meta.identity) for c in meta.columns]
+    cols = [column_sql(c, meta.identity) for c in meta.columns]
     key = [quote_ident(c.name) for c in meta.key_columns]
     if key and keyed and meta.identity == "key":
         cols.append("PRIMARY KEY (" + ", ".join(key) + ")")
@@ -180,15 +236,64 @@ def _exact_decimal(value: Value) -> Param | Decimal:
         except ArithmeticError:
             raise UnrepresentableValue("a value that is not a decimal number") from None
         if not number.is_finite():
-            raise UnrepresentableValue("MariaDB's DECIMAL has no NaN or infinity")
+            raise UnrepresentableValue("MariaDB's DECIMAL holds finite numbers only")
         return number
     return value  # type: ignore[return-value]
 
 
+_DATE = re.compile(r"^\d{4}-\d\d-\d\d$")
+_DATETIME = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d{1,6})?$")
+_TIME = re.compile(r"^-?\d{1,3}:\d\d:\d\d(\.\d{1,6})?$")
+
+
+def _checked(pattern: re.Pattern[str], what: str) -> Callable[[Value], Param]:
+    def check(value: Value) -> Param:
+        if isinstance(value, str) and not pattern.match(value):
+            raise UnrepresentableValue(f"a {what} outside what MariaDB stores (infinity, a BC or 5-digit year, "
+                                       "a time zone other than UTC, more than 6 fraction digits)")
+        return value  # type: ignore[return-value]
+    return check
+
+
+def _foreign_timestamptz(value: Value) -> Param:
+    return _checked(_DATETIME, "timestamp")(_timestamptz(value))
+
+
+def _float(value: Value) -> Param:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise UnrepresentableValue("MariaDB's FLOAT and DOUBLE hold finite numbers only")
+    return value  # type: ignore[return-value]
+
+
+def _boolean(value: Value) -> Param:
+    if isinstance(value, str):
+        if value.lower() in ("t", "true", "1"):
+            return 1
+        if value.lower() in ("f", "false", "0"):
+            return 0
+        raise UnrepresentableValue("a boolean that is neither true nor false")
+    return int(value) if isinstance(value, bool) else value  # type: ignore[return-value]
+
+
+#: Checks of another engine's values that MariaDB would reject or change (by neutral type).
+_FOREIGN: dict[str, Callable[[Value], Param | Decimal]] = {
+    "date": _checked(_DATE, "date"), "timestamp": _checked(_DATETIME, "timestamp"),
+    "timestamptz": _foreign_timestamptz, "time": _checked(_TIME, "time"), "float32": _float, "float64": _float,
+    "boolean": _boolean, "decimal": _exact_decimal,
+}
+
+
+_TEMPORAL = frozenset({"date", "timestamp", "timestamptz", "time"})
+
+
 def param_converter(col: Column) -> Callable[[Value], Param | Decimal]:
-    """How a neutral value of ``col`` is bound on MariaDB (session time zone is UTC)."""
-    if col.type == "timestamptz":
-        return _timestamptz
+    """How a neutral value of ``col`` is bound on MariaDB (session time zone is UTC).
+
+    Values of another engine's columns are checked first: one MariaDB cannot store exactly raises
+    :class:`UnrepresentableValue` (the caller names the column), never a silent change.
+    """
+    if col.type in _TEMPORAL or (not is_native(col) and col.type in _FOREIGN):
+        return _FOREIGN[col.type]  # temporal texts are checked whatever their source: 'date' is both engines' type
     if col.type == "other" and col.source_type.startswith("bit("):
         return _bits
     if col.type == "decimal":

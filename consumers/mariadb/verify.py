@@ -262,7 +262,7 @@ class MariaDBStandbySide(_Side, StandbySide):
             return f"{spec.table} does not exist on the standby"
         have = {str(_text(r[0])).casefold(): ddl.normalise(str(_text(r[1])), _text(r[2])) for r in rows}
         for col in spec.meta.columns:
-            want = sql.column_type(col, identity=spec.meta.identity).lower()
+            want = sql.catalog_form(sql.column_type(col, identity=spec.meta.identity))
             got = have.get(col.name.casefold())
             if got is None:
                 return f"column {col.name} of {spec.table} is missing on the standby"

@@ -29,7 +29,7 @@ timestamp(p)                    timestamptz  the same in UTC with '+00' ('0000-0
 time(p)                         time         '[-]HH:MM:SS[.ffffff]' (MariaDB allows ±838 h)
 char, varchar, *text, enum, set string       str (set: labels in definition order, comma-joined)
 binary, varbinary, *blob        bytes        bytes (binary(n) keeps its zero padding)
-geometry                        other        bytes (MariaDB's SRID + WKB)
+geometry                        bytes        bytes (MariaDB's SRID + WKB)
 ==============================  ===========  ==================================================
 
 MariaDB's ``JSON`` is ``LONGTEXT`` with a ``json_valid`` check: the binlog cannot tell it from
@@ -106,7 +106,7 @@ class ColumnType:
             return _TEMPORAL[t]
         if t in _TEXTS:
             return "string"
-        if t in _BINARIES:
+        if t in _BINARIES or t == "geometry":
             return "bytes"
         return "other"
 

@@ -78,7 +78,7 @@ def test_evolution_replays_steps(statements: list[str], before: tuple[str, ...],
 
 def _col(name: str, typ: str = "int", *, key: int = 0, nullable: bool = True, cid: int = 0,
          missing: str | None = None, default: str | None = None) -> Column:
-    neutral = "int32" if typ == "int" else "string"
+    neutral = {"int": "int32", "bigint": "int64"}.get(typ, "string")
     return Column(name, neutral, typ, nullable and not key, key, default_expr=default, missing_value=missing,
                   column_id=cid)
 
