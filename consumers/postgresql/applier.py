@@ -30,7 +30,7 @@ from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.postgresql import bulk, sql, staging, state
+from consumers.postgresql import bulk, foreign, sql, staging, state
 from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
 from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
@@ -64,6 +64,7 @@ class PostgresApplier(Applier):
         self._in_txn = False
         self._stages: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
         self._independent: dict[frozenset[str], bool] = {}
+        self._foreign: dict[tuple[str, str], list[tuple[int, foreign.Check]]] = {}  # checks of other engines' values
         self._stage_no = 0
         self._ctx: dict[str, Any] = {}
 
@@ -244,6 +245,7 @@ class PostgresApplier(Applier):
         """Apply ``changes`` in order, run by run (rolls back and raises on any failure)."""
         self._require_txn()
         with self._guard("applying rows", txn_id=txn_id, position=position):
+            foreign.check_changes(metas, self._foreign, changes, txn_id, position)
             runs = split_runs(metas, changes, txn_id, position)
             for item in merge_truncates(runs):
                 if isinstance(item, list):
@@ -285,8 +287,10 @@ class PostgresApplier(Applier):
                   progress: Callable[[int], None] | None = None) -> int:
         """COPY a snapshot's rows into the table (or ``into``), in the open transaction (see :mod:`.bulk`)."""
         self._require_txn()
+        found = foreign.checks(rows.meta)
+        checked = foreign.CheckedRows(rows, found) if found else rows
         with self._guard("loading rows", table=rows.meta.table):
-            return bulk.load(self.conn, rows, into or rows.meta.table, replace=replace, progress=progress)
+            return bulk.load(self.conn, checked, into or rows.meta.table, replace=replace, progress=progress)
 
     def stage_copy(self, rows: TableRows, position: Position, *,
                    on_rows: Callable[[int], None] | None = None) -> StagedTable:
@@ -299,7 +303,9 @@ class PostgresApplier(Applier):
         with self._guard("copying a table for its resync", table=meta.table):
             for stmt in staging.staging_ddl(meta, name):
                 self.conn.execute(stmt)
-            count = bulk.load(self.conn, rows, name, replace=False, progress=on_rows)
+            found = foreign.checks(meta)
+            count = bulk.load(self.conn, foreign.CheckedRows(rows, found) if found else rows, name, replace=False,
+                              progress=on_rows)
         self.commit()
         log.info("staged %s: %d rows from the snapshot at %s into %s", meta.table, count, position.text, name)
         return StagedTable(table=meta.table, staging=name, meta=meta, position=position, rows=count)
