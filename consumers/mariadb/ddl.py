@@ -87,6 +87,10 @@ def _match(meta: TableMeta, current: list[StandbyColumn], previous: TableMeta | 
             if col.name.casefold() in have and 0 < old_id < NAME_ID_BASE and col.column_id not in (0, old_id):
                 raise TableNeedsResync(meta.table, f"column {col.name} was dropped and added again",
                                        position=meta.position)
+        if any(not 0 < was.get(c.name.casefold(), 0) < NAME_ID_BASE for c in gone):
+            # A column that disappeared without a known id (the source's catalog had moved on when it described
+            # the previous shape) may have been renamed: nothing tells a rename from a drop and an add.
+            how, source_of = "", {}
     else:
         how, source_of = "", {}
     renames: list[tuple[StandbyColumn, Column]] = []

@@ -2,7 +2,7 @@
 
 A column whose declared type is not PostgreSQL's own (:func:`consumers.postgresql.sql.is_native`) comes
 from another engine, whose values may lie outside what the mapped PostgreSQL type holds: MariaDB's zero
-dates, its TIME durations beyond 24 hours, a NUL character in a string. PostgreSQL would refuse them too,
+dates, a NUL character in a string. PostgreSQL would refuse them too,
 but with a message that quotes the value and does not name the column; here the standby stops with a
 data error naming the table and the column (never the value). PostgreSQL's own columns are not checked.
 """
@@ -20,7 +20,6 @@ from schemas.entries import Op, RowChange, TableMeta, Value
 Check = Callable[[str], str]
 
 _DATE = re.compile(r"^(\d+)-(\d\d)-(\d\d)")
-_TIME = re.compile(r"^(-?)(\d+):(\d\d):(\d\d)(?:\.(\d+))?$")
 
 
 def _date(value: str) -> str:
@@ -30,18 +29,11 @@ def _date(value: str) -> str:
     return ""
 
 
-def _time(value: str) -> str:
-    m = _TIME.match(value)
-    if m and (m[1] or int(m[2]) > 24 or (int(m[2]) == 24 and (m[3] != "00" or m[4] != "00" or int(m[5] or 0)))):
-        return "a time outside 00:00:00..24:00:00 (a duration) has no PostgreSQL time value"
-    return ""
-
-
 def _text(value: str) -> str:
     return "a NUL character cannot be stored in PostgreSQL text" if "\x00" in value else ""
 
 
-_BY_TYPE: dict[str, Check] = {"date": _date, "timestamp": _date, "timestamptz": _date, "time": _time,
+_BY_TYPE: dict[str, Check] = {"date": _date, "timestamp": _date, "timestamptz": _date,
                               "string": _text, "json": _text, "other": _text}
 
 

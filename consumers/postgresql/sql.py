@@ -97,6 +97,8 @@ def pg_type(column: Column) -> str:
             text = f"numeric({m[1]},{m[2]})"
         elif column.type == "decimal" and text.lower() == "bigint unsigned":
             text = "numeric(20,0)"
+        elif column.type == "time":
+            text = "interval"  # another engine's TIME may be a duration (MariaDB: ±838 h): interval holds every value
         else:
             text = NEUTRAL_TO_PG.get(column.type, "text")
     if not _SAFE_TYPE.match(text):

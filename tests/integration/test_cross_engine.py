@@ -160,7 +160,7 @@ def test_postgresql_to_mariadb(fresh_db, fresh_mariadb, kafka_bootstrap, unique_
 # -- MariaDB → PostgreSQL -------------------------------------------------------------------------------
 MARIA_TYPES = """
 CREATE TABLE `{s}`.t (id int PRIMARY KEY, ti tinyint unsigned, y year, bu bigint unsigned, de decimal(10,3),
-  f float, d double, dtt datetime(6), ts timestamp(3) NULL, tm time(2), v varchar(20), tx text, en enum('a','b'),
+  f float, d double, dtt datetime(6), ts timestamp(3) NULL, tm time(2), v varchar(20), tx mediumtext, en enum('a','b'),
   st set('x','y'), bl blob, bt bit(5), js json, g geometry) ENGINE=InnoDB;
 CREATE TABLE `{s}`.bag (k int, v varchar(10)) ENGINE=InnoDB;
 """
@@ -189,25 +189,31 @@ def test_mariadb_to_postgresql(fresh_db, fresh_mariadb, kafka_bootstrap, unique_
                     f"DELETE FROM `{schema}`.t WHERE id = 3; "
                     f"UPDATE `{schema}`.bag SET v = 'b' WHERE v = 'a' LIMIT 1; "
                     f"DELETE FROM `{schema}`.bag WHERE k = 2; "
-                    f"ALTER TABLE `{schema}`.t RENAME COLUMN v TO label; "
-                    f"INSERT INTO `{schema}`.t (id, label) VALUES (4, 'four'); "
-                    f"ALTER TABLE `{schema}`.t ADD COLUMN extra int NOT NULL DEFAULT 42; "  # a second shape with hints
-                    f"INSERT INTO `{schema}`.t (id, label, extra) VALUES (5, 'five', 1)")
-        _wait(lambda: _pg(dsn, f"SELECT count(*) FROM {schema}.t WHERE extra = 1") == [(1,)], 120,
+                    f"ALTER TABLE `{schema}`.t ADD COLUMN extra int NOT NULL DEFAULT 42; "
+                    f"INSERT INTO `{schema}`.t (id, v) VALUES (4, 'four'); "
+                    f"ALTER TABLE `{schema}`.t RENAME COLUMN v TO label; "  # a shape whose hints say label was v
+                    f"INSERT INTO `{schema}`.t (id, label, extra) VALUES (5, 'five', 1); "
+                    f"ALTER TABLE `{schema}`.t ADD COLUMN note varchar(5); "  # ... and the next one: label was label
+                    f"INSERT INTO `{schema}`.t (id, label, note) VALUES (6, 'six', 'n')")
+        _wait(lambda: _pg(dsn, f"SELECT count(*) FROM {schema}.t WHERE note = 'n'") == [(1,)], 120,
               "the stream on the PostgreSQL standby", [capture, apply])
         got = _pg(dsn, f"SELECT id, ti, y, bu::text, de::text, f, d, dtt::text, "
                        f"(ts AT TIME ZONE 'UTC')::text, tm::text, label, length(tx), en, st, bl, bt::text, js, "
                        f"length(g), extra FROM {schema}.t ORDER BY id")
-        assert [r[0] for r in got] == [1, 4, 5, 20]
+        assert [r[0] for r in got] == [1, 4, 5, 6, 20]
         one = got[0]
         assert one[1:8] == (255, 2155, "18446744073709551615", "-1234567.125", 1.5, -2.5e-300,
                             "2024-02-29 23:59:59.5")
         assert one[8:] == ("2038-01-19 03:14:07.999", "-12:30:00.25", "ça 1", 70000, "b", "x,y", b"\x00\xff",
                            "10101", '{"a": 1}', 25, 42)
-        assert got[3][10] == "moved" and got[1][10] == "four" and got[1][18] == 42  # renamed: the data stayed
+        # Renamed, then another shape change: the data stayed (taken for a new column, it was silently NULL).
+        assert [r[10] for r in got] == ["ça 1", "four", "five", "six", "moved"]
+        assert [r[18] for r in got] == [42, 42, 1, 42, 42]
+        apply_log = apply.tail(400)
+        assert "resync" not in apply_log, apply_log  # followed in place, no table resync needed
         assert sorted(_pg(dsn, f"SELECT k, v FROM {schema}.bag")) == [(1, "a"), (1, "b")]
         # A value PostgreSQL cannot store: a zero date. The applier stops, naming the table and the column.
-        primary.sql(f"SET sql_mode = ''; INSERT INTO `{schema}`.t (id, dtt) VALUES (6, '0000-00-00 00:00:00')")
+        primary.sql(f"SET sql_mode = ''; INSERT INTO `{schema}`.t (id, dtt) VALUES (7, '0000-00-00 00:00:00')")
         code = apply.wait_exit(120)
         log = apply.tail(60)
         assert code == 9, log
@@ -215,4 +221,4 @@ def test_mariadb_to_postgresql(fresh_db, fresh_mariadb, kafka_bootstrap, unique_
     finally:
         group.stop_all()
     rows = json.dumps([list(map(str, r)) for r in _pg(dsn, f"SELECT id FROM {schema}.t ORDER BY id")])
-    assert rows == json.dumps([["1"], ["4"], ["5"], ["20"]])
+    assert rows == json.dumps([["1"], ["4"], ["5"], ["6"], ["20"]])

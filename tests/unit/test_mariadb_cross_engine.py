@@ -134,3 +134,13 @@ def test_data_errors_do_not_quote_row_values() -> None:
     text = "Incorrect datetime value: 'secret 2024' for column `d`.`t`.`at` at row 1"
     assert redacted(1292, text) == "Incorrect datetime value for column `d`.`t`.`at` at row 1"
     assert redacted(1062, "Duplicate entry '5' for key 'PRIMARY'") == "Duplicate entry '5' for key 'PRIMARY'"
+
+
+def test_a_column_gone_without_a_known_id_may_be_a_rename_so_the_table_is_resynced() -> None:
+    # The PostgreSQL capture described the previous shape after the rename had already committed: v's attnum was
+    # not trusted (0). A new column with a fresh attnum may then be v renamed, or a new one: not guessed.
+    previous = TableMeta("s.t", (_pg("id", 1, key=1, nullable=False), _pg("v", 0)), "v1", "0/10")
+    meta = TableMeta("s.t", (_pg("id", 1, key=1, nullable=False), _pg("w", 2), _pg("c", 3, missing="1")), "v2",
+                     "0/20")
+    with pytest.raises(TableNeedsResync, match="cannot be told"):
+        plan(meta, STANDBY, ["id"], has_rows=lambda: True, previous=previous)
