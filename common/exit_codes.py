@@ -30,6 +30,8 @@ class ExitCode(IntEnum):
     SOURCE_GAP_REACHED = 15
     CHECK_FAILED = 16
     NO_GAP_TO_ACCEPT = 17
+    SAME_DATABASE = 18
+    IS_A_SOURCE = 19
     FILES = 20
     FILES_SOURCE_MISSING = 21
     FILES_SOURCE_PERMISSION = 22
@@ -38,6 +40,8 @@ class ExitCode(IntEnum):
     FILES_TRANSFER_CORRUPT = 25
     FILES_NOT_CONVERGED = 26
     FILES_UNKNOWN_SET = 27
+    IDENTITY_CHANGED = 28
+    NOT_EMPTY = 29
     INTERRUPTED = 130
 
 
@@ -63,6 +67,10 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.SOURCE_GAP_REACHED: "the standby reached a source gap the operator accepted: `ark resync`",
     ExitCode.CHECK_FAILED: "`ark check` found problems (each one is listed with its fix)",
     ExitCode.NO_GAP_TO_ACCEPT: "`ark capture --accept-gap`, but the source still holds everything: nothing to accept",
+    ExitCode.SAME_DATABASE: "refused: the standby is the primary's database (or was recorded as the group's "
+                            "primary), or the same database as another standby; nothing was written",
+    ExitCode.IS_A_SOURCE: "refused: the standby holds a replication slot or publication (a capture reads it); set "
+                          "`chain: true` if that is meant",
     ExitCode.FILES: "another filesync error",
     ExitCode.FILES_SOURCE_MISSING: "filesync: the set's source directory is missing",
     ExitCode.FILES_SOURCE_PERMISSION: "filesync: some source entries could not be read (the rest was shipped)",
@@ -71,6 +79,9 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.FILES_TRANSFER_CORRUPT: "filesync: a transfer failed its hash (it is requested again)",
     ExitCode.FILES_NOT_CONVERGED: "filesync: targets did not acknowledge the pass in time",
     ExitCode.FILES_UNKNOWN_SET: "filesync: no such file set or target",
+    ExitCode.IDENTITY_CHANGED: "the database behind a standby's address is not the one that was synced (restored "
+                               "or replaced): `ark sync`",
+    ExitCode.NOT_EMPTY: "refused: `ark sync` would replace data Ark did not put there (`--overwrite` if it may)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -88,6 +88,8 @@ class StandbySettings(DatabaseSettings):
     batch_max_txns: int = Field(default=1000, ge=1, description="source transactions per target transaction")
     batch_max_rows: int = Field(default=20000, ge=1)
     read_only: bool = Field(default=True, description="make the standby read-only for everyone but the applier")
+    chain: bool = Field(default=False, description="this standby is itself the source of another group (a chain): "
+                        "its replication slots and publications are expected, not a mistake")
 
 
 class CaptureSettings(Frozen):

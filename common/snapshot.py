@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
+from common.identity import DatabaseIdentity
 from schemas.entries import Position, TableMeta, Value
 
 
@@ -82,6 +83,10 @@ class Snapshot(ABC):
 
 class SnapshotSource(ABC):
     """Opens consistent snapshots of one source database."""
+
+    @abstractmethod
+    def identity(self) -> DatabaseIdentity:
+        """Which database the source really is (SourceError when unreachable)."""
 
     @abstractmethod
     def open(self) -> Snapshot:

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.guard import TargetFacts
+from common.identity import DatabaseIdentity
 from common.problems import Problem
 from common.snapshot import TableRows
 from consumers.tables import TableState
@@ -71,6 +73,9 @@ class Applier(ABC):
       :class:`consumers.errors.TransientApplyError` after rolling back.
     * **Read-only for others.** After :meth:`prepare`, sessions other than the applier's cannot
       write to the standby by accident; queries keep working.
+    * **Harmless until told.** :meth:`identity`, :meth:`inspect`, :meth:`occupied` and :meth:`load_state`
+      write nothing (not even a schema): the refusals of common/guard.py are checked with them before
+      :meth:`prepare` changes anything.
     """
 
     engine: str = "?"
@@ -84,6 +89,19 @@ class Applier(ABC):
     @abstractmethod
     def check_prerequisites(self) -> list[Problem]:
         """What is missing on the standby (privileges, version), each with its fix."""
+
+    @abstractmethod
+    def identity(self) -> DatabaseIdentity:
+        """Which database this really is (read-only; TargetError when it cannot be read)."""
+
+    @abstractmethod
+    def inspect(self) -> TargetFacts:
+        """What the database says about itself for the refusals of common/guard.py, without writing anything:
+        its identity, the Ark state rows it holds, and the replication slots and publications in it."""
+
+    @abstractmethod
+    def occupied(self, tables: Collection[str]) -> dict[str, int]:
+        """Those of ``tables`` that exist and hold rows, with their row counts (counted up to a million and one)."""
 
     @abstractmethod
     def prepare(self) -> None:
@@ -144,6 +162,12 @@ class Applier(ABC):
         to cancel. An applier may use ``rows.native_format`` when it speaks it (a fast path); otherwise
         it loads ``rows.values()``, the stream's own value representation.
         """
+
+    @abstractmethod
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+        """Make ``rows.meta.table`` exactly the snapshot's table, in the open transaction: empty it (MVCC-safely),
+        give it the snapshot's shape (recreating it when it cannot be reshaped), load the rows, and remember
+        the shape. What an initial sync does per table; returns the row count."""
 
     @abstractmethod
     def stage_copy(self, rows: TableRows, position: Position, *,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from common.agent import AgentBody, Retry
@@ -20,6 +21,8 @@ from common.config import ArkConfig, StandbySettings
 from common.control import ControlChannel, ControlRecord, current_delay, is_paused
 from common.errors import ArkError, ConfigError, TargetError
 from common.exit_codes import ExitCode
+from common.guard import GuardRefusal, Situation, first_refusal, recorded_identities
+from common.identity import DatabaseIdentity
 from common.redo import RedoLog
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState
@@ -32,6 +35,7 @@ from consumers.quarantine import RetransmitFailed, RetransmitPending, Retransmit
 from consumers.retention import RetentionGap, check_retention
 from consumers.session import ApplySession, Stopped
 from consumers.table_resync import TableResyncs, unanswered_requests
+from schemas.control import NodeIdentity
 from schemas.errors import CorruptEntry
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,7 @@ class NotSynced(ArkError):
 
 #: Errors that stop the standby unless :meth:`ApplyRunner.recover` finds a way on (a table resync, ...).
 _STOPPING = (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap, RetransmitFailed,
-             SourceGap)
+             SourceGap, GuardRefusal)
 
 
 class ApplyRunner(AgentBody):
@@ -63,6 +67,9 @@ class ApplyRunner(AgentBody):
         self.name = standby.name
         self.redo = redo
         self._factory = applier_factory
+        self._source = source
+        self._identity_records: list[ControlRecord] = []  # node-identity records seen (common/guard.py)
+        self._primary: DatabaseIdentity | None = None
         self.delay = standby.delay_seconds
         self.paused = False
         self.applied: ApplyState | None = None
@@ -89,11 +96,13 @@ class ApplyRunner(AgentBody):
         self.paused = is_paused(backlog, self.standby.name)
         self.resyncs.on_control(unanswered_requests(backlog, self.standby.name))
         self.gaps.on_control(backlog)
+        self._identity_records = [r for r in backlog if isinstance(r.body, NodeIdentity)]
 
     def on_control(self, records: list[ControlRecord]) -> None:
         """New records: the hooks' and the operator's settings (delay, pause)."""
         for hook in self.hooks:
             hook.on_control(records)
+        self._identity_records += [r for r in records if isinstance(r.body, NodeIdentity)]
         delay = current_delay(records, self.standby.name, self.delay)
         paused = is_paused(records, self.standby.name, self.paused)
         if (delay, paused) != (self.delay, self.paused):
@@ -122,11 +131,20 @@ class ApplyRunner(AgentBody):
         applier = self._factory()
         reader = None
         try:
-            applier.prepare()
+            facts = applier.inspect()  # read-only: nothing is written before the refusals are checked
+            first_refusal(Situation(
+                group=self.cfg.group, standby=self.standby.name, action="apply", facts=facts,
+                recorded=recorded_identities(self._identity_records), primary=self._primary_identity(),
+                primary_name=self.cfg.primary.name, chain=self.standby.chain,
+                config_path=str(self.cfg.source_path or "the config")))
             state = applier.load_state(self.cfg.group, self.standby.name)
             if state is None:
                 raise NotSynced(f"standby {self.standby.name} has never been synced for group {self.cfg.group}",
                                 fix=f"run 'ark sync {self.standby.name}' first (online; the primary keeps running)")
+            applier.prepare()
+            if not state.extra.get("identity"):  # synced before identities were recorded: record it now
+                state = replace(state, extra={**state.extra, "identity": facts.identity.key})
+                channel.publish(NodeIdentity("standby", facts.identity.key, facts.identity.label), self.standby.name)
             self.applied = state
             metas = applier.load_table_metas(self.cfg.group)
             self.resyncs.attach(applier, metas)
@@ -142,6 +160,15 @@ class ApplyRunner(AgentBody):
             applier.close()
             if reader is not None:
                 reader.close()
+
+    def _primary_identity(self) -> DatabaseIdentity | None:
+        """The primary's identity as it answers now (cached; None when unreachable or unknown)."""
+        if self._primary is None and self._source is not None:
+            try:
+                self._primary = self._source.identity()
+            except ArkError as exc:
+                log.info("the primary's identity is unavailable (%s): the recorded one is used", exc.message)
+        return self._primary
 
     def recover(self, exc: Exception) -> Retry | Exception:
         """Retry now when a failed session may go on (a table resync, the failing transaction looked for),

@@ -9,10 +9,12 @@ from rich.table import Table
 
 from common.config import ArkConfig
 from common.errors import ArkError
+from common.guard import refusals, source_refusal
 from common.kafka import check_reachable
 from ops.context import console
 from ops.engines import applier_factory, capture_factory
 from ops.errors import CheckFailed
+from ops.guard import recorded, situation
 from ops.retention import retention_warnings
 from schemas.topics import redo_topic
 
@@ -48,6 +50,7 @@ def collect(cfg: ArkConfig) -> list[Finding]:
             findings.append(Finding(f"primary {cfg.primary.name}", False, p.what, p.fix, p.fatal))
     except ArkError as exc:
         findings.append(Finding(f"primary {cfg.primary.name}", False, exc.message, exc.fix))
+    findings.extend(_identities(cfg))
     for standby in cfg.standbys:
         try:
             with contextlib.closing(applier_factory(standby)()) as applier:
@@ -60,6 +63,32 @@ def collect(cfg: ArkConfig) -> list[Finding]:
         except ArkError as exc:
             findings.append(Finding(f"standby {standby.name}", False, exc.message, exc.fix))
     return findings
+
+
+def _identities(cfg: ArkConfig) -> list[Finding]:
+    """Which database each node really is: a standby that is the primary, another standby or a capture's
+    source, or that was replaced behind its address, is refused before anything writes to it."""
+    out: list[Finding] = []
+    rec = recorded(cfg)
+    try:
+        with contextlib.closing(capture_factory(cfg)()) as capture:
+            live = capture.identity()
+        refusal = source_refusal(cfg.group, cfg.primary.name, live, rec, str(cfg.source_path or "the config"))
+        if refusal is not None:
+            out.append(Finding(f"primary {cfg.primary.name}", False, refusal.message, refusal.fix))
+    except ArkError:
+        pass  # unreachable: the prerequisite check reports it
+    for standby in cfg.standbys:
+        try:
+            with contextlib.closing(applier_factory(standby)()) as applier:
+                found = refusals(situation(cfg, standby, applier, "check", rec=rec))
+        except ArkError:
+            continue  # unreachable: the standby check reports it
+        out += [Finding(f"standby {standby.name}", False, r.message, r.fix) for r in found]
+        if not found:
+            out.append(Finding(f"standby {standby.name}", True, "its own database: not the primary, not another "
+                                                                 "standby, not a capture's source"))
+    return out
 
 
 def _retention(cfg: ArkConfig) -> list[Finding]:

@@ -127,6 +127,7 @@ def capture(obj: CliContext, accept_gap: bool) -> None:
     from common.kafka import check_reachable
     from common.redo_kafka import KafkaRedoLog
     from ops.engines import capture_factory, require_prerequisites
+    from ops.guard import primary_refusal_check
     from producers.gap import accept_gap as record_gap
     from producers.resume import find_resume_point
     from producers.runner import CaptureRunner
@@ -138,6 +139,7 @@ def capture(obj: CliContext, accept_gap: bool) -> None:
     with contextlib.closing(factory()) as probe:
         require_prerequisites(probe)
         check_reachable(cfg.kafka)
+        primary_refusal_check(cfg, probe.identity())  # never set up a slot on one of the group's standbys
         probe.ensure_setup()
         if accept_gap:
             channel = ControlChannel.for_config(cfg, start=None)
@@ -170,11 +172,16 @@ def apply(obj: CliContext, standby: str) -> None:
 @cli.command()
 @click.argument("standby", required=False)
 @click.option("--all", "all_standbys", is_flag=True, help="Sync every standby of the group.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace tables that already hold data Ark did not put there (refused otherwise, naming them).")
 @pass_ctx
-def sync(obj: CliContext, standby: str | None, all_standbys: bool) -> None:
+def sync(obj: CliContext, standby: str | None, all_standbys: bool, overwrite: bool) -> None:
     """Initial sync of STANDBY from the running primary: consistent snapshot, COPY, then streaming.
 
-    The primary keeps running. Existing rows of the replicated tables on the standby are replaced.
+    \b
+    The primary keeps running. Before anything is written, the standby is identified (not by its
+    address) and refused when it is the primary, another standby, the source of a capture (exit 18,
+    19), or when it holds data Ark did not put there (exit 29; --overwrite replaces it).
     """
     from ops.sync import sync_standby
 
@@ -183,7 +190,7 @@ def sync(obj: CliContext, standby: str | None, all_standbys: bool) -> None:
         raise ArkError("give one STANDBY or --all", fix="ark sync standby1   or   ark sync --all")
     names = [s.name for s in cfg.standbys] if all_standbys else [standby or ""]
     for name in names:
-        sync_standby(cfg, cfg.standby(name))
+        sync_standby(cfg, cfg.standby(name), overwrite=overwrite)
 
 
 @cli.command()

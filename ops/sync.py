@@ -27,10 +27,13 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from common.config import ArkConfig, StandbySettings
 from common.errors import ArkError
+from common.guard import Recorded
+from common.identity import DatabaseIdentity
 from common.kafka import end_offset, ensure_topic
-from consumers.base import ApplyState
+from consumers.base import Applier, ApplyState
 from ops.context import console
 from ops.engines import applier_factory, capture_factory, require_prerequisites, snapshot_source
+from ops.guard import primary_refusal_check, record_standby, recorded, refuse_if_harmful
 from ops.status import STALE_AFTER_S, latest_beats
 from schemas.positions import just_before
 from schemas.topics import redo_topic
@@ -49,67 +52,79 @@ def _refuse_if_applying(cfg: ArkConfig, standby: StandbySettings, verb: str = "s
                            f"it runs, use 'ark resync {standby.name} --table SCHEMA.TABLE'")
 
 
-def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync") -> None:
+def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync", overwrite: bool = False) -> None:
     """Bring ``standby`` up from the running primary; prints progress; raises ArkError on failure.
 
-    ``verb`` is the command that asked (``sync`` or ``resync``), for messages.
+    ``verb`` is the command that asked (``sync`` or ``resync``), for messages. Before anything is written
+    anywhere, the standby is identified and checked (common/guard.py): never the primary, another standby or
+    a capture's source; never over data Ark did not put there unless ``overwrite``.
     """
-    with contextlib.closing(capture_factory(cfg)()) as capture:
-        require_prerequisites(capture)
-        _refuse_if_applying(cfg, standby, verb)
-        capture.ensure_setup()
-    topic = redo_topic(cfg.group)
-    ensure_topic(cfg.kafka, topic, retention_ms=cfg.kafka.redo_retention_ms)
-    start_offset = end_offset(cfg.kafka, topic)
     applier = applier_factory(standby)()
-    started = time.monotonic()
     try:
-        applier.prepare()
-        before = applier.load_state(cfg.group, standby.name)
-        if before is not None:
-            console.print(f"{verb} {standby.name}: replacing its data (applied up to {before.position}, offset "
-                          f"{before.next_offset - 1}); readers see the old data until the new copy commits")
-        with snapshot_source(cfg.primary).open() as snap:
-            # A commit exactly at the consistent point is NOT in the snapshot: the floor sits just below.
-            floor = just_before(snap.position)
-            metas = snap.tables(cfg.primary.tables)
-            if not metas:
-                raise ArkError(f"no table of {cfg.primary.describe()} matches {list(cfg.primary.tables)}",
-                               fix="check primary.tables in the config")
-            console.print(f"{verb} {standby.name}: snapshot at {snap.position.text}, {len(metas)} tables, "
-                          f"streaming from offset {start_offset}")
-            applier.begin()
-            applier.clear_table_states(cfg.group, standby.name)  # a whole copy supersedes table resyncs
-            existing = applier.load_table_metas(cfg.group)
-            total_rows = 0
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]} rows"),
-                          TimeElapsedColumn(), console=console, transient=False) as progress:
-                for meta in metas:
-                    task = progress.add_task(f"copy {meta.table}", total=None, rows=0)
-                    applier.apply_table_meta(cfg.group, meta, existing.get(meta.table))
-
-                    def report(rows: int, task: TaskID = task) -> None:
-                        progress.update(task, rows=rows)
-
-                    done = applier.bulk_load(snap.rows(meta), replace=True, progress=report)
-                    progress.update(task, rows=done, total=1, completed=1)
-                    total_rows += done
-            now_us = time.time_ns() // 1000
-            applier.save_state(ApplyState(
-                group=cfg.group, standby=standby.name, topic=topic, partition=0, next_offset=start_offset,
-                position=floor.text, position_key=floor.key, epoch=0, commit_time_us=now_us,
-                applied_at_us=now_us, applied_txns=0, extra={"synced_from_snapshot": snap.token},
-            ))
-            applier.commit()
-        console.print(f"[green]✓[/] {standby.name} synced: {total_rows} rows in {time.monotonic() - started:.1f} s; "
-                      f"start 'ark apply {standby.name}' to stream from {snap.position.text}")
-        if start_offset == 0:
-            # The capture has never published: it will start from what the primary's log still holds then. An
-            # engine without a slot (MariaDB) keeps its log by age only, so a capture started too late misses
-            # the transactions after the snapshot.
-            console.print(f"[yellow]![/] nothing is captured for group {cfg.group} yet: start 'ark capture' soon; "
-                          f"until it runs, only the primary's log retention keeps what commits after "
-                          f"{snap.position.text}")
+        with contextlib.closing(capture_factory(cfg)()) as capture:
+            require_prerequisites(capture)
+            _refuse_if_applying(cfg, standby, verb)
+            rec = recorded(cfg)
+            primary_refusal_check(cfg, capture.identity())
+            looked = refuse_if_harmful(cfg, standby, applier, "sync", overwrite=overwrite, rec=rec)
+            capture.ensure_setup()
+        _copy(cfg, standby, applier, looked.facts.identity, verb=verb, overwrite=overwrite, rec=rec)
     finally:
         applier.rollback()
         applier.close()
+    record_standby(cfg, standby, looked.facts.identity)
+
+
+def _copy(cfg: ArkConfig, standby: StandbySettings, applier: Applier, ident: DatabaseIdentity, *, verb: str,
+          overwrite: bool, rec: Recorded) -> None:
+    """The copy itself, in ONE standby transaction with the state row (see the module docstring)."""
+    topic = redo_topic(cfg.group)
+    ensure_topic(cfg.kafka, topic, retention_ms=cfg.kafka.redo_retention_ms)
+    start_offset = end_offset(cfg.kafka, topic)
+    started = time.monotonic()
+    before = applier.load_state(cfg.group, standby.name)
+    with snapshot_source(cfg.primary).open() as snap:
+        # A commit exactly at the consistent point is NOT in the snapshot: the floor sits just below.
+        floor = just_before(snap.position)
+        metas = snap.tables(cfg.primary.tables)
+        if not metas:
+            raise ArkError(f"no table of {cfg.primary.describe()} matches {list(cfg.primary.tables)}",
+                           fix="check primary.tables in the config")
+        occupied = applier.occupied([m.table for m in metas])
+        refuse_if_harmful(cfg, standby, applier, "sync", overwrite=overwrite, occupied=occupied, rec=rec)
+        applier.prepare()  # only now: schema ark, and the read-only guard of a database we may write to
+        if before is not None:
+            console.print(f"{verb} {standby.name}: replacing its data (applied up to {before.position}, offset "
+                          f"{before.next_offset - 1}); readers see the old data until the new copy commits")
+        console.print(f"{verb} {standby.name}: snapshot at {snap.position.text}, {len(metas)} tables, "
+                      f"streaming from offset {start_offset}")
+        applier.begin()
+        applier.clear_table_states(cfg.group, standby.name)  # a whole copy supersedes table resyncs
+        total_rows = 0
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]} rows"),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            for meta in metas:
+                task = progress.add_task(f"copy {meta.table}", total=None, rows=0)
+
+                def report(rows: int, task: TaskID = task) -> None:
+                    progress.update(task, rows=rows)
+
+                done = applier.replace_table(cfg.group, snap.rows(meta), progress=report)
+                progress.update(task, rows=done, total=1, completed=1)
+                total_rows += done
+        now_us = time.time_ns() // 1000
+        applier.save_state(ApplyState(
+            group=cfg.group, standby=standby.name, topic=topic, partition=0, next_offset=start_offset,
+            position=floor.text, position_key=floor.key, epoch=0, commit_time_us=now_us,
+            applied_at_us=now_us, applied_txns=0, extra={"synced_from_snapshot": snap.token, "identity": ident.key},
+        ))
+        applier.commit()
+    console.print(f"[green]✓[/] {standby.name} synced: {total_rows} rows in {time.monotonic() - started:.1f} s; "
+                  f"start 'ark apply {standby.name}' to stream from {snap.position.text}")
+    if start_offset == 0:
+        # The capture has never published: it will start from what the primary's log still holds then. An
+        # engine without a slot (MariaDB) keeps its log by age only, so a capture started too late misses
+        # the transactions after the snapshot.
+        console.print(f"[yellow]![/] nothing is captured for group {cfg.group} yet: start 'ark capture' soon; "
+                      f"until it runs, only the primary's log retention keeps what commits after "
+                      f"{snap.position.text}")

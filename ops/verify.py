@@ -56,6 +56,7 @@ from common.verify import (
 from consumers.hold import floor_of
 from ops.context import console, err_console
 from ops.engines import applier_factory, snapshot_source, verifier
+from ops.guard import refuse_if_harmful
 from ops.status import STALE_AFTER_S, latest_beats
 from schemas.control import VerifyArmed, VerifyAt, VerifyHeld, VerifyHold, VerifyRelease
 from schemas.entries import Position, TableMeta
@@ -355,6 +356,8 @@ def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
         doc = _document(standby.name, pt, results, time.monotonic() - started)
         verdict, code = verdict_of(results)
         if opts.repair and verdict == "different":
+            with contextlib.closing(applier_factory(standby)()) as applier:
+                refuse_if_harmful(cfg, standby, applier, "repair")  # the repair writes: never to the wrong database
             with client.point(write=True, timeout=timeout) as pt2:
                 repaired = repair(pt2, results, pt2.held_at + opts.max_hold_s - REPAIR_MARGIN_S)
                 pt2.standby.commit()

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from common.identity import DatabaseIdentity
 from common.problems import Problem
 from schemas.entries import Position, RowChange, TableMeta
 
@@ -72,6 +73,10 @@ class LogCapture(ABC):
     @abstractmethod
     def check_prerequisites(self) -> list[Problem]:
         """What is missing on the source for capture to be safe (each with its fix)."""
+
+    @abstractmethod
+    def identity(self) -> DatabaseIdentity:
+        """Which database the source really is (SourceError when it cannot be read)."""
 
     @abstractmethod
     def ensure_setup(self) -> None:

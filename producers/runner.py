@@ -20,6 +20,7 @@ from common.agent import AgentBody, Retry
 from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord, source_gaps
 from common.errors import ConfigError, FencedError, PrerequisiteError
+from common.guard import GuardRefusal, Recorded, recorded_identities, source_refusal
 from common.redo import RedoLog
 from producers.base import LogCapture
 from producers.errors import SlotGapError
@@ -36,13 +37,13 @@ from producers.retransmit import (
     source_floor,
 )
 from producers.session import CaptureProgress, CaptureSession, SessionHooks, SourceRangeGone
-from schemas.control import SourceGap
+from schemas.control import NodeIdentity, SourceGap
 
 log = logging.getLogger(__name__)
 
 #: Look for retransmit intents on the control channel this often (between transactions).
 CONTROL_POLL_S = 0.5
-_FATAL = (ConfigError, PrerequisiteError, FencedError, SlotGapError)
+_FATAL = (ConfigError, PrerequisiteError, FencedError, SlotGapError, GuardRefusal)
 
 
 class CaptureRunner(AgentBody):
@@ -66,12 +67,15 @@ class CaptureRunner(AgentBody):
         self._gaps: list[SourceGap] = []
         self._channel: ControlChannel | None = None
         self._last_control = 0.0
+        self._recorded = Recorded()
+        self._identity_recorded = False
 
     # -- AgentBody ---------------------------------------------------------------------------------
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
         self._channel = channel
         self._requests.add(backlog)  # requests made while capture was down are served too
         self._gaps = source_gaps(backlog)
+        self._recorded = recorded_identities(backlog)
         self.redo.ensure()
 
     def recover(self, exc: Exception) -> Retry | Exception:
@@ -109,6 +113,7 @@ class CaptureRunner(AgentBody):
             plan = None
         capture = self._factory()
         try:
+            self._record_identity(capture, channel)
             if plan is not None:
                 self._serve(capture, publisher, point, plan)
                 return
@@ -128,6 +133,20 @@ class CaptureRunner(AgentBody):
             capture.close()
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _record_identity(self, capture: LogCapture, channel: ControlChannel) -> None:
+        """Refuse a primary that is one of the group's standbys; record the primary's identity once."""
+        if self._identity_recorded:
+            return
+        live = capture.identity()
+        refusal = source_refusal(self.cfg.group, self.name, live, self._recorded)
+        if refusal is not None:
+            raise refusal
+        if self._recorded.nodes.get(self.name) != ("primary", live):
+            channel.publish(NodeIdentity("primary", live.key, live.label), self.name)
+            log.info("recorded the identity of primary %s: %s", self.name, live)
+        self._identity_recorded = True
+
+
     def _session(self, capture: LogCapture, publisher: RedoPublisher, point: ResumePoint,
                  plan: ServePlan | None = None, upto: bytes = b"") -> CaptureSession:
         assert self._channel is not None

@@ -204,6 +204,18 @@ class TableResyncRefused:
     reason: str
 
 
+# -- identities (common/guard.py) -------------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeIdentity:
+    """The database behind node ``node`` (the record's target) is ``identity`` (``engine:server:database``),
+    in ``role`` primary or standby: recorded by the capture when it starts and by ``ark sync``."""
+
+    KIND: ClassVar[str] = "node-identity"
+    role: str
+    identity: str
+    label: str
+
+
 # -- source gaps (producers/gap.py, consumers/gaps.py) ---------------------------------------------
 @dataclass(frozen=True)
 class SourceGap:
@@ -219,13 +231,13 @@ class SourceGap:
 
 Body = (SetDelay | Pause | Resume | ResyncTable | FilesSetDelay | FilesPause | FilesResume | Retransmit
         | RetransmitDone | RetransmitFailed | VerifyHold | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease
-        | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | SourceGap)
+        | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | NodeIdentity | SourceGap)
 
 #: Every kind, by its wire name.
 KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
     SetDelay, Pause, Resume, ResyncTable, FilesSetDelay, FilesPause, FilesResume, Retransmit, RetransmitDone,
     RetransmitFailed, VerifyHold, VerifyArmed, VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted,
-    TableResyncProgress, TableResynced, TableResyncRefused, SourceGap)}
+    TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap)}
 
 #: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
 _RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}
@@ -297,6 +309,7 @@ def body_from_args(kind: str, args: dict[str, str]) -> Body | None:
                                                   int(a.get("rows", "0")), int(a.get("replayed", "0"))),
         TableResyncRefused.KIND: lambda: TableResyncRefused(a.get("table", ""), a.get("request", ""),
                                                             a.get("reason", "")),
+        NodeIdentity.KIND: lambda: NodeIdentity(a.get("role", ""), a.get("identity", ""), a.get("label", "")),
         SourceGap.KIND: lambda: SourceGap(a.get("after_position", ""), hexa(a.get("after_key", "")),
                                           int(a.get("offset", "0")), a.get("hole", "")),
     }

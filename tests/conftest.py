@@ -106,13 +106,13 @@ def pg_factory(ark_tmp: Path) -> Iterator[PgFactory]:
     made: list[PgInstance] = []
 
     def make(name: str | None = None, extra_conf: dict[str, str | int | bool] | None = None,
-             password: str | None = None, start: bool = True) -> PgInstance:
+             password: str | None = None, start: bool = True, extra_listen: tuple[str, ...] = ()) -> PgInstance:
         label = name or f"pg{len(made)}"
         inst = PgInstance(ark_tmp / "pg" / f"{label}-{uuid.uuid4().hex[:6]}", free_port())
         inst.datadir.parent.mkdir(parents=True, exist_ok=True)
         inst.datadir.parent.chmod(0o755)
         made.append(inst)
-        inst.init(extra_conf=extra_conf, password=password)
+        inst.init(extra_conf=extra_conf, password=password, extra_listen=extra_listen)
         if start:
             inst.start()
         return inst

@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
+from common.identity import DatabaseIdentity
 from common.settings import DatabaseSettings, PrimarySettings, StandbySettings
 
 #: Session settings of every Ark connection to MariaDB: TIMESTAMP values read and written in UTC.
@@ -97,3 +98,26 @@ class SessionSnapshot(Protocol):
     def take_session(self) -> Any:
         """The snapshot's own connection (a PyMySQL connection inside the snapshot's transaction, returning
         every value as text), now owned by the caller. Raises RuntimeError when it was taken already."""
+
+
+#: One row: host name, data directory, server id, and when the server's system tables were created (its
+#: installation). MariaDB has no server UUID: these together tell servers apart, whatever address reaches them,
+#: and a server reinstalled or restored from a file backup behind the same address gets a new creation time.
+IDENTITY_SQL = """
+SELECT @@hostname, @@datadir, @@server_id,
+       COALESCE((SELECT DATE_FORMAT(CREATE_TIME, '%Y%m%dT%H%i%S') FROM information_schema.TABLES
+                 WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'innodb_table_stats'), '')
+"""
+
+#: The "database" of a MariaDB identity: Ark replicates a MariaDB server's schemas (``schema.table``) as one
+#: database, so a second standby in another schema of the same server cannot exist.
+SERVER_DATABASE = "server"
+
+
+def identity_from_row(row: Any) -> DatabaseIdentity:
+    """The identity of a row of :data:`IDENTITY_SQL`."""
+    host, datadir, server_id, installed = (str(v.decode() if isinstance(v, bytes) else v) for v in row)
+    server = f"{host}:{datadir.rstrip('/')}#{server_id}@{installed}"
+    return DatabaseIdentity("mariadb", server, SERVER_DATABASE,
+                            f"MariaDB server {host} (datadir {datadir.rstrip('/')}, server id {server_id}, "
+                            f"installed {installed or 'unknown'})")

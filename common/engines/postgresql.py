@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from common.identity import DatabaseIdentity
 from common.settings import DatabaseSettings, PrimarySettings, StandbySettings
 
 
@@ -68,3 +69,19 @@ class PostgresStandby(StandbySettings):
 #: The native bulk format of a PostgreSQL snapshot (``TableRows.native_format``): COPY text, written by a
 #: session with the capture's settings (ISO dates, UTC, hex bytea). A PostgreSQL standby loads it as it is.
 PG_COPY_TEXT = "postgresql-copy-text"
+
+
+#: One row: the cluster's system identifier, the database's oid and name, the cluster's name (may be empty).
+#: pg_control_system() needs superuser or pg_monitor (PostgreSQL 15 grants it to pg_monitor).
+IDENTITY_SQL = """
+SELECT (SELECT system_identifier::text FROM pg_control_system()), d.oid::text, d.datname,
+       coalesce(current_setting('cluster_name', true), '')
+FROM pg_database d WHERE d.datname = current_database()
+"""
+
+
+def identity_from_row(row: tuple[Any, ...]) -> DatabaseIdentity:
+    """The identity of a row of :data:`IDENTITY_SQL`."""
+    system, oid, name, cluster = (str(v) for v in row)
+    where = f"cluster {system}" + (f" ({cluster})" if cluster else "")
+    return DatabaseIdentity("postgresql", system, oid, f"PostgreSQL {where}, database {name} (oid {oid})")

@@ -29,8 +29,10 @@ from typing import Any
 import pymysql
 from pymysql.constants import CLIENT
 
-from common.engines.mariadb import MariaDBStandby
+from common.engines.mariadb import IDENTITY_SQL, MariaDBStandby, identity_from_row
 from common.errors import ArkError
+from common.guard import TargetFacts
+from common.identity import DatabaseIdentity
 from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
@@ -174,9 +176,59 @@ class MariaDBApplier(Applier):
             self._exec(f"SET GLOBAL read_only = {'ON' if self.settings.read_only else 'OFF'}", conn=self.side)
         log.info("standby %s prepared (read-only for others: %s)", self.settings.name, self.settings.read_only)
 
+    def _exists(self, schema: str, table: str) -> bool:
+        row = self._exec("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                         [schema, table]).fetchone()
+        return row is not None
+
+    def identity(self) -> DatabaseIdentity:
+        """Which server this really is (read-only; :data:`common.engines.mariadb.IDENTITY_SQL`)."""
+        with self._guard("reading the server's identity"):
+            row = self._exec(IDENTITY_SQL).fetchone()
+        return identity_from_row(row)
+
+    def inspect(self) -> TargetFacts:
+        """Identity, Ark state rows, and who reads this server's binlog (read-only, creates nothing).
+
+        A server whose binlog a replica or a capture is reading (a ``Binlog Dump`` connection, or a replica
+        registered with it) is a replication source: what the applier writes would flow on into that stream.
+        """
+        ident = self.identity()
+        with self._guard("inspecting the standby"):
+            rows: dict[tuple[str, str], str] = {}
+            if self._exists(state.STATE_DB, "apply_state"):
+                for group, standby, recorded in self._exec(
+                        f"SELECT `group`, standby, COALESCE(JSON_VALUE(extra, '$.identity'), '') "
+                        f"FROM {state.STATE_DB}.apply_state").fetchall():
+                    rows[(str(group), str(standby))] = str(recorded)
+            sources = [f"a binlog reader ({user}@{host}, connection {cid})" for cid, user, host in self._exec(
+                "SELECT ID, USER, HOST FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%%' "
+                "ORDER BY ID", []).fetchall()]
+            try:  # needs REPLICATION MASTER ADMIN: without it, the binlog dump connections above must do
+                sources += [f"replica server id {r[0]} ({r[1]}:{r[2]})"
+                            for r in self._exec("SHOW SLAVE HOSTS").fetchall()]
+            except pymysql.err.Error as exc:
+                log.debug("SHOW SLAVE HOSTS on standby %s: %s", self.settings.name, exc)
+        return TargetFacts(ident, rows, sources)
+
+    def occupied(self, tables: Collection[str]) -> dict[str, int]:
+        """Existing tables among ``tables`` that hold rows, and how many (counted up to 1,000,001)."""
+        out: dict[str, int] = {}
+        with self._guard("counting rows on the standby"):
+            for table in sorted(tables):
+                if not self._exists(*sql.split_table(table)):
+                    continue
+                row = self._exec(f"SELECT COUNT(*) FROM (SELECT 1 FROM {sql.qualified(table)} LIMIT 1000001) s"
+                                 ).fetchone()
+                if row is not None and row[0]:
+                    out[table] = int(row[0])
+        return out
+
     def load_state(self, group: str, standby: str) -> ApplyState | None:
-        """The saved state row, or None."""
+        """The saved state row, or None (also when database ark does not exist: nothing is created here)."""
         with self._guard("loading the apply state"):
+            if not self._exists(state.STATE_DB, "apply_state"):
+                return None
             row = self._exec(state.LOAD_STATE_SQL, [group, standby]).fetchone()
         return state.state_from_row(row) if row else None
 
@@ -490,6 +542,27 @@ class MariaDBApplier(Applier):
         log.info("staged %s: %d rows from the snapshot at %s into %s", meta.table, count, position.text, staging)
         return StagedTable(table=meta.table, staging=staging, meta=meta, position=position, rows=count)
 
+    def _reshape(self, meta: TableMeta) -> None:
+        """Give the table ``meta``'s shape beside the transaction (MariaDB's DDL commits by itself); a table that
+        cannot be reshaped in place is recreated. Before the transaction touches the table: DDL waits for the
+        metadata lock of any transaction that did."""
+        try:
+            self._adapt(meta)
+        except TableNeedsResync as exc:
+            log.warning("%s cannot be reshaped in place (%s): recreating it", meta.table, exc.message)
+            self._exec(f"DROP TABLE {sql.qualified(meta.table)}", conn=self.side)
+            self._adapt(meta)
+
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+        """Reshape (beside the transaction), then empty and reload one table from a snapshot and remember its shape,
+        in the open transaction: readers see the old rows until the commit (see Applier)."""
+        self._require_txn()
+        meta = rows.meta
+        with self._guard("replacing a table from the snapshot", table=meta.table):
+            self._reshape(meta)
+            self._exec(state.SAVE_META_SQL, [group, meta.table, meta.version, state.meta_json(meta)])
+        return self.bulk_load(rows, replace=True, progress=progress)
+
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
         """Give the table the copy's shape (side session: MariaDB's DDL commits by itself), then, in the open
         transaction: DELETE its rows, INSERT the copy's, store the shape. Readers see the old rows until the
@@ -498,12 +571,7 @@ class MariaDBApplier(Applier):
         schema, name = staged.staging.split(".", 1)
         quoted = f"{sql.quote_ident(schema)}.{sql.quote_ident(name)}"
         with self._guard("swapping in a resynced table", table=staged.table, position=staged.position.text):
-            try:
-                self._adapt(staged.meta)
-            except TableNeedsResync as exc:
-                log.warning("%s cannot be reshaped in place (%s): recreating it", staged.table, exc.message)
-                self._exec(f"DROP TABLE {sql.qualified(staged.table)}", conn=self.side)
-                self._adapt(staged.meta)
+            self._reshape(staged.meta)
             cols = ", ".join(sql.quote_ident(c.name) for c in staged.meta.columns)
             self._exec(f"DELETE FROM {sql.qualified(staged.table)}")
             self._exec(f"INSERT INTO {sql.qualified(staged.table)} ({cols}) SELECT {cols} FROM {quoted}")

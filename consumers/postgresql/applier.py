@@ -24,8 +24,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from common.engines.postgresql import PostgresStandby
+from common.engines.postgresql import IDENTITY_SQL, PostgresStandby, identity_from_row
 from common.errors import ArkError, TargetError
+from common.guard import TargetFacts
+from common.identity import DatabaseIdentity
 from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
@@ -44,6 +46,12 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: Staged runs at least this long are ANALYZEd so the planner sees their true size.
 _ANALYZE_ROWS = 1000
+
+
+def _checked(rows: TableRows) -> TableRows:
+    """``rows``, checked as they load when they come from another engine's table (consumers/postgresql/foreign.py)."""
+    found = foreign.checks(rows.meta)
+    return foreign.CheckedRows(rows, found) if found else rows
 
 
 class PostgresApplier(Applier):
@@ -148,6 +156,42 @@ class PostgresApplier(Applier):
             row = self.conn.execute("SHOW server_version").fetchone()
         return str(row[0]) if row else "?"
 
+    def identity(self) -> DatabaseIdentity:
+        """The cluster's system identifier and the database's oid (read-only)."""
+        with self._guard("reading the database's identity"):
+            row = self.conn.execute(IDENTITY_SQL).fetchone()
+        assert row is not None
+        return identity_from_row(row)
+
+    def inspect(self) -> TargetFacts:
+        """Identity, Ark state rows and replication sources of this database (read-only, creates nothing)."""
+        ident = self.identity()
+        with self._guard("inspecting the standby"):
+            rows: dict[tuple[str, str], str] = {}
+            if self.conn.execute("SELECT to_regclass('ark.apply_state')").fetchone() != (None,):
+                for group, standby, recorded in self.conn.execute(
+                        "SELECT \"group\", standby, coalesce(extra->>'identity', '') FROM ark.apply_state"):
+                    rows[(str(group), str(standby))] = str(recorded)
+            sources = [f"logical replication slot {name}{' (in use)' if active else ''}" for name, active in
+                       self.conn.execute("SELECT slot_name, active FROM pg_replication_slots "
+                                         "WHERE database = current_database() ORDER BY slot_name")]
+            sources += [f"publication {name}" for (name,) in
+                        self.conn.execute("SELECT pubname FROM pg_publication ORDER BY pubname")]
+        return TargetFacts(ident, rows, sources)
+
+    def occupied(self, tables: Collection[str]) -> dict[str, int]:
+        """Existing tables among ``tables`` that hold rows, and how many (counted up to 1,000,001)."""
+        out: dict[str, int] = {}
+        with self._guard("counting rows on the standby"):
+            for table in sorted(tables):
+                if self.conn.execute("SELECT to_regclass(%s)", [sql.qualified(table)]).fetchone() == (None,):
+                    continue
+                row = self.conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {sql.qualified(table)} "
+                                        "LIMIT 1000001) s").fetchone()
+                if row is not None and row[0]:
+                    out[table] = int(row[0])
+        return out
+
     def prepare(self) -> None:
         """Create schema ark and its tables; make the database read-only for other sessions. Idempotent."""
         with self._guard("preparing the standby"):
@@ -168,8 +212,10 @@ class PostgresApplier(Applier):
         log.info("standby %s prepared (read-only for others: %s)", self.settings.name, self.settings.read_only)
 
     def load_state(self, group: str, standby: str) -> ApplyState | None:
-        """The saved state row, or None."""
+        """The saved state row, or None (also when schema ark does not exist: nothing is created here)."""
         with self._guard("loading the apply state"):
+            if self.conn.execute("SELECT to_regclass('ark.apply_state')").fetchone() == (None,):
+                return None
             row = self.conn.execute(state.LOAD_STATE_SQL, [group, standby]).fetchone()
         return state.state_from_row(row) if row else None
 
@@ -287,10 +333,8 @@ class PostgresApplier(Applier):
                   progress: Callable[[int], None] | None = None) -> int:
         """COPY a snapshot's rows into the table (or ``into``), in the open transaction (see :mod:`.bulk`)."""
         self._require_txn()
-        found = foreign.checks(rows.meta)
-        checked = foreign.CheckedRows(rows, found) if found else rows
         with self._guard("loading rows", table=rows.meta.table):
-            return bulk.load(self.conn, checked, into or rows.meta.table, replace=replace, progress=progress)
+            return bulk.load(self.conn, _checked(rows), into or rows.meta.table, replace=replace, progress=progress)
 
     def stage_copy(self, rows: TableRows, position: Position, *,
                    on_rows: Callable[[int], None] | None = None) -> StagedTable:
@@ -303,32 +347,45 @@ class PostgresApplier(Applier):
         with self._guard("copying a table for its resync", table=meta.table):
             for stmt in staging.staging_ddl(meta, name):
                 self.conn.execute(stmt)
-            found = foreign.checks(meta)
-            count = bulk.load(self.conn, foreign.CheckedRows(rows, found) if found else rows, name, replace=False,
-                              progress=on_rows)
+            count = bulk.load(self.conn, _checked(rows), name, replace=False, progress=on_rows)
         self.commit()
         log.info("staged %s: %d rows from the snapshot at %s into %s", meta.table, count, position.text, name)
         return StagedTable(table=meta.table, staging=name, meta=meta, position=position, rows=count)
+
+    def _reshape_empty(self, cur: psycopg.Cursor[tuple[Any, ...]], meta: TableMeta) -> None:
+        """Empty the table (DELETE, MVCC-safe) and give it ``meta``'s shape; recreate it when an ALTER cannot."""
+        if standby_columns(cur, meta.table) is not None:
+            # DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, so a reader whose snapshot is
+            # older would see the table empty; with DELETE it sees the old rows until we commit.
+            cur.execute(f"DELETE FROM {sql.qualified(meta.table)}")
+        cur.execute("SAVEPOINT ark_reshape")
+        try:
+            apply_shape(cur, meta)  # an empty table takes most ALTERs...
+        except (TableNeedsResync, DataApplyError) as exc:
+            # ... but not a type change that needs USING (text to integer): recreate the table.
+            log.warning("%s cannot be reshaped in place (%s): recreating it", meta.table, exc.message)
+            cur.execute("ROLLBACK TO SAVEPOINT ark_reshape")
+            cur.execute(f"DROP TABLE {sql.qualified(meta.table)}")
+            apply_shape(cur, meta)
+        cur.execute("RELEASE SAVEPOINT ark_reshape")
+
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+        """Empty, reshape and reload one table from a snapshot, in the open transaction (see Applier)."""
+        self._require_txn()
+        meta = rows.meta
+        with self._guard("replacing a table from the snapshot", table=meta.table):
+            with self.conn.cursor() as cur:
+                self._reshape_empty(cur, meta)
+                cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
+            self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
+            return bulk.load(self.conn, _checked(rows), meta.table, replace=False, progress=progress)
 
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
         """Empty the table, give it the snapshot's shape, refill it from the staging copy, drop the copy."""
         self._require_txn()
         with self._guard("swapping in a resynced table", table=staged.table, position=staged.position.text):
             with self.conn.cursor() as cur:
-                if standby_columns(cur, staged.table) is not None:
-                    # DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, so a reader whose snapshot is
-                    # older would see the table empty; with DELETE it sees the old rows until we commit.
-                    cur.execute(f"DELETE FROM {sql.qualified(staged.table)}")
-                cur.execute("SAVEPOINT ark_reshape")
-                try:
-                    apply_shape(cur, staged.meta)  # an empty table takes most ALTERs...
-                except (TableNeedsResync, DataApplyError) as exc:
-                    # ... but not a type change that needs USING (text to integer): recreate the table.
-                    log.warning("%s cannot be reshaped in place (%s): recreating it", staged.table, exc.message)
-                    cur.execute("ROLLBACK TO SAVEPOINT ark_reshape")
-                    cur.execute(f"DROP TABLE {sql.qualified(staged.table)}")
-                    apply_shape(cur, staged.meta)
-                cur.execute("RELEASE SAVEPOINT ark_reshape")
+                self._reshape_empty(cur, staged.meta)
                 for stmt in staging.refill_sql(staged):
                     cur.execute(stmt)
                 cur.execute(state.SAVE_META_SQL, [group, staged.table, staged.meta.version,

@@ -35,7 +35,9 @@ from typing import Any
 import pymysql
 
 from common.config import ArkConfig
+from common.engines.mariadb import IDENTITY_SQL, identity_from_row
 from common.errors import PrerequisiteError, SourceError
+from common.identity import DatabaseIdentity
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
 from producers.errors import SlotGapError, UnsupportedChange
 from producers.mariadb import binlog, catalog
@@ -96,10 +98,9 @@ class MariaDBCapture(LogCapture):
             more = f" (and {len(fatal) - 1} more problems: run 'ark check')" if len(fatal) > 1 else ""
             raise PrerequisiteError(fatal[0].what + more, fix=fatal[0].fix)
 
-    def identity(self) -> str:
-        """The source's identity: MariaDB has no server UUID, so host, data directory and server id."""
-        row = self._query("SELECT @@hostname, @@datadir, @@server_id, @@port")[0]
-        return f"mariadb:{row[0]}:{row[3]}:{row[1]}#{row[2]}"
+    def identity(self) -> DatabaseIdentity:
+        """Which server this is (:data:`common.engines.mariadb.IDENTITY_SQL`: MariaDB has no server UUID)."""
+        return identity_from_row(self._query(IDENTITY_SQL)[0])
 
     def parse_position(self, text: str) -> Position:
         """``FILE:OFFSET gtid=STATE`` -> Position (ValueError for anything else)."""

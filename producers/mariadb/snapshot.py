@@ -27,8 +27,9 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from common.engines.mariadb import MariaDBPrimary
+from common.engines.mariadb import IDENTITY_SQL, MariaDBPrimary, identity_from_row
 from common.errors import SourceError
+from common.identity import DatabaseIdentity
 from common.settings import PrimarySettings
 from common.snapshot import Snapshot, SnapshotSource, TableRows
 from producers.mariadb import catalog
@@ -170,6 +171,16 @@ class MariaDBSnapshotSource(SnapshotSource):
         if not isinstance(primary, MariaDBPrimary):
             raise TypeError(f"MariaDBSnapshotSource needs MariaDB settings, got {primary.engine}")
         self.primary = primary
+
+    def identity(self) -> DatabaseIdentity:
+        """Which server the primary really is (SourceError when unreachable)."""
+        conn = catalog.connect(self.primary, role="the primary")
+        try:
+            return identity_from_row(catalog.query(conn, IDENTITY_SQL)[0])
+        except pymysql.err.Error as exc:
+            raise catalog.source_error(self.primary, exc) from None
+        finally:
+            conn.close()
 
     def open(self) -> MariaDBSnapshot:
         """A snapshot at a known position (the primary keeps serving)."""

@@ -26,7 +26,9 @@ from typing import Any
 import psycopg2
 
 from common.config import ArkConfig
+from common.engines.postgresql import IDENTITY_SQL, identity_from_row
 from common.errors import PrerequisiteError, SourceError
+from common.identity import DatabaseIdentity
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
 from producers.postgresql import catalog, pgoutput, setup
@@ -90,6 +92,13 @@ class PostgresCapture(LogCapture):
         """See :mod:`producers.postgresql.setup` for the rules."""
         try:
             return setup.problems(self._meta(), self.cfg)
+        except psycopg2.Error as exc:
+            raise catalog.source_error(self.cfg, exc) from None
+
+    def identity(self) -> DatabaseIdentity:
+        """The cluster's system identifier and the database's oid."""
+        try:
+            return identity_from_row(catalog.query(self._meta(), IDENTITY_SQL)[0])
         except psycopg2.Error as exc:
             raise catalog.source_error(self.cfg, exc) from None
 

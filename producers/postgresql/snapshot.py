@@ -25,8 +25,9 @@ import psycopg2
 import psycopg2.extras
 from psycopg import sql as psql
 
-from common.engines.postgresql import PG_COPY_TEXT, PostgresPrimary
+from common.engines.postgresql import IDENTITY_SQL, PG_COPY_TEXT, PostgresPrimary, identity_from_row
 from common.errors import SourceError
+from common.identity import DatabaseIdentity
 from common.settings import PrimarySettings
 from common.snapshot import Snapshot, SnapshotSource, TableRows
 from producers.postgresql.catalog import SESSION_OPTIONS
@@ -197,3 +198,16 @@ class PostgresSnapshotSource(SnapshotSource):
 
     def open(self) -> PostgresSnapshot:
         return PostgresSnapshot(self.primary)
+
+    def identity(self) -> DatabaseIdentity:
+        kwargs = {**self.primary.connect_kwargs(), "application_name": "ark-identity"}
+        try:
+            with psycopg.connect(autocommit=True, **kwargs) as conn:
+                row = conn.execute(IDENTITY_SQL).fetchone()
+        except psycopg.Error as exc:
+            lines = str(exc).strip().splitlines()
+            raise SourceError(f"cannot read the identity of {self.primary.describe()}: "
+                              f"{lines[-1] if lines else type(exc).__name__}",
+                              fix="check the primary's connection settings ('ark check')") from None
+        assert row is not None
+        return identity_from_row(row)

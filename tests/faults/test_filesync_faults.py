@@ -134,7 +134,8 @@ def test_kill9_delayed_receiver_while_it_holds_a_deletion(kafka_bootstrap: str, 
     delay, coarse = 6.0, 0.05
     name = f"s{uuid.uuid4().hex[:8]}"
     conf = tmp_path / "ark.yaml"
-    conf.write_text(yaml.safe_dump({"group": f"g{uuid.uuid4().hex[:6]}", "kafka": {"bootstrap": kafka_bootstrap},
+    conf.write_text(yaml.safe_dump({"group": f"g{uuid.uuid4().hex[:6]}", "control_key": {"env": "ARK_CONTROL_KEY"},
+                                    "kafka": {"bootstrap": kafka_bootstrap},
                                     "primary": {"name": "p", "engine": "postgresql"}, "files": {name: {
                                         "source": str(tmp_path / "src"), "state_dir": str(tmp_path / "state"),
                                         "horizon_s": 0, "targets": [{"name": "t0", "host": "elsewhere",

@@ -237,7 +237,8 @@ def test_consistency_points_pair_each_pass_with_redo_offsets(kafka_bootstrap: st
     import yaml
 
     conf = tmp_path / "ark.yaml"
-    conf.write_text(yaml.safe_dump({"group": cfg.group, "kafka": {"bootstrap": kafka_bootstrap},
+    conf.write_text(yaml.safe_dump({"group": cfg.group, "control_key": {"env": "ARK_CONTROL_KEY"},
+                                    "kafka": {"bootstrap": kafka_bootstrap},
                                     "primary": {"name": "p", "engine": "postgresql"},
                                     "files": {name: cfg.files[name].model_dump(mode="json", exclude_none=True)}}))
     res = CliRunner().invoke(files, ["status", name, "-c", str(conf)])

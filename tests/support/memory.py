@@ -24,6 +24,8 @@ from typing import Any
 
 from common.control import ControlBus, ControlChannel, ControlRecord, Wire
 from common.errors import FencedError, SourceError
+from common.guard import TargetFacts
+from common.identity import DatabaseIdentity
 from common.problems import Problem
 from common.redo import EndOfLog, RedoLog, RedoReader, RedoRecord, RedoWriter
 from common.snapshot import TableRows
@@ -279,6 +281,9 @@ class MemoryCapture(LogCapture):
     def check_prerequisites(self) -> list[Problem]:
         return []
 
+    def identity(self) -> DatabaseIdentity:
+        return DatabaseIdentity("memory", "source", "db", "the in-memory source")
+
     def ensure_setup(self) -> None:
         pass
 
@@ -357,9 +362,14 @@ class _Db:
 class MemoryStandby:
     """A standby database: what every MemoryApplier of it shares (the committed data)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "standby") -> None:
         self.db = _Db()
         self.lock = threading.Lock()
+        self.identity = DatabaseIdentity("memory", "standby-server", name, f"the in-memory standby {name}")
+        #: Replication sources in this database (slots, publications), for the guard's IsASource.
+        self.sources: list[str] = []
+        #: How many times an applier prepared it (made it writable for itself, read-only for others).
+        self.prepared = 0
         #: Every commit, in order: (state row after it, the transaction ids it applied).
         self.commits: list[tuple[ApplyState | None, list[str]]] = []
         #: Test hook: raise from apply_rows when it returns an exception for a change.
@@ -391,8 +401,23 @@ class MemoryApplier(Applier):
     def check_prerequisites(self) -> list[Problem]:
         return []
 
+    def identity(self) -> DatabaseIdentity:
+        return self.standby.identity
+
+    def inspect(self) -> TargetFacts:
+        rows = {(s.group, s.standby): s.extra.get("identity", "") for s in [self.standby.db.state] if s is not None}
+        return TargetFacts(self.standby.identity, rows, list(self.standby.sources))
+
+    def occupied(self, tables: Collection[str]) -> dict[str, int]:
+        out = {}
+        for t in tables:
+            found = self.standby.rows(t)
+            if found:
+                out[t] = len(found)
+        return out
+
     def prepare(self) -> None:
-        pass
+        self.standby.prepared += 1
 
     def load_state(self, group: str, standby: str) -> ApplyState | None:
         return self.standby.db.state
@@ -506,6 +531,12 @@ class MemoryApplier(Applier):
         if progress is not None:
             progress(count)
         return count
+
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+        db = self._require()
+        db.tables[rows.meta.table] = _Table(rows.meta)
+        db.metas[rows.meta.table] = rows.meta
+        return self.bulk_load(rows, progress=progress)
 
     def stage_copy(self, rows: TableRows, position: Position, *,
                    on_rows: Callable[[int], None] | None = None) -> StagedTable:
