@@ -159,3 +159,37 @@ def test_bank_sync_stream_kill9_ddl(fresh_mariadb, kafka_bootstrap, unique_group
     assert ("memo", "varchar(20)") in cols and ("amount", "decimal(16,2)") in cols, cols
     state = query(group.standby, "SELECT applied_txns FROM ark.apply_state WHERE `group` = %s", (unique_group,))
     assert state and int(state[0][0]) > 0
+
+
+def test_mariadb_refusals_write_nothing(fresh_mariadb, kafka_bootstrap, unique_group, ark_tmp) -> None:
+    """A MariaDB standby entry that names the primary (under another address) or a server holding data Ark did not
+    put there is refused before anything is written (common/guard.py)."""
+    import yaml
+
+    from common.exit_codes import ExitCode
+
+    db = fresh_mariadb.name
+    group = MariaDBGroup(unique_group, ark_tmp / "groups" / unique_group, kafka_bootstrap, fresh_mariadb.primary,
+                         fresh_mariadb.standby, db)
+    group.write_config()
+    create_bank(group.primary, db, accounts=5)
+    doc = yaml.safe_load(group.config.read_text())
+    doc["standbys"][0]["host"] = "localhost"  # the standby entry points at the primary, by another name
+    doc["standbys"][0]["port"] = group.primary.port
+    group.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    res = group.ark("sync", "standby")
+    assert res.returncode == ExitCode.SAME_DATABASE, res.stdout + res.stderr
+    assert "primary's own database" in res.stderr and "Traceback" not in res.stderr
+    assert query(group.primary, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'ark'") \
+        == [("0",)], "the refused sync created database ark on the primary"
+    assert query(group.primary, "SELECT @@global.read_only") == [("0",)]
+    # A standby that already holds the replicated tables with rows Ark did not put there.
+    group.write_config()
+    group.standby.sql(f"CREATE DATABASE `{db}`; CREATE TABLE `{db}`.accounts (id int PRIMARY KEY, balance "
+                      f"decimal(14,2) NOT NULL); INSERT INTO `{db}`.accounts VALUES (1, 5)")
+    res = group.ark("sync", "standby")
+    assert res.returncode == ExitCode.NOT_EMPTY, res.stdout + res.stderr
+    assert f"{db}.accounts (1 rows)" in res.stderr and "--overwrite" in res.stderr
+    assert query(group.standby, f"SELECT balance FROM `{db}`.accounts") == [("5.00",)]
+    group.ark_ok("sync", "standby", "--overwrite")
+    assert group.differences([f"{db}.accounts"]) == {}
