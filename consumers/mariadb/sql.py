@@ -286,12 +286,36 @@ _FOREIGN: dict[str, Callable[[Value], Param | Decimal]] = {
 _TEMPORAL = frozenset({"date", "timestamp", "timestamptz", "time"})
 
 
+def _fitting_decimal(precision: int, scale: int) -> Callable[[Value], Param | Decimal]:
+    """A decimal check for another engine's column mapped to ``decimal(precision,scale)``: MariaDB would round
+    extra fraction digits with only a note, even in strict mode, which is a silent change."""
+    def check(value: Value) -> Param | Decimal:
+        number = _exact_decimal(value)
+        if isinstance(number, Decimal):
+            exponent = number.normalize().as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > scale:
+                raise UnrepresentableValue(f"more than {scale} fraction digits (the column is decimal({precision},"
+                                           f"{scale}))")
+            if number.adjusted() >= precision - scale:
+                raise UnrepresentableValue(f"more than {precision - scale} integer digits (the column is decimal("
+                                           f"{precision},{scale}))")
+        return number
+    return check
+
+
+_DECIMAL_TYPE = re.compile(r"^decimal\((\d+),(\d+)\)")
+
+
 def param_converter(col: Column) -> Callable[[Value], Param | Decimal]:
     """How a neutral value of ``col`` is bound on MariaDB (session time zone is UTC).
 
     Values of another engine's columns are checked first: one MariaDB cannot store exactly raises
     :class:`UnrepresentableValue` (the caller names the column), never a silent change.
     """
+    if col.type == "decimal" and not is_native(col):
+        m = _DECIMAL_TYPE.match(mapped_type(col))
+        if m:
+            return _fitting_decimal(int(m[1]), int(m[2]))
     if col.type in _TEMPORAL or (not is_native(col) and col.type in _FOREIGN):
         return _FOREIGN[col.type]  # temporal texts are checked whatever their source: 'date' is both engines' type
     if col.type == "other" and col.source_type.startswith("bit("):

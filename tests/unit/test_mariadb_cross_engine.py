@@ -144,3 +144,15 @@ def test_a_column_gone_without_a_known_id_may_be_a_rename_so_the_table_is_resync
                      "0/20")
     with pytest.raises(TableNeedsResync, match="cannot be told"):
         plan(meta, STANDBY, ["id"], has_rows=lambda: True, previous=previous)
+
+
+def test_foreign_decimals_are_never_rounded() -> None:
+    exact = sql.param_converter(Column("n", "decimal", "numeric"))  # → decimal(65,30)
+    assert str(exact("-12345678901234567890123456789012345.000000000000000000000000000001")) == \
+        "-12345678901234567890123456789012345.000000000000000000000000000001"
+    with pytest.raises(sql.UnrepresentableValue, match="more than 30 fraction digits"):
+        exact("0.0000000000000000000000000000001")
+    with pytest.raises(sql.UnrepresentableValue, match="more than 35 integer digits"):
+        exact("1" + "0" * 35)
+    two = sql.param_converter(Column("n", "decimal", "numeric(12,2)"))
+    assert str(two("1.50")) == "1.50" and str(two("-9999999999.99")) == "-9999999999.99"
