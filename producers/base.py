@@ -44,6 +44,9 @@ class Idle:
     nothing is pending, so that an idle source does not retain its log forever)."""
 
     position: Position | None
+    #: True when the source had nothing more to send (everything it had committed has been read), False
+    #: for a pause taken between reads of a busy log.
+    drained: bool = False
 
 
 CaptureEvent = TxnBegin | RowChange | TableMeta | TxnEnd | Idle

@@ -267,7 +267,7 @@ class PostgresCapture(LogCapture):
             if msg is None:
                 if not select.select([fd], [], [], POLL_S)[0]:
                     last_idle = time.monotonic()
-                    yield Idle(None if in_txn else lsn_position(wal_end))
+                    yield Idle(None if in_txn else lsn_position(wal_end), drained=not in_txn)
                     self._discover_tables(last_idle)
                     if last_idle - last_status >= STATUS_EVERY_S:
                         self._send_status()
@@ -298,7 +298,10 @@ class PostgresCapture(LogCapture):
                 if relid not in announced:
                     announced.add(relid)
                     yield rel.meta
-                yield row_change(rel, parse(payload, rel.convs))  # type: ignore[arg-type]
+                change = row_change(rel, parse(payload, rel.convs))  # type: ignore[arg-type]
+                # A large message is a view of libpq's memory: let it go before the row is published.
+                payload = msg = None  # type: ignore[assignment]
+                yield change
                 continue
             m = parse(payload)
             if isinstance(m, pgoutput.Begin):

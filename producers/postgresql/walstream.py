@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +28,9 @@ _XLOGDATA = struct.Struct(">QQq")  # after the 'w': data_start, wal_end, send_ti
 _KEEPALIVE = struct.Struct(">QqB")  # after the 'k': wal_end, send_time, reply requested
 _STATUS = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, client time, reply requested
 _HDR_W: Final = 25
+#: Messages at least this large (a row with large values) are handed on as a view of the received bytes
+#: instead of one more copy: the capture holds as few copies of a large value as it can.
+LARGE_MESSAGE: Final = 1 << 20
 
 
 class StreamError(Exception):
@@ -39,7 +43,7 @@ class XLogData:
 
     data_start: int
     wal_end: int
-    payload: bytes
+    payload: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,8 @@ class WalStream:
         if n < 0:
             raise self._error("reading the replication stream")
         buf = self._buf
+        if n >= LARGE_MESSAGE:
+            return self._large(buf, n)
         try:
             data = ctypes.string_at(buf, n)  # one copy out of libpq's buffer
         finally:
@@ -141,6 +147,19 @@ class WalStream:
             end, _, reply = _KEEPALIVE.unpack_from(data, 1)
             return Keepalive(end, bool(reply))
         raise StreamError(f"unexpected replication message {data[:1]!r} of {n} bytes")
+
+    def _large(self, buf: ctypes.c_void_p, n: int) -> XLogData:
+        """A large message (a row with large values) without a copy: a view of the memory libpq handed
+        over, freed when the last view of it is gone (the parsed row holds converted values, not views)."""
+        address = buf.value
+        assert address is not None
+        block = (ctypes.c_char * n).from_address(address)
+        weakref.finalize(block, self._free, address)
+        view = memoryview(block).cast("B")
+        if view[0] != 119 or n < _HDR_W:  # 'w': only data messages are ever this large
+            raise StreamError(f"unexpected replication message {bytes(view[:1])!r} of {n} bytes")
+        start, end, _ = _XLOGDATA.unpack_from(view, 1)
+        return XLogData(start, end, view[_HDR_W:])
 
     def send_status(self, write: int, flush: int, apply: int, reply_requested: bool = False) -> None:
         """Send a Standby Status Update with exactly these positions."""
