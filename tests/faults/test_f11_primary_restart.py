@@ -1,0 +1,193 @@
+"""F11: the primary is restarted the ordinary way (or crashes) while capture, apply and the application run.
+
+Ark must never stand between a DBA and a restart (issue 19): ``pg_ctl stop`` takes no longer with the
+capture attached than without it (the same run, the same data: each run stops the primary once with
+the capture streaming and once with the capture stopped), the capture resumes by itself once the
+primary is back, and the standby ends equal with nothing lost, duplicated or partial.
+
+Every run notes: the stop's seconds with the capture and without it, the application's longest write
+outage (a probe committing every 20 ms), how long after the primary took writes again the standby had
+everything, and the CPU seconds the walsender burnt during the stop.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.postgres import PgInstance
+from ops.workload import BankWorkload
+from tests.support.faults import bank_setup, converge, fault_case, fault_runs, ledger_max, wait_ledger
+from tests.support.replication import Group, Standby, sql
+from tests.support.restart import CpuWatch, WriteProbe, walsender_pids
+
+#: The issue's bar for the regression test: a fast stop with the capture streaming returns within this.
+STOP_LIMIT_S = 10.0
+#: pg_ctl's own wait (-t): long enough to measure a hang, short enough to fail fast.
+PG_CTL_WAIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def f11_primary(pg_factory) -> PgInstance:
+    """A primary of this module's own: the cases stop, kill and restart it."""
+    return pg_factory("f11primary")
+
+
+@pytest.fixture
+def own_group(kafka_bootstrap: str, f11_primary: PgInstance, pg_standby: PgInstance, unique_group: str,
+              ark_tmp: Path) -> Iterator[Callable[..., Group]]:
+    """``own_group(**capture) -> Group`` on a fresh database of :func:`f11_primary` and the session standby."""
+    dbname = f"d{uuid.uuid4().hex[:8]}"
+    made: list[Group] = []
+
+    def make(**capture: object) -> Group:
+        f11_primary.start()
+        f11_primary.create_database(dbname)
+        pg_standby.create_database(dbname)
+        group = Group(unique_group, ark_tmp / "groups" / unique_group, kafka_bootstrap, f11_primary, dbname,
+                      [Standby("standby", pg_standby, dbname)], ("public.*",), dict(capture))
+        group.write_config()
+        made.append(group)
+        return group
+
+    yield make
+    for group in made:
+        group.stop_all()
+    f11_primary.start()  # a failed case may leave it stopped
+    for inst in (f11_primary, pg_standby):
+        try:
+            inst.drop_database(dbname)
+        except RuntimeError as exc:
+            print(f"f11: could not drop {dbname} on port {inst.port}: {exc}")
+
+
+def _stop_with_capture(group: Group, capture, mode: str) -> tuple[float, float, str]:
+    """Stop the primary with ``pg_ctl stop -m mode`` while the capture runs: (seconds, walsender CPU s, error).
+
+    When pg_ctl gives up (the bug of issue 19), the capture is killed so that the shutdown can finish,
+    and the error is returned for the test to fail on, after the primary is back.
+    """
+    watch = CpuWatch(walsender_pids(group.primary))
+    seconds, error = group.primary.timed_stop(mode, PG_CTL_WAIT_S)
+    if error:
+        capture.kill9()
+        group.primary.stop("immediate")
+        capture.start()
+    return seconds, watch.stop(), error
+
+
+def _baseline_stop(group: Group, capture, mode: str) -> float:
+    """The same stop with the capture stopped (the peer of the same run); the primary is left stopped."""
+    capture.stop()
+    return group.primary.stop(mode, PG_CTL_WAIT_S)
+
+
+def _back(group: Group, probe: WriteProbe) -> tuple[float, float]:
+    """Start the primary; (write outage s, s from the primary taking writes to the standby holding them)."""
+    group.primary.start()
+    probe.wait_commit(60)
+    back = time.monotonic()
+    target = ledger_max(group.primary_dsn)
+    wait_ledger(group.standby("standby").dsn, target, 120, alive=group.assert_agents_alive)
+    return probe.longest_gap(), time.monotonic() - back
+
+
+def _run_case(group: Group, fault_results_dir: Path, title: str, mode: str,
+              before_stop: Callable[[Group, BankWorkload | None], None] | None = None,
+              workload_during_stop: bool = True, default_runs: int = 1) -> None:
+    """Inject ``runs`` stops of the primary in ``mode`` (``kill9`` for a postmaster crash), each with a
+    baseline stop without the capture; one result row for the case."""
+    runs = fault_runs("F11", default=default_runs)
+    invariant = bank_setup(group)
+    capture = group.start("capture")
+    group.start("apply", "standby")
+    probe = WriteProbe(group.primary_dsn, reconnect=not workload_during_stop).start()
+    workload: BankWorkload | None = BankWorkload(group.primary_dsn, accounts=100, clients=2, ledger=True).start()
+    errors: list[str] = []
+    with fault_case("F11", title, group.standby("standby").dsn, invariant, fault_results_dir) as case:
+        case.result.notes.append(f"initial catch-up {converge(group, at_least=20):.1f} s")
+        for n in range(1, runs + 1):
+            if workload is None:
+                workload = BankWorkload(group.primary_dsn, accounts=100, clients=2, ledger=True).start()
+            time.sleep(1.0)
+            if not workload_during_stop:  # smart: the application ends its sessions, as it must for smart
+                workload.stop()
+                workload = None
+                converge(group)
+            if before_stop is not None:
+                before_stop(group, workload)
+            probe.reset()
+            stopped_at = time.monotonic()
+            if mode == "kill9":
+                watch = CpuWatch(walsender_pids(group.primary))
+                group.primary.kill9()
+                seconds, cpu, error = time.monotonic() - stopped_at, watch.stop(), ""
+            else:
+                seconds, cpu, error = _stop_with_capture(group, capture, mode)
+            outage, caught_up = _back(group, probe)
+            if error:
+                errors.append(f"run {n}: {error}")
+            # The peer, same run and same data: the same stop with the capture stopped.
+            if mode == "kill9":
+                base = 0.0
+            else:
+                if before_stop is not None:
+                    before_stop(group, workload)
+                base = _baseline_stop(group, capture, mode)
+                group.primary.start()
+                capture.start()
+                converge(group)
+            case.result.notes.append(
+                f"run {n}: stop {seconds:.2f} s with capture, {base:.2f} s without; write outage {outage:.2f} s; "
+                f"standby had everything {caught_up:.2f} s after the primary took writes; walsender CPU {cpu:.2f} s")
+            case.result.runs += 1
+            if mode != "kill9":
+                assert error or seconds <= base + STOP_LIMIT_S, case.result.notes[-1]
+        if workload is None:
+            workload = BankWorkload(group.primary_dsn, accounts=100, clients=2, ledger=True).start()
+            time.sleep(1.0)
+        assert workload.stop() > 0
+        probe.stop()
+        case.finish(group)
+    group.assert_agents_alive()
+    assert not errors, "\n".join(errors)
+    case.result.assert_clean()
+
+
+@pytest.mark.timeout(1800)
+def test_f11_fast_stop_with_capture_streaming_returns_quickly(own_group, fault_results_dir) -> None:
+    """The regression test of issue 19: before the fix ``pg_ctl stop -m fast`` never returned."""
+    _run_case(own_group(chunk_rows=50), fault_results_dir, "fast stop, capture streaming", "fast")
+
+
+@pytest.mark.timeout(1800)
+def test_f11_smart_stop_capture_idle(own_group, fault_results_dir) -> None:
+    _run_case(own_group(chunk_rows=50), fault_results_dir, "smart stop, capture idle", "smart",
+              workload_during_stop=False)
+
+
+@pytest.mark.timeout(1800)
+def test_f11_immediate_stop_capture_streaming(own_group, fault_results_dir) -> None:
+    _run_case(own_group(chunk_rows=50), fault_results_dir, "immediate stop, capture streaming", "immediate")
+
+
+@pytest.mark.timeout(1800)
+def test_f11_postmaster_kill9_crash_recovery(own_group, fault_results_dir) -> None:
+    _run_case(own_group(chunk_rows=50), fault_results_dir, "kill -9 of the postmaster, crash recovery", "kill9")
+
+
+def _large_txn(group: Group, _workload: BankWorkload | None) -> None:
+    """Commit a 100,000-row transaction and return while the walsender is still decoding and sending it."""
+    sql(group.primary_dsn, "CREATE TABLE IF NOT EXISTS f11_bulk (id bigserial PRIMARY KEY, batch int, pad text)")
+    sql(group.primary_dsn, "INSERT INTO f11_bulk (batch, pad) "
+                           "SELECT 1, repeat('x', 50) FROM generate_series(1, 100000)")
+
+
+@pytest.mark.timeout(1800)
+def test_f11_fast_stop_during_large_transaction(own_group, fault_results_dir) -> None:
+    _run_case(own_group(chunk_rows=2000), fault_results_dir, "fast stop while a large transaction is decoded",
+              "fast", before_stop=_large_txn)
