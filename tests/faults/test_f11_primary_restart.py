@@ -96,12 +96,19 @@ def _back(group: Group, probe: WriteProbe) -> tuple[float, float]:
     return probe.longest_gap(), time.monotonic() - back
 
 
-def _run_case(group: Group, fault_results_dir: Path, title: str, mode: str,
-              before_stop: Callable[[Group, BankWorkload | None], None] | None = None,
-              workload_during_stop: bool = True, default_runs: int = 1) -> None:
+Hook = Callable[[Group, BankWorkload | None], None]
+
+
+def _run_case(group: Group, fault_results_dir: Path, title: str, mode: str, before_stop: Hook | None = None,
+              workload_during_stop: bool = True, after_back: Callable[[], None] | None = None,
+              hook_in_baseline: bool = True) -> None:
     """Inject ``runs`` stops of the primary in ``mode`` (``kill9`` for a postmaster crash), each with a
-    baseline stop without the capture; one result row for the case."""
-    runs = fault_runs("F11", default=default_runs)
+    baseline stop without the capture; one result row for the case.
+
+    ``before_stop`` brings the capture into the state of the case; ``after_back`` undoes it once the
+    primary is back (``hook_in_baseline``: run ``before_stop`` before the baseline stop too).
+    """
+    runs = fault_runs("F11", default=1)
     invariant = bank_setup(group)
     capture = group.start("capture")
     group.start("apply", "standby")
@@ -128,6 +135,9 @@ def _run_case(group: Group, fault_results_dir: Path, title: str, mode: str,
                 seconds, cpu, error = time.monotonic() - stopped_at, watch.stop(), ""
             else:
                 seconds, cpu, error = _stop_with_capture(group, capture, mode)
+            if after_back is not None:
+                group.primary.start()
+                after_back()
             outage, caught_up = _back(group, probe)
             if error:
                 errors.append(f"run {n}: {error}")
@@ -135,7 +145,7 @@ def _run_case(group: Group, fault_results_dir: Path, title: str, mode: str,
             if mode == "kill9":
                 base = 0.0
             else:
-                if before_stop is not None:
+                if before_stop is not None and hook_in_baseline:
                     before_stop(group, workload)
                 base = _baseline_stop(group, capture, mode)
                 group.primary.start()
@@ -191,3 +201,16 @@ def _large_txn(group: Group, _workload: BankWorkload | None) -> None:
 def test_f11_fast_stop_during_large_transaction(own_group, fault_results_dir) -> None:
     _run_case(own_group(chunk_rows=2000), fault_results_dir, "fast stop while a large transaction is decoded",
               "fast", before_stop=_large_txn)
+
+
+@pytest.mark.timeout(1800)
+def test_f11_fast_stop_while_capture_waits_for_the_broker(own_group, kafka_broker, fault_results_dir) -> None:
+    """The broker is paused: the capture's main thread hangs in a Kafka commit and cannot answer the
+    walsender; the shutdown watch must notice the stall, see the server going down, and let go."""
+
+    def pause(_group: Group, _workload: BankWorkload | None) -> None:
+        kafka_broker.pause()
+        time.sleep(5.0)  # the workload keeps committing: capture is now blocked on Kafka, not reading
+
+    _run_case(own_group(chunk_rows=50), fault_results_dir, "fast stop while capture waits for the broker", "fast",
+              before_stop=pause, after_back=kafka_broker.resume, hook_in_baseline=False)
