@@ -369,12 +369,14 @@ class PostgresCapture(LogCapture):
             m = parse(payload)
             if isinstance(m, pgoutput.Begin):
                 in_txn = True
+                watch.txn_since = time.monotonic()
                 skipping = m.final_lsn < skip_below
                 commit_pos = lsn_position(m.final_lsn)
                 if not skipping:
                     yield TxnBegin(str(m.xid), commit_pos, pgoutput.pg_time_to_unix_us(m.commit_ts))
             elif isinstance(m, pgoutput.Commit):
                 in_txn = False
+                watch.txn_since = None
                 wal_end = max(wal_end, m.end_lsn)
                 if not skipping and commit_pos is not None:
                     yield TxnEnd(commit_pos, lsn_position(m.commit_lsn + 1))

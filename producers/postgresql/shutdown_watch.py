@@ -7,8 +7,10 @@ ping waits, and the whole shutdown with it (until ``wal_sender_timeout``, 60 s b
 may be blocked in a Kafka commit while the broker is away, or busy publishing a large transaction for
 longer than the socket buffers can hold.
 
-:class:`ShutdownWatch` is a thread that notices when the stream has not been drained for ``STALL_S``
-and then asks whether the server is going down: a new connection refused with "the database system is
+:class:`ShutdownWatch` is a thread that notices when the stream has not been drained for ``STALL_S``,
+or has been inside one transaction for that long (a large transaction: the walsender may still be
+decoding it, and at shutdown it would decode and send all of it first), and then asks whether the
+server is going down: a new connection refused with "the database system is
 shutting down" (SQLSTATE 57P03), or refused outright (no postmaster). Only then does it shut the
 capture's sockets down. The walsender sees the connection end and exits, so the shutdown goes on; the
 capture's next read fails, and the runner's next session starts again from the slot once the server is
@@ -33,9 +35,9 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 #: How long the stream may go without being drained before the server is probed.
-STALL_S = 3.0
+STALL_S = 1.0
 #: How often the server is probed while the stream stays stalled (one short connection each time).
-PROBE_EVERY_S = 2.0
+PROBE_EVERY_S = 1.0
 _TICK_S = 0.25
 
 
@@ -62,6 +64,8 @@ class ShutdownWatch:
         """Nothing runs until :meth:`start`."""
         self.lock = lock
         self.drained_at = time.monotonic()
+        #: When the transaction being received began (None between transactions); set by the stream loop.
+        self.txn_since: float | None = None
         self.cut_at: float | None = None
         self._going_down = going_down
         self._sockets = sockets
@@ -87,8 +91,9 @@ class ShutdownWatch:
     def _run(self) -> None:
         probed_at = 0.0
         while not self._stop.wait(_TICK_S):
-            now = time.monotonic()
-            if now - self.drained_at < STALL_S or now - probed_at < PROBE_EVERY_S:
+            now, txn_since = time.monotonic(), self.txn_since
+            busy = now - self.drained_at >= STALL_S or (txn_since is not None and now - txn_since >= STALL_S)
+            if not busy or now - probed_at < PROBE_EVERY_S:
                 continue
             probed_at = now
             try:
@@ -103,7 +108,9 @@ class ShutdownWatch:
                 for fd in fds:
                     cut(fd)
             self.cut_at = time.monotonic()
-            log.warning("PostgreSQL %s is shutting down while capture is busy (stream not read for %.0f s): "
-                        "closing capture's connections so that the shutdown is not delayed; capture resumes "
-                        "from the slot when the server is back", self._where, now - self.drained_at)
+            log.warning("PostgreSQL %s is shutting down while capture is busy (%s): closing capture's "
+                        "connections so that the shutdown is not delayed; capture resumes from the slot when the "
+                        "server is back", self._where,
+                        f"stream not read for {now - self.drained_at:.0f} s" if now - self.drained_at >= STALL_S
+                        else "inside a large transaction")
             return

@@ -19,16 +19,22 @@ from pathlib import Path
 
 import pytest
 
+from common.config import load_config
+from common.control import RETRANSMIT, publish_intent
 from deploy.postgres import PgInstance
 from ops.workload import BankWorkload
 from tests.support.faults import bank_setup, converge, fault_case, fault_runs, ledger_max, wait_ledger
-from tests.support.replication import Group, Standby, sql
+from tests.support.replication import Group, Standby, sql, wait_for
 from tests.support.restart import CpuWatch, WriteProbe, walsender_pids
 
 #: The issue's bar for the regression test: a fast stop with the capture streaming returns within this.
 STOP_LIMIT_S = 10.0
 #: pg_ctl's own wait (-t): long enough to measure a hang, short enough to fail fast.
 PG_CTL_WAIT_S = 30
+#: What the capture logs when its shutdown watch lets go of a stalled stream.
+WATCH_CUT = "is shutting down while capture is busy"
+#: What the capture logs when a session resumes in the middle of a transaction Kafka holds in part.
+RESUMED_INSIDE = "inside a transaction at row"
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +134,8 @@ def _run_case(group: Group, fault_results_dir: Path, title: str, mode: str, befo
             if before_stop is not None:
                 before_stop(group, workload)
             probe.reset()
+            text = capture.log_file.read_text(errors="replace")
+            cuts_before, inside_before = text.count(WATCH_CUT), text.count(RESUMED_INSIDE)
             stopped_at = time.monotonic()
             if mode == "kill9":
                 watch = CpuWatch(walsender_pids(group.primary))
@@ -151,8 +159,11 @@ def _run_case(group: Group, fault_results_dir: Path, title: str, mode: str, befo
                 group.primary.start()
                 capture.start()
                 converge(group)
+            text = capture.log_file.read_text(errors="replace")
+            cuts, inside = text.count(WATCH_CUT) - cuts_before, text.count(RESUMED_INSIDE) - inside_before
             case.result.notes.append(
-                f"run {n}: stop {seconds:.2f} s with capture, {base:.2f} s without; write outage {outage:.2f} s; "
+                f"run {n}: shutdown watch cut {cuts}, resumed inside a transaction {inside}; "
+                f"stop {seconds:.2f} s with capture, {base:.2f} s without; write outage {outage:.2f} s; "
                 f"standby had everything {caught_up:.2f} s after the primary took writes; walsender CPU {cpu:.2f} s")
             case.result.runs += 1
             if mode != "kill9":
@@ -190,16 +201,22 @@ def test_f11_postmaster_kill9_crash_recovery(own_group, fault_results_dir) -> No
     _run_case(own_group(chunk_rows=50), fault_results_dir, "kill -9 of the postmaster, crash recovery", "kill9")
 
 
+#: Rows of the large transaction: sending them to the capture takes several seconds (it publishes them to
+#: Kafka as it reads), so the stop, right after the COMMIT, lands while the walsender is still sending.
+LARGE_ROWS = 200_000
+
+
 def _large_txn(group: Group, _workload: BankWorkload | None) -> None:
-    """Commit a 100,000-row transaction and return while the walsender is still decoding and sending it."""
+    """Commit a LARGE_ROWS-row transaction and return at once: the walsender is decoding and sending it."""
     sql(group.primary_dsn, "CREATE TABLE IF NOT EXISTS f11_bulk (id bigserial PRIMARY KEY, batch int, pad text)")
+    sql(group.primary_dsn, "TRUNCATE f11_bulk")  # the table stays small over many runs
     sql(group.primary_dsn, "INSERT INTO f11_bulk (batch, pad) "
-                           "SELECT 1, repeat('x', 50) FROM generate_series(1, 100000)")
+                           f"SELECT 1, repeat('x', 50) FROM generate_series(1, {LARGE_ROWS})")
 
 
 @pytest.mark.timeout(1800)
 def test_f11_fast_stop_during_large_transaction(own_group, fault_results_dir) -> None:
-    _run_case(own_group(chunk_rows=2000), fault_results_dir, "fast stop while a large transaction is decoded",
+    _run_case(own_group(chunk_rows=500), fault_results_dir, "fast stop while a large transaction is decoded",
               "fast", before_stop=_large_txn)
 
 
@@ -214,3 +231,28 @@ def test_f11_fast_stop_while_capture_waits_for_the_broker(own_group, kafka_broke
 
     _run_case(own_group(chunk_rows=50), fault_results_dir, "fast stop while capture waits for the broker", "fast",
               before_stop=pause, after_back=kafka_broker.resume, hook_in_baseline=False)
+
+
+@pytest.mark.timeout(1800)
+def test_f11_fast_stop_while_retransmitting(own_group, fault_results_dir) -> None:
+    """A retransmit request (as an applier makes for a corrupt entry) re-reads the slot from a position
+    of the case's start; the primary is stopped as soon as the capture says it is retransmitting."""
+    group = own_group(chunk_rows=50)
+    start: list[tuple[str, bytes, int]] = []
+
+    def retransmit(grp: Group, _workload: BankWorkload | None) -> None:
+        if not start:  # the first run: remember where the standby stands; later runs re-read from there too
+            row = sql(grp.standby("standby").dsn, 'SELECT position, position_key, next_offset FROM ark.apply_state '
+                      'WHERE "group" = %s', (grp.name,))[0]
+            start.append((str(row[0]), bytes(row[1]), int(row[2])))
+            time.sleep(3.0)  # some transactions to re-read
+        position, key, offset = start[0]
+        log = grp.agents[0].log_file
+        before = log.read_text(errors="replace").count("retransmitting from")
+        publish_intent(load_config(grp.config).kafka, grp.name, RETRANSMIT, "f11", after_position=position,
+                       after_key=key.hex(), offset=max(offset - 1, 0), reason="F11: a restart while retransmitting")
+        wait_for(lambda: log.read_text(errors="replace").count("retransmitting from") > before, 60,
+                 "the capture to start retransmitting")
+
+    _run_case(group, fault_results_dir, "fast stop while the capture retransmits", "fast", before_stop=retransmit,
+              hook_in_baseline=False)

@@ -1,0 +1,172 @@
+"""Issue 19 (a restart of the primary must never hang), the logic without a server:
+
+* the status updates: write = WAL received, flush = invalid except on a confirm, apply = confirmed;
+* the shutdown watch cuts the sockets only when the stream is stalled (or inside a long transaction)
+  AND the server is going down, and then only once;
+* what counts as "going down" in a refused connection, and the one-line error for it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import psycopg2
+import pytest
+
+from common.config import parse_config
+from producers.postgresql import catalog, shutdown_watch
+from producers.postgresql.capture import PostgresCapture, lsn_position
+from producers.postgresql.shutdown_watch import ShutdownWatch
+
+CFG = parse_config({"group": "g", "kafka": {"bootstrap": "127.0.0.1:1"},
+                    "primary": {"name": "p", "host": "127.0.0.1", "port": 1, "dbname": "d", "user": "u"},
+                    "standbys": [{"name": "s", "host": "127.0.0.1", "port": 2, "dbname": "d", "user": "u"}]})
+
+
+class FakeStream:
+    """Records the status updates a capture sends."""
+
+    def __init__(self, received: int) -> None:
+        self.received = received
+        self.sent: list[tuple[int, int, int, bool]] = []
+
+    def send_status(self, write: int, flush: int, apply: int, reply_requested: bool = False) -> None:
+        self.sent.append((write, flush, apply, reply_requested))
+
+
+def _capture(received: int, confirmed: int) -> tuple[PostgresCapture, FakeStream]:
+    cap = PostgresCapture(CFG)
+    ws = FakeStream(received)
+    cap._ws = ws  # type: ignore[assignment]
+    cap._confirmed = confirmed
+    return cap, ws
+
+
+def test_status_update_reports_received_as_write_and_no_flush() -> None:
+    cap, ws = _capture(received=5000, confirmed=1000)
+    cap._send_status()
+    # write reaches the walsender's sentPtr (so it can exit at shutdown); flush 0 never moves the slot
+    assert ws.sent == [(5000, 0, 1000, False)]
+
+
+def test_confirm_sends_the_confirmed_position_as_flush_once() -> None:
+    cap, ws = _capture(received=5000, confirmed=1000)
+    cap.confirm(lsn_position(3000))
+    cap.confirm(lsn_position(2000))  # older: nothing sent, the slot never goes back
+    cap._send_status()
+    assert ws.sent == [(5000, 3000, 3000, False), (5000, 0, 3000, False)]
+
+
+def test_write_is_never_below_the_confirmed_position() -> None:
+    cap, ws = _capture(received=0, confirmed=1000)
+    cap._send_status()
+    assert ws.sent == [(1000, 0, 1000, False)]
+
+
+# -- the shutdown watch ------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutdown_watch, "STALL_S", 0.2)
+    monkeypatch.setattr(shutdown_watch, "PROBE_EVERY_S", 0.1)
+    monkeypatch.setattr(shutdown_watch, "_TICK_S", 0.02)
+
+
+def _watch(down: bool, fds: list[int]) -> tuple[ShutdownWatch, list[float]]:
+    probes: list[float] = []
+
+    def going_down() -> bool:
+        probes.append(time.monotonic())
+        return down
+
+    return ShutdownWatch(going_down, lambda: fds, "u@h:1/d", threading.Lock()), probes
+
+
+def _wait(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_stalled_stream_of_a_server_going_down_is_cut() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        watch, probes = _watch(True, [ours.fileno()])
+        watch.drained_at -= 1.0  # not drained for a second
+        watch.start()
+        assert _wait(lambda: watch.cut_at is not None)
+        watch.stop()
+        theirs.settimeout(2)
+        assert theirs.recv(10) == b""  # the peer (the walsender) sees the connection end
+        assert ours.fileno() >= 0  # the descriptor itself stays open: its owner closes it
+        assert len(probes) == 1
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_a_stalled_stream_of_a_running_server_is_left_alone() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        watch, probes = _watch(False, [ours.fileno()])
+        watch.drained_at -= 1.0
+        watch.start()
+        assert _wait(lambda: len(probes) >= 3)  # probed again and again while stalled, never cut
+        watch.stop()
+        assert watch.cut_at is None
+        theirs.sendall(b"x")
+        assert ours.recv(1) == b"x"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_a_stream_being_read_is_not_probed() -> None:
+    watch, probes = _watch(True, [])
+    watch.start()
+    for _ in range(40):
+        watch.drained()
+        time.sleep(0.01)
+    watch.stop()
+    assert probes == [] and watch.cut_at is None
+
+
+def test_a_long_transaction_is_probed_even_while_read() -> None:
+    watch, probes = _watch(False, [])
+    watch.txn_since = time.monotonic() - 1.0
+    watch.start()
+    for _ in range(40):
+        watch.drained()
+        time.sleep(0.01)
+    watch.stop()
+    assert probes
+
+
+# -- going down? -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("message", "down"), [
+    ("connection to server at \"127.0.0.1\", port 1 failed: FATAL:  the database system is shutting down", True),
+    ("connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs the server running", True),
+    ("connection to server at \"127.0.0.1\", port 1 failed: timeout expired", False),
+    ("connection to server at \"127.0.0.1\", port 1 failed: FATAL:  sorry, too many clients already", False),
+    ("connection to server at \"127.0.0.1\", port 1 failed: FATAL:  the database system is starting up", False),
+])
+def test_going_down(monkeypatch: pytest.MonkeyPatch, message: str, down: bool) -> None:
+    def refuse(**_kwargs: Any) -> Any:
+        raise psycopg2.OperationalError(message)
+
+    monkeypatch.setattr(psycopg2, "connect", refuse)
+    assert catalog.going_down(CFG) is down
+
+
+def test_a_restarting_server_is_a_clear_source_error() -> None:
+    exc = psycopg2.OperationalError("connection to server failed: FATAL:  the database system is shutting down")
+    err = catalog.source_error(CFG, exc)
+    assert "is shutting down" in err.message and "resumes by itself" in err.message
+    assert "restarts" in (err.fix or "")
+    assert "starting up" in catalog.source_error(CFG, psycopg2.OperationalError(
+        "FATAL:  the database system is starting up")).message
