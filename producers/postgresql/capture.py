@@ -98,6 +98,7 @@ class PostgresCapture(LogCapture):
     # -- plumbing ----------------------------------------------------------------------------------
     def _meta(self) -> Any:
         if self._meta_conn is None or self._meta_conn.closed:
+            self._close_meta()  # a lost connection is released under the lock, never by the collector
             self._meta_conn = catalog.connect(self.cfg)
         self._meta_used = time.monotonic()
         return self._meta_conn
@@ -408,9 +409,11 @@ class PostgresCapture(LogCapture):
         except (psycopg2.Error, SourceError) as exc:
             self._close_meta()
             text = " ".join(str(exc).split())
-            # While the server stops or starts, the stream ends by itself: nothing to warn about.
-            (log.debug if _server_stopping(text) else log.warning)("could not look for new tables to capture: %s",
-                                                                   text)
+            # A server stopping or restarting ends the stream by itself: nothing to warn about. A lost
+            # connection is opened again at the next look.
+            lost = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError, SourceError))
+            level = logging.DEBUG if _server_stopping(text) else logging.INFO if lost else logging.WARNING
+            log.log(level, "could not look for new tables to capture: %s", text)
             return
         for table, had_rows in added:
             if had_rows:
