@@ -91,7 +91,7 @@ def main() -> None:
         dsn = primary.create_database(DB)
         create_bank(dsn, accounts=100, ledger=True)
         cfg = tmp / f"{GROUP}.yaml"
-        db = {"host": "127.0.0.1", "port": primary.port, "dbname": DB, "user": "postgres"}
+        db = {"engine": "postgresql", "host": "127.0.0.1", "port": primary.port, "dbname": DB, "user": "postgres"}
         cfg.write_text(yaml.safe_dump({
             "group": GROUP, "kafka": {"bootstrap": broker.bootstrap},
             "primary": {"name": "primary", **db, "tables": ["public.*"]},

@@ -119,7 +119,7 @@ class PostgresCapture(LogCapture):
     def _slot_state(self) -> catalog.SlotState | None:
         """The slot's row; a lost catalog connection (server restarted) is a SourceError, and dropped."""
         try:
-            return catalog.slot_state(self._meta(), self.cfg.slot_name)
+            return catalog.slot_state(self._meta(), catalog.slot_of(self.cfg))
         except psycopg2.Error as exc:
             self._close_meta()
             raise catalog.source_error(self.cfg, exc) from None

@@ -99,7 +99,7 @@ def going_down(cfg: ArkConfig) -> bool:
     (lc_messages C or en*, the default of initdb in those locales): under another language only
     "nothing listens" is recognised.
     """
-    kwargs = cfg.primary.connect_kwargs()
+    kwargs = pg_primary(cfg).connect_kwargs()
     kwargs.update(connect_timeout=PROBE_TIMEOUT_S, application_name="ark-capture-probe")
     try:
         psycopg2.connect(**kwargs).close()

@@ -22,8 +22,8 @@ from producers.postgresql.capture import PostgresCapture, lsn_position
 from producers.postgresql.shutdown_watch import ShutdownWatch
 
 CFG = parse_config({"group": "g", "kafka": {"bootstrap": "127.0.0.1:1"},
-                    "primary": {"name": "p", "host": "127.0.0.1", "port": 1, "dbname": "d", "user": "u"},
-                    "standbys": [{"name": "s", "host": "127.0.0.1", "port": 2, "dbname": "d", "user": "u"}]})
+                    "primary": {"name": "p", "engine": "postgresql", "host": "127.0.0.1", "port": 1, "dbname": "d", "user": "u"},
+                    "standbys": [{"name": "s", "engine": "postgresql", "host": "127.0.0.1", "port": 2, "dbname": "d", "user": "u"}]})
 
 
 class FakeStream:
