@@ -61,7 +61,7 @@ POLL_S = 0.05  # longest wait on the socket before an Idle event (a batch commit
 IDLE_EVERY_S = 0.5  # an Idle event at least this often, even while data flows
 STATUS_EVERY_S = 10.0  # status updates keep the walsender from timing out
 DISCOVER_EVERY_S = 2.0  # how often new tables are looked for (table-list publications only gain them so)
-META_IDLE_S = 1.0  # the catalog connection is closed after this long unused (a smart shutdown waits for it)
+META_IDLE_S = 0.25  # the catalog connection is closed after this long unused (a smart shutdown waits for it)
 _ROW_TAGS = frozenset(b"IUD")
 
 
@@ -248,9 +248,14 @@ class PostgresCapture(LogCapture):
         self._confirmed = max(self._confirmed, flushed)
         conn = catalog.connect(self.cfg, replication=True)
         self._repl_conn = conn
+        # Start where Kafka ends: the server then skips (decodes, but neither formats nor sends) every
+        # transaction that commits before it, instead of sending up to the retransmit window of WAL again
+        # for the runner to skip. The slot's confirmed_flush_lsn is not changed by this (only a confirm
+        # moves it); below it the server starts at it anyway.
+        start_lsn = position_lsn(resume_after) if resume_after is not None else 0
         try:
             conn.cursor().start_replication(
-                slot_name=slot, decode=False, start_lsn=0,
+                slot_name=slot, decode=False, start_lsn=start_lsn,
                 options={"proto_version": "1", "publication_names": catalog.publication_of(self.cfg)})
         except psycopg2.Error as exc:
             text = " ".join(str(exc).split())

@@ -21,9 +21,10 @@ from producers.postgresql import catalog, shutdown_watch
 from producers.postgresql.capture import PostgresCapture, lsn_position
 from producers.postgresql.shutdown_watch import ShutdownWatch
 
+_DB = {"engine": "postgresql", "host": "127.0.0.1", "dbname": "d", "user": "u"}
 CFG = parse_config({"group": "g", "kafka": {"bootstrap": "127.0.0.1:1"},
-                    "primary": {"name": "p", "engine": "postgresql", "host": "127.0.0.1", "port": 1, "dbname": "d", "user": "u"},
-                    "standbys": [{"name": "s", "engine": "postgresql", "host": "127.0.0.1", "port": 2, "dbname": "d", "user": "u"}]})
+                    "primary": {"name": "p", "port": 1, **_DB},
+                    "standbys": [{"name": "s", "port": 2, **_DB}]})
 
 
 class FakeStream:
