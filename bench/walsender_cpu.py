@@ -17,6 +17,8 @@ See bench/README.md for the figures.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -31,13 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from deploy.kafka import KafkaBroker  # noqa: E402
-from deploy.ports import free_port  # noqa: E402
-from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
 from ops.agents import AgentProcess  # noqa: E402
 from ops.workload import BankWorkload, create_bank  # noqa: E402
 
+from deploy.kafka import KafkaBroker  # noqa: E402
+from deploy.ports import free_port  # noqa: E402
+from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
+
 DB, GROUP, PEER_SLOT = "bench", "wscpu", "peer_recvlogical"
+os.environ.setdefault("ARK_CONTROL_KEY", secrets.token_hex(32))  # the group's control key, for this run only
 _T0 = time.monotonic()
 
 
@@ -93,7 +97,7 @@ def main() -> None:
         cfg = tmp / f"{GROUP}.yaml"
         db = {"engine": "postgresql", "host": "127.0.0.1", "port": primary.port, "dbname": DB, "user": "postgres"}
         cfg.write_text(yaml.safe_dump({
-            "group": GROUP, "kafka": {"bootstrap": broker.bootstrap},
+            "group": GROUP, "control_key": {"env": "ARK_CONTROL_KEY"}, "kafka": {"bootstrap": broker.bootstrap},
             "primary": {"name": "primary", **db, "tables": ["public.*"]},
             "standbys": [{"name": "unused", **db}],
         }, sort_keys=False))

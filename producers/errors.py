@@ -19,8 +19,13 @@ class SlotGapError(CaptureError):
     exit_code = ExitCode.SOURCE_LOG_LOST
 
 
+class SourceDown(SourceError):
+    """The source database is stopping, restarting or not listening (a DBA's restart, a crash): the
+    capture tries again within seconds (``Retry.SOON``), so it resumes as soon as the source is back."""
+
+
 class UnsupportedChange(CaptureError):
     """The log holds a change the adapter cannot express as an entry."""
 
 
-__all__ = ["CaptureError", "SlotGapError", "SourceError", "UnsupportedChange"]
+__all__ = ["CaptureError", "SlotGapError", "SourceDown", "SourceError", "UnsupportedChange"]

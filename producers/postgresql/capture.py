@@ -47,7 +47,7 @@ from common.engines.postgresql import IDENTITY_SQL, identity_from_row
 from common.errors import PrerequisiteError, SourceError
 from common.identity import DatabaseIdentity
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
-from producers.errors import SlotGapError
+from producers.errors import SlotGapError, SourceDown
 from producers.postgresql import catalog, pgoutput, setup
 from producers.postgresql.pgoutput import lsn_from_text, lsn_to_text, row_relid
 from producers.postgresql.relations import Rel, build_relation, row_change
@@ -215,7 +215,7 @@ class PostgresCapture(LogCapture):
             try:
                 self._send_status(confirming=True)
             except StreamError as exc:
-                raise SourceError(f"PostgreSQL {self._where()}: {exc}",
+                raise SourceDown(f"PostgreSQL {self._where()}: {exc}",
                                   fix=f"is PostgreSQL running at {self.cfg.primary.host}:{self.cfg.primary.port}?"
                                   ) from None
 
@@ -303,11 +303,11 @@ class PostgresCapture(LogCapture):
                                    fix="run 'ark sync' to rebuild the standbys") from None
             p = self.cfg.primary
             if watch.cut_at is not None or _server_stopping(text):
-                raise SourceError(f"PostgreSQL {self._where()} ended the replication stream, shutting down or "
+                raise SourceDown(f"PostgreSQL {self._where()} ended the replication stream, shutting down or "
                                   f"restarting ({text}): capture resumes by itself once it is back",
                                   fix=f"nothing to do while PostgreSQL restarts; otherwise start it at "
                                       f"{p.host}:{p.port}") from None
-            raise SourceError(f"replication stream from {self._where()} failed: {text}",
+            raise SourceDown(f"replication stream from {self._where()} failed: {text}",
                               fix=f"is PostgreSQL running at {p.host}:{p.port}?") from None
         finally:  # only this stream's own connection: an abandoned generator may be collected late
             watch.stop()

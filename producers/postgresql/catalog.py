@@ -16,6 +16,7 @@ from psycopg2.extras import LogicalReplicationConnection
 from common.config import ArkConfig
 from common.engines.postgresql import PostgresPrimary
 from common.errors import SourceError
+from producers.errors import SourceDown
 
 #: Session settings that make the text of values canonical (see types.py).
 SESSION_OPTIONS = (
@@ -60,14 +61,14 @@ def source_error(cfg: ArkConfig, exc: BaseException, secret: str | None = None) 
     reason = text.split("FATAL:")[-1].strip() or type(exc).__name__
     if any(s in low for s in _NOT_ACCEPTING):
         state = "starting up" if "starting up" in low or "recovery" in low or "not yet" in low else "shutting down"
-        return SourceError(f"PostgreSQL at {p.host}:{p.port} is {state} ({reason}): capture resumes by itself "
+        return SourceDown(f"PostgreSQL at {p.host}:{p.port} is {state} ({reason}): capture resumes by itself "
                            "once it accepts connections again",
                            fix=f"nothing to do while PostgreSQL restarts; otherwise start it at {p.host}:{p.port}")
     if "password authentication failed" in low or "no password supplied" in low:
         return SourceError(f"PostgreSQL {where}: password authentication failed", fix=_password_source(cfg))
     if any(s in low for s in ("connection refused", "could not connect", "timeout expired",
                               "could not translate host name", "no route to host", "server closed")):
-        return SourceError(f"cannot reach PostgreSQL at {p.host}:{p.port} (user {p.user}, "
+        return SourceDown(f"cannot reach PostgreSQL at {p.host}:{p.port} (user {p.user}, "
                            f"database {p.dbname})", fix=f"is PostgreSQL running at {p.host}:{p.port}?")
     if "no pg_hba.conf entry" in low:
         return SourceError(f"PostgreSQL {where}: {reason}",

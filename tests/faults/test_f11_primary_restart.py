@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ops.workload import BankWorkload
 
 from common.config import load_config
 from common.control import RETRANSMIT, publish_intent
 from deploy.postgres import PgInstance
-from ops.workload import BankWorkload
 from tests.support.faults import bank_setup, converge, fault_case, fault_runs, ledger_max, wait_ledger
 from tests.support.replication import Group, Standby, sql, wait_for
 from tests.support.restart import CpuWatch, WriteProbe, walsender_pids

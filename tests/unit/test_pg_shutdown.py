@@ -16,13 +16,17 @@ from typing import Any
 import psycopg2
 import pytest
 
+from common import agent
+from common.agent import AgentBody, Retry
 from common.config import parse_config
+from producers.errors import SourceDown
 from producers.postgresql import catalog, shutdown_watch
 from producers.postgresql.capture import PostgresCapture, lsn_position
 from producers.postgresql.shutdown_watch import ShutdownWatch
 
 _DB = {"engine": "postgresql", "host": "127.0.0.1", "dbname": "d", "user": "u"}
-CFG = parse_config({"group": "g", "kafka": {"bootstrap": "127.0.0.1:1"},
+CFG = parse_config({"group": "g", "control_key": {"env": "ARK_CONTROL_KEY"},
+                    "kafka": {"bootstrap": "127.0.0.1:1"},
                     "primary": {"name": "p", "port": 1, **_DB},
                     "standbys": [{"name": "s", "port": 2, **_DB}]})
 
@@ -171,3 +175,73 @@ def test_a_restarting_server_is_a_clear_source_error() -> None:
     assert "restarts" in (err.fix or "")
     assert "starting up" in catalog.source_error(CFG, psycopg2.OperationalError(
         "FATAL:  the database system is starting up")).message
+
+
+# -- retrying a restarting source ----------------------------------------------------------------------------
+class _Failing(AgentBody):
+    """A body whose sessions fail with ``errors`` in turn, each after ``ran`` seconds (a fake clock), then stop."""
+
+    kind = name = role = "test"
+
+    def __init__(self, errors: list[Exception], ran: list[float], clock: list[float]) -> None:
+        super().__init__()
+        self.errors, self.ran, self.clock = errors, ran, clock
+        self.waits: list[float] = []
+        self.stopping = _Waits(self.waits, clock)
+
+    def attach(self, channel: Any, backlog: Any) -> None:
+        pass
+
+    def session(self, channel: Any) -> None:
+        if not self.errors:
+            self.stopping.set()
+            return
+        self.clock[0] += self.ran.pop(0)
+        raise self.errors.pop(0)
+
+    def recover(self, exc: Exception) -> Retry | Exception:
+        return Retry.SOON if isinstance(exc, SourceDown) else Retry.LATER
+
+    def heartbeat(self) -> dict[str, Any]:
+        return {}
+
+
+class _Waits(threading.Event):
+    """A stop event whose waits are recorded on a fake clock instead of slept."""
+
+    def __init__(self, waits: list[float], clock: list[float]) -> None:
+        super().__init__()
+        self.waits, self.clock = waits, clock
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        self.clock[0] += timeout or 0.0
+        return self.is_set()
+
+
+def _backoffs(errors: list[Exception], ran: list[float], monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    clock = [0.0]
+    monkeypatch.setattr(agent.time, "monotonic", lambda: clock[0])
+    body = _Failing(errors, ran, clock)
+
+    class _Beat:
+        def start(self) -> None: ...
+        def beat_now(self) -> None: ...
+        def stop(self) -> None: ...
+
+    channel = type("Channel", (), {"replay": lambda self: [], "close": lambda self: None, "refused": {}})()
+    agent.Agent(body, channel=lambda: channel, heartbeat=lambda _snap: _Beat()).run()  # type: ignore[arg-type]
+    return body.waits
+
+
+def test_a_restarting_source_is_retried_within_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    down = [SourceDown("PostgreSQL at h:1 is shutting down") for _ in range(6)]
+    assert _backoffs(down, [0.0] * 6, monkeypatch) == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    other = [RuntimeError("broker") for _ in range(6)]
+    assert _backoffs(other, [0.0] * 6, monkeypatch) == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+
+
+def test_a_session_that_ran_a_while_starts_the_backoff_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    errors: list[Exception] = [RuntimeError("x")] * 5 + [SourceDown("down")]
+    # five quick failures grow the backoff to 16 s; then a session runs an hour and the source restarts
+    assert _backoffs(errors, [0.0] * 5 + [3600.0], monkeypatch) == [1.0, 2.0, 4.0, 8.0, 16.0, 1.0]
