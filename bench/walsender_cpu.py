@@ -33,12 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ops.agents import AgentProcess  # noqa: E402
-from ops.workload import BankWorkload, create_bank  # noqa: E402
-
+from deploy.agents import AgentProcess  # noqa: E402
 from deploy.kafka import KafkaBroker  # noqa: E402
 from deploy.ports import free_port  # noqa: E402
 from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
+from deploy.workload import BankWorkload, create_bank  # noqa: E402
 
 DB, GROUP, PEER_SLOT = "bench", "wscpu", "peer_recvlogical"
 os.environ.setdefault("ARK_CONTROL_KEY", secrets.token_hex(32))  # the group's control key, for this run only

@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from ops.workload import BankWorkload
 
 from common.config import load_config
-from common.control import RETRANSMIT, publish_intent
+from common.control import ControlChannel
 from deploy.postgres import PgInstance
+from deploy.workload import BankWorkload
+from schemas.control import Retransmit
 from tests.support.faults import bank_setup, converge, fault_case, fault_runs, ledger_max, wait_ledger
 from tests.support.replication import Group, Standby, sql, wait_for
 from tests.support.restart import CpuWatch, WriteProbe, walsender_pids
@@ -122,14 +123,16 @@ Hook = Callable[[Group, BankWorkload | None], None]
 
 def _run_case(group: Group, fault_results_dir: Path, title: str, mode: str, before_stop: Hook | None = None,
               workload_during_stop: bool = True, after_back: Callable[[], None] | None = None,
-              hook_in_baseline: bool = True) -> None:
+              hook_in_baseline: bool = True, slow: bool = False) -> None:
     """Inject ``runs`` stops of the primary in ``mode`` (``kill9`` for a postmaster crash), each with a
     baseline stop without the capture; one result row for the case.
 
     ``before_stop`` brings the capture into the state of the case; ``after_back`` undoes it once the
-    primary is back (``hook_in_baseline``: run ``before_stop`` before the baseline stop too).
+    primary is back (``hook_in_baseline``: run ``before_stop`` before the baseline stop too). ``slow``
+    cases (a 200,000-row transaction, a growing re-read, a 5 s broker pause per run) take
+    ``$ARK_FAULT_SLOW_RUNS`` injections instead of ``$ARK_FAULT_RUNS`` (``$ARK_FAULT_RUNS_F11`` sets both).
     """
-    runs = fault_runs("F11", default=1)
+    runs = fault_runs("F11", default=1, slow=slow)
     invariant = bank_setup(group)
     capture = group.start("capture")
     group.start("apply", "standby")
@@ -225,7 +228,7 @@ def _large_txn(group: Group, _workload: BankWorkload | None) -> None:
 @pytest.mark.timeout(1800)
 def test_f11_fast_stop_during_large_transaction(own_group, fault_results_dir) -> None:
     _run_case(own_group(chunk_rows=500), fault_results_dir, "fast stop while a large transaction is decoded",
-              "fast", before_stop=_large_txn)
+              "fast", before_stop=_large_txn, slow=True)
 
 
 @pytest.mark.timeout(1800)
@@ -238,7 +241,7 @@ def test_f11_fast_stop_while_capture_waits_for_the_broker(own_group, kafka_broke
         time.sleep(5.0)  # the workload keeps committing: capture is now blocked on Kafka, not reading
 
     _run_case(own_group(chunk_rows=50), fault_results_dir, "fast stop while capture waits for the broker", "fast",
-              before_stop=pause, after_back=kafka_broker.resume, hook_in_baseline=False)
+              before_stop=pause, after_back=kafka_broker.resume, hook_in_baseline=False, slow=True)
 
 
 @pytest.mark.timeout(1800)
@@ -257,10 +260,14 @@ def test_f11_fast_stop_while_retransmitting(own_group, fault_results_dir) -> Non
         position, key, offset = start[0]
         log = grp.agents[0].log_file
         before = log.read_text(errors="replace").count("retransmitting from")
-        publish_intent(load_config(grp.config).kafka, grp.name, RETRANSMIT, "f11", after_position=position,
-                       after_key=key.hex(), offset=max(offset - 1, 0), reason="F11: a restart while retransmitting")
+        channel = ControlChannel.for_config(load_config(grp.config), start=None)
+        try:  # what an applier publishes for a corrupt entry (consumers/quarantine.py)
+            channel.publish(Retransmit(position, key, max(offset - 1, 0), "F11: a restart while retransmitting"),
+                            "f11")
+        finally:
+            channel.close()
         wait_for(lambda: log.read_text(errors="replace").count("retransmitting from") > before, 60,
                  "the capture to start retransmitting")
 
     _run_case(group, fault_results_dir, "fast stop while the capture retransmits", "fast", before_stop=retransmit,
-              hook_in_baseline=False)
+              hook_in_baseline=False, slow=True)
