@@ -26,8 +26,13 @@ class EntryTooLarge(CaptureError):
     exit_code = ExitCode.ENTRY_TOO_LARGE
 
 
+class SourceDown(SourceError):
+    """The source database is stopping, restarting or not listening (a DBA's restart, a crash): the
+    capture tries again within seconds (``Retry.SOON``), so it resumes as soon as the source is back."""
+
+
 class UnsupportedChange(CaptureError):
     """The log holds a change the adapter cannot express as an entry."""
 
 
-__all__ = ["CaptureError", "EntryTooLarge", "SlotGapError", "SourceError", "UnsupportedChange"]
+__all__ = ["CaptureError", "EntryTooLarge", "SlotGapError", "SourceDown", "SourceError", "UnsupportedChange"]

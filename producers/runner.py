@@ -23,7 +23,7 @@ from common.errors import ConfigError, FencedError, PrerequisiteError
 from common.guard import GuardRefusal, Recorded, recorded_identities, source_refusal
 from common.redo import RedoLog
 from producers.base import LogCapture
-from producers.errors import EntryTooLarge, SlotGapError
+from producers.errors import EntryTooLarge, SlotGapError, SourceDown
 from producers.gap import resumes_past_gap
 from producers.publisher import RedoPublisher
 from producers.resume import ResumePoint, find_resume_point
@@ -81,7 +81,7 @@ class CaptureRunner(AgentBody):
     def recover(self, exc: Exception) -> Retry | Exception:
         if isinstance(exc, _FATAL):
             return exc
-        return Retry.LATER
+        return Retry.SOON if isinstance(exc, SourceDown) else Retry.LATER
 
     def heartbeat(self) -> dict[str, Any]:
         p = self.progress
