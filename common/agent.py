@@ -10,8 +10,10 @@ same way for all of them:
 2. starts the heartbeat (signed, about once a second; best effort, never fatal);
 3. runs sessions until stopped. When a session fails, :meth:`AgentBody.recover` decides: start a new
    session at once (:attr:`Retry.NOW`: e.g. a table resync takes over), after a backoff doubling from 1 s
-   to 30 s (:attr:`Retry.LATER`: a lost connection, a broker restart), or stop with an error (returns
-   the exception: bad config, fencing, a data error under ``on_data_error: stop``).
+   to 30 s (:attr:`Retry.LATER`: a lost connection, a broker restart), or up to 4 s (:attr:`Retry.SOON`:
+   the source database restarting, back within seconds), or stop with an error (returns the exception:
+   bad config, fencing, a data error under ``on_data_error: stop``). A session that ran for
+   ``SESSION_OK_S`` before it failed starts the backoff over: a new outage, not the last one again.
 
 Broad catches live here only, at the loop boundary; everything else raises typed errors.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from enum import Enum
@@ -33,12 +36,17 @@ log = logging.getLogger(__name__)
 #: Backoff between failed sessions: starts here, doubles, and stops growing at the maximum.
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
+#: The longest backoff after :attr:`Retry.SOON` (a try is one refused connection to a restarting database).
+BACKOFF_SOON_MAX_S = 4.0
+#: A session that ran this long before failing starts the backoff over.
+SESSION_OK_S = 30.0
 
 
 class Retry(Enum):
     """How to go on after a failed session."""
 
     NOW = "now"
+    SOON = "soon"
     LATER = "later"
 
 
@@ -146,6 +154,7 @@ class Agent:
         backoff = BACKOFF_START_S
         try:
             while not body.stopping.is_set():
+                started = time.monotonic()
                 try:
                     body.session(channel)
                     backoff = BACKOFF_START_S
@@ -159,13 +168,17 @@ class Agent:
                         raise verdict from None
                     if verdict is Retry.NOW:
                         continue
+                    ceiling = BACKOFF_SOON_MAX_S if verdict is Retry.SOON else BACKOFF_MAX_S
+                    if time.monotonic() - started >= SESSION_OK_S:
+                        backoff = BACKOFF_START_S
+                    backoff = min(backoff, ceiling)
                     body.state = "retrying"
                     body.message = exc.message if isinstance(exc, ArkError) else f"{type(exc).__name__}: {exc}"
                     log.warning("%s %s: session ended: %s; retrying in %.0f s", body.kind, body.name, body.message,
                                 backoff)
                     beat.beat_now()
                     body.stopping.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    backoff = min(backoff * 2, ceiling)
         finally:
             body.state = "stopped"
             try:

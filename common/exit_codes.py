@@ -42,6 +42,7 @@ class ExitCode(IntEnum):
     FILES_UNKNOWN_SET = 27
     IDENTITY_CHANGED = 28
     NOT_EMPTY = 29
+    ENTRY_TOO_LARGE = 30
     INTERRUPTED = 130
 
 
@@ -82,6 +83,8 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.IDENTITY_CHANGED: "the database behind a standby's address is not the one that was synced (restored "
                                "or replaced): `ark sync`",
     ExitCode.NOT_EMPTY: "refused: `ark sync` would replace data Ark did not put there (`--overwrite` if it may)",
+    ExitCode.ENTRY_TOO_LARGE: "the capture met an entry larger than the redo topic's message limit allows, even "
+                              "cut into parts (names the table and key columns, never values)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 _HOUR_MS = 3_600_000
 
+#: The largest message Ark's producers send (librdkafka ``message.max.bytes``) and the limit it gives the
+#: topics it creates (``max.message.bytes``). A broker or topic with a lower limit lowers Ark's (see
+#: :func:`common.redo_kafka.KafkaRedoLog.message_limit`); nothing Ark publishes is ever larger.
+PRODUCER_MAX_MESSAGE_BYTES = 16_000_000
+
 
 def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """librdkafka properties for ``settings``; SASL password resolved here, never logged."""
@@ -56,7 +61,7 @@ def make_producer(settings: KafkaSettings, *, transactional_id: str | None = Non
             "acks": "all",
             "compression.type": settings.compression,
             "linger.ms": 5,
-            "message.max.bytes": 16_000_000,
+            "message.max.bytes": PRODUCER_MAX_MESSAGE_BYTES,
             "error_cb": _log_client_error,
         },
     )
@@ -136,7 +141,8 @@ def ensure_topic(
         raise unavailable(settings, exc.args[0] if exc.args else exc) from None
     if name in meta.topics:
         return False
-    config = {"min.insync.replicas": "1", "message.timestamp.type": "CreateTime", "max.message.bytes": "16000000"}
+    config = {"min.insync.replicas": "1", "message.timestamp.type": "CreateTime",
+              "max.message.bytes": str(PRODUCER_MAX_MESSAGE_BYTES)}
     if retention_ms is not None:
         config["retention.ms"] = str(retention_ms)
     config.update(extra or {})
@@ -191,6 +197,21 @@ def topic_config(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> 
     admin = make_admin(settings)
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
+        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
+    except KafkaException as exc:
+        raise unavailable(settings, exc.args[0] if exc.args else exc) from None
+    return {name: entry.value for name, entry in configs.items() if entry.value is not None}
+
+
+def broker_config(settings: KafkaSettings, timeout: float = 10.0) -> dict[str, str]:
+    """One broker's effective configuration (``message.max.bytes``, ...) as strings (KafkaUnavailable when
+    no broker answers)."""
+    admin = make_admin(settings)
+    try:
+        brokers = admin.list_topics(timeout=timeout).brokers
+        if not brokers:
+            raise unavailable(settings, "no broker in the cluster metadata")
+        resource = ConfigResource(ConfigResource.Type.BROKER, str(min(brokers)))
         configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
     except KafkaException as exc:
         raise unavailable(settings, exc.args[0] if exc.args else exc) from None

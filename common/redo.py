@@ -133,5 +133,9 @@ class RedoLog(ABC):
         """The last ``count`` committed records that ``accept`` keeps (oldest first)."""
 
     @abstractmethod
+    def message_limit(self) -> int:
+        """The largest message (bytes) the log accepts: what the writer, the topic and the broker all allow."""
+
+    @abstractmethod
     def quarantine(self, value: bytes | None, headers: list[tuple[str, str | bytes | None]], key: str) -> None:
         """Keep a corrupt entry's raw bytes and headers as evidence (durable when this returns)."""

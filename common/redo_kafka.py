@@ -6,17 +6,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from common.errors import FencedError, KafkaUnavailable
 from common.kafka import (
+    PRODUCER_MAX_MESSAGE_BYTES,
+    broker_config,
     ensure_topic,
     last_messages,
     make_consumer,
     make_producer,
     read_range,
+    topic_config,
     unavailable,
     watermarks,
 )
@@ -29,6 +33,31 @@ log = logging.getLogger(__name__)
 
 class TransactionAborted(KafkaUnavailable):
     """The Kafka transaction was aborted; the capture re-reads from the source and tries again."""
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """The message limits that apply to one topic (bytes; 0 when unknown)."""
+
+    topic: int
+    broker: int
+    producer: int = PRODUCER_MAX_MESSAGE_BYTES
+
+    @property
+    def effective(self) -> int:
+        """The largest message Ark may send there (the topic's limit wins over the broker's default)."""
+        known = [x for x in (self.topic or self.broker, self.producer) if x > 0]
+        return min(known) if known else self.producer
+
+
+def limits_of(settings: KafkaSettings, topic: str) -> MessageLimits:
+    """The limits of ``topic`` as the cluster reports them (KafkaUnavailable when it does not answer)."""
+    config = topic_config(settings, topic)
+    try:
+        broker = int(broker_config(settings).get("message.max.bytes", "0") or 0)
+    except KafkaUnavailable:
+        broker = 0  # the topic's effective value already includes the broker's default
+    return MessageLimits(topic=int(config.get("max.message.bytes", "0") or 0), broker=broker)
 
 
 def _record(msg: Message) -> RedoRecord:
@@ -189,6 +218,12 @@ class KafkaRedoLog(RedoLog):
     def tail(self, count: int, accept: Callable[[RedoRecord], bool] | None = None) -> list[RedoRecord]:
         keep = None if accept is None else (lambda m: accept(_record(m)))
         return [_record(m) for m in last_messages(self.settings, self.topic, count=count, accept=keep)]
+
+    def message_limit(self) -> int:
+        """min(the topic's ``max.message.bytes`` (the broker's ``message.max.bytes`` when the topic does not set
+        it), Ark's producer limit)."""
+        limits = limits_of(self.settings, self.topic)
+        return limits.effective
 
     def quarantine(self, value: bytes | None, headers: list[tuple[str, str | bytes | None]], key: str) -> None:
         topic = quarantine_topic(self.group)

@@ -96,6 +96,8 @@ class CaptureSettings(Frozen):
     """Batching and chunking of the capture producer."""
 
     chunk_rows: int = Field(default=5000, ge=1, description="rows per Kafka message of a large transaction")
+    chunk_bytes: int = Field(default=0, ge=0, description="bytes of values per Kafka message; 0: a quarter of the "
+                             "message limit the redo topic and the broker allow (a larger value travels in parts)")
     batch_max_txns: int = Field(default=500, ge=1, description="source transactions per Kafka transaction")
     batch_max_ms: int = Field(default=100, ge=1, description="longest wait before a Kafka commit")
     heartbeat_interval_s: float = Field(default=1.0, gt=0)

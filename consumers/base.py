@@ -16,7 +16,7 @@ from common.identity import DatabaseIdentity
 from common.problems import Problem
 from common.snapshot import TableRows
 from consumers.tables import TableState
-from schemas.entries import Position, RowChange, TableMeta
+from schemas.entries import Position, RowChange, TableMeta, ValuePart
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +127,12 @@ class Applier(ABC):
     def apply_rows(self, metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn_id: str,
                    position: str) -> None:
         """Apply changes of one source transaction (or one chunk of it), in order."""
+
+    @abstractmethod
+    def store_part(self, part: ValuePart) -> None:
+        """Keep one part of a value too large for one message, in the open transaction, until the row that
+        uses it (a later :meth:`apply_rows` of the same source transaction; its ``RowChange.parts`` names it)
+        is applied. Part 0 starts a value again. Never hold the whole value in memory."""
 
     def independent_tables(self, tables: Collection[str]) -> bool:
         """True when changes to different ``tables`` may be applied in any order inside one target

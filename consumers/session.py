@@ -259,6 +259,9 @@ class ApplySession:
                                f"found chunk {chunk.chunk_index} of {chunk.txn_id}", topic=self.topic,
                                partition=0, offset=offset, source_position=chunk.commit.text)
         self._begin()
+        if chunk.part is not None:
+            self._flush()
+            self.applier.store_part(chunk.part)  # a part of a large value: its row follows in a later chunk
         changes: Sequence[RowChange] = chunk.changes
         for hook in self.r.hooks:
             changes = hook.rows(offset, chunk, self.r.max_epoch, changes)  # e.g. rows of resyncing tables wait

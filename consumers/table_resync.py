@@ -51,7 +51,7 @@ from schemas.control import (
     TableResyncRefused,
     TableResyncStarted,
 )
-from schemas.entries import REDO_SCHEMA, EpochMarker, Position, RowChange, TableMeta, TxnChunk, from_record
+from schemas.entries import REDO_SCHEMA, EpochMarker, Position, RowChange, TableMeta, TxnChunk, ValuePart, from_record
 from schemas.positions import just_before
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,9 @@ class ResyncJob:
         """The loop skipped ``rows`` of T at ``offset`` (a chunk of a transaction it accepted)."""
         floor = self.floor
         commit_key = chunk.commit.key
+        if self.stash_ok and any(r.parts for r in rows):
+            # The stash keeps rows, not their parts: the catch-up re-reads this one from Kafka.
+            self.stash_ok, self.stash, self._stash_rows = False, {}, 0
         if self.stash_ok and (floor is None or commit_key > floor.key):
             if offset not in self.stash:
                 self._stash_rows += len(rows)
@@ -256,8 +259,8 @@ class ResyncJob:
                 break
             applier.begin()
             batch = _Batch(applier, {self.table: staged.meta})
-            for txn_id, position, rows in replay.between(start, upto):
-                batch.add(txn_id, position, rows)
+            for item in replay.between(start, upto):
+                batch.add_item(item)
             batch.flush()
             applier.commit()
             log.info("resync of %s: re-applied its rows of offsets %d..%d (%d rows so far)", self.table, start,
@@ -275,6 +278,10 @@ class ResyncJob:
         return f"{self.table} resyncing: copying{at}, {self.rows} rows so far"
 
 
+#: What a replay yields: (txn id, position, the table's rows), or a part of one of its large values.
+Replayed = tuple[str, str, list[RowChange]] | ValuePart
+
+
 class Replay:
     """Re-reads the redo topic for one table's rows above the copy's floor, in consecutive ranges.
 
@@ -287,8 +294,9 @@ class Replay:
         self.done_key, self.max_epoch = floor_key, epoch
         self.rows = 0
 
-    def between(self, start: int, stop: int) -> Iterator[tuple[str, str, list[RowChange]]]:
-        """(txn id, position, the table's rows) of the transactions in offsets [start, stop)."""
+    def between(self, start: int, stop: int) -> Iterator[Replayed]:
+        """(txn id, position, the table's rows) of the transactions in offsets [start, stop), and the
+        parts of the table's large values, each before the chunk whose row uses it."""
         if start >= stop:
             return
         topic = self._redo.topic
@@ -300,6 +308,10 @@ class Replay:
                 self.max_epoch = max(self.max_epoch, body.new_epoch)
                 continue
             if not isinstance(body, TxnChunk) or dec.epoch < self.max_epoch or body.commit.key <= self.done_key:
+                continue
+            if body.part is not None:
+                if body.part.table == self.table:
+                    yield body.part
                 continue
             rows = [c for c in body.changes if c.table == self.table]
             if rows:
@@ -321,6 +333,15 @@ class _Batch:
         self._first: tuple[str, str] | None = None
         self._last: tuple[str, str] = ("", "")
         self.applied = 0
+
+    def add_item(self, item: Replayed) -> None:
+        """A replayed transaction's rows, or a part of a large value (stored at once: rows of other
+        transactions must not see it, so what is pending goes first)."""
+        if isinstance(item, ValuePart):
+            self.flush()
+            self._applier.store_part(item)
+        else:
+            self.add(*item)
 
     def add(self, txn_id: str, position: str, rows: list[RowChange]) -> None:
         self._first = self._first or (txn_id, position)
@@ -513,8 +534,8 @@ class TableResyncs(ApplyHook):
             replayed += batch.flush()
         elif pending.position_key > floor.key:
             batch = _Batch(applier, metas)
-            for txn_id, position, rows in replay.between(start, pending.next_offset):
-                batch.add(txn_id, position, rows)
+            for item in replay.between(start, pending.next_offset):
+                batch.add_item(item)
             batch.flush()
             replayed = replay.rows
         applier.save_table_state(self.cfg.group, self.standby, TableState(

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from deploy._proc import (
@@ -163,13 +164,37 @@ class PgInstance:
             raise RuntimeError(f"PostgreSQL on port {self.port} did not start:\n{res.stdout}{res.stderr}\n"
                                f"{tail(self.log_file)}")
 
-    def stop(self, mode: str = "fast", timeout: int = 60) -> None:
-        """Stop the server with ``pg_ctl stop -m <mode>`` (smart, fast or immediate)."""
+    def stop(self, mode: str = "fast", timeout: int = 60) -> float:
+        """Stop the server with ``pg_ctl stop -m <mode>`` (smart, fast or immediate); returns the seconds
+        ``pg_ctl`` took (0 when not running). RuntimeError when it did not stop within ``timeout``."""
+        seconds, error = self.timed_stop(mode, timeout)
+        if error:
+            raise RuntimeError(error)
+        return seconds
+
+    def timed_stop(self, mode: str = "fast", timeout: int = 60) -> tuple[float, str]:
+        """``pg_ctl stop -m <mode> -t <timeout>``: (seconds it took, "" or pg_ctl's error); never raises.
+
+        What a DBA or a service manager runs: with ``-w`` pg_ctl returns once the postmaster is gone,
+        or gives up after ``timeout`` ("server does not shut down") and leaves the shutdown going on.
+        """
         if not self.is_running():
-            return
+            return 0.0, ""
         self.resume()
-        self._as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w",
-                     "-t", str(timeout), "stop"])
+        started = time.monotonic()
+        res = self._as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w",
+                           "-t", str(timeout), "stop"], check=False)
+        seconds = time.monotonic() - started
+        if res.returncode != 0:
+            return seconds, f"pg_ctl stop -m {mode} on port {self.port} failed ({res.returncode}) after " \
+                            f"{seconds:.1f} s: {(res.stdout + res.stderr).strip()}"
+        return seconds, ""
+
+    def restart(self, mode: str = "fast", timeout: int = 60) -> float:
+        """Stop (``mode``) and start again, as ``pg_ctl restart`` does; returns the seconds the stop took."""
+        seconds = self.stop(mode, timeout)
+        self.start(timeout)
+        return seconds
 
     def kill9(self) -> None:
         """SIGKILL the postmaster, as a crash would, and wait until its children have exited too.

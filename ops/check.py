@@ -38,6 +38,7 @@ def collect(cfg: ArkConfig) -> list[Finding]:
         topics = check_reachable(cfg.kafka)
         findings.append(Finding("kafka", True, f"{cfg.kafka.bootstrap} answers ({len(topics)} topics)"))
         findings.extend(_retention(cfg))
+        findings.append(_message_size(cfg))
         findings.extend(_files_retention(cfg))
     except ArkError as exc:
         findings.append(Finding("kafka", False, exc.message, exc.fix))
@@ -103,6 +104,29 @@ def _retention(cfg: ArkConfig) -> list[Finding]:
         what = f"{redo_topic(cfg.group)}: retention covers the longest delay + {margin:g} h"
         return [Finding("retention", True, what)]
     return [Finding("retention", False, w.what, w.fix, fatal=False) for w in warnings]
+
+
+def _message_size(cfg: ArkConfig) -> Finding:
+    """What one Kafka message may hold, and so how large values travel (never a limit on the data)."""
+    from common.redo_kafka import limits_of
+    from producers.publisher import HEADROOM_BYTES
+
+    topic = redo_topic(cfg.group)
+    try:
+        limits = limits_of(cfg.kafka, topic)
+    except ArkError:
+        return Finding("messages", True, f"{topic} does not exist yet: the capture creates it; values of any size "
+                                         "travel in parts of at most half a message", fatal=False)
+    room = max(4096, limits.effective - HEADROOM_BYTES)
+    broker = f", brokers {limits.broker:,} (message.max.bytes)" if limits.broker else ""
+    what = (f"{topic} takes messages up to {limits.topic or limits.broker:,} bytes (max.message.bytes){broker}, "
+            f"Ark's producer up to {limits.producer:,}; Ark sends at most {limits.effective - HEADROOM_BYTES:,}: a "
+            f"value over {room // 2:,} bytes travels in parts of that size")
+    if limits.effective < 65536:
+        return Finding("messages", False, what + "; so small a limit makes every large value many messages",
+                       f"raise it: kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
+                       "--add-config max.message.bytes=1048576", fatal=False)
+    return Finding("messages", True, what)
 
 
 def _files_retention(cfg: ArkConfig) -> list[Finding]:

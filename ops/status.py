@@ -15,12 +15,10 @@ from common.kafka import end_offset, make_consumer, offset_for_time, read_range,
 from consumers.gate import lag_seconds
 from ops.context import console
 from ops.engines import applier_factory
+from ops.lag import STALE_AFTER_S, CaptureView, capture_stall, standby_lag
 from schemas import envelope
 from schemas.errors import CorruptEntry, NotAuthentic
 from schemas.topics import control_topic, heartbeat_topic, redo_topic
-
-#: A heartbeat older than this means the agent is down.
-STALE_AFTER_S = 10.0
 
 
 def latest_heartbeats(cfg: ArkConfig, window_s: float = 30.0) -> tuple[dict[tuple[str, str], dict[str, Any]], int]:
@@ -64,13 +62,16 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
     beats, beats_refused = latest_heartbeats(cfg)
     redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)
-    capture = {"node": cfg.primary.name, "state": "not running", "source_position": "", "produced_offset": -1,
-               "message": ""}
-    if cap is not None:
+    capture: dict[str, Any] = {"node": cfg.primary.name, "state": "not running", "source_position": "",
+                               "produced_offset": -1, "message": "", "caught_up_at": None, "stalled": ""}
+    view = CaptureView.of(cap) if cap is not None else None
+    if cap is not None and view is not None:
         age = now - cap["sent_at_us"] / 1e6
         capture.update(state=cap["state"] if age < STALE_AFTER_S else f"down (last heard {age:.0f} s ago)",
                        source_position=cap["source_position"], produced_offset=cap["produced_offset"],
-                       message=cap["message"], node=cap["name"])
+                       message=cap["message"], node=cap["name"],
+                       caught_up_at=iso_time(int(view.caught_up_at_s * 1e6)))
+    capture["stalled"] = capture_stall(now, view)
     standbys = []
     for sb in cfg.standbys:
         row: dict[str, Any] = {"name": sb.name, "state": "not running", "delay_seconds": sb.delay_seconds,
@@ -81,14 +82,14 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
             row.update(state=beat["state"], delay_seconds=beat["delay_seconds"],
                        applied_position=beat["source_position"], applied_offset=beat["applied_offset"],
                        lag_entries=max(0, redo_end - beat["applied_offset"] - 1) if redo_end >= 0 else None,
-                       lag_seconds=round(lag_seconds(beat["applied_commit_time_us"], beat["applied_offset"] + 1,
-                                                     redo_end, now), 3),
+                       lag_seconds=_lag(now, beat["applied_commit_time_us"], beat["applied_offset"] + 1, redo_end,
+                                        view),
                        applied_commit_time=iso_time(beat["applied_commit_time_us"]), message=beat["message"])
         else:
             if beat is not None:
                 row["state"] = f"down (last heard {now - beat['sent_at_us'] / 1e6:.0f} s ago)"
                 row["message"] = beat["message"]
-            _fill_from_state_table(cfg, sb.name, row, redo_end, now)
+            _fill_from_state_table(cfg, sb.name, row, redo_end, now, view)
         standbys.append(row)
     from ops.retention import status_warnings
 
@@ -134,7 +135,16 @@ def recent_retransmits(cfg: ArkConfig, last: int = 5) -> tuple[list[dict[str, An
     return out, refused
 
 
-def _fill_from_state_table(cfg: ArkConfig, name: str, row: dict[str, Any], redo_end: int, now: float) -> None:
+def _lag(now: float, applied_commit_us: int, next_offset: int, redo_end: int, view: CaptureView | None) -> float | None:
+    """Lag from the source (ops/lag.py); without a capture ever heard of, from the redo topic's end."""
+    if view is None:
+        return round(lag_seconds(applied_commit_us, next_offset, redo_end, now), 3)
+    lag = standby_lag(now, applied_commit_us, next_offset, view)
+    return None if lag is None else round(lag, 3)
+
+
+def _fill_from_state_table(cfg: ArkConfig, name: str, row: dict[str, Any], redo_end: int, now: float,
+                           view: CaptureView | None) -> None:
     """When the applier is not running, read where it stopped from the standby itself."""
     try:
         applier = applier_factory(cfg.standby(name))()
@@ -150,7 +160,7 @@ def _fill_from_state_table(cfg: ArkConfig, name: str, row: dict[str, Any], redo_
         return
     row.update(applied_position=st.position, applied_offset=st.next_offset - 1,
                lag_entries=max(0, redo_end - st.next_offset) if redo_end >= 0 else None,
-               lag_seconds=round(lag_seconds(st.commit_time_us, st.next_offset, redo_end, now), 3),
+               lag_seconds=_lag(now, st.commit_time_us, st.next_offset, redo_end, view),
                applied_commit_time=iso_time(st.commit_time_us))
 
 
@@ -175,6 +185,8 @@ def render(doc: dict[str, Any]) -> Table:
                       str(sb["applied_offset"]), "-" if sb["lag_entries"] is None else str(sb["lag_entries"]),
                       "-" if sb["lag_seconds"] is None else f"{sb['lag_seconds']:.1f}",
                       sb["applied_commit_time"] or "-")
+    if cap.get("stalled"):
+        table.caption = f"{cap['stalled']}\n"
     for sb in doc["standbys"]:
         if sb["message"]:
             table.caption = (table.caption or "") + f"{sb['name']}: {sb['message']}\n"

@@ -24,11 +24,29 @@ MAX_TXN_SECONDS = 2.0
 Header = tuple[str, str | bytes | None]
 
 
-class RedoPublisher:
-    """Encodes redo entries (CRC, fingerprint, epoch, position, commit-time headers) and writes them."""
+class MessageTooLarge(Exception):
+    """An encoded entry is larger than the message limit (the session says which rows, then stops)."""
 
-    def __init__(self, writer: RedoWriter) -> None:
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"an entry of {size:,} bytes is larger than the {limit:,}-byte message limit")
+
+
+#: Room kept below the message limit for Kafka's record framing and Ark's headers.
+HEADROOM_BYTES = 2048
+
+
+class RedoPublisher:
+    """Encodes redo entries (CRC, fingerprint, epoch, position, commit-time headers) and writes them.
+
+    ``limit`` is the redo log's message limit: an entry that would exceed it is never produced
+    (:class:`MessageTooLarge`), so the broker never refuses one and the capture never retries forever.
+    """
+
+    def __init__(self, writer: RedoWriter, limit: int = 0) -> None:
         self.writer = writer
+        self.limit = limit
         self.in_transaction = False
         self.txn_bytes = 0
         self.txn_started = 0.0
@@ -51,6 +69,8 @@ class RedoPublisher:
         commit_us = body.commit_time_us if isinstance(body, TxnChunk) else None
         env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=entry.epoch, source_position=position,
                               commit_time_us=commit_us)
+        if self.limit and len(env.value) + HEADROOM_BYTES > self.limit:
+            raise MessageTooLarge(len(env.value) + HEADROOM_BYTES, self.limit)
         self.writer.produce(env.value, [*env.headers, *headers], env.timestamp_ms)
         self.txn_bytes += len(env.value)
 

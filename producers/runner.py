@@ -23,7 +23,7 @@ from common.errors import ConfigError, FencedError, PrerequisiteError
 from common.guard import GuardRefusal, Recorded, recorded_identities, source_refusal
 from common.redo import RedoLog
 from producers.base import LogCapture
-from producers.errors import SlotGapError
+from producers.errors import EntryTooLarge, SlotGapError, SourceDown
 from producers.gap import resumes_past_gap
 from producers.publisher import RedoPublisher
 from producers.resume import ResumePoint, find_resume_point
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Look for retransmit intents on the control channel this often (between transactions).
 CONTROL_POLL_S = 0.5
-_FATAL = (ConfigError, PrerequisiteError, FencedError, SlotGapError, GuardRefusal)
+_FATAL = (ConfigError, PrerequisiteError, FencedError, SlotGapError, GuardRefusal, EntryTooLarge)
 
 
 class CaptureRunner(AgentBody):
@@ -81,7 +81,7 @@ class CaptureRunner(AgentBody):
     def recover(self, exc: Exception) -> Retry | Exception:
         if isinstance(exc, _FATAL):
             return exc
-        return Retry.LATER
+        return Retry.SOON if isinstance(exc, SourceDown) else Retry.LATER
 
     def heartbeat(self) -> dict[str, Any]:
         p = self.progress
@@ -94,13 +94,15 @@ class CaptureRunner(AgentBody):
             "source_position": p.position,
             "produced_offset": self._publisher.last_offset if self._publisher else -1,
             "lag_seconds": lag if p.state == "running" else 0.0,
+            "caught_up_at_us": p.caught_up_at_us, "caught_up_offset": p.caught_up_offset,
             "metrics": {"txns": float(p.txns), "rows": float(p.rows)},
         }
 
     def session(self, channel: ControlChannel) -> None:
         """One session: a fresh writer, a fresh resume point, a fresh source stream."""
         self.state = "running"
-        publisher = RedoPublisher(self.redo.writer())
+        limit = self.redo.message_limit()
+        publisher = RedoPublisher(self.redo.writer(), limit)
         self._publisher = publisher
         point = find_resume_point(self.redo)
         self.progress.epoch = point.epoch
@@ -168,7 +170,8 @@ class CaptureRunner(AgentBody):
 
         session = CaptureSession(self.cfg.group, self.cfg.primary.engine, self.cfg.capture, capture, publisher, point,
                                  self._window, self.progress,
-                                 SessionHooks(new_requests, started, self.stopping.is_set), plan=plan, upto=upto)
+                                 SessionHooks(new_requests, started, self.stopping.is_set), plan=plan, upto=upto,
+                                 message_limit=publisher.limit)
         return session
 
     def _serve(self, capture: LogCapture, publisher: RedoPublisher, point: ResumePoint, plan: ServePlan) -> None:

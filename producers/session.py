@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from common.settings import CaptureSettings
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
-from producers.errors import SlotGapError
-from producers.publisher import RedoPublisher
+from producers.errors import EntryTooLarge, SlotGapError
+from producers.fragments import parts_of, row_bytes, split
+from producers.publisher import HEADROOM_BYTES, MessageTooLarge, RedoPublisher
 from producers.resume import ResumePoint
 from producers.retransmit import ConfirmWindow, ServePlan
 from schemas.entries import Position, RedoEntry, RowChange, TableMeta, TxnChunk
@@ -45,6 +46,10 @@ class CaptureProgress:
     txns: int = 0
     rows: int = 0
     last_commit_us: int = 0
+    #: When the capture last had everything its source had committed durable in Kafka, and the redo
+    #: end offset then (status measures each standby's lag from the source with these).
+    caught_up_at_us: int = 0
+    caught_up_offset: int = -1
     state: str = "starting"
     message: str = ""
 
@@ -89,6 +94,8 @@ class CaptureSession:
     plan: ServePlan | None = None
     #: A re-read republishes tagged until it passes this key (what Kafka held when it started).
     upto: bytes = b""
+    #: The redo log's message limit (bytes): chunks stay well below it, larger values travel in parts.
+    message_limit: int = 1 << 20
     metas: dict[str, TableMeta] = field(default_factory=dict)
     published_versions: dict[str, str] = field(default_factory=dict)
 
@@ -104,13 +111,36 @@ class CaptureSession:
         self.marker = self.plan is not None  # a re-read starts with a tagged checkpoint at its start key
         self.answered = self.plan is None
         self.retransmit_from: str | None = None  # the tag, while republishing
+        room = max(4096, self.message_limit - HEADROOM_BYTES)
+        #: Bytes of values per chunk, and per part of a value that does not fit one message.
+        self.chunk_bytes = min(self.settings.chunk_bytes or room // 4, room // 2)
+        self.part_bytes = room // 2
+        self.buffer_bytes = 0
 
     # -- publishing --------------------------------------------------------------------------------
     def emit(self, body: TxnChunk | TableMeta) -> None:
         """Produce one entry (tagged while republishing)."""
         tag = [] if self.retransmit_from is None else [(H_RETRANSMIT_FROM, self.retransmit_from.encode())]
-        self.publisher.publish(RedoEntry(group=self.group, engine=self.engine, epoch=self.progress.epoch, body=body),
-                               headers=tag)
+        try:
+            self.publisher.publish(RedoEntry(group=self.group, engine=self.engine, epoch=self.progress.epoch,
+                                             body=body), headers=tag)
+        except MessageTooLarge as exc:
+            raise self._too_large(body, exc) from None
+
+    def _too_large(self, body: TxnChunk | TableMeta, exc: MessageTooLarge) -> EntryTooLarge:
+        """Which table and key columns (never values) the entry that does not fit was about."""
+        if isinstance(body, TableMeta):
+            what, where = f"the shape of table {body.table}", body.position
+        else:
+            tables = sorted({c.table for c in body.changes})
+            keys = {t: [c.name for c in self.metas[t].key_columns] if t in self.metas else [] for t in tables}
+            what = ", ".join(f"table {t} (key {', '.join(keys[t]) or 'none'})" for t in tables) or "a value part"
+            where = body.commit.text
+        return EntryTooLarge(f"{exc}: {what}, source transaction at {where}; rows of a table without a unique key "
+                             "carry their whole old row, which cannot travel in parts",
+                             fix=f"raise max.message.bytes of ark.{self.group}.redo (kafka-configs.sh --alter "
+                                 "--entity-type topics --add-config max.message.bytes=16000000), or give the table a "
+                                 "primary key; the capture publishes nothing past this transaction")
 
     def flush_chunk(self, last: bool, confirm: str = "") -> None:
         """Publish the buffered rows of the open source transaction as its next chunk."""
@@ -122,6 +152,25 @@ class CaptureSession:
         txn.first_row += len(txn.buffer)
         txn.chunk_index += 1
         txn.buffer = []
+        self.buffer_bytes = 0
+
+    def _emit_parts(self, change: RowChange) -> RowChange:
+        """Publish the values of ``change`` too large for one message as parts; the row that refers to them."""
+        txn = self.txn
+        assert txn is not None
+        if txn.buffer:
+            self.flush_chunk(last=False)
+        row = txn.first_row  # the buffer is empty: this row's index in its transaction
+        change, large = split(change, row, self.part_bytes)
+        for column, data in large:
+            for part in parts_of(change.table, row, column, data, self.part_bytes):
+                self.emit(TxnChunk(txn_id=txn.begin.txn_id, commit=txn.begin.commit,
+                                   commit_time_us=txn.begin.commit_time_us, chunk_index=txn.chunk_index, last=False,
+                                   changes=[], first_row=txn.first_row, part=part))
+                txn.chunk_index += 1
+                if self.publisher.should_commit_midway():
+                    self.publisher.commit()  # nothing confirmed: the source transaction is not complete
+        return change
 
     def release(self) -> None:
         """Confirm to the source what has aged out of the retransmit window."""
@@ -198,8 +247,15 @@ class CaptureSession:
                 self.flush_chunk(last=False)
             self.emit(meta)
             self.published_versions[event.table] = meta.version
+        size = row_bytes(event)
+        if size > self.part_bytes:
+            event = self._emit_parts(event)
+            size = row_bytes(event)
+        elif txn.buffer and self.buffer_bytes + size > self.chunk_bytes:
+            self.flush_chunk(last=False)
         txn.buffer.append(event)
-        if len(txn.buffer) >= self.settings.chunk_rows:
+        self.buffer_bytes += size
+        if len(txn.buffer) >= self.settings.chunk_rows or self.buffer_bytes >= self.chunk_bytes:
             self.flush_chunk(last=False)
             if self.publisher.should_commit_midway():
                 self.publisher.commit()  # nothing confirmed: the source transaction is not complete
@@ -252,6 +308,12 @@ class CaptureSession:
             else:
                 self.release()  # positions age out of the window while the source is idle
             self.progress.last_commit_us = 0
+            if event.drained and self.retransmit_from is None and not self.publisher.in_transaction:
+                self.progress.caught_up_at_us = time.time_ns() // 1000
+                # The redo end then: what this session published (+1 for the commit marker), else the end
+                # found at its start.
+                last = self.publisher.last_offset
+                self.progress.caught_up_offset = max(self.point.end_offset, last + 2 if last >= 0 else 0)
             if self.hooks.new_requests():
                 self.commit_batch()
                 return True

@@ -115,14 +115,43 @@ class TableMeta:
         return tuple(order[c.name] for c in self.key_columns)
 
 
+@dataclass(frozen=True, slots=True)
+class PartRef:
+    """A value of a row that travelled in parts (:class:`ValuePart` chunks before the row's chunk)."""
+
+    row: int
+    column: int
+    count: int
+    total_bytes: int
+    #: CRC-32C of the whole value's bytes (UTF-8 for text), checked when it is put together again.
+    crc: int
+
+
+@dataclass(frozen=True, slots=True)
+class ValuePart:
+    """One part of a value too large for one message (the chunk that carries it has no changes)."""
+
+    table: str
+    row: int
+    column: int
+    index: int
+    count: int
+    total_bytes: int
+    data: bytes
+
+
 @dataclass(slots=True)
 class RowChange:
-    """One row operation. ``values`` is the new image; ``old_key`` the key before the change."""
+    """One row operation. ``values`` is the new image; ``old_key`` the key before the change.
+
+    ``parts`` names the values that travelled in parts: their place in ``values`` holds None.
+    """
 
     table: str
     op: Op
     values: list[Value] = field(default_factory=list)
     old_key: list[Value] | None = None
+    parts: list[PartRef] | None = None
 
 
 @dataclass(slots=True)
@@ -138,6 +167,8 @@ class TxnChunk:
     first_row: int = 0
     #: On the last chunk: the position the source may forget up to once this entry is durable.
     confirm: str = ""
+    #: A part of a large value (then ``changes`` is empty).
+    part: ValuePart | None = None
 
     @property
     def is_checkpoint(self) -> bool:
@@ -194,7 +225,15 @@ def to_record(entry: RedoEntry) -> dict[str, Any]:
         changes = []
         for ch in body.changes:
             values = [_value_out(v) for v in ch.values]
-            changes.append({"table": ch.table, "op": ch.op.value, "values": values, "old_key": ch.old_key})
+            parts = None if ch.parts is None else [
+                {"row": p.row, "column": p.column, "count": p.count, "total_bytes": p.total_bytes, "crc": p.crc}
+                for p in ch.parts]
+            changes.append({"table": ch.table, "op": ch.op.value, "values": values, "old_key": ch.old_key,
+                            "parts": parts})
+        part = body.part
+        part_record = None if part is None else {
+            "table": part.table, "row": part.row, "column": part.column, "index": part.index, "count": part.count,
+            "total_bytes": part.total_bytes, "data": part.data}
         record_body = ("ark.redo.Transaction", {
             "txn_id": body.txn_id,
             "commit_position": body.commit.text,
@@ -206,6 +245,7 @@ def to_record(entry: RedoEntry) -> dict[str, Any]:
             "first_row": body.first_row,
             "row_count": len(body.changes),
             "changes": changes,
+            "part": part_record,
         })
     elif isinstance(body, TableMeta):
         record_body = ("ark.redo.TableMeta", {
@@ -232,9 +272,11 @@ def from_record(record: dict[str, Any]) -> RedoEntry:
                 op=Op(ch["op"]),
                 values=[_value_in(v) for v in ch["values"]],
                 old_key=ch["old_key"],
+                parts=None if ch.get("parts") is None else [PartRef(**p) for p in ch["parts"]],
             )
             for ch in body["changes"]
         ]
+        raw_part = body.get("part")
         parsed = TxnChunk(
             txn_id=body["txn_id"],
             commit=Position(body["commit_position"], bytes(body["commit_position_key"])),
@@ -244,6 +286,7 @@ def from_record(record: dict[str, Any]) -> RedoEntry:
             changes=changes,
             first_row=body["first_row"],
             confirm=body["confirm_position"],
+            part=None if raw_part is None else ValuePart(**raw_part),
         )
     elif "columns" in body:
         parsed = TableMeta(

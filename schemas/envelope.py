@@ -36,7 +36,7 @@ import crc32c as _crc32c
 from fastavro import schemaless_reader, schemaless_writer
 
 from schemas import registry
-from schemas.errors import CorruptEntry, InvalidChecksum, NotAuthentic, UnknownSchema
+from schemas.errors import CorruptEntry, InvalidChecksum, NotAuthentic, UnencodableRecord, UnknownSchema
 
 H_CRC = "ark-crc"
 H_SCHEMA = "ark-schema"
@@ -89,7 +89,14 @@ def encode(
     """Serialize ``record`` with the current version of ``schema_name`` and wrap it in an envelope."""
     schema = registry.current(schema_name)
     buf = io.BytesIO()
-    schemaless_writer(buf, schema.parsed, record)
+    try:
+        schemaless_writer(buf, schema.parsed, record)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # fastavro's message quotes the whole datum: row values must not reach a log.
+        text = str(exc)
+        field = text.rsplit(" on field ", 1)[1][:80] if " on field " in text else "?"
+        raise UnencodableRecord(f"a {schema_name} record does not fit schema version {schema.version} "
+                                f"(field {field}; {type(exc).__name__}): a bug in Ark, please report it") from None
     payload = buf.getvalue()
     ts_us = commit_time_us if commit_time_us is not None else time.time_ns() // 1000
     headers: list[tuple[str, str | bytes | None]] = [

@@ -15,6 +15,11 @@ class IncompatibleSchema(SchemaError):
     """A new schema version cannot read data written with an older one, or the reverse."""
 
 
+class UnencodableRecord(SchemaError):
+    """A record does not fit its schema (a bug in Ark, never in the data): the message names the schema
+    and the field, never the values, which may be row data."""
+
+
 class CorruptEntry(SchemaError):
     """An entry failed its integrity check (CRC-32C, missing header, undecodable Avro).
 

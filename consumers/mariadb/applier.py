@@ -37,11 +37,11 @@ from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.mariadb import ddl, sql, state
+from consumers.mariadb import ddl, parts, sql, state
 from consumers.mariadb.errors import classify, code_of, message_of
 from consumers.mariadb.plan import Run, split_runs
 from consumers.tables import TableState, staging_name
-from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, TableMeta, Value
+from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, TableMeta, Value, ValuePart
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 #: (error 1412), and MariaDB's DDL runs beside the transaction (a sync creates tables while it loads others).
 SESSION = ("SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO',"
            " SESSION lock_wait_timeout = 60, SESSION innodb_lock_wait_timeout = 50,"
-           " SESSION tx_isolation = 'READ-COMMITTED'")
+           " SESSION tx_isolation = 'READ-COMMITTED', SESSION group_concat_max_len = 4294967295")
 _CHUNK = 500  # keys per multi-row DELETE / key count
 _LOAD_BATCH = 1000  # rows per executemany of a bulk load (PyMySQL sends them as multi-row INSERTs)
 
@@ -73,6 +73,7 @@ class MariaDBApplier(Applier):
         self._independent: dict[frozenset[str], bool] = {}
         self._ctx: dict[str, Any] = {}
         self._drop_after_commit: list[str] = []  # staging copies swapped in by the open transaction
+        self._parts_ready = False  # the session's temporary table of large values' parts exists
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -90,6 +91,7 @@ class MariaDBApplier(Applier):
         if self._conn is None or not self._conn.open:
             self._conn = self._connect()
             self._in_txn = False
+            self._parts_ready = False
             log.info("connected to standby %s", self.settings.describe())
         return self._conn
 
@@ -343,10 +345,34 @@ class MariaDBApplier(Applier):
         return cached
 
     # -- rows --------------------------------------------------------------------------------------
+    def store_part(self, part: ValuePart) -> None:
+        """Keep one part of a large value in the open transaction (see :mod:`.parts`)."""
+        self._require_txn()
+        with self._guard("storing a part of a large value", table=part.table):
+            cur = self.conn.cursor()
+            if not self._parts_ready:
+                cur.execute(parts.PARTS_DDL)  # a temporary table: no implicit commit
+                self._parts_ready = True
+            parts.store(cur, part)
+
     def apply_rows(self, metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn_id: str,
                    position: str) -> None:
         """Apply ``changes`` in order, run by run (rolls back and raises on any failure)."""
         self._require_txn()
+        if any(c.parts for c in changes):  # rows with values that travelled in parts: one at a time, in order
+            start = 0
+            for i, change in enumerate(changes):
+                if change.parts:
+                    if start < i:
+                        self.apply_rows(metas, changes[start:i], txn_id, position)
+                    with self._guard("applying a row with a large value", txn_id=txn_id, position=position,
+                                     table=change.table):
+                        parts.apply_assembled(self.conn.cursor(), metas[change.table], change, self._params, txn_id,
+                                              position)
+                    start = i + 1
+            if start < len(changes):
+                self.apply_rows(metas, changes[start:], txn_id, position)
+            return
         with self._guard("applying rows", txn_id=txn_id, position=position):
             for run in split_runs(metas, changes, txn_id, position):
                 self._ctx["table"] = run.table

@@ -32,13 +32,13 @@ from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.postgresql import bulk, foreign, sql, staging, state
+from consumers.postgresql import bulk, foreign, parts, sql, staging, state
 from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
 from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
 from consumers.postgresql.prereq import PREREQ_SQL, prerequisite_problems
 from consumers.tables import TableState
-from schemas.entries import Op, Position, RowChange, TableMeta
+from schemas.entries import Op, Position, RowChange, TableMeta, ValuePart
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class PostgresApplier(Applier):
         self._independent: dict[frozenset[str], bool] = {}
         self._foreign: dict[tuple[str, str], list[tuple[int, foreign.Check]]] = {}  # checks of other engines' values
         self._stage_no = 0
+        self._parts_ready = False  # the session's temporary table of large values' parts exists
         self._ctx: dict[str, Any] = {}
 
     # -- connection ------------------------------------------------------------------------------
@@ -102,6 +103,7 @@ class PostgresApplier(Applier):
             raise connect_error(exc, self.settings, ever_connected=self._ever_connected) from None
         self._ever_connected = True
         self._in_txn = False
+        self._parts_ready = False
         self._stages.clear()
         log.info("connected to standby %s", self.settings.describe())
         return conn
@@ -286,10 +288,33 @@ class PostgresApplier(Applier):
             self._independent[key] = cached
         return cached
 
+    def store_part(self, part: ValuePart) -> None:
+        """Keep one part of a large value in the open transaction (see :mod:`.parts`)."""
+        self._require_txn()
+        with self._guard("storing a part of a large value"):
+            if not self._parts_ready:
+                self.conn.execute(parts.PARTS_DDL)
+                self._parts_ready = True
+            parts.store(self.conn, part)
+
     def apply_rows(self, metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn_id: str,
                    position: str) -> None:
         """Apply ``changes`` in order, run by run (rolls back and raises on any failure)."""
         self._require_txn()
+        if any(c.parts for c in changes):  # rows with values that travelled in parts: one at a time, in order
+            start = 0
+            for i, change in enumerate(changes):
+                if change.parts:
+                    if start < i:
+                        self.apply_rows(metas, changes[start:i], txn_id, position)
+                    with self._guard("applying a row with a large value", txn_id=txn_id, position=position,
+                                     table=change.table):
+                        foreign.check_changes(metas, self._foreign, [change], txn_id, position)
+                        parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position)
+                    start = i + 1
+            if start < len(changes):
+                self.apply_rows(metas, changes[start:], txn_id, position)
+            return
         with self._guard("applying rows", txn_id=txn_id, position=position):
             foreign.check_changes(metas, self._foreign, changes, txn_id, position)
             runs = split_runs(metas, changes, txn_id, position)

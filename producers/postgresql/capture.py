@@ -11,14 +11,31 @@ Positions are LSNs: ``Position(text="X/Y", key=lsn.to_bytes(8, "big"))``.
   commit; everything before it that the publication covers has been yielded. ``None`` inside a
   transaction.
 
-The slot advances only through :meth:`PostgresCapture.confirm`: status updates always carry the
-last confirmed position (see walstream.py for why psycopg2's ``read_message`` is not used).
+The slot advances only through :meth:`PostgresCapture.confirm` (see walstream.py for why psycopg2's
+``read_message`` is not used). What the status updates say, and why (issue 19):
+
+* ``write``: the WAL position received (the server's ``wal_end``). At shutdown a walsender exits only
+  once the client's flush, or its write when the flush is invalid, equals what it sent.
+* ``flush``: InvalidXLogRecPtr (0), except in the update of a confirm, which carries the confirmed
+  position. PostgreSQL moves a logical slot only for a valid flush (``ProcessStandbyReplyMessage``
+  calls ``LogicalConfirmReceivedLocation`` for it alone), so the slot still moves only on a confirm,
+  and never backwards; and the walsender compares its position with ``write``, which it reaches.
+  Reporting the (older) confirmed position as flush held every shutdown of the primary until
+  ``wal_sender_timeout``, with the walsender spinning on pings.
+* ``apply``: the confirmed position (``pg_stat_replication.replay_lsn``): what Kafka holds and the
+  slot may forget once the retransmit window has passed over it.
+
+Nothing of Ark keeps a regular session open on an idle primary: the catalog connection (relation
+details, new-table discovery) is closed after ``META_IDLE_S`` unused, since a smart shutdown waits for
+every regular session to end. :mod:`producers.postgresql.shutdown_watch` covers a stream loop that
+cannot answer the walsender in time.
 """
 
 from __future__ import annotations
 
 import logging
 import select
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,10 +47,11 @@ from common.engines.postgresql import IDENTITY_SQL, identity_from_row
 from common.errors import PrerequisiteError, SourceError
 from common.identity import DatabaseIdentity
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
-from producers.errors import SlotGapError
+from producers.errors import SlotGapError, SourceDown
 from producers.postgresql import catalog, pgoutput, setup
 from producers.postgresql.pgoutput import lsn_from_text, lsn_to_text, row_relid
 from producers.postgresql.relations import Rel, build_relation, row_change
+from producers.postgresql.shutdown_watch import ShutdownWatch
 from producers.postgresql.walstream import Keepalive, StreamError, WalStream
 from schemas.entries import Op, Position, RowChange
 
@@ -43,6 +61,7 @@ POLL_S = 0.05  # longest wait on the socket before an Idle event (a batch commit
 IDLE_EVERY_S = 0.5  # an Idle event at least this often, even while data flows
 STATUS_EVERY_S = 10.0  # status updates keep the walsender from timing out
 DISCOVER_EVERY_S = 2.0  # how often new tables are looked for (table-list publications only gain them so)
+META_IDLE_S = 0.25  # the catalog connection is closed after this long unused (a smart shutdown waits for it)
 _ROW_TAGS = frozenset(b"IUD")
 
 
@@ -71,21 +90,55 @@ class PostgresCapture(LogCapture):
         self._types: dict[int, str] = {}
         self._discovered_at = 0.0
         self._unpublishable: set[str] = set()
+        self._meta_used = 0.0
+        # Held while a connection is closed, and by the shutdown watch while it cuts sockets: a
+        # descriptor is never cut after it was closed (and maybe reused by another socket).
+        self._conn_lock = threading.Lock()
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _meta(self) -> Any:
         if self._meta_conn is None or self._meta_conn.closed:
+            self._close_meta()  # a lost connection is released under the lock, never by the collector
             self._meta_conn = catalog.connect(self.cfg)
+        self._meta_used = time.monotonic()
         return self._meta_conn
+
+    def _close_meta(self) -> None:
+        with self._conn_lock:
+            conn, self._meta_conn = self._meta_conn, None
+            if conn is not None and not conn.closed:
+                try:
+                    conn.close()
+                except psycopg2.Error:
+                    log.debug("closing the catalog connection failed", exc_info=True)
+
+    def _close_idle_meta(self, now: float) -> None:
+        if self._meta_conn is not None and now - self._meta_used >= META_IDLE_S:
+            self._close_meta()
+
+    def _slot_state(self) -> catalog.SlotState | None:
+        """The slot's row; a lost catalog connection (server restarted) is a SourceError, and dropped."""
+        try:
+            return catalog.slot_state(self._meta(), catalog.slot_of(self.cfg))
+        except psycopg2.Error as exc:
+            self._close_meta()
+            raise catalog.source_error(self.cfg, exc) from None
+
+    def _open_sockets(self) -> list[int]:
+        """Descriptors of the open connections (for the shutdown watch; called under ``_conn_lock``)."""
+        return [int(c.fileno()) for c in (self._repl_conn, self._meta_conn) if c is not None and not c.closed]
 
     def _where(self) -> str:
         p = self.cfg.primary
         return f"{p.user}@{p.host}:{p.port}/{p.dbname}"
 
-    def _send_status(self, reply: bool = False) -> None:
-        if self._ws is not None:
+    def _send_status(self, confirming: bool = False) -> None:
+        """A status update: write = received, flush = invalid (the confirmed position on a confirm),
+        apply = confirmed. See the module docstring for why."""
+        ws = self._ws
+        if ws is not None:
             c = self._confirmed
-            self._ws.send_status(c, c, c, reply)
+            ws.send_status(max(ws.received, c), c if confirming else 0, c)
 
     # -- LogCapture --------------------------------------------------------------------------------
     def check_prerequisites(self) -> list[Problem]:
@@ -115,7 +168,7 @@ class PostgresCapture(LogCapture):
 
     def slot_positions(self) -> tuple[Position | None, Position | None]:
         """The slot's (confirmed_flush_lsn, restart_lsn); (None, None) when it does not exist."""
-        state = catalog.slot_state(self._meta(), catalog.slot_of(self.cfg))
+        state = self._slot_state()
         if state is None:
             return None, None
         flushed, restart = state.confirmed_flush_lsn, state.restart_lsn
@@ -129,7 +182,7 @@ class PostgresCapture(LogCapture):
 
     def gap_after(self, resume_after: Position) -> str | None:
         """Why the slot can no longer supply everything after ``resume_after``, or None."""
-        return self._hole(catalog.slot_state(self._meta(), catalog.slot_of(self.cfg)), resume_after)
+        return self._hole(self._slot_state(), resume_after)
 
     def _hole(self, state: catalog.SlotState | None, resume_after: Position) -> str | None:
         slot, where = catalog.slot_of(self.cfg), self._where()
@@ -160,27 +213,28 @@ class PostgresCapture(LogCapture):
         if lsn > self._confirmed:
             self._confirmed = lsn
             try:
-                self._send_status()
+                self._send_status(confirming=True)
             except StreamError as exc:
-                raise SourceError(f"PostgreSQL {self._where()}: {exc}",
+                raise SourceDown(f"PostgreSQL {self._where()}: {exc}",
                                   fix=f"is PostgreSQL running at {self.cfg.primary.host}:{self.cfg.primary.port}?"
                                   ) from None
 
     def close(self) -> None:
         """Close both connections (safe to call twice)."""
         self._ws = None
-        for conn in (self._repl_conn, self._meta_conn):
-            if conn is not None and not conn.closed:
-                try:
-                    conn.close()
-                except psycopg2.Error:
-                    log.debug("closing a source connection failed", exc_info=True)
-        self._repl_conn = self._meta_conn = None
+        with self._conn_lock:
+            for conn in (self._repl_conn, self._meta_conn):
+                if conn is not None and not conn.closed:
+                    try:
+                        conn.close()
+                    except psycopg2.Error:
+                        log.debug("closing a source connection failed", exc_info=True)
+            self._repl_conn = self._meta_conn = None
 
     # -- streaming ---------------------------------------------------------------------------------
     def _start(self, resume_after: Position | None) -> WalStream:
         slot, where = catalog.slot_of(self.cfg), self._where()
-        state = catalog.slot_state(self._meta(), slot)
+        state = self._slot_state()
         if state is None and resume_after is None:
             raise SourceError(f"replication slot {slot} does not exist on {where}",
                               fix="let capture create it (ensure_setup, run by 'ark capture')")
@@ -194,9 +248,14 @@ class PostgresCapture(LogCapture):
         self._confirmed = max(self._confirmed, flushed)
         conn = catalog.connect(self.cfg, replication=True)
         self._repl_conn = conn
+        # Start where Kafka ends: the server then skips (decodes, but neither formats nor sends) every
+        # transaction that commits before it, instead of sending up to the retransmit window of WAL again
+        # for the runner to skip. The slot's confirmed_flush_lsn is not changed by this (only a confirm
+        # moves it); below it the server starts at it anyway.
+        start_lsn = position_lsn(resume_after) if resume_after is not None else 0
         try:
             conn.cursor().start_replication(
-                slot_name=slot, decode=False, start_lsn=0,
+                slot_name=slot, decode=False, start_lsn=start_lsn,
                 options={"proto_version": "1", "publication_names": catalog.publication_of(self.cfg)})
         except psycopg2.Error as exc:
             text = " ".join(str(exc).split())
@@ -209,6 +268,7 @@ class PostgresCapture(LogCapture):
         log.info("streaming slot %s from %s (publication %s)", slot, lsn_to_text(flushed),
                  catalog.publication_of(self.cfg))
         ws = WalStream(conn)
+        ws.received = flushed  # the walsender starts sending at the slot's confirmed_flush_lsn
         if self._confirmed > flushed:  # confirmed while no stream was open: tell the slot now
             c = self._confirmed
             ws.send_status(c, c, c)
@@ -230,30 +290,48 @@ class PostgresCapture(LogCapture):
         ws = self._start(resume_after)
         self._ws = ws
         conn = self._repl_conn
+        watch = ShutdownWatch(lambda: catalog.going_down(self.cfg), self._open_sockets, self._where(),
+                              self._conn_lock).start()
         try:
             # Below the slot or below a position confirmed to this object, Kafka already has it.
             floor = self._confirmed if resume_after is None else max(self._confirmed, position_lsn(resume_after))
-            yield from self._events(ws, floor)
+            yield from self._events(ws, floor, watch)
         except StreamError as exc:
             text = str(exc)
             if "invalidated" in text or "requested WAL segment" in text:
                 raise SlotGapError(f"PostgreSQL {self._where()}: {text}",
                                    fix="run 'ark sync' to rebuild the standbys") from None
             p = self.cfg.primary
-            raise SourceError(f"replication stream from {self._where()} failed: {text}",
+            if "invalid memory alloc request size" in text or "enlarge string buffer" in text:
+                # PostgreSQL's own limit: a row sent as text must fit in 1 GB (README, "Values of any size").
+                raise SourceError(f"PostgreSQL {self._where()} cannot send a row through logical decoding: it is "
+                                  f"larger than 1 GB as text (a bytea value over about 512 MB is sent as hex, twice "
+                                  f"its size); native logical replication stops there too ({text})",
+                                  fix="the capture cannot pass this transaction: stop it, drop the slot so that it "
+                                      f"starts after it (SELECT pg_drop_replication_slot('{catalog.slot_of(self.cfg)}')"
+                                      "), run 'ark capture --accept-gap', then 'ark resync STANDBY' for every standby; "
+                                      "keep such values in files beside the database (filesync)") from None
+            if watch.cut_at is not None or _server_stopping(text):
+                raise SourceDown(f"PostgreSQL {self._where()} ended the replication stream, shutting down or "
+                                  f"restarting ({text}): capture resumes by itself once it is back",
+                                  fix=f"nothing to do while PostgreSQL restarts; otherwise start it at "
+                                      f"{p.host}:{p.port}") from None
+            raise SourceDown(f"replication stream from {self._where()} failed: {text}",
                               fix=f"is PostgreSQL running at {p.host}:{p.port}?") from None
         finally:  # only this stream's own connection: an abandoned generator may be collected late
+            watch.stop()
             if self._ws is ws:
                 self._ws = None
-            if self._repl_conn is conn:
-                self._repl_conn = None
-            if not conn.closed:
-                try:
-                    conn.close()
-                except psycopg2.Error:
-                    log.debug("closing the replication connection failed", exc_info=True)
+            with self._conn_lock:
+                if self._repl_conn is conn:
+                    self._repl_conn = None
+                if not conn.closed:
+                    try:
+                        conn.close()
+                    except psycopg2.Error:
+                        log.debug("closing the replication connection failed", exc_info=True)
 
-    def _events(self, ws: WalStream, skip_below: int) -> Iterator[CaptureEvent]:
+    def _events(self, ws: WalStream, skip_below: int, watch: ShutdownWatch) -> Iterator[CaptureEvent]:
         rels: dict[int, Rel] = {}
         announced: set[int] = set()
         parse, read = pgoutput.parse, ws.read
@@ -265,10 +343,12 @@ class PostgresCapture(LogCapture):
         while True:
             msg = read()
             if msg is None:
+                watch.drained()
                 if not select.select([fd], [], [], POLL_S)[0]:
                     last_idle = time.monotonic()
-                    yield Idle(None if in_txn else lsn_position(wal_end))
+                    yield Idle(None if in_txn else lsn_position(wal_end), drained=not in_txn)
                     self._discover_tables(last_idle)
+                    self._close_idle_meta(last_idle)
                     if last_idle - last_status >= STATUS_EVERY_S:
                         self._send_status()
                         last_status = last_idle
@@ -280,12 +360,13 @@ class PostgresCapture(LogCapture):
                     last_idle = now
                     yield Idle(None if in_txn else lsn_position(wal_end))
                     self._discover_tables(now)
+                    self._close_idle_meta(now)
                 if now - last_status >= STATUS_EVERY_S:
                     self._send_status()
                     last_status = now
             if isinstance(msg, Keepalive):
                 wal_end = max(wal_end, msg.wal_end)
-                if msg.reply:
+                if msg.reply:  # answered once per request: PostgreSQL sets the pace (no ping-pong)
                     self._send_status()
                     last_status = time.monotonic()
                 continue
@@ -298,17 +379,22 @@ class PostgresCapture(LogCapture):
                 if relid not in announced:
                     announced.add(relid)
                     yield rel.meta
-                yield row_change(rel, parse(payload, rel.convs))  # type: ignore[arg-type]
+                change = row_change(rel, parse(payload, rel.convs))  # type: ignore[arg-type]
+                # A large message is a view of libpq's memory: let it go before the row is published.
+                payload = msg = None  # type: ignore[assignment]
+                yield change
                 continue
             m = parse(payload)
             if isinstance(m, pgoutput.Begin):
                 in_txn = True
+                watch.txn_since = time.monotonic()
                 skipping = m.final_lsn < skip_below
                 commit_pos = lsn_position(m.final_lsn)
                 if not skipping:
                     yield TxnBegin(str(m.xid), commit_pos, pgoutput.pg_time_to_unix_us(m.commit_ts))
             elif isinstance(m, pgoutput.Commit):
                 in_txn = False
+                watch.txn_since = None
                 wal_end = max(wal_end, m.end_lsn)
                 if not skipping and commit_pos is not None:
                     yield TxnEnd(commit_pos, lsn_position(m.commit_lsn + 1))
@@ -338,7 +424,13 @@ class PostgresCapture(LogCapture):
         try:
             added = setup.add_new_tables(self._meta(), self.cfg, self._unpublishable)
         except (psycopg2.Error, SourceError) as exc:
-            log.warning("could not look for new tables to capture: %s", " ".join(str(exc).split()))
+            self._close_meta()
+            text = " ".join(str(exc).split())
+            # A server stopping or restarting ends the stream by itself: nothing to warn about. A lost
+            # connection is opened again at the next look.
+            lost = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError, SourceError))
+            level = logging.DEBUG if _server_stopping(text) else logging.INFO if lost else logging.WARNING
+            log.log(level, "could not look for new tables to capture: %s", text)
             return
         for table, had_rows in added:
             if had_rows:
@@ -353,7 +445,19 @@ class PostgresCapture(LogCapture):
         details: catalog.ColumnDetails | None = None
         try:
             details = catalog.column_details(self._meta(), r.relid)
-        except (psycopg2.Error, SourceError) as exc:
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # The connection is lost (the server is restarting): publishing the table without its
+            # details would announce a different table. End the session; the next one reads it again.
+            self._close_meta()
+            raise catalog.source_error(self.cfg, exc) from None
+        except psycopg2.Error as exc:
             log.warning("no catalog details for %s.%s (%s): nullability and key from the stream only",
                         r.namespace, r.name, exc)
         return build_relation(r, details, self._types, at.text if at else "")
+
+
+def _server_stopping(text: str) -> bool:
+    """True when an error's text says the server is stopping, restarting, or ended the stream so."""
+    low = text.lower()
+    return any(s in low for s in ("shutting down", "starting up", "ended the replication stream",
+                                  "administrator command", "immediate shutdown"))

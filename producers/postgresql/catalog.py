@@ -16,6 +16,7 @@ from psycopg2.extras import LogicalReplicationConnection
 from common.config import ArkConfig
 from common.engines.postgresql import PostgresPrimary
 from common.errors import SourceError
+from producers.errors import SourceDown
 
 #: Session settings that make the text of values canonical (see types.py).
 SESSION_OPTIONS = (
@@ -58,11 +59,16 @@ def source_error(cfg: ArkConfig, exc: BaseException, secret: str | None = None) 
         text = text.replace(secret, "***")
     low = text.lower()
     reason = text.split("FATAL:")[-1].strip() or type(exc).__name__
+    if any(s in low for s in _NOT_ACCEPTING):
+        state = "starting up" if "starting up" in low or "recovery" in low or "not yet" in low else "shutting down"
+        return SourceDown(f"PostgreSQL at {p.host}:{p.port} is {state} ({reason}): capture resumes by itself "
+                           "once it accepts connections again",
+                           fix=f"nothing to do while PostgreSQL restarts; otherwise start it at {p.host}:{p.port}")
     if "password authentication failed" in low or "no password supplied" in low:
         return SourceError(f"PostgreSQL {where}: password authentication failed", fix=_password_source(cfg))
     if any(s in low for s in ("connection refused", "could not connect", "timeout expired",
                               "could not translate host name", "no route to host", "server closed")):
-        return SourceError(f"cannot reach PostgreSQL at {p.host}:{p.port} (user {p.user}, "
+        return SourceDown(f"cannot reach PostgreSQL at {p.host}:{p.port} (user {p.user}, "
                            f"database {p.dbname})", fix=f"is PostgreSQL running at {p.host}:{p.port}?")
     if "no pg_hba.conf entry" in low:
         return SourceError(f"PostgreSQL {where}: {reason}",
@@ -76,6 +82,32 @@ def source_error(cfg: ArkConfig, exc: BaseException, secret: str | None = None) 
     if "role" in low and "does not exist" in low:
         return SourceError(f"PostgreSQL {where}: {reason}", fix="create the role or correct primary.user")
     return SourceError(f"PostgreSQL {where}: {reason}", fix="see the PostgreSQL server log for details")
+
+
+#: What PostgreSQL answers a new connection while it stops or starts (SQLSTATE 57P03, cannot_connect_now).
+_NOT_ACCEPTING = ("the database system is shutting down", "the database system is starting up",
+                  "the database system is in recovery mode", "the database system is not yet accepting")
+#: The probe's answer when nothing listens: the postmaster is gone (crashed, or stopped).
+_NOBODY_LISTENS = ("connection refused", "no such file or directory")
+PROBE_TIMEOUT_S = 2
+
+
+def going_down(cfg: ArkConfig) -> bool:
+    """True when the primary refuses a new connection because it is shutting down, or nothing listens.
+
+    One short connection, closed at once: an open session would hold up a smart shutdown. A timeout (a
+    paused server, a cut network) is not "going down". The server's message is matched in English
+    (lc_messages C or en*, the default of initdb in those locales): under another language only
+    "nothing listens" is recognised.
+    """
+    kwargs = pg_primary(cfg).connect_kwargs()
+    kwargs.update(connect_timeout=PROBE_TIMEOUT_S, application_name="ark-capture-probe")
+    try:
+        psycopg2.connect(**kwargs).close()
+    except psycopg2.Error as exc:
+        low = str(exc).lower()
+        return "shutting down" in low or any(s in low for s in _NOBODY_LISTENS)
+    return False
 
 
 def connect(cfg: ArkConfig, *, replication: bool = False) -> Any:

@@ -26,7 +26,11 @@ from schemas.entries import UNCHANGED, Value
 PG_EPOCH_UNIX_US: Final = 946_684_800_000_000
 
 _U8 = struct.Struct(">B")
+#: In a large message (a memoryview), a text value at least this long reaches its converter as a view.
+VIEW_VALUE_BYTES = 1 << 16
 _I16 = struct.Struct(">H")
+#: A message as received: bytes, or a view of them for a large row message.
+Buf = bytes | memoryview
 _I32 = struct.Struct(">I")
 _BEGIN = struct.Struct(">QqI")
 _COMMIT = struct.Struct(">BQQq")
@@ -188,7 +192,7 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode("utf-8"), end + 1
 
 
-def parse_tuple(buf: bytes, pos: int, convs: Sequence[Callable[[bytes], Value]] | None = None,
+def parse_tuple(buf: Buf, pos: int, convs: Sequence[Callable[[bytes], Value]] | None = None,
                 ) -> tuple[TupleData, int]:
     """Parse TupleData at ``pos``; return the values and the position after them.
 
@@ -197,6 +201,7 @@ def parse_tuple(buf: bytes, pos: int, convs: Sequence[Callable[[bytes], Value]] 
     """
     (ncols,) = _I16.unpack_from(buf, pos)
     pos += 2
+    view = isinstance(buf, memoryview)
     values: TupleData = [None] * ncols
     unpack_len = _I32.unpack_from
     if convs is not None and len(convs) != ncols:
@@ -207,7 +212,10 @@ def parse_tuple(buf: bytes, pos: int, convs: Sequence[Callable[[bytes], Value]] 
             (length,) = unpack_len(buf, pos + 1)
             pos += 5
             end = pos + length
-            values[i] = buf[pos:end] if convs is None else convs[i](buf[pos:end])
+            raw = buf[pos:end]
+            if view and (convs is None or length < VIEW_VALUE_BYTES):
+                raw = bytes(raw)  # a converter gets a view only for a large value (text or bytea)
+            values[i] = raw if convs is None else convs[i](raw)  # type: ignore[arg-type,assignment]
             pos = end
         elif kind == 110:  # 'n' null (already None)
             pos += 1
@@ -217,7 +225,7 @@ def parse_tuple(buf: bytes, pos: int, convs: Sequence[Callable[[bytes], Value]] 
         elif kind == 98:  # 'b' binary (never converted)
             (length,) = unpack_len(buf, pos + 1)
             pos += 5
-            values[i] = BinaryValue(buf[pos : pos + length])
+            values[i] = BinaryValue(bytes(buf[pos : pos + length]))
             pos += length
         else:
             raise PgOutputError(f"unknown tuple column kind {kind!r} at offset {pos}")
@@ -246,7 +254,7 @@ def _relation(buf: bytes) -> Relation:
 Convs = Sequence[Callable[[bytes], Value]] | None
 
 
-def _update(buf: bytes, convs: Convs) -> Update:
+def _update(buf: Buf, convs: Convs) -> Update:
     (relid,) = _I32.unpack_from(buf, 1)
     kind = buf[5]
     old: TupleData | None = None
@@ -264,18 +272,13 @@ def _update(buf: bytes, convs: Convs) -> Update:
     return Update(relid, old_kind, old, new)
 
 
-def row_relid(data: bytes) -> int:
+def row_relid(data: Buf) -> int:
     """The relation id of an Insert, Update or Delete message (to pick its converters first)."""
     return int(_I32.unpack_from(data, 1)[0])
 
 
-def parse(data: bytes, convs: Convs = None) -> PgOutputMessage:
-    """Parse one pgoutput v1 message (the payload of one XLogData message).
-
-    ``convs`` (for Insert, Update and Delete only): one converter per column of the relation,
-    applied to text values while the tuple is cut (see :func:`parse_tuple`).
-    """
-    buf = bytes(data) if not isinstance(data, bytes) else data
+def _row(buf: Buf, convs: Convs) -> Insert | Update | Delete:
+    """An Insert, Update or Delete message."""
     try:
         tag = buf[0]
         if tag == 73:  # 'I'
@@ -285,12 +288,31 @@ def parse(data: bytes, convs: Convs = None) -> PgOutputMessage:
             return Insert(relid, parse_tuple(buf, 6, convs)[0])
         if tag == 85:  # 'U'
             return _update(buf, convs)
-        if tag == 68:  # 'D'
-            (relid,) = _I32.unpack_from(buf, 1)
-            kind = buf[5]
-            if kind not in (75, 79):
-                raise PgOutputError(f"delete: unexpected tuple marker {kind!r}")
-            return Delete(relid, chr(kind), parse_tuple(buf, 6, convs)[0])
+        (relid,) = _I32.unpack_from(buf, 1)
+        kind = buf[5]
+        if kind not in (75, 79):
+            raise PgOutputError(f"delete: unexpected tuple marker {kind!r}")
+        return Delete(relid, chr(kind), parse_tuple(buf, 6, convs)[0])
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, PgOutputError):
+            raise
+        raise PgOutputError(f"malformed pgoutput message {chr(buf[0]) if len(buf) else '(empty)'!r}: {exc}") from None
+
+
+def parse(data: Buf, convs: Convs = None) -> PgOutputMessage:
+    """Parse one pgoutput v1 message (the payload of one XLogData message).
+
+    ``convs`` (for Insert, Update and Delete only): one converter per column of the relation,
+    applied to text values while the tuple is cut (see :func:`parse_tuple`).
+    """
+    if isinstance(data, memoryview) and data.nbytes and data[0] in (73, 85, 68):
+        # A large row message stays a view: its large values are cut from it without a copy.
+        return _row(data, convs)
+    buf = data if isinstance(data, bytes) else bytes(data)
+    try:
+        tag = buf[0]
+        if tag in (73, 85, 68):
+            return _row(buf, convs)
         if tag == 66:  # 'B'
             return Begin(*_BEGIN.unpack_from(buf, 1))
         if tag == 67:  # 'C'

@@ -128,14 +128,15 @@ def _bool(raw: bytes) -> bool:
     return raw == b"t"
 
 
-def _bytea(raw: bytes) -> bytes:
-    if raw[:2] != b"\\x":
+def _bytea(raw: bytes | memoryview) -> bytes:
+    # A large value comes as a view of the received message: sliced and decoded without a copy.
+    if bytes(raw[:2]) != b"\\x":
         raise ValueError("bytea value is not in hex format (the capture session sets bytea_output=hex)")
     return binascii.unhexlify(raw[2:])
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8")
+def _text(raw: bytes | memoryview) -> str:
+    return str(raw, "utf-8")
 
 
 _CONVERTERS: Final[dict[int, Converter]] = {

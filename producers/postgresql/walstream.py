@@ -10,7 +10,12 @@ Ark forbids: only positions durable in Kafka may be confirmed.
 So psycopg2 opens the connection and issues START_REPLICATION, and this module reads and writes the
 CopyData messages itself through the same libpq (symbols resolved through psycopg2's extension
 module, so it is the very library psycopg2 is linked against). The only status updates the server
-ever receives are built here, from the position the runner confirmed.
+ever receives are built here (see :meth:`PostgresCapture._send_status` for what they say).
+
+:attr:`WalStream.received` is the highest WAL position the server said it sent (a keepalive's
+``wal_end`` is the walsender's ``sentPtr``). Reporting it as the *write* position is what lets a
+walsender finish at shutdown: it exits only when the client's flush (or, when the flush is invalid,
+its write) equals ``sentPtr``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +33,9 @@ _XLOGDATA = struct.Struct(">QQq")  # after the 'w': data_start, wal_end, send_ti
 _KEEPALIVE = struct.Struct(">QqB")  # after the 'k': wal_end, send_time, reply requested
 _STATUS = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, client time, reply requested
 _HDR_W: Final = 25
+#: Messages at least this large (a row with large values) are handed on as a view of the received bytes
+#: instead of one more copy: the capture holds as few copies of a large value as it can.
+LARGE_MESSAGE: Final = 1 << 20
 
 
 class StreamError(Exception):
@@ -39,7 +48,7 @@ class XLogData:
 
     data_start: int
     wal_end: int
-    payload: bytes
+    payload: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,7 @@ class WalStream:
         self._buf = ctypes.c_void_p()
         self._bufref = ctypes.byref(self._buf)
         self._get, self._consume, self._free = lib.PQgetCopyData, lib.PQconsumeInput, lib.PQfreemem
+        self.received = 0
 
     def fileno(self) -> int:
         """The socket, for ``select``."""
@@ -129,6 +139,8 @@ class WalStream:
         if n < 0:
             raise self._error("reading the replication stream")
         buf = self._buf
+        if n >= LARGE_MESSAGE:
+            return self._large(buf, n)
         try:
             data = ctypes.string_at(buf, n)  # one copy out of libpq's buffer
         finally:
@@ -136,14 +148,33 @@ class WalStream:
         kind = data[0]
         if kind == 119 and n >= _HDR_W:  # 'w'
             start, end, _ = _XLOGDATA.unpack_from(data, 1)
+            if end > self.received:
+                self.received = end
             return XLogData(start, end, data[_HDR_W:])
         if kind == 107 and n >= 18:  # 'k'
             end, _, reply = _KEEPALIVE.unpack_from(data, 1)
+            if end > self.received:
+                self.received = end
             return Keepalive(end, bool(reply))
         raise StreamError(f"unexpected replication message {data[:1]!r} of {n} bytes")
 
+    def _large(self, buf: ctypes.c_void_p, n: int) -> XLogData:
+        """A large message (a row with large values) without a copy: a view of the memory libpq handed
+        over, freed when the last view of it is gone (the parsed row holds converted values, not views)."""
+        address = buf.value
+        assert address is not None
+        block = (ctypes.c_char * n).from_address(address)
+        weakref.finalize(block, self._free, address)
+        view = memoryview(block).cast("B")
+        if view[0] != 119 or n < _HDR_W:  # 'w': only data messages are ever this large
+            raise StreamError(f"unexpected replication message {bytes(view[:1])!r} of {n} bytes")
+        start, end, _ = _XLOGDATA.unpack_from(view, 1)
+        if end > self.received:
+            self.received = end
+        return XLogData(start, end, view[_HDR_W:])
+
     def send_status(self, write: int, flush: int, apply: int, reply_requested: bool = False) -> None:
-        """Send a Standby Status Update with exactly these positions."""
+        """Send a Standby Status Update with exactly these positions (0 is InvalidXLogRecPtr)."""
         now_pg = int(time.time() * 1_000_000) - PG_EPOCH_UNIX_US
         msg = _STATUS.pack(b"r", write, flush, apply, now_pg, 1 if reply_requested else 0)
         if self._lib.PQputCopyData(self._pg, msg, len(msg)) != 1 or self._lib.PQflush(self._pg) != 0:

@@ -6,6 +6,7 @@ in tests/contract is engine-neutral and builds the engine's parts through the re
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -63,6 +64,16 @@ class EngineHarness(ABC):
     @abstractmethod
     def rows(self, db: dict[str, Any], name: str) -> list[tuple[Any, ...]]:
         """(id, v, amount as text, raw bytes) of every row, sorted."""
+
+    @abstractmethod
+    def stop_source(self, db: dict[str, Any]) -> float:
+        """Shut the source's server down the ordinary way, as a DBA or a service manager does (PostgreSQL:
+        ``pg_ctl stop -m fast``; MariaDB: ``mysqladmin shutdown``); the seconds it took. AssertionError when it
+        did not finish within 30 s (the server is then stopped the hard way)."""
+
+    @abstractmethod
+    def start_source(self, db: dict[str, Any]) -> None:
+        """Start the source's server again (no-op when it runs) and wait until it takes connections."""
 
     def config(self, source: dict[str, Any], standbys: Sequence[dict[str, Any]] = (), group: str = "contract"
                ) -> ArkConfig:
@@ -129,6 +140,16 @@ class PostgresHarness(EngineHarness):
         with psycopg.connect(self._dsn(db), autocommit=True) as conn:
             return [(r[0], r[1], r[2], bytes(r[3]) if r[3] is not None else None) for r in conn.execute(
                 f"SELECT id, v, amount::text, raw FROM {name} ORDER BY id, v").fetchall()]  # type: ignore[arg-type]
+
+    def stop_source(self, db: dict[str, Any]) -> float:
+        seconds, error = self._primary.timed_stop("fast", 30)
+        if error:
+            self._primary.stop("immediate")
+            raise AssertionError(error)
+        return seconds
+
+    def start_source(self, db: dict[str, Any]) -> None:
+        self._primary.start()
 
     def drop_slot(self) -> None:
         """Drop the capture's slot (a contract test's capture leaves it behind)."""
@@ -206,6 +227,19 @@ class MariaDBHarness(EngineHarness):
 
     def delete_one(self, name: str, i: int) -> str:
         return f"DELETE FROM {name} WHERE id = {i} LIMIT 1"
+
+    def stop_source(self, db: dict[str, Any]) -> float:
+        started = time.monotonic()
+        try:
+            self._primary.stop(timeout=30)  # SIGTERM: what mysqladmin shutdown and the service manager do
+        except RuntimeError as exc:
+            self._primary.kill9()
+            raise AssertionError(str(exc)) from None
+        return time.monotonic() - started
+
+    def start_source(self, db: dict[str, Any]) -> None:
+        if not self._primary.is_running():
+            self._primary.start()
 
     def rows(self, db: dict[str, Any], name: str) -> list[tuple[Any, ...]]:
         conn = self._connect(db)

@@ -8,14 +8,17 @@ when this suite passes for it.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from common.config import ArkConfig
 from common.engines import engine, load
+from common.errors import SourceError
 from common.verify import KeyRange, TableSpec
 from consumers.base import Applier, ApplyState
 from consumers.errors import DataApplyError
@@ -135,6 +138,63 @@ def test_capture_resumes_after_what_was_confirmed(harness: EngineHarness) -> Non
     finally:
         again.close()
     assert [t[0].commit for t in resumed] == [t[0].commit for t in txns[1:]]  # type: ignore[union-attr]
+
+
+#: "Within a few seconds" (issue 19): how much longer than a bare server a shutdown may take with a capture attached.
+SHUTDOWN_BOUND_S = 5.0
+
+
+def _stop_while_streaming(harness: EngineHarness, src: dict[str, Any], cfg: ArkConfig, i: int, held: bool
+                          ) -> tuple[float, BaseException | None]:
+    """Commit one row, let a consumer take the stream up to its end, then shut the source down while the
+    stream is open; ``held``: the consumer stops pulling events after that transaction, as the runner does
+    while Kafka is away. (Seconds the shutdown took, how the stream ended.)"""
+    capture = _capture(cfg)
+    ended: list[BaseException] = []
+    got, release = threading.Event(), threading.Event()
+
+    def consume() -> None:
+        try:
+            for event in capture.stream(None):
+                if isinstance(event, TxnEnd):
+                    got.set()
+                    if held:
+                        release.wait(60)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at how the stream ended
+            ended.append(exc)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    harness.run(src, harness.insert(T, i, f"before stop {i}"))
+    assert got.wait(30), "the stream never delivered the transaction"
+    try:
+        seconds = harness.stop_source(src)
+    finally:
+        release.set()
+        harness.start_source(src)
+    reader.join(30)
+    capture.close()
+    return seconds, ended[0] if ended else None
+
+
+def test_capture_never_delays_the_sources_shutdown_and_resumes_after_it(harness: EngineHarness) -> None:
+    """Issue 19: whatever the capture is doing (reading, or held up by its consumer), the source's ordinary
+    shutdown completes within a few seconds; the open stream ends with a SourceError (the runner retries
+    it); and after the restart the capture delivers every transaction, those before the stops included."""
+    src = harness.source()
+    harness.run(src, harness.create_table(T))
+    cfg = harness.config(src)
+    for i, held in ((1, False), (2, True)):
+        seconds, ended = _stop_while_streaming(harness, src, cfg, i, held)
+        assert seconds < SHUTDOWN_BOUND_S, f"the shutdown took {seconds:.1f} s with a capture {'held' * held}"
+        assert isinstance(ended, SourceError), f"the stream ended with {ended!r}, not a SourceError"
+    harness.run(src, harness.insert(T, 3, "after the restarts"))
+    capture = _capture(cfg)
+    try:
+        txns = _txns(capture, None, 3)  # nothing was confirmed: all three, in commit order
+    finally:
+        capture.close()
+    assert [_rows(t)[0].values[0] for t in txns] == [1, 2, 3]
 
 
 def test_snapshot_is_consistent_and_describes_tables_as_the_stream_does(harness: EngineHarness) -> None:

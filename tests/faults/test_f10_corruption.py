@@ -28,11 +28,13 @@ from common.config import KafkaSettings
 from common.kafka import make_consumer, read_range, topic_exists, watermarks
 from deploy.workload import BankWorkload
 from schemas import envelope
+from schemas.control import body_from_wire
 from schemas.entries import Op, TxnChunk, from_record
 from schemas.errors import InvalidChecksum
 from schemas.topics import control_topic, quarantine_topic, redo_topic
 from tests.support.faults import bank_setup, fault_case, fault_runs, history_keys, ledger_max
 from tests.support.replication import sql, wait_for
+from tests.support.segments import corrupt_on_disk, occurrences, served
 
 
 def _consumer(group) -> Consumer:
@@ -62,13 +64,12 @@ def _victim(group, start: int, data_dir: Path, timeout: float = 90) -> tuple[int
 def _unique_history_insert(group, start: int, data_dir: Path) -> tuple[int, bytes, int] | None:
     topic = redo_topic(group.name)
     consumer = _consumer(group)
-    segments = [data for _path, _base, data in _segment_tails(data_dir, topic)]
     try:
         end = watermarks(consumer, topic)[1]
         for msg in read_range(consumer, topic, start, end):
             body = from_record(envelope.decode(msg.value(), msg.headers()).record).body
             if isinstance(body, TxnChunk) and body.last and body.chunk_index == 0:
-                if sum(seg.count(msg.value()) for seg in segments) != 1:
+                if occurrences(data_dir, topic, msg.value()) != 1:
                     continue
                 for change in body.changes:
                     if change.table == "public.history" and change.op == Op.INSERT:
@@ -76,55 +77,6 @@ def _unique_history_insert(group, start: int, data_dir: Path) -> tuple[int, byte
     finally:
         consumer.close()
     return None
-
-
-TAIL_BYTES = 64 << 20
-
-
-def _segment_tails(data_dir: Path, topic: str) -> list[tuple[Path, int, bytes]]:
-    """(segment, file position of the tail, the tail's bytes): the last 64 MiB of each segment. Victims
-    are taken near the end of the log and any copy of one (a retransmission) comes after it, so the
-    tails hold every occurrence; scanning whole segments grows too slow over a long run."""
-    out = []
-    for segment in sorted((data_dir / f"{topic}-0").glob("*.log")):
-        size = segment.stat().st_size
-        base = max(0, size - TAIL_BYTES)
-        with segment.open("rb") as f:
-            f.seek(base)
-            out.append((segment, base, f.read()))
-    return out
-
-
-def _corrupt_on_disk(data_dir: Path, topic: str, value: bytes) -> bytes | None:
-    """Flip one byte in the middle of ``value`` where it sits in the partition's segment files; returns
-    the damaged value, or None when the bytes are not there exactly once (a still-running retransmission
-    just wrote a copy)."""
-    hits = []
-    for segment, base, data in _segment_tails(data_dir, topic):
-        at = data.find(value)
-        while at >= 0:
-            hits.append((segment, base + at))
-            at = data.find(value, at + 1)
-    assert hits, "the entry's bytes are not in the segments as they are (compressed?)"
-    if len(hits) != 1:
-        return None
-    segment, at = hits[0]
-    middle = at + len(value) // 2
-    with segment.open("r+b") as f:
-        f.seek(middle)
-        old = f.read(1)[0]
-        f.seek(middle)
-        f.write(bytes([old ^ 0x5A]))
-    return value[: len(value) // 2] + bytes([old ^ 0x5A]) + value[len(value) // 2 + 1:]
-
-
-def _served(group, offset: int) -> tuple[bytes, list]:
-    consumer = _consumer(group)
-    try:
-        msg = next(iter(read_range(consumer, redo_topic(group.name), offset, offset + 1)))
-        return msg.value(), msg.headers()
-    finally:
-        consumer.close()
 
 
 def _records(group, topic: str) -> list:
@@ -172,14 +124,14 @@ def _corrupt_unapplied_entry(group, apply, kafka_broker, backlog_s: float) -> tu
     start = max(_next_offset(standby) + 5, high - 200)
     while True:
         offset, value, seq = _victim(group, start, kafka_broker.data_dir)
-        damaged = _corrupt_on_disk(kafka_broker.data_dir, redo_topic(group.name), value)
+        damaged = corrupt_on_disk(kafka_broker.data_dir, redo_topic(group.name), value)
         if damaged is not None:
             break
         start = offset + 1
-    served, headers = _served(group, offset)
-    assert served == damaged != value, "the broker does not serve the damaged bytes"
+    got, headers = served(group.kafka, group.name, offset)
+    assert got == damaged != value, "the broker does not serve the damaged bytes"
     with pytest.raises(InvalidChecksum):
-        envelope.verify(served, headers)
+        envelope.verify(got, headers)
     return offset, damaged, seq
 
 
@@ -206,7 +158,7 @@ def test_f10_corrupt_entry_is_quarantined_and_retransmitted(make_group, kafka_br
             assert "CRC-32C" in qh["ark-q-reason"] and qh[envelope.H_CRC]  # the original headers are kept
             wait_for(lambda run=run: len(_control(group, "retransmit-done")) > run, 60,
                      "the capture's retransmit-done", interval=0.5)
-            request = [r for r in _control(group, "retransmit") if r["args"]["offset"] == str(offset)]
+            request = [r for r in _control(group, "retransmit") if getattr(body_from_wire(r), "offset", None) == offset]
             assert request and request[0]["target"] == "standby", _control(group, "retransmit")
             wait_for(lambda seq=seq: ledger_max(standby) >= seq, 180, "the standby past the corrupt entry",
                      interval=0.5)

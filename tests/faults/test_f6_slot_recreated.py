@@ -110,7 +110,7 @@ def test_f6_slot_dropped_and_recreated(fresh_db, kafka_bootstrap, unique_group, 
 def _one_run(group: Group, variant: str) -> FaultRun:
     slot, primary = f"ark_{group.name}", group.primary_dsn
     standby = group.standby("standby").dsn
-    invariant = bank_setup(group)
+    invariant = bank_setup(group, overwrite=True)  # each run is a new group on the same standby database
     capture = group.start("capture")
     apply = group.start("apply", "standby")
     workload = BankWorkload(primary, accounts=100, clients=2, ledger=True).start()

@@ -20,9 +20,9 @@ import psycopg
 import pytest
 
 from common.config import load_config
+from common.redo_kafka import KafkaRedoLog
 from deploy.workload import BankWorkload
 from producers.resume import find_resume_point
-from schemas.topics import redo_topic
 from tests.support.faults import (
     bank_setup,
     batches_partial,
@@ -42,10 +42,10 @@ TABLES = ["public.accounts", "public.history", "public.ark_ledger_seq", "public.
 def _wait_partial_in_kafka(group, timeout: float) -> bool:
     """True once the redo topic ends inside a transaction (chunks committed, last chunk not yet)."""
     cfg = load_config(group.config)
-    topic = redo_topic(cfg.group)
+    redo = KafkaRedoLog(cfg.kafka, cfg.group)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if find_resume_point(cfg.kafka, topic).partial_key is not None:
+        if find_resume_point(redo).partial_key is not None:
             return True
         time.sleep(0.1)
     return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -193,3 +194,35 @@ def test_mariadb_refusals_write_nothing(fresh_mariadb, kafka_bootstrap, unique_g
     assert query(group.standby, f"SELECT balance FROM `{db}`.accounts") == [("5.00",)]
     group.ark_ok("sync", "standby", "--overwrite")
     assert group.differences([f"{db}.accounts"]) == {}
+
+
+def test_mariadb_values_larger_than_a_message(fresh_mariadb, kafka_bootstrap, unique_group, ark_tmp) -> None:
+    """Values over a Kafka message (1 MB) travel in parts and come back whole on a MariaDB standby: blob and
+    multi-byte text, inserted, updated beside (MariaDB resends the whole row), updated, and deleted."""
+    db = fresh_mariadb.name
+    group = MariaDBGroup(unique_group, ark_tmp / "groups" / unique_group, kafka_bootstrap, fresh_mariadb.primary,
+                         fresh_mariadb.standby, db)
+    group.write_config()
+    group.primary.sql(f"CREATE TABLE `{db}`.docs (id int PRIMARY KEY, body longblob, note longtext, n int) "
+                      f"ENGINE=InnoDB; INSERT INTO `{db}`.docs VALUES (1, 'x', 'y', 0)")
+    group.ark_ok("sync", "standby")
+    group.start("capture")
+    group.start("apply", "standby")
+    group.primary.sql(f"INSERT INTO `{db}`.docs VALUES (2, RANDOM_BYTES(1024) , REPEAT('aé€𝄞', 300000), 1); "
+                      f"UPDATE `{db}`.docs SET body = REPEAT(RANDOM_BYTES(1000), 3000) WHERE id = 2; "
+                      f"INSERT INTO `{db}`.docs VALUES (3, REPEAT(RANDOM_BYTES(999), 1200), REPEAT('z', 1100000), 3); "
+                      f"UPDATE `{db}`.docs SET n = 30 WHERE id = 3; "
+                      f"INSERT INTO `{db}`.docs VALUES (4, 'gone', REPEAT('g', 2000000), 4); "
+                      f"DELETE FROM `{db}`.docs WHERE id = 4")
+
+    def prints(inst: Any) -> list[tuple[Any, ...]]:
+        return query(inst, f"SELECT id, LENGTH(body), MD5(body), CHAR_LENGTH(note), MD5(note), n FROM `{db}`.docs "
+                           "ORDER BY id")
+
+    deadline = time.monotonic() + 120
+    while prints(group.standby) != prints(group.primary):
+        group.assert_agents_alive()
+        assert time.monotonic() < deadline, (prints(group.standby), prints(group.primary))
+        time.sleep(0.5)
+    group.stop_all()
+    assert [r[1] for r in prints(group.standby)] == ["1", "3000000", "1198800"]

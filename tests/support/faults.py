@@ -342,12 +342,16 @@ def fault_case(fault: str, title: str, standby_dsn: str, invariant: Decimal, dir
 
 
 # -- set-up shared by the cases ----------------------------------------------------------------------------
-def bank_setup(group: Any, accounts: int = 100, standby: str = "standby") -> Decimal:
-    """Create the ledger bank on the primary and sync ``standby``; returns the invariant total."""
+def bank_setup(group: Any, accounts: int = 100, standby: str = "standby", overwrite: bool = False) -> Decimal:
+    """Create the ledger bank on the primary and sync ``standby``; returns the invariant total.
+
+    ``overwrite``: the standby database holds another group's copy (a case that runs several groups on
+    the same databases), which ``ark sync`` refuses to replace without ``--overwrite``.
+    """
     from deploy.workload import create_bank
 
     invariant = create_bank(group.primary_dsn, accounts=accounts, ledger=True)
-    group.ark_ok("sync", standby)
+    group.ark_ok("sync", standby, *(["--overwrite"] if overwrite else []))
     return invariant
 
 

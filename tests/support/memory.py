@@ -22,6 +22,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import crc32c
+
 from common.control import ControlBus, ControlChannel, ControlRecord, Wire
 from common.errors import FencedError, SourceError
 from common.guard import TargetFacts
@@ -35,7 +37,7 @@ from consumers.tables import TableState
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
 from schemas.control import Body, body_from_args
-from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, TableMeta, Value
+from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, TableMeta, Value, ValuePart
 from schemas.positions import pg_lsn
 
 KEY = b"k" * 40
@@ -88,8 +90,10 @@ def record(kind: str, target: str = "", *, at_offset: int = 0, rid: str = "r1", 
 class MemoryRedoLog(RedoLog):
     """The redo topic in memory (see the module docstring)."""
 
-    def __init__(self, topic: str = "ark.g.redo") -> None:
+    def __init__(self, topic: str = "ark.g.redo", limit: int = 1 << 20) -> None:
         self.topic = topic
+        #: The message limit (Kafka's default broker limit is about 1 MB): a larger record is refused.
+        self.limit = limit
         #: offset -> record; offsets of aborted records and commit markers are absent.
         self.records: dict[int, RedoRecord] = {}
         self.next_offset = 0
@@ -121,6 +125,9 @@ class MemoryRedoLog(RedoLog):
     def tail(self, count: int, accept: Callable[[RedoRecord], bool] | None = None) -> list[RedoRecord]:
         found = [r for o, r in sorted(self.records.items()) if o >= self.low and (accept is None or accept(r))]
         return found[-count:] if count else []
+
+    def message_limit(self) -> int:
+        return self.limit
 
     def quarantine(self, value: bytes | None, headers: Headers, key: str) -> None:
         self.quarantined.append((value, list(headers), key))
@@ -164,6 +171,8 @@ class MemoryWriter(RedoWriter):
 
     def produce(self, value: bytes, headers: Headers, timestamp_ms: int) -> None:
         assert self._open is not None, "produce outside a transaction"
+        size = len(value) + sum(len(k) + len(v or b"") for k, v in headers)
+        assert size <= self._log.limit, f"a record of {size} bytes is over the log's {self._log.limit}-byte limit"
         self._open.append((value, list(headers), timestamp_ms))
 
     def commit(self) -> None:
@@ -370,6 +379,8 @@ class MemoryStandby:
         self.sources: list[str] = []
         #: How many times an applier prepared it (made it writable for itself, read-only for others).
         self.prepared = 0
+        #: Parts of large values stored by appliers (a test checks that parts travelled).
+        self.parts_seen = 0
         #: Every commit, in order: (state row after it, the transaction ids it applied).
         self.commits: list[tuple[ApplyState | None, list[str]]] = []
         #: Test hook: raise from apply_rows when it returns an exception for a change.
@@ -392,6 +403,7 @@ class MemoryApplier(Applier):
         self.standby = standby
         self._txn: _Db | None = None
         self._applied: list[str] = []
+        self._parts: dict[tuple[int, int], list[bytes]] = {}
 
     def _require(self) -> _Db:
         if self._txn is None:
@@ -455,7 +467,19 @@ class MemoryApplier(Applier):
             raise
         self._applied.append(txn_id)
 
+    def _assemble(self, meta: TableMeta, ch: RowChange) -> RowChange:
+        values = list(ch.values)
+        for ref in ch.parts or []:
+            data = b"".join(self._parts.pop((ref.row, ref.column), []))
+            if len(data) != ref.total_bytes or crc32c.crc32c(data) != ref.crc:
+                raise DataApplyError(f"the value of {meta.table} column {ref.column} arrived incomplete",
+                                     table=meta.table, fix="test")
+            values[ref.column] = data if meta.columns[ref.column].type == "bytes" else data.decode("utf-8")
+        return RowChange(ch.table, ch.op, values, ch.old_key)
+
     def _apply(self, db: _Db, meta: TableMeta, ch: RowChange, txn_id: str, position: str) -> None:
+        if ch.parts:
+            ch = self._assemble(meta, ch)
         table = db.tables.setdefault(meta.table, _Table(meta))
         if ch.op is Op.TRUNCATE:
             table.rows.clear()
@@ -500,6 +524,13 @@ class MemoryApplier(Applier):
 
     def independent_tables(self, tables: Collection[str]) -> bool:
         return True
+
+    def store_part(self, part: ValuePart) -> None:
+        self._require()
+        if part.index == 0:
+            self._parts[(part.row, part.column)] = []
+        self._parts.setdefault((part.row, part.column), []).append(part.data)
+        self.standby.parts_seen += 1
 
     def save_state(self, state: ApplyState) -> None:
         self._require().state = state
@@ -568,6 +599,7 @@ class MemoryApplier(Applier):
 
     def rollback(self) -> None:
         self._txn = None
+        self._parts.clear()
 
     def close(self) -> None:
         self._txn = None

@@ -177,3 +177,24 @@ def test_parse_with_converters() -> None:
         po.parse(b"I" + struct.pack(">I", 1) + b"N" + tup(1), convs)
     with pytest.raises(po.PgOutputError):
         po.parse(b"I" + struct.pack(">I", 1) + b"N" + tup("x"), ty.converters([23]))
+
+
+def test_a_large_row_message_parses_from_a_view_the_same() -> None:
+    """Values of any size: a large row message is parsed from a view of the received bytes (no copy);
+    the result is the same as from bytes, for small and large values, text (multi-byte) and bytea."""
+    big_text = ("é€𝄞" * 40_000).encode()
+    big_bytea = b"\\x" + bytes(range(256)).hex().encode() * 600
+    data = b"I" + struct.pack(">I", 7) + b"N" + tup(b"42", big_text, big_bytea, b"small", None)
+    convs = ty.converters([23, 25, 17, 25, 17])
+    from_bytes = po.parse(data, convs)
+    from_view = po.parse(memoryview(data), convs)
+    assert from_view == from_bytes
+    assert isinstance(from_view, po.Insert)
+    assert from_view.new[1] == "é€𝄞" * 40_000 and from_view.new[2] == bytes(range(256)) * 600
+    assert all(v is None or isinstance(v, int | str | bytes) for v in from_view.new)
+    # Without converters, a view still yields bytes (nothing downstream sees a memoryview).
+    raw = po.parse(memoryview(data))
+    assert isinstance(raw, po.Insert) and all(v is None or type(v) is bytes for v in raw.new)
+    # A small message of another kind handed over as a view parses as bytes would.
+    begin = b"B" + struct.pack(">QqI", 5, 6, 7)
+    assert po.parse(memoryview(begin)) == po.parse(begin)

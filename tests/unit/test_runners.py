@@ -383,3 +383,89 @@ def test_a_standby_whose_ddl_commits_by_itself_commits_before_each_shape_change(
     assert set(seen["public.u v1"]) == {txns["big"]}
     before = [state.applied_txns for state, _t in standby.commits if state is not None]
     assert before[:2] == [2, 3]  # committed after the two small ones, then after the third (before the big one)
+
+
+# -- values of any size --------------------------------------------------------------------------------
+def _big_source(sizes: list[int], seed: int = 5) -> tuple[MemorySource, dict[int, str]]:
+    """Rows with values of the given sizes (text), between small transactions on the same table."""
+    rnd = random.Random(seed)
+    source, meta, expected = MemorySource(), table_meta(T), {}
+    for i, size in enumerate(sizes):
+        value = "".join(rnd.choice("abcdefé€𝄞") for _ in range(size // 2)) if size else ""
+        source.commit([ins(T, 1000 + i, "small")], [meta])
+        source.commit([ins(T, i, value), ins(T, 2000 + i, "after")], [meta])
+        expected.update({1000 + i: "small", i: value, 2000 + i: "after"})
+    return source, expected
+
+
+def test_values_larger_than_a_message_travel_in_parts_and_come_back_whole() -> None:
+    source, expected = _big_source([0, 900_000, 1_100_000, 3_000_000])
+    log, store = MemoryRedoLog(limit=1 << 20), []
+    standby = synced_standby(log, table_meta(T))
+    cap = capture(config(), source, log, store)
+    app = apply(config(), standby, log, store)
+    try:
+        wait_until(lambda: table(standby) == expected, 30, "the large values on the standby")
+    finally:
+        app.stop()
+        cap.stop()
+    parts = [b for _o, b in entries(log) if isinstance(b, TxnChunk) and b.part is not None]
+    assert parts and max(len(p.part.data) for p in parts) < 1 << 20  # type: ignore[union-attr]
+    assert standby.parts_seen == len(parts)
+
+
+def test_chunks_are_bounded_by_bytes_as_well_as_rows() -> None:
+    source, meta = MemorySource(), table_meta(T)
+    source.commit([ins(T, i, "x" * 200_000) for i in range(40)], [meta])  # 8 MB in one transaction, 1 MB limit
+    log, store = MemoryRedoLog(limit=1 << 20), []
+    cap = capture(config(chunk_rows=5000), source, log, store)
+    try:
+        wait_until(lambda: len(complete_txns(log)) == 1, what="the transaction in the log")
+    finally:
+        cap.stop()
+    chunks = [b for _o, b in entries(log) if isinstance(b, TxnChunk) and b.txn_id]
+    assert len(chunks) >= 8 and all(b.part is None for b in chunks)  # many chunks, no value had to be cut
+    assert max(len(r.value or b"") for r in log.entries()) < 1 << 20
+
+
+def test_a_capture_crash_in_the_middle_of_a_large_value_loses_nothing() -> None:
+    source, expected = _big_source([2_500_000, 2_500_000, 10])
+    log, store = MemoryRedoLog(limit=1 << 20), []
+    standby = synced_standby(log, table_meta(T))
+    crashes = 0
+    cap = capture(config(), source, log, store)
+    try:
+        while len(complete_txns(log)) < 6:
+            if source.fail_after is None and crashes < 6:
+                source.fail_after = 3 + 2 * crashes  # the source breaks while parts of a value are being published
+                crashes += 1
+            time.sleep(0.01)
+        app = apply(config(), standby, log, store)
+        try:
+            wait_until(lambda: table(standby) == expected, 30, "the standby")
+        finally:
+            app.stop()
+    finally:
+        cap.stop()
+    assert crashes >= 2
+    assert len(complete_txns(log)) == len(set(complete_txns(log))) == 6
+
+
+def test_a_corrupt_part_is_retransmitted() -> None:
+    source, expected = _big_source([3_000_000])
+    log, store = MemoryRedoLog(limit=1 << 20), []
+    cap = capture(config(), source, log, store)
+    try:
+        wait_until(lambda: len(complete_txns(log)) == 2, what="the log")
+        victim = next(o for o, b in entries(log)
+                      if isinstance(b, TxnChunk) and b.part is not None and b.part.index == 1)
+        log.corrupt(victim)
+        standby = synced_standby(log, table_meta(T))
+        app = apply(config(), standby, log, store)
+        try:
+            wait_until(lambda: table(standby) == expected, 30, "the standby to heal")
+        finally:
+            app.stop()
+    finally:
+        cap.stop()
+    assert [q[2] for q in log.quarantined] == [f"{log.topic}:0:{victim}"]

@@ -17,15 +17,17 @@ from schemas.entries import (
     Column,
     EpochMarker,
     Op,
+    PartRef,
     Position,
     RedoEntry,
     RowChange,
     TableMeta,
     TxnChunk,
+    ValuePart,
     from_record,
     to_record,
 )
-from schemas.errors import CorruptEntry, IncompatibleSchema, InvalidChecksum
+from schemas.errors import CorruptEntry, IncompatibleSchema, InvalidChecksum, UnencodableRecord
 from schemas.positions import binlog_position, mssql_lsn, oracle_scn, pg_lsn
 
 
@@ -45,6 +47,10 @@ def _txn() -> RedoEntry:
     RedoEntry("g", "postgresql", 1, TableMeta("public.t", (Column("id", "int64", "bigint", False, 1),
                                                             Column("v", "string", "text")), "v1", "0/1")),
     RedoEntry("g", "oracle", 2, EpochMarker(2, "node2", "scn:99")),
+    RedoEntry("g", "postgresql", 3, TxnChunk("42", pg_lsn("0/16B3748"), 1, 0, False, [], first_row=5,
+                                             part=ValuePart("public.t", 5, 1, 0, 2, 9, b"abcde"))),
+    RedoEntry("g", "postgresql", 3, TxnChunk("42", pg_lsn("0/16B3748"), 1, 1, True, [
+        RowChange("public.t", Op.INSERT, [1, None], parts=[PartRef(5, 1, 2, 9, 1234)])], first_row=5)),
 ])
 def test_entries_round_trip(entry: RedoEntry) -> None:
     env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=entry.epoch, source_position="p")
@@ -218,3 +224,14 @@ def test_v2_entries_are_readable_by_a_v1_reader() -> None:
 ])
 def test_position_text_parses_back(text: str, expected: object) -> None:
     assert positions.parse_text(text) == expected
+
+
+def test_a_record_that_does_not_fit_names_the_field_not_the_values() -> None:
+    """fastavro quotes the whole datum in its error; row values must never reach a log."""
+    secret = "4111-1111-1111-1111"
+    record = to_record(_txn())
+    record["body"][1]["changes"][0]["values"] = [secret, object()]
+    with pytest.raises(UnencodableRecord) as caught:
+        envelope.encode(REDO_SCHEMA, record)
+    assert secret not in str(caught.value)
+    assert "bug in Ark" in str(caught.value)
