@@ -79,6 +79,12 @@ class Applier(ABC):
     """
 
     engine: str = "?"
+    #: False when the engine's DDL commits by itself (MariaDB, MySQL, Oracle): the apply session then
+    #: commits everything before a shape change (with its state row) before :meth:`apply_table_meta`, and
+    #: before a transaction of several chunks starts (a shape may change between its chunks); the applier
+    #: runs its DDL beside the target transaction and adapts tables idempotently (from the standby's
+    #: catalog, not from ``previous``), since a crash may replay a shape that is already in force.
+    transactional_ddl: bool = True
 
     @abstractmethod
     def check_prerequisites(self) -> list[Problem]:

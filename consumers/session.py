@@ -222,6 +222,11 @@ class ApplySession:
             return
         if previous is None or previous.version != meta.version:
             self._flush()  # rows before a shape change are applied with the old shape
+            if not self.applier.transactional_ddl:
+                # The engine's DDL commits by itself (it runs beside the target transaction): make what precedes
+                # it durable first, with its state row, so that no crash can leave older rows to be applied
+                # again on the new shape. Inside a multi-chunk transaction _commit waits; see _handle_chunk.
+                self._commit()
             self._begin()
             self.applier.apply_table_meta(self.r.cfg.group, meta, previous)
             self.metas[meta.table] = meta
@@ -245,6 +250,10 @@ class ApplySession:
                 if hook.blocks(chunk):  # e.g. ark verify: stop at this boundary (consumers/hold.py)
                     self._commit()
                     hook.before_txn(chunk, self.boundary)
+            if not chunk.last and not self.applier.transactional_ddl:
+                # A multi-chunk transaction may meet a shape change between its chunks, when no commit is
+                # possible: its target transaction must then hold nothing of earlier source transactions.
+                self._commit()
         elif chunk.commit.key != self.in_txn.commit.key or chunk.chunk_index != self.in_txn.chunk_index + 1:
             raise CorruptEntry(f"expected chunk {self.in_txn.chunk_index + 1} of transaction {self.in_txn.txn_id}, "
                                f"found chunk {chunk.chunk_index} of {chunk.txn_id}", topic=self.topic,

@@ -32,7 +32,7 @@ from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.postgresql import bulk, parts, sql, staging, state
+from consumers.postgresql import bulk, foreign, parts, sql, staging, state
 from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
 from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
@@ -46,6 +46,12 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: Staged runs at least this long are ANALYZEd so the planner sees their true size.
 _ANALYZE_ROWS = 1000
+
+
+def _checked(rows: TableRows) -> TableRows:
+    """``rows``, checked as they load when they come from another engine's table (consumers/postgresql/foreign.py)."""
+    found = foreign.checks(rows.meta)
+    return foreign.CheckedRows(rows, found) if found else rows
 
 
 class PostgresApplier(Applier):
@@ -66,6 +72,7 @@ class PostgresApplier(Applier):
         self._in_txn = False
         self._stages: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
         self._independent: dict[frozenset[str], bool] = {}
+        self._foreign: dict[tuple[str, str], list[tuple[int, foreign.Check]]] = {}  # checks of other engines' values
         self._stage_no = 0
         self._parts_ready = False  # the session's temporary table of large values' parts exists
         self._ctx: dict[str, Any] = {}
@@ -302,12 +309,14 @@ class PostgresApplier(Applier):
                         self.apply_rows(metas, changes[start:i], txn_id, position)
                     with self._guard("applying a row with a large value", txn_id=txn_id, position=position,
                                      table=change.table):
+                        foreign.check_changes(metas, self._foreign, [change], txn_id, position)
                         parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position)
                     start = i + 1
             if start < len(changes):
                 self.apply_rows(metas, changes[start:], txn_id, position)
             return
         with self._guard("applying rows", txn_id=txn_id, position=position):
+            foreign.check_changes(metas, self._foreign, changes, txn_id, position)
             runs = split_runs(metas, changes, txn_id, position)
             for item in merge_truncates(runs):
                 if isinstance(item, list):
@@ -350,7 +359,7 @@ class PostgresApplier(Applier):
         """COPY a snapshot's rows into the table (or ``into``), in the open transaction (see :mod:`.bulk`)."""
         self._require_txn()
         with self._guard("loading rows", table=rows.meta.table):
-            return bulk.load(self.conn, rows, into or rows.meta.table, replace=replace, progress=progress)
+            return bulk.load(self.conn, _checked(rows), into or rows.meta.table, replace=replace, progress=progress)
 
     def stage_copy(self, rows: TableRows, position: Position, *,
                    on_rows: Callable[[int], None] | None = None) -> StagedTable:
@@ -363,7 +372,7 @@ class PostgresApplier(Applier):
         with self._guard("copying a table for its resync", table=meta.table):
             for stmt in staging.staging_ddl(meta, name):
                 self.conn.execute(stmt)
-            count = bulk.load(self.conn, rows, name, replace=False, progress=on_rows)
+            count = bulk.load(self.conn, _checked(rows), name, replace=False, progress=on_rows)
         self.commit()
         log.info("staged %s: %d rows from the snapshot at %s into %s", meta.table, count, position.text, name)
         return StagedTable(table=meta.table, staging=name, meta=meta, position=position, rows=count)
@@ -394,7 +403,7 @@ class PostgresApplier(Applier):
                 self._reshape_empty(cur, meta)
                 cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
             self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
-            return bulk.load(self.conn, rows, meta.table, replace=False, progress=progress)
+            return bulk.load(self.conn, _checked(rows), meta.table, replace=False, progress=progress)
 
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
         """Empty the table, give it the snapshot's shape, refill it from the staging copy, drop the copy."""

@@ -324,7 +324,7 @@ class MemoryCapture(LogCapture):
                 raise SlotGapError(hole, fix="test")
         floor = max(self.source.confirmed, int.from_bytes(resume_after.key, "big") if resume_after else 0)
         yielded = 0
-        announced: set[str] = set()
+        announced: dict[str, str] = {}  # table -> the version last announced (a new version is announced again)
         index = 0
         while True:
             with self.source.lock:
@@ -337,8 +337,8 @@ class MemoryCapture(LogCapture):
                 events: list[CaptureEvent] = [TxnBegin(str(txn.xid), commit, txn.commit_time_us)]
                 for change in txn.changes:
                     meta = txn.metas.get(change.table)
-                    if meta is not None and change.table not in announced:
-                        announced.add(change.table)
+                    if meta is not None and announced.get(change.table) != meta.version:
+                        announced[change.table] = meta.version
                         events.append(meta)
                     events.append(change)
                 events.append(TxnEnd(commit, pg_lsn(txn.commit + 1)))
