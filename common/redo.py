@@ -95,6 +95,11 @@ class RedoReader(ABC):
     def watermarks(self) -> tuple[int, int]:
         """(low, high): the first retained offset and the end of what is committed."""
 
+    def end_hint(self) -> int:
+        """The end of the log as the reader last saw it (may lag a little; for lag reports, never for
+        decisions). By default the live end."""
+        return self.watermarks()[1]
+
     def report(self, next_offset: int) -> None:  # noqa: B027 - an optional hook
         """Tell lag tools how far the standby has applied (informational; the state row is the truth)."""
 

@@ -173,6 +173,14 @@ class KafkaReader(RedoReader):
     def watermarks(self) -> tuple[int, int]:
         return watermarks(self._consumer, self.topic, 0, timeout=2.0)
 
+    def end_hint(self) -> int:
+        # The end offset each fetch response carries: no round trip to a busy broker from the apply loop.
+        try:
+            _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        except KafkaException:
+            high = -1
+        return int(high) if high is not None and high >= 0 else self.watermarks()[1]
+
     def report(self, next_offset: int) -> None:
         try:
             self._consumer.commit(offsets=[TopicPartition(self.topic, 0, next_offset)], asynchronous=True)

@@ -165,7 +165,7 @@ class ApplySession:
         if now - self.last_watermark >= WATERMARK_POLL_S:
             self.last_watermark = now
             try:
-                self.r.end_offset = self.reader.watermarks()[1]
+                self.r.end_offset = self.reader.end_hint()
             except ArkError as exc:
                 log.debug("end offset not refreshed: %s", exc)
 

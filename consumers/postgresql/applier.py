@@ -112,6 +112,7 @@ class PostgresApplier(Applier):
         """Roll back whatever is open; drop the session when it is broken."""
         self._in_txn = False
         self._stages.clear()
+        self._parts_ready = False  # a rollback also undoes the temporary table created in that transaction
         conn = self._conn
         if conn is None:
             return
