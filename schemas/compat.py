@@ -72,10 +72,32 @@ def readable(writer: Any, reader: Any, path: str = "") -> list[str]:
     return []
 
 
+def _without_added_branches(new: Any, old: Any) -> Any:
+    """``new`` without the named union branches of its record fields that ``old`` does not have."""
+    if not isinstance(new, dict) or new.get("type") != "record" or not isinstance(old, dict):
+        return new
+    old_fields = {f["name"]: f["type"] for f in old.get("fields", [])}
+    fields = []
+    for field in new["fields"]:
+        kind, was = field["type"], old_fields.get(field["name"])
+        if isinstance(kind, list) and isinstance(was, list):
+            known = {_named(b) or _type_name(b) for b in was}
+            kind = [b for b in kind if (_named(b) or _type_name(b)) in known]
+        fields.append({**field, "type": kind})
+    return {**new, "fields": fields}
+
+
+#: Schemas whose unions may gain branches in a new version (a new kind of record). Such a record cannot be
+#: read by an older build, which refuses its unknown fingerprint and says to upgrade (schemas/registry.py);
+#: every other forward and backward rule still holds.
+UNIONS_GROW: frozenset[str] = frozenset({"control"})
+
+
 def check_pair(old: Any, new: Any, name: str) -> None:
-    """Raise IncompatibleSchema unless ``new`` reads ``old`` data (backward) and ``old`` reads ``new`` (forward)."""
+    """Raise IncompatibleSchema unless ``new`` reads ``old`` data (backward) and ``old`` reads ``new`` (forward;
+    for :data:`UNIONS_GROW`, except for the branches ``new`` adds)."""
     backward = readable(old, new)
-    forward = readable(new, old)
+    forward = readable(_without_added_branches(new, old) if name in UNIONS_GROW else new, old)
     if backward or forward:
         detail = "; ".join([f"new cannot read old: {p}" for p in backward]
                            + [f"old cannot read new: {p}" for p in forward])
