@@ -43,6 +43,9 @@ class ExitCode(IntEnum):
     IDENTITY_CHANGED = 28
     NOT_EMPTY = 29
     ENTRY_TOO_LARGE = 30
+    NOT_PRIMARY = 40
+    HANDOVER_REFUSED = 41
+    HANDOVER_FAILED = 42
     INTERRUPTED = 130
 
 
@@ -85,6 +88,12 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.NOT_EMPTY: "refused: `ark sync` would replace data Ark did not put there (`--overwrite` if it may)",
     ExitCode.ENTRY_TOO_LARGE: "the capture met an entry larger than the redo topic's message limit allows, even "
                               "cut into parts (names the table and key columns, never values)",
+    ExitCode.NOT_PRIMARY: "refused: the node is not the group's primary in the current epoch (a capture there would "
+                          "publish for a reign that ended); `ark topology` shows the roles",
+    ExitCode.HANDOVER_REFUSED: "`ark switchover`/`ark failover` refused before changing anything (names why: a more "
+                               "advanced standby, a lagging target, a missing agent...)",
+    ExitCode.HANDOVER_FAILED: "`ark switchover`/`ark failover` stopped part-way: the message names the step reached "
+                              "and the command that completes it",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -116,6 +116,10 @@ class LogCapture(ABC):
     def confirm(self, position: Position) -> None:
         """Let the source discard its log up to ``position`` (already durable in Kafka)."""
 
+    def nudge(self) -> None:  # noqa: B027 - optional: a source that reports its log end by itself needs nothing
+        """Ask the source to say soon where its log stands (an :class:`Idle` with a fresh position): an epoch's end
+        waits for the log to be drained past a position."""
+
     @abstractmethod
     def close(self) -> None:
         """Release connections. Safe to call twice."""

@@ -14,6 +14,8 @@ verifier   :class:`common.verify.Verifier`: compares a  ``consumers/<engine>/`` 
            primary snapshot and a standby, in SQL        through the snapshot's token)
 probe      :class:`common.probe.SourceProbe`            ``producers/<engine>/``: what the source says
                                                         when Kafka cannot be reached
+node ops   :class:`common.node_ops.NodeOps`: fence,     ``producers/<engine>/`` (a node becomes a source
+           sequences, promote (switchover, failover)     when it is promoted)
 ========== ============================================ ===============================================
 
 The runtime parts are named by ``"module:attribute"`` and imported on first use
@@ -52,6 +54,8 @@ class EngineSpec:
     verifier: str
     #: ``cls(cfg: ArkConfig) -> SourceProbe``
     probe: str
+    #: ``cls(cfg: ArkConfig, node: str) -> common.node_ops.NodeOps``: fence, promote... ("" = not built yet)
+    node_ops: str = ""
 
 
 _ENGINES: dict[str, EngineSpec] = {}
@@ -99,6 +103,7 @@ register(EngineSpec(
     applier="consumers.postgresql.applier:PostgresApplier",
     verifier="consumers.postgresql.verify:PostgresVerifier",
     probe="producers.postgresql.probe:PostgresProbe",
+    node_ops="producers.postgresql.node_ops:PostgresNodeOps",
 ))
 
 register(EngineSpec(

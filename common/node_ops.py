@@ -1,0 +1,91 @@
+"""What failover needs of one database node, whatever its engine: fence, read positions, sequences, promote.
+
+Each engine implements :class:`NodeOps` in its own package and names it in the registry
+(``EngineSpec.node_ops``); :func:`node_ops` builds it for a node of the group. failover/ drives these
+operations in the order of a switchover or a failover (failover/handover.py); nothing here decides anything.
+
+Fencing a primary (:meth:`NodeOps.fence`) is the only path that may make a primary read-only (common/guard.py:
+an applier never does); whoever calls it records it on the control topic (a ``node-fenced`` record).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from common.config import ArkConfig
+from common.engines import engine, load
+from common.errors import ConfigError
+from common.roles import node
+
+
+@dataclass(frozen=True)
+class FenceReport:
+    """What fencing did: the grace it waited, and the client sessions it ended after it."""
+
+    waited_s: float
+    sessions_ended: int
+    #: The node's log position once no session that could write was left (drain at least this far).
+    position: str
+
+
+@dataclass(frozen=True)
+class SequenceReport:
+    """Sequences set forward on a new primary (never backwards), and those it does not have."""
+
+    moved: int
+    unchanged: int
+    missing: tuple[str, ...] = field(default_factory=tuple)
+
+
+class NodeOps(ABC):
+    """One node of the group (see the module docstring). Opens its connection on first use."""
+
+    @abstractmethod
+    def writable(self) -> bool:
+        """True when ordinary sessions may write (not fenced, not guarded read-only, not in recovery)."""
+
+    @abstractmethod
+    def fence(self, grace_s: float) -> FenceReport:
+        """Make the database read-only for every session but Ark's; give the transactions in flight ``grace_s``
+        to finish, then end every client session that started before (they could still write)."""
+
+    @abstractmethod
+    def unfence(self) -> None:
+        """Let ordinary sessions write again (a promoted node, or a switchover given up before its marker)."""
+
+    @abstractmethod
+    def log_position(self) -> str:
+        """The node's current log position, as the capture writes positions."""
+
+    @abstractmethod
+    def sequences(self) -> dict[str, int]:
+        """The last value of every sequence the group replicates (schema.name -> value; unused ones left out)."""
+
+    @abstractmethod
+    def set_sequences(self, values: dict[str, int]) -> SequenceReport:
+        """Move this node's sequences forward to at least ``values`` (never backwards)."""
+
+    @abstractmethod
+    def promote(self) -> str:
+        """Make the node a source: its capture set-up (publication, slot) and writable; returns where its log
+        stands (the slot's start). Idempotent."""
+
+    @abstractmethod
+    def drop_source(self) -> list[str]:
+        """The node stops being a source: drop its capture set-up (what is dropped, for the record)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+
+def node_ops(cfg: ArkConfig, name: str) -> NodeOps:
+    """The operations of node ``name`` (primary or standby of the config), by its engine."""
+    found = node(cfg, name)
+    path = engine(found.engine).node_ops
+    if not path:
+        raise ConfigError(f"node {name}: switchover and failover are not built yet for {found.engine}",
+                          fix="hand over by hand: stop writes, wait for the standby, re-point the group")
+    ops: NodeOps = load(path)(cfg, name)
+    return ops

@@ -1,0 +1,192 @@
+"""PostgreSQL's :class:`~common.node_ops.NodeOps`: what a switchover or failover does to one node.
+
+* **Fence** (the old primary): ``ALTER DATABASE ... SET default_transaction_read_only = on`` (the same guard
+  a standby has), then the sessions that started before it are ended: idle ones at once, those inside a
+  transaction when it ends or when the grace runs out. A session started before the ALTER keeps its old
+  default and could still write, so none of them is left. Ark's own sessions (``ark``, ``ark-capture``) and
+  walsenders stay. It is a guard against the application, not a security boundary: a session may still
+  ``SET default_transaction_read_only = off`` (README, "Switchover and failover").
+* **Sequences**: ``pg_sequences`` of the old primary, ``setval`` on the new one, forward only, for the
+  sequences matching ``primary.tables`` (the same schema.name patterns).
+* **Promote**: the capture set-up (publication, logical slot) is created while the node is still read-only,
+  so the slot starts after everything the applier wrote and before any new write; then the guard goes.
+* **Drop source**: the old primary's slot and publication go when it becomes a standby (an applier refuses a
+  database that holds them: common/guard.py ``IsASource``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+
+from common.config import ArkConfig
+from common.errors import SourceError
+from common.node_ops import FenceReport, NodeOps, SequenceReport
+from common.roles import config_under, node
+from producers.postgresql import catalog, setup
+from producers.postgresql.catalog import SESSION_OPTIONS
+
+log = logging.getLogger(__name__)
+
+#: Ark's own sessions: never ended by fencing (the capture drains through them).
+ARK_APPS = ("ark", "ark-capture")
+
+#: Client sessions of this database other than ours and Ark's (walsenders are not client backends).
+_OTHERS = """
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+  AND coalesce(application_name, '') NOT IN ('ark', 'ark-capture') AND backend_start <= %s
+"""
+
+
+class PostgresNodeOps(NodeOps):
+    """One PostgreSQL node of the group (see the module docstring)."""
+
+    def __init__(self, cfg: ArkConfig, name: str) -> None:
+        self.cfg = cfg
+        self.name = name
+        self.settings: Any = node(cfg, name)
+        self._conn: Any = None
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _where(self) -> str:
+        s = self.settings
+        return f"node {self.name} ({s.user}@{s.host}:{s.port}/{s.dbname})"
+
+    def _connect(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            kwargs = self.settings.connect_kwargs()
+            kwargs.update(options=SESSION_OPTIONS + " -c default_transaction_read_only=off",
+                          application_name="ark", client_encoding="UTF8")
+            try:
+                self._conn = psycopg2.connect(**kwargs)
+            except psycopg2.Error as exc:
+                raise SourceError(f"{self._where()} cannot be reached: {' '.join(str(exc).split())}",
+                                  fix=f"is PostgreSQL running at {self.settings.host}:{self.settings.port}?") from None
+            self._conn.autocommit = True
+        return self._conn
+
+    def _rows(self, statement: str | sql.Composable, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._connect().cursor() as cur:
+                cur.execute(statement, params or None)
+                return cur.fetchall() if cur.description else []
+        except psycopg2.Error as exc:
+            raise SourceError(f"{self._where()}: {' '.join(str(exc).split())}",
+                              fix="check the node and run the command again (every step is idempotent)") from None
+
+    def _db(self) -> sql.Composable:
+        return sql.Identifier(self.settings.dbname)
+
+    # -- NodeOps ---------------------------------------------------------------------------------------
+    def writable(self) -> bool:
+        row = self._rows("SELECT pg_is_in_recovery(), coalesce((SELECT setting FROM pg_db_role_setting s, "
+                         "unnest(s.setconfig) setting WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE "
+                         "datname = current_database()) AND s.setrole = 0 AND setting LIKE "
+                         "'default_transaction_read_only=%%'), '')")[0]
+        in_recovery, guard = bool(row[0]), str(row[1])
+        return not in_recovery and guard.split("=", 1)[-1].lower() not in ("on", "true", "1", "yes")
+
+    def fence(self, grace_s: float) -> FenceReport:
+        started = time.monotonic()
+        self._rows(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(self._db()))
+        (fenced_at,), = self._rows("SELECT clock_timestamp()")
+        ended = 0
+        deadline = started + grace_s
+        while True:
+            # Idle sessions go at once: a transaction in flight may finish within the grace, no new one starts.
+            idle = "" if time.monotonic() >= deadline else " AND state IN ('idle', 'disabled')"
+            rows = self._rows("SELECT pg_terminate_backend(pid) " + _OTHERS + idle, (fenced_at,))
+            ended += sum(1 for (done,) in rows if done)
+            (left,), = self._rows("SELECT count(*) " + _OTHERS, (fenced_at,))
+            if not left:
+                break
+            time.sleep(0.02)
+        (position,), = self._rows("SELECT pg_current_wal_insert_lsn()::text")
+        waited = time.monotonic() - started
+        log.info("fenced %s: read-only, %d sessions ended, %.2f s; log at %s", self._where(), ended, waited, position)
+        return FenceReport(waited_s=waited, sessions_ended=ended, position=str(position))
+
+    def unfence(self) -> None:
+        self._rows(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(self._db()))
+        log.info("%s accepts writes", self._where())
+
+    def log_position(self) -> str:
+        (position,), = self._rows("SELECT pg_current_wal_insert_lsn()::text")
+        return str(position)
+
+    def _replicated(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.cfg.primary.tables)
+
+    def sequences(self) -> dict[str, int]:
+        rows = self._rows("SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL")
+        return {f"{schema}.{seq}": int(value) for schema, seq, value in rows if self._replicated(f"{schema}.{seq}")}
+
+    def set_sequences(self, values: dict[str, int]) -> SequenceReport:
+        here = {f"{schema}.{seq}": value for schema, seq, value in
+                self._rows("SELECT schemaname, sequencename, last_value FROM pg_sequences")}
+        moved = unchanged = 0
+        missing = []
+        for name, value in sorted(values.items()):
+            if name not in here:
+                missing.append(name)
+                continue
+            if here[name] is not None and int(here[name]) >= value:
+                unchanged += 1
+                continue
+            schema, _, seq = name.partition(".")
+            self._rows("SELECT setval(%s::regclass, %s, true)",
+                       (sql.Identifier(schema, seq).as_string(self._connect()), value))
+            moved += 1
+        if missing:
+            log.warning("%s has no sequence %s: not set", self._where(), ", ".join(missing))
+        return SequenceReport(moved=moved, unchanged=unchanged, missing=tuple(missing))
+
+    def promote(self) -> str:
+        cfg = config_under(self.cfg, self.name)
+        conn = self._connect()
+        try:
+            setup.ensure(conn, cfg)  # publication and slot, while ordinary sessions still cannot write
+        except psycopg2.Error as exc:
+            raise SourceError(f"{self._where()}: creating the capture set-up failed: {' '.join(str(exc).split())}",
+                              fix="check the node's wal_level (logical) and max_replication_slots, then run the "
+                                  "command again") from None
+        state = catalog.slot_state(conn, catalog.slot_of(cfg))
+        self.unfence()
+        return state.confirmed_flush_lsn if state is not None and state.confirmed_flush_lsn else self.log_position()
+
+    def drop_source(self) -> list[str]:
+        cfg = config_under(self.cfg, self.name)
+        slot, publication = catalog.slot_of(cfg), catalog.publication_of(cfg)
+        dropped = []
+        for _attempt in range(50):
+            rows = self._rows("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+            if not rows:
+                break
+            if rows[0][0] is not None:  # a capture still streams from it: it has published its last epoch
+                self._rows("SELECT pg_terminate_backend(%s)", (rows[0][0],))
+                time.sleep(0.1)
+                continue
+            try:
+                self._rows("SELECT pg_drop_replication_slot(%s)", (slot,))
+                dropped.append(f"slot {slot}")
+                break
+            except SourceError as exc:
+                if "is active" not in exc.message:
+                    raise
+                time.sleep(0.1)
+        if self._rows("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)):
+            self._rows(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(publication)))
+            dropped.append(f"publication {publication}")
+        log.info("%s is no longer a source: dropped %s", self._where(), ", ".join(dropped) or "nothing")
+        return dropped
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
