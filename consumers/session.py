@@ -38,6 +38,11 @@ class Stopped(Exception):
     """The agent is stopping; the session ended at a transaction boundary with everything committed."""
 
 
+class NotAStandby(Exception):
+    """The node is the primary of the entry's epoch (its own writes) or no longer a standby: the session ended
+    with everything before committed, and applies nothing more until the roles say it is a standby again."""
+
+
 class _Entry:
     """A verified, decoded redo entry (decoded once, even when held for the delay)."""
 
@@ -74,6 +79,8 @@ class ApplySession:
         self.buffer: list[RowChange] = []
         self.buffer_from: TxnChunk | None = None
         self.buffer_to: TxnChunk | None = None
+        #: epoch -> its primary, as the markers read so far say.
+        self.epoch_primaries: dict[int, str] = {}
         self.boundary = Boundary(applier=applier, metas=metas, pending=lambda: self.pending,
                                  committed=lambda: self.state, begin=self._begin, commit=self._commit,
                                  tick=self._housekeeping, stopping=runner.stopping, report=self._report)
@@ -198,18 +205,45 @@ class ApplySession:
         for hook in self.r.hooks:
             hook.before_entry(offset, self.pending, self.topic)
         if isinstance(body, EpochMarker):
-            self.r.max_epoch = max(self.r.max_epoch, body.new_epoch)
-            self._advance(offset, None)
+            self._marker(offset, body)
             return
         if dec.epoch < self.r.max_epoch:
             log.warning("rejecting entry at offset %d from epoch %d (newest epoch %d)", offset, dec.epoch,
                         self.r.max_epoch)
             self._advance(offset, None)
             return
+        if self._own_epoch(dec.epoch):
+            self._commit()
+            log.warning("standby %s stops before redo offset %d: epoch %d is its own reign (it is the primary)",
+                        self.r.name, offset, dec.epoch)
+            raise NotAStandby
         if isinstance(body, TableMeta):
             self._meta(offset, body)
         elif isinstance(body, TxnChunk):
             self._handle_chunk(offset, body)
+
+    def _own_epoch(self, epoch: int) -> bool:
+        """Whether ``epoch`` is this node's own reign (by the markers read, or by the roles)."""
+        roles = self.r.roles
+        named = self.epoch_primaries.get(epoch) or (roles.primary_of(epoch) if 0 < epoch <= roles.epoch else "")
+        return named == self.r.name
+
+    def _marker(self, offset: int, marker: EpochMarker) -> None:
+        """An epoch marker: the newest epoch (persisted with the state row: older entries are rejected even
+        after a restart); a new epoch's positions are its own primary's, so the position floor starts over."""
+        self.epoch_primaries[marker.new_epoch] = marker.primary
+        self.r.max_epoch = max(self.r.max_epoch, marker.new_epoch)
+        self._begin()
+        p = self.pending
+        if marker.new_epoch > p.epoch:
+            self._flush()
+            self.pending = replace(p, next_offset=offset + 1, epoch=marker.new_epoch, position_key=b"",
+                                   position=f"epoch {marker.new_epoch}")
+            log.info("standby %s: epoch %d begins at redo offset %d (primary %s)", self.r.name, marker.new_epoch,
+                     offset, marker.primary)
+        else:
+            self._advance(offset, None)
+        self._commit()
 
     def _meta(self, offset: int, meta: TableMeta) -> None:
         previous = self.metas.get(meta.table)

@@ -387,7 +387,12 @@ class TableResyncs(ApplyHook):
         self._high = -1  # the highest redo offset the loop has read (across session restarts)
         self.skipped_rows = 0
 
+    def use_source(self, source: SnapshotSource | None) -> None:
+        """Copy tables from this primary from now on (a switchover or failover changed the primary)."""
+        self._source = source
+
     # -- requests ------------------------------------------------------------------------------
+
     def request(self, table: str, reason: str, request: str = "", *, restart: bool = True, offset: int = -1) -> None:
         """Quarantine and resync ``table`` at the next transaction boundary (a data error, a DDL, an intent).
 
