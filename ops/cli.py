@@ -49,6 +49,11 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark status               applied position, lag and delay per standby
 
     \b
+    Handing the service over:
+      ark switchover NODE      planned, nothing lost: the old primary becomes a standby
+      ark failover NODE        the primary is gone (--dry-run first); ark topology shows roles
+
+    \b
     Integrity and healing:
       ark verify STANDBY       compare primary and standby at one position (--repair fixes)
       ark resync STANDBY       rebuild a standby, or one --table while the others keep applying
@@ -119,21 +124,40 @@ def check(obj: CliContext) -> None:
 @click.option("--accept-gap", is_flag=True,
               help="The source lost part of its log (slot recreated): record the gap on the control topic and "
                    "resume past it. Every standby then stops at the gap until 'ark resync' rebuilds it.")
+@click.option("--node", default=None, metavar="NODE",
+              help="Capture NODE only, and refuse (exit 40) when it is not the primary of the current epoch "
+                   "(default: follow whichever node the control topic names primary, across switchovers).")
 @pass_ctx
-def capture(obj: CliContext, accept_gap: bool) -> None:
-    """Run the capture of the primary: its log → the group's redo topic (runs until stopped)."""
+def capture(obj: CliContext, accept_gap: bool, node: str | None) -> None:
+    """Run the capture of the primary: its log → the group's redo topic (runs until stopped).
+
+    \b
+    The primary is the one the control topic names for the current epoch (at first the config's
+    primary). After a switchover or failover the capture follows the new primary by itself."""
     from common.control import ControlChannel
+    from common.errors import NotPrimary
     from common.heartbeat import agent_on_kafka
     from common.kafka import check_reachable
     from common.redo_kafka import KafkaRedoLog
+    from common.roles import config_under
+    from common.roles import node as node_of
     from ops.engines import capture_factory, require_prerequisites
     from ops.guard import primary_refusal_check
+    from ops.handover import current_roles
     from producers.gap import accept_gap as record_gap
     from producers.resume import find_resume_point
     from producers.runner import CaptureRunner
 
-    cfg = obj.config()
-    cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
+    base = obj.config()
+    base.control_key_bytes()  # a missing or short key fails here, before anything starts
+    check_reachable(base.kafka)
+    roles = current_roles(base)
+    if node is not None:
+        node_of(base, node)
+        if node != roles.primary:  # before anything is set up on it: never a slot on a demoted primary
+            raise NotPrimary(f"node {node} is not the primary of group {base.group}: {roles.describe()}",
+                             fix=f"run 'ark capture' without --node (it follows the primary), or on {roles.primary}")
+    cfg = config_under(base, roles.primary)
     factory = capture_factory(cfg)
     redo = KafkaRedoLog(cfg.kafka, cfg.group)
     with contextlib.closing(factory()) as probe:
@@ -147,25 +171,32 @@ def capture(obj: CliContext, accept_gap: bool) -> None:
                 click.echo(record_gap(channel, probe, find_resume_point(redo)))
             finally:
                 channel.close()
-    _run_until_signal(agent_on_kafka(cfg, CaptureRunner(cfg, factory, redo),
-                                     interval=cfg.capture.heartbeat_interval_s))
+    runner = CaptureRunner(base, capture_factory(base), redo, node=node or base.primary.name,
+                           factory_for=capture_factory, pinned=node is not None)
+    _run_until_signal(agent_on_kafka(base, runner, interval=cfg.capture.heartbeat_interval_s))
 
 
 @cli.command()
 @click.argument("standby")
 @pass_ctx
 def apply(obj: CliContext, standby: str) -> None:
-    """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped)."""
+    """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped).
+
+    \b
+    Any node of the group may be named: the applier writes only while the node is a standby (after a
+    switchover the old primary applies from the end of its epoch; while a node is the primary, its
+    applier waits)."""
     from common.heartbeat import agent_on_kafka
     from common.redo_kafka import KafkaRedoLog
+    from common.roles import as_standby
     from consumers.runner import ApplyRunner
     from ops.engines import applier_factory, snapshot_source
 
     cfg = obj.config()
-    settings = cfg.standby(standby)
+    settings = as_standby(cfg, standby)
     cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
     runner = ApplyRunner(cfg, settings, applier_factory(settings), KafkaRedoLog(cfg.kafka, cfg.group),
-                         snapshot_source(cfg.primary))
+                         snapshot_source(cfg.primary), source_for=snapshot_source)
     _run_until_signal(agent_on_kafka(cfg, runner))
 
 
@@ -321,6 +352,62 @@ def resync(obj: CliContext, standby: str, table: str | None, no_wait: bool, time
     from ops.resync import run_resync
 
     run_resync(obj.config(), standby, table, wait=not no_wait, timeout=timeout)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--grace", type=float, default=5.0, show_default=True, metavar="SECONDS",
+              help="How long transactions in flight on the old primary may take to finish before their sessions "
+                   "are ended.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, metavar="SECONDS",
+              help="Longest wait for each step (the capture to drain, TARGET to apply up to the marker).")
+@pass_ctx
+def switchover(obj: CliContext, target: str, grace: float, timeout: float) -> None:
+    """Hand the service to TARGET, with nothing lost (the primary is up; the agents are running).
+
+    \b
+    The primary becomes read-only (transactions in flight get --grace, then their sessions end), the
+    capture drains it and closes the epoch with a marker, TARGET applies up to it, sequences are set,
+    TARGET is promoted (epoch E+1; the capture follows it) and the old primary becomes its standby,
+    applying from the marker: no resync. The other standbys, delayed ones too, follow by themselves.
+    Exit 41: refused, nothing changed; 42: stopped part-way (the message says how to complete it)."""
+    from ops.handover import run_switchover
+
+    if grace < 0:
+        raise ArkError("--grace cannot be negative", fix="give 0 to end writing sessions at once")
+    run_switchover(obj.config(), target, grace_s=grace, timeout_s=timeout)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--dry-run", is_flag=True, help="Say, per standby, what a failover to it would mean; change nothing.")
+@click.option("--force", is_flag=True, help="Promote TARGET even when another standby is more advanced.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, metavar="SECONDS",
+              help="Longest wait for TARGET to apply everything the redo topic holds.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable --dry-run.")
+@pass_ctx
+def failover(obj: CliContext, target: str, dry_run: bool, force: bool, timeout: float, as_json: bool) -> None:
+    """Promote TARGET after the primary is gone: every transaction that reached Kafka survives.
+
+    \b
+    The epoch is closed by a marker written with the group's transactional.id (any capture still
+    publishing for it is fenced by Kafka and rejected by every applier); the old primary is made
+    read-only if it answers; TARGET applies everything the redo topic holds, is promoted (epoch
+    E+1), and the old primary stays demoted until 'ark reinstate'. Refused (exit 41) when another
+    standby is more advanced, naming it, unless --force."""
+    from ops.handover import run_failover
+
+    run_failover(obj.config(), target, force=force, dry_run=dry_run, timeout_s=timeout, as_json=as_json)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def topology(obj: CliContext, as_json: bool) -> None:
+    """Draw the group: the primary and its epoch, who applies from the redo topic, delays, offsets."""
+    from ops.handover import show_topology
+
+    show_topology(obj.config(), as_json=as_json)
 
 
 @cli.group()

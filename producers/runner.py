@@ -250,7 +250,7 @@ class CaptureRunner(AgentBody):
 
         def end_epoch() -> EpochEnd | None:
             end = self.roles.end_requests.get(self.roles.epoch)
-            if end is None or self.roles.epoch in self.roles.ended:
+            if end is None or not end.next_primary or self.roles.epoch in self.roles.ended:  # none, or withdrawn
                 return None
             return EpochEnd(end.epoch, end.next_primary, capture.parse_position(end.upto))
 

@@ -108,6 +108,10 @@ class PostgresNodeOps(NodeOps):
                 break
             time.sleep(0.02)
         (position,), = self._rows("SELECT pg_current_wal_insert_lsn()::text")
+        # One more WAL record after that position (flushed by the WAL writer within its delay): the walsender
+        # reads past it, so a drained capture sees its log end beyond the position (an idle log may otherwise end
+        # exactly at it, or just before a page header).
+        self._rows("SELECT pg_logical_emit_message(false, 'ark', 'fenced')")
         waited = time.monotonic() - started
         log.info("fenced %s: read-only, %d sessions ended, %.2f s; log at %s", self._where(), ended, waited, position)
         return FenceReport(waited_s=waited, sessions_ended=ended, position=str(position))
