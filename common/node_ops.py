@@ -30,12 +30,28 @@ class FenceReport:
 
 
 @dataclass(frozen=True)
+class Sequence:
+    """One sequence of the primary: its last value (None: never used) and its definition (SQL-standard terms), so
+    that a node that lacks it can create it (an initial sync copies tables, not sequences)."""
+
+    last_value: int | None
+    data_type: str = "bigint"
+    start: int = 1
+    minimum: int = 1
+    maximum: int = 9223372036854775807
+    increment: int = 1
+    cycle: bool = False
+    cache: int = 1
+
+
+@dataclass(frozen=True)
 class SequenceReport:
     """Sequences set forward on a new primary (never backwards), and those it does not have."""
 
     moved: int
     unchanged: int
-    missing: tuple[str, ...] = field(default_factory=tuple)
+    #: Sequences the node did not have: created with the primary's definition.
+    created: tuple[str, ...] = field(default_factory=tuple)
 
 
 class NodeOps(ABC):
@@ -59,12 +75,12 @@ class NodeOps(ABC):
         """The node's current log position, as the capture writes positions."""
 
     @abstractmethod
-    def sequences(self) -> dict[str, int]:
-        """The last value of every sequence the group replicates (schema.name -> value; unused ones left out)."""
+    def sequences(self) -> dict[str, Sequence]:
+        """Every sequence of the replicated schemas (schema.name -> its last value and definition)."""
 
     @abstractmethod
-    def set_sequences(self, values: dict[str, int]) -> SequenceReport:
-        """Move this node's sequences forward to at least ``values`` (never backwards)."""
+    def set_sequences(self, values: dict[str, Sequence]) -> SequenceReport:
+        """Move this node's sequences forward to at least ``values`` (never backwards); create the missing ones."""
 
     @abstractmethod
     def promote(self) -> str:

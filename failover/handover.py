@@ -74,7 +74,7 @@ class Handover:
         self.channel = ControlChannel.for_config(cfg)
         self.roles: Roles = roles_of(cfg, self.channel.replay())
         self.view = HeartbeatView(cfg)
-        self.view.refresh(1.5)  # a heartbeat a second from every agent: look at the last ones
+        self.view.catch_up()  # a heartbeat a second from every agent: look at the last ones
         self._last = time.monotonic()
 
     def close(self) -> None:
@@ -130,7 +130,8 @@ class Handover:
         roles = self.roles
         capture = self.view.capture()
         decision = decide_switchover(roles, target, self.node_views(),
-                                     capture_running=capture is not None and capture.state in ("running",))
+                                     capture_running=capture is not None and capture.state in ("running",),
+                                     capture_state=f"{capture.state} ({capture.message})" if capture else "not running")
         self._refuse(decision)
         old, epoch = roles.primary, roles.epoch
         report = Report("switchover", epoch + 1, old, target)
@@ -201,7 +202,7 @@ class Handover:
         values = old_ops.sequences()
         seq = new_ops.set_sequences(values)
         self._step("switchover", epoch + 1, "sequences", f"{seq.moved} moved forward, {seq.unchanged} already there"
-                   + (f", missing on {target}: {', '.join(seq.missing)}" if seq.missing else ""), report)
+                   + (f", created on {target}: {', '.join(seq.created)}" if seq.created else ""), report)
         dropped = old_ops.drop_source()
         where = new_ops.promote()
         self.channel.publish(EpochBegun(epoch + 1, target, old, "switchover", marker), target)

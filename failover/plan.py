@@ -42,7 +42,8 @@ class Decision:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def decide_switchover(roles: Roles, target: str, nodes: dict[str, NodeView], *, capture_running: bool) -> Decision:
+def decide_switchover(roles: Roles, target: str, nodes: dict[str, NodeView], *, capture_running: bool,
+                      capture_state: str = "not running") -> Decision:
     """May the primary hand the service to ``target`` now, with nothing lost?"""
     primary = roles.primary
     view = nodes.get(target)
@@ -57,8 +58,8 @@ def decide_switchover(roles: Roles, target: str, nodes: dict[str, NodeView], *, 
         return Decision(False, f"{target} runs {view.engine} and the primary {nodes[primary].engine}",
                         fix="switch over to a standby of the primary's engine")
     if not capture_running:
-        return Decision(False, f"the capture of {primary} is not running: a switchover drains it to the end of the "
-                        "epoch", fix="start 'ark capture' (or, if the primary is gone, 'ark failover "
+        return Decision(False, f"the capture of {primary} is {capture_state}: a switchover drains it to the end of "
+                        "the epoch", fix="start 'ark capture' (or, if the primary is gone, 'ark failover "
                         f"{target}')")
     if not view.running:
         return Decision(False, f"the applier of {target} is {view.applier_state}: the target must apply up to the "

@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import KafkaError, TopicPartition
 
 from common.config import ArkConfig
-from common.kafka import ensure_topic, make_consumer, offset_for_time
+from common.kafka import ensure_topic, make_consumer, offset_for_time, watermarks
 from schemas import envelope
 from schemas.errors import CorruptEntry, NotAuthentic
 from schemas.topics import heartbeat_topic
@@ -56,6 +56,14 @@ class HeartbeatView:
         self._consumer = make_consumer(cfg.kafka, group_id=f"ark-view-{cfg.group}")
         self._consumer.assign([TopicPartition(self._topic, 0, start)])
         self.beats: dict[tuple[str, str], Beat] = {}
+        self._next = start
+
+    def catch_up(self, timeout: float = 10.0) -> None:
+        """Read everything the topic held when called (bounded by ``timeout``)."""
+        high = watermarks(self._consumer, self._topic, 0)[1]
+        deadline = time.monotonic() + timeout
+        while self._next < high and time.monotonic() < deadline:
+            self.refresh(0.2)
 
     def refresh(self, timeout: float = 0.2) -> None:
         """Read the heartbeats that arrived (waits at most ``timeout`` for the first)."""
@@ -66,6 +74,7 @@ class HeartbeatView:
             if not msgs:
                 return
             for msg in msgs:
+                self._next = max(self._next, (msg.offset() or 0) + 1)
                 error = msg.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:

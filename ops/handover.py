@@ -96,7 +96,7 @@ def show_topology(cfg: ArkConfig, *, as_json: bool) -> None:
     roles = current_roles(cfg)
     view = HeartbeatView(cfg)
     try:
-        view.refresh(1.5)
+        view.catch_up()
         if as_json:
             doc: dict[str, Any] = {"epoch": roles.epoch, "primary": roles.primary,
                                    "nodes": {n: roles.role_of(n) for n in [cfg.primary.name,

@@ -7,7 +7,8 @@
   walsenders stay. It is a guard against the application, not a security boundary: a session may still
   ``SET default_transaction_read_only = off`` (README, "Switchover and failover").
 * **Sequences**: ``pg_sequences`` of the old primary, ``setval`` on the new one, forward only, for the
-  sequences matching ``primary.tables`` (the same schema.name patterns).
+  sequences matching ``primary.tables`` (the same schema.name patterns); a sequence the new primary lacks
+  (an initial sync copies tables, not sequences) is created with the old one's definition first.
 * **Promote**: the capture set-up (publication, logical slot) is created while the node is still read-only,
   so the slot starts after everything the applier wrote and before any new write; then the guard goes.
 * **Drop source**: the old primary's slot and publication go when it becomes a standby (an applier refuses a
@@ -26,7 +27,7 @@ from psycopg2 import sql
 
 from common.config import ArkConfig
 from common.errors import SourceError
-from common.node_ops import FenceReport, NodeOps, SequenceReport
+from common.node_ops import FenceReport, NodeOps, Sequence, SequenceReport
 from common.roles import config_under, node
 from producers.postgresql import catalog, setup
 from producers.postgresql.catalog import SESSION_OPTIONS
@@ -127,29 +128,39 @@ class PostgresNodeOps(NodeOps):
     def _replicated(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.cfg.primary.tables)
 
-    def sequences(self) -> dict[str, int]:
-        rows = self._rows("SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL")
-        return {f"{schema}.{seq}": int(value) for schema, seq, value in rows if self._replicated(f"{schema}.{seq}")}
+    def sequences(self) -> dict[str, Sequence]:
+        rows = self._rows("SELECT schemaname, sequencename, last_value, data_type::text, start_value, min_value, "
+                          "max_value, increment_by, cycle, cache_size FROM pg_sequences")
+        return {f"{r[0]}.{r[1]}": Sequence(last_value=None if r[2] is None else int(r[2]), data_type=str(r[3]),
+                                           start=int(r[4]), minimum=int(r[5]), maximum=int(r[6]), increment=int(r[7]),
+                                           cycle=bool(r[8]), cache=int(r[9]))
+                for r in rows if self._replicated(f"{r[0]}.{r[1]}")}
 
-    def set_sequences(self, values: dict[str, int]) -> SequenceReport:
+    def set_sequences(self, values: dict[str, Sequence]) -> SequenceReport:
         here = {f"{schema}.{seq}": value for schema, seq, value in
                 self._rows("SELECT schemaname, sequencename, last_value FROM pg_sequences")}
         moved = unchanged = 0
-        missing = []
-        for name, value in sorted(values.items()):
+        created = []
+        for name, want in sorted(values.items()):
+            schema, _, seq = name.partition(".")
+            ident = sql.Identifier(schema, seq)
             if name not in here:
-                missing.append(name)
-                continue
-            if here[name] is not None and int(here[name]) >= value:
+                self._rows(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                self._rows(sql.SQL("CREATE SEQUENCE {} AS {} INCREMENT {} MINVALUE {} MAXVALUE {} START {} CACHE {} "
+                                   "{}").format(ident, sql.SQL(want.data_type), *map(sql.Literal, (
+                                       want.increment, want.minimum, want.maximum, want.start, want.cache)),
+                                       sql.SQL("CYCLE" if want.cycle else "NO CYCLE")))
+                created.append(name)
+                here[name] = None
+            if want.last_value is None or (here[name] is not None and int(here[name]) >= want.last_value):
                 unchanged += 1
                 continue
-            schema, _, seq = name.partition(".")
-            self._rows("SELECT setval(%s::regclass, %s, true)",
-                       (sql.Identifier(schema, seq).as_string(self._connect()), value))
+            self._rows("SELECT setval(%s::regclass, %s, true)", (ident.as_string(self._connect()), want.last_value))
             moved += 1
-        if missing:
-            log.warning("%s has no sequence %s: not set", self._where(), ", ".join(missing))
-        return SequenceReport(moved=moved, unchanged=unchanged, missing=tuple(missing))
+        if created:
+            log.info("%s: created sequences %s (an initial sync copies tables only)", self._where(),
+                     ", ".join(created))
+        return SequenceReport(moved=moved, unchanged=unchanged, created=tuple(created))
 
     def promote(self) -> str:
         cfg = config_under(self.cfg, self.name)
