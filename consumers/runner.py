@@ -74,6 +74,8 @@ class ApplyRunner(AgentBody):
         ``source_for`` builds it for another primary (after a switchover or failover)."""
         super().__init__()
         self.roles = Roles(cfg.primary.name)
+        #: epoch -> its primary, as the markers read say (the newest one is kept in the state row).
+        self.epoch_primaries: dict[int, str] = {}
         self._source_for = source_for
         self._source_of = cfg.primary.name  # the node ``source`` reads
         self.cfg = cfg
@@ -159,7 +161,7 @@ class ApplyRunner(AgentBody):
     def _wait_while_not_a_standby(self, channel: ControlChannel) -> bool:
         """While this node is the primary or a demoted former primary: write nothing, say why, and wait for
         the roles to change. True when the node is a standby (go on)."""
-        role = self.roles.role_of(self.standby.name)
+        role = self._role()
         if role == "standby":
             return True
         self.state = role
@@ -170,13 +172,21 @@ class ApplyRunner(AgentBody):
                         "it until then)")
         self.beat_now()
         log.info("standby %s waits: %s", self.standby.name, self.message)
-        while not self.stopping.is_set() and self.roles.role_of(self.standby.name) == role:
+        while not self.stopping.is_set() and self._role() == role:
             records = channel.poll()
             if records:
                 self.on_control(records)
             self.stopping.wait(0.2)
         self.message = ""
         return False
+
+    def _role(self) -> str:
+        """The node's role by the roles, or primary when a marker named it primary of a newer epoch than they
+        know yet (the end-of-epoch marker comes before the record that begins the epoch)."""
+        named = max(self.epoch_primaries.items(), default=(0, ""))
+        if named[0] > self.roles.epoch and named[1] == self.standby.name:
+            return "primary"
+        return self.roles.role_of(self.standby.name)
 
     def _rejoin(self, applier: Applier, state: ApplyState | None, identity: str) -> ApplyState | None:
         """A ``standby-from`` record newer than the state row: the node's data holds everything below that
@@ -224,6 +234,9 @@ class ApplyRunner(AgentBody):
                 channel.publish(NodeIdentity("standby", facts.identity.key, facts.identity.label), self.standby.name)
             self.applied = state
             self.max_epoch = max(self.max_epoch, state.epoch)  # fencing survives restarts
+            epoch, _, named = state.extra.get("epoch_primary", "").partition(":")
+            if named and epoch.isdigit():
+                self.epoch_primaries.setdefault(int(epoch), named)
             metas = applier.load_table_metas(self.cfg.group)
             self.resyncs.attach(applier, metas)
             check_retention(self.redo, self.standby.name, state)

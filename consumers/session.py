@@ -79,8 +79,6 @@ class ApplySession:
         self.buffer: list[RowChange] = []
         self.buffer_from: TxnChunk | None = None
         self.buffer_to: TxnChunk | None = None
-        #: epoch -> its primary, as the markers read so far say.
-        self.epoch_primaries: dict[int, str] = {}
         self.boundary = Boundary(applier=applier, metas=metas, pending=lambda: self.pending,
                                  committed=lambda: self.state, begin=self._begin, commit=self._commit,
                                  tick=self._housekeeping, stopping=runner.stopping, report=self._report)
@@ -225,20 +223,23 @@ class ApplySession:
     def _own_epoch(self, epoch: int) -> bool:
         """Whether ``epoch`` is this node's own reign (by the markers read, or by the roles)."""
         roles = self.r.roles
-        named = self.epoch_primaries.get(epoch) or (roles.primary_of(epoch) if 0 < epoch <= roles.epoch else "")
+        named = self.r.epoch_primaries.get(epoch) or (roles.primary_of(epoch) if 0 < epoch <= roles.epoch else "")
         return named == self.r.name
 
     def _marker(self, offset: int, marker: EpochMarker) -> None:
         """An epoch marker: the newest epoch (persisted with the state row: older entries are rejected even
         after a restart); a new epoch's positions are its own primary's, so the position floor starts over."""
-        self.epoch_primaries[marker.new_epoch] = marker.primary
+        self.r.epoch_primaries[marker.new_epoch] = marker.primary
         self.r.max_epoch = max(self.r.max_epoch, marker.new_epoch)
         self._begin()
         p = self.pending
         if marker.new_epoch > p.epoch:
             self._flush()
+            # The epoch's primary is kept with the state row: after a restart, this node still knows that the
+            # entries of an epoch it was named primary of are its own writes.
             self.pending = replace(p, next_offset=offset + 1, epoch=marker.new_epoch, position_key=b"",
-                                   position=f"epoch {marker.new_epoch}")
+                                   position=f"epoch {marker.new_epoch}",
+                                   extra={**p.extra, "epoch_primary": f"{marker.new_epoch}:{marker.primary}"})
             log.info("standby %s: epoch %d begins at redo offset %d (primary %s)", self.r.name, marker.new_epoch,
                      offset, marker.primary)
         else:
