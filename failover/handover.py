@@ -38,7 +38,7 @@ from common.roles import Roles, nodes, roles_of
 from failover.plan import Decision, NodeView, decide_failover, decide_switchover
 from failover.view import HeartbeatView
 from schemas import envelope
-from schemas.control import EndEpoch, EpochBegun, EpochEnded, HandoverStep, NodeFenced, StandbyFrom
+from schemas.control import EndEpoch, EpochBegun, EpochEnded, HandoverStep, NodeFenced, SetDelay, StandbyFrom
 from schemas.entries import REDO_SCHEMA, EpochMarker, RedoEntry, to_record
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,8 @@ class Handover:
         self._step("failover", epoch + 1, "started", f"{old} -> {target}", report)
         new_ops = node_ops(self.cfg, target)
         try:
+            if self.node_views()[target].delay_seconds > 0:  # the new primary applies everything, now
+                self.channel.publish(SetDelay(0.0), target)
             self._fence_if_reachable(old, epoch, report)
             marker = self._close_epoch_in_kafka(epoch, target)
             report.marker_offset = marker

@@ -27,7 +27,7 @@ from typing import Any
 from common.agent import AgentBody, Retry
 from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord, source_gaps
-from common.errors import ConfigError, FencedError, NotPrimary, PrerequisiteError
+from common.errors import ArkError, ConfigError, FencedError, NotPrimary, PrerequisiteError
 from common.guard import GuardRefusal, Recorded, recorded_identities, source_refusal
 from common.redo import RedoLog
 from common.roles import Roles, config_under
@@ -108,6 +108,12 @@ class CaptureRunner(AgentBody):
         return self.roles.update(records)
 
     def recover(self, exc: Exception) -> Retry | Exception:
+        if isinstance(exc, FencedError) and self._epoch_moved_on():
+            # Fenced by a failover's end-of-epoch marker (same transactional.id): this epoch is over; the next
+            # session publishes nothing for it and waits for the next epoch to begin, then follows its primary.
+            log.warning("capture fenced: epoch %d was ended by another writer; following the roles",
+                        self.progress.epoch)
+            return Retry.SOON
         if isinstance(exc, _FATAL):
             return exc
         return Retry.SOON if isinstance(exc, SourceDown) else Retry.LATER
@@ -126,6 +132,13 @@ class CaptureRunner(AgentBody):
             "caught_up_at_us": p.caught_up_at_us, "caught_up_offset": p.caught_up_offset,
             "metrics": {"txns": float(p.txns), "rows": float(p.rows)},
         }
+
+    def _epoch_moved_on(self) -> bool:
+        """Whether the redo topic announces a newer epoch than the one this capture published for."""
+        try:
+            return find_resume_point(self.redo).epoch > self.progress.epoch
+        except ArkError:
+            return False
 
     def _wait_for_roles(self, channel: ControlChannel, why: str) -> None:
         """Publish nothing until the roles change (the next epoch begins) or the agent stops."""
