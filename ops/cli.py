@@ -214,9 +214,10 @@ def sync(obj: CliContext, standby: str | None, all_standbys: bool, overwrite: bo
     address) and refused when it is the primary, another standby, the source of a capture (exit 18,
     19), or when it holds data Ark did not put there (exit 29; --overwrite replaces it).
     """
+    from ops.handover import config_now
     from ops.sync import sync_standby
 
-    cfg = obj.config()
+    cfg = config_now(obj.config())
     if all_standbys == bool(standby):
         raise ArkError("give one STANDBY or --all", fix="ark sync standby1   or   ark sync --all")
     names = [s.name for s in cfg.standbys] if all_standbys else [standby or ""]
@@ -333,11 +334,12 @@ def verify(obj: CliContext, standby: str, tables: tuple[str, ...], repair: bool,
     \b
     Exit codes: 0 equal (or repaired), 11 differences found, 12 a table could not be compared.
     """
+    from ops.handover import config_now
     from ops.verify import Options, run_verify
 
-    sys.exit(run_verify(obj.config(), standby, Options(tables=tables, chunk_rows=chunk_rows, leaf_rows=leaf_rows,
-                                                       repair=repair, timeout=timeout, max_hold_s=max_hold,
-                                                       as_json=as_json)))
+    options = Options(tables=tables, chunk_rows=chunk_rows, leaf_rows=leaf_rows, repair=repair, timeout=timeout,
+                      max_hold_s=max_hold, as_json=as_json)
+    sys.exit(run_verify(config_now(obj.config()), standby, options))
 
 
 @cli.command()
@@ -349,9 +351,10 @@ def verify(obj: CliContext, standby: str, tables: tuple[str, ...], repair: bool,
 def resync(obj: CliContext, standby: str, table: str | None, no_wait: bool, timeout: float) -> None:
     """Rebuild STANDBY from a fresh snapshot while the primary runs (apply stopped), or one --table
     while apply runs and the other tables keep applying."""
+    from ops.handover import config_now
     from ops.resync import run_resync
 
-    run_resync(obj.config(), standby, table, wait=not no_wait, timeout=timeout)
+    run_resync(config_now(obj.config()), standby, table, wait=not no_wait, timeout=timeout)
 
 
 @cli.command()

@@ -91,6 +91,14 @@ def current_roles(cfg: ArkConfig) -> Roles:
         channel.close()
 
 
+def config_now(cfg: ArkConfig) -> ArkConfig:
+    """The config under the current roles: after a switchover or failover the primary is the node the control
+    topic names, and the old primary is one of the standbys (common/roles.py)."""
+    from common.roles import config_under
+
+    return config_under(cfg, current_roles(cfg).primary)
+
+
 def show_topology(cfg: ArkConfig, *, as_json: bool) -> None:
     """Print who feeds whom."""
     roles = current_roles(cfg)

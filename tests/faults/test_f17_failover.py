@@ -163,6 +163,7 @@ def _failover(group: Group, nodes: dict[str, PgInstance], result: FaultRun) -> f
         stale.produce(env.value, env.headers, env.timestamp_ms)
         with pytest.raises(FencedError):
             stale.commit()
+        stale.close()
 
         in_kafka = kafka_seqs(group)
         new_primary = group.standby("standby").dsn
