@@ -92,6 +92,10 @@ class NodeOps(ABC):
         """The node stops being a source: drop its capture set-up (what is dropped, for the record)."""
 
     @abstractmethod
+    def row(self, table: str, key: dict[str, object]) -> dict[str, object] | None:
+        """The row of ``table`` with this key as the node holds it now (None: no such row)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection."""
 

@@ -52,6 +52,8 @@ class Roles:
     end_requests: dict[int, EndEpoch] = field(default_factory=dict)
     #: node -> (epoch, redo offset) of its last ``standby-from`` record.
     standby_from: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: node -> tables its last ``standby-from`` asks to resync (a reinstated primary's divergence).
+    rejoin_resync: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: node -> (epoch, how) of its last fencing.
     fenced: dict[str, tuple[int, str]] = field(default_factory=dict)
     #: The last steps of handovers (newest last), for status.
@@ -78,6 +80,7 @@ class Roles:
                 self.end_requests[body.epoch] = body
             elif isinstance(body, StandbyFrom):
                 self.standby_from[rec.target] = (body.epoch, body.offset)
+                self.rejoin_resync[rec.target] = tuple(body.resync)
             elif isinstance(body, NodeFenced):
                 self.fenced[rec.target] = (body.epoch, body.how)
             elif isinstance(body, HandoverStep):

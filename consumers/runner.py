@@ -44,6 +44,7 @@ from consumers.quarantine import RetransmitFailed, RetransmitPending, Retransmit
 from consumers.retention import RetentionGap, check_retention
 from consumers.session import ApplySession, NotAStandby, Stopped
 from consumers.table_resync import TableResyncs, unanswered_requests
+from consumers.tables import RESYNCING, TableState
 from schemas.control import NodeIdentity
 from schemas.errors import CorruptEntry
 
@@ -202,11 +203,15 @@ class ApplyRunner(AgentBody):
                            next_offset=offset, position=f"epoch {epoch}", position_key=b"", epoch=epoch,
                            commit_time_us=now, applied_at_us=now, applied_txns=state.applied_txns if state else 0,
                            extra={**(state.extra if state else {}), "identity": identity})
+        resync = self.roles.rejoin_resync.get(self.standby.name, ())
         applier.begin()
         applier.save_state(fresh)
+        for table in resync:  # rows the group does not have: copied again from the primary, rows held back meanwhile
+            applier.save_table_state(self.cfg.group, self.standby.name,
+                                     TableState(table, RESYNCING, reason=f"reinstated: {fresh.position} diverged"))
         applier.commit()
-        log.warning("standby %s applies from redo offset %d (epoch %d): it holds everything below", self.standby.name,
-                    offset, epoch)
+        log.warning("standby %s applies from redo offset %d (epoch %d): it holds everything below%s", self.standby.name,
+                    offset, epoch, f"; resyncing {', '.join(resync)}" if resync else "")
         return fresh
 
     def session(self, channel: ControlChannel) -> None:

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from common.config import ArkConfig
 from common.control import ControlChannel
@@ -35,11 +36,21 @@ from common.errors import ArkError, HandoverFailed, HandoverRefused
 from common.node_ops import NodeOps, node_ops
 from common.redo_kafka import KafkaRedoLog
 from common.roles import Roles, nodes, roles_of
+from failover.divergence import fill_group_rows, publish, read_divergence, write_report
 from failover.plan import Decision, NodeView, decide_failover, decide_switchover
 from failover.view import HeartbeatView
 from schemas import envelope
-from schemas.control import EndEpoch, EpochBegun, EpochEnded, HandoverStep, NodeFenced, SetDelay, StandbyFrom
-from schemas.entries import REDO_SCHEMA, EpochMarker, RedoEntry, to_record
+from schemas.control import (
+    EndEpoch,
+    EpochBegun,
+    EpochEnded,
+    HandoverStep,
+    NodeFenced,
+    SetDelay,
+    StandbyFrom,
+    TableResynced,
+)
+from schemas.entries import REDO_SCHEMA, EpochMarker, Position, RedoEntry, TxnChunk, from_record, to_record
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +321,100 @@ class Handover:
         finally:
             ops.close()
         self._step("failover", report.epoch, "sequences", detail, report)
+
+
+class Reinstate:
+    """``ark reinstate OLD``: the divergence ledger, then OLD rejoins as a standby (failover/divergence.py)."""
+
+    def __init__(self, handover: Handover) -> None:
+        self.h = handover
+
+    def run(self, old: str, report_path: Path | None) -> Report:
+        h = self.h
+        roles = h.roles
+        if roles.role_of(old) != "demoted":
+            raise HandoverRefused(f"{old} is {roles.role_of(old)}, not a demoted former primary: nothing to reinstate",
+                                  fix="'ark topology' shows the roles")
+        lost = roles.lost_primacy_at(old)
+        assert lost is not None
+        reign = next(r for r in roles.reigns if r.epoch == lost)
+        marker, epoch = reign.marker_offset, lost - 1
+        report = Report("reinstate", roles.epoch, old, roles.primary, marker_offset=marker)
+        h._last = time.monotonic()
+        h._step("reinstate", roles.epoch, "started", f"{old}, primary of epoch {epoch} until the marker at redo offset "
+                f"{marker}", report)
+        old_ops, primary_ops = node_ops(h.cfg, old), node_ops(h.cfg, roles.primary)
+        try:
+            fence = old_ops.fence(0.0)
+            h.channel.publish(NodeFenced(epoch, "read-only (reinstate)", fence.sessions_ended), old)
+            after = _last_published(h.cfg, epoch, marker)
+            txns = read_divergence(h.cfg, old, after, old_ops.log_position())
+            fill_group_rows(txns, primary_ops)
+            tables = sorted({t for txn in txns for t in txn.tables})
+            topic = publish(h.cfg, old, epoch, txns)
+            path = report_path or Path(f"divergence-{h.cfg.group}-{old}-epoch{epoch}.txt")
+            write_report(path, h.cfg.group, old, epoch, txns)
+            report.notes.append(f"divergence report: {path} ({len(txns)} transactions; mode 0600, it holds rows)")
+            h._step("reinstate", roles.epoch, "recorded", f"{len(txns)} transactions of {old} after "
+                    f"{after.text if after else 'the start'} never reached Kafka: recorded on {topic} and in {path}"
+                    + (f"; tables touched: {', '.join(tables)}" if tables else ""), report)
+            dropped = old_ops.drop_source()
+            h.channel.publish(StandbyFrom(lost, marker + 1, f"reinstated after the failover of epoch {lost}",
+                                          tuple(tables)), old)
+            h._step("reinstate", roles.epoch, "rejoined", f"{old} applies from redo offset {marker + 1}"
+                    + (f", resyncing {', '.join(tables)} from {roles.primary}" if tables else ", no resync needed")
+                    + (f" (dropped its {', '.join(dropped)})" if dropped else ""), report)
+            self._await_rejoin(old, tables, report)
+        except (ArkError, TimeoutError) as exc:
+            what = exc.message if isinstance(exc, ArkError) else str(exc)
+            h._step("reinstate", roles.epoch, "failed", what, report)
+            raise HandoverFailed(f"reinstating {old} stopped: {what}", fix=f"fix that, then run 'ark reinstate {old}' "
+                                 "again (nothing was thrown away)") from None
+        finally:
+            old_ops.close()
+            primary_ops.close()
+        return report
+
+    def _await_rejoin(self, old: str, tables: list[str], report: Report) -> None:
+        h = self.h
+        done: set[str] = set()
+
+        def caught_up() -> bool:
+            for rec in h.channel.poll():
+                h.roles.update([rec])
+                if isinstance(rec.body, TableResynced) and rec.target == old:
+                    done.add(rec.body.table)
+            h.view.refresh(0.05)
+            beat = h.view.applier(old)
+            return beat is not None and beat.state == "running" and set(tables) <= done
+
+        try:
+            h._wait(f"{old} to rejoin", caught_up, timeout=h.timeout_s)
+            h._step("reinstate", h.roles.epoch, "done", f"{old} is a standby of {h.roles.primary}"
+                    + (f"; {', '.join(tables)} resynced" if tables else ""), report)
+        except TimeoutError:
+            report.notes.append(f"{old} has not caught up yet: is 'ark apply {old}' running? ('ark status')")
+            h._step("reinstate", h.roles.epoch, "done", f"{old} may rejoin as a standby; its applier was not seen "
+                    "caught up yet", report)
+
+
+def _last_published(cfg: ArkConfig, epoch: int, before: int) -> Position | None:
+    """The commit position of the last complete transaction (or checkpoint) of ``epoch`` below redo offset
+    ``before``: what the old primary's log is decoded after."""
+    redo = KafkaRedoLog(cfg.kafka, cfg.group)
+    low, _high = redo.watermarks()
+    window = 256
+    while True:
+        start = max(low, before - window)
+        found: Position | None = None
+        for rec in redo.read_range(start, before):
+            dec = envelope.decode(rec.value, rec.headers, expect=REDO_SCHEMA)
+            body = from_record(dec.record).body
+            if dec.epoch == epoch and isinstance(body, TxnChunk) and body.last:
+                found = body.commit
+        if found is not None or start <= low:
+            return found
+        window *= 8
 
 
 def topology_lines(cfg: ArkConfig, roles: Roles, view: HeartbeatView) -> list[str]:

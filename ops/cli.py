@@ -52,6 +52,7 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
     Handing the service over:
       ark switchover NODE      planned, nothing lost: the old primary becomes a standby
       ark failover NODE        the primary is gone (--dry-run first); ark topology shows roles
+      ark reinstate NODE       the old primary back as a standby, its divergence recorded
 
     \b
     Integrity and healing:
@@ -401,6 +402,27 @@ def failover(obj: CliContext, target: str, dry_run: bool, force: bool, timeout: 
     from ops.handover import run_failover
 
     run_failover(obj.config(), target, force=force, dry_run=dry_run, timeout_s=timeout, as_json=as_json)
+
+
+@cli.command()
+@click.argument("old")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Where the readable divergence report goes (default divergence-GROUP-OLD-epochE.txt here).")
+@click.option("--timeout", type=float, default=600.0, show_default=True, metavar="SECONDS",
+              help="Longest wait for OLD's applier to rejoin (resyncs included).")
+@pass_ctx
+def reinstate(obj: CliContext, old: str, report_path: Path | None, timeout: float) -> None:
+    """Bring a failed-over primary OLD back as a standby, with nothing thrown away unrecorded.
+
+    \b
+    OLD is made read-only; what it committed that never reached Kafka is decoded from its own log and
+    recorded in the divergence ledger (topic ark.GROUP.divergence and a readable report: commit time,
+    tables, keys, the row it wrote and the row the group holds now). Its slot and publication go, the
+    tables those transactions touched are resynced from the primary, and OLD applies from the failover's
+    marker as a standby ('ark apply OLD' must be running)."""
+    from ops.handover import run_reinstate
+
+    run_reinstate(obj.config(), old, report_path=report_path, timeout_s=timeout)
 
 
 @cli.command()

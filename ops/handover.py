@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -12,7 +13,7 @@ from common.config import ArkConfig
 from common.control import ControlChannel
 from common.kafka import end_offset, topic_exists
 from common.roles import Roles, roles_of
-from failover.handover import Handover, Report, topology_lines
+from failover.handover import Handover, Reinstate, Report, topology_lines
 from failover.plan import dry_run_rows
 from failover.view import HeartbeatView
 from ops.context import console
@@ -53,6 +54,19 @@ def run_failover(cfg: ArkConfig, target: str, *, force: bool, dry_run: bool, tim
     finally:
         handover.close()
     _summary(report)
+    return report
+
+
+def run_reinstate(cfg: ArkConfig, old: str, *, report_path: Path | None, timeout_s: float) -> Report:
+    """Record what ``old`` committed that never reached Kafka, then make it a standby again."""
+    handover = Handover(cfg, _say, timeout_s=timeout_s)
+    try:
+        report = Reinstate(handover).run(old, report_path)
+    finally:
+        handover.close()
+    console.print(f"reinstate done in {report.seconds:.2f} s: {old} is a standby of {report.primary}")
+    for note in report.notes:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
     return report
 
 

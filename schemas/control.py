@@ -278,6 +278,9 @@ class StandbyFrom:
     epoch: int
     offset: int
     reason: str
+    #: Tables whose rows on the node differ from the group's (a reinstated primary's divergence): the applier
+    #: resyncs them from the primary, holding their rows back meanwhile.
+    resync: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import time
 from typing import Any
@@ -200,6 +201,16 @@ class PostgresNodeOps(NodeOps):
             dropped.append(f"publication {publication}")
         log.info("%s is no longer a source: dropped %s", self._where(), ", ".join(dropped) or "nothing")
         return dropped
+
+    def row(self, table: str, key: dict[str, object]) -> dict[str, object] | None:
+        schema, _, name = table.partition(".")
+        where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in key)
+        rows = self._rows(sql.SQL("SELECT row_to_json(t)::text FROM {} t WHERE {}").format(
+            sql.Identifier(schema, name), where), tuple(key.values()))
+        if not rows:
+            return None
+        found: dict[str, object] = json.loads(rows[0][0])
+        return found
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:

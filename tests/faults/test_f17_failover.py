@@ -71,6 +71,28 @@ def kafka_seqs(group: Group) -> set[int]:
     return out
 
 
+def divergence_seqs(group: Group) -> set[int]:
+    """Ledger seqs of the history rows inserted by the transactions of the divergence topic."""
+    import json
+
+    from common.kafka import make_consumer, read_range, watermarks
+    from schemas.topics import divergence_topic
+
+    cfg = load_config(group.config)
+    consumer = make_consumer(cfg.kafka, group_id="f17-divergence")
+    out: set[int] = set()
+    try:
+        topic = divergence_topic(cfg.group)
+        _low, high = watermarks(consumer, topic)
+        for msg in read_range(consumer, topic, 0, high):
+            doc = json.loads(envelope.decode(msg.value(), msg.headers(), expect="divergence").record["document"])
+            out.update(int(r["written"]["seq"]) for r in doc["rows"]  # inserts into history
+                       if r["table"] == "public.history" and r["op"] == "INSERT" and r["written"].get("seq"))
+    finally:
+        consumer.close()
+    return out
+
+
 def _first_write(dsn: str, timeout: float) -> float:
     """Seconds until a transfer commits through ``dsn`` (no history row: sequences come with issue 9)."""
     start = time.monotonic()
@@ -189,6 +211,22 @@ def _failover(group: Group, nodes: dict[str, PgInstance], result: FaultRun) -> f
         assert "not the primary" in refused.stderr
         topo = group.ark_ok("topology")
         assert "demoted" in topo and "epoch 1" in topo, topo
+
+        # ark reinstate: the divergence ledger lists exactly what the old primary has that Kafka never had.
+        _ids, old_seqs = history_keys(group.primary_dsn)
+        report = group.workdir / "divergence.txt"
+        out = group.ark_ok("reinstate", "primary", "--report", str(report), timeout=600)
+        ledger = divergence_seqs(group)
+        expected = set(old_seqs) - in_kafka
+        assert ledger == expected, f"ledger {sorted(ledger)[:10]} != old primary minus Kafka {sorted(expected)[:10]}"
+        assert not_in_kafka <= ledger, f"acknowledged commits missing from the ledger: {sorted(not_in_kafka - ledger)}"
+        assert report.stat().st_mode & 0o077 == 0 and (not expected or "public.history" in report.read_text())
+        result.notes.append(f"reinstate: {len(ledger)} transactions in the divergence ledger ({len(not_in_kafka)} of "
+                            f"them acknowledged to the client); {out.strip().splitlines()[-1]}")
+        wait_for(lambda: all(d.equal for d in compare_tables(new_primary, group.primary_dsn, BANK_TABLES)),
+                 180, "the reinstated old primary equal to the new primary")
+        verified = group.ark("verify", "primary", timeout=300)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
         return took
     finally:
         client.stop()
