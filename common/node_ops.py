@@ -100,12 +100,13 @@ class NodeOps(ABC):
         """Release the connection."""
 
 
-def node_ops(cfg: ArkConfig, name: str) -> NodeOps:
-    """The operations of node ``name`` (primary or standby of the config), by its engine."""
+def node_ops(cfg: ArkConfig, name: str, *, connect_timeout_s: int | None = None) -> NodeOps:
+    """The operations of node ``name`` (primary or standby of the config), by its engine; ``connect_timeout_s``
+    overrides the node's own (a failover gives a primary that may be gone only a few seconds to answer)."""
     found = node(cfg, name)
     path = engine(found.engine).node_ops
     if not path:
         raise ConfigError(f"node {name}: switchover and failover are not built yet for {found.engine}",
                           fix="hand over by hand: stop writes, wait for the standby, re-point the group")
-    ops: NodeOps = load(path)(cfg, name)
+    ops: NodeOps = load(path)(cfg, name, connect_timeout_s=connect_timeout_s)
     return ops

@@ -51,6 +51,9 @@ class AckClient:
     dsn: str
     accounts: int = 100
     clients: int = 3
+    #: Where history ids come from: ``sequence`` (``nextval('history_id_seq')``: the new primary's sequence must
+    #: have been carried over) or ``ledger`` (the id is the ledger seq: a measurement that must not depend on it).
+    ids: str = "sequence"
     acks: list[Ack] = field(default_factory=list)
     errors: int = 0
     #: Client errors by their first line (without values), for a failing case's message.
@@ -111,9 +114,10 @@ class AckClient:
                         conn.execute("UPDATE accounts SET balance = balance + %s, updated_at = now() WHERE id = %s",
                                      (delta, acc))
                     seq = conn.execute(NEXT_SEQ_SQL).fetchone()[0]
-                    conn.execute("INSERT INTO history (id, from_id, to_id, amount, note, seq, at) "
-                                 "VALUES (nextval('history_id_seq'), %s, %s, %s, %s, %s, now())",
-                                 (a, b, amount, f"ack {n}", seq))
+                    conn.execute("INSERT INTO history (id, from_id, to_id, amount, note, seq, at) VALUES ("
+                                 + ("nextval('history_id_seq')" if self.ids == "sequence" else "%(seq)s")
+                                 + ", %(a)s, %(b)s, %(amount)s, %(note)s, %(seq)s, now())",
+                                 {"a": a, "b": b, "amount": amount, "note": f"ack {n}", "seq": seq})
                 port = int(conn.info.port)
                 with self._lock:
                     self.acks.append(Ack(int(seq), time.monotonic(), port))

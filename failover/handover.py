@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import ArkConfig
-from common.control import ControlChannel
+from common.control import ControlChannel, ControlRecord
 from common.errors import ArkError, HandoverFailed, HandoverRefused
 from common.node_ops import NodeOps, node_ops
 from common.redo_kafka import KafkaRedoLog
@@ -55,6 +55,9 @@ from schemas.entries import REDO_SCHEMA, EpochMarker, Position, RedoEntry, TxnCh
 log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
+
+#: In a failover, the old primary gets this long to answer a connection (it is probably gone).
+OLD_PRIMARY_TIMEOUT_S = 3
 
 
 @dataclass
@@ -84,6 +87,8 @@ class Handover:
         self.timeout_s = timeout_s
         self.channel = ControlChannel.for_config(cfg)
         self.roles: Roles = roles_of(cfg, self.channel.replay())
+        #: Records that arrived since start-up (waits look for answers among them).
+        self.seen: list[ControlRecord] = []
         self.view = HeartbeatView(cfg)
         self.view.catch_up()  # a heartbeat a second from every agent: look at the last ones
         self._last = time.monotonic()
@@ -107,7 +112,9 @@ class Handover:
         return out
 
     def _poll(self) -> None:
-        self.roles.update(self.channel.poll())
+        records = self.channel.poll()
+        self.seen += records
+        self.roles.update(records)
         self.view.refresh(0.05)
 
     def _wait(self, what: str, done: Callable[[], bool], timeout: float | None = None) -> None:
@@ -277,7 +284,7 @@ class Handover:
 
     def _fence_if_reachable(self, old: str, epoch: int, report: Report) -> None:
         """The old primary, if it answers, is made read-only at once (no grace: it is not the primary any more)."""
-        ops = node_ops(self.cfg, old)
+        ops = node_ops(self.cfg, old, connect_timeout_s=OLD_PRIMARY_TIMEOUT_S)
         try:
             fence = ops.fence(0.0)
             self.channel.publish(NodeFenced(epoch, "read-only (failover)", fence.sessions_ended), old)
@@ -310,7 +317,7 @@ class Handover:
         it does not.
         """
         old = report.previous
-        ops = node_ops(self.cfg, old)
+        ops = node_ops(self.cfg, old, connect_timeout_s=OLD_PRIMARY_TIMEOUT_S)
         try:
             seq = new_ops.set_sequences(ops.sequences())
             detail = f"{seq.moved} moved forward from {old}, {seq.unchanged} already there"
@@ -380,11 +387,7 @@ class Reinstate:
         done: set[str] = set()
 
         def caught_up() -> bool:
-            for rec in h.channel.poll():
-                h.roles.update([rec])
-                if isinstance(rec.body, TableResynced) and rec.target == old:
-                    done.add(rec.body.table)
-            h.view.refresh(0.05)
+            done.update(r.body.table for r in h.seen if isinstance(r.body, TableResynced) and r.target == old)
             beat = h.view.applier(old)
             return beat is not None and beat.state == "running" and set(tables) <= done
 

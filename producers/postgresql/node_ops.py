@@ -49,8 +49,9 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type 
 class PostgresNodeOps(NodeOps):
     """One PostgreSQL node of the group (see the module docstring)."""
 
-    def __init__(self, cfg: ArkConfig, name: str) -> None:
+    def __init__(self, cfg: ArkConfig, name: str, *, connect_timeout_s: int | None = None) -> None:
         self.cfg = cfg
+        self._timeout = connect_timeout_s
         self.name = name
         self.settings: Any = node(cfg, name)
         self._conn: Any = None
@@ -65,6 +66,8 @@ class PostgresNodeOps(NodeOps):
             kwargs = self.settings.connect_kwargs()
             kwargs.update(options=SESSION_OPTIONS + " -c default_transaction_read_only=off",
                           application_name="ark", client_encoding="UTF8")
+            if self._timeout is not None:
+                kwargs["connect_timeout"] = self._timeout
             try:
                 self._conn = psycopg2.connect(**kwargs)
             except psycopg2.Error as exc:
