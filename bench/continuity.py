@@ -344,6 +344,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="switchovers per system")
     parser.add_argument("--failover-runs", type=int, default=5, help="failovers per system")
     parser.add_argument("--skip-patroni", action="store_true", help="measure Ark only")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data) for a post-mortem")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (agents, broker, instances) on a TERM too
     root = Path(tempfile.mkdtemp(prefix="ark-continuity-", dir="/tmp"))
@@ -359,7 +360,10 @@ def main() -> None:
             else:
                 results["patroni"] = run_patroni(root / "patroni", args.runs, args.failover_runs)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            say(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(results, indent=2))
 
 

@@ -23,7 +23,16 @@ from common.control import ControlRecord
 from common.engines import engine
 from common.errors import ConfigError
 from common.settings import DatabaseSettings, PrimarySettings, StandbySettings
-from schemas.control import EndEpoch, EpochBegun, EpochEnded, HandoverStep, NodeFenced, StandbyFrom
+from schemas.control import (
+    ApplyUntil,
+    EndEpoch,
+    EpochBegun,
+    EpochCut,
+    EpochEnded,
+    HandoverStep,
+    NodeFenced,
+    StandbyFrom,
+)
 
 #: The fields that say where a database is and how to log in: they move with a node from role to role.
 _CONNECTION = tuple(DatabaseSettings.model_fields)
@@ -56,6 +65,10 @@ class Roles:
     rejoin_resync: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: node -> (epoch, how) of its last fencing.
     fenced: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: epoch -> its point-in-time cut (entries from that offset on are not the group's history).
+    cuts: dict[int, EpochCut] = field(default_factory=dict)
+    #: node -> the point in time it applies up to (a recovery point being prepared; 0 or absent: none).
+    until: dict[str, int] = field(default_factory=dict)
     #: The last steps of handovers (newest last), for status.
     steps: list[tuple[ControlRecord, HandoverStep]] = field(default_factory=list)
 
@@ -83,6 +96,10 @@ class Roles:
                 self.rejoin_resync[rec.target] = tuple(body.resync)
             elif isinstance(body, NodeFenced):
                 self.fenced[rec.target] = (body.epoch, body.how)
+            elif isinstance(body, EpochCut):
+                self.cuts.setdefault(body.epoch, body)
+            elif isinstance(body, ApplyUntil):
+                self.until[rec.target] = body.until_us
             elif isinstance(body, HandoverStep):
                 self.steps = [*self.steps[-49:], (rec, body)]
         return (self.epoch, self.primary) != before

@@ -41,6 +41,7 @@ from consumers.gate import BatchLimits, lag_seconds
 from consumers.hold import VerifyHold
 from consumers.hooks import ApplyHook
 from consumers.quarantine import RetransmitFailed, RetransmitPending, Retransmits
+from consumers.recovery import CutPassed, Skips, cut_mark, cut_passed
 from consumers.retention import RetentionGap, check_retention
 from consumers.session import ApplySession, NotAStandby, Stopped
 from consumers.table_resync import TableResyncs, unanswered_requests
@@ -59,7 +60,7 @@ class NotSynced(ArkError):
 
 #: Errors that stop the standby unless :meth:`ApplyRunner.recover` finds a way on (a table resync, ...).
 _STOPPING = (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap, RetransmitFailed,
-             SourceGap, GuardRefusal)
+             SourceGap, GuardRefusal, CutPassed)
 
 
 class ApplyRunner(AgentBody):
@@ -102,7 +103,8 @@ class ApplyRunner(AgentBody):
                                     committed=lambda: self.applied.next_offset if self.applied else -1,
                                     source=source)
         self.gaps = SourceGaps(standby.name)  # accepted holes in the source's log (consumers/gaps.py)
-        self.hooks: list[ApplyHook] = [self.gaps, self.retransmits, self.hold, self.resyncs]
+        self.skips = Skips(standby.name)  # ark skip (consumers/recovery.py)
+        self.hooks: list[ApplyHook] = [self.gaps, self.retransmits, self.hold, self.resyncs, self.skips]
 
     # -- AgentBody ---------------------------------------------------------------------------------
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
@@ -113,6 +115,7 @@ class ApplyRunner(AgentBody):
         self.paused = is_paused(backlog, self.standby.name)
         self.resyncs.on_control(unanswered_requests(backlog, self.standby.name))
         self.gaps.on_control(backlog)
+        self.skips.on_control(backlog)
         self._identity_records = [r for r in backlog if isinstance(r.body, NodeIdentity) or _moves_roles(r)]
         self.roles = Roles.replay(self.cfg.primary.name, backlog)
         self._follow_primary()
@@ -125,6 +128,8 @@ class ApplyRunner(AgentBody):
         if self.roles.update(records):
             log.info("standby %s: %s", self.standby.name, self.roles.describe())
             self._follow_primary()
+        if self.applied is not None:
+            self.check_cuts(self.applied)
         delay = current_delay(records, self.standby.name, self.delay)
         paused = is_paused(records, self.standby.name, self.paused)
         if (delay, paused) != (self.delay, self.paused):
@@ -180,6 +185,18 @@ class ApplyRunner(AgentBody):
             self.stopping.wait(0.2)
         self.message = ""
         return False
+
+    @property
+    def until_us(self) -> int:
+        """The point in time this standby applies up to and holds at (0: none)."""
+        return self.roles.until.get(self.standby.name, 0)
+
+    def check_cuts(self, state: ApplyState) -> None:
+        """Stop when this standby applied entries a point-in-time failover cut out (consumers/recovery.py)."""
+        for cut in self.roles.cuts.values():
+            if (state.epoch <= cut.epoch and state.next_offset > cut.from_offset
+                    and state.extra.get("cut") != cut_mark(cut) and self.roles.primary_of(cut.epoch + 1) != self.name):
+                raise cut_passed(self.standby.name, cut, state.next_offset)
 
     def _role(self) -> str:
         """The node's role by the roles, or primary when a marker named it primary of a newer epoch than they
@@ -237,6 +254,7 @@ class ApplyRunner(AgentBody):
             if not state.extra.get("identity"):  # synced before identities were recorded: record it now
                 state = replace(state, extra={**state.extra, "identity": facts.identity.key})
                 channel.publish(NodeIdentity("standby", facts.identity.key, facts.identity.label), self.standby.name)
+            self.check_cuts(state)
             self.applied = state
             self.max_epoch = max(self.max_epoch, state.epoch)  # fencing survives restarts
             epoch, _, named = state.extra.get("epoch_primary", "").partition(":")

@@ -20,6 +20,7 @@ from common.redo import EndOfLog, RedoReader, RedoRecord
 from consumers.base import Applier, ApplyState
 from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
+from consumers.recovery import cut_mark, cut_passed
 from schemas import envelope, positions
 from schemas.entries import REDO_SCHEMA, EpochMarker, RowChange, TableMeta, TxnChunk, from_record
 from schemas.errors import CorruptEntry
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long an entry at or after a recovery point waits (the loop looks again every 0.2 s).
+HOLD_S = 3600.0
 #: Seconds between control polls when no hook is urgent, and between end-offset refreshes.
 CONTROL_POLL_S = 0.5
 WATERMARK_POLL_S = 1.0
@@ -109,7 +112,7 @@ class ApplySession:
                 wait = self._wait_for(dec)
                 if wait > 0:
                     self._pause()
-                    self.r.state = "delayed"
+                    self.r.state = "held" if self.r.until_us else "delayed"
                     time.sleep(min(wait, 0.2))  # wake up for control intents (delay changes) and stop
                     continue
                 held = None
@@ -137,6 +140,9 @@ class ApplySession:
             return 0.0
         if self.pending.position_key and body.commit.key <= self.pending.position_key:
             return 0.0
+        until = self.r.until_us
+        if until:  # a recovery point: everything before it now, nothing from it on
+            return HOLD_S if body.commit_time_us >= until else 0.0
         return wait_seconds(body.commit_time_us, self.r.delay, time.time())
 
     def _pause(self) -> None:
@@ -205,6 +211,12 @@ class ApplySession:
         if isinstance(body, EpochMarker):
             self._marker(offset, body)
             return
+        cut = self.r.roles.cuts.get(dec.epoch)
+        if cut is not None and offset >= cut.from_offset and self.in_txn is None:
+            # Cut out of the group's history by a point-in-time failover: consumed, never applied.
+            self._advance_offset_only(offset)
+            self.pending = replace(self.pending, extra={**self.pending.extra, "cut": cut_mark(cut)})
+            return
         if dec.epoch < self.r.max_epoch:
             log.warning("rejecting entry at offset %d from epoch %d (newest epoch %d)", offset, dec.epoch,
                         self.r.max_epoch)
@@ -230,6 +242,18 @@ class ApplySession:
         """An epoch marker: the newest epoch (persisted with the state row: older entries are rejected even
         after a restart); a new epoch's positions are its own primary's, so the position floor starts over."""
         self.r.epoch_primaries[marker.new_epoch] = marker.primary
+        p = self.pending
+        if marker.new_epoch > p.epoch:
+            # A point-in-time cut of the ending epoch is recorded before its marker is written: read the control
+            # topic to its end now, so that a standby that applied past the cut is caught here.
+            records = self.channel.replay() if self.r.roles.epoch < marker.new_epoch else []
+            if records:
+                self.r.on_control(records)
+            cut = self.r.roles.cuts.get(p.epoch)
+            if cut is not None and p.extra.get("cut") != cut_mark(cut) and p.next_offset > cut.from_offset \
+                    and self.r.roles.primary_of(cut.epoch + 1) != self.r.name:
+                self._commit()
+                raise cut_passed(self.r.name, cut, p.next_offset)
         self.r.max_epoch = max(self.r.max_epoch, marker.new_epoch)
         self._begin()
         p = self.pending

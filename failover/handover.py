@@ -41,8 +41,10 @@ from failover.plan import Decision, NodeView, decide_failover, decide_switchover
 from failover.view import HeartbeatView
 from schemas import envelope
 from schemas.control import (
+    ApplyUntil,
     EndEpoch,
     EpochBegun,
+    EpochCut,
     EpochEnded,
     HandoverStep,
     NodeFenced,
@@ -242,10 +244,12 @@ class Handover:
                        "yet: start 'ark capture'", report)
 
     # -- failover --------------------------------------------------------------------------------------
-    def failover(self, target: str, *, force: bool) -> Report:
-        """``target`` takes over from a primary that is gone (see the module docstring)."""
+    def failover(self, target: str, *, force: bool, until_us: int = 0) -> Report:
+        """``target`` takes over from a primary that is gone (see the module docstring). With ``until_us``, a
+        point-in-time failover: ``target`` (a delayed standby) applies only what was committed before it."""
         roles = self.roles
-        decision = decide_failover(roles, target, self.node_views(), force=force)
+        views = self.node_views()
+        decision = decide_failover(roles, target, views, force=force or bool(until_us))
         self._refuse(decision)
         old, epoch = roles.primary, roles.epoch
         report = Report("failover", epoch + 1, old, target)
@@ -253,10 +257,13 @@ class Handover:
         self.say(decision.sentence)
         for note in decision.notes:
             self.say(f"  {note}")
-        self._step("failover", epoch + 1, "started", f"{old} -> {target}", report)
+        self._step("failover", epoch + 1, "started", f"{old} -> {target}"
+                   + (f", up to {_iso(until_us)}" if until_us else ""), report)
         new_ops = node_ops(self.cfg, target)
         try:
-            if self.node_views()[target].delay_seconds > 0:  # the new primary applies everything, now
+            if until_us:
+                self._cut_at(target, epoch, until_us, report)
+            elif views[target].delay_seconds > 0:  # the new primary applies everything, now
                 self.channel.publish(SetDelay(0.0), target)
             self._fence_if_reachable(old, epoch, report)
             marker = self._close_epoch_in_kafka(epoch, target)
@@ -266,7 +273,8 @@ class Handover:
                        "no capture can publish for it any more", report)
             self._wait(f"{target} to apply everything up to redo offset {marker}",
                        self._applied_to(target, marker, epoch + 1))
-            self._step("failover", epoch + 1, "applied", f"{target} applied everything Kafka held", report)
+            self._step("failover", epoch + 1, "applied", f"{target} applied everything Kafka held"
+                       + (f" up to {_iso(until_us)}" if until_us else ""), report)
             self.sync_sequences(target, new_ops, report)
             where = new_ops.promote()
             self.channel.publish(EpochBegun(epoch + 1, target, old, "failover", marker), target)
@@ -281,6 +289,37 @@ class Handover:
         finally:
             new_ops.close()
         return report
+
+    def _cut_at(self, target: str, epoch: int, until_us: int, report: Report) -> None:
+        """A point-in-time failover: hold ``target`` at the first transaction committed at or after ``until_us``,
+        then cut the epoch there (consumers/recovery.py) and let it go on to the end-of-epoch marker."""
+        beat = self.view.applier(target)
+        applied_us = int(beat.record.get("applied_commit_time_us", 0)) if beat else 0
+        if applied_us >= until_us:
+            raise HandoverRefused(f"{target} already applied a transaction committed at {_iso(applied_us)}, not "
+                                  f"before {_iso(until_us)}: it cannot go back",
+                                  fix="choose a more delayed standby, or a later --until")
+        self.channel.publish(ApplyUntil(until_us), target)
+
+        def held() -> bool:
+            b = self.view.applier(target)
+            return b is not None and (b.state == "held" or (int(b.record.get("lag_entries", 1)) == 0
+                                                            and b.state in ("running", "delayed")))
+
+        self._wait(f"{target} to apply everything committed before {_iso(until_us)}", held)
+        now = self.view.applier(target)
+        assert now is not None
+        cut = now.applied_offset + 1
+        self.channel.publish(EpochCut(epoch, cut, until_us), target)
+        self.channel.publish(ApplyUntil(0), target)
+        self.channel.publish(SetDelay(0.0), target)
+        behind = sorted(n for n, v in self.node_views().items()
+                        if n not in (target, report.previous) and v.role == "standby" and v.applied_offset >= cut)
+        if behind:
+            report.notes.append(f"{', '.join(behind)} applied transactions after {_iso(until_us)}: they stop, and need "
+                                f"'ark resync' ({'; '.join(f'ark resync {n}' for n in behind)})")
+        self._step("failover", epoch + 1, "cut", f"{target} holds everything committed before {_iso(until_us)}; the "
+                   f"rest of epoch {epoch} (redo offset {cut} on) is cut out of the group's history", report)
 
     def _fence_if_reachable(self, old: str, epoch: int, report: Report) -> None:
         """The old primary, if it answers, is made read-only at once (no grace: it is not the primary any more)."""
@@ -354,7 +393,8 @@ class Reinstate:
         try:
             fence = old_ops.fence(0.0)
             h.channel.publish(NodeFenced(epoch, "read-only (reinstate)", fence.sessions_ended), old)
-            after = _last_published(h.cfg, epoch, marker)
+            cut = roles.cuts.get(epoch)  # a point-in-time failover: the group's history of that epoch ends there
+            after = _last_published(h.cfg, epoch, cut.from_offset if cut is not None else marker)
             txns = read_divergence(h.cfg, old, after, old_ops.log_position())
             fill_group_rows(txns, primary_ops)
             tables = sorted({t for txn in txns for t in txn.tables})
@@ -399,6 +439,10 @@ class Reinstate:
             report.notes.append(f"{old} has not caught up yet: is 'ark apply {old}' running? ('ark status')")
             h._step("reinstate", h.roles.epoch, "done", f"{old} may rejoin as a standby; its applier was not seen "
                     "caught up yet", report)
+
+
+def _iso(us: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us / 1e6)) + f".{us % 1_000_000 // 1000:03d}Z"
 
 
 def _last_published(cfg: ArkConfig, epoch: int, before: int) -> Position | None:

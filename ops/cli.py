@@ -389,8 +389,12 @@ def switchover(obj: CliContext, target: str, grace: float, timeout: float) -> No
 @click.option("--timeout", type=float, default=300.0, show_default=True, metavar="SECONDS",
               help="Longest wait for TARGET to apply everything the redo topic holds.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable --dry-run.")
+@click.option("--until", "until", default=None, metavar="TIME",
+              help="Point in time (ISO-8601 UTC, or @unix-seconds): TARGET, a delayed standby, applies only what was "
+                   "committed before TIME, then is promoted (the way back from a DROP TABLE or a bad DELETE).")
 @pass_ctx
-def failover(obj: CliContext, target: str, dry_run: bool, force: bool, timeout: float, as_json: bool) -> None:
+def failover(obj: CliContext, target: str, dry_run: bool, force: bool, timeout: float, as_json: bool,
+             until: str | None) -> None:
     """Promote TARGET after the primary is gone: every transaction that reached Kafka survives.
 
     \b
@@ -398,10 +402,31 @@ def failover(obj: CliContext, target: str, dry_run: bool, force: bool, timeout: 
     publishing for it is fenced by Kafka and rejected by every applier); the old primary is made
     read-only if it answers; TARGET applies everything the redo topic holds, is promoted (epoch
     E+1), and the old primary stays demoted until 'ark reinstate'. Refused (exit 41) when another
-    standby is more advanced, naming it, unless --force."""
+    standby is more advanced, naming it, unless --force.
+    \b
+    With --until TIME the rest of the epoch after TIME is cut out of the group's history: standbys
+    that applied some of it stop and ask for 'ark resync'."""
     from ops.handover import run_failover
+    from ops.recovery import parse_time
 
-    run_failover(obj.config(), target, force=force, dry_run=dry_run, timeout_s=timeout, as_json=as_json)
+    run_failover(obj.config(), target, force=force, dry_run=dry_run, timeout_s=timeout, as_json=as_json,
+                 until_us=parse_time(until) if until else 0)
+
+
+@cli.command()
+@click.argument("standby")
+@click.option("--offset", type=int, required=True, metavar="N", help="The redo offset where the transaction starts.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def skip(obj: CliContext, standby: str, offset: int, yes: bool) -> None:
+    """Never apply the transaction at redo offset N on STANDBY (a delayed standby that has not reached it).
+
+    \b
+    Shows what the transaction changes (tables, operations, keys) and asks first; the decision is
+    recorded on the control topic, and the applier leaves every row of it out when it gets there."""
+    from ops.recovery import run_skip
+
+    run_skip(obj.config(), standby, offset, yes=yes)
 
 
 @cli.command()

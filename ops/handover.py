@@ -43,14 +43,14 @@ def run_switchover(cfg: ArkConfig, target: str, *, grace_s: float, timeout_s: fl
 
 
 def run_failover(cfg: ArkConfig, target: str, *, force: bool, dry_run: bool, timeout_s: float,
-                 as_json: bool = False) -> Report | None:
+                 as_json: bool = False, until_us: int = 0) -> Report | None:
     """Promote ``target`` after the primary is gone, or (``dry_run``) say what that would mean per standby."""
     handover = Handover(cfg, _say, timeout_s=timeout_s)
     try:
         if dry_run:
             _dry_run(cfg, handover, target, force=force, as_json=as_json)
             return None
-        report = handover.failover(target, force=force)
+        report = handover.failover(target, force=force, until_us=until_us)
     finally:
         handover.close()
     _summary(report)

@@ -307,17 +307,51 @@ class HandoverStep:
     seconds: float
 
 
+# -- a delayed standby as a recovery point (consumers/recovery.py, failover/handover.py) ---------------------
+@dataclass(frozen=True)
+class SkipTransaction:
+    """The target standby must not apply the source transaction that starts at redo offset ``offset`` (its id
+    ``txn_id``, for the record): an operator's ``ark skip`` of a bad transaction still inside its delay."""
+
+    KIND: ClassVar[str] = "skip-transaction"
+    offset: int
+    txn_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ApplyUntil:
+    """The target standby applies every transaction committed before ``until_us`` at once (no delay) and holds
+    at the first one committed at or after it (0: no such point any more)."""
+
+    KIND: ClassVar[str] = "apply-until"
+    until_us: int
+
+
+@dataclass(frozen=True)
+class EpochCut:
+    """A point-in-time failover to the target node: entries of epoch ``epoch`` from redo offset ``from_offset``
+    on (committed at or after ``until_us``) are not part of the group's history; every applier skips them, and
+    one that applied some must be resynced."""
+
+    KIND: ClassVar[str] = "epoch-cut"
+    epoch: int
+    from_offset: int
+    until_us: int
+
+
 Body = (SetDelay | Pause | Resume | ResyncTable | FilesSetDelay | FilesPause | FilesResume | Retransmit
         | RetransmitDone | RetransmitFailed | VerifyHold | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease
         | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | NodeIdentity | SourceGap
-        | EpochBegun | EndEpoch | EpochEnded | StandbyFrom | NodeFenced | HandoverStep)
+        | EpochBegun | EndEpoch | EpochEnded | StandbyFrom | NodeFenced | HandoverStep | SkipTransaction | ApplyUntil
+        | EpochCut)
 
 #: Every kind, by its wire name.
 KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
     SetDelay, Pause, Resume, ResyncTable, FilesSetDelay, FilesPause, FilesResume, Retransmit, RetransmitDone,
     RetransmitFailed, VerifyHold, VerifyArmed, VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted,
     TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap, EpochBegun, EndEpoch,
-    EpochEnded, StandbyFrom, NodeFenced, HandoverStep)}
+    EpochEnded, StandbyFrom, NodeFenced, HandoverStep, SkipTransaction, ApplyUntil, EpochCut)}
 
 #: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
 _RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}
