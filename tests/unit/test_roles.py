@@ -281,3 +281,54 @@ def test_an_applier_never_applies_its_own_epoch_and_a_former_primary_rejoins_fro
 
 def test_records_round_trip_through_v1_args_for_unknown_kinds() -> None:
     assert record("pause").kind == "pause"
+
+
+# -- a delayed standby as a recovery point ----------------------------------------------------------------------
+def _txn_at(lsn: int, key: int, commit_us: int) -> TxnChunk:
+    return TxnChunk(txn_id=str(lsn), commit=pg_lsn(lsn), commit_time_us=commit_us, chunk_index=0, last=True,
+                    changes=[ins(T, key)], confirm=pg_lsn(lsn + 1).text)
+
+
+def test_a_skipped_transaction_is_never_applied() -> None:
+    from schemas.control import SkipTransaction
+
+    cfg = config()
+    log, store = MemoryRedoLog(), []
+    standby = _standby(log)
+    _publish(log, 0, _txn(100, 1))
+    bad = log.next_offset
+    _publish(log, 0, _txn(110, 2))
+    _publish(log, 0, _txn(120, 3))
+    memory_channel(store).publish(SkipTransaction(bad, "110", "test"), "sb")
+    _apply(cfg, standby, log, store, log.next_offset)
+    assert sorted(r[0] for r in standby.rows(T)) == [1, 3]
+
+
+def test_apply_until_holds_and_a_cut_is_skipped_by_every_standby_or_stops_it() -> None:
+    from common.errors import ArkError
+    from schemas.control import ApplyUntil, EpochCut
+
+    cfg = config()
+    log, store = MemoryRedoLog(), []
+    target, other = _standby(log), _standby(log)
+    _publish(log, 0, _txn_at(100, 1, 1_000))
+    cut = log.next_offset
+    _publish(log, 0, _txn_at(110, 2, 2_000))             # committed at the recovery point: the bad one
+    _publish(log, 0, _txn_at(120, 3, 3_000))
+    _apply(cfg, other, log, store, log.next_offset)      # a real-time standby applied everything
+    channel = memory_channel(store)
+    channel.publish(ApplyUntil(2_000), "sb")
+    running = Running(ApplyRunner(cfg, cfg.standbys[0], lambda: MemoryApplier(target), log), store)
+    try:
+        wait_until(lambda: running.body.state == "held", what="the target held at the recovery point")
+        assert sorted(r[0] for r in target.rows(T)) == [1]
+        channel.publish(EpochCut(0, cut, 2_000), "sb")
+        channel.publish(ApplyUntil(0), "sb")
+        _publish(log, 0, EpochMarker(1, "sb", ""))
+        wait_until(lambda: target.db.state is not None and target.db.state.epoch == 1, what="the marker")
+    finally:
+        running.stop()
+    assert sorted(r[0] for r in target.rows(T)) == [1]   # nothing of the cut applied
+    stopped = Running(ApplyRunner(cfg, cfg.standbys[0], lambda: MemoryApplier(other), log), store)
+    error = stopped.wait_exit()
+    assert isinstance(error, ArkError) and "ark resync sb" in (error.fix or ""), error
