@@ -13,7 +13,7 @@ import click
 from common.errors import ArkError
 from common.exit_codes import ExitCode
 from common.logs import setup_logging
-from ops.context import CliContext, console, report_error
+from ops.context import CliContext, console, metrics_options, report_error
 
 pass_ctx = click.make_pass_decorator(CliContext)
 
@@ -119,8 +119,9 @@ def check(obj: CliContext) -> None:
 @click.option("--accept-gap", is_flag=True,
               help="The source lost part of its log (slot recreated): record the gap on the control topic and "
                    "resume past it. Every standby then stops at the gap until 'ark resync' rebuilds it.")
+@metrics_options
 @pass_ctx
-def capture(obj: CliContext, accept_gap: bool) -> None:
+def capture(obj: CliContext, accept_gap: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the capture of the primary: its log → the group's redo topic (runs until stopped)."""
     from common.control import ControlChannel
     from common.heartbeat import agent_on_kafka
@@ -147,14 +148,15 @@ def capture(obj: CliContext, accept_gap: bool) -> None:
                 click.echo(record_gap(channel, probe, find_resume_point(redo)))
             finally:
                 channel.close()
-    _run_until_signal(agent_on_kafka(cfg, CaptureRunner(cfg, factory, redo),
-                                     interval=cfg.capture.heartbeat_interval_s))
+    _run_until_signal(agent_on_kafka(cfg, CaptureRunner(cfg, factory, redo), interval=cfg.capture.heartbeat_interval_s,
+                                     metrics_port=metrics_port, metrics_host=metrics_host))
 
 
 @cli.command()
 @click.argument("standby")
+@metrics_options
 @pass_ctx
-def apply(obj: CliContext, standby: str) -> None:
+def apply(obj: CliContext, standby: str, metrics_port: int | None, metrics_host: str) -> None:
     """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped)."""
     from common.heartbeat import agent_on_kafka
     from common.redo_kafka import KafkaRedoLog
@@ -166,7 +168,7 @@ def apply(obj: CliContext, standby: str) -> None:
     cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
     runner = ApplyRunner(cfg, settings, applier_factory(settings), KafkaRedoLog(cfg.kafka, cfg.group),
                          snapshot_source(cfg.primary))
-    _run_until_signal(agent_on_kafka(cfg, runner))
+    _run_until_signal(agent_on_kafka(cfg, runner, metrics_port=metrics_port, metrics_host=metrics_host))
 
 
 @cli.command()
@@ -204,34 +206,17 @@ def status(obj: CliContext, as_json: bool, watch: float | None) -> None:
     show_status(obj.config(), as_json=as_json, watch=watch)
 
 
-def _publish(cfg: Any, body: Any, target: str) -> str:
-    """Write one signed intent on the group's control channel; returns its request id."""
-    from common.control import ControlChannel
-
-    channel = ControlChannel.for_config(cfg, start=None)
-    try:
-        return channel.publish(body, target)
-    finally:
-        channel.close()
-
-
-def _target(obj: CliContext, standby: str) -> str:
-    """The control-record target of a standby argument: '' for 'all', else a validated standby name."""
-    return "" if standby == "all" else obj.config().standby(standby).name
-
-
 @cli.command()
 @click.argument("standby")
 @click.argument("seconds", type=float)
 @pass_ctx
 def delay(obj: CliContext, standby: str, seconds: float) -> None:
     """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards."""
-    from schemas.control import SetDelay
+    from ops import intents
 
     cfg = obj.config()
-    if seconds < 0:
-        raise ArkError("a delay cannot be negative", fix="give 0 for real time")
-    _publish(cfg, SetDelay(seconds), _target(obj, standby))
+    with intents.control_channel(cfg) as channel:
+        intents.set_delay(channel, cfg, standby, seconds)
     console.print(f"delay of {standby} set to {seconds:g} s (the applier picks it up within a second)")
 
 
@@ -240,10 +225,11 @@ def delay(obj: CliContext, standby: str, seconds: float) -> None:
 @pass_ctx
 def pause(obj: CliContext, standby: str) -> None:
     """Pause apply on STANDBY (or 'all'); entries wait in Kafka."""
-    from schemas.control import Pause
+    from ops import intents
 
     cfg = obj.config()
-    _publish(cfg, Pause(), _target(obj, standby))
+    with intents.control_channel(cfg) as channel:
+        intents.pause(channel, cfg, standby)
     console.print(f"pause of {standby} requested")
 
 
@@ -252,10 +238,11 @@ def pause(obj: CliContext, standby: str) -> None:
 @pass_ctx
 def resume(obj: CliContext, standby: str) -> None:
     """Resume apply on STANDBY (or 'all')."""
-    from schemas.control import Resume
+    from ops import intents
 
     cfg = obj.config()
-    _publish(cfg, Resume(), _target(obj, standby))
+    with intents.control_channel(cfg) as channel:
+        intents.resume(channel, cfg, standby)
     console.print(f"resume of {standby} requested")
 
 
