@@ -47,6 +47,8 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark capture              run the capture of the primary (one per group)
       ark apply STANDBY        run the applier of one standby
       ark status               applied position, lag and delay per standby
+      ark console              the operations console (terminal UI): watch and act on the group
+      ark report               statistics per hour and table (--html with charts, --json, --csv)
 
     \b
     Integrity and healing:
@@ -204,6 +206,29 @@ def status(obj: CliContext, as_json: bool, watch: float | None) -> None:
     from ops.status import show_status
 
     show_status(obj.config(), as_json=as_json, watch=watch)
+
+
+@cli.command("console")
+@click.option("--refresh", type=click.FloatRange(min=0.5), default=2.0, show_default=True, metavar="SECONDS",
+              help="Read what is new every SECONDS.")
+@pass_ctx
+def console_cmd(obj: CliContext, refresh: float) -> None:
+    """The operations console (a terminal UI; works over SSH in 80x24 and grows with the terminal).
+
+    \b
+    Tabs: 1 Group (topology, standbys with lag/rate sparklines, the capture), 2 Agents (heartbeats,
+    health, host and database facts, processes, server-log alerts), 3 Events (quarantines,
+    retransmissions, resyncs, gaps, intents, alerts).
+    Actions on the selected standby, each confirmed first and written as a signed intent, like the
+    CLI's: d delay, p pause, r resume, t resync a table, v verify. q quits.
+    It reads only Kafka (heartbeat and control topics) and, when reachable, the databases; with a
+    database or the broker down it keeps running and says what it cannot see.
+    """
+    from ops.console.app import run_console
+
+    cfg = obj.config()
+    cfg.control_key_bytes()  # heartbeats are verified with the group's key: a missing key fails here
+    run_console(cfg, refresh_s=refresh)
 
 
 @cli.command()

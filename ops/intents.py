@@ -11,14 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from common.config import ArkConfig
 from common.control import ControlChannel
 from common.errors import ArkError
-from schemas.control import Pause, Resume, ResyncTable, SetDelay
+from schemas.control import Body, Pause, Resume, ResyncTable, SetDelay
 
 #: The target that means every standby of the group.
 ALL = "all"
+
+
+class Publisher(Protocol):
+    """What writes an intent: a :class:`~common.control.ControlChannel` (signs, waits until Kafka has it)."""
+
+    def publish(self, body: Body, target: str = "") -> str:
+        """Write one signed record; its request id."""
+        ...
 
 
 @contextmanager
@@ -44,24 +53,24 @@ def qualified_table(table: str) -> str:
     return table if "." in table else f"public.{table}"
 
 
-def set_delay(channel: ControlChannel, cfg: ArkConfig, standby: str, seconds: float) -> str:
+def set_delay(channel: Publisher, cfg: ArkConfig, standby: str, seconds: float) -> str:
     """Apply ``standby`` (or all) no earlier than commit + ``seconds``; the applier picks it up within a second."""
     if seconds < 0:
         raise ArkError("a delay cannot be negative", fix="give 0 for real time")
     return channel.publish(SetDelay(float(seconds)), target_of(cfg, standby))
 
 
-def pause(channel: ControlChannel, cfg: ArkConfig, standby: str) -> str:
+def pause(channel: Publisher, cfg: ArkConfig, standby: str) -> str:
     """Stop applying on ``standby`` (or all); entries wait in Kafka."""
     return channel.publish(Pause(), target_of(cfg, standby))
 
 
-def resume(channel: ControlChannel, cfg: ArkConfig, standby: str) -> str:
+def resume(channel: Publisher, cfg: ArkConfig, standby: str) -> str:
     """Apply again on ``standby`` (or all)."""
     return channel.publish(Resume(), target_of(cfg, standby))
 
 
-def resync_table(channel: ControlChannel, cfg: ArkConfig, standby: str, table: str) -> str:
+def resync_table(channel: Publisher, cfg: ArkConfig, standby: str, table: str) -> str:
     """Ask ``standby``'s applier to resync one table while the others keep applying."""
     if standby == ALL:
         raise ArkError("a table resync names one standby", fix="ark resync STANDBY --table T")
