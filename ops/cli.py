@@ -232,6 +232,51 @@ def console_cmd(obj: CliContext, refresh: float) -> None:
 
 
 @cli.command()
+@click.option("--since", default="24h", show_default=True, metavar="DURATION",
+              help="The window: the last 30m, 6h, 24h, 7d... (heartbeats are kept one day).")
+@click.option("--html", "html_file", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Write the report as one HTML page with charts (self-contained: mail it, open it anywhere).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report document as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: a row per hour (total), per hour and table, per "
+              "hour and standby.")
+@click.option("--every", default=None, metavar="DURATION", help="Run as a scheduled job: write a report every "
+              "DURATION (e.g. 1d) into --to DIR, as HTML and JSON.")
+@click.option("--to", "to_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Where --every writes its reports.")
+@pass_ctx
+def report(obj: CliContext, since: str, html_file: Path | None, as_json: bool, as_csv: bool, every: str | None,
+           to_dir: Path | None) -> None:
+    """Replication statistics per hour and per table, from Kafka.
+
+    \b
+    Transactions, rows and bytes per hour and table (from the redo topic itself), per standby the lag
+    percentiles, apply rate, delay in force and time in error (from the heartbeats), quarantines,
+    retransmissions, resyncs, gaps and operators' intents (from the control topic), and the archive's
+    (redo topic's) size and the commit times it spans. Without --html/--json/--csv: a summary.
+    """
+    from ops.context import err_console
+    from ops.purge import parse_duration
+    from ops.report import run_every, write_report
+
+    cfg = obj.config()
+    window = parse_duration(since)
+    if sum(map(bool, (html_file, as_json, as_csv))) > 1:
+        raise ArkError("give one of --html, --json, --csv", fix="run the command once per format")
+    progress = (lambda text: err_console.print(text, soft_wrap=True)) if sys.stderr.isatty() else None
+    if every is not None:
+        if to_dir is None:
+            raise ArkError("--every needs --to DIR", fix="ark report --every 1d --to /var/lib/ark/reports")
+        run_every(cfg, since_s=window, every=every, to_dir=to_dir, progress=progress)
+        return
+    fmt = "html" if html_file else "json" if as_json else "csv" if as_csv else "text"
+    text = write_report(cfg, since_s=window, fmt=fmt, path=html_file, progress=progress)
+    if html_file is not None:
+        console.print(f"wrote {html_file}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@cli.command()
 @click.argument("standby")
 @click.argument("seconds", type=float)
 @pass_ctx
