@@ -198,7 +198,9 @@ class Tally:
 
     # -- the document ----------------------------------------------------------------------------------
     def document(self, archive: dict[str, Any], refused: dict[str, int] | None = None) -> dict[str, Any]:
-        hours = sorted({h for h, _t in self.by_table_hour} | set(self.hour_txns) | set(self.hour_bytes))
+        # every hour of the window, empty ones too (a chart's hours are contiguous), and any entry's hour
+        window = [hour_of(t) for t in range(int(self.since_s // HOUR_S * HOUR_S), int(self.until_s) + 1, HOUR_S)]
+        hours = sorted(set(window) | {h for h, _t in self.by_table_hour} | set(self.hour_txns) | set(self.hour_bytes))
         tables: dict[str, _TableHour] = defaultdict(_TableHour)
         hourly_tables = []
         for (hour, table), th in sorted(self.by_table_hour.items()):

@@ -131,7 +131,7 @@ def render_html(doc: dict[str, Any]) -> str:
     index = {h: i for i, h in enumerate(hours)}
     for r in doc["hourly_tables"]:
         rows_by[r["table"] if r["table"] in top else "other tables"][index[r["hour"]]] += r["rows"]
-    sb_hours = sorted({h["hour"] for sb in doc["standbys"] for h in sb["hours"]})
+    sb_hours = sorted(set(hours) | {h["hour"] for sb in doc["standbys"] for h in sb["hours"]})
     sb_index = {h: i for i, h in enumerate(sb_hours)}
 
     def per_standby(key: str) -> dict[str, list[float | None]]:

@@ -47,7 +47,7 @@ def test_transactions_rows_and_bytes_per_hour_and_table() -> None:
     assert (tables["public.history"]["transactions"], tables["public.docs"]["transactions"]) == (3, 1)
     assert tables["public.docs"]["bytes"] == 100  # the part and the row's chunk
     assert [(h["hour"], h["transactions"], h["rows"]) for h in doc["hours"]] == [
-        (hour_of(H0), 3, 6), (hour_of(H0 + 3600), 1, 1)]
+        (hour_of(H0 - 10), 0, 0), (hour_of(H0), 3, 6), (hour_of(H0 + 3600), 1, 1), (hour_of(H0 + 7200), 0, 0)]
 
 
 def test_standby_lag_percentiles_rates_errors_and_server_log_lines() -> None:
