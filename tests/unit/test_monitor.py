@@ -162,3 +162,23 @@ def test_metrics_server_serves_and_refuses_a_busy_port() -> None:
     with socket.socket() as s:  # the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", server.port))
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_agents_serve() -> None:
+    import json
+    import re
+
+    dashboard = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "ark-dashboard.json"
+    exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\bark_[a-z0-9_]+", e)}
+    capture = {"state": "running", "produced_offset": 5, "caught_up_at_us": 1, "lag_seconds": 0.0,
+               "sent_at_us": 1, "metrics": {"rows": 1.0, "txns": 1.0, "db.slot_retained_bytes": 9.0,
+                                            "control_refused": 1.0, "host.cpu_pct": 5.0, "host.mem_used_pct": 9.0,
+                                            "db.sessions": 3.0, "db.long_txns": 0.0}}
+    served = set()
+    for rec, kind in ((_apply_record(), "apply"), (capture, "capture")):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(HeartbeatCollector(lambda r=rec: r, "g", kind, "n"))
+        served |= {s.name for fam in text_string_to_metric_families(generate_latest(registry).decode())
+                   for s in fam.samples}
+    assert used <= served, used - served
