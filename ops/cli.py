@@ -222,7 +222,8 @@ def console_cmd(obj: CliContext, refresh: float) -> None:
     Actions on the selected standby, each confirmed first and written as a signed intent, like the
     CLI's: d delay, p pause, r resume, t resync a table, v verify. q quits.
     It reads only Kafka (heartbeat and control topics) and, when reachable, the databases; with a
-    database or the broker down it keeps running and says what it cannot see.
+    database or the broker down it keeps running and says what it cannot see. Its own log goes to
+    ~/.local/state/ark/console-GROUP.log ($XDG_STATE_HOME/ark/...).
     """
     from ops.console.app import run_console
 

@@ -9,7 +9,10 @@ then written as a signed intent (ops/console/source.py: the CLI's own functions)
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -364,7 +367,7 @@ class ArkConsole(App[None]):
     def _after(self, sentence: str, severity: str) -> None:
         self.last_action = sentence
         self.own_events.append(Event(time.time(), "error" if severity == "error" else "info", "console", sentence))
-        self.notify(sentence, severity="error" if severity == "error" else "information")
+        self.notify(sentence, severity="error" if severity == "error" else "information", timeout=15)
         if self.view is not None:
             self._show_events(self.view)
         self.action_refresh()
@@ -465,8 +468,27 @@ class ArkConsole(App[None]):
         self.source.close()
 
 
+def console_log_file(group: str) -> Path:
+    """Where the console's own log goes while it runs (a full-screen UI has no room for log lines)."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "ark"
+    return base / f"console-{group}.log"
+
+
 def run_console(cfg: Any, refresh_s: float = 2.0) -> None:
-    """``ark console``."""
+    """``ark console``: its log lines (and librdkafka's) go to :func:`console_log_file`, not the terminal."""
+    from common import kafka
     from ops.console.source import GroupSource
 
-    ArkConsole(GroupSource(cfg), refresh_s=refresh_s).run()
+    path = console_log_file(cfg.group)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s ark-console[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [handler]
+    kafka.CLIENT_LOGGER = logging.getLogger("librdkafka")
+    try:
+        ArkConsole(GroupSource(cfg), refresh_s=refresh_s).run()
+    finally:
+        root.handlers[:] = saved
+        kafka.CLIENT_LOGGER = None
