@@ -21,7 +21,7 @@ from consumers.base import Applier, ApplyState
 from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
 from schemas import envelope, positions
-from schemas.entries import REDO_SCHEMA, EpochMarker, RowChange, TableMeta, TxnChunk, from_record
+from schemas.entries import REDO_SCHEMA, EpochMarker, Op, RowChange, TableMeta, TxnChunk, from_record
 from schemas.errors import CorruptEntry
 
 if TYPE_CHECKING:
@@ -290,7 +290,8 @@ class ApplySession:
             return
         changes = self.buffer
         tables = {c.table for c in changes}
-        if len(tables) > 1 and self.applier.independent_tables(tables):
+        truncates = any(c.op is Op.TRUNCATE for c in changes)  # a TRUNCATE checks foreign keys even in a replica
+        if len(tables) > 1 and not truncates and self.applier.independent_tables(tables):
             order = {t: i for i, t in enumerate(dict.fromkeys(c.table for c in changes))}
             changes = sorted(changes, key=lambda c: order[c.table])
         first, last = self.buffer_from, self.buffer_to
@@ -333,7 +334,7 @@ class ApplySession:
             else:
                 return
         self._flush()
-        self.applier.save_state(self.pending)
+        self.applier.save_state(self.pending, previous=self.state)  # compare-and-set: never moves it backwards
         self.applier.commit()
         self.open = False
         self.state = self.pending
