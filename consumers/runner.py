@@ -26,6 +26,7 @@ from common.identity import DatabaseIdentity
 from common.redo import RedoLog
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState
+from consumers.continuity import ContinuousReader
 from consumers.errors import ApplierRunning, DataApplyError, StateMoved, TableNeedsResync, TransientApplyError
 from consumers.gaps import SourceGap, SourceGaps
 from consumers.gate import BatchLimits, lag_seconds
@@ -83,7 +84,8 @@ class ApplyRunner(AgentBody):
         self.hold = VerifyHold(None, standby.name)  # ark verify (consumers/hold.py)
         self.resyncs = TableResyncs(cfg, standby, applier_factory, redo,  # consumers/table_resync.py
                                     committed=lambda: self.applied.next_offset if self.applied else -1,
-                                    source=source)
+                                    source=source,
+                                    applied_key=lambda: self.applied.position_key if self.applied else b"")
         self.gaps = SourceGaps(standby.name)  # accepted holes in the source's log (consumers/gaps.py)
         self.hooks: list[ApplyHook] = [self.gaps, self.retransmits, self.hold, self.resyncs]
 
@@ -150,7 +152,9 @@ class ApplyRunner(AgentBody):
             metas = applier.load_table_metas(self.cfg.group)
             self.resyncs.attach(applier, metas)
             check_retention(self.redo, self.standby.name, state)
-            reader = self.redo.reader(self.standby.name)
+            # Every read is checked for a hole that retention made (consumers/continuity.py).
+            reader = ContinuousReader(self.redo.reader(self.standby.name), standby=self.standby.name,
+                                      topic=self.redo.topic, applied=lambda: self.applied or state)
             reader.seek(state.next_offset)
             self.state, self.message = "running", ""
             ApplySession(self, applier, reader, channel, metas, state).loop()
