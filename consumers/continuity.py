@@ -11,7 +11,11 @@ proves nothing; a hole that starts below the log start offset does:
 * at every hole (record offset > the offset expected), the log start offset is compared with the
   expected offset. Kafka deletes only below the log start offset, which only grows: if it is still at or
   below the expected offset now, nothing between the two was deleted, and the hole was markers or
-  aborted records. If it is above, the hole may hide deleted transactions: the applier stops.
+  aborted records. If it is above and the record read lies below it too, the record was fetched before
+  the deletion (the next fetch meets it). If the record lies at or above it, the reader jumped over
+  deleted offsets: the applier stops. (Conservative at the very edge of retention: a deletion landing
+  exactly inside a marker's hole between the fetch and the check stops the standby, which was about to
+  lose entries anyway.)
 
 Either way the applier stops with :class:`~consumers.retention.RetentionGap` (exit 13), naming the lost
 offsets, the last transaction applied and the way out (``ark resync``). The check reads the log start
@@ -85,7 +89,11 @@ class ContinuousReader(RedoReader):
         low = self.inner.low_watermark()
         if low <= self.expected:
             return  # nothing at or above the expected offset was deleted: markers or aborted records
-        last = min(found, low) - 1
+        if found < low:
+            # Deleted since, but fetched before: the fetch started at the expected offset while it was retained
+            # (else the reader would have raised), so the hole was markers. The next fetch meets the deletion.
+            return
+        last = low - 1
         log.error("redo offsets %d..%d were deleted by retention before standby %s read them", self.expected, last,
                   self.standby)
         raise lost_while_running(self.standby, self.topic, self.expected, last, self._applied())

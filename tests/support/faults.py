@@ -367,7 +367,8 @@ def seed() -> int:
     return int(os.environ.get("ARK_FAULT_SEED") or time.time_ns() % 1_000_000_007)
 
 
-# application_name of the applier's sessions: 'ark apply <standby> on <host> pid <pid>' (consumers/postgresql/replica.py).
+# application_name of the applier's sessions: 'ark apply <standby> on <host> pid <pid>' (consumers/postgresql/
+# replica.py).
 _OPEN_APPLY_TXN = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                    "AND application_name LIKE 'ark apply %' AND backend_xid IS NOT NULL")
 
