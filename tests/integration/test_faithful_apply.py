@@ -194,3 +194,24 @@ def test_a_delayed_standby_shows_no_shape_change_nor_resync_before_commit_plus_d
     visible = time.time()
     assert visible - changed >= delay - 0.1, f"the resync showed the change {visible - changed:.2f} s after commit"
     _equal(group, ["public.t"], "standby")
+
+
+def test_check_and_status_report_the_wal_the_slot_holds_and_the_free_disk(make_group: Any) -> None:
+    import json
+
+    group = make_group()
+    sql(group.primary_dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    group.ark_ok("sync", "standby")
+    group.start("capture")
+    sql(group.primary_dsn, "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 1000) g")
+    group.start("apply", "standby")
+    _equal(group, ["public.t"])
+    res = group.ark("check", env={"COLUMNS": "2000"})  # rich wraps table cells at the terminal width
+    out = res.stdout
+    assert res.returncode == 0, out + res.stderr
+    assert "max_slot_wal_keep_size is -1" in out and "ALTER SYSTEM SET max_slot_wal_keep_size" in out, out
+    assert "of WAL (wal_status" in out and "statvfs of" in out, out
+    doc = json.loads(group.ark_ok("status", "--json"))
+    log = doc["capture"]["source_log"]
+    assert "holds back" in log and "free under it" in log and "statvfs of" in log, log
+    assert not [w for w in doc["warnings"] if "max_slot_wal_keep_size" in w]  # advice on settings: 'ark check' only
