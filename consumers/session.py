@@ -21,7 +21,7 @@ from consumers.base import Applier, ApplyState
 from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
 from schemas import envelope, positions
-from schemas.entries import REDO_SCHEMA, EpochMarker, RowChange, TableMeta, TxnChunk, from_record
+from schemas.entries import REDO_SCHEMA, EpochMarker, Op, RowChange, TableMeta, TxnChunk, from_record
 from schemas.errors import CorruptEntry
 
 if TYPE_CHECKING:
@@ -41,12 +41,13 @@ class Stopped(Exception):
 class _Entry:
     """A verified, decoded redo entry (decoded once, even when held for the delay)."""
 
-    __slots__ = ("body", "epoch", "source_position")
+    __slots__ = ("body", "commit_time_us", "epoch", "source_position")
 
     def __init__(self, dec: envelope.Decoded) -> None:
         self.body = from_record(dec.record).body
         self.epoch = dec.epoch
         self.source_position = dec.source_position
+        self.commit_time_us = dec.commit_time_us  # the envelope's commit time: every kind of entry has one
 
 
 class ApplySession:
@@ -126,13 +127,23 @@ class ApplySession:
             self._handle(record.offset, dec)
 
     def _wait_for(self, dec: _Entry) -> float:
-        """Seconds until a decoded entry is due (0 for anything but the start of a new transaction)."""
+        """Seconds until a decoded entry is due: commit time + delay, for every kind of entry between two
+        transactions (a transaction's start, a table's shape, a checkpoint, and any kind added later), so that
+        nothing becomes visible on a delayed standby before its commit + D (guarantee 5). An entry the standby
+        has already applied (a re-read range) is due at once."""
         body = dec.body
-        if not isinstance(body, TxnChunk) or body.is_checkpoint or body.chunk_index != 0:
+        if isinstance(body, TxnChunk):
+            if body.chunk_index != 0:
+                return 0.0  # the rest of a transaction whose start was due
+            if self.pending.position_key and body.commit.key <= self.pending.position_key:
+                return 0.0
+            return wait_seconds(body.commit_time_us, self.r.delay, time.time())
+        if not self.r.delay or dec.commit_time_us <= 0:
             return 0.0
-        if self.pending.position_key and body.commit.key <= self.pending.position_key:
+        at = positions.parse_text(dec.source_position) if dec.source_position else None
+        if at is not None and self.pending.position_key and at.key <= self.pending.position_key:
             return 0.0
-        return wait_seconds(body.commit_time_us, self.r.delay, time.time())
+        return wait_seconds(dec.commit_time_us, self.r.delay, time.time())
 
     def _pause(self) -> None:
         if not self._paused:
@@ -299,7 +310,8 @@ class ApplySession:
             return
         changes = self.buffer
         tables = {c.table for c in changes}
-        if len(tables) > 1 and self.applier.independent_tables(tables):
+        truncates = any(c.op is Op.TRUNCATE for c in changes)  # a TRUNCATE checks foreign keys even in a replica
+        if len(tables) > 1 and not truncates and self.applier.independent_tables(tables):
             order = {t: i for i, t in enumerate(dict.fromkeys(c.table for c in changes))}
             changes = sorted(changes, key=lambda c: order[c.table])
         first, last = self.buffer_from, self.buffer_to
@@ -342,7 +354,7 @@ class ApplySession:
             else:
                 return
         self._flush()
-        self.applier.save_state(self.pending)
+        self.applier.save_state(self.pending, previous=self.state)  # compare-and-set: never moves it backwards
         self.applier.commit()
         self.open = False
         self.state = self.pending

@@ -223,15 +223,29 @@ def _target(obj: CliContext, standby: str) -> str:
 @cli.command()
 @click.argument("standby")
 @click.argument("seconds", type=float)
+@click.option("--force", is_flag=True, help="Set it even when the redo topic's retention cannot hold the delay plus "
+              "the margin (a warning is printed; the standby stops, exit 13, if retention deletes what it needs).")
 @pass_ctx
-def delay(obj: CliContext, standby: str, seconds: float) -> None:
-    """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards."""
+def delay(obj: CliContext, standby: str, seconds: float, force: bool) -> None:
+    """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards.
+
+    Refused (exit 2) when the redo topic's retention is shorter than the delay plus
+    kafka.retention_margin_hours: retention would delete entries before the standby applies them.
+    """
+    from ops.errors import DelayTooLong
+    from ops.retention import delay_problem
     from schemas.control import SetDelay
 
     cfg = obj.config()
     if seconds < 0:
         raise ArkError("a delay cannot be negative", fix="give 0 for real time")
-    _publish(cfg, SetDelay(seconds), _target(obj, standby))
+    target = _target(obj, standby)
+    problem = delay_problem(cfg, seconds)
+    if problem is not None and not force:
+        raise DelayTooLong(problem.what, fix=problem.fix)
+    if problem is not None:
+        console.print(f"[yellow]warning:[/] {problem.what} (--force: set anyway; fix: {problem.fix})")
+    _publish(cfg, SetDelay(seconds), target)
     console.print(f"delay of {standby} set to {seconds:g} s (the applier picks it up within a second)")
 
 
