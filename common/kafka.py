@@ -276,6 +276,9 @@ def read_range(
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:  # a consumer with auto.offset.reset=error
+                raise KafkaUnavailable(f"reading {topic} from offset {start}: {error} (deleted by retention?)",
+                                       fix="the range is no longer retained; see 'ark check' (retention)")
             raise KafkaUnavailable(f"reading {topic}: {error}", fix="check the broker")
         offset = msg.offset()
         if offset is None or offset >= stop:

@@ -280,12 +280,22 @@ def report(obj: CliContext, since: str, html_file: Path | None, as_json: bool, a
 @cli.command()
 @click.argument("standby")
 @click.argument("seconds", type=float)
+@click.option("--force", is_flag=True, help="Set it even when the redo topic's retention cannot hold the delay plus "
+              "the margin (a warning is printed; the standby stops, exit 13, if retention deletes what it needs).")
 @pass_ctx
-def delay(obj: CliContext, standby: str, seconds: float) -> None:
-    """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards."""
+def delay(obj: CliContext, standby: str, seconds: float, force: bool) -> None:
+    """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards.
+
+    Refused (exit 2) when the redo topic's retention is shorter than the delay plus
+    kafka.retention_margin_hours: retention would delete entries before the standby applies them.
+    """
     from ops import intents
 
     cfg = obj.config()
+    intents.target_of(cfg, standby)  # an unknown standby fails before Kafka is asked
+    warning = intents.check_delay(cfg, seconds, force=force)
+    if warning is not None:
+        console.print(f"[yellow]warning:[/] {warning}")
     with intents.control_channel(cfg) as channel:
         intents.set_delay(channel, cfg, standby, seconds)
     console.print(f"delay of {standby} set to {seconds:g} s (the applier picks it up within a second)")

@@ -53,8 +53,25 @@ def qualified_table(table: str) -> str:
     return table if "." in table else f"public.{table}"
 
 
+def check_delay(cfg: ArkConfig, seconds: float, *, force: bool = False) -> str | None:
+    """Refuse (DelayTooLong) a delay the redo topic's retention cannot hold with its margin, unless
+    ``force``; then the warning to show. None when the delay is fine. Reads the topic's retention."""
+    from ops.errors import DelayTooLong
+    from ops.retention import delay_problem
+
+    if seconds < 0:
+        raise ArkError("a delay cannot be negative", fix="give 0 for real time")
+    problem = delay_problem(cfg, seconds)
+    if problem is None:
+        return None
+    if not force:
+        raise DelayTooLong(problem.what, fix=problem.fix)
+    return f"{problem.what} (--force: set anyway; fix: {problem.fix})"
+
+
 def set_delay(channel: Publisher, cfg: ArkConfig, standby: str, seconds: float) -> str:
-    """Apply ``standby`` (or all) no earlier than commit + ``seconds``; the applier picks it up within a second."""
+    """Apply ``standby`` (or all) no earlier than commit + ``seconds``; the applier picks it up within a second.
+    Call :func:`check_delay` first (the retention check)."""
     if seconds < 0:
         raise ArkError("a delay cannot be negative", fix="give 0 for real time")
     return channel.publish(SetDelay(float(seconds)), target_of(cfg, standby))

@@ -344,6 +344,11 @@ def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options) -> tuple[di
     """Compare (and with ``opts.repair`` repair) one standby: the report document and the exit code
     (``ark verify`` and the console's verify action)."""
     standby = cfg.standby(standby_name)
+    if standby.engine != cfg.primary.engine:
+        raise ArkError(f"verify compares a standby with a primary of the same engine; {standby.name} is "
+                       f"{standby.engine} and the primary {cfg.primary.engine}",
+                       fix="compare the tables with your own queries (their values are converted by the type map "
+                           "in README 'Cross-engine apply'), or resync a table with 'ark resync --table'")
     beat = _applier_beat(cfg, standby)
     delay = float(beat.get("delay_seconds") or 0.0)
     timeout = opts.timeout if opts.timeout is not None else delay + 120.0

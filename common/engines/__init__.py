@@ -30,6 +30,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from common.engines.mariadb import MariaDBPrimary, MariaDBStandby
 from common.engines.postgresql import PostgresPrimary, PostgresStandby
 from common.errors import ConfigError
 from common.settings import PrimarySettings, StandbySettings
@@ -61,7 +62,6 @@ _ENGINES: dict[str, EngineSpec] = {}
 
 #: Engines that are planned but not in this build, and why (for the error message).
 PLANNED: dict[str, str] = {
-    "mariadb": "MariaDB capture and apply are being built (issue: MariaDB engine)",
     "oracle": "Oracle LogMiner capture is planned; it cannot run on this machine",
     "sqlserver": "SQL Server CDC capture is planned; it cannot run on this machine",
 }
@@ -104,4 +104,13 @@ register(EngineSpec(
     verifier="consumers.postgresql.verify:PostgresVerifier",
     probe="producers.postgresql.probe:PostgresProbe",
     monitor="producers.postgresql.monitor:PostgresMonitor",
+))
+
+register(EngineSpec(
+    name="mariadb", title="MariaDB", primary=MariaDBPrimary, standby=MariaDBStandby,
+    capture="producers.mariadb.capture:MariaDBCapture",
+    snapshot="producers.mariadb.snapshot:MariaDBSnapshotSource",
+    applier="consumers.mariadb.applier:MariaDBApplier",
+    verifier="consumers.mariadb.verify:MariaDBVerifier",
+    probe="producers.mariadb.probe:MariaDBProbe",
 ))

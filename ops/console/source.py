@@ -36,15 +36,20 @@ VerifyFn = Callable[[str], tuple[dict[str, Any], int]]
 class IntentActions:
     """The console's actions: signed intents on ``channel`` (ops/intents.py), and verify."""
 
-    def __init__(self, cfg: ArkConfig, channel: intents.Publisher, verify: VerifyFn | None = None) -> None:
+    def __init__(self, cfg: ArkConfig, channel: intents.Publisher, verify: VerifyFn | None = None,
+                 check_delay: Callable[[ArkConfig, float], str | None] | None = None) -> None:
         self.cfg = cfg
         self.channel = channel
         self._verify = verify
+        self._check_delay = check_delay or (lambda c, s: intents.check_delay(c, s))
 
     def standby_names(self) -> list[str]:
         return [s.name for s in self.cfg.standbys]
 
     def set_delay(self, standby: str, seconds: float) -> str:
+        """Refused like ``ark delay`` without --force when retention cannot hold the delay (DelayTooLong)."""
+        intents.target_of(self.cfg, standby)
+        self._check_delay(self.cfg, seconds)
         return intents.set_delay(self.channel, self.cfg, standby, seconds)
 
     def pause(self, standby: str) -> str:

@@ -21,6 +21,7 @@ from ops.console.app import SWITCHOVER_LATER, ArkConsole
 from ops.console.dialogs import AskScreen, ConfirmScreen
 from ops.console.model import ConsoleView, Feed, History, build_view, describe_state, sparkline
 from ops.console.source import ConsoleSource, IntentActions
+from ops.errors import DelayTooLong
 from schemas.control import Pause, Resume, ResyncTable, Retransmit, SetDelay, TableResynced
 from tests.support.memory import Headers, memory_channel
 
@@ -104,7 +105,12 @@ class FakeSource(ConsoleSource):
             return {"verdict": "equal", "position": "0/1A2B3C4D", "tables": [
                 {"table": "public.accounts", "verdict": "equal"}, {"table": "public.history", "verdict": "equal"}]}, 0
 
-        self.actions = IntentActions(_cfg(), memory_channel(self.store, group="bank"), verify)
+        def check_delay(_cfg: ArkConfig, seconds: float) -> str | None:
+            if seconds > 86400:  # as the real check refuses a delay the redo topic's retention cannot hold
+                raise DelayTooLong("the redo topic keeps 24 h: too short for that delay", fix="raise retention")
+            return None
+
+        self.actions = IntentActions(_cfg(), memory_channel(self.store, group="bank"), verify, check_delay)
         self.view = view or _view()
         self.snapshots = 0
 
@@ -320,6 +326,9 @@ def test_delay_asks_for_seconds_refuses_nonsense_then_writes_set_delay() -> None
         await _settle(app, pilot)
         written = source.written()
         assert len(written) == 1 and written[0].body == SetDelay(120.0) and written[0].target == "node3-delayed"
+        await pilot.press("d", "ctrl+a", "ctrl+k", *"999999", "enter", "y")  # beyond retention: refused, like the CLI
+        await _settle(app, pilot)
+        assert "not done: the redo topic keeps 24 h" in app.last_action and len(source.written()) == 1
 
     _run(source, (80, 24), steps)
 
