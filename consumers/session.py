@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from common import monitor
 from common.control import ControlChannel
 from common.errors import ArkError
 from common.redo import EndOfLog, RedoReader, RedoRecord
@@ -190,6 +191,7 @@ class ApplySession:
             return _Entry(self._verified(record))
         except CorruptEntry as first:
             # Read it again: the damage may have been in transit or in memory.
+            monitor.count("crc_failures")
             log.warning("%s; re-reading it", first)
             self.reader.seek(record.offset)
             again = self.reader.poll(10.0)

@@ -56,10 +56,12 @@ def latest_beats(cfg: ArkConfig, window_s: float = 30.0) -> dict[tuple[str, str]
     return latest_heartbeats(cfg, window_s)[0]
 
 
-def gather(cfg: ArkConfig) -> dict[str, Any]:
-    """The status document (what ``--json`` prints)."""
+def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any]], int] | None = None
+           ) -> dict[str, Any]:
+    """The status document (what ``--json`` prints; the console's model). ``heartbeats``: the newest
+    heartbeats and the refusal count when the caller already follows the topic (the console)."""
     now = time.time()
-    beats, beats_refused = latest_heartbeats(cfg)
+    beats, beats_refused = heartbeats if heartbeats is not None else latest_heartbeats(cfg)
     redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)
     capture: dict[str, Any] = {"node": cfg.primary.name, "state": "not running", "source_position": "",

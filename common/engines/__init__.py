@@ -1,6 +1,6 @@
 """The engine registry: the one place that knows which engines exist and where their parts live.
 
-An engine is a plug-in made of five parts, registered here once:
+An engine is a plug-in made of these parts, registered here once:
 
 ========== ============================================ ===============================================
 part       what it is                                   where
@@ -14,6 +14,8 @@ verifier   :class:`common.verify.Verifier`: compares a  ``consumers/<engine>/`` 
            primary snapshot and a standby, in SQL        through the snapshot's token)
 probe      :class:`common.probe.SourceProbe`            ``producers/<engine>/``: what the source says
                                                         when Kafka cannot be reached
+monitor    :class:`common.monitor.DatabaseMonitor`      ``producers/<engine>/``: sessions, long
+           (optional)                                   transactions, lock waits, slots, the server log
 ========== ============================================ ===============================================
 
 The runtime parts are named by ``"module:attribute"`` and imported on first use
@@ -52,6 +54,8 @@ class EngineSpec:
     verifier: str
     #: ``cls(cfg: ArkConfig) -> SourceProbe``
     probe: str
+    #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> DatabaseMonitor`` ('' : the agents carry no database facts)
+    monitor: str = ""
 
 
 _ENGINES: dict[str, EngineSpec] = {}
@@ -99,6 +103,7 @@ register(EngineSpec(
     applier="consumers.postgresql.applier:PostgresApplier",
     verifier="consumers.postgresql.verify:PostgresVerifier",
     probe="producers.postgresql.probe:PostgresProbe",
+    monitor="producers.postgresql.monitor:PostgresMonitor",
 ))
 
 register(EngineSpec(
