@@ -43,6 +43,7 @@ class ExitCode(IntEnum):
     IDENTITY_CHANGED = 28
     NOT_EMPTY = 29
     ENTRY_TOO_LARGE = 30
+    APPLIER_RUNNING = 31
     NOT_PRIMARY = 40
     HANDOVER_REFUSED = 41
     HANDOVER_FAILED = 42
@@ -88,6 +89,8 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.NOT_EMPTY: "refused: `ark sync` would replace data Ark did not put there (`--overwrite` if it may)",
     ExitCode.ENTRY_TOO_LARGE: "the capture met an entry larger than the redo topic's message limit allows, even "
                               "cut into parts (names the table and key columns, never values)",
+    ExitCode.APPLIER_RUNNING: "another applier already applies to this standby (names its host, pid and since); "
+                              "only one may: stop one of them",
     ExitCode.NOT_PRIMARY: "refused: the node is not the group's primary in the current epoch (a capture there would "
                           "publish for a reign that ended); `ark topology` shows the roles",
     ExitCode.HANDOVER_REFUSED: "`ark switchover`/`ark failover` refused before changing anything (names why: a more "

@@ -141,8 +141,14 @@ class Applier(ABC):
         return False
 
     @abstractmethod
-    def save_state(self, state: ApplyState) -> None:
-        """Write the state row (same transaction)."""
+    def save_state(self, state: ApplyState, previous: ApplyState | None = None) -> None:
+        """Write the state row (same transaction). With ``previous``, a compare-and-set: the row must still
+        hold ``previous``'s ``next_offset`` and epoch, else :class:`consumers.errors.StateMoved` (rolled back),
+        so an applier that lost its lock never moves the state backwards."""
+
+    def lock_standby(self, group: str, standby: str) -> None:  # noqa: B027 - optional: engines without locks
+        """Hold the standby for this applier as long as this instance lives (one applier per standby), or raise
+        :class:`consumers.errors.ApplierRunning` naming the holder."""
 
     # -- table-level resync ----------------------------------------------------------------------
     @abstractmethod

@@ -17,8 +17,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.ark-pyproject.sha256"
+# chromium (headless) renders 'ark report --html' to a PNG in a test (tests/integration/test_report_live.py).
 APT_PACKAGES=(postgresql postgresql-contrib mariadb-server mariadb-client openjdk-17-jre-headless maven rsync iproute2
-              python3-venv acl attr)
+              python3-venv acl attr chromium fonts-liberation)
 
 step() { printf '[bootstrap] %s\n' "$*"; }
 
@@ -80,4 +81,5 @@ fi
 
 # -- 3. Kafka jars -------------------------------------------------------------------------------
 step "kafka: jars in $(cd "$REPO" && "$VENV/bin/python" -m deploy.kafka fetch)"
+step "kafka tools: jars in $(cd "$REPO" && "$VENV/bin/python" -m deploy.kafka fetch-tools)"
 step "done"

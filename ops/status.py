@@ -66,13 +66,15 @@ def _roles(cfg: ArkConfig) -> Any:
     return current_roles(cfg)
 
 
-def gather(cfg: ArkConfig) -> dict[str, Any]:
-    """The status document (what ``--json`` prints)."""
-    from common.roles import as_standby, nodes
+def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any]], int] | None = None
+           ) -> dict[str, Any]:
+    """The status document (what ``--json`` prints; the console's model). ``heartbeats``: the newest
+    heartbeats and the refusal count when the caller already follows the topic (the console)."""
+    from common.roles import as_standby, config_under, nodes
 
     now = time.time()
     roles = _roles(cfg)
-    beats, beats_refused = latest_heartbeats(cfg)
+    beats, beats_refused = heartbeats if heartbeats is not None else latest_heartbeats(cfg)
     redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)
     capture: dict[str, Any] = {"node": roles.primary, "state": "not running", "source_position": "",
@@ -121,12 +123,28 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
     if any(r["role"] == "demoted" for r in standbys):
         warnings += [f"{r['name']} is a demoted former primary: 'ark reinstate {r['name']}' records what it committed "
                      "that never reached Kafka and makes it a standby" for r in standbys if r["role"] == "demoted"]
+    capture["source_log"] = _source_log(config_under(cfg, roles.primary), warnings)
     roles_doc = {"epoch": roles.epoch, "primary": roles.primary, "description": roles.describe(),
                  "nodes": {n.name: roles.role_of(n.name) for n in nodes(cfg)}}
     return {"group": cfg.group, "roles": roles_doc, "redo_end_offset": redo_end, "capture": capture,
             "standbys": standbys,
             "warnings": warnings, "retransmits": retransmits, "control_refused": refused,
             "at": iso_time(int(now * 1e6))}
+
+
+def _source_log(cfg: ArkConfig, warnings: list[str]) -> str:
+    """What the source's log holds back for Ark (a sentence; its threats go to ``warnings``)."""
+    import contextlib
+
+    from ops.engines import capture_factory
+
+    try:
+        with contextlib.closing(capture_factory(cfg)()) as capture:
+            text, problems = capture.log_report(settings=False)
+    except ArkError as exc:
+        return f"unknown: {exc.message}"
+    warnings.extend(f"{p.what} (fix: {p.fix})" for p in problems)
+    return text
 
 
 def recent_retransmits(cfg: ArkConfig, last: int = 5) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -212,8 +230,10 @@ def render(doc: dict[str, Any]) -> Table:
                       str(sb["applied_offset"]), "-" if sb["lag_entries"] is None else str(sb["lag_entries"]),
                       "-" if sb["lag_seconds"] is None else f"{sb['lag_seconds']:.1f}",
                       sb["applied_commit_time"] or "-")
+    if cap.get("source_log"):
+        table.caption = f"primary's log: {cap['source_log']}\n"
     if cap.get("stalled"):
-        table.caption = f"{cap['stalled']}\n"
+        table.caption = (table.caption or "") + f"{cap['stalled']}\n"
     for sb in doc["standbys"]:
         if sb["message"]:
             table.caption = (table.caption or "") + f"{sb['name']}: {sb['message']}\n"

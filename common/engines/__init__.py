@@ -1,6 +1,6 @@
 """The engine registry: the one place that knows which engines exist and where their parts live.
 
-An engine is a plug-in made of five parts, registered here once:
+An engine is a plug-in made of these parts, registered here once:
 
 ========== ============================================ ===============================================
 part       what it is                                   where
@@ -16,6 +16,8 @@ probe      :class:`common.probe.SourceProbe`            ``producers/<engine>/``:
                                                         when Kafka cannot be reached
 node ops   :class:`common.node_ops.NodeOps`: fence,     ``producers/<engine>/`` (a node becomes a source
            sequences, promote (switchover, failover)     when it is promoted)
+monitor    :class:`common.monitor.DatabaseMonitor`      ``producers/<engine>/``: sessions, long
+           (optional)                                   transactions, lock waits, slots, the server log
 ========== ============================================ ===============================================
 
 The runtime parts are named by ``"module:attribute"`` and imported on first use
@@ -56,6 +58,8 @@ class EngineSpec:
     probe: str
     #: ``cls(cfg: ArkConfig, node: str) -> common.node_ops.NodeOps``: fence, promote... ("" = not built yet)
     node_ops: str = ""
+    #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> DatabaseMonitor`` ('' : the agents carry no database facts)
+    monitor: str = ""
 
 
 _ENGINES: dict[str, EngineSpec] = {}
@@ -104,6 +108,7 @@ register(EngineSpec(
     verifier="consumers.postgresql.verify:PostgresVerifier",
     probe="producers.postgresql.probe:PostgresProbe",
     node_ops="producers.postgresql.node_ops:PostgresNodeOps",
+    monitor="producers.postgresql.monitor:PostgresMonitor",
 ))
 
 register(EngineSpec(

@@ -36,7 +36,7 @@ from common.identity import DatabaseIdentity
 from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
-from consumers.errors import DataApplyError, TableNeedsResync
+from consumers.errors import ApplierRunning, DataApplyError, StateMoved, TableNeedsResync
 from consumers.mariadb import ddl, parts, sql, state
 from consumers.mariadb.errors import classify, code_of, message_of
 from consumers.mariadb.plan import Run, split_runs
@@ -74,6 +74,7 @@ class MariaDBApplier(Applier):
         self._ctx: dict[str, Any] = {}
         self._drop_after_commit: list[str] = []  # staging copies swapped in by the open transaction
         self._parts_ready = False  # the session's temporary table of large values' parts exists
+        self._lock_name = ""  # the standby's applier lock, once taken
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -87,13 +88,35 @@ class MariaDBApplier(Applier):
 
     @property
     def conn(self) -> Any:
-        """The applier's session (opened, or reopened after a loss, on demand)."""
+        """The applier's session (opened, or reopened after a loss, on demand; the standby's applier lock,
+        once taken, is taken again on the new session)."""
         if self._conn is None or not self._conn.open:
             self._conn = self._connect()
             self._in_txn = False
             self._parts_ready = False
             log.info("connected to standby %s", self.settings.describe())
+            if self._lock_name:
+                self._take_lock(self._conn, self._lock_name)
         return self._conn
+
+    def lock_standby(self, group: str, standby: str) -> None:
+        """Hold the standby's applier lock (``GET_LOCK``, session-level) for the life of this instance."""
+        self._lock_name = f"ark apply {group}/{standby}"[:64]
+        self._take_lock(self.conn, self._lock_name)
+        log.info("standby %s: this applier holds its lock (group %s)", standby, group)
+
+    def _take_lock(self, conn: Any, name: str) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
+            got, holder = cur.fetchone()
+            if got == 1:
+                return
+            cur.execute("SELECT user, host, time FROM information_schema.processlist WHERE id = %s", (holder,))
+            row = cur.fetchone()
+        who = f"connection {holder}" + (f" ({row[0]}@{row[1]}, for {row[2]} s)" if row else "")
+        raise ApplierRunning(f"another applier holds standby {self.settings.name}: {who}",
+                             fix=f"run one 'ark apply {self.settings.name}' at a time; stop the other one (or "
+                                 f"KILL {holder} on the standby if its process is gone)")
 
     @property
     def side(self) -> Any:
@@ -248,11 +271,24 @@ class MariaDBApplier(Applier):
             self._exec("START TRANSACTION")
             self._in_txn = True
 
-    def save_state(self, state_: ApplyState) -> None:
-        """Upsert the state row inside the open transaction."""
+    def save_state(self, state_: ApplyState, previous: ApplyState | None = None) -> None:
+        """Write the state row inside the open transaction: upsert, or with ``previous`` a compare-and-set
+        that raises StateMoved (after rolling back) unless the row is still ``previous``."""
         self._require_txn()
         with self._guard("saving the apply state", position=state_.position):
-            self._exec(state.SAVE_STATE_SQL, state.state_params(state_))
+            if previous is None:
+                self._exec(state.SAVE_STATE_SQL, state.state_params(state_))
+                return
+            params = state.state_params(state_)
+            cur = self._exec(state.CAS_STATE_SQL, [*params[2:], state_.group, state_.standby,
+                                                   previous.next_offset, previous.epoch])
+            changed = cur.rowcount if cur is not None else 1
+        if changed != 1:
+            self._abort()
+            raise StateMoved(f"the state row of standby {state_.standby} changed under this applier (it read next "
+                             f"offset {previous.next_offset}, epoch {previous.epoch}): another applier or 'ark sync' "
+                             "wrote it; nothing of this transaction was committed",
+                             fix=f"run one 'ark apply {state_.standby}' at a time")
 
     def commit(self) -> None:
         """Commit the open transaction (then drop the staging copies it swapped in)."""

@@ -65,6 +65,13 @@ ON DUPLICATE KEY UPDATE topic = VALUES(topic), `partition` = VALUES(`partition`)
     applied_txns = VALUES(applied_txns), extra = VALUES(extra)
 """
 
+#: The compare-and-set of the state row: only when it is still the one the applier read.
+CAS_STATE_SQL = f"""
+UPDATE {STATE_DB}.apply_state SET topic = %s, `partition` = %s, next_offset = %s, position = %s, position_key = %s,
+    epoch = %s, commit_time_us = %s, applied_at_us = %s, applied_txns = %s, extra = %s
+WHERE `group` = %s AND standby = %s AND next_offset = %s AND epoch = %s
+"""
+
 LOAD_METAS_SQL = f"SELECT `table`, meta FROM {STATE_DB}.table_meta WHERE `group` = %s ORDER BY `table`"
 
 SAVE_META_SQL = f"""

@@ -32,7 +32,7 @@ from common.problems import Problem
 from common.redo import EndOfLog, RedoLog, RedoReader, RedoRecord, RedoWriter
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, StagedTable
-from consumers.errors import DataApplyError, TransientApplyError
+from consumers.errors import DataApplyError, StateMoved, TransientApplyError
 from consumers.tables import TableState
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
@@ -532,8 +532,15 @@ class MemoryApplier(Applier):
         self._parts.setdefault((part.row, part.column), []).append(part.data)
         self.standby.parts_seen += 1
 
-    def save_state(self, state: ApplyState) -> None:
-        self._require().state = state
+    def save_state(self, state: ApplyState, previous: ApplyState | None = None) -> None:
+        db = self._require()
+        if previous is not None:
+            now = self.standby.db.state  # what is committed (another applier may have moved it)
+            if now is None or (now.next_offset, now.epoch) != (previous.next_offset, previous.epoch):
+                self.rollback()
+                raise StateMoved(f"state moved: read {previous.next_offset}, found "
+                                 f"{now.next_offset if now else None}", fix="test")
+        db.state = state
 
     def load_table_states(self, group: str, standby: str) -> dict[str, TableState]:
         return dict(self.standby.db.table_states)
