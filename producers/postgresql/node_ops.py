@@ -101,17 +101,23 @@ class PostgresNodeOps(NodeOps):
         started = time.monotonic()
         self._rows(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(self._db()))
         (fenced_at,), = self._rows("SELECT clock_timestamp()")
+        # The transaction each session has in flight now may finish within the grace; a session that is idle,
+        # or that began another transaction since, is ended at once (it started before the guard: it could write).
+        in_flight = {pid: xact for pid, state, xact in self._sessions(fenced_at) if state not in ("idle", "disabled")}
         ended = 0
         deadline = started + grace_s
         while True:
-            # Idle sessions go at once: a transaction in flight may finish within the grace, no new one starts.
-            idle = "" if time.monotonic() >= deadline else " AND state IN ('idle', 'disabled')"
-            rows = self._rows("SELECT pg_terminate_backend(pid) " + _OTHERS + idle, (fenced_at,))
-            ended += sum(1 for (done,) in rows if done)
-            (left,), = self._rows("SELECT count(*) " + _OTHERS, (fenced_at,))
-            if not left:
+            sessions = self._sessions(fenced_at)
+            if not sessions:
                 break
-            time.sleep(0.02)
+            late = time.monotonic() >= deadline
+            doomed = [pid for pid, state, xact in sessions
+                      if late or state in ("idle", "disabled") or in_flight.get(pid, xact) != xact
+                      or pid not in in_flight]
+            if doomed:
+                rows = self._rows("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (doomed,))
+                ended += sum(1 for (done,) in rows if done)
+            time.sleep(0.01)
         (position,), = self._rows("SELECT pg_current_wal_insert_lsn()::text")
         # One more WAL record after that position (flushed by the WAL writer within its delay): the walsender
         # reads past it, so a drained capture sees its log end beyond the position (an idle log may otherwise end
@@ -120,6 +126,11 @@ class PostgresNodeOps(NodeOps):
         waited = time.monotonic() - started
         log.info("fenced %s: read-only, %d sessions ended, %.2f s; log at %s", self._where(), ended, waited, position)
         return FenceReport(waited_s=waited, sessions_ended=ended, position=str(position))
+
+    def _sessions(self, before: object) -> list[tuple[int, str, object]]:
+        """(pid, state, xact_start) of the client sessions that started before ``before`` (see :data:`_OTHERS`)."""
+        return [(int(pid), str(state or ""), xact) for pid, state, xact in
+                self._rows("SELECT pid, state, xact_start " + _OTHERS, (before,))]
 
     def unfence(self) -> None:
         self._rows(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(self._db()))
