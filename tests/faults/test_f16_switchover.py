@@ -16,9 +16,11 @@ to the first on the new one) is noted.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 
+import psycopg
 import pytest
 
 from deploy.postgres import PgInstance
@@ -35,9 +37,37 @@ from tests.support.faults import (
     record,
 )
 from tests.support.handover import AckClient, multi_host_dsn
-from tests.support.replication import Group, wait_for
+from tests.support.replication import Group, sql, wait_for
 
 DELAY_S = 1.5
+
+
+class DelaySampler:
+    """Samples the delayed standby's state row: how long after its commit each last-applied transaction was
+    applied (``applied_at_us - commit_time_us``), across the switchovers."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.lags: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="delay-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        seen: set[int] = set()
+        while not self._stop.wait(0.2):
+            try:
+                rows = sql(self.dsn, "SELECT commit_time_us, applied_at_us FROM ark.apply_state")
+            except psycopg.Error:
+                continue
+            for commit_us, applied_us in rows:
+                if commit_us > 1_000_000_000_000_000 and applied_us not in seen:  # a real commit, not a rejoin
+                    seen.add(applied_us)
+                    self.lags.append((applied_us - commit_us) / 1e6)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def _equal(primary_dsn: str, dsn: str) -> bool:
@@ -66,6 +96,7 @@ def test_f16_switchover_back_and_forth(make_group: Callable[..., Group], fault_r
         wait_for(lambda: client.count() >= 30, 60, "the client's first commits")
         converge(group, standby="standby", at_least=30)  # the agents are up and streaming
         converge(group, standby="delayed", at_least=30)
+        delays = DelaySampler(nodes["delayed"][1])
         for _run in range(runs):
             group.assert_agents_alive()
             since = time.monotonic()
@@ -85,6 +116,7 @@ def test_f16_switchover_back_and_forth(make_group: Callable[..., Group], fault_r
             assert "done in" in out, out
             current, other = other, current
         client.stop()
+        delays.stop()
         primary_dsn = nodes[current][1]
         for name, (_inst, dsn) in nodes.items():
             if name != current:
@@ -113,7 +145,12 @@ def test_f16_switchover_back_and_forth(make_group: Callable[..., Group], fault_r
     result.notes.append(f"{client.count()} acknowledged commits, {client.errors} client errors; switchover took "
                         f"{', '.join(f'{t:.1f}' for t in took)} s; write unavailability "
                         + (f"p50 {statistics.median(gaps):.2f} s, max {max(gaps):.2f} s" if gaps else "not measured"))
+    lags = sorted(delays.lags)
+    result.notes.append(f"delayed standby (D = {DELAY_S:g} s): {len(lags)} applied transactions sampled, applied "
+                        f"{lags[0]:.2f}..{lags[-1]:.2f} s after commit (p99 {lags[int(len(lags) * 0.99)]:.2f} s)"
+                        if lags else "delayed standby: no sample")
     record(result, fault_results_dir)
-    print(result.notes[-1])
+    print("\n".join(result.notes[-2:]))
+    assert lags and lags[0] >= DELAY_S - 0.01, f"a transaction was applied before commit + D: {lags[:3]}"
     assert not missing, f"acknowledged commits missing on the final primary: {sorted(missing)[:10]}"
     result.assert_clean(min_samples=runs)
