@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord
-from common.errors import ArkError, HandoverFailed, HandoverRefused
+from common.errors import ArkError, ConfigError, HandoverFailed, HandoverRefused
 from common.node_ops import NodeOps, node_ops
 from common.redo_kafka import KafkaRedoLog
 from common.roles import Roles, nodes, roles_of
@@ -154,13 +154,13 @@ class Handover:
                                      capture_state=f"{capture.state} ({capture.message})" if capture else "not running")
         self._refuse(decision)
         old, epoch = roles.primary, roles.epoch
+        old_ops, new_ops = _ops(self.cfg, old), _ops(self.cfg, target)  # an engine without them: refused here
         report = Report("switchover", epoch + 1, old, target)
         self._last = time.monotonic()
         self.say(decision.sentence)
         for note in decision.notes:
             self.say(f"  {note}")
         self._step("switchover", epoch + 1, "started", f"{old} -> {target}", report)
-        old_ops, new_ops = node_ops(self.cfg, old), node_ops(self.cfg, target)
         marker = -1
         try:
             fence = old_ops.fence(grace_s)
@@ -252,6 +252,7 @@ class Handover:
         decision = decide_failover(roles, target, views, force=force or bool(until_us))
         self._refuse(decision)
         old, epoch = roles.primary, roles.epoch
+        new_ops = _ops(self.cfg, target)  # an engine without them: refused here
         report = Report("failover", epoch + 1, old, target)
         self._last = time.monotonic()
         self.say(decision.sentence)
@@ -259,7 +260,6 @@ class Handover:
             self.say(f"  {note}")
         self._step("failover", epoch + 1, "started", f"{old} -> {target}"
                    + (f", up to {_iso(until_us)}" if until_us else ""), report)
-        new_ops = node_ops(self.cfg, target)
         try:
             if until_us:
                 self._cut_at(target, epoch, until_us, report)
@@ -439,6 +439,14 @@ class Reinstate:
             report.notes.append(f"{old} has not caught up yet: is 'ark apply {old}' running? ('ark status')")
             h._step("reinstate", h.roles.epoch, "done", f"{old} may rejoin as a standby; its applier was not seen "
                     "caught up yet", report)
+
+
+def _ops(cfg: ArkConfig, name: str) -> NodeOps:
+    """The node's operations; an engine that has none yet refuses the handover before anything changes."""
+    try:
+        return node_ops(cfg, name)
+    except ConfigError as exc:
+        raise HandoverRefused(exc.message + "; nothing was changed", fix=exc.fix) from None
 
 
 def _iso(us: int) -> str:

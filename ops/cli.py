@@ -119,8 +119,9 @@ def keygen(file: Path, force: bool) -> None:
 def check(obj: CliContext) -> None:
     """Validate the config and connectivity, and check source prerequisites, each with its fix."""
     from ops.check import run_check
+    from ops.handover import config_now
 
-    run_check(obj.config())
+    run_check(config_now(obj.config(), without_kafka=True))
 
 
 @cli.command()

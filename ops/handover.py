@@ -96,8 +96,12 @@ def _dry_run(cfg: ArkConfig, handover: Handover, target: str, *, force: bool, as
     console.print(table)
 
 
-def current_roles(cfg: ArkConfig) -> Roles:
-    """The group's roles as the control topic says now."""
+def current_roles(cfg: ArkConfig, timeout: float = 10.0) -> Roles:
+    """The group's roles as the control topic says now (the configured ones before the topic exists)."""
+    from schemas.topics import control_topic
+
+    if not topic_exists(cfg.kafka, control_topic(cfg.group), timeout=timeout):
+        return Roles(cfg.primary.name)
     channel = ControlChannel.for_config(cfg)
     try:
         return roles_of(cfg, channel.replay())
@@ -105,12 +109,19 @@ def current_roles(cfg: ArkConfig) -> Roles:
         channel.close()
 
 
-def config_now(cfg: ArkConfig) -> ArkConfig:
+def config_now(cfg: ArkConfig, *, without_kafka: bool = False) -> ArkConfig:
     """The config under the current roles: after a switchover or failover the primary is the node the control
-    topic names, and the old primary is one of the standbys (common/roles.py)."""
+    topic names, and the old primary is one of the standbys (common/roles.py). ``without_kafka``: the config as
+    written when Kafka cannot be reached (for commands that report on Kafka themselves)."""
+    from common.errors import KafkaUnavailable
     from common.roles import config_under
 
-    return config_under(cfg, current_roles(cfg).primary)
+    try:
+        return config_under(cfg, current_roles(cfg, timeout=3.0 if without_kafka else 10.0).primary)
+    except KafkaUnavailable:
+        if not without_kafka:
+            raise
+        return cfg
 
 
 def show_topology(cfg: ArkConfig, *, as_json: bool) -> None:
