@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from common.control import ControlRecord
 from common.errors import ArkError
@@ -46,16 +46,31 @@ def cut_passed(standby: str, cut: EpochCut, next_offset: int) -> CutPassed:
 class Skips(ApplyHook):
     """Transactions this standby must not apply (see the module docstring)."""
 
-    def __init__(self, standby: str) -> None:
+    def __init__(self, standby: str, applied: Callable[[], int] = lambda: -1) -> None:
         self.standby = standby
+        #: The next redo offset the standby applies (-1: unknown): a skip below it came too late.
+        self._applied = applied
         self.offsets: dict[int, str] = {}
         self._active: bytes | None = None
         self.skipped = 0
 
-    def on_control(self, records: Sequence[ControlRecord]) -> None:
+    def remember(self, records: Sequence[ControlRecord]) -> None:
+        """The skips recorded so far (the backlog at start: those below the state row were already honored)."""
         for rec in records:
             if isinstance(rec.body, SkipTransaction) and rec.target == self.standby:
                 self.offsets[rec.body.offset] = rec.body.txn_id
+
+    def on_control(self, records: Sequence[ControlRecord]) -> None:
+        self.remember(records)
+        applied = self._applied()
+        for rec in records:
+            if isinstance(rec.body, SkipTransaction) and rec.target == self.standby and rec.body.offset < applied:
+                # 'ark skip' checks the applier's heartbeat first, but a heartbeat is a moment old: say it loudly
+                # when the transaction was applied meanwhile, so that the operator turns to a recovery point.
+                log.error("standby %s was asked to skip transaction %s at redo offset %d after it had applied it "
+                          "(it is at %d): the skip had no effect; 'ark failover STANDBY --until TIME' on a more "
+                          "delayed standby brings back the state before it", self.standby, rec.body.txn_id,
+                          rec.body.offset, applied)
 
     def rows(self, offset: int, chunk: TxnChunk, epoch: int, rows: Sequence[RowChange]) -> Sequence[RowChange]:
         if chunk.chunk_index == 0 and offset in self.offsets:

@@ -105,7 +105,8 @@ class ApplyRunner(AgentBody):
                                     source=source,
                                     applied_key=lambda: self.applied.position_key if self.applied else b"")
         self.gaps = SourceGaps(standby.name)  # accepted holes in the source's log (consumers/gaps.py)
-        self.skips = Skips(standby.name)  # ark skip (consumers/recovery.py)
+        self.skips = Skips(standby.name,  # ark skip (consumers/recovery.py)
+                           applied=lambda: self.applied.next_offset if self.applied else -1)
         self.hooks: list[ApplyHook] = [self.gaps, self.retransmits, self.hold, self.resyncs, self.skips]
 
     # -- AgentBody ---------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class ApplyRunner(AgentBody):
         self.paused = is_paused(backlog, self.standby.name)
         self.resyncs.on_control(unanswered_requests(backlog, self.standby.name))
         self.gaps.on_control(backlog)
-        self.skips.on_control(backlog)
+        self.skips.remember(backlog)
         self._identity_records = [r for r in backlog if isinstance(r.body, NodeIdentity) or _moves_roles(r)]
         self.roles = Roles.replay(self.cfg.primary.name, backlog)
         self._follow_primary()

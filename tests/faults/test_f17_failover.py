@@ -33,6 +33,7 @@ from common.config import load_config
 from common.errors import FencedError
 from common.redo_kafka import KafkaRedoLog
 from deploy.postgres import PgInstance
+from failover.view import HeartbeatView
 from ops.compare import compare_tables
 from schemas import envelope
 from schemas.entries import REDO_SCHEMA, EpochMarker, Op, RedoEntry, TableMeta, TxnChunk, from_record, to_record
@@ -146,6 +147,20 @@ def _one_run(kafka: str, nodes: dict[str, PgInstance], ark_tmp: Path, result: Fa
         group.stop_all()
 
 
+def _wait_behind(group: Group, target: str, other: str, timeout: float) -> None:
+    """Until the heartbeats (what 'ark failover' decides on) show ``target`` delayed and ``other`` past it."""
+    view = HeartbeatView(load_config(group.config))
+    try:
+        def behind() -> bool:
+            view.refresh(0.5)
+            mine, theirs = view.applier(target), view.applier(other)
+            return (mine is not None and theirs is not None and mine.delay_seconds > 0
+                    and theirs.applied_offset > mine.applied_offset)
+        wait_for(behind, timeout, f"the heartbeats to show {target} delayed and {other} ahead of it")
+    finally:
+        view.close()
+
+
 def _failover(group: Group, nodes: dict[str, PgInstance], result: FaultRun) -> float:
     invariant = bank_setup(group)
     group.ark_ok("sync", "other")
@@ -160,7 +175,7 @@ def _failover(group: Group, nodes: dict[str, PgInstance], result: FaultRun) -> f
         converge(group, standby="standby", at_least=100)
         converge(group, standby="other", at_least=100)
         group.ark_ok("delay", "standby", "20")  # the target falls behind the other standby
-        time.sleep(2.0)
+        _wait_behind(group, "standby", "other", 60)
         nodes["primary"].kill9()
         client.stop()
         acked = client.seqs()

@@ -3,7 +3,8 @@
 Under the ledger bank workload, with a real-time standby and one delayed by ``DELAY_S``:
 
 1. a bad ``DELETE`` on the primary is skipped on the delayed standby (``ark skip --offset``) before its delay
-   runs out: the rows stay there, the real-time standby lost them, the ledger goes on on both;
+   runs out (stretched with ``ark delay`` first, then set back): the rows stay there, the real-time standby
+   lost them, the ledger goes on on both;
 2. a bad ``DELETE`` of half the history and a ``DROP TABLE``: ``ark failover delayed --until`` a moment
    before them promotes the delayed standby with the table, its rows and the whole history there; the
    ledger is a gap-free prefix with the invariant total; the real-time standby, which applied past the
@@ -28,6 +29,7 @@ from tests.support.faults import BANK_TABLES, bank_setup, converge, ledger_max, 
 from tests.support.replication import Group, sql, wait_for
 
 DELAY_S = 8.0
+STRETCHED_S = 120.0
 
 
 def _offset_of_delete(group: Group, table: str, after: int) -> int:
@@ -65,17 +67,26 @@ def test_f18_skip_and_point_in_time_failover(make_group: Callable[..., Group]) -
         converge(group, standby="standby", at_least=50)
         converge(group, standby="delayed", at_least=50, timeout=120)
 
-        # 1. ark skip: a bad DELETE never reaches the delayed standby.
+        # 1. ark skip: a bad DELETE never reaches the delayed standby. The operator stretches the delay first,
+        # to look at the transaction in peace: on a loaded test machine the two CLI round trips after the
+        # DELETE took up to 13 s, more than DELAY_S (the applier logs an error when a skip comes too late).
+        group.ark_ok("delay", "delayed", str(STRETCHED_S))
         cfg = load_config(group.config)
         start = KafkaRedoLog(cfg.kafka, cfg.group).watermarks()[1]
+        deleted_at = time.monotonic()
         sql(group.primary_dsn, "DELETE FROM important WHERE id <= 10")
         offset = _offset_of_delete(group, "public.important", start)
         out = group.ark_ok("skip", "delayed", "--offset", str(offset), "--yes")
+        skip_took = time.monotonic() - deleted_at
         assert "DELETE 10 rows of public.important" in out, out
+        group.ark_ok("delay", "delayed", str(DELAY_S))
         wait_for(lambda: _count(standby, "important") == 40, 30, "the real-time standby applying the DELETE")
         mark = ledger_max(group.primary_dsn)
         converge(group, standby="delayed", at_least=mark, timeout=60)  # past the skipped transaction
-        assert _count(delayed, "important") == 50, "the skipped DELETE was applied on the delayed standby"
+        apply_delayed = next(a for a in group.agents if a.args == ["apply", "delayed"])
+        assert _count(delayed, "important") == 50, (f"the skipped DELETE was applied on the delayed standby (skip "
+                                                    f"recorded {skip_took:.2f} s after the DELETE):\n"
+                                                    f"{apply_delayed.tail(30)}")
 
         # 2. ark failover --until: back to a moment before a bad DELETE and a DROP TABLE.
         time.sleep(1.0)

@@ -332,3 +332,22 @@ def test_apply_until_holds_and_a_cut_is_skipped_by_every_standby_or_stops_it() -
     stopped = Running(ApplyRunner(cfg, cfg.standbys[0], lambda: MemoryApplier(other), log), store)
     error = stopped.wait_exit()
     assert isinstance(error, ArkError) and "ark resync sb" in (error.fix or ""), error
+
+
+def test_a_skip_that_comes_after_the_transaction_was_applied_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    from common.control import ControlRecord
+    from consumers.recovery import Skips
+    from schemas.control import SkipTransaction
+
+    def skip(offset: int) -> ControlRecord:
+        return ControlRecord(offset=0, body=SkipTransaction(offset, "110", "test"), target="sb", issued_by="t",
+                             issued_at_us=0, request_id="r")
+
+    skips = Skips("sb", applied=lambda: 5)
+    skips.remember([skip(1)])  # the backlog at start: honored long ago, nothing said
+    assert not caplog.records
+    skips.on_control([skip(7)])
+    assert not caplog.records
+    skips.on_control([skip(3)])
+    assert any("after it had applied it" in r.getMessage() for r in caplog.records)
+    assert set(skips.offsets) == {1, 3, 7}
