@@ -29,16 +29,16 @@ from common.errors import ArkError, TargetError
 from common.guard import TargetFacts
 from common.identity import DatabaseIdentity
 from common.settings import StandbySettings
-from common.snapshot import TableRows
+from common.snapshot import SchemaObjects, TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.postgresql import bulk, parts, sql, staging, state
+from consumers.postgresql import bulk, objects, parts, sql, staging, state
 from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
-from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
+from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs, without_columns
 from consumers.postgresql.prereq import PREREQ_SQL, prerequisite_problems
 from consumers.tables import TableState
-from schemas.entries import Op, Position, RowChange, TableMeta, ValuePart
+from schemas.entries import Op, Position, RowChange, SequenceValue, TableMeta, ValuePart
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class PostgresApplier(Applier):
         self._in_txn = False
         self._stages: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
         self._independent: dict[frozenset[str], bool] = {}
+        #: Per table: its columns GENERATED ALWAYS AS IDENTITY on the standby (an UPDATE may not set them).
+        self._always: dict[str, frozenset[str]] = {}
         self._stage_no = 0
         self._parts_ready = False  # the session's temporary table of large values' parts exists
         self._ctx: dict[str, Any] = {}
@@ -265,7 +267,22 @@ class PostgresApplier(Applier):
                 if previous is None or previous != meta:
                     apply_shape(cur, meta, previous)
                 cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
-            self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
+            self._forget(meta.table)
+
+    def _forget(self, table: str) -> None:
+        """Drop what this session cached about ``table`` (its shape or its objects changed)."""
+        self._stages = {k: v for k, v in self._stages.items() if k[0] != table}
+        self._always.pop(table, None)
+        self._independent.clear()
+
+    def _always_identity(self, table: str) -> frozenset[str]:
+        """Columns of ``table`` that are GENERATED ALWAYS AS IDENTITY on the standby (cached)."""
+        found = self._always.get(table)
+        if found is None:
+            rows = self.conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                                     "AND attidentity = 'a' AND NOT attisdropped", [sql.qualified(table)]).fetchall()
+            found = self._always[table] = frozenset(str(r[0]) for r in rows)
+        return found
 
     def independent_tables(self, tables: Collection[str]) -> bool:
         """True when no foreign key on the standby links any of ``tables`` (checked once per set)."""
@@ -302,7 +319,8 @@ class PostgresApplier(Applier):
                         self.apply_rows(metas, changes[start:i], txn_id, position)
                     with self._guard("applying a row with a large value", txn_id=txn_id, position=position,
                                      table=change.table):
-                        parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position)
+                        parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position,
+                                              self._always_identity(change.table))
                     start = i + 1
             if start < len(changes):
                 self.apply_rows(metas, changes[start:], txn_id, position)
@@ -317,6 +335,10 @@ class PostgresApplier(Applier):
                 self._ctx["table"] = item.table
                 self._ctx["key"] = item.keys[0] if len(item) == 1 and item.keys and item.keys[0] else None
                 meta = metas[item.table]
+                if item.op is Op.UPDATE and (always := self._always_identity(item.table)):
+                    # An UPDATE may set a GENERATED ALWAYS identity column only to DEFAULT; its value never
+                    # changes on the primary but through DEFAULT (a new value), which a row image cannot say.
+                    item = without_columns(meta, item, always)
                 if meta.identity == "full" and item.op is not Op.INSERT:
                     self._apply_full(meta, item, txn_id, position)
                 elif len(item) >= self.set_threshold:
@@ -385,28 +407,68 @@ class PostgresApplier(Applier):
             apply_shape(cur, meta)
         cur.execute("RELEASE SAVEPOINT ark_reshape")
 
-    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None,
+                      created: bool = False) -> int:
         """Empty, reshape and reload one table from a snapshot, in the open transaction (see Applier)."""
         self._require_txn()
         meta = rows.meta
         with self._guard("replacing a table from the snapshot", table=meta.table):
             with self.conn.cursor() as cur:
-                self._reshape_empty(cur, meta)
+                if created:
+                    self._check_created(cur, meta)
+                else:
+                    self._reshape_empty(cur, meta)
                 cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
-            self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
+            self._forget(meta.table)
             return bulk.load(self.conn, rows, meta.table, replace=False, progress=progress)
+
+    def _check_created(self, cur: psycopg.Cursor[tuple[Any, ...]], meta: TableMeta) -> None:
+        """A table the schema copy just created must have the stream's columns, in order (generated ones aside)."""
+        have = [c.name for c in standby_columns(cur, meta.table) or []]
+        want = [c.name for c in meta.columns]
+        if have != want:
+            raise TargetError(f"table {meta.table} as created from the primary's schema has columns {have}, but the "
+                              f"snapshot describes {want}", fix="report this as a bug; nothing was changed")
+
+    # -- the primary's other objects and its sequences (see consumers/postgresql/objects.py) ------------
+    def create_objects(self, objects_: SchemaObjects, *, after_rows: bool) -> set[str]:
+        """Create the objects the standby lacks, before or after the rows (see Applier and :mod:`.objects`)."""
+        self._require_txn()
+        if objects_.engine != self.engine:
+            return set()
+        with self._guard("creating the primary's objects"):
+            done = objects.create(self.conn, objects_, after_rows=after_rows, standby=self.settings.name)
+        for table in done.tables:
+            self._forget(table)
+        self._independent.clear()  # foreign keys may have appeared
+        self._always.clear()
+        return done.tables
+
+    def advance_sequences(self, values: Sequence[SequenceValue]) -> int:
+        """Move the standby's sequences forward to the primary's values (see :mod:`.objects`)."""
+        self._require_txn()
+        with self._guard("advancing sequences"):
+            return objects.advance_sequences(self.conn, values)
 
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
         """Empty the table, give it the snapshot's shape, refill it from the staging copy, drop the copy."""
         self._require_txn()
+        created: set[str] = set()
+        if staged.objects is not None:  # the table's objects the standby lacks (the table itself, if it is new)
+            created = self.create_objects(staged.objects, after_rows=False)
         with self._guard("swapping in a resynced table", table=staged.table, position=staged.position.text):
             with self.conn.cursor() as cur:
-                self._reshape_empty(cur, staged.meta)
+                if staged.table in created:
+                    self._check_created(cur, staged.meta)
+                else:
+                    self._reshape_empty(cur, staged.meta)
                 for stmt in staging.refill_sql(staged):
                     cur.execute(stmt)
                 cur.execute(state.SAVE_META_SQL, [group, staged.table, staged.meta.version,
                                                   Jsonb(stored_meta(staged.meta))])
-            self._stages = {k: v for k, v in self._stages.items() if k[0] != staged.table}
+            self._forget(staged.table)
+        if staged.objects is not None:
+            self.create_objects(staged.objects, after_rows=True)
 
     def drop_staging(self, table: str) -> None:
         """Drop ``table``'s staging copy (autocommit; no transaction may be open on this instance)."""

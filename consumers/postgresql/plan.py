@@ -183,3 +183,16 @@ def stage_row(run: Run, i: int) -> list[Value]:
     if run.key_change:
         return [*run.values[i], *run.keys[i], i]
     return [*run.values[i], i]
+
+
+def without_columns(meta: TableMeta, run: Run, names: frozenset[str]) -> Run:
+    """``run`` without the non-key columns called ``names`` (an UPDATE then leaves them as they are).
+
+    Key columns stay: they locate the rows (and a key change must set them)."""
+    keys = set(meta.key_indexes)
+    drop = {i for i in run.cols if i not in keys and meta.columns[i].name in names}
+    if not drop:
+        return run
+    keep = [p for p, i in enumerate(run.cols) if i not in drop]
+    return Run(run.table, run.op, tuple(run.cols[p] for p in keep), run.key_change,
+               [[values[p] for p in keep] for values in run.values], run.keys, run.indexes)

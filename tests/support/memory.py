@@ -563,7 +563,8 @@ class MemoryApplier(Applier):
             progress(count)
         return count
 
-    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None,
+                      created: bool = False) -> int:
         db = self._require()
         db.tables[rows.meta.table] = _Table(rows.meta)
         db.metas[rows.meta.table] = rows.meta
