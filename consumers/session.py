@@ -21,7 +21,7 @@ from consumers.base import Applier, ApplyState
 from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
 from schemas import envelope, positions
-from schemas.entries import REDO_SCHEMA, EpochMarker, RowChange, TableMeta, TxnChunk, from_record
+from schemas.entries import REDO_SCHEMA, EpochMarker, RowChange, SequenceValues, TableMeta, TxnChunk, from_record
 from schemas.errors import CorruptEntry
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ class ApplySession:
     def _wait_for(self, dec: _Entry) -> float:
         """Seconds until a decoded entry is due (0 for anything but the start of a new transaction)."""
         body = dec.body
+        if isinstance(body, SequenceValues):  # values read at read_time_us: due at read time + delay
+            return wait_seconds(body.read_time_us, self.r.delay, time.time())
         if not isinstance(body, TxnChunk) or body.is_checkpoint or body.chunk_index != 0:
             return 0.0
         if self.pending.position_key and body.commit.key <= self.pending.position_key:
@@ -210,6 +212,16 @@ class ApplySession:
             self._meta(offset, body)
         elif isinstance(body, TxnChunk):
             self._handle_chunk(offset, body)
+        elif isinstance(body, SequenceValues):
+            self._sequences(offset, body)
+
+    def _sequences(self, offset: int, body: SequenceValues) -> None:
+        """Move the standby's sequences forward (never back), in the transaction that records the offset."""
+        self._flush()
+        self._begin()
+        moved = self.applier.advance_sequences(body.values)
+        log.debug("offset %d: %d of %d sequences moved forward", offset, moved, len(body.values))
+        self._advance(offset, None)
 
     def _meta(self, offset: int, meta: TableMeta) -> None:
         previous = self.metas.get(meta.table)

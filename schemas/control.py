@@ -229,15 +229,37 @@ class SourceGap:
     hole: str
 
 
+# -- sequences (schema v3): the capture publishes their values on request (before a switchover) --------
+@dataclass(frozen=True)
+class PublishSequences:
+    """Operator or controller -> capture: publish the values of every replicated sequence now."""
+
+    KIND: ClassVar[str] = "publish-sequences"
+    reason: str
+
+
+@dataclass(frozen=True)
+class SequencesPublished:
+    """Capture -> requester: the values asked for by ``request`` are in the redo topic at ``offset``."""
+
+    KIND: ClassVar[str] = "sequences-published"
+    request: str
+    position: str
+    offset: int
+    sequences: int
+
+
 Body = (SetDelay | Pause | Resume | ResyncTable | FilesSetDelay | FilesPause | FilesResume | Retransmit
         | RetransmitDone | RetransmitFailed | VerifyHold | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease
-        | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | NodeIdentity | SourceGap)
+        | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | NodeIdentity | SourceGap
+        | PublishSequences | SequencesPublished)
 
 #: Every kind, by its wire name.
 KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
     SetDelay, Pause, Resume, ResyncTable, FilesSetDelay, FilesPause, FilesResume, Retransmit, RetransmitDone,
     RetransmitFailed, VerifyHold, VerifyArmed, VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted,
-    TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap)}
+    TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap, PublishSequences,
+    SequencesPublished)}
 
 #: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
 _RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}
