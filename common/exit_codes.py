@@ -43,6 +43,7 @@ class ExitCode(IntEnum):
     IDENTITY_CHANGED = 28
     NOT_EMPTY = 29
     ENTRY_TOO_LARGE = 30
+    NOT_PROMOTABLE = 31
     INTERRUPTED = 130
 
 
@@ -85,6 +86,8 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.NOT_EMPTY: "refused: `ark sync` would replace data Ark did not put there (`--overwrite` if it may)",
     ExitCode.ENTRY_TOO_LARGE: "the capture met an entry larger than the redo topic's message limit allows, even "
                               "cut into parts (names the table and key columns, never values)",
+    ExitCode.NOT_PROMOTABLE: "`ark check --promotable`: the standby lacks something a promotion needs (each missing "
+                             "object is listed with its fix)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -43,6 +43,7 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
     Typical flow:
       ark init                 write a commented example config (ark.yaml)
       ark check                validate config, Kafka, primary and standbys, with fixes
+      ark check --promotable S what a promotion of standby S would lack, object by object
       ark sync STANDBY         copy a consistent snapshot online, then stream from that point
       ark capture              run the capture of the primary (one per group)
       ark apply STANDBY        run the applier of one standby
@@ -107,9 +108,19 @@ def keygen(file: Path, force: bool) -> None:
 
 
 @cli.command()
+@click.option("--promotable", "promotable", metavar="STANDBY", default=None,
+              help="Instead: compare STANDBY with the primary object by object (extensions, types and enum labels, "
+                   "sequences at or ahead of the primary, tables and partitions, columns with defaults, identity and "
+                   "generation, constraints, indexes, triggers, row counts) and list what a promotion would lack, "
+                   "each with its fix. Exit 0 only when nothing is missing, 31 otherwise.")
 @pass_ctx
-def check(obj: CliContext) -> None:
+def check(obj: CliContext, promotable: str | None) -> None:
     """Validate the config and connectivity, and check source prerequisites, each with its fix."""
+    if promotable is not None:
+        from ops.promotable import run_promotable
+
+        run_promotable(obj.config(), promotable)
+        return
     from ops.check import run_check
 
     run_check(obj.config())

@@ -1,6 +1,6 @@
 """The engine registry: the one place that knows which engines exist and where their parts live.
 
-An engine is a plug-in made of five parts, registered here once:
+An engine is a plug-in made of these parts, registered here once:
 
 ========== ============================================ ===============================================
 part       what it is                                   where
@@ -14,6 +14,8 @@ verifier   :class:`common.verify.Verifier`: compares a  ``consumers/<engine>/`` 
            primary snapshot and a standby, in SQL        through the snapshot's token)
 probe      :class:`common.probe.SourceProbe`            ``producers/<engine>/``: what the source says
                                                         when Kafka cannot be reached
+promotable :class:`common.promotable.PromotableCheck`   ``consumers/<engine>/``: what a promotion of a
+                                                        standby would lack (``ark check --promotable``)
 ========== ============================================ ===============================================
 
 The runtime parts are named by ``"module:attribute"`` and imported on first use
@@ -51,6 +53,8 @@ class EngineSpec:
     verifier: str
     #: ``cls(cfg: ArkConfig) -> SourceProbe``
     probe: str
+    #: ``cls() -> PromotableCheck`` (``ark check --promotable``); "" when the engine has none
+    promotable: str = ""
 
 
 _ENGINES: dict[str, EngineSpec] = {}
@@ -99,4 +103,5 @@ register(EngineSpec(
     applier="consumers.postgresql.applier:PostgresApplier",
     verifier="consumers.postgresql.verify:PostgresVerifier",
     probe="producers.postgresql.probe:PostgresProbe",
+    promotable="consumers.postgresql.promotable:PostgresPromotable",
 ))

@@ -9,6 +9,10 @@ narrow: the SQLSTATEs of a duplicate schema, relation, object or function, and f
 partition attachment the errors PostgreSQL gives when the table already has one. Differences between an
 existing object and the primary's are what ``ark check --promotable`` reports.
 
+The tables of the copy that exist already are emptied first (a DELETE, so readers keep the old rows
+until the commit): they are being replaced, and a partition the primary added cannot be attached while
+the standby's default partition holds rows of its range.
+
 Extensions come first: one the objects use is created with ``CREATE EXTENSION`` when the standby's
 server has it (PostgreSQL's own, such as hstore and citext, come with the server), and its absence is an
 error that names the package to install.
@@ -30,7 +34,7 @@ import psycopg
 
 from common.errors import TargetError
 from common.snapshot import Extension, ObjectDef, SchemaObjects
-from consumers.postgresql.sql import quote_ident, quote_literal, split_table
+from consumers.postgresql.sql import qualified, quote_ident, quote_literal, split_table
 from schemas.entries import SequenceValue
 
 log = logging.getLogger(__name__)
@@ -107,6 +111,8 @@ def create(conn: psycopg.Connection[Any], objects: SchemaObjects, *, after_rows:
     defs = [d for d in (objects.after_rows if after_rows else objects.before_rows) if only(d)]
     if not defs:
         return done
+    if not after_rows:
+        _empty(conn, [d.table for d in defs if d.kind == "TABLE" and d.table])
     saved = conn.execute("SELECT " + ", ".join(f"current_setting({quote_literal(n)})" for n in _SETTINGS)).fetchone()
     assert saved is not None
     for name, value in _SETTINGS.items():
@@ -136,6 +142,14 @@ def create(conn: psycopg.Connection[Any], objects: SchemaObjects, *, after_rows:
     log.info("standby %s: %d objects %s the rows created, %d existed already", standby, done.created,
              "after" if after_rows else "before", done.existing)
     return done
+
+
+def _empty(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
+    """Empty those of ``tables`` that exist (MVCC-safe DELETE, as the copy would): they are about to be replaced,
+    and a new partition cannot be attached while the default partition holds rows of its range."""
+    for table in tables:
+        if conn.execute("SELECT to_regclass(%s)", [qualified(table)]).fetchone() != (None,):
+            conn.execute(f"DELETE FROM {qualified(table)}")
 
 
 _ADVANCE_SQL = """
