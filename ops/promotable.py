@@ -8,7 +8,7 @@ primary writes: run it when the standby has caught up (a switchover runs it with
 
 from __future__ import annotations
 
-from rich.table import Table
+from rich.markup import escape
 
 from common.config import ArkConfig
 from common.errors import ArkError
@@ -46,12 +46,10 @@ def run_promotable(cfg: ArkConfig, standby_name: str) -> None:
         console.print(f"[green]✓[/] {standby_name} has every object of the primary's replicated tables, sequences at "
                       "or ahead of the primary's and the same row counts: nothing a promotion would lack")
         return
-    table = Table(show_header=True, header_style="bold", expand=False)
-    for column in ("object", "what a promotion would lack", "fix"):
-        table.add_column(column)
-    for lack in lacks:
-        table.add_row(lack.subject, lack.what, lack.fix)
-    console.print(table)
+    console.print(f"what a promotion of {standby_name} would lack:")
+    for lack in lacks:  # one line per lack and one per fix (greppable, never wrapped)
+        console.print(f"[red]✗[/] {escape(lack.subject)}: {escape(lack.what)}", soft_wrap=True)
+        console.print(f"    [bold]fix:[/] {escape(lack.fix)}", soft_wrap=True)
     first = lacks[0]
     raise NotPromotable(f"{len(lacks)} thing(s) a promotion of {standby_name} would lack; first: {first.subject}: "
                         f"{first.what}", fix=first.fix)

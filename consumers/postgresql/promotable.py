@@ -175,7 +175,7 @@ def _enum_fix(name: str, primary: list[str], standby: list[str]) -> str:
             if label not in standby:
                 where = f" AFTER {quote_literal(primary[i - 1])}" if i else (
                     f" BEFORE {quote_literal(standby[0])}" if standby else "")
-                steps.append(f"ALTER TYPE {name} ADD VALUE {quote_literal(label)}{where}")
+                steps.append(f"ALTER TYPE {qualified(name)} ADD VALUE {quote_literal(label)}{where}")
         return "; ".join(steps)
     return f"the labels differ in order: recreate {name} as on the primary (ark sync rebuilds a standby)"
 
