@@ -189,6 +189,11 @@ def apply(obj: CliContext, standby: str) -> None:
 def sync(obj: CliContext, standby: str | None, all_standbys: bool, overwrite: bool) -> None:
     """Initial sync of STANDBY from the running primary: consistent snapshot, COPY, then streaming.
 
+    With the rows, in the same standby transaction and from the same snapshot, the primary's other objects
+    are created where the standby lacks them (its own pg_dump of the replicated schemas): extensions, types,
+    sequences and their values, defaults, identity and generated columns, constraints, partitions; keys,
+    indexes and foreign keys after the rows, so the copy stays fast.
+
     \b
     The primary keeps running. Before anything is written, the standby is identified (not by its
     address) and refused when it is the primary, another standby, the source of a capture (exit 18,

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import errors as pge
 from psycopg.types.json import Jsonb
 
 from common.engines.postgresql import IDENTITY_SQL, PostgresStandby, identity_from_row
@@ -68,6 +69,8 @@ class PostgresApplier(Applier):
         self._independent: dict[frozenset[str], bool] = {}
         #: Per table: its columns GENERATED ALWAYS AS IDENTITY on the standby (an UPDATE may not set them).
         self._always: dict[str, frozenset[str]] = {}
+        #: Per table: whether it has unique or exclusion constraints beyond its key on the standby.
+        self._uniques: dict[str, bool] = {}
         self._stage_no = 0
         self._parts_ready = False  # the session's temporary table of large values' parts exists
         self._ctx: dict[str, Any] = {}
@@ -273,6 +276,7 @@ class PostgresApplier(Applier):
         """Drop what this session cached about ``table`` (its shape or its objects changed)."""
         self._stages = {k: v for k, v in self._stages.items() if k[0] != table}
         self._always.pop(table, None)
+        self._uniques.pop(table, None)
         self._independent.clear()
 
     def _always_identity(self, table: str) -> frozenset[str]:
@@ -342,7 +346,7 @@ class PostgresApplier(Applier):
                 if meta.identity == "full" and item.op is not Op.INSERT:
                     self._apply_full(meta, item, txn_id, position)
                 elif len(item) >= self.set_threshold:
-                    self._apply_set(meta, item, txn_id, position)
+                    self._apply_set_in_order(meta, item, txn_id, position)
                 else:
                     self._apply_small(meta, item, txn_id, position)
 
@@ -415,20 +419,12 @@ class PostgresApplier(Applier):
         with self._guard("replacing a table from the snapshot", table=meta.table):
             with self.conn.cursor() as cur:
                 if created:
-                    self._check_created(cur, meta)
+                    objects.check_created(standby_columns(cur, meta.table), meta)
                 else:
                     self._reshape_empty(cur, meta)
                 cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
             self._forget(meta.table)
             return bulk.load(self.conn, rows, meta.table, replace=False, progress=progress)
-
-    def _check_created(self, cur: psycopg.Cursor[tuple[Any, ...]], meta: TableMeta) -> None:
-        """A table the schema copy just created must have the stream's columns, in order (generated ones aside)."""
-        have = [c.name for c in standby_columns(cur, meta.table) or []]
-        want = [c.name for c in meta.columns]
-        if have != want:
-            raise TargetError(f"table {meta.table} as created from the primary's schema has columns {have}, but the "
-                              f"snapshot describes {want}", fix="report this as a bug; nothing was changed")
 
     # -- the primary's other objects and its sequences (see consumers/postgresql/objects.py) ------------
     def create_objects(self, objects_: SchemaObjects, *, after_rows: bool) -> set[str]:
@@ -442,6 +438,7 @@ class PostgresApplier(Applier):
             self._forget(table)
         self._independent.clear()  # foreign keys may have appeared
         self._always.clear()
+        self._uniques.clear()
         return done.tables
 
     def advance_sequences(self, values: Sequence[SequenceValue]) -> int:
@@ -459,7 +456,7 @@ class PostgresApplier(Applier):
         with self._guard("swapping in a resynced table", table=staged.table, position=staged.position.text):
             with self.conn.cursor() as cur:
                 if staged.table in created:
-                    self._check_created(cur, staged.meta)
+                    objects.check_created(standby_columns(cur, staged.table), staged.meta)
                 else:
                     self._reshape_empty(cur, staged.meta)
                 for stmt in staging.refill_sql(staged):
@@ -535,6 +532,38 @@ class PostgresApplier(Applier):
         cached = (name, sql.stage_columns(meta, run.op.value, run.cols, run.key_change))
         self._stages[sig] = cached
         return cached
+
+    def _other_unique(self, table: str) -> bool:
+        """True when ``table`` has, on the standby, a unique index or an exclusion constraint beyond its key."""
+        found = self._uniques.get(table)
+        if found is None:
+            row = self.conn.execute(
+                "SELECT count(*) FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND NOT i.indisprimary "
+                "AND (i.indisunique OR i.indisexclusion)", [sql.qualified(table)]).fetchone()
+            found = self._uniques[table] = bool(row and row[0])
+        return found
+
+    def _apply_set_in_order(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
+        """The set-based path; for an UPDATE run on a table with unique or exclusion constraints beyond its key,
+        inside a savepoint, and again row by row in the source's order if one of them objects.
+
+        A run's rows have distinct keys, so one statement may apply them in any order, as far as the key goes.
+        Another unique column may not allow that: row B takes the value row A gives up, later in the stream,
+        and one UPDATE statement may reach B first. The stream carries only the new values, so such runs
+        cannot be told in advance; in source order they always apply, as they did on the primary."""
+        if run.op is not Op.UPDATE or not self._other_unique(run.table):
+            self._apply_set(meta, run, txn_id, position)
+            return
+        self.conn.execute("SAVEPOINT ark_set")
+        try:
+            self._apply_set(meta, run, txn_id, position)
+        except (pge.UniqueViolation, pge.ExclusionViolation):
+            self.conn.execute("ROLLBACK TO SAVEPOINT ark_set")
+            log.info("%d updates of %s applied row by row, in the source's order (a unique value moved between "
+                     "rows)", len(run), run.table)
+            self._stages = {k: v for k, v in self._stages.items() if k[0] != run.table}  # rolled back with it
+            self._apply_small(meta, run, txn_id, position)
+        self.conn.execute("RELEASE SAVEPOINT ark_set")
 
     def _apply_set(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
         started = time.monotonic()

@@ -34,8 +34,9 @@ import psycopg
 
 from common.errors import TargetError
 from common.snapshot import Extension, ObjectDef, SchemaObjects
+from consumers.postgresql.ddl import StandbyColumn
 from consumers.postgresql.sql import qualified, quote_ident, quote_literal, split_table
-from schemas.entries import SequenceValue
+from schemas.entries import SequenceValue, TableMeta
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,15 @@ def create(conn: psycopg.Connection[Any], objects: SchemaObjects, *, after_rows:
     log.info("standby %s: %d objects %s the rows created, %d existed already", standby, done.created,
              "after" if after_rows else "before", done.existing)
     return done
+
+
+def check_created(columns: Sequence[StandbyColumn] | None, meta: TableMeta) -> None:
+    """A table the schema copy just created must have the stream's columns, in order (generated ones aside)."""
+    have = [c.name for c in columns or []]
+    want = [c.name for c in meta.columns]
+    if have != want:
+        raise TargetError(f"table {meta.table} as created from the primary's schema has columns {have}, but the "
+                          f"snapshot describes {want}", fix="report this as a bug; nothing was changed")
 
 
 def _empty(conn: psycopg.Connection[Any], tables: Sequence[str]) -> None:
