@@ -7,7 +7,8 @@ object that already exists (a standby synced before, a table resynced) is kept a
 anything else that fails stops the work with the definition named. What "already exists" means is
 narrow: the SQLSTATEs of a duplicate schema, relation, object or function, and for a primary key or a
 partition attachment the errors PostgreSQL gives when the table already has one. Differences between an
-existing object and the primary's are what ``ark check --promotable`` reports.
+existing object and the primary's are what ``ark check --promotable`` reports. Privileges that name a role
+the standby cluster lacks are left out with a warning: roles belong to the cluster, not to the copy.
 
 The tables of the copy that exist already are emptied first (a DELETE, so readers keep the old rows
 until the commit): they are being replaced, and a partition the primary added cannot be attached while
@@ -45,6 +46,8 @@ _EXISTS = frozenset({"42P06", "42P07", "42710", "42723"})
 #: More "it is there already", only for these kinds: a table's second primary key (invalid_table_definition),
 #: a partition attached again (wrong_object_type: "is already a partition").
 _EXISTS_FOR_KIND = {"42P16": ("CONSTRAINT",), "42809": ("TABLE ATTACH",)}
+#: Privileges: the roles they name are the cluster's, and may be missing on the standby's.
+_GRANTS = ("ACL", "DEFAULT ACL")
 #: Settings pg_dump's SQL assumes (every name it writes is schema-qualified; function bodies refer to objects
 #: created later), restored after the copy so that the rest of the transaction runs as before.
 _SETTINGS = {"search_path": "", "check_function_bodies": "off", "client_min_messages": "warning"}
@@ -59,6 +62,8 @@ class Created:
     #: Tables this copy created (empty, with the primary's shape): their rows can be loaded as they are.
     tables: set[str] = field(default_factory=set)
     extensions: list[str] = field(default_factory=list)
+    #: Privileges that name a role the standby cluster lacks.
+    left_out: list[str] = field(default_factory=list)
 
 
 def _first_line(exc: psycopg.Error) -> str:
@@ -120,6 +125,9 @@ def create(conn: psycopg.Connection[Any], objects: SchemaObjects, *, after_rows:
         conn.execute("SELECT set_config(%s, %s, true)", [name, value])
     try:
         for d in defs:
+            if d.kind in _GRANTS:
+                _grant(conn, d, done, standby)
+                continue
             conn.execute("SAVEPOINT ark_object")
             try:
                 conn.execute(d.sql)  # the primary's own pg_dump SQL, verbatim
@@ -130,9 +138,8 @@ def create(conn: psycopg.Connection[Any], objects: SchemaObjects, *, after_rows:
                     log.debug("standby %s already has %s %s", standby, d.kind, d.name)
                     continue
                 raise TargetError(f"standby {standby} cannot create {d.kind} {d.name}: {_first_line(exc)}",
-                                  fix="make the standby able to hold it (a missing extension, role or collation is "
-                                      "named above), or create it there by hand, then run the command again"
-                                  ) from None
+                                  fix="make the standby able to hold it (a missing extension or collation is named "
+                                      "above), or create it there by hand, then run the command again") from None
             conn.execute("RELEASE SAVEPOINT ark_object")
             done.created += 1
             if d.kind == "TABLE" and d.table:
@@ -143,6 +150,27 @@ def create(conn: psycopg.Connection[Any], objects: SchemaObjects, *, after_rows:
     log.info("standby %s: %d objects %s the rows created, %d existed already", standby, done.created,
              "after" if after_rows else "before", done.existing)
     return done
+
+
+def _grant(conn: psycopg.Connection[Any], d: ObjectDef, done: Created, standby: str) -> None:
+    """Privileges, one GRANT or REVOKE at a time (pg_dump writes one per line): one that names a role this
+    cluster lacks is left out, with a warning, and the others still apply."""
+    for statement in (line for line in d.sql.splitlines() if line.strip() and not line.startswith("--")):
+        conn.execute("SAVEPOINT ark_object")
+        try:
+            conn.execute(statement)
+        except psycopg.Error as exc:
+            conn.execute("ROLLBACK TO SAVEPOINT ark_object")
+            if exc.sqlstate != "42704":  # undefined_object: a role this cluster lacks
+                raise TargetError(f"standby {standby} cannot apply the privileges {d.name}: {_first_line(exc)}",
+                                  fix="grant them there by hand as on the primary, then run the command again"
+                                  ) from None
+            done.left_out.append(f"{statement.strip()} ({_first_line(exc)})")
+            log.warning("standby %s: privileges left out: %s (%s); create the role and grant as on the primary "
+                        "before a promotion", standby, statement.strip(), _first_line(exc))
+            continue
+        conn.execute("RELEASE SAVEPOINT ark_object")
+    done.created += 1
 
 
 def check_created(columns: Sequence[StandbyColumn] | None, meta: TableMeta) -> None:

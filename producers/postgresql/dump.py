@@ -9,9 +9,10 @@ How:
 
 1. ``pg_dump --format=custom --schema-only --snapshot=<token>`` of the schemas the replicated tables
    need (:func:`common.engines.postgresql_objects.replicated_objects`), with the snapshot the rows are
-   copied from, so the objects match the rows exactly. Owners, privileges, tablespaces and security
-   labels are left out: roles and tablespaces are the standby cluster's own (the objects belong to
-   the standby's Ark user).
+   copied from, so the objects match the rows exactly. Owners, tablespaces and security labels are
+   left out: the objects belong to the standby's Ark user (which must write them), and tablespaces are
+   the standby cluster's own. Privileges (GRANT) are kept; one that names a role the standby cluster
+   lacks is left out there, with a warning (consumers/postgresql/objects.py).
 2. ``pg_restore --section=pre-data`` and ``--section=post-data`` turn it into SQL, split where pg_dump
    splits it: what must exist before the rows are loaded, and what is built after them (keys,
    indexes, foreign keys, triggers), so the copy stays fast. ``--verbose`` makes every entry carry
@@ -260,14 +261,14 @@ def dump_sections(primary: PostgresPrimary, token: str, schemas: Sequence[str], 
     with tempfile.TemporaryDirectory(prefix="ark-dump-") as tmp:
         archive = str(Path(tmp) / "schema.dump")
         cmd = [str(dump), "--schema-only", "--format=custom", f"--file={archive}",
-               *([f"--snapshot={token}"] if token else []), "--no-owner", "--no-privileges", "--no-tablespaces",
+               *([f"--snapshot={token}"] if token else []), "--no-owner", "--no-tablespaces",
                "--no-security-labels", "--no-publications", "--no-subscriptions", f"--lock-wait-timeout={LOCK_WAIT}",
                f"--dbname={_conninfo(primary)}"]
         cmd += [f"--schema={_schema_pattern(s)}" for s in schemas]
         _run(cmd, env, "pg_dump --schema-only", primary)
         out = []
         for section in ("pre-data", "post-data"):
-            out.append(_run([str(restore), "--verbose", "--no-owner", "--no-privileges", f"--section={section}",
+            out.append(_run([str(restore), "--verbose", "--no-owner", f"--section={section}",
                              "--file=-", archive], env, f"pg_restore --section={section}", primary))
     return out[0], out[1]
 

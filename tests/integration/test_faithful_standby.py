@@ -218,3 +218,22 @@ def test_check_promotable_names_what_is_missing_with_its_fix(make_group: Any) ->
     sql(rw, "CREATE INDEX paint_note ON paint (note); "
             "ALTER TABLE paint ALTER COLUMN id SET DEFAULT nextval('paint_id_seq'::regclass)")
     _assert_promotable(group, "standby")
+
+
+def test_privileges_are_copied_and_a_missing_role_is_left_out(make_group: Any) -> None:
+    """GRANTs travel with the schema; one naming a role the standby's cluster lacks is left out, not fatal."""
+    group: Group = make_group()
+    both, primary_only = f"r_{group.name}_both", f"r_{group.name}_only"
+    standby = group.standby("standby")
+    for dsn in (group.primary_dsn, standby.dsn):
+        sql(dsn, f"CREATE ROLE {both}")
+    sql(group.primary_dsn, f"CREATE ROLE {primary_only}")
+    sql(group.primary_dsn, f"CREATE TABLE shared (id int PRIMARY KEY); GRANT SELECT ON shared TO {both}; "
+                           f"GRANT SELECT, INSERT ON shared TO {primary_only}")
+    res = group.ark("sync", "standby")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert primary_only in res.stderr and "left out" in res.stderr, res.stderr
+    assert sql(standby.dsn, f"SELECT has_table_privilege('{both}', 'public.shared', 'SELECT')") == [(True,)]
+    for dsn in (group.primary_dsn, standby.dsn + " options='-c default_transaction_read_only=off'"):
+        sql(dsn, f"DROP OWNED BY {both}; DROP ROLE {both}")
+    sql(group.primary_dsn, f"DROP OWNED BY {primary_only}; DROP ROLE {primary_only}")
