@@ -17,9 +17,10 @@ How:
    splits it: what must exist before the rows are loaded, and what is built after them (keys,
    indexes, foreign keys, triggers), so the copy stays fast. ``--verbose`` makes every entry carry
    its catalog identity (class and OID) and its dependencies (:func:`parse`).
-3. Entries that belong to a table that is not replicated are dropped, with whatever depends on them
-   (:func:`choose`); an entry that links a replicated table to one that is not (a foreign key to it)
-   is reported as left out.
+3. Tables of those schemas that are not replicated are excluded from the dump (pg_dump neither locks
+   nor describes them). Whatever still names one is dropped, with what depends on it (:func:`choose`);
+   an entry that links a replicated table to one that is not (a foreign key to it) is reported as left
+   out.
 
 The password never appears on a command line: the child gets it in its environment (``PGPASSWORD``,
 readable by its own user only), with every other ``PG*`` variable removed.
@@ -41,7 +42,7 @@ from typing import Any
 import psycopg
 
 from common.engines.postgresql import PostgresPrimary
-from common.engines.postgresql_objects import replicated_objects, sequence_values
+from common.engines.postgresql_objects import replicated_objects, sequence_values, split_name
 from common.errors import SourceError
 from common.snapshot import ObjectDef, SchemaObjects
 from schemas.entries import SequenceValue
@@ -173,6 +174,12 @@ _OWNER_SQL = {
     PG_STATISTIC_EXT: "SELECT oid::int8, ARRAY[stxrelid::int8] FROM pg_statistic_ext WHERE oid = ANY (%s::oid[])",
     PG_CLASS: _CLASS_OWNERS_SQL,
 }
+# The tables of the dumped schemas that are not replicated: pg_dump is told to leave them alone (no share lock
+# held on them while it runs, nothing of them to filter out afterwards).
+_OTHER_TABLES_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY (%s::text[]) AND c.relkind IN ('r', 'p', 'f') AND c.oid <> ALL (%s::oid[])
+"""
 _ATTACHED_SQL = """
 SELECT q.name, CASE WHEN c.relkind IN ('i', 'I')
                     THEN ARRAY[(SELECT i.indrelid::int8 FROM pg_index i WHERE i.indexrelid = c.oid)]
@@ -253,9 +260,11 @@ def _run(cmd: list[str], env: dict[str, str], what: str, primary: PostgresPrimar
     return res.stdout
 
 
-def dump_sections(primary: PostgresPrimary, token: str, schemas: Sequence[str], server_version_num: int
-                  ) -> tuple[str, str]:
-    """(pre-data SQL, post-data SQL) of ``schemas`` as of the exported snapshot ``token`` (module docstring)."""
+def dump_sections(primary: PostgresPrimary, token: str, schemas: Sequence[str], server_version_num: int,
+                  exclude: Sequence[str] = ()) -> tuple[str, str]:
+    """(pre-data SQL, post-data SQL) of ``schemas`` as of the exported snapshot ``token`` (module docstring).
+
+    ``exclude``: tables (``schema.table``) pg_dump leaves alone: it neither describes nor locks them."""
     env = _env(primary)
     dump, restore = tool("pg_dump", server_version_num), tool("pg_restore", server_version_num)
     with tempfile.TemporaryDirectory(prefix="ark-dump-") as tmp:
@@ -265,6 +274,8 @@ def dump_sections(primary: PostgresPrimary, token: str, schemas: Sequence[str], 
                "--no-security-labels", "--no-publications", "--no-subscriptions", f"--lock-wait-timeout={LOCK_WAIT}",
                f"--dbname={_conninfo(primary)}"]
         cmd += [f"--schema={_schema_pattern(s)}" for s in schemas]
+        cmd += [f"--exclude-table={_schema_pattern(schema)}.{_schema_pattern(name)}" for schema, name in
+                (split_name(t) for t in exclude)]
         _run(cmd, env, "pg_dump --schema-only", primary)
         out = []
         for section in ("pre-data", "post-data"):
@@ -283,7 +294,8 @@ def schema_objects(conn: psycopg.Connection[Any], primary: PostgresPrimary, toke
     rep = replicated_objects(query, roots)
     version = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
     assert version is not None
-    pre, post = dump_sections(primary, token, rep.schemas, int(version[0])) if rep.schemas else ("", "")
+    others = [f"{n}.{r}" for n, r in conn.execute(_OTHER_TABLES_SQL, [list(rep.schemas), rep.table_oids]).fetchall()]
+    pre, post = dump_sections(primary, token, rep.schemas, int(version[0]), others) if rep.schemas else ("", "")
     before, after = parse(pre), parse(post)
     owners, attached = _owners(conn, before + after)
     kept = dict(rep.tables)
