@@ -43,7 +43,8 @@ class ExitCode(IntEnum):
     IDENTITY_CHANGED = 28
     NOT_EMPTY = 29
     ENTRY_TOO_LARGE = 30
-    NOT_PROMOTABLE = 31
+    APPLIER_RUNNING = 31
+    NOT_PROMOTABLE = 32
     INTERRUPTED = 130
 
 
@@ -86,6 +87,8 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.NOT_EMPTY: "refused: `ark sync` would replace data Ark did not put there (`--overwrite` if it may)",
     ExitCode.ENTRY_TOO_LARGE: "the capture met an entry larger than the redo topic's message limit allows, even "
                               "cut into parts (names the table and key columns, never values)",
+    ExitCode.APPLIER_RUNNING: "another applier already applies to this standby (names its host, pid and since); "
+                              "only one may: stop one of them",
     ExitCode.NOT_PROMOTABLE: "`ark check --promotable`: the standby lacks something a promotion needs (each missing "
                              "object is listed with its fix)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",

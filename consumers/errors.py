@@ -46,8 +46,25 @@ class TableNeedsResync(ApplyError):
                          f"'ark status' shows progress; 'ark resync <standby> --table {table}' forces one")
 
 
+class ApplierRunning(ApplyError):
+    """Another applier holds this standby (one applier per standby): this one exits without writing."""
+
+    exit_code = ExitCode.APPLIER_RUNNING
+
+
+class StateMoved(ApplyError):
+    """The state row is no longer the one this applier read: someone else wrote it (compare-and-set failed).
+
+    Nothing of the open transaction is committed; the runner starts a new session, which reads the state
+    again under the standby's lock (or exits with :class:`ApplierRunning` when another applier holds it).
+    """
+
+    exit_code = ExitCode.APPLIER_RUNNING
+
+
 class StaleEpochError(ApplyError):
     """An entry from an older epoch than the newest marker seen: it is rejected (fencing)."""
 
 
-__all__ = ["ApplyError", "DataApplyError", "StaleEpochError", "TableNeedsResync", "TargetError", "TransientApplyError"]
+__all__ = ["ApplierRunning", "ApplyError", "DataApplyError", "StaleEpochError", "StateMoved", "TableNeedsResync",
+           "TargetError", "TransientApplyError"]

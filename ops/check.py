@@ -51,6 +51,7 @@ def collect(cfg: ArkConfig) -> list[Finding]:
             findings.append(Finding(f"primary {cfg.primary.name}", False, p.what, p.fix, p.fatal))
     except ArkError as exc:
         findings.append(Finding(f"primary {cfg.primary.name}", False, exc.message, exc.fix))
+    findings.extend(_source_log(cfg))
     findings.extend(_identities(cfg))
     for standby in cfg.standbys:
         try:
@@ -64,6 +65,18 @@ def collect(cfg: ArkConfig) -> list[Finding]:
         except ArkError as exc:
             findings.append(Finding(f"standby {standby.name}", False, exc.message, exc.fix))
     return findings
+
+
+def _source_log(cfg: ArkConfig) -> list[Finding]:
+    """The log the primary holds back for Ark (the slot's WAL, its bound, the free disk under it)."""
+    try:
+        with contextlib.closing(capture_factory(cfg)()) as capture:
+            text, problems = capture.log_report()
+    except ArkError:
+        return []  # unreachable: the prerequisite check reports it
+    subject = f"primary {cfg.primary.name} log"
+    out = [Finding(subject, True, text)] if text else []
+    return out + [Finding(subject, False, p.what, p.fix, p.fatal) for p in problems]
 
 
 def _identities(cfg: ArkConfig) -> list[Finding]:

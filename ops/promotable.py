@@ -40,7 +40,7 @@ def promotable_lacks(cfg: ArkConfig, standby_name: str) -> list[Lack]:
 
 
 def run_promotable(cfg: ArkConfig, standby_name: str) -> None:
-    """Print what a promotion would lack; raise NotPromotable (exit 31) when anything does."""
+    """Print what a promotion would lack; raise NotPromotable (exit 32) when anything does."""
     lacks = promotable_lacks(cfg, standby_name)
     if not lacks:
         console.print(f"[green]✓[/] {standby_name} has every object of the primary's replicated tables, sequences at "

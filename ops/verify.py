@@ -332,7 +332,23 @@ def _specs(cfg: ArkConfig, metas_found: list[TableMeta], wanted: tuple[str, ...]
 
 def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
     """Compare (and with ``opts.repair`` repair) one standby; prints the report; returns the exit code."""
+    doc, code = verify_standby(cfg, standby_name, opts)
+    if opts.as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print(doc)
+    return code
+
+
+def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options) -> tuple[dict[str, Any], int]:
+    """Compare (and with ``opts.repair`` repair) one standby: the report document and the exit code
+    (``ark verify`` and the console's verify action)."""
     standby = cfg.standby(standby_name)
+    if standby.engine != cfg.primary.engine:
+        raise ArkError(f"verify compares a standby with a primary of the same engine; {standby.name} is "
+                       f"{standby.engine} and the primary {cfg.primary.engine}",
+                       fix="compare the tables with your own queries (their values are converted by the type map "
+                           "in README 'Cross-engine apply'), or resync a table with 'ark resync --table'")
     beat = _applier_beat(cfg, standby)
     delay = float(beat.get("delay_seconds") or 0.0)
     timeout = opts.timeout if opts.timeout is not None else delay + 120.0
@@ -360,11 +376,7 @@ def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
             code = EXIT_INCOMPLETE if any(r.verdict == "error" for r in results) else EXIT_EQUAL
     finally:
         client.close()
-    if opts.as_json:
-        print(json.dumps(doc, indent=2))
-    else:
-        _print(doc)
-    return code
+    return doc, code
 
 
 def _document(standby: str, pt: Point, results: list[TableResult], seconds: float) -> dict[str, Any]:
