@@ -383,7 +383,6 @@ class PostgresApplier(Applier):
                     with self._guard("applying a row with a large value", txn_id=txn_id, position=position,
                                      table=change.table):
                         foreign.check_changes(metas, self._foreign, [change], txn_id, position)
-                        parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position)
                         parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position,
                                               self._always_identity(change.table))
                     start = i + 1
@@ -392,7 +391,8 @@ class PostgresApplier(Applier):
             return
         with self._guard("applying rows", txn_id=txn_id, position=position):
             foreign.check_changes(metas, self._foreign, changes, txn_id, position)
-            runs = split_runs(metas, changes, txn_id, position)
+            ordered = {t for t in {c.table for c in changes} if self._other_unique(t)}
+            runs = split_runs(metas, changes, txn_id, position, ordered)
             for item in merge_truncates(runs):
                 if isinstance(item, list):
                     self._ctx["table"] = ", ".join(item)

@@ -97,6 +97,7 @@ def test_schema_corpus_is_a_faithful_promotable_copy_under_load(make_group: Any)
     for name in ("standby", "late"):
         out = group.ark_ok("sync", name)
         assert "schema from the primary" in out and "sequences set to the primary's values" in out, out
+        print(out)
     print(f"two syncs of the corpus: {time.monotonic() - started:.1f} s")
     for name in ("standby", "late"):
         assert _objects(group.standby(name).dsn) == _objects(group.primary_dsn)

@@ -241,3 +241,14 @@ def test_sequence_values_round_trip_and_are_a_new_kind_of_entry() -> None:
 def test_object_defs_know_their_table() -> None:
     d = ObjectDef("INDEX", "public.t_x", "CREATE INDEX ...", "public.t")
     assert d.table == "public.t" and DumpEntry(1, 0, 0, (), "INDEX", "t_x", "public", "").label == "INDEX public.t_x"
+
+
+def test_updates_of_a_table_with_other_unique_keys_keep_every_image_in_order() -> None:
+    """Row 1 gives up its value through a spare one so that row 2 can take it: folding row 1's two images into
+    the last one would make row 1 take row 2's value before row 2 gave it up."""
+    changes = [RowChange("public.t", Op.UPDATE, [1, 0, "spare"]), RowChange("public.t", Op.UPDATE, [2, 0, "a"]),
+               RowChange("public.t", Op.UPDATE, [1, 0, "b"])]
+    folded = split_runs({"public.t": _META}, changes)
+    assert [r.values for r in folded] == [[[1, 0, "b"], [2, 0, "a"]]]  # no other unique key: last writer wins
+    kept = split_runs({"public.t": _META}, changes, ordered={"public.t"})
+    assert [v for r in kept for v in r.values] == [[1, 0, "spare"], [2, 0, "a"], [1, 0, "b"]]
