@@ -305,12 +305,22 @@ def repair(point: Point, results: list[TableResult], deadline: float) -> list[di
 
 # -- the command -------------------------------------------------------------------------------------
 def _applier_beat(cfg: ArkConfig, standby: StandbySettings) -> dict[str, Any]:
-    beat = latest_beats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
-    if beat is None or beat["state"] in ("stopped", "error") or time.time() - beat["sent_at_us"] / 1e6 > STALE_AFTER_S:
-        raise ArkError(f"the applier of {standby.name} is not running: verify compares while replication runs, "
-                       "with the applier's help to stop at one position for a moment",
-                       fix=f"start 'ark apply {standby.name}' and run verify again")
-    return beat
+    """The applier's newest heartbeat, once it says the applier runs. An applier started a moment ago, or a
+    heartbeat topic read slowly on a busy broker, gets a few heartbeats' time before verify gives up."""
+    deadline = time.monotonic() + STALE_AFTER_S
+    while True:
+        beat = latest_beats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
+        running = (beat is not None and beat["state"] not in ("stopped", "error")
+                   and time.time() - beat["sent_at_us"] / 1e6 <= STALE_AFTER_S)
+        if running:
+            assert beat is not None
+            return beat
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    raise ArkError(f"the applier of {standby.name} is not running: verify compares while replication runs, "
+                   "with the applier's help to stop at one position for a moment",
+                   fix=f"start 'ark apply {standby.name}' and run verify again")
 
 
 def _specs(cfg: ArkConfig, metas_found: list[TableMeta], wanted: tuple[str, ...]

@@ -170,9 +170,11 @@ def test_mariadb_data_error_heals_by_table_resync(fresh_mariadb, kafka_bootstrap
     try:
         _wait(lambda: _applied_txns(group) > 20, 90, "the standby applying the workload", group)
         query(standby, f"DELETE FROM `{db}`.accounts WHERE id IN (3, 4, 5)")  # the workload updates them soon
-        _wait(lambda: "resynced" in apply.tail(400), 120, "accounts resynced after the data error", group)
+        _wait(lambda: "will be resynced" in apply.tail(400), 120, "the data error to start a table resync", group)
     finally:
         workload.stop()
+    # The primary is idle from here: the copy's floor is reached through the capture's idle checkpoint.
+    _wait(lambda: "accounts resynced:" in apply.tail(400), 120, "accounts resynced after the data error", group)
     diffs = group.wait_equal([f"{db}.accounts", f"{db}.history"], timeout=120)
     group.stop_all()
     assert diffs == {}, diffs

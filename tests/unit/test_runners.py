@@ -469,3 +469,38 @@ def test_a_corrupt_part_is_retransmitted() -> None:
     finally:
         cap.stop()
     assert [q[2] for q in log.quarantined] == [f"{log.topic}:0:{victim}"]
+
+
+def test_an_idle_source_whose_log_ends_at_the_last_commit_still_gets_one_checkpoint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB's binlog does not move while the primary is idle: its idle position is the last transaction's
+    end, which the capture already confirmed. One checkpoint just below it must still reach the log, so a
+    table resync copied at that position (floor: just below it) sees the standby reach its floor."""
+    from producers import session as capture_session
+    from producers.base import Idle, TxnEnd
+    from schemas.positions import just_before
+
+    monkeypatch.setattr(capture_session, "CHECKPOINT_INTERVAL_S", 0.0)
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    workload(source, txns=3)
+    last = pg_lsn(source.txns[-1].commit)
+    still = pg_lsn(source.txns[-1].commit + 0x80)  # where the last transaction ends (its commit key: its start)
+
+    class StillLog(MemoryCapture):
+        def stream(self, resume_after: Any) -> Any:
+            for event in super().stream(resume_after):
+                if isinstance(event, TxnEnd) and event.commit == last:
+                    event = TxnEnd(last, still)
+                yield Idle(still) if isinstance(event, Idle) else event
+
+    def checkpoints() -> list[TxnChunk]:
+        return [b for _o, b in entries(log) if isinstance(b, TxnChunk) and not b.txn_id]
+
+    running = Running(CaptureRunner(config(window_s=0), lambda: StillLog(source), log), store)
+    try:
+        wait_until(lambda: len(checkpoints()) >= 1, what="a checkpoint of the idle source")
+        time.sleep(0.2)  # many more idle events: still one checkpoint for one idle position
+    finally:
+        running.stop()
+    assert [c.commit.key for c in checkpoints()] == [just_before(still).key]
+    assert len(complete_txns(log)) == 3
