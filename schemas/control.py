@@ -1,9 +1,10 @@
 """Typed records of the control topic: one record type per kind of intent or decision.
 
-The wire form is ``schemas/avro/control.v2.avsc``: the envelope of v1 (group, kind, target, issued_by,
-issued_at_us, request_id, and a string ``args`` map) plus ``body``, a union with one Avro record per
-kind. Version 1 records (``args`` only) stay readable: :func:`body_from_wire` rebuilds the typed body
-from their ``args`` (:func:`body_from_args`).
+The wire form is the highest ``schemas/avro/control.v<N>.avsc`` (v2 added typed bodies, v3 the sequence
+requests of issue 9): the envelope of v1 (group, kind, target, issued_by, issued_at_us, request_id, and a
+string ``args`` map) plus ``body``, a union with one Avro record per kind. Version 1 records (``args``
+only) stay readable: :func:`body_from_wire` rebuilds the typed body from their ``args``
+(:func:`body_from_args`).
 
 Every record is authenticated (see :mod:`schemas.envelope`, ``ark-sig``): the typed body is what an
 agent acts on, never a string map. Adding a kind means a dataclass here, its Avro record in a new
