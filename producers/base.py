@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from common.identity import DatabaseIdentity
 from common.problems import Problem
-from schemas.entries import Position, RowChange, TableMeta
+from schemas.entries import Position, RowChange, SequenceValues, TableMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,13 @@ class LogCapture(ABC):
     @abstractmethod
     def confirm(self, position: Position) -> None:
         """Let the source discard its log up to ``position`` (already durable in Kafka)."""
+
+    def sequence_values(self, refresh: bool = False) -> SequenceValues | None:
+        """The values of the replicated sequences now (those in use), or None when the source has none or
+        cannot read them right now (the reason is logged). Called between transactions, about once a
+        heartbeat: it must be cheap for the source and take no lock that a writer waits for. ``refresh``: the
+        set of sequences may have changed (a shape change was seen): look it up again."""
+        return None
 
     @abstractmethod
     def close(self) -> None:

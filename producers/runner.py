@@ -37,7 +37,8 @@ from producers.retransmit import (
     source_floor,
 )
 from producers.session import CaptureProgress, CaptureSession, SessionHooks, SourceRangeGone
-from schemas.control import NodeIdentity, SourceGap
+from schemas.control import NodeIdentity, PublishSequences, SequencesPublished, SourceGap
+from schemas.entries import SequenceValues
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,13 @@ class CaptureRunner(AgentBody):
         self._last_control = 0.0
         self._recorded = Recorded()
         self._identity_recorded = False
+        self._sequence_requests: list[str] = []  # publish-sequences requests not answered yet
 
     # -- AgentBody ---------------------------------------------------------------------------------
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
         self._channel = channel
         self._requests.add(backlog)  # requests made while capture was down are served too
+        self._take_sequence_requests(backlog)
         self._gaps = source_gaps(backlog)
         self._recorded = recorded_identities(backlog)
         self.redo.ensure()
@@ -135,6 +138,14 @@ class CaptureRunner(AgentBody):
             capture.close()
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _take_sequence_requests(self, records: list[ControlRecord]) -> None:
+        """Note publish-sequences requests; forget those a sequences-published record answers."""
+        for rec in records:
+            if isinstance(rec.body, PublishSequences) and rec.request_id not in self._sequence_requests:
+                self._sequence_requests.append(rec.request_id)
+            elif isinstance(rec.body, SequencesPublished) and rec.body.request in self._sequence_requests:
+                self._sequence_requests.remove(rec.body.request)
+
     def _record_identity(self, capture: LogCapture, channel: ControlChannel) -> None:
         """Refuse a primary that is one of the group's standbys; record the primary's identity once."""
         if self._identity_recorded:
@@ -160,7 +171,9 @@ class CaptureRunner(AgentBody):
             if now - self._last_control < CONTROL_POLL_S:
                 return False
             self._last_control = now
-            self._requests.add(channel.poll())
+            records = channel.poll()
+            self._requests.add(records)
+            self._take_sequence_requests(records)
             served = session.plan.requests if session.plan is not None and not session.answered else ()
             return len(self._requests) > len(served)
 
@@ -168,10 +181,20 @@ class CaptureRunner(AgentBody):
             answer_done(channel, served)
             self._requests.answered(served.requests)
 
+        def sequences_published(ids: list[str], body: SequenceValues, offset: int) -> None:
+            for request in ids:
+                channel.publish(SequencesPublished(request, body.position, offset, len(body.values)), self.name)
+            self._sequence_requests = [r for r in self._sequence_requests if r not in ids]
+            log.info("published %d sequence values at offset %d for %s", len(body.values), offset, ", ".join(ids))
+
+        def sequence_requests() -> list[str]:
+            return list(self._sequence_requests)  # new_requests() polls the channel and notes them
+
         session = CaptureSession(self.cfg.group, self.cfg.primary.engine, self.cfg.capture, capture, publisher, point,
                                  self._window, self.progress,
-                                 SessionHooks(new_requests, started, self.stopping.is_set), plan=plan, upto=upto,
-                                 message_limit=publisher.limit)
+                                 SessionHooks(new_requests, started, self.stopping.is_set, sequence_requests,
+                                              sequences_published),
+                                 plan=plan, upto=upto, message_limit=publisher.limit)
         return session
 
     def _serve(self, capture: LogCapture, publisher: RedoPublisher, point: ResumePoint, plan: ServePlan) -> None:

@@ -16,6 +16,8 @@ probe      :class:`common.probe.SourceProbe`            ``producers/<engine>/``:
                                                         when Kafka cannot be reached
 monitor    :class:`common.monitor.DatabaseMonitor`      ``producers/<engine>/``: sessions, long
            (optional)                                   transactions, lock waits, slots, the server log
+promotable :class:`common.promotable.PromotableCheck`   ``consumers/<engine>/``: what a promotion of a
+                                                        standby would lack (``ark check --promotable``)
 ========== ============================================ ===============================================
 
 The runtime parts are named by ``"module:attribute"`` and imported on first use
@@ -56,6 +58,8 @@ class EngineSpec:
     probe: str
     #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> DatabaseMonitor`` ('' : the agents carry no database facts)
     monitor: str = ""
+    #: ``cls() -> PromotableCheck`` (``ark check --promotable``); "" when the engine has none
+    promotable: str = ""
 
 
 _ENGINES: dict[str, EngineSpec] = {}
@@ -104,6 +108,7 @@ register(EngineSpec(
     verifier="consumers.postgresql.verify:PostgresVerifier",
     probe="producers.postgresql.probe:PostgresProbe",
     monitor="producers.postgresql.monitor:PostgresMonitor",
+    promotable="consumers.postgresql.promotable:PostgresPromotable",
 ))
 
 register(EngineSpec(
