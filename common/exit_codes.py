@@ -44,6 +44,7 @@ class ExitCode(IntEnum):
     NOT_EMPTY = 29
     ENTRY_TOO_LARGE = 30
     APPLIER_RUNNING = 31
+    NOT_PROMOTABLE = 32
     NOT_PRIMARY = 40
     HANDOVER_REFUSED = 41
     HANDOVER_FAILED = 42
@@ -91,6 +92,8 @@ MEANING: dict[ExitCode, str] = {
                               "cut into parts (names the table and key columns, never values)",
     ExitCode.APPLIER_RUNNING: "another applier already applies to this standby (names its host, pid and since); "
                               "only one may: stop one of them",
+    ExitCode.NOT_PROMOTABLE: "`ark check --promotable`: the standby lacks something a promotion needs (each missing "
+                             "object is listed with its fix)",
     ExitCode.NOT_PRIMARY: "refused: the node is not the group's primary in the current epoch (a capture there would "
                           "publish for a reign that ended); `ark topology` shows the roles",
     ExitCode.HANDOVER_REFUSED: "`ark switchover`/`ark failover` refused before changing anything (names why: a more "

@@ -17,16 +17,61 @@ Guarantees an implementation must give:
   values a RowChange would carry for it (``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``).
 * **Bounded memory.** Rows are streamed, never held whole.
 * **The source keeps serving.** Opening a snapshot blocks no writer.
+* **The other objects, optionally.** :meth:`Snapshot.objects` describes, in the source's own SQL, every
+  object a standby of those tables needs to be a real copy (types, sequences and their values, defaults,
+  constraints, indexes, partitions, extensions), split into what must exist before the rows are loaded and
+  what is built after them. An engine that cannot returns None; the standby then gets the tables only.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 from common.identity import DatabaseIdentity
-from schemas.entries import Position, TableMeta, Value
+from schemas.entries import Position, SequenceValue, TableMeta, Value
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectDef:
+    """One object of the source, as the source's own statement(s), to run on a standby of the same engine."""
+
+    #: The source's word for it (PostgreSQL: pg_dump's TABLE, INDEX, CONSTRAINT, FK CONSTRAINT, TYPE ...).
+    kind: str
+    #: How the source names it (``schema.name``; ``schema.table name`` for what belongs to a table).
+    name: str
+    sql: str
+    #: The replicated table it belongs to (``schema.table``), "" for a type, a function, a schema ...
+    table: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """A source extension the objects use: created on the standby when missing (it must be installed there)."""
+
+    name: str
+    schema: str
+    version: str
+
+
+@dataclass(frozen=True)
+class SchemaObjects:
+    """Everything but the rows that a standby of some tables needs (see :meth:`Snapshot.objects`)."""
+
+    engine: str
+    #: Extensions first, then these, before the rows: schemas, types, functions, sequences, tables (with
+    #: defaults, identity and generated columns, check constraints), partitions.
+    before_rows: tuple[ObjectDef, ...]
+    #: After the rows, so the copy stays fast: primary and unique keys, exclusion constraints, indexes,
+    #: foreign keys, triggers, rules, policies.
+    after_rows: tuple[ObjectDef, ...]
+    extensions: tuple[Extension, ...] = ()
+    #: The sequences' values when the objects were read (at or after the snapshot: never behind its rows).
+    sequences: tuple[SequenceValue, ...] = ()
+    #: What was left out and why (a foreign key to a table that is not replicated ...), for the operator.
+    left_out: tuple[str, ...] = ()
 
 
 class TableRows(ABC):
@@ -68,6 +113,12 @@ class Snapshot(ABC):
     @abstractmethod
     def rows(self, meta: TableMeta) -> TableRows:
         """The rows of ``meta.table`` as of :attr:`position`."""
+
+    def objects(self, tables: Sequence[TableMeta]) -> SchemaObjects | None:
+        """The other objects a standby of ``tables`` needs, as of this snapshot (None: this engine cannot tell).
+
+        Read with the snapshot's own view of the catalog, so they match its rows."""
+        return None
 
     @abstractmethod
     def close(self) -> None:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from common.guard import TargetFacts
 from common.identity import DatabaseIdentity
 from common.problems import Problem
-from common.snapshot import TableRows
+from common.snapshot import SchemaObjects, TableRows
 from consumers.tables import TableState
-from schemas.entries import Position, RowChange, TableMeta, ValuePart
+from schemas.entries import Position, RowChange, SequenceValue, TableMeta, ValuePart
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,8 @@ class StagedTable:
     meta: TableMeta
     position: Position
     rows: int
+    #: The table's other objects as of the same snapshot (indexes, constraints ...), when the source gives them.
+    objects: SchemaObjects | None = None
 
 
 class Applier(ABC):
@@ -176,10 +178,26 @@ class Applier(ABC):
         """
 
     @abstractmethod
-    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None,
+                      created: bool = False) -> int:
         """Make ``rows.meta.table`` exactly the snapshot's table, in the open transaction: empty it (MVCC-safely),
         give it the snapshot's shape (recreating it when it cannot be reshaped), load the rows, and remember
-        the shape. What an initial sync does per table; returns the row count."""
+        the shape. What an initial sync does per table; returns the row count. ``created``: the table was just
+        created empty by :meth:`create_objects`, with the source's own shape (nothing to empty or reshape)."""
+
+    # -- the source's other objects (ark sync, table resync) and its sequences ---------------------
+    def create_objects(self, objects: SchemaObjects, *, after_rows: bool) -> set[str]:
+        """Create, in the open transaction, the objects the standby lacks among ``objects``: those that come
+        before the rows (extensions, schemas, types, sequences, tables, partitions), or those that come after
+        them (keys, indexes, constraints, foreign keys). Objects that exist are kept as they are. Returns the
+        tables created. An applier that cannot run the source engine's definitions creates nothing (its tables
+        come from :meth:`replace_table`, shaped by the stream's description)."""
+        return set()
+
+    def advance_sequences(self, values: Sequence[SequenceValue]) -> int:
+        """Move the standby's sequences forward to ``values`` (never back), in the open transaction; how many
+        moved. A promoted standby must never hand out a value the primary already did."""
+        return 0
 
     @abstractmethod
     def stage_copy(self, rows: TableRows, position: Position, *,

@@ -23,7 +23,7 @@ from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
 from consumers.recovery import cut_mark, cut_passed
 from schemas import envelope, positions
-from schemas.entries import REDO_SCHEMA, EpochMarker, Op, RowChange, TableMeta, TxnChunk, from_record
+from schemas.entries import REDO_SCHEMA, EpochMarker, Op, RowChange, SequenceValues, TableMeta, TxnChunk, from_record
 from schemas.errors import CorruptEntry
 
 if TYPE_CHECKING:
@@ -247,6 +247,16 @@ class ApplySession:
             self._meta(offset, body)
         elif isinstance(body, TxnChunk):
             self._handle_chunk(offset, body)
+        elif isinstance(body, SequenceValues):
+            self._sequences(offset, body)
+
+    def _sequences(self, offset: int, body: SequenceValues) -> None:
+        """Move the standby's sequences forward (never back), in the transaction that records the offset."""
+        self._flush()
+        self._begin()
+        moved = self.applier.advance_sequences(body.values)
+        log.debug("offset %d: %d of %d sequences moved forward", offset, moved, len(body.values))
+        self._advance(offset, None)
 
     def _own_epoch(self, epoch: int) -> bool:
         """Whether ``epoch`` is this node's own reign (by the markers read, or by the roles)."""

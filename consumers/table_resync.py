@@ -18,7 +18,9 @@ How one table T is resynced, and why nothing is lost or applied twice:
    from the staging copy. The apply loop never touches T while it is ``resyncing``, so the swap,
    whose cost grows with T's size, does not pause the other tables (in the loop's transaction it
    stopped them for seconds per million rows). Readers of T wait for that one commit, then see T
-   as of P: no older and no more partial than T already was while its rows were skipped.
+   as of P: no older and no more partial than T already was while its rows were skipped. The table's
+   other objects as of the same snapshot (its keys, indexes, constraints, its sequences' definitions;
+   the table itself when the standby lacks it) are created where missing, in that same transaction.
 5. **Catch up**, once the loop has applied everything up to F (so that a delay is respected and T
    lands where the other tables are): inside the loop's normal target transaction, the T rows of
    transactions with commit key > F are re-read from O_first to the loop's current offset (a second
@@ -37,6 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 from common.config import ArkConfig, StandbySettings
 from common.control import ControlChannel, ControlRecord
@@ -217,7 +220,9 @@ class ResyncJob:
                 if meta is None:
                     raise SourceError(f"table {self.table} is not on the primary (or is not an ordinary, logged "
                                       "table)", fix="check the table name (schema.table) and primary.tables")
+                objects = snap.objects([meta])  # the table's keys, indexes ...: created at the swap where missing
                 staged = applier.stage_copy(snap.rows(meta), snap.position, on_rows=self._on_rows)
+                staged = replace(staged, objects=objects)
             self.rows = staged.rows
             log.info("resync of %s: %d rows copied into %s", self.table, staged.rows, staged.staging)
             self._decisions.publish(TableResyncProgress(self.table, self.request, "copied", staged.position.text,

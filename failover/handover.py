@@ -348,12 +348,9 @@ class Handover:
             writer.close()
 
     def sync_sequences(self, target: str, new_ops: NodeOps, report: Report) -> None:
-        """Sequences on a failover target.
-
-        TODO(issue 9): sequences travel in the redo stream (``SequenceValues`` entries, applied forward only),
-        so the target already has them once it applied everything Kafka held; this call point then only checks
-        them. Until then they are copied from the old primary when it still answers, and a warning says so when
-        it does not.
+        """Sequences on a failover target: it has the values the redo stream carried (SequenceValues entries,
+        applied forward only, about every heartbeat); the old primary's own values, when it still answers, close
+        what it handed out since (forward only). When it does not, the note says how to check for a gap.
         """
         old = report.previous
         ops = node_ops(self.cfg, old, connect_timeout_s=OLD_PRIMARY_TIMEOUT_S)
@@ -361,8 +358,9 @@ class Handover:
             seq = new_ops.set_sequences(ops.sequences())
             detail = f"{seq.moved} moved forward from {old}, {seq.unchanged} already there"
         except ArkError as exc:
-            detail = (f"not set: {old} does not answer ({exc.message}); set the sequences of {target} by hand "
-                      "before the application inserts rows that take values from them")
+            detail = (f"not copied: {old} does not answer ({exc.message}); {target} has the values the redo stream "
+                      f"carried, up to about a second behind: run 'ark check --promotable {target}' and the setval "
+                      "it gives before the application inserts rows that take values from them")
             report.notes.append(detail)
         finally:
             ops.close()

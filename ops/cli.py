@@ -43,6 +43,7 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
     Typical flow:
       ark init                 write a commented example config (ark.yaml)
       ark check                validate config, Kafka, primary and standbys, with fixes
+      ark check --promotable S what a promotion of standby S would lack, object by object
       ark sync STANDBY         copy a consistent snapshot online, then stream from that point
       ark capture              run the capture of the primary (one per group)
       ark apply STANDBY        run the applier of one standby
@@ -115,9 +116,19 @@ def keygen(file: Path, force: bool) -> None:
 
 
 @cli.command()
+@click.option("--promotable", "promotable", metavar="STANDBY", default=None,
+              help="Instead: compare STANDBY with the primary object by object (extensions, types and enum labels, "
+                   "sequences at or ahead of the primary, tables and partitions, columns with defaults, identity and "
+                   "generation, constraints, indexes, triggers, row counts) and list what a promotion would lack, "
+                   "each with its fix. Exit 0 only when nothing is missing, 32 otherwise.")
 @pass_ctx
-def check(obj: CliContext) -> None:
+def check(obj: CliContext, promotable: str | None) -> None:
     """Validate the config and connectivity, and check source prerequisites, each with its fix."""
+    if promotable is not None:
+        from ops.promotable import run_promotable
+
+        run_promotable(obj.config(), promotable)
+        return
     from ops.check import run_check
     from ops.handover import config_now
 
@@ -215,6 +226,11 @@ def apply(obj: CliContext, standby: str, metrics_port: int | None, metrics_host:
 @pass_ctx
 def sync(obj: CliContext, standby: str | None, all_standbys: bool, overwrite: bool) -> None:
     """Initial sync of STANDBY from the running primary: consistent snapshot, COPY, then streaming.
+
+    With the rows, in the same standby transaction and from the same snapshot, the primary's other objects
+    are created where the standby lacks them (its own pg_dump of the replicated schemas): extensions, types,
+    sequences and their values, defaults, identity and generated columns, constraints, partitions; keys,
+    indexes and foreign keys after the rows, so the copy stays fast.
 
     \b
     The primary keeps running. Before anything is written, the standby is identified (not by its

@@ -27,11 +27,21 @@ class TableDiff:
             self.primary_rows == self.standby_rows
 
 
+def _oid(conn: psycopg.Connection, table: str) -> int:
+    """The oid of ``schema.table`` (names as they are: mixed case and quotes need no quoting here)."""
+    schema, _, name = table.rpartition(".")
+    row = conn.execute("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE n.nspname = %s AND c.relname = %s", (schema or "public", name)).fetchone()
+    if row is None:
+        raise psycopg.errors.UndefinedTable(f"relation {table} does not exist")
+    return int(row[0])
+
+
 def _key_columns(conn: psycopg.Connection, table: str) -> list[str]:
     rows = conn.execute(
         """SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
-           AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary
-           ORDER BY array_position(i.indkey::int2[], a.attnum)""", (table,)).fetchall()
+           AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s AND i.indisprimary
+           ORDER BY array_position(i.indkey::int2[], a.attnum)""", (_oid(conn, table),)).fetchall()
     return [r[0] for r in rows]
 
 
@@ -40,8 +50,8 @@ def _texts(conn: psycopg.Connection, table: str) -> list[tuple[object, ...]]:
     schema, _, name = table.rpartition(".")
     ident = sql.Identifier(schema or "public", name)
     columns = [r[0] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
-        "ORDER BY attname", (table,)).fetchall()]
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attname", (_oid(conn, table),)).fetchall()]
     select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
     return [tuple(r) for r in conn.execute(sql.SQL("SELECT {} FROM {}").format(select, ident))]
 
@@ -51,8 +61,8 @@ def _rows(conn: psycopg.Connection, table: str, keys: list[str]) -> dict[tuple[o
     ident = sql.Identifier(schema or "public", name)
     order = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
     columns = [r[0] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
-        "ORDER BY attname", (table,)).fetchall()]
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attname", (_oid(conn, table),)).fetchall()]
     # Compare the server's text form: exact for every type (numeric scale, infinity, NaN, -0).
     select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
     cur = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY {}").format(select, ident, order))

@@ -13,6 +13,7 @@ from common.config import ArkConfig
 from common.engines import engine, load
 from common.errors import PrerequisiteError
 from common.probe import SourceProbe
+from common.promotable import PromotableCheck
 from common.settings import PrimarySettings, StandbySettings
 from common.snapshot import SnapshotSource
 from common.verify import Verifier
@@ -45,6 +46,13 @@ def applier_factory(standby: StandbySettings) -> Callable[[], Applier]:
 def verifier(engine_name: str) -> Verifier:
     """The engine's verifier (compares a primary snapshot and a standby)."""
     found: Verifier = _part(engine_name, "verifier")()
+    return found
+
+
+def promotable_check(engine_name: str) -> PromotableCheck | None:
+    """The engine's ``ark check --promotable`` comparison, or None when it has none."""
+    path = engine(engine_name).promotable
+    found: PromotableCheck | None = load(path)() if path else None
     return found
 
 

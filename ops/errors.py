@@ -20,3 +20,9 @@ class CheckFailed(OpsError):
     """``ark check`` found problems that must be fixed before replication is safe."""
 
     exit_code = ExitCode.CHECK_FAILED
+
+
+class NotPromotable(OpsError):
+    """``ark check --promotable``: the standby lacks something a promotion needs."""
+
+    exit_code = ExitCode.NOT_PROMOTABLE

@@ -11,6 +11,15 @@ Order matters (no gap, no duplicate):
    state row (next offset ``E``, position ``P``). The applier then starts at ``E`` and skips every
    entry whose commit position is ``<= P``.
 
+A faithful standby: in that same transaction, the primary's other objects, read from the same snapshot
+(:meth:`common.snapshot.Snapshot.objects`; for PostgreSQL its own pg_dump), are created where the standby
+lacks them: extensions, schemas, types, sequences, the tables themselves with their defaults, identity and
+generated columns, check constraints and partitions BEFORE the rows; keys, unique and exclusion
+constraints, indexes, foreign keys and triggers AFTER them, so the copy stays fast. Then the sequences are
+set to the primary's values. The stream's table description (TableMeta) stays the applier's column map:
+a table created from the primary's schema is checked against it, one that already existed is reshaped to
+it as before.
+
 On a standby that was synced before (``ark resync STANDBY`` after a retention gap, or ``ark sync``
 again), the same transaction empties and refills every table, replaces the state row and forgets
 every table-level resync: until it commits, readers keep seeing the old data; if it fails, nothing
@@ -30,6 +39,7 @@ from common.errors import ArkError
 from common.guard import Recorded
 from common.identity import DatabaseIdentity
 from common.kafka import end_offset, ensure_topic
+from common.snapshot import SchemaObjects
 from consumers.base import Applier, ApplyState
 from ops.context import console
 from ops.engines import applier_factory, capture_factory, require_prerequisites, snapshot_source
@@ -99,6 +109,7 @@ def _copy(cfg: ArkConfig, standby: StandbySettings, applier: Applier, ident: Dat
                            fix="check primary.tables in the config")
         occupied = applier.occupied([m.table for m in metas])
         refuse_if_harmful(cfg, standby, applier, "sync", overwrite=overwrite, occupied=occupied, rec=rec)
+        objects = snap.objects(metas)  # read before anything is written: a missing tool fails here
         applier.prepare()  # only now: schema ark, and the read-only guard of a database we may write to
         if before is not None:
             console.print(f"{verb} {standby.name}: replacing its data (applied up to {before.position}, offset "
@@ -107,6 +118,7 @@ def _copy(cfg: ArkConfig, standby: StandbySettings, applier: Applier, ident: Dat
                       f"streaming from offset {start_offset}")
         applier.begin()
         applier.clear_table_states(cfg.group, standby.name)  # a whole copy supersedes table resyncs
+        created = _objects(applier, objects, standby, verb, after_rows=False)
         total_rows = 0
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]} rows"),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -116,9 +128,15 @@ def _copy(cfg: ArkConfig, standby: StandbySettings, applier: Applier, ident: Dat
                 def report(rows: int, task: TaskID = task) -> None:
                     progress.update(task, rows=rows)
 
-                done = applier.replace_table(cfg.group, snap.rows(meta), progress=report)
+                done = applier.replace_table(cfg.group, snap.rows(meta), progress=report,
+                                             created=meta.table in created)
                 progress.update(task, rows=done, total=1, completed=1)
                 total_rows += done
+        _objects(applier, objects, standby, verb, after_rows=True)
+        if objects is not None and objects.sequences:
+            moved = applier.advance_sequences(objects.sequences)
+            console.print(f"{verb} {standby.name}: {moved} of {len(objects.sequences)} sequences set to the primary's "
+                          "values")
         now_us = time.time_ns() // 1000
         applier.save_state(ApplyState(
             group=cfg.group, standby=standby.name, topic=topic, partition=0, next_offset=start_offset,
@@ -135,3 +153,23 @@ def _copy(cfg: ArkConfig, standby: StandbySettings, applier: Applier, ident: Dat
         console.print(f"[yellow]![/] nothing is captured for group {cfg.group} yet: start 'ark capture' soon; "
                       f"until it runs, only the primary's log retention keeps what commits after "
                       f"{snap.position.text}")
+
+
+def _objects(applier: Applier, objects: SchemaObjects | None, standby: StandbySettings, verb: str, *,
+             after_rows: bool) -> set[str]:
+    """Create the primary's objects the standby lacks, on one side of the rows; the tables created."""
+    if objects is None:
+        return set()
+    if not after_rows:
+        console.print(f"{verb} {standby.name}: schema from the primary: {len(objects.before_rows)} objects before the "
+                      f"rows, {len(objects.after_rows)} after them (keys, indexes, constraints), "
+                      f"{len(objects.extensions)} extensions, {len(objects.sequences)} sequences in use")
+        for what in objects.left_out:
+            console.print(f"[yellow]left out[/]: {what}; 'ark check --promotable {standby.name}' lists it")
+    else:
+        console.print(f"{verb} {standby.name}: building keys, indexes and constraints")
+    started = time.monotonic()
+    created = applier.create_objects(objects, after_rows=after_rows)
+    log.info("%s %s: objects %s the rows in %.1f s", verb, standby.name, "after" if after_rows else "before",
+             time.monotonic() - started)
+    return created

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from common.identity import DatabaseIdentity
 from common.problems import Problem
-from schemas.entries import Position, RowChange, TableMeta
+from schemas.entries import Position, RowChange, SequenceValues, TableMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +125,13 @@ class LogCapture(ABC):
     def nudge(self) -> None:  # noqa: B027 - optional: a source that reports its log end by itself needs nothing
         """Ask the source to say soon where its log stands (an :class:`Idle` with a fresh position): an epoch's end
         waits for the log to be drained past a position."""
+
+    def sequence_values(self, refresh: bool = False) -> SequenceValues | None:
+        """The values of the replicated sequences now (those in use), or None when the source has none or
+        cannot read them right now (the reason is logged). Called between transactions, about once a
+        heartbeat: it must be cheap for the source and take no lock that a writer waits for. ``refresh``: the
+        set of sequences may have changed (a shape change was seen): look it up again."""
+        return None
 
     @abstractmethod
     def close(self) -> None:

@@ -66,7 +66,9 @@ class RedoPublisher:
             self.txn_started = time.monotonic()
         body = entry.body
         position = body.commit.text if isinstance(body, TxnChunk) else getattr(body, "position", "")
-        commit_us = body.commit_time_us if isinstance(body, TxnChunk) else None
+        # The envelope's commit time is what a delayed standby waits on: a transaction's commit, the read time of
+        # sequence values (SequenceValues), else now.
+        commit_us = body.commit_time_us if isinstance(body, TxnChunk) else getattr(body, "read_time_us", None)
         env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=entry.epoch, source_position=position,
                               commit_time_us=commit_us)
         if self.limit and len(env.value) + HEADROOM_BYTES > self.limit:

@@ -46,8 +46,8 @@ from producers.retransmit import (
     source_floor,
 )
 from producers.session import CaptureProgress, CaptureSession, EpochEnd, SessionHooks, SourceRangeGone
-from schemas.control import EpochEnded, NodeIdentity, SourceGap
-from schemas.entries import EpochMarker, RedoEntry
+from schemas.control import EpochEnded, NodeIdentity, PublishSequences, SequencesPublished, SourceGap
+from schemas.entries import EpochMarker, RedoEntry, SequenceValues
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,13 @@ class CaptureRunner(AgentBody):
         self._last_control = 0.0
         self._recorded = Recorded()
         self._window_for = cfg.primary.name  # the node whose positions the retransmit window holds
+        self._sequence_requests: list[str] = []  # publish-sequences requests not answered yet
 
     # -- AgentBody ---------------------------------------------------------------------------------
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
         self._channel = channel
         self._requests.add(backlog)  # requests made while capture was down are served too
+        self._take_sequence_requests(backlog)
         self._gaps = source_gaps(backlog)
         self._recorded = recorded_identities(backlog)
         self._backlog = list(backlog)
@@ -101,8 +103,9 @@ class CaptureRunner(AgentBody):
         self.redo.ensure()
 
     def _take_control(self, records: list[ControlRecord]) -> bool:
-        """New control records: requests to serve, roles; True when the roles changed."""
+        """New control records: requests to serve (sequences too), roles; True when the roles changed."""
         self._requests.add(records)
+        self._take_sequence_requests(records)
         self._backlog += [r for r in records if isinstance(r.body, NodeIdentity) or r.kind in (
             "epoch-begun", "standby-from")]
         return self.roles.update(records)
@@ -221,6 +224,14 @@ class CaptureRunner(AgentBody):
             capture.close()
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _take_sequence_requests(self, records: list[ControlRecord]) -> None:
+        """Note publish-sequences requests; forget those a sequences-published record answers."""
+        for rec in records:
+            if isinstance(rec.body, PublishSequences) and rec.request_id not in self._sequence_requests:
+                self._sequence_requests.append(rec.request_id)
+            elif isinstance(rec.body, SequencesPublished) and rec.body.request in self._sequence_requests:
+                self._sequence_requests.remove(rec.body.request)
+
     def _record_identity(self, capture: LogCapture, channel: ControlChannel, primary: str) -> None:
         """Refuse a primary that is one of the group's standbys; record the primary's identity once."""
         if self._identity_of == primary:
@@ -271,11 +282,22 @@ class CaptureRunner(AgentBody):
             answer_done(channel, served)
             self._requests.answered(served.requests)
 
+        def sequences_published(ids: list[str], body: SequenceValues, offset: int) -> None:
+            for request in ids:
+                channel.publish(SequencesPublished(request, body.position, offset, len(body.values)),
+                                self.roles.primary)
+            self._sequence_requests = [r for r in self._sequence_requests if r not in ids]
+            log.info("published %d sequence values at offset %d for %s", len(body.values), offset, ", ".join(ids))
+
+        def sequence_requests() -> list[str]:
+            return list(self._sequence_requests)  # new_requests() polls the channel and notes them
+
         session = CaptureSession(self.cfg.group, self.cfg.primary.engine, self.cfg.capture, capture, publisher, point,
                                  self._window, self.progress,
-                                 SessionHooks(new_requests, started, self.stopping.is_set, end_epoch), plan=plan,
-                                 upto=upto,
-                                 message_limit=publisher.limit)
+                                 SessionHooks(new_requests, started, self.stopping.is_set,
+                                              sequence_requests=sequence_requests,
+                                              sequences_published=sequences_published, end_epoch=end_epoch),
+                                 plan=plan, upto=upto, message_limit=publisher.limit)
         return session
 
     def _serve(self, capture: LogCapture, publisher: RedoPublisher, point: ResumePoint, plan: ServePlan) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.settings import CaptureSettings
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
@@ -23,7 +23,7 @@ from producers.fragments import parts_of, row_bytes, split
 from producers.publisher import HEADROOM_BYTES, MessageTooLarge, RedoPublisher
 from producers.resume import ResumePoint
 from producers.retransmit import ConfirmWindow, ServePlan
-from schemas.entries import EpochMarker, Position, RedoEntry, RowChange, TableMeta, TxnChunk
+from schemas.entries import EpochMarker, Position, RedoEntry, RowChange, SequenceValues, TableMeta, TxnChunk
 from schemas.envelope import H_RETRANSMIT_FROM
 from schemas.positions import just_before
 
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 #: Publish a checkpoint of an idle source at most this often, so its log can be recycled.
 CHECKPOINT_INTERVAL_S = 10.0
+#: Sequence values are read about every heartbeat while transactions flow; with none, at most this often.
+SEQUENCES_IDLE_S = 10.0
+#: Sequences per SequenceValues entry (a few tens of bytes each: far below any message limit).
+SEQUENCES_PER_ENTRY = 2000
 
 
 class SourceRangeGone(Exception):
@@ -76,6 +80,10 @@ class SessionHooks:
     retransmit_started: Callable[[ServePlan], None]
     #: True when the runner is stopping.
     stopping: Callable[[], bool]
+    #: Ids of publish-sequences requests not answered yet.
+    sequence_requests: Callable[[], list[str]] = list
+    #: Those requests' values are durable in the redo topic (the entry, its offset): answer them.
+    sequences_published: Callable[[list[str], SequenceValues, int], None] = lambda ids, body, offset: None
     #: The end of this epoch that was asked for (drain, then publish the end-of-epoch marker), if any.
     end_epoch: Callable[[], EpochEnd | None] = lambda: None
 
@@ -131,9 +139,13 @@ class CaptureSession:
         #: Set when this session published the end-of-epoch marker: (marker offset, last position).
         self.epoch_ended: tuple[int, str] | None = None
         self.last_nudge = 0.0
+        self.seq_at = 0.0  # when sequence values were last read
+        self.seq_txns = -1  # transactions published by then
+        self.seq_shape_changed = True  # a shape change was seen since: the set of sequences may differ
+        self.seq_published: dict[str, int] = {}  # what this session published last, per sequence
 
     # -- publishing --------------------------------------------------------------------------------
-    def emit(self, body: TxnChunk | TableMeta) -> None:
+    def emit(self, body: TxnChunk | TableMeta | SequenceValues) -> None:
         """Produce one entry (tagged while republishing)."""
         tag = [] if self.retransmit_from is None else [(H_RETRANSMIT_FROM, self.retransmit_from.encode())]
         try:
@@ -142,9 +154,11 @@ class CaptureSession:
         except MessageTooLarge as exc:
             raise self._too_large(body, exc) from None
 
-    def _too_large(self, body: TxnChunk | TableMeta, exc: MessageTooLarge) -> EntryTooLarge:
+    def _too_large(self, body: TxnChunk | TableMeta | SequenceValues, exc: MessageTooLarge) -> EntryTooLarge:
         """Which table and key columns (never values) the entry that does not fit was about."""
-        if isinstance(body, TableMeta):
+        if isinstance(body, SequenceValues):
+            what, where = f"the values of {len(body.values)} sequences", body.position
+        elif isinstance(body, TableMeta):
             what, where = f"the shape of table {body.table}", body.position
         else:
             tables = sorted({c.table for c in body.changes})
@@ -224,6 +238,7 @@ class CaptureSession:
                 self._row(event)
             elif isinstance(event, TableMeta):
                 self.metas[event.table] = event
+                self.seq_shape_changed = True  # DDL: publish the sequences at the next boundary
             elif isinstance(event, TxnBegin):
                 decision, skip_rows, next_chunk = self.point.decide(event.commit)
                 self.skipping = decision == "skip"
@@ -293,6 +308,7 @@ class CaptureSession:
             self.caught_up()
         self.txn = None
         self.batch_txns += 1
+        self.sequences()
         if (self.batch_txns >= self.settings.batch_max_txns
                 or (time.monotonic() - self.batch_started) * 1000 >= self.settings.batch_max_ms):
             self.commit_batch()
@@ -329,6 +345,7 @@ class CaptureSession:
         if self.txn is None and not self.skipping:
             if event.position is not None and event.position.key > self.upto:
                 self.caught_up()
+            self.sequences()
             if self.publisher.in_transaction:
                 self.commit_batch()
             elif (event.position is not None and event.position.key > self.point.complete_key
@@ -364,6 +381,39 @@ class CaptureSession:
                 self.commit_batch()
             return True
         return False
+
+    def sequences(self) -> None:
+        """Publish the sequences' values when due (between transactions, never while re-reading).
+
+        Due about every heartbeat while transactions flow (at most every SEQUENCES_IDLE_S without), after a
+        shape change (DDL), and at once for a publish-sequences request (then every value, committed, and
+        answered). Only values that moved since this session's last publication travel otherwise."""
+        if self.retransmit_from is not None or self.txn is not None or self.skipping:
+            return
+        now = time.monotonic()
+        requests = self.hooks.sequence_requests()
+        elapsed = now - self.seq_at
+        due = bool(requests) or self.seq_shape_changed or (
+            elapsed >= self.settings.heartbeat_interval_s and (self.seq_txns != self.progress.txns
+                                                               or elapsed >= SEQUENCES_IDLE_S))
+        if not due:
+            return
+        values = self.capture.sequence_values(refresh=self.seq_shape_changed or bool(requests))
+        self.seq_at, self.seq_txns, self.seq_shape_changed = now, self.progress.txns, False
+        if values is None:
+            return
+        moved = tuple(v for v in values.values if requests or self.seq_published.get(v.name) != v.last_value)
+        if not moved and not requests:
+            return
+        request = ",".join(requests)
+        body = values
+        for start in range(0, max(len(moved), 1), SEQUENCES_PER_ENTRY):
+            body = replace(values, values=moved[start:start + SEQUENCES_PER_ENTRY], request=request)
+            self.emit(body)
+        self.seq_published.update((v.name, v.last_value) for v in moved)
+        if requests:
+            self.commit_batch()
+            self.hooks.sequences_published(requests, replace(body, values=moved), self.publisher.last_offset)
 
     def _events(self, resume_after: Position | None) -> Iterator[CaptureEvent]:
         """The source's events; for a re-read, a source that cannot start there is :class:`SourceRangeGone`."""

@@ -29,19 +29,23 @@ def _named(schema: Any) -> str | None:
         else None
 
 
-def readable(writer: Any, reader: Any, path: str = "") -> list[str]:
-    """Problems that stop ``reader`` from reading data written with ``writer`` (empty = compatible)."""
+def readable(writer: Any, reader: Any, path: str = "", new_kinds: frozenset[str] = frozenset()) -> list[str]:
+    """Problems that stop ``reader`` from reading data written with ``writer`` (empty = compatible).
+
+    A writer's union branch that is one of the records ``new_kinds`` may match no reader branch."""
     w, r = _type_name(writer), _type_name(reader)
     if r == "union":
         branches = reader
         wb = writer if w == "union" else [writer]
         problems = []
         for branch in wb:
-            if all(readable(branch, rb, path) for rb in branches):
+            if all(readable(branch, rb, path, new_kinds) for rb in branches):
+                if _named(branch) in new_kinds:
+                    continue  # a new kind of entry: see check_pair
                 problems.append(f"{path or '<root>'}: writer branch {_type_name(branch)} matches no reader branch")
         return problems
     if w == "union":
-        return [p for branch in writer for p in readable(branch, reader, path)]
+        return [p for branch in writer for p in readable(branch, reader, path, new_kinds)]
     if w != r:
         if (w, r) in _PRIMITIVE_PROMOTIONS:
             return []
@@ -54,7 +58,7 @@ def readable(writer: Any, reader: Any, path: str = "") -> list[str]:
         for field in reader["fields"]:
             sub = f"{path}.{field['name']}" if path else field["name"]
             if field["name"] in wfields:
-                problems += readable(wfields[field["name"]]["type"], field["type"], sub)
+                problems += readable(wfields[field["name"]]["type"], field["type"], sub, new_kinds)
             elif "default" not in field:
                 problems.append(f"{sub}: new field without a default")
         return problems
@@ -64,40 +68,37 @@ def readable(writer: Any, reader: Any, path: str = "") -> list[str]:
             return [f"{path}: enum symbols removed without a default: {sorted(missing)}"]
         return []
     if w == "array":
-        return readable(writer["items"], reader["items"], path + "[]")
+        return readable(writer["items"], reader["items"], path + "[]", new_kinds)
     if w == "map":
-        return readable(writer["values"], reader["values"], path + "{}")
+        return readable(writer["values"], reader["values"], path + "{}", new_kinds)
     if w == "fixed" and writer.get("size") != reader.get("size"):
         return [f"{path}: fixed size changed"]
     return []
 
 
-def _without_added_branches(new: Any, old: Any) -> Any:
-    """``new`` without the named union branches of its record fields that ``old`` does not have."""
-    if not isinstance(new, dict) or new.get("type") != "record" or not isinstance(old, dict):
-        return new
-    old_fields = {f["name"]: f["type"] for f in old.get("fields", [])}
-    fields = []
-    for field in new["fields"]:
-        kind, was = field["type"], old_fields.get(field["name"])
-        if isinstance(kind, list) and isinstance(was, list):
-            known = {_named(b) or _type_name(b) for b in was}
-            kind = [b for b in kind if (_named(b) or _type_name(b)) in known]
-        fields.append({**field, "type": kind})
-    return {**new, "fields": fields}
-
-
-#: Schemas whose unions may gain branches in a new version (a new kind of record). Such a record cannot be
-#: read by an older build, which refuses its unknown fingerprint and says to upgrade (schemas/registry.py);
-#: every other forward and backward rule still holds.
-UNIONS_GROW: frozenset[str] = frozenset({"control"})
+def _records(schema: Any) -> set[str]:
+    """Full names of every named record inside ``schema``."""
+    if isinstance(schema, list):
+        return set().union(*(_records(s) for s in schema)) if schema else set()
+    if not isinstance(schema, dict):
+        return set()
+    found = {schema["name"]} if schema.get("type") == "record" else set()
+    for f in schema.get("fields", ()):
+        found |= _records(f["type"])
+    for key in ("items", "values"):
+        if key in schema:
+            found |= _records(schema[key])
+    return found
 
 
 def check_pair(old: Any, new: Any, name: str) -> None:
-    """Raise IncompatibleSchema unless ``new`` reads ``old`` data (backward) and ``old`` reads ``new`` (forward;
-    for :data:`UNIONS_GROW`, except for the branches ``new`` adds)."""
+    """Raise IncompatibleSchema unless ``new`` reads ``old`` data (backward) and ``old`` reads ``new`` (forward).
+
+    One exception to forward: a union may gain a branch that is a new record (a new kind of entry, e.g. the
+    redo entry's SequenceValues). An older build cannot read that kind, and never tries: it does not know the
+    new schema's fingerprint, and says to upgrade the node (schemas/registry.py)."""
     backward = readable(old, new)
-    forward = readable(_without_added_branches(new, old) if name in UNIONS_GROW else new, old)
+    forward = readable(new, old, new_kinds=frozenset(_records(new) - _records(old)))
     if backward or forward:
         detail = "; ".join([f"new cannot read old: {p}" for p in backward]
                            + [f"old cannot read new: {p}" for p in forward])

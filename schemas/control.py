@@ -1,10 +1,11 @@
 """Typed records of the control topic: one record type per kind of intent or decision.
 
-The wire form is ``schemas/avro/control.v3.avsc`` (v3 added the role and epoch records of failover/;
-v2 records stay readable, as v3 only adds union branches): the envelope of v1 (group, kind, target, issued_by,
-issued_at_us, request_id, and a string ``args`` map) plus ``body``, a union with one Avro record per
-kind. Version 1 records (``args`` only) stay readable: :func:`body_from_wire` rebuilds the typed body
-from their ``args`` (:func:`body_from_args`).
+The wire form is the highest ``schemas/avro/control.v<N>.avsc`` (v2 added typed bodies, v3 the sequence
+requests of issue 9, v4 the role and epoch records of failover/ and the recovery points of ``ark skip`` and
+``ark failover --until``): the envelope of v1 (group, kind, target, issued_by, issued_at_us, request_id,
+and a string ``args`` map) plus ``body``, a union with one Avro record per kind. Version 1 records
+(``args`` only) stay readable: :func:`body_from_wire` rebuilds the typed body from their ``args``
+(:func:`body_from_args`).
 
 Every record is authenticated (see :mod:`schemas.envelope`, ``ark-sig``): the typed body is what an
 agent acts on, never a string map. Adding a kind means a dataclass here, its Avro record in a new
@@ -230,6 +231,26 @@ class SourceGap:
     hole: str
 
 
+# -- sequences (schema v3): the capture publishes their values on request (before a switchover) --------
+@dataclass(frozen=True)
+class PublishSequences:
+    """Operator or controller -> capture: publish the values of every replicated sequence now."""
+
+    KIND: ClassVar[str] = "publish-sequences"
+    reason: str
+
+
+@dataclass(frozen=True)
+class SequencesPublished:
+    """Capture -> requester: the values asked for by ``request`` are in the redo topic at ``offset``."""
+
+    KIND: ClassVar[str] = "sequences-published"
+    request: str
+    position: str
+    offset: int
+    sequences: int
+
+
 # -- roles and epochs (common/roles.py derives the group's roles by replaying these; failover/ writes them) ----
 @dataclass(frozen=True)
 class EpochBegun:
@@ -343,15 +364,16 @@ class EpochCut:
 Body = (SetDelay | Pause | Resume | ResyncTable | FilesSetDelay | FilesPause | FilesResume | Retransmit
         | RetransmitDone | RetransmitFailed | VerifyHold | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease
         | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | NodeIdentity | SourceGap
-        | EpochBegun | EndEpoch | EpochEnded | StandbyFrom | NodeFenced | HandoverStep | SkipTransaction | ApplyUntil
-        | EpochCut)
+        | PublishSequences | SequencesPublished | EpochBegun | EndEpoch | EpochEnded | StandbyFrom | NodeFenced
+        | HandoverStep | SkipTransaction | ApplyUntil | EpochCut)
 
 #: Every kind, by its wire name.
 KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
     SetDelay, Pause, Resume, ResyncTable, FilesSetDelay, FilesPause, FilesResume, Retransmit, RetransmitDone,
     RetransmitFailed, VerifyHold, VerifyArmed, VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted,
-    TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap, EpochBegun, EndEpoch,
-    EpochEnded, StandbyFrom, NodeFenced, HandoverStep, SkipTransaction, ApplyUntil, EpochCut)}
+    TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap, PublishSequences,
+    SequencesPublished, EpochBegun, EndEpoch, EpochEnded, StandbyFrom, NodeFenced, HandoverStep, SkipTransaction,
+    ApplyUntil, EpochCut)}
 
 #: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
 _RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}

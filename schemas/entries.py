@@ -185,7 +185,31 @@ class EpochMarker:
     position: str
 
 
-Body = TxnChunk | TableMeta | EpochMarker
+@dataclass(frozen=True, slots=True)
+class SequenceValue:
+    """One sequence of the source: the last value it handed out (``is_called`` False: not handed out yet)."""
+
+    name: str
+    last_value: int
+    is_called: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceValues:
+    """The source's sequences as read at ``read_time_us`` (schema v5).
+
+    A standby moves each one forward only, when the entry is due (``read_time_us`` + its delay): a
+    promoted standby then never hands out a value the primary already did. ``request`` names the
+    control request (publish-sequences) it answers, "" for a periodic publication.
+    """
+
+    read_time_us: int
+    values: tuple[SequenceValue, ...]
+    position: str = ""
+    request: str = ""
+
+
+Body = TxnChunk | TableMeta | EpochMarker | SequenceValues
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +279,11 @@ def to_record(entry: RedoEntry) -> dict[str, Any]:
             "identity": body.identity,
             "columns": [column_record(c) for c in body.columns],
         })
+    elif isinstance(body, SequenceValues):
+        record_body = ("ark.redo.SequenceValues", {
+            "read_time_us": body.read_time_us, "position": body.position, "request": body.request,
+            "sequences": [{"name": v.name, "last_value": v.last_value, "is_called": v.is_called}
+                          for v in body.values]})
     else:
         record_body = ("ark.redo.EpochMarker", {
             "new_epoch": body.new_epoch, "primary": body.primary, "position": body.position})
@@ -296,6 +325,10 @@ def from_record(record: dict[str, Any]) -> RedoEntry:
             identity=body.get("identity", "key"),
             columns=tuple(Column(**c) for c in body["columns"]),
         )
+    elif "sequences" in body:
+        parsed = SequenceValues(read_time_us=body["read_time_us"], position=body.get("position", ""),
+                                request=body.get("request", ""),
+                                values=tuple(SequenceValue(**v) for v in body["sequences"]))
     else:
         parsed = EpochMarker(new_epoch=body["new_epoch"], primary=body["primary"], position=body["position"])
     return RedoEntry(group=record["group"], engine=record["engine"], epoch=record["epoch"], body=parsed)

@@ -18,6 +18,8 @@ node ops   :class:`common.node_ops.NodeOps`: fence,     ``producers/<engine>/`` 
            sequences, promote (switchover, failover)     when it is promoted)
 monitor    :class:`common.monitor.DatabaseMonitor`      ``producers/<engine>/``: sessions, long
            (optional)                                   transactions, lock waits, slots, the server log
+promotable :class:`common.promotable.PromotableCheck`   ``consumers/<engine>/``: what a promotion of a
+                                                        standby would lack (``ark check --promotable``)
 ========== ============================================ ===============================================
 
 The runtime parts are named by ``"module:attribute"`` and imported on first use
@@ -60,6 +62,8 @@ class EngineSpec:
     node_ops: str = ""
     #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> DatabaseMonitor`` ('' : the agents carry no database facts)
     monitor: str = ""
+    #: ``cls() -> PromotableCheck`` (``ark check --promotable``); "" when the engine has none
+    promotable: str = ""
 
 
 _ENGINES: dict[str, EngineSpec] = {}
@@ -109,6 +113,7 @@ register(EngineSpec(
     probe="producers.postgresql.probe:PostgresProbe",
     node_ops="producers.postgresql.node_ops:PostgresNodeOps",
     monitor="producers.postgresql.monitor:PostgresMonitor",
+    promotable="consumers.postgresql.promotable:PostgresPromotable",
 ))
 
 register(EngineSpec(

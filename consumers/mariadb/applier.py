@@ -615,9 +615,11 @@ class MariaDBApplier(Applier):
             self._exec(f"DROP TABLE {sql.qualified(meta.table)}", conn=self.side)
             self._adapt(meta)
 
-    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None,
+                      created: bool = False) -> int:
         """Reshape (beside the transaction), then empty and reload one table from a snapshot and remember its shape,
-        in the open transaction: readers see the old rows until the commit (see Applier)."""
+        in the open transaction: readers see the old rows until the commit (see Applier). ``created`` never
+        holds here: this applier creates no objects from a source's own definitions."""
         self._require_txn()
         meta = rows.meta
         with self._guard("replacing a table from the snapshot", table=meta.table):

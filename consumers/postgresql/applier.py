@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import errors as pge
 from psycopg.types.json import Jsonb
 
 from common.engines.postgresql import IDENTITY_SQL, PostgresStandby, identity_from_row
@@ -29,16 +30,16 @@ from common.errors import ArkError, TargetError
 from common.guard import TargetFacts
 from common.identity import DatabaseIdentity
 from common.settings import StandbySettings
-from common.snapshot import TableRows
+from common.snapshot import SchemaObjects, TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.postgresql import bulk, foreign, parts, replica, sql, staging, state
+from consumers.postgresql import bulk, foreign, objects, parts, replica, sql, staging, state
 from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
-from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
+from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs, without_columns
 from consumers.postgresql.prereq import PREREQ_SQL, prerequisite_problems
 from consumers.tables import TableState
-from schemas.entries import Op, Position, RowChange, TableMeta, ValuePart
+from schemas.entries import Op, Position, RowChange, SequenceValue, TableMeta, ValuePart
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class PostgresApplier(Applier):
         self._stages: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
         self._independent: dict[frozenset[str], bool] = {}
         self._foreign: dict[tuple[str, str], list[tuple[int, foreign.Check]]] = {}  # checks of other engines' values
+        #: Per table: its columns GENERATED ALWAYS AS IDENTITY on the standby (an UPDATE may not set them).
+        self._always: dict[str, frozenset[str]] = {}
+        #: Per table: whether it has unique or exclusion constraints beyond its key on the standby.
+        self._uniques: dict[str, bool] = {}
         self._stage_no = 0
         self._parts_ready = False  # the session's temporary table of large values' parts exists
         self._ctx: dict[str, Any] = {}
@@ -322,7 +327,23 @@ class PostgresApplier(Applier):
                 if previous is None or previous != meta:
                     apply_shape(cur, meta, previous)
                 cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
-            self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
+            self._forget(meta.table)
+
+    def _forget(self, table: str) -> None:
+        """Drop what this session cached about ``table`` (its shape or its objects changed)."""
+        self._stages = {k: v for k, v in self._stages.items() if k[0] != table}
+        self._always.pop(table, None)
+        self._uniques.pop(table, None)
+        self._independent.clear()
+
+    def _always_identity(self, table: str) -> frozenset[str]:
+        """Columns of ``table`` that are GENERATED ALWAYS AS IDENTITY on the standby (cached)."""
+        found = self._always.get(table)
+        if found is None:
+            rows = self.conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                                     "AND attidentity = 'a' AND NOT attisdropped", [sql.qualified(table)]).fetchall()
+            found = self._always[table] = frozenset(str(r[0]) for r in rows)
+        return found
 
     def independent_tables(self, tables: Collection[str]) -> bool:
         """True when no foreign key on the standby links any of ``tables`` (checked once per set)."""
@@ -362,14 +383,16 @@ class PostgresApplier(Applier):
                     with self._guard("applying a row with a large value", txn_id=txn_id, position=position,
                                      table=change.table):
                         foreign.check_changes(metas, self._foreign, [change], txn_id, position)
-                        parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position)
+                        parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position,
+                                              self._always_identity(change.table))
                     start = i + 1
             if start < len(changes):
                 self.apply_rows(metas, changes[start:], txn_id, position)
             return
         with self._guard("applying rows", txn_id=txn_id, position=position):
             foreign.check_changes(metas, self._foreign, changes, txn_id, position)
-            runs = split_runs(metas, changes, txn_id, position)
+            ordered = {t for t in {c.table for c in changes} if self._other_unique(t)}
+            runs = split_runs(metas, changes, txn_id, position, ordered)
             for item in merge_truncates(runs):
                 if isinstance(item, list):
                     self._ctx["table"] = ", ".join(item)
@@ -378,10 +401,14 @@ class PostgresApplier(Applier):
                 self._ctx["table"] = item.table
                 self._ctx["key"] = item.keys[0] if len(item) == 1 and item.keys and item.keys[0] else None
                 meta = metas[item.table]
+                if item.op is Op.UPDATE and (always := self._always_identity(item.table)):
+                    # An UPDATE may set a GENERATED ALWAYS identity column only to DEFAULT; its value never
+                    # changes on the primary but through DEFAULT (a new value), which a row image cannot say.
+                    item = without_columns(meta, item, always)
                 if meta.identity == "full" and item.op is not Op.INSERT:
                     self._apply_full(meta, item, txn_id, position)
                 elif len(item) >= self.set_threshold:
-                    self._apply_set(meta, item, txn_id, position)
+                    self._apply_set_in_order(meta, item, txn_id, position)
                 else:
                     self._apply_small(meta, item, txn_id, position)
 
@@ -446,28 +473,61 @@ class PostgresApplier(Applier):
             apply_shape(cur, meta)
         cur.execute("RELEASE SAVEPOINT ark_reshape")
 
-    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None,
+                      created: bool = False) -> int:
         """Empty, reshape and reload one table from a snapshot, in the open transaction (see Applier)."""
         self._require_txn()
         meta = rows.meta
         with self._guard("replacing a table from the snapshot", table=meta.table):
             with self.conn.cursor() as cur:
-                self._reshape_empty(cur, meta)
+                if created:
+                    objects.check_created(standby_columns(cur, meta.table), meta)
+                else:
+                    self._reshape_empty(cur, meta)
                 cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
-            self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
+            self._forget(meta.table)
             return bulk.load(self.conn, _checked(rows), meta.table, replace=False, progress=progress)
+
+    # -- the primary's other objects and its sequences (see consumers/postgresql/objects.py) ------------
+    def create_objects(self, objects_: SchemaObjects, *, after_rows: bool) -> set[str]:
+        """Create the objects the standby lacks, before or after the rows (see Applier and :mod:`.objects`)."""
+        self._require_txn()
+        if objects_.engine != self.engine:
+            return set()
+        with self._guard("creating the primary's objects"):
+            done = objects.create(self.conn, objects_, after_rows=after_rows, standby=self.settings.name)
+        for table in done.tables:
+            self._forget(table)
+        self._independent.clear()  # foreign keys may have appeared
+        self._always.clear()
+        self._uniques.clear()
+        return done.tables
+
+    def advance_sequences(self, values: Sequence[SequenceValue]) -> int:
+        """Move the standby's sequences forward to the primary's values (see :mod:`.objects`)."""
+        self._require_txn()
+        with self._guard("advancing sequences"):
+            return objects.advance_sequences(self.conn, values)
 
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
         """Empty the table, give it the snapshot's shape, refill it from the staging copy, drop the copy."""
         self._require_txn()
+        created: set[str] = set()
+        if staged.objects is not None:  # the table's objects the standby lacks (the table itself, if it is new)
+            created = self.create_objects(staged.objects, after_rows=False)
         with self._guard("swapping in a resynced table", table=staged.table, position=staged.position.text):
             with self.conn.cursor() as cur:
-                self._reshape_empty(cur, staged.meta)
+                if staged.table in created:
+                    objects.check_created(standby_columns(cur, staged.table), staged.meta)
+                else:
+                    self._reshape_empty(cur, staged.meta)
                 for stmt in staging.refill_sql(staged):
                     cur.execute(stmt)
                 cur.execute(state.SAVE_META_SQL, [group, staged.table, staged.meta.version,
                                                   Jsonb(stored_meta(staged.meta))])
-            self._stages = {k: v for k, v in self._stages.items() if k[0] != staged.table}
+            self._forget(staged.table)
+        if staged.objects is not None:
+            self.create_objects(staged.objects, after_rows=True)
 
     def drop_staging(self, table: str) -> None:
         """Drop ``table``'s staging copy (autocommit; no transaction may be open on this instance)."""
@@ -534,6 +594,38 @@ class PostgresApplier(Applier):
         cached = (name, sql.stage_columns(meta, run.op.value, run.cols, run.key_change))
         self._stages[sig] = cached
         return cached
+
+    def _other_unique(self, table: str) -> bool:
+        """True when ``table`` has, on the standby, a unique index or an exclusion constraint beyond its key."""
+        found = self._uniques.get(table)
+        if found is None:
+            row = self.conn.execute(
+                "SELECT count(*) FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND NOT i.indisprimary "
+                "AND (i.indisunique OR i.indisexclusion)", [sql.qualified(table)]).fetchone()
+            found = self._uniques[table] = bool(row and row[0])
+        return found
+
+    def _apply_set_in_order(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
+        """The set-based path; for an UPDATE run on a table with unique or exclusion constraints beyond its key,
+        inside a savepoint, and again row by row in the source's order if one of them objects.
+
+        A run's rows have distinct keys, so one statement may apply them in any order, as far as the key goes.
+        Another unique column may not allow that: row B takes the value row A gives up, later in the stream,
+        and one UPDATE statement may reach B first. The stream carries only the new values, so such runs
+        cannot be told in advance; in source order they always apply, as they did on the primary."""
+        if run.op is not Op.UPDATE or not self._other_unique(run.table):
+            self._apply_set(meta, run, txn_id, position)
+            return
+        self.conn.execute("SAVEPOINT ark_set")
+        try:
+            self._apply_set(meta, run, txn_id, position)
+        except (pge.UniqueViolation, pge.ExclusionViolation):
+            self.conn.execute("ROLLBACK TO SAVEPOINT ark_set")
+            log.info("%d updates of %s applied row by row, in the source's order (a unique value moved between "
+                     "rows)", len(run), run.table)
+            self._stages = {k: v for k, v in self._stages.items() if k[0] != run.table}  # rolled back with it
+            self._apply_small(meta, run, txn_id, position)
+        self.conn.execute("RELEASE SAVEPOINT ark_set")
 
     def _apply_set(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
         started = time.monotonic()

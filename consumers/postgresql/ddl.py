@@ -42,11 +42,20 @@ from schemas.entries import NAME_ID_BASE, Column, TableMeta, column_record, name
 
 log = logging.getLogger(__name__)
 
+# Generated columns are left out: the standby computes them (pgoutput does not send them), they are not Ark's.
 _COLUMNS_SQL = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
 FROM pg_attribute a
-WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum
+"""
+# A valid unique index on exactly these columns (no predicate, no expression): the key of a table whose
+# primary (and so the standby, from the primary's schema) has a unique index as its replica identity.
+_UNIQUE_SQL = """
+SELECT 1 FROM pg_index i
+WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+  AND array(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS k(n, o)
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o) = %s::text[]
 """
 _PK_SQL = """
 SELECT c.conname,
@@ -263,6 +272,10 @@ def apply_shape(cur: psycopg.Cursor[tuple[object, ...]], meta: TableMeta,
         row = cur.execute(_PK_SQL, [qualified(meta.table)]).fetchone()
         if row is not None:
             pk = (str(row[0]), [str(c) for c in row[1]])  # type: ignore[attr-defined]
+        else:
+            want = [c.name for c in meta.key_columns] if meta.identity == "key" else []
+            if want and cur.execute(_UNIQUE_SQL, [qualified(meta.table), want]).fetchone() is not None:
+                pk = (None, want)  # a unique index serves as the key, as on the primary: no primary key added
     table = qualified(meta.table)
 
     def has_rows() -> bool:

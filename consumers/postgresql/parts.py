@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from consumers.errors import DataApplyError
-from consumers.postgresql.sql import param_text, pg_type, qualified, quote_ident
+from consumers.postgresql.sql import OVERRIDING, param_text, pg_type, qualified, quote_ident
 from schemas.entries import UNCHANGED, Op, PartRef, RowChange, TableMeta, ValuePart
 
 Conn = psycopg.Connection[Any]
@@ -57,12 +57,16 @@ def _check(conn: Conn, meta: TableMeta, refs: list[PartRef], txn_id: str, positi
                 fix=f"resync the table (ark resync --table {meta.table}); report this: the redo topic lacks parts")
 
 
-def apply_assembled(conn: Conn, meta: TableMeta, change: RowChange, txn_id: str, position: str) -> None:
-    """INSERT or UPDATE one row whose large values are in ``_ark_parts`` (exactly one row must match)."""
+def apply_assembled(conn: Conn, meta: TableMeta, change: RowChange, txn_id: str, position: str,
+                    never_set: frozenset[str] = frozenset()) -> None:
+    """INSERT or UPDATE one row whose large values are in ``_ark_parts`` (exactly one row must match).
+
+    An UPDATE leaves the columns ``never_set`` alone (GENERATED ALWAYS identity columns)."""
     refs = change.parts or []
     _check(conn, meta, refs, txn_id, position)
     by_col = {r.column: r for r in refs}
-    cols = [i for i, v in enumerate(change.values) if v is not UNCHANGED]
+    cols = [i for i, v in enumerate(change.values) if v is not UNCHANGED
+            and (change.op is Op.INSERT or meta.columns[i].name not in never_set)]
     exprs, params = [], []
     for i in cols:
         if i in by_col:
@@ -73,7 +77,7 @@ def apply_assembled(conn: Conn, meta: TableMeta, change: RowChange, txn_id: str,
     name = qualified(meta.table)
     names = [quote_ident(meta.columns[i].name) for i in cols]
     if change.op is Op.INSERT:
-        conn.execute(f"INSERT INTO {name} ({', '.join(names)}) VALUES ({', '.join(exprs)})", params)
+        conn.execute(f"INSERT INTO {name} ({', '.join(names)}) {OVERRIDING} VALUES ({', '.join(exprs)})", params)
     else:
         key_cols = meta.key_columns
         key = list(change.old_key) if change.old_key is not None else [change.values[i] for i in meta.key_indexes]

@@ -8,7 +8,7 @@ order; the runs themselves are applied in the order given. Pure code: unit-teste
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from consumers.errors import DataApplyError
@@ -70,11 +70,13 @@ def _bad(change: RowChange, problem: str, txn_id: str, position: str, key: objec
 
 
 def split_runs(metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn_id: str = "",
-               position: str = "") -> list[Run]:
+               position: str = "", ordered: Collection[str] = ()) -> list[Run]:
     """Split ``changes`` into runs, keeping their order (see the module docstring).
 
     For an UPDATE, key columns the source marked UNCHANGED are filled from the old key, so an UPDATE
-    run always carries every key column.
+    run always carries every key column. The UPDATEs of a table in ``ordered`` (one with unique or
+    exclusion constraints beyond its key) are never folded into a later image of the same row: the
+    intermediate value may be what lets another row take this one's value, in the source's order.
     """
     runs: list[Run] = []
     current: Run | None = None
@@ -125,7 +127,7 @@ def split_runs(metas: Mapping[str, TableMeta], changes: Sequence[RowChange], txn
             cols = info.all_cols
         same_shape = (current is not None and current.cols == cols and current.op is op
                       and current.table == change.table and current.key_change == key_change)
-        if same_shape and op is Op.UPDATE and not key_change and key in positions:
+        if same_shape and op is Op.UPDATE and not key_change and key in positions and change.table not in ordered:
             # Last writer wins: a later image of the same row, with the same present columns and the
             # same key, sets every column the earlier one set. Inside one target transaction the
             # earlier image is never visible, and a missing row is still detected by the later one.
@@ -183,3 +185,16 @@ def stage_row(run: Run, i: int) -> list[Value]:
     if run.key_change:
         return [*run.values[i], *run.keys[i], i]
     return [*run.values[i], i]
+
+
+def without_columns(meta: TableMeta, run: Run, names: frozenset[str]) -> Run:
+    """``run`` without the non-key columns called ``names`` (an UPDATE then leaves them as they are).
+
+    Key columns stay: they locate the rows (and a key change must set them)."""
+    keys = set(meta.key_indexes)
+    drop = {i for i in run.cols if i not in keys and meta.columns[i].name in names}
+    if not drop:
+        return run
+    keep = [p for p, i in enumerate(run.cols) if i not in drop]
+    return Run(run.table, run.op, tuple(run.cols[p] for p in keep), run.key_change,
+               [[values[p] for p in keep] for values in run.values], run.keys, run.indexes)

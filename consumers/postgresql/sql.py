@@ -31,6 +31,9 @@ NEUTRAL_TO_PG: dict[str, str] = {
 
 _SAFE_TYPE = re.compile(r"^[\w\s\"().,\[\]]+$")
 STAGE_SEQ = "_ark_n"
+#: Every INSERT carries the primary's values, identity columns included (GENERATED ALWAYS as well); without
+#: an identity column the clause changes nothing.
+OVERRIDING = "OVERRIDING SYSTEM VALUE"
 OLD_KEY_PREFIX = "_ark_old_"
 
 
@@ -203,7 +206,7 @@ def insert_sql(meta: TableMeta, cols: Sequence[int]) -> str:
     """``INSERT INTO t (cols) VALUES (%s, ...)`` for the column indexes ``cols``."""
     names = ", ".join(quote_ident(meta.columns[i].name) for i in cols)
     marks = ", ".join(["%s"] * len(cols))
-    return f"INSERT INTO {qualified(meta.table)} ({names}) VALUES ({marks})"
+    return f"INSERT INTO {qualified(meta.table)} ({names}) {OVERRIDING} VALUES ({marks})"
 
 
 def set_columns(meta: TableMeta, cols: Sequence[int], key_change: bool) -> list[int]:
@@ -294,4 +297,4 @@ def set_delete_sql(meta: TableMeta, stage: str, expected: int) -> str:
 def set_insert_sql(meta: TableMeta, stage: str, cols: Sequence[int]) -> str:
     """One INSERT of every staged row (a duplicate key raises UniqueViolation)."""
     names = ", ".join(quote_ident(meta.columns[i].name) for i in cols)
-    return f"INSERT INTO {qualified(meta.table)} ({names}) SELECT {names} FROM {quote_ident(stage)}"
+    return f"INSERT INTO {qualified(meta.table)} ({names}) {OVERRIDING} SELECT {names} FROM {quote_ident(stage)}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from consumers.base import StagedTable
-from consumers.postgresql.sql import create_table_sql, qualified, quote_ident
+from consumers.postgresql.sql import OVERRIDING, create_table_sql, qualified, quote_ident
 from consumers.postgresql.state import RESYNC_SCHEMA
 from consumers.tables import staging_name
 from schemas.entries import TableMeta
@@ -35,7 +35,7 @@ def refill_sql(staged: StagedTable) -> list[str]:
     """Refill the (emptied, reshaped) table from its staging copy, then drop the copy."""
     cols = ", ".join(quote_ident(c.name) for c in staged.meta.columns)
     target, source = qualified(staged.table), qualified(staged.staging)
-    return [f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {source}", f"DROP TABLE {source}"]
+    return [f"INSERT INTO {target} ({cols}) {OVERRIDING} SELECT {cols} FROM {source}", f"DROP TABLE {source}"]
 
 
 def drop_staging_sql(table: str) -> str:

@@ -44,16 +44,18 @@ import psycopg2
 
 from common.config import ArkConfig
 from common.engines.postgresql import IDENTITY_SQL, identity_from_row
+from common.engines.postgresql_objects import replicated_objects, sequence_values
 from common.errors import PrerequisiteError, SourceError
 from common.identity import DatabaseIdentity
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
 from producers.errors import SlotGapError, SourceDown
 from producers.postgresql import catalog, pgoutput, setup, wal
+from producers.postgresql.describe import matching_relations
 from producers.postgresql.pgoutput import lsn_from_text, lsn_to_text, row_relid
 from producers.postgresql.relations import Rel, build_relation, row_change
 from producers.postgresql.shutdown_watch import ShutdownWatch
 from producers.postgresql.walstream import Keepalive, StreamError, WalStream
-from schemas.entries import Op, Position, RowChange
+from schemas.entries import Op, Position, RowChange, SequenceValue, SequenceValues
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ POLL_S = 0.05  # longest wait on the socket before an Idle event (a batch commit
 IDLE_EVERY_S = 0.5  # an Idle event at least this often, even while data flows
 STATUS_EVERY_S = 10.0  # status updates keep the walsender from timing out
 DISCOVER_EVERY_S = 2.0  # how often new tables are looked for (table-list publications only gain them so)
+SEQUENCES_REFRESH_S = 30.0  # how often the set of replicated sequences is looked up again (and at each shape change)
 META_IDLE_S = 0.25  # the catalog connection is closed after this long unused (a smart shutdown waits for it)
 _ROW_TAGS = frozenset(b"IUD")
 
@@ -91,6 +94,8 @@ class PostgresCapture(LogCapture):
         self._discovered_at = 0.0
         self._unpublishable: set[str] = set()
         self._meta_used = 0.0
+        self._sequences: tuple[str, ...] | None = None  # the replicated sequences, looked up now and then
+        self._sequences_at = 0.0
         # Held while a connection is closed, and by the shutdown watch while it cuts sockets: a
         # descriptor is never cut after it was closed (and maybe reused by another socket).
         self._conn_lock = threading.Lock()
@@ -431,6 +436,28 @@ class PostgresCapture(LogCapture):
             elif isinstance(m, pgoutput.TypeInfo):
                 self._types[m.oid] = f"{m.namespace}.{m.name}"
             # Origin and Message carry nothing Ark replicates.
+
+    def sequence_values(self, refresh: bool = False) -> SequenceValues | None:
+        """The replicated sequences' values (``pg_sequences``: no lock a writer waits for), on the catalog
+        connection. Which sequences is looked up again every ``SEQUENCES_REFRESH_S`` and when ``refresh``."""
+        now = time.monotonic()
+        try:
+            conn = self._meta()
+
+            def query(sql: str, params: Any) -> list[tuple[Any, ...]]:
+                return catalog.query(conn, sql, params)
+
+            if refresh or self._sequences is None or now - self._sequences_at >= SEQUENCES_REFRESH_S:
+                roots = [f"{nsp}.{rel}" for _oid, nsp, rel, _i in matching_relations(conn, self.cfg.primary.tables)]
+                self._sequences = replicated_objects(query, roots).sequences
+                self._sequences_at = now
+            read_us, position, values = sequence_values(query, self._sequences)
+        except psycopg2.Error as exc:
+            self._close_meta()
+            log.warning("could not read the sequences' values (published again at the next try): %s",
+                        " ".join(str(exc).split()))
+            return None
+        return SequenceValues(read_us, tuple(SequenceValue(n, v) for n, v in values), position)
 
     def _discover_tables(self, now: float) -> None:
         """Every DISCOVER_EVERY_S: add new tables matching primary.tables to a table-list publication."""

@@ -161,7 +161,11 @@ SELECT c.oid, n.nspname, c.relname, c.relpersistence, c.relreplident,
                WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indimmediate
                  AND i.indpred IS NULL AND i.indexprs IS NULL
                  AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                                 WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull))
+                                 WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull)),
+       CASE WHEN c.relispartition THEN ARRAY(
+         SELECT an.nspname || '.' || ac.relname FROM pg_partition_ancestors(c.oid) a
+         JOIN pg_class ac ON ac.oid = a.relid JOIN pg_namespace an ON an.oid = ac.relnamespace
+         WHERE a.relid <> c.oid) ELSE '{}'::text[] END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
@@ -170,11 +174,13 @@ ORDER BY n.nspname, c.relname
 
 
 def matched_tables(conn: Any, patterns: tuple[str, ...]) -> list[TableInfo]:
-    """User tables whose ``schema.table`` matches one of the fnmatch ``patterns``."""
+    """User tables whose ``schema.table`` matches one of the fnmatch ``patterns``, less the partitions of a
+    matching partitioned table (they are part of it: the publication publishes them as their root)."""
     out = []
     for row in query(conn, _TABLES_SQL):
-        info = TableInfo(*row)
-        if any(fnmatch.fnmatchcase(info.qualified, pat) for pat in patterns):
+        info = TableInfo(*row[:7])
+        if any(fnmatch.fnmatchcase(info.qualified, pat) for pat in patterns) and not any(
+                fnmatch.fnmatchcase(a, pat) for a in row[7] or () for pat in patterns):
             out.append(info)
     return out
 

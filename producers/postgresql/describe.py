@@ -24,10 +24,16 @@ from schemas.entries import TableMeta
 #: Schemas that never hold replicated tables (the catalog's and Ark's own on a loopback standby).
 _SKIP_SCHEMAS = ("pg_catalog", "information_schema", "ark", "ark_resync")
 
+# Ordinary and partitioned tables; a partition also names its ancestors (a partition of a replicated table is
+# part of it: the stream names its root, publish_via_partition_root).
 _RELATIONS_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relreplident
+SELECT c.oid, n.nspname, c.relname, c.relreplident,
+       CASE WHEN c.relispartition THEN ARRAY(
+         SELECT an.nspname || '.' || ac.relname FROM pg_partition_ancestors(c.oid) a
+         JOIN pg_class ac ON ac.oid = a.relid JOIN pg_namespace an ON an.oid = ac.relnamespace
+         WHERE a.relid <> c.oid) ELSE '{}'::text[] END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
   AND n.nspname <> ALL (%s) AND n.nspname NOT LIKE 'pg\\_%%'
 ORDER BY n.nspname, c.relname
 """
@@ -67,11 +73,16 @@ def describe_relation(conn: Any, relid: int, namespace: str, name: str, repliden
     return build_relation(rel, column_details(conn, relid), {}, "")
 
 
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
 def matching_relations(conn: Any, patterns: Sequence[str]) -> list[tuple[int, str, str, str]]:
-    """(oid, schema, name, replica identity) of the ordinary logged tables whose ``schema.table`` matches."""
+    """(oid, schema, name, replica identity) of the logged tables whose ``schema.table`` matches: ordinary and
+    partitioned tables, less the partitions of a matching table (its rows are the partitioned table's)."""
     rows = query(conn, _RELATIONS_SQL, (list(_SKIP_SCHEMAS),))
-    return [(int(oid), str(nsp), str(rel), str(ident)) for oid, nsp, rel, ident in rows
-            if any(fnmatch.fnmatchcase(f"{nsp}.{rel}", p) for p in patterns)]
+    return [(int(oid), str(nsp), str(rel), str(ident)) for oid, nsp, rel, ident, ancestors in rows
+            if _matches(f"{nsp}.{rel}", patterns) and not any(_matches(a, patterns) for a in ancestors or ())]
 
 
 def describe_tables(conn: Any, patterns: Sequence[str]) -> list[TableMeta]:

@@ -82,6 +82,7 @@ def problems(conn: Any, cfg: ArkConfig) -> list[Problem]:
                            fatal=False))
     for t in tables:
         out.extend(_table_problems(t))
+    out.extend(_partition_root_problems(conn, cfg))
     slot = slot_state(conn, catalog.slot_of(cfg))
     if slot is not None:
         if slot.slot_type != "logical" or slot.plugin != "pgoutput" or slot.database != cfg.primary.dbname:
@@ -93,6 +94,22 @@ def problems(conn: Any, cfg: ArkConfig) -> list[Problem]:
             out.append(Problem(f"replication slot {catalog.slot_of(cfg)} was invalidated (its WAL was removed)",
                                fix="run 'ark sync' to rebuild the standbys from a new slot"))
     return out
+
+
+def _partition_root_problems(conn: Any, cfg: ArkConfig) -> list[Problem]:
+    """A publication made before Ark set publish_via_partition_root publishes partitions as themselves."""
+    pub = catalog.publication_of(cfg)
+    rows = query(conn, "SELECT p.pubviaroot, EXISTS (SELECT FROM pg_publication_tables t "
+                       "JOIN pg_namespace n ON n.nspname = t.schemaname "
+                       "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename "
+                       "WHERE t.pubname = p.pubname AND (c.relkind = 'p' OR c.relispartition)) "
+                       "FROM pg_publication p WHERE p.pubname = %s", (pub,))
+    if not rows or rows[0][0] or not rows[0][1]:
+        return []
+    return [Problem(f"publication {pub} publishes partitioned tables as their partitions (publish_via_partition_root "
+                    "is off): a standby's partitioned table would not receive their rows as itself",
+                    fix=f'ALTER PUBLICATION "{pub}" SET (publish_via_partition_root = true), then resync every '
+                        "partitioned table on every standby (ark resync STANDBY --table SCHEMA.TABLE)", fatal=False)]
 
 
 def _ident(name: str) -> sql.Composable:
@@ -124,7 +141,9 @@ def ensure(conn: Any, cfg: ArkConfig) -> None:
             stmt = sql.SQL("CREATE PUBLICATION {}").format(_ident(pub))
             if parts:
                 stmt += sql.SQL(" FOR ") + sql.SQL(", ").join(parts)
-            cur.execute(stmt)
+            # A partitioned table's changes arrive as the table itself, not as its partitions: the standby's
+            # partitioned table holds the rows, and partitions added later are covered from their creation.
+            cur.execute(stmt + sql.SQL(" WITH (publish_via_partition_root = true)"))
             log.info("created publication %s (schemas %s, %d listed tables)", pub, schemas, len(explicit))
         else:
             have = {r[0] for r in query(conn, "SELECT n.nspname FROM pg_publication_namespace pn "

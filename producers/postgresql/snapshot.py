@@ -29,9 +29,10 @@ from common.engines.postgresql import IDENTITY_SQL, PG_COPY_TEXT, PostgresPrimar
 from common.errors import SourceError
 from common.identity import DatabaseIdentity
 from common.settings import PrimarySettings
-from common.snapshot import Snapshot, SnapshotSource, TableRows
+from common.snapshot import SchemaObjects, Snapshot, SnapshotSource, TableRows
 from producers.postgresql.catalog import SESSION_OPTIONS
 from producers.postgresql.describe import describe_rels
+from producers.postgresql.dump import schema_objects
 from producers.postgresql.relations import Rel
 from schemas.entries import Position, TableMeta, Value
 from schemas.positions import pg_lsn
@@ -122,11 +123,18 @@ class PostgresTableRows(TableRows):
         super().__init__(rel.meta)
         self._conn = conn
         self._rel = rel
+        schema, _, name = rel.meta.table.partition(".")
+        kind = conn.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = %s AND c.relname = %s", [schema, name]).fetchone()
+        self._partitioned = kind is not None and kind[0] == "p"
 
     def _copy_sql(self) -> psql.Composed:
         schema, _, name = self.meta.table.partition(".")
         cols = psql.SQL(", ").join(psql.Identifier(c.name) for c in self.meta.columns)
-        return psql.SQL("COPY {} ({}) TO STDOUT").format(psql.Identifier(schema, name), cols)
+        table = psql.Identifier(schema, name)
+        if self._partitioned:  # COPY reads a partitioned table only through a query (its rows are its partitions')
+            return psql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, table)
+        return psql.SQL("COPY {} ({}) TO STDOUT").format(table, cols)
 
     def _chunks(self) -> Iterator[bytes]:
         with self._conn.cursor() as cur, cur.copy(self._copy_sql()) as copy:
@@ -154,6 +162,7 @@ class PostgresSnapshot(Snapshot):
     """An exported snapshot and a session inside it (see the module docstring)."""
 
     def __init__(self, primary: PostgresPrimary) -> None:
+        self._primary = primary
         self._exported = _Exported(primary)
         try:
             self.conn = import_snapshot(primary, self._exported.name)
@@ -179,6 +188,10 @@ class PostgresSnapshot(Snapshot):
                                   "table)", fix="check the table name (schema.table) and primary.tables")
             rel = found[0]
         return PostgresTableRows(self.conn, rel)
+
+    def objects(self, tables: Sequence[TableMeta]) -> SchemaObjects:
+        """The schema copy of ``tables`` as of this snapshot (see :mod:`producers.postgresql.dump`)."""
+        return schema_objects(self.conn, self._primary, self.token, [m.table for m in tables])
 
     def close(self) -> None:
         try:

@@ -37,7 +37,18 @@ from consumers.tables import TableState
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
 from schemas.control import Body, body_from_args
-from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, TableMeta, Value, ValuePart
+from schemas.entries import (
+    UNCHANGED,
+    Column,
+    Op,
+    Position,
+    RowChange,
+    SequenceValue,
+    SequenceValues,
+    TableMeta,
+    Value,
+    ValuePart,
+)
 from schemas.positions import pg_lsn
 
 KEY = b"k" * 40
@@ -261,6 +272,10 @@ class MemorySource:
         self.lock = threading.Lock()
         #: Raise SourceError after this many yielded events of a stream (then it is reset), to simulate a crash.
         self.fail_after: int | None = None
+        #: The source's sequences (name -> last value handed out); published by the capture like PostgreSQL's.
+        self.sequences: dict[str, int] = {}
+        #: How often the capture read them.
+        self.sequence_reads = 0
 
     def commit(self, changes: list[RowChange], metas: Sequence[TableMeta] = (),
                *, at_us: int | None = None) -> SourceTxn:
@@ -317,6 +332,12 @@ class MemoryCapture(LogCapture):
     def close(self) -> None:
         pass
 
+    def sequence_values(self, refresh: bool = False) -> SequenceValues | None:
+        with self.source.lock:
+            self.source.sequence_reads += 1
+            values = tuple(SequenceValue(n, v) for n, v in sorted(self.source.sequences.items()))
+        return SequenceValues(time.time_ns() // 1000, values, pg_lsn(self.source.end).text) if values else None
+
     def stream(self, resume_after: Position | None) -> Iterator[CaptureEvent]:
         if resume_after is not None:
             hole = self.gap_after(resume_after)
@@ -366,6 +387,7 @@ class _Db:
     state: ApplyState | None = None
     metas: dict[str, TableMeta] = field(default_factory=dict)
     table_states: dict[str, TableState] = field(default_factory=dict)
+    sequences: dict[str, int] = field(default_factory=dict)
 
 
 class MemoryStandby:
@@ -522,6 +544,15 @@ class MemoryApplier(Applier):
         new = [o if v is UNCHANGED else v for v, o in zip(ch.values, old, strict=True)]
         table.rows[tuple(new[i] for i in kidx)] = new
 
+    def advance_sequences(self, values: Sequence[SequenceValue]) -> int:
+        db = self._require()
+        moved = 0
+        for v in values:
+            if v.last_value > db.sequences.get(v.name, -(2**63)):
+                db.sequences[v.name] = v.last_value
+                moved += 1
+        return moved
+
     def independent_tables(self, tables: Collection[str]) -> bool:
         return True
 
@@ -570,7 +601,8 @@ class MemoryApplier(Applier):
             progress(count)
         return count
 
-    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None) -> int:
+    def replace_table(self, group: str, rows: TableRows, *, progress: Callable[[int], None] | None = None,
+                      created: bool = False) -> int:
         db = self._require()
         db.tables[rows.meta.table] = _Table(rows.meta)
         db.metas[rows.meta.table] = rows.meta

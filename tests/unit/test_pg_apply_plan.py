@@ -154,7 +154,8 @@ def test_set_based_sql() -> None:
     assert 'DELETE FROM "Sales"."Order" AS t USING "_ark_stage_1" AS s WHERE t."Id" = s."Id"' in \
         sql.set_delete_sql(T, stage, 10)
     assert sql.set_insert_sql(T, stage, (0, 1, 2)) == (
-        'INSERT INTO "Sales"."Order" ("Id", "note", "amount") SELECT "Id", "note", "amount" FROM "_ark_stage_1"')
+        'INSERT INTO "Sales"."Order" ("Id", "note", "amount") OVERRIDING SYSTEM VALUE SELECT "Id", "note", "amount" '
+        'FROM "_ark_stage_1"')
     two = sql.set_delete_sql(U, stage, 3)
     assert 't."b" = s."b" AND t."a" = s."a"' in two
 

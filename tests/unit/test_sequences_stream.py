@@ -1,0 +1,94 @@
+"""Sequence values in the stream (issue 9): published while transactions flow and on request, applied forward
+only, never before read time + delay. In memory, through the real capture and apply runners."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from common import agent
+from schemas.control import PublishSequences, SequencesPublished
+from schemas.entries import SequenceValues
+from tests.support.memory import MemoryRedoLog, MemorySource, ins, memory_channel, table_meta, wait_until
+from tests.unit.test_runners import T, apply, capture, config, entries, synced_standby
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agent, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(agent, "BACKOFF_MAX_S", 0.05)
+
+
+def _fast(cfg: Any) -> Any:
+    return cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"heartbeat_interval_s": 0.05})})
+
+
+def test_sequence_values_follow_the_transactions_forward_only() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    standby = synced_standby(log, table_meta(T))
+    cfg = _fast(config())
+    cap, app = capture(cfg, source, log, store), apply(cfg, standby, log, store)
+    try:
+        for i in range(1, 6):
+            source.sequences["public.t_id_seq"] = i
+            source.commit([ins(T, i, "x")], [table_meta(T)])
+            wait_until(lambda i=i: standby.db.sequences.get("public.t_id_seq") == i, what=f"sequence at {i}")
+        source.sequences["public.t_id_seq"] = 2  # a value lower than what the standby has: never taken
+        source.commit([ins(T, 9, "x")], [table_meta(T)])
+
+        def lower() -> int | None:
+            return next((o for o, b in entries(log) if isinstance(b, SequenceValues) and b.values
+                         and b.values[0].last_value == 2), None)
+
+        wait_until(lambda: lower() is not None, what="the lower value published")
+        wait_until(lambda: standby.db.state is not None and standby.db.state.next_offset > (lower() or 0),
+                   what="the standby past it")
+    finally:
+        app.stop()
+        cap.stop()
+    assert standby.db.sequences == {"public.t_id_seq": 5}
+    published = [b for _o, b in entries(log) if isinstance(b, SequenceValues)]
+    assert published and all(b.read_time_us > 0 for b in published)
+
+
+def test_a_delayed_standby_takes_sequence_values_no_earlier_than_read_time_plus_delay() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    standby = synced_standby(log, table_meta(T))
+    cap = capture(_fast(config()), source, log, store)
+    app = apply(_fast(config(delay=0.5)), standby, log, store)
+    try:
+        source.sequences["public.s"] = 77
+        source.commit([ins(T, 1, "x")], [table_meta(T)])
+        wait_until(lambda: any(isinstance(b, SequenceValues) for _o, b in entries(log)), what="published")
+        wait_until(lambda: standby.db.sequences.get("public.s") == 77, what="applied after the delay")
+        applied = time.time()
+    finally:
+        app.stop()
+        cap.stop()
+    first = next(b for _o, b in entries(log) if isinstance(b, SequenceValues))
+    assert applied - first.read_time_us / 1e6 >= 0.5
+
+
+def test_a_publish_sequences_request_is_answered_with_the_offset() -> None:
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    source.sequences.update({"public.a": 3, "public.b": 4})
+    cap = capture(_fast(config()), source, log, store)
+    try:
+        source.commit([ins(T, 1, "x")], [table_meta(T)])
+        channel = memory_channel(store)
+        request = channel.publish(PublishSequences("switchover"), "")
+        answers: list[SequencesPublished] = []
+
+        def answered() -> bool:
+            answers.extend(r.body for r in channel.poll() if isinstance(r.body, SequencesPublished))
+            return any(a.request == request for a in answers)
+
+        wait_until(answered, what="the sequences-published answer")
+    finally:
+        cap.stop()
+    answer = next(a for a in answers if a.request == request)
+    body = dict(entries(log))[answer.offset]
+    assert isinstance(body, SequenceValues) and body.request == request and answer.sequences == 2
+    assert {v.name: v.last_value for v in body.values} == {"public.a": 3, "public.b": 4}
