@@ -130,7 +130,7 @@ def run_ark(root: Path, runs: int, failover_runs: int) -> dict[str, Any]:
         for agent in agents:
             stack.callback(agent.stop)
         # History ids from the ledger: after a failover with the old primary gone, the new primary's sequences are
-        # not carried over yet (README, "Switchover, failover and reinstatement"); the measure must not wait on it.
+        # the stream's, up to about a second behind (README, "Sequences"); the measure must not depend on that.
         client = AckClient(multi_host_dsn([(nodes["n1"], DB), (nodes["n2"], DB)]), ids="ledger").start()
         stack.callback(client.stop)
         wait_until(lambda: client.count() >= 200, 60, "the client's first writes")
