@@ -43,6 +43,7 @@ class ExitCode(IntEnum):
     IDENTITY_CHANGED = 28
     NOT_EMPTY = 29
     ENTRY_TOO_LARGE = 30
+    SCHEMA_CHANGE_FAILED = 31
     INTERRUPTED = 130
 
 
@@ -85,6 +86,8 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.NOT_EMPTY: "refused: `ark sync` would replace data Ark did not put there (`--overwrite` if it may)",
     ExitCode.ENTRY_TOO_LARGE: "the capture met an entry larger than the redo topic's message limit allows, even "
                               "cut into parts (names the table and key columns, never values)",
+    ExitCode.SCHEMA_CHANGE_FAILED: "a standby cannot follow a DDL of the primary (an extension or object missing "
+                                   "there): it stopped before it, naming the object, the statement and the fix",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

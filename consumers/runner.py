@@ -26,7 +26,7 @@ from common.identity import DatabaseIdentity
 from common.redo import RedoLog
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState
-from consumers.errors import DataApplyError, TableNeedsResync, TransientApplyError
+from consumers.errors import DataApplyError, SchemaChangeFailed, TableNeedsResync, TransientApplyError
 from consumers.gaps import SourceGap, SourceGaps
 from consumers.gate import BatchLimits, lag_seconds
 from consumers.hold import VerifyHold
@@ -49,7 +49,7 @@ class NotSynced(ArkError):
 
 #: Errors that stop the standby unless :meth:`ApplyRunner.recover` finds a way on (a table resync, ...).
 _STOPPING = (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap, RetransmitFailed,
-             SourceGap, GuardRefusal)
+             SourceGap, GuardRefusal, SchemaChangeFailed)
 
 
 class ApplyRunner(AgentBody):

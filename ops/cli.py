@@ -140,7 +140,8 @@ def capture(obj: CliContext, accept_gap: bool) -> None:
         require_prerequisites(probe)
         check_reachable(cfg.kafka)
         primary_refusal_check(cfg, probe.identity())  # never set up a slot on one of the group's standbys
-        probe.ensure_setup()
+        for line in probe.ensure_setup() or ():
+            click.echo(f"set-up: {line}")  # what it did to which tables (keyless policy, publications, hooks)
         if accept_gap:
             channel = ControlChannel.for_config(cfg, start=None)
             try:

@@ -46,6 +46,7 @@ _COLUMNS_SQL = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
 FROM pg_attribute a
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attgenerated = ''  -- generated columns are computed on the standby too: never in the stream
 ORDER BY a.attnum
 """
 _PK_SQL = """
