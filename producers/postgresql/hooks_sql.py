@@ -403,69 +403,96 @@ BEGIN
 END
 $fn$;
 
+-- Never raises: each part catches its own errors, and records that it could not (see the module docstring).
+CREATE OR REPLACE FUNCTION {SCHEMA}.failed(tag text, rels oid[], err text) RETURNS void {_DEFINER} AS $fn$
+BEGIN
+  PERFORM {SCHEMA}.record_failure(tag, rels, err);
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'Ark could not record %: % (%)', tag, err, SQLERRM;
+END
+$fn$;
+
+-- The keyless policy of each table, each in a block of its own: a failure to describe or record the DDL
+-- afterwards never undoes it, and its own failure is reported (the capture applies it within seconds).
+CREATE OR REPLACE FUNCTION {SCHEMA}.policy_of(tables oid[]) RETURNS jsonb {_DEFINER} AS $fn$
+DECLARE
+  rel oid; acts jsonb := '[]';
+BEGIN
+  FOREACH rel IN ARRAY tables LOOP
+    BEGIN
+      acts := acts || {SCHEMA}.apply_policy(rel);
+    EXCEPTION WHEN OTHERS THEN
+      acts := acts || jsonb_build_object('table', rel::regclass::text, 'error', SQLERRM);
+    END;
+  END LOOP;
+  RETURN acts;
+END
+$fn$;
+
 CREATE OR REPLACE FUNCTION {SCHEMA}.on_ddl_end() RETURNS event_trigger {_DEFINER} AS $fn$
 DECLARE
-  r record; rel oid; tables oid[] := '{{}}'; cmds jsonb := '[]'; objs jsonb := '{{}}'; acts jsonb := '[]';
+  r record; c jsonb; rel oid; tables oid[] := '{{}}'; cmds jsonb := '[]'; objs jsonb := '{{}}'; acts jsonb := '[]';
   f jsonb;
 BEGIN
   IF current_setting('ark.hook_busy', true) = 'on' THEN
     RETURN;  -- Ark's own DDL, run by this hook
   END IF;
-  BEGIN
-    PERFORM set_config('ark.hook_busy', 'on', true);
+  PERFORM set_config('ark.hook_busy', 'on', true);
+  BEGIN  -- 1. what the statement did
     FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
       CONTINUE WHEN r.in_extension OR r.schema_name = '{SCHEMA}' OR r.schema_name LIKE 'pg\\_temp%'
                  OR r.schema_name LIKE 'pg\\_toast%';
       cmds := cmds || jsonb_build_object('tag', r.command_tag, 'type', r.object_type, 'identity', r.object_identity,
                                          'schema', r.schema_name, 'oid', r.objid, 'sub', r.objsubid,
-                                         'class', r.classid::regclass::text);
+                                         'classid', r.classid, 'class', r.classid::regclass::text);
       rel := {SCHEMA}.table_of(r.classid, r.objid);
       IF rel IS NOT NULL AND NOT rel = ANY (tables) THEN
         tables := tables || rel;
       END IF;
-      IF rel IS NULL OR r.classid = 'pg_trigger'::regclass THEN
-        f := {SCHEMA}.object_facts(r.classid, r.objid);
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    PERFORM {SCHEMA}.failed(tg_tag, tables, SQLERRM);
+    PERFORM set_config('ark.hook_busy', 'off', true);
+    RETURN;
+  END;
+  IF cmds = '[]' THEN
+    PERFORM set_config('ark.hook_busy', 'off', true);
+    RETURN;
+  END IF;
+  acts := {SCHEMA}.policy_of(tables);  -- 2. the keyless policy, before the facts (they show what it did)
+  BEGIN  -- 3. the facts, into the WAL at this place
+    FOR c IN SELECT * FROM jsonb_array_elements(cmds) LOOP
+      IF {SCHEMA}.table_of((c->>'classid')::oid, (c->>'oid')::oid) IS NULL
+         OR (c->>'classid')::oid = 'pg_trigger'::regclass THEN
+        f := {SCHEMA}.object_facts((c->>'classid')::oid, (c->>'oid')::oid);
         IF f IS NOT NULL THEN
-          objs := objs || jsonb_build_object(r.objid::text, f);
+          objs := objs || jsonb_build_object(c->>'oid', f);
         END IF;
       END IF;
     END LOOP;
-    IF cmds = '[]' THEN
-      PERFORM set_config('ark.hook_busy', 'off', true);
-      RETURN;
-    END IF;
     FOREACH rel IN ARRAY tables LOOP
-      BEGIN  -- the policy first (the facts show what it did); its failure must not lose the facts
-        acts := acts || {SCHEMA}.apply_policy(rel);
-      EXCEPTION WHEN OTHERS THEN
-        acts := acts || jsonb_build_object('table', coalesce({SCHEMA}.qualified(rel), rel::text), 'error', SQLERRM);
-      END;
       objs := objs || jsonb_build_object(rel::text, {SCHEMA}.table_facts(rel));
     END LOOP;
     PERFORM {SCHEMA}.emit(jsonb_build_object(
       'v', {FORMAT}, 'event', 'ddl', 'tag', tg_tag, 'statement', left(current_query(), 100000),
       'search_path', current_setting('search_path'), 'user', session_user::text,
       'commands', cmds, 'objects', objs, 'policy', acts));
-    PERFORM set_config('ark.hook_busy', 'off', true);
   EXCEPTION WHEN OTHERS THEN
-    BEGIN
-      PERFORM {SCHEMA}.record_failure(tg_tag, tables, SQLERRM);
-    EXCEPTION WHEN OTHERS THEN
-      RAISE WARNING 'Ark could not record %: %', tg_tag, SQLERRM;
-    END;
+    PERFORM {SCHEMA}.failed(tg_tag, tables, SQLERRM);
   END;
+  PERFORM set_config('ark.hook_busy', 'off', true);
 END
 $fn$;
 
 CREATE OR REPLACE FUNCTION {SCHEMA}.on_sql_drop() RETURNS event_trigger {_DEFINER} AS $fn$
 DECLARE
-  r record; rel oid; drops jsonb := '[]'; acts jsonb := '[]';
+  r record; drops jsonb := '[]'; acts jsonb := '[]'; keyless oid[] := '{{}}';
 BEGIN
   IF current_setting('ark.hook_busy', true) = 'on' THEN
     RETURN;
   END IF;
+  PERFORM set_config('ark.hook_busy', 'on', true);
   BEGIN
-    PERFORM set_config('ark.hook_busy', 'on', true);
     FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
       CONTINUE WHEN r.is_temporary OR r.schema_name = '{SCHEMA}' OR r.schema_name LIKE 'pg\\_toast%';
       drops := drops || jsonb_build_object('type', r.object_type, 'identity', r.object_identity,
@@ -473,31 +500,28 @@ BEGIN
                                            'original', r.original, 'normal', r.normal,
                                            'address', to_jsonb(r.address_names), 'args', to_jsonb(r.address_args));
     END LOOP;
-    IF drops = '[]' THEN
-      PERFORM set_config('ark.hook_busy', 'off', true);
-      RETURN;
-    END IF;
     -- a dropped replica-identity index leaves its table without a usable key
-    FOR rel IN SELECT c.oid FROM pg_class c WHERE c.relkind = 'r' AND c.relreplident = 'i'
-               AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident AND i.indisvalid)
-    LOOP
-      BEGIN
-        acts := acts || {SCHEMA}.apply_policy(rel);
-      EXCEPTION WHEN OTHERS THEN
-        acts := acts || jsonb_build_object('table', coalesce({SCHEMA}.qualified(rel), rel::text), 'error', SQLERRM);
-      END;
-    END LOOP;
+    keyless := ARRAY(SELECT c.oid FROM pg_class c WHERE c.relkind = 'r' AND c.relreplident = 'i'
+                     AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident
+                                     AND i.indisvalid));
+  EXCEPTION WHEN OTHERS THEN
+    PERFORM {SCHEMA}.failed(tg_tag, '{{}}'::oid[], SQLERRM);
+    PERFORM set_config('ark.hook_busy', 'off', true);
+    RETURN;
+  END;
+  IF drops = '[]' THEN
+    PERFORM set_config('ark.hook_busy', 'off', true);
+    RETURN;
+  END IF;
+  acts := {SCHEMA}.policy_of(keyless);
+  BEGIN
     PERFORM {SCHEMA}.emit(jsonb_build_object(
       'v', {FORMAT}, 'event', 'drop', 'tag', tg_tag, 'statement', left(current_query(), 100000),
       'search_path', current_setting('search_path'), 'dropped', drops, 'policy', acts));
-    PERFORM set_config('ark.hook_busy', 'off', true);
   EXCEPTION WHEN OTHERS THEN
-    BEGIN
-      PERFORM {SCHEMA}.record_failure(tg_tag, '{{}}'::oid[], SQLERRM);
-    EXCEPTION WHEN OTHERS THEN
-      RAISE WARNING 'Ark could not record %: %', tg_tag, SQLERRM;
-    END;
+    PERFORM {SCHEMA}.failed(tg_tag, '{{}}'::oid[], SQLERRM);
   END;
+  PERFORM set_config('ark.hook_busy', 'off', true);
 END
 $fn$;
 
@@ -514,11 +538,7 @@ BEGIN
       'v', {FORMAT}, 'event', 'rewrite', 'tag', tg_tag, 'oid', rel, 'name', {SCHEMA}.qualified(rel),
       'reason', pg_event_trigger_table_rewrite_reason(), 'statement', left(current_query(), 100000)));
   EXCEPTION WHEN OTHERS THEN
-    BEGIN
-      PERFORM {SCHEMA}.record_failure(tg_tag, ARRAY[rel], SQLERRM);
-    EXCEPTION WHEN OTHERS THEN
-      RAISE WARNING 'Ark could not record %: %', tg_tag, SQLERRM;
-    END;
+    PERFORM {SCHEMA}.failed(tg_tag, ARRAY[rel], SQLERRM);
   END;
 END
 $fn$;
