@@ -364,6 +364,9 @@ class PostgresCapture(LogCapture):
 
     def _events(self, ws: WalStream, skip_below: int, watch: ShutdownWatch) -> Iterator[CaptureEvent]:
         rels: dict[int, Rel] = {}
+        # Relation messages not described yet: the walsender sends them with no WAL position (only the row that
+        # follows carries its LSN), and the shape is the one in force at that LSN.
+        pending: dict[int, pgoutput.Relation] = {}
         announced: set[int] = set()
         parse, read = pgoutput.parse, ws.read
         wal_end, in_txn, skipping = self._confirmed, False, False
@@ -407,6 +410,8 @@ class PostgresCapture(LogCapture):
                 if skipping:
                     continue
                 relid = row_relid(payload)
+                if relid in pending:
+                    rels[relid] = self._relation(pending.pop(relid), commit_pos, msg.data_start)
                 rel = rels[relid]
                 if relid not in announced:
                     announced.add(relid)
@@ -433,14 +438,13 @@ class PostgresCapture(LogCapture):
                     yield TxnEnd(commit_pos, lsn_position(m.commit_lsn + 1))
                 skipping = False
             elif isinstance(m, pgoutput.Relation):
-                rels[m.relid] = self._relation(m, commit_pos, msg.data_start)
+                pending[m.relid] = m  # described at the LSN of the row or truncate that follows it
                 announced.discard(m.relid)
-                if not skipping:
-                    announced.add(m.relid)
-                    yield rels[m.relid].meta
             elif isinstance(m, pgoutput.Truncate):
                 if not skipping:
                     for relid in m.relids:
+                        if relid in pending:
+                            rels[relid] = self._relation(pending.pop(relid), commit_pos, msg.data_start)
                         if relid not in announced:
                             announced.add(relid)
                             yield rels[relid].meta
