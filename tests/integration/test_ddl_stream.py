@@ -44,7 +44,8 @@ def _wait_equal(group: Group, tables: list[str], timeout: float = 120) -> None:
         except psycopg.Error as exc:  # a table or column the standby does not have yet
             deadline_error[:] = [str(exc)]
             return False
-        deadline_error[:] = [str([d for d in diffs if not d.equal])]
+        deadline_error[:] = [str([d for d in diffs if not d.equal])] + [
+            f"{t}: primary {_columns(group.primary_dsn, t)}, standby {_columns(standby, t)}" for t in tables]
         return all(d.equal for d in diffs) and all(_columns(group.primary_dsn, t) == _columns(standby, t)
                                                    for t in tables)
 
@@ -170,7 +171,9 @@ def test_schema_objects_created_and_changed_mid_stream(make_group) -> None:
     want, have = _catalog(primary), _catalog(standby)
     want_tables = set(want.pop("tables")) | {"scratch"}  # type: ignore[arg-type]
     assert set(have.pop("tables")) == want_tables  # type: ignore[arg-type]
-    # identity columns are created BY DEFAULT on the standby (so that the applier can write the primary's values)
+    # the dropped table stays on the standby with its key (follow_drop is off); the rest is exactly the primary's
+    # (identity columns are BY DEFAULT on the standby, so that the applier can write the primary's values)
+    have = {k: [x for x in v if "scratch" not in str(x)] for k, v in have.items()}  # type: ignore[attr-defined]
     assert have == want, f"standby {have}\nprimary {want}"
     assert sql(standby, "SELECT increment_by FROM pg_sequences WHERE sequencename = 'ticket'") == [(10,)]
     group.assert_agents_alive()
@@ -192,7 +195,7 @@ def test_a_ddl_the_standby_cannot_run_stops_it_naming_the_object_and_the_fix(mak
     group = _running(make_group)
     primary, standby = group.primary_dsn, group.standby("standby").dsn
     # Something on the standby that the primary's DDL cannot pass: a domain under the name of the primary's enum.
-    sql(standby, "SET default_transaction_read_only = off; CREATE DOMAIN public.shade AS text")
+    sql(standby, "BEGIN READ WRITE; CREATE DOMAIN public.shade AS text; COMMIT")
     sql(primary, "CREATE TYPE shade AS ENUM ('light')")
     sql(primary, "ALTER TYPE shade ADD VALUE 'dark'")
     applier = group.agents[1]
