@@ -243,7 +243,10 @@ def ensure_publications(conn: Any, cfg: ArkConfig, superuser: bool) -> tuple[boo
                             "ON p.oid = pr.prpubid JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON "
                             "n.oid = c.relnamespace WHERE p.pubname = %s", (pub,))
                 listed = {r[0] for r in cur.fetchall()}
-                missing = [t for t in explicit if t.qualified not in listed]
+                # Only what a dropped schema clause covered until now (it is in the stream): any other missing table
+                # is enforce()'s, which resyncs it when rows were written to it before it is published.
+                gone = have - set(schemas)
+                missing = [t for t in explicit if t.qualified not in listed and t.schema in gone]
                 if missing:
                     cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
                         sql.Identifier(pub), sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in missing)))
