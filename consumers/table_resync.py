@@ -538,7 +538,7 @@ class TableResyncs(ApplyHook):
                          commit: Callable[[], None]) -> None:
         requests, self._requests = self._requests, {}
         for table, (reason, request, restart) in requests.items():
-            if table not in metas and table not in self._known:
+            if table not in metas and table not in self._known and not restart:  # an operator's typo, not Ark's own
                 log.error("cannot resync %s on %s: it is not a replicated table", table, self.standby)
                 self._decisions.publish(TableResyncRefused(
                     table, request, f"{table} is not a replicated table of group {self.cfg.group}"))

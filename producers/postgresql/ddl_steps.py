@@ -393,6 +393,11 @@ def _table(t: Facts, prev: Facts | None, out: _Out, scope: Scope, type_names: di
         return  # keyless under 'skip', or not added yet: nothing of it is replicated
     for used in t.get("types") or ():
         _ensure_type(used, out)
+    if resync.get(q) is not None:
+        # first: the standby then takes the new shape from the copy, not by altering rows it is about to replace
+        # (a key added back over rows the primary deduplicated while only their inserts were published)
+        out.add("resync-table", name, detail="rows were written to it before it was published, or while only its "
+                                             "inserts were (created with rows, renamed into scope, given a key back)")
     if created:  # every column in its place (generated ones included), as on the primary
         out.add("sql", name, f"CREATE SCHEMA IF NOT EXISTS {quote_ident(str(t['schema']))}")
         out.add("sql", name, _create_table_sql(t, identity_seqs))
@@ -400,10 +405,6 @@ def _table(t: Facts, prev: Facts | None, out: _Out, scope: Scope, type_names: di
     out.tables.append(meta)
     out.add("table", name)
     _table_objects(t, prev, out, identity_seqs)
-    act = resync.get(q)
-    if act is not None:
-        out.add("resync-table", name, detail="rows were written to it before it was published (created with rows, "
-                                            "renamed into scope, or given a key back)")
 
 
 def _create_table_sql(t: Facts, identity_seqs: dict[tuple[str, str], str]) -> str:
