@@ -71,8 +71,10 @@ def test_recording_fails_the_ddl_commits_and_the_capture_resyncs_from_the_failur
     sql(primary, "INSERT INTO items (id, a) VALUES (51, 'after')")
     wait_for(lambda: sql(primary, "SELECT bool_and(handled) FROM ark_capture.failures") == [(True,)], 60,
              "the capture to handle the failure row")
-    wait_for(lambda: "could not record a ALTER TABLE on it" in _log(group, "apply-standby"), 60,
-             "the applier to resync items")
+    # The capture asked for the resync (the failure row, handled); the standby may already have set the table aside
+    # by itself at the shape it could not follow (the recorded shapes lack this DDL): either way items is resynced.
+    assert "could not record a ALTER TABLE on it" in _log(group, "capture")
+    wait_for(lambda: "public.items resynced" in _log(group, "apply-standby"), 60, "the applier to resync items")
     _equal(group, ITEMS)
 
 
