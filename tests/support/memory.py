@@ -37,7 +37,18 @@ from consumers.tables import TableState
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
 from schemas.control import Body, body_from_args
-from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, TableMeta, Value, ValuePart
+from schemas.entries import (
+    UNCHANGED,
+    Column,
+    Op,
+    Position,
+    RowChange,
+    SchemaChange,
+    SchemaStep,
+    TableMeta,
+    Value,
+    ValuePart,
+)
 from schemas.positions import pg_lsn
 
 KEY = b"k" * 40
@@ -249,6 +260,8 @@ class SourceTxn:
     changes: list[RowChange]
     commit_time_us: int = 0
     metas: dict[str, TableMeta] = field(default_factory=dict)  # shapes announced before their first row
+    #: DDL statements before change i (yielded as SchemaChange events, one per statement, seq in order).
+    ddl_at: dict[int, list[str]] = field(default_factory=dict)
 
 
 class MemorySource:
@@ -263,11 +276,12 @@ class MemorySource:
         self.fail_after: int | None = None
 
     def commit(self, changes: list[RowChange], metas: Sequence[TableMeta] = (),
-               *, at_us: int | None = None) -> SourceTxn:
+               *, at_us: int | None = None, ddl_at: dict[int, list[str]] | None = None) -> SourceTxn:
         """Append one committed transaction; returns it."""
         with self.lock:
             txn = SourceTxn(len(self.txns) + 1000, self.next_lsn, list(changes),
-                            time.time_ns() // 1000 if at_us is None else at_us, {m.table: m for m in metas})
+                            time.time_ns() // 1000 if at_us is None else at_us, {m.table: m for m in metas},
+                            dict(ddl_at or {}))
             self.txns.append(txn)
             self.next_lsn += 0x100
             return txn
@@ -335,7 +349,14 @@ class MemoryCapture(LogCapture):
                     continue
                 commit = pg_lsn(txn.commit)
                 events: list[CaptureEvent] = [TxnBegin(str(txn.xid), commit, txn.commit_time_us)]
-                for change in txn.changes:
+                seq = 0
+                for i, change in enumerate([*txn.changes, None]):
+                    for statement in txn.ddl_at.get(i, ()):
+                        events.append(SchemaChange(commit, seq, "TEST DDL", (SchemaStep("sql", "t", statement),),
+                                                   statement=statement))
+                        seq += 1
+                    if change is None:
+                        break
                     meta = txn.metas.get(change.table)
                     if meta is not None and change.table not in announced:
                         announced.add(change.table)
@@ -366,6 +387,8 @@ class _Db:
     state: ApplyState | None = None
     metas: dict[str, TableMeta] = field(default_factory=dict)
     table_states: dict[str, TableState] = field(default_factory=dict)
+    #: Schema steps run, in order: (commit position, step sql).
+    ddl: list[tuple[str, str]] = field(default_factory=list)
 
 
 class MemoryStandby:
@@ -442,6 +465,18 @@ class MemoryApplier(Applier):
             with self.standby.lock:
                 self._txn = copy.deepcopy(self.standby.db)
             self._applied = []
+
+    def run_schema_step(self, group: str, step: SchemaStep, *, follow_drop: bool, what: str) -> bool:
+        db = self._require()
+        db.ddl.append((what, step.sql))
+        return False
+
+    def rename_table(self, group: str, old: str, new: str) -> None:
+        db = self._require()
+        if old in db.tables:
+            db.tables[new] = db.tables.pop(old)
+        if old in db.metas:
+            db.metas[new] = db.metas.pop(old)
 
     def apply_table_meta(self, group: str, meta: TableMeta, previous: TableMeta | None) -> None:
         db = self._require()
