@@ -28,20 +28,12 @@ from producers.postgresql.catalog import TableInfo, matched_tables, role_flags, 
 log = logging.getLogger(__name__)
 
 
-def _table_problems(t: TableInfo, keyless: str) -> list[Problem]:
+def _table_problems(t: TableInfo) -> list[Problem]:
     name = t.qualified
     out = []
     if t.persistence == "u":
         out.append(Problem(f"table {name} is UNLOGGED: its changes never reach the WAL and cannot be captured",
                            fix=f"ALTER TABLE {t.sql_name} SET LOGGED"))
-    elif t.keyless:
-        what = {"full": "Ark sets REPLICA IDENTITY FULL on it when the capture sets up (the standby then finds "
-                        "each changed row by all its values)",
-                "insert-only": "only its INSERTs and TRUNCATEs are replicated (primary.keyless: insert-only)",
-                "skip": "it is not replicated (primary.keyless: skip)"}[keyless]
-        out.append(Problem(f"table {name} has no usable key (no primary key, or REPLICA IDENTITY NOTHING or a "
-                           f"dropped identity index): {what}; the primary's UPDATE and DELETE keep working",
-                           fix=f"ALTER TABLE {t.sql_name} ADD PRIMARY KEY (...) when the data allows it", fatal=False))
     elif t.replica_identity == "f" and not t.has_pk and not t.has_unique_not_null and t.relkind == "r":
         out.append(Problem(f"table {name} has no unique key (REPLICA IDENTITY FULL): a standby finds each updated "
                            "or deleted row by all its values, one row per change, which is slow on large tables",
@@ -71,8 +63,8 @@ def problems(conn: Any, cfg: ArkConfig) -> list[Problem]:
                            fix="create the tables, or correct primary.tables (schema.table patterns)",
                            fatal=False))
     for t in tables:
-        out.extend(_table_problems(t, catalog.pg_primary(cfg).keyless))
-    out.extend(hook_problems(conn, superuser))
+        out.extend(_table_problems(t))
+    # Tables without a usable key and the DDL hook: see protection() (ark check and ark status list them).
     slot = slot_state(conn, catalog.slot_of(cfg))
     if slot is not None:
         if slot.slot_type != "logical" or slot.plugin != "pgoutput" or slot.database != cfg.primary.dbname:
