@@ -371,6 +371,9 @@ class PostgresCapture(LogCapture):
         parse, read = pgoutput.parse, ws.read
         wal_end, in_txn, skipping = self._confirmed, False, False
         ddl_seq = 0  # hook messages of the current transaction (numbers its schema changes)
+        # A transaction is announced with its first event: one with nothing this capture publishes (a DDL on an
+        # object out of scope) is not published at all, as pgoutput skips empty transactions.
+        begin: TxnBegin | None = None
         commit_pos: Position | None = None
         last_idle = last_status = time.monotonic()
         fd = ws.fileno()
@@ -413,6 +416,9 @@ class PostgresCapture(LogCapture):
                 if relid in pending:
                     rels[relid] = self._relation(pending.pop(relid), commit_pos, msg.data_start)
                 rel = rels[relid]
+                if begin is not None:
+                    yield begin
+                    begin = None
                 if relid not in announced:
                     announced.add(relid)
                     yield rel.meta
@@ -428,20 +434,22 @@ class PostgresCapture(LogCapture):
                 skipping = m.final_lsn < skip_below
                 commit_pos = lsn_position(m.final_lsn)
                 ddl_seq = 0
-                if not skipping:
-                    yield TxnBegin(str(m.xid), commit_pos, pgoutput.pg_time_to_unix_us(m.commit_ts))
+                begin = None if skipping else TxnBegin(str(m.xid), commit_pos, pgoutput.pg_time_to_unix_us(m.commit_ts))
             elif isinstance(m, pgoutput.Commit):
                 in_txn = False
                 watch.txn_since = None
                 wal_end = max(wal_end, m.end_lsn)
-                if not skipping and commit_pos is not None:
+                if not skipping and commit_pos is not None and begin is None:
                     yield TxnEnd(commit_pos, lsn_position(m.commit_lsn + 1))
-                skipping = False
+                skipping, begin = False, None
             elif isinstance(m, pgoutput.Relation):
                 pending[m.relid] = m  # described at the LSN of the row or truncate that follows it
                 announced.discard(m.relid)
             elif isinstance(m, pgoutput.Truncate):
                 if not skipping:
+                    if begin is not None:
+                        yield begin
+                        begin = None
                     for relid in m.relids:
                         if relid in pending:
                             rels[relid] = self._relation(pending.pop(relid), commit_pos, msg.data_start)
@@ -455,6 +463,9 @@ class PostgresCapture(LogCapture):
                 schema_change = self._hook_message(m, commit_pos, ddl_seq, skipping)
                 ddl_seq += 1
                 if schema_change is not None:
+                    if begin is not None:
+                        yield begin
+                        begin = None
                     yield schema_change
             # Origin messages and other prefixes carry nothing Ark replicates.
 

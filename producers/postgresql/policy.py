@@ -59,10 +59,6 @@ def _members(conn: Any, publication: str) -> set[str]:
     return {f"{s}.{t}" for s, t in rows}
 
 
-def _has_rows(conn: Any, t: TableInfo) -> bool:
-    return bool(query(conn, sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(t.schema, t.name)))[0][0])
-
-
 def _hooked(conn: Any) -> bool:
     return bool(query(conn, "SELECT to_regclass('ark_capture.identity_full') IS NOT NULL")[0][0])
 
@@ -120,8 +116,10 @@ def enforce(conn: Any, cfg: ArkConfig, table_list: bool, *, may_resync: bool, id
                     resync = True
         if not statements:
             continue
+        # Published late: resynced even if it looks empty now, since a row committed between a look and the ALTER
+        # would be in neither (only the DDL hook, inside the CREATE's own lock, can tell an empty table for sure).
+        resync = resync and may_resync and t.relkind == "r"
         try:
-            resync = resync and may_resync and t.relkind == "r" and _has_rows(conn, t)
             _run(conn, statements, t, hooked)
         except Exception as exc:  # noqa: BLE001 - one table's failure (lock timeout, permission) must not stop the rest
             out.failed.append(f"{t.qualified}: {' '.join(str(exc).split())}")
