@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -52,6 +54,7 @@ TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_hi
 PROBE_EVERY_S = 0.2
 PROBE_POLL_S = 0.05
 POLL_S = 0.2
+os.environ.setdefault("ARK_CONTROL_KEY", secrets.token_hex(32))  # the group's control key, for this run only
 
 _T0 = time.monotonic()
 
@@ -236,18 +239,19 @@ def prepare_primary(primary: PgInstance, rows: int, scale: int) -> None:
     sql(dsn, "VACUUM ANALYZE")
 
 
-def setup_native(primary: PgInstance, sub: PgInstance) -> None:
+def setup_native(primary: PgInstance, sub: PgInstance, tables: list[str] | None = None) -> None:
+    tables = tables or TABLES
     say("native: schema to the subscriber, publication, subscription (copy_data=true)")
     schema = run([str(PG_BIN / "pg_dump"), "-s", "--no-publications", "--no-subscriptions",
                   *pg_conn_args(primary), DB]).stdout
     run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *pg_conn_args(sub), "-d", DB], input=schema)
-    sql(primary.dsn(DB), f"CREATE PUBLICATION {PUB} FOR TABLE {', '.join(TABLES)}")
+    sql(primary.dsn(DB), f"CREATE PUBLICATION {PUB} FOR TABLE {', '.join(tables)}")
     sql(sub.dsn(DB), f"CREATE SUBSCRIPTION {SUB} CONNECTION '{primary.dsn(DB)}' PUBLICATION {PUB} "
                      "WITH (copy_data = true)")
 
     def ready() -> bool:
         states = sql(sub.dsn(DB), "SELECT srsubstate FROM pg_subscription_rel")
-        return len(states) == len(TABLES) and all(s == "r" for (s,) in states)
+        return len(states) == len(tables) and all(s == "r" for (s,) in states)
 
     took = wait_until(ready, 900, "the native initial sync")
     say(f"native: initial sync done in {took:.1f} s")
@@ -265,12 +269,16 @@ def drop_native(primary: PgInstance, sub: PgInstance) -> None:
             sql(sub.dsn(DB), f"DROP SUBSCRIPTION {SUB}")
 
 
-def write_ark_config(path: Path, kafka: str, primary: PgInstance, standby: PgInstance) -> Path:
+def write_ark_config(path: Path, kafka: str, primary: PgInstance, standby: PgInstance,
+                     tables: list[str] | None = None) -> Path:
+    tables = tables or TABLES
+
     def db(name: str, inst: PgInstance, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "host": "127.0.0.1", "port": inst.port, "dbname": DB, "user": "postgres", **extra}
+        return {"name": name, "engine": "postgresql", "host": "127.0.0.1", "port": inst.port, "dbname": DB,
+                "user": "postgres", **extra}
 
     doc = {"group": GROUP, "control_key": {"env": "ARK_CONTROL_KEY"}, "kafka": {"bootstrap": kafka},
-           "primary": db("primary", primary, tables=[f"public.{t}" for t in TABLES]),
+           "primary": db("primary", primary, tables=[f"public.{t}" for t in tables]),
            "standbys": [db("standby", standby)]}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

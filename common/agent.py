@@ -8,7 +8,8 @@ same way for all of them:
    away: losing the broker right at start-up is waited out like any later outage, guarantee 7) and
    hands the body the records replayed so far;
 2. starts the heartbeat (signed, about once a second; best effort, never fatal);
-3. runs sessions until stopped. When a session fails, :meth:`AgentBody.recover` decides: start a new
+3. serves Prometheus ``/metrics`` from the heartbeat's record, when given a port (common/metrics.py);
+4. runs sessions until stopped. When a session fails, :meth:`AgentBody.recover` decides: start a new
    session at once (:attr:`Retry.NOW`: e.g. a table resync takes over), after a backoff doubling from 1 s
    to 30 s (:attr:`Retry.LATER`: a lost connection, a broker restart), or up to 4 s (:attr:`Retry.SOON`:
    the source database restarting, back within seconds), or stop with an error (returns the exception:
@@ -62,6 +63,10 @@ class Heartbeat:
     def stop(self) -> None:
         """Send a last beat and stop."""
 
+    def record(self) -> dict[str, Any]:
+        """The record a beat would send now (what ``/metrics`` serves)."""
+        return {}
+
 
 class AgentBody(ABC):
     """What one kind of agent does (see the module docstring)."""
@@ -105,11 +110,18 @@ class Agent:
     """Runs an :class:`AgentBody` until :meth:`stop` (see the module docstring)."""
 
     def __init__(self, body: AgentBody, *, channel: Callable[[], ControlChannel],
-                 heartbeat: Callable[[Callable[[], dict[str, Any]]], Heartbeat]) -> None:
+                 heartbeat: Callable[[Callable[[], dict[str, Any]]], Heartbeat], metrics_port: int | None = None,
+                 metrics_host: str = "0.0.0.0", group: str = "") -> None:
         self.body = body
         self._open_channel = channel
         self._make_heartbeat = heartbeat
         self.channel: ControlChannel | None = None
+        self._beat: Heartbeat | None = None
+        self._metrics_port = metrics_port
+        self._metrics_host = metrics_host
+        self._group = group
+        #: The port /metrics is served on (once running; useful with port 0).
+        self.metrics_port: int | None = None
 
     def stop(self) -> None:
         """Ask the body to finish at its next safe point."""
@@ -117,11 +129,34 @@ class Agent:
 
     def _snapshot(self) -> dict[str, Any]:
         snap = self.body.heartbeat()
-        if self.channel is not None and self.channel.refused:
+        if self.channel is not None:
             metrics = dict(snap.get("metrics", {}))
-            metrics["control_refused"] = float(sum(self.channel.refused.values()))
+            if self.channel.refused:
+                metrics["control_refused"] = float(sum(self.channel.refused.values()))
+            published = self.channel.published
+            for key, kind in (("quarantines", "retransmit"), ("resyncs", "table-resync-started")):
+                if published[kind]:
+                    metrics[key] = float(published[kind])
             snap["metrics"] = metrics
         return snap
+
+    def _record(self) -> dict[str, Any]:
+        """What /metrics serves: the heartbeat's record, or the body's state before the heartbeat starts."""
+        if self._beat is not None:
+            return self._beat.record()
+        return {"state": self.body.state, "message": self.body.message}
+
+    def _serve_metrics(self) -> Any:
+        if self._metrics_port is None:
+            return None
+        from common.metrics import HeartbeatCollector, MetricsServer
+
+        body = self.body
+        server = MetricsServer(self._metrics_port, self._metrics_host,
+                               HeartbeatCollector(self._record, self._group, body.kind, body.name))
+        self.metrics_port = server.port
+        log.info("%s %s serves /metrics on %s:%d", body.kind, body.name, self._metrics_host, server.port)
+        return server
 
     def _attach(self) -> ControlChannel | None:
         body, backoff = self.body, BACKOFF_START_S
@@ -142,6 +177,14 @@ class Agent:
 
     def run(self) -> None:
         """Supervise sessions until stopped; raises the error the body decided to stop with."""
+        metrics = self._serve_metrics()  # a port in use fails here, before anything starts
+        try:
+            self._supervise()
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    def _supervise(self) -> None:
         body = self.body
         channel = self._attach()
         if channel is None:
@@ -149,6 +192,7 @@ class Agent:
             return
         self.channel = channel
         beat = self._make_heartbeat(self._snapshot)
+        self._beat = beat
         body.beat_now = beat.beat_now
         beat.start()
         backoff = BACKOFF_START_S

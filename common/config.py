@@ -93,12 +93,7 @@ class ArkConfig(Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"node names must be unique in the group; repeated: {', '.join(dupes)}")
-        for standby in self.standbys:
-            if standby.engine != self.primary.engine:
-                # Cross-engine apply is planned; today a standby must match its primary's engine.
-                raise ValueError(
-                    f"standby {standby.name} is {standby.engine} but the primary is {self.primary.engine}"
-                )
+        # A standby may be of another engine than its primary (cross-engine apply: README "Cross-engine apply").
         return self
 
     def control_key_bytes(self) -> bytes:

@@ -162,6 +162,8 @@ class ControlChannel:
         self._seen: set[str] = set()
         #: Refused records by reason: unsigned, bad-signature, replayed, unreadable.
         self.refused: Counter[str] = Counter()
+        #: Records this channel wrote, by kind (an agent's quarantines and resyncs, for its metrics).
+        self.published: Counter[str] = Counter()
         self._warned: set[str] = set()
         self._later: queue.Queue[tuple[Body, str]] | None = None
         self._lock = threading.Lock()
@@ -181,6 +183,7 @@ class ControlChannel:
         env = envelope.sign(envelope.encode(CONTROL_SCHEMA, record), self._key)
         with self._lock:
             self.bus.send(env.value, env.headers)
+            self.published[kind_of(body)] += 1
         return request_id
 
     def publish_later(self, body: Body, target: str = "") -> None:

@@ -43,7 +43,8 @@ class ExitCode(IntEnum):
     IDENTITY_CHANGED = 28
     NOT_EMPTY = 29
     ENTRY_TOO_LARGE = 30
-    SCHEMA_CHANGE_FAILED = 31
+    APPLIER_RUNNING = 31
+    SCHEMA_CHANGE_FAILED = 32
     INTERRUPTED = 130
 
 
@@ -86,6 +87,8 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.NOT_EMPTY: "refused: `ark sync` would replace data Ark did not put there (`--overwrite` if it may)",
     ExitCode.ENTRY_TOO_LARGE: "the capture met an entry larger than the redo topic's message limit allows, even "
                               "cut into parts (names the table and key columns, never values)",
+    ExitCode.APPLIER_RUNNING: "another applier already applies to this standby (names its host, pid and since); "
+                              "only one may: stop one of them",
     ExitCode.SCHEMA_CHANGE_FAILED: "a standby cannot follow a DDL of the primary (an extension or object missing "
                                    "there): it stopped before it, naming the object, the statement and the fix",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",

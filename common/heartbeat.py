@@ -1,7 +1,8 @@
 """The heartbeat publisher: a background thread that sends the agent's state about once a second.
 
 Heartbeats are signed with the group's control key like control records (the failover controller
-will act on them), and readers drop what is not signed with it.
+will act on them), and readers drop what is not signed with it. Each carries the agent's newest
+monitoring facts (common/monitor.py: host, database, server log, service processes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from common.agent import Agent, AgentBody, Heartbeat
 from common.config import ArkConfig
 from common.control import ControlChannel
 from common.kafka import ensure_topic, make_producer
+from common.monitor import Monitor, counters, monitor_for
 from common.settings import KafkaSettings
 from schemas import envelope
 from schemas.topics import heartbeat_topic
@@ -62,6 +64,7 @@ class HeartbeatPublisher(Heartbeat):
         role: str,
         snapshot: Callable[[], dict[str, Any]],
         interval: float = 1.0,
+        monitor: Monitor | None = None,
     ) -> None:
         self._settings = settings
         self._group = group
@@ -73,6 +76,7 @@ class HeartbeatPublisher(Heartbeat):
         }
         self._snapshot = snapshot
         self._interval = interval
+        self._monitor = monitor
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,6 +84,8 @@ class HeartbeatPublisher(Heartbeat):
 
     def start(self) -> None:
         """Create the topic if needed and start the background thread."""
+        if self._monitor is not None:
+            self._monitor.start()
         ensure_topic(self._settings, self._topic, retention_ms=HEARTBEAT_RETENTION_MS)
         extra: dict[str, Any] = {"linger.ms": 0, "message.timeout.ms": 30000}
         self._producer = make_producer(self._settings, **extra)
@@ -98,6 +104,8 @@ class HeartbeatPublisher(Heartbeat):
             self._thread.join(timeout=5)
         if self._producer is not None:
             self._producer.flush(3)
+        if self._monitor is not None:
+            self._monitor.stop()
 
     def record(self) -> dict[str, Any]:
         """The heartbeat record as it would be sent now."""
@@ -108,7 +116,14 @@ class HeartbeatPublisher(Heartbeat):
         }
         rec.update(self._static)
         snap = self._snapshot()
-        metrics = {**_host_metrics(), **snap.pop("metrics", {})}
+        metrics = {**_host_metrics(), **counters()}
+        if self._monitor is not None:
+            facts = self._monitor.latest()
+            metrics.update(facts.metrics)
+            rec.update(alerts=facts.alerts, processes=facts.processes)
+            if facts.db_up is not None:
+                rec["db_healthy"] = facts.db_up
+        metrics.update(snap.pop("metrics", {}))
         rec.update(snap)
         rec["metrics"] = {k: float(v) for k, v in metrics.items()}
         rec["sent_at_us"] = time.time_ns() // 1000
@@ -130,12 +145,15 @@ class HeartbeatPublisher(Heartbeat):
             self._wake.clear()
 
 
-def agent_on_kafka(cfg: ArkConfig, body: AgentBody, *, interval: float = 1.0) -> Agent:
-    """An :class:`Agent` for ``body`` on the group's Kafka: its control channel and signed heartbeats."""
+def agent_on_kafka(cfg: ArkConfig, body: AgentBody, *, interval: float = 1.0, metrics_port: int | None = None,
+                   metrics_host: str = "0.0.0.0") -> Agent:
+    """An :class:`Agent` for ``body`` on the group's Kafka: its control channel, signed heartbeats with
+    its monitoring facts, and (with ``metrics_port``) Prometheus ``/metrics``."""
     key = cfg.control_key_bytes()
 
     def heartbeat(snapshot: Callable[[], dict[str, Any]]) -> HeartbeatPublisher:
         return HeartbeatPublisher(cfg.kafka, cfg.group, key=key, agent=body.kind, name=body.name, role=body.role,
-                                  snapshot=snapshot, interval=interval)
+                                  snapshot=snapshot, interval=interval, monitor=monitor_for(cfg, body.kind, body.name))
 
-    return Agent(body, channel=lambda: ControlChannel.for_config(cfg), heartbeat=heartbeat)
+    return Agent(body, channel=lambda: ControlChannel.for_config(cfg), heartbeat=heartbeat,
+                 metrics_port=metrics_port, metrics_host=metrics_host, group=cfg.group)

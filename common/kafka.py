@@ -36,9 +36,16 @@ _HOUR_MS = 3_600_000
 PRODUCER_MAX_MESSAGE_BYTES = 16_000_000
 
 
+#: When set, librdkafka's own log lines go to this Python logger instead of straight to stderr (the
+#: console sets it: a line written to the terminal under a full-screen UI would garble it).
+CLIENT_LOGGER: logging.Logger | None = None
+
+
 def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """librdkafka properties for ``settings``; SASL password resolved here, never logged."""
     conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "client.id": "ark"}
+    if CLIENT_LOGGER is not None:
+        conf["logger"] = CLIENT_LOGGER
     conf.update(settings.client)
     if settings.sasl_username is not None and settings.sasl_password is not None:
         conf["sasl.username"] = settings.sasl_username
@@ -269,6 +276,9 @@ def read_range(
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:  # a consumer with auto.offset.reset=error
+                raise KafkaUnavailable(f"reading {topic} from offset {start}: {error} (deleted by retention?)",
+                                       fix="the range is no longer retained; see 'ark check' (retention)")
             raise KafkaUnavailable(f"reading {topic}: {error}", fix="check the broker")
         offset = msg.offset()
         if offset is None or offset >= stop:

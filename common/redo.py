@@ -23,7 +23,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from common.errors import ArkError
+from common.exit_codes import ExitCode
 from schemas.envelope import Headers
+
+
+class RedoRangeDeleted(ArkError):
+    """A reader asked for ``first`` but retention has deleted everything below ``low``: the reader does not
+    jump to the oldest retained offset by itself (a silent jump would skip transactions)."""
+
+    exit_code = ExitCode.RETENTION_GAP
+
+    def __init__(self, topic: str, first: int, low: int) -> None:
+        self.topic, self.first, self.low = topic, first, low
+        super().__init__(f"redo entries {topic}[0]@{first}..{low - 1} were deleted by retention before they were read",
+                         fix="rebuild the standby: 'ark resync STANDBY'; raise the redo topic's retention")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +95,10 @@ class RedoReader(ABC):
 
     @abstractmethod
     def poll(self, timeout: float) -> RedoRecord | EndOfLog | None:
-        """The next committed record, :class:`EndOfLog` when there is none now, or None after ``timeout``."""
+        """The next committed record, :class:`EndOfLog` when there is none now, or None after ``timeout``.
+
+        Raises :class:`RedoRangeDeleted` when the next offset to read is no longer retained: a reader never
+        moves on to the oldest retained offset by itself."""
 
     @abstractmethod
     def pause(self) -> None:
@@ -94,6 +111,15 @@ class RedoReader(ABC):
     @abstractmethod
     def watermarks(self) -> tuple[int, int]:
         """(low, high): the first retained offset and the end of what is committed."""
+
+    def end_hint(self) -> int:
+        """The end of the log as the reader last saw it (may lag a little; for lag reports, never for
+        decisions). By default the live end."""
+        return self.watermarks()[1]
+
+    def low_watermark(self) -> int:
+        """The first retained offset as of the last fetch or later (cheap: called at every hole in the offsets)."""
+        return self.watermarks()[0]
 
     def report(self, next_offset: int) -> None:  # noqa: B027 - an optional hook
         """Tell lag tools how far the standby has applied (informational; the state row is the truth)."""

@@ -24,7 +24,7 @@ from common.kafka import (
     unavailable,
     watermarks,
 )
-from common.redo import EndOfLog, RedoLog, RedoReader, RedoRecord, RedoWriter
+from common.redo import EndOfLog, RedoLog, RedoRangeDeleted, RedoReader, RedoRecord, RedoWriter
 from common.settings import KafkaSettings
 from schemas.topics import capture_transactional_id, quarantine_topic, redo_topic
 
@@ -140,11 +140,15 @@ class KafkaReader(RedoReader):
 
     def __init__(self, settings: KafkaSettings, group: str, name: str) -> None:
         self.topic = redo_topic(group)
-        self._consumer = make_consumer(settings, group_id=f"ark-apply-{group}-{name}")
+        # 'error': an offset that retention deleted is reported, never replaced by the oldest one retained.
+        self._consumer = make_consumer(settings, group_id=f"ark-apply-{group}-{name}",
+                                       **{"auto.offset.reset": "error"})
         self._tp = TopicPartition(self.topic, 0)
         self._assigned = False
+        self._position = 0  # the next offset this reader asked for
 
     def seek(self, offset: int) -> None:
+        self._position = offset
         if not self._assigned:
             self._consumer.assign([TopicPartition(self.topic, 0, offset)])
             self._assigned = True
@@ -158,20 +162,43 @@ class KafkaReader(RedoReader):
         error = msg.error()
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
-                return EndOfLog(msg.offset() or 0)
+                self._position = msg.offset() or 0
+                return EndOfLog(self._position)
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                low = self.watermarks()[0]
+                raise RedoRangeDeleted(self.topic, self._position, max(low, self._position + 1))
             log.warning("redo topic: %s", error)
             return None
-        return _record(msg)
+        rec = _record(msg)
+        self._position = rec.offset + 1
+        return rec
 
     def pause(self) -> None:
         self._consumer.pause([self._tp])  # drops the prefetched backlog: nothing is spooled
 
     def resume(self, offset: int) -> None:
+        self._position = offset
         self._consumer.resume([self._tp])
         self._consumer.seek(TopicPartition(self.topic, 0, offset))
 
     def watermarks(self) -> tuple[int, int]:
         return watermarks(self._consumer, self.topic, 0, timeout=2.0)
+
+    def end_hint(self) -> int:
+        # The end offset each fetch response carries: no round trip to a busy broker from the apply loop.
+        try:
+            _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        except KafkaException:
+            high = -1
+        return int(high) if high is not None and high >= 0 else self.watermarks()[1]
+
+    def low_watermark(self) -> int:
+        """The log start offset the broker sent with its last fetch response (no request), else asked for."""
+        try:
+            low, _high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        except KafkaException:
+            low = -1
+        return int(low) if low is not None and low >= 0 else self.watermarks()[0]
 
     def report(self, next_offset: int) -> None:
         try:
@@ -208,7 +235,7 @@ class KafkaRedoLog(RedoLog):
             consumer.close()
 
     def read_range(self, start: int, stop: int) -> Iterator[RedoRecord]:
-        consumer = make_consumer(self.settings, group_id="ark-inspect")
+        consumer = make_consumer(self.settings, group_id="ark-inspect", **{"auto.offset.reset": "error"})
         try:
             for msg in read_range(consumer, self.topic, start, stop):
                 yield _record(msg)

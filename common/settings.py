@@ -62,6 +62,9 @@ class DatabaseSettings(Frozen):
     user: str
     password: SecretRef | None = None
     connect_timeout_s: int = Field(default=10, ge=1)
+    server_log: str | None = Field(default=None, description="the database server's log file on this host: its "
+                                   "PANIC/FATAL/ERROR lines are counted and shown (the console, ark report, /metrics); "
+                                   "default: what the server says when it runs here (PostgreSQL: pg_current_logfile())")
 
     def describe(self) -> str:
         """Where this database is, for messages (never includes the password)."""

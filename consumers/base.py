@@ -79,6 +79,12 @@ class Applier(ABC):
     """
 
     engine: str = "?"
+    #: False when the engine's DDL commits by itself (MariaDB, MySQL, Oracle): the apply session then
+    #: commits everything before a shape change (with its state row) before :meth:`apply_table_meta`, and
+    #: before a transaction of several chunks starts (a shape may change between its chunks); the applier
+    #: runs its DDL beside the target transaction and adapts tables idempotently (from the standby's
+    #: catalog, not from ``previous``), since a crash may replay a shape that is already in force.
+    transactional_ddl: bool = True
 
     @abstractmethod
     def check_prerequisites(self) -> list[Problem]:
@@ -152,8 +158,14 @@ class Applier(ABC):
         return False
 
     @abstractmethod
-    def save_state(self, state: ApplyState) -> None:
-        """Write the state row (same transaction)."""
+    def save_state(self, state: ApplyState, previous: ApplyState | None = None) -> None:
+        """Write the state row (same transaction). With ``previous``, a compare-and-set: the row must still
+        hold ``previous``'s ``next_offset`` and epoch, else :class:`consumers.errors.StateMoved` (rolled back),
+        so an applier that lost its lock never moves the state backwards."""
+
+    def lock_standby(self, group: str, standby: str) -> None:  # noqa: B027 - optional: engines without locks
+        """Hold the standby for this applier as long as this instance lives (one applier per standby), or raise
+        :class:`consumers.errors.ApplierRunning` naming the holder."""
 
     # -- table-level resync ----------------------------------------------------------------------
     @abstractmethod

@@ -59,9 +59,25 @@ class SchemaChangeFailed(ApplyError):
         super().__init__(message, fix=fix)
 
 
+class ApplierRunning(ApplyError):
+    """Another applier holds this standby (one applier per standby): this one exits without writing."""
+
+    exit_code = ExitCode.APPLIER_RUNNING
+
+
+class StateMoved(ApplyError):
+    """The state row is no longer the one this applier read: someone else wrote it (compare-and-set failed).
+
+    Nothing of the open transaction is committed; the runner starts a new session, which reads the state
+    again under the standby's lock (or exits with :class:`ApplierRunning` when another applier holds it).
+    """
+
+    exit_code = ExitCode.APPLIER_RUNNING
+
+
 class StaleEpochError(ApplyError):
     """An entry from an older epoch than the newest marker seen: it is rejected (fencing)."""
 
 
-__all__ = ["ApplyError", "DataApplyError", "SchemaChangeFailed", "StaleEpochError", "TableNeedsResync", "TargetError",
-           "TransientApplyError"]
+__all__ = ["ApplierRunning", "ApplyError", "DataApplyError", "SchemaChangeFailed", "StaleEpochError", "StateMoved",
+           "TableNeedsResync", "TargetError", "TransientApplyError"]

@@ -19,14 +19,22 @@ from typing import Any
 from common.agent import AgentBody, Retry
 from common.config import ArkConfig, StandbySettings
 from common.control import ControlChannel, ControlRecord, current_delay, is_paused
-from common.errors import ArkError, ConfigError, TargetError
+from common.errors import ArkError, ConfigError, PrerequisiteError, TargetError
 from common.exit_codes import ExitCode
 from common.guard import GuardRefusal, Situation, first_refusal, recorded_identities
 from common.identity import DatabaseIdentity
 from common.redo import RedoLog
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState
-from consumers.errors import DataApplyError, SchemaChangeFailed, TableNeedsResync, TransientApplyError
+from consumers.continuity import ContinuousReader
+from consumers.errors import (
+    ApplierRunning,
+    DataApplyError,
+    SchemaChangeFailed,
+    StateMoved,
+    TableNeedsResync,
+    TransientApplyError,
+)
 from consumers.gaps import SourceGap, SourceGaps
 from consumers.gate import BatchLimits, lag_seconds
 from consumers.hold import VerifyHold
@@ -49,7 +57,7 @@ class NotSynced(ArkError):
 
 #: Errors that stop the standby unless :meth:`ApplyRunner.recover` finds a way on (a table resync, ...).
 _STOPPING = (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap, RetransmitFailed,
-             SourceGap, GuardRefusal, SchemaChangeFailed)
+             SourceGap, GuardRefusal, ApplierRunning, PrerequisiteError, SchemaChangeFailed)
 
 
 class ApplyRunner(AgentBody):
@@ -83,7 +91,8 @@ class ApplyRunner(AgentBody):
         self.hold = VerifyHold(None, standby.name)  # ark verify (consumers/hold.py)
         self.resyncs = TableResyncs(cfg, standby, applier_factory, redo,  # consumers/table_resync.py
                                     committed=lambda: self.applied.next_offset if self.applied else -1,
-                                    source=source)
+                                    source=source,
+                                    applied_key=lambda: self.applied.position_key if self.applied else b"")
         self.gaps = SourceGaps(standby.name)  # accepted holes in the source's log (consumers/gaps.py)
         self.hooks: list[ApplyHook] = [self.gaps, self.retransmits, self.hold, self.resyncs]
 
@@ -137,6 +146,7 @@ class ApplyRunner(AgentBody):
                 recorded=recorded_identities(self._identity_records), primary=self._primary_identity(),
                 primary_name=self.cfg.primary.name, chain=self.standby.chain,
                 config_path=str(self.cfg.source_path or "the config")))
+            applier.lock_standby(self.cfg.group, self.standby.name)  # one applier per standby, for its whole life
             state = applier.load_state(self.cfg.group, self.standby.name)
             if state is None:
                 raise NotSynced(f"standby {self.standby.name} has never been synced for group {self.cfg.group}",
@@ -149,7 +159,9 @@ class ApplyRunner(AgentBody):
             metas = applier.load_table_metas(self.cfg.group)
             self.resyncs.attach(applier, metas)
             check_retention(self.redo, self.standby.name, state)
-            reader = self.redo.reader(self.standby.name)
+            # Every read is checked for a hole that retention made (consumers/continuity.py).
+            reader = ContinuousReader(self.redo.reader(self.standby.name), standby=self.standby.name,
+                                      topic=self.redo.topic, applied=lambda: self.applied or state)
             reader.seek(state.next_offset)
             self.state, self.message = "running", ""
             ApplySession(self, applier, reader, channel, metas, state).loop()
@@ -173,6 +185,9 @@ class ApplyRunner(AgentBody):
     def recover(self, exc: Exception) -> Retry | Exception:
         """Retry now when a failed session may go on (a table resync, the failing transaction looked for),
         later for transient failures; else the error to stop with (policy ``on_data_error``)."""
+        if isinstance(exc, StateMoved):
+            log.warning("%s; reading the state again", exc.message)
+            return Retry.NOW  # a new session takes the lock again (or exits: another applier holds it)
         if isinstance(exc, TableNeedsResync):
             if not self.resyncs.may_resync(exc.table, self.applied):
                 return exc  # the same table again from the same offset: stop rather than loop

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from common import monitor
 from common.control import ControlChannel
 from common.errors import ArkError
 from common.redo import EndOfLog, RedoReader, RedoRecord
@@ -22,7 +23,7 @@ from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
 from consumers.schema_change import Applied, apply_change
 from schemas import envelope, positions
-from schemas.entries import REDO_SCHEMA, EpochMarker, RowChange, SchemaChange, TableMeta, TxnChunk, from_record
+from schemas.entries import REDO_SCHEMA, EpochMarker, Op, RowChange, SchemaChange, TableMeta, TxnChunk, from_record
 from schemas.errors import CorruptEntry
 
 if TYPE_CHECKING:
@@ -42,12 +43,13 @@ class Stopped(Exception):
 class _Entry:
     """A verified, decoded redo entry (decoded once, even when held for the delay)."""
 
-    __slots__ = ("body", "epoch", "source_position")
+    __slots__ = ("body", "commit_time_us", "epoch", "source_position")
 
     def __init__(self, dec: envelope.Decoded) -> None:
         self.body = from_record(dec.record).body
         self.epoch = dec.epoch
         self.source_position = dec.source_position
+        self.commit_time_us = dec.commit_time_us  # the envelope's commit time: every kind of entry has one
 
 
 class ApplySession:
@@ -129,13 +131,23 @@ class ApplySession:
             self._handle(record.offset, dec)
 
     def _wait_for(self, dec: _Entry) -> float:
-        """Seconds until a decoded entry is due (0 for anything but the start of a new transaction)."""
+        """Seconds until a decoded entry is due: commit time + delay, for every kind of entry between two
+        transactions (a transaction's start, a table's shape, a checkpoint, and any kind added later), so that
+        nothing becomes visible on a delayed standby before its commit + D (guarantee 5). An entry the standby
+        has already applied (a re-read range) is due at once."""
         body = dec.body
-        if not isinstance(body, TxnChunk) or body.is_checkpoint or body.chunk_index != 0:
+        if isinstance(body, TxnChunk):
+            if body.chunk_index != 0:
+                return 0.0  # the rest of a transaction whose start was due
+            if self.pending.position_key and body.commit.key <= self.pending.position_key:
+                return 0.0
+            return wait_seconds(body.commit_time_us, self.r.delay, time.time())
+        if not self.r.delay or dec.commit_time_us <= 0:
             return 0.0
-        if self.pending.position_key and body.commit.key <= self.pending.position_key:
+        at = positions.parse_text(dec.source_position) if dec.source_position else None
+        if at is not None and self.pending.position_key and at.key <= self.pending.position_key:
             return 0.0
-        return wait_seconds(body.commit_time_us, self.r.delay, time.time())
+        return wait_seconds(dec.commit_time_us, self.r.delay, time.time())
 
     def _pause(self) -> None:
         if not self._paused:
@@ -168,7 +180,7 @@ class ApplySession:
         if now - self.last_watermark >= WATERMARK_POLL_S:
             self.last_watermark = now
             try:
-                self.r.end_offset = self.reader.watermarks()[1]
+                self.r.end_offset = self.reader.end_hint()
             except ArkError as exc:
                 log.debug("end offset not refreshed: %s", exc)
 
@@ -182,6 +194,7 @@ class ApplySession:
             return _Entry(self._verified(record))
         except CorruptEntry as first:
             # Read it again: the damage may have been in transit or in memory.
+            monitor.count("crc_failures")
             log.warning("%s; re-reading it", first)
             self.reader.seek(record.offset)
             again = self.reader.poll(10.0)
@@ -227,6 +240,11 @@ class ApplySession:
             return
         if previous is None or previous.version != meta.version:
             self._flush()  # rows before a shape change are applied with the old shape
+            if not self.applier.transactional_ddl:
+                # The engine's DDL commits by itself (it runs beside the target transaction): make what precedes
+                # it durable first, with its state row, so that no crash can leave older rows to be applied
+                # again on the new shape. Inside a multi-chunk transaction _commit waits; see _handle_chunk.
+                self._commit()
             self._begin()
             self.applier.apply_table_meta(self.r.cfg.group, meta, previous)
             self.metas[meta.table] = meta
@@ -267,6 +285,10 @@ class ApplySession:
                 if hook.blocks(chunk):  # e.g. ark verify: stop at this boundary (consumers/hold.py)
                     self._commit()
                     hook.before_txn(chunk, self.boundary)
+            if not chunk.last and not self.applier.transactional_ddl:
+                # A multi-chunk transaction may meet a shape change between its chunks, when no commit is
+                # possible: its target transaction must then hold nothing of earlier source transactions.
+                self._commit()
         elif chunk.commit.key != self.in_txn.commit.key or chunk.chunk_index != self.in_txn.chunk_index + 1:
             raise CorruptEntry(f"expected chunk {self.in_txn.chunk_index + 1} of transaction {self.in_txn.txn_id}, "
                                f"found chunk {chunk.chunk_index} of {chunk.txn_id}", topic=self.topic,
@@ -312,7 +334,8 @@ class ApplySession:
             return
         changes = self.buffer
         tables = {c.table for c in changes}
-        if len(tables) > 1 and self.applier.independent_tables(tables):
+        truncates = any(c.op is Op.TRUNCATE for c in changes)  # a TRUNCATE checks foreign keys even in a replica
+        if len(tables) > 1 and not truncates and self.applier.independent_tables(tables):
             order = {t: i for i, t in enumerate(dict.fromkeys(c.table for c in changes))}
             changes = sorted(changes, key=lambda c: order[c.table])
         first, last = self.buffer_from, self.buffer_to
@@ -355,7 +378,7 @@ class ApplySession:
             else:
                 return
         self._flush()
-        self.applier.save_state(self.pending)
+        self.applier.save_state(self.pending, previous=self.state)  # compare-and-set: never moves it backwards
         self.applier.commit()
         self.open = False
         self.state = self.pending

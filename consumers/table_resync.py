@@ -11,7 +11,10 @@ How one table T is resynced, and why nothing is lost or applied twice:
 3. **Remember what is skipped.** From then on, the loop records O_first: the offset of the
    first message with a T row that is not known to be in the copy (commit key > F, or F not known
    yet). Every T row after P is at or after O_first.
-4. **Swap** (still the background thread, its own standby transaction): T is emptied and refilled
+4. **Wait for the standby to reach P**: the copy stays staged until the loop has committed everything up
+   to F. On a delayed standby that is commit(P) + D, so T is never visible ahead of the other tables
+   (and never before commit + D); on a real-time standby it is at once.
+   **Swap** (still the background thread, its own standby transaction): T is emptied and refilled
    from the staging copy. The apply loop never touches T while it is ``resyncing``, so the swap,
    whose cost grows with T's size, does not pause the other tables (in the loop's transaction it
    stopped them for seconds per million rows). Readers of T wait for that one commit, then see T
@@ -108,8 +111,11 @@ class ResyncJob:
     def __init__(self, table: str, reason: str, request: str, factory: Callable[[], Applier],
                  group: str, decisions: _Decisions, *, source: SnapshotSource | None = None,
                  redo: RedoLog | None = None, seen_offset: int = -1,
-                 committed: Callable[[], int] = lambda: -1, after: ResyncJob | None = None) -> None:
+                 committed: Callable[[], int] = lambda: -1, after: ResyncJob | None = None,
+                 applied_key: Callable[[], bytes] | None = None) -> None:
         self.table = table
+        self._applied_key = applied_key  # the commit key the loop has committed (None: do not wait for it)
+        self.waiting = False  # staged, waiting for the standby to apply up to the copy's floor
         self._group = group
         self._source = source
         self._redo = redo
@@ -228,6 +234,7 @@ class ResyncJob:
                                                         staged.rows))
             if self._cancel.is_set():
                 return
+            self._await_floor()
             started = time.monotonic()
             applier.begin()
             applier.swap_in_table(self._group, staged)
@@ -252,6 +259,23 @@ class ResyncJob:
             self._decisions.publish(TableResyncProgress(self.table, self.request, "failed", error=self.error[:500]))
         finally:
             applier.close()
+
+    def _await_floor(self) -> None:
+        """Keep the copy staged until the loop has committed everything up to its floor F (step 4): a delayed
+        standby shows the table as of P only once it shows the other tables as of P too."""
+        floor, applied = self.floor, self._applied_key
+        if floor is None or applied is None or applied() >= floor.key:
+            return
+        log.info("resync of %s: copy staged; it becomes visible when the standby has applied up to %s (its delay)",
+                 self.table, floor.text)
+        self.waiting = True
+        try:
+            while applied() < floor.key:
+                if self._cancel.is_set():
+                    raise _Cancelled
+                time.sleep(0.2)
+        finally:
+            self.waiting = False
 
     def _catch_up(self, applier: Applier, staged: StagedTable) -> None:
         """Replay, here, the T rows the loop has already committed past: the loop is left a short tail.
@@ -285,6 +309,9 @@ class ResyncJob:
             return (f"{self.table} resyncing: {self.staged.rows} rows swapped in from {self.staged.position.text}, "
                     f"{self.replay.rows if self.replay else 0} re-applied, waiting for apply to reach that point")
         at = f", snapshot at {self.position.text}" if self.position else ""
+        if self.waiting:
+            return (f"{self.table} resyncing: {self.rows} rows staged{at}, visible when the standby has applied up to "
+                    "that point (its delay)")
         return f"{self.table} resyncing: copying{at}, {self.rows} rows so far"
 
 
@@ -380,8 +407,10 @@ class TableResyncs(ApplyHook):
     """The apply runner's table resyncs: lives as long as the runner, across session restarts."""
 
     def __init__(self, cfg: ArkConfig, standby: StandbySettings, factory: Callable[[], Applier], redo: RedoLog,
-                 committed: Callable[[], int] = lambda: -1, source: SnapshotSource | None = None) -> None:
+                 committed: Callable[[], int] = lambda: -1, source: SnapshotSource | None = None,
+                 applied_key: Callable[[], bytes] | None = None) -> None:
         self.cfg = cfg
+        self._applied_key = applied_key
         self._source = source
         self._committed = committed
         self.standby = standby.name
@@ -526,7 +555,8 @@ class TableResyncs(ApplyHook):
 
     def _job(self, table: str, reason: str, request: str, after: ResyncJob | None = None) -> ResyncJob:
         return ResyncJob(table, reason, request, self._factory, self.cfg.group, self._decisions, source=self._source,
-                         redo=self.redo, seen_offset=self._high, committed=self._committed, after=after)
+                         redo=self.redo, seen_offset=self._high, committed=self._committed, after=after,
+                         applied_key=self._applied_key)
 
     def _start(self, table: str, reason: str, request: str) -> None:
         old = self.jobs.get(table)

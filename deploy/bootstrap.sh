@@ -3,7 +3,7 @@
 #
 #   deploy/bootstrap.sh            # from anywhere; works on the repository this script lives in
 #
-# 1. apt: postgresql (15) + postgresql-contrib, openjdk-17-jre-headless, maven, rsync, iproute2, acl, attr,
+# 1. apt: postgresql (15) + postgresql-contrib, mariadb-server (10.11; no service is started), openjdk-17-jre-headless, maven, rsync, iproute2, acl, attr,
 #    python3-venv. `apt-get update` runs once, and only when something is missing.
 # 2. The repo-local venv .venv, with `pip install -e '.[all]'` only when pyproject.toml changed
 #    (a stamp file in .venv remembers its hash).
@@ -17,7 +17,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.ark-pyproject.sha256"
-APT_PACKAGES=(postgresql postgresql-contrib openjdk-17-jre-headless maven rsync iproute2 python3-venv acl attr)
+# chromium (headless) renders 'ark report --html' to a PNG in a test (tests/integration/test_report_live.py).
+APT_PACKAGES=(postgresql postgresql-contrib mariadb-server mariadb-client openjdk-17-jre-headless maven rsync iproute2
+              python3-venv acl attr chromium fonts-liberation)
 
 step() { printf '[bootstrap] %s\n' "$*"; }
 
@@ -79,4 +81,5 @@ fi
 
 # -- 3. Kafka jars -------------------------------------------------------------------------------
 step "kafka: jars in $(cd "$REPO" && "$VENV/bin/python" -m deploy.kafka fetch)"
+step "kafka tools: jars in $(cd "$REPO" && "$VENV/bin/python" -m deploy.kafka fetch-tools)"
 step "done"

@@ -5,7 +5,11 @@ A broker lives in a *home* directory holding its server.properties, cluster id, 
 logs (``logs/``), console output (``broker.out``) and pid file (``broker.pid``). Data survive
 ``kill -9`` and restarts with the same home.
 
-Manual use: ``python -m deploy.kafka fetch|start|stop|status --home DIR --port N``.
+Kafka's own command-line tools (``kafka-consumer-groups.sh`` and friends) come from the ``kafka-tools``
+artifact, fetched once into ``.../kafka-<version>/tools`` (:func:`ensure_tools_jars`) and run with
+:func:`kafka_tool`; ``deploy/kafka-consumer-groups.sh`` is the script form.
+
+Manual use: ``python -m deploy.kafka fetch|fetch-tools|start|stop|status --home DIR --port N``.
 """
 
 from __future__ import annotations
@@ -25,13 +29,19 @@ from typing import Any
 
 from deploy._proc import alive, kill_quietly, proc_state, read_pid, tail, wait_dead, wait_stopped
 
-__all__ = ["KAFKA_VERSION", "LOG4J_VERSION", "KafkaBroker", "cache_dir", "ensure_jars"]
+__all__ = ["KAFKA_VERSION", "LOG4J_VERSION", "KafkaBroker", "cache_dir", "ensure_jars", "ensure_tools_jars",
+           "kafka_tool"]
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
 _ASSETS = Path(__file__).with_name("kafka")
 _DEP_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
 _MARKER_JAR = f"kafka_2.13-{KAFKA_VERSION}.jar"
+_TOOLS_MARKER_JAR = f"kafka-tools-{KAFKA_VERSION}.jar"
+#: Kafka's tools by their script names (bin/<name>.sh in a Kafka distribution).
+TOOLS = {"kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+         "kafka-topics": "org.apache.kafka.tools.TopicCommand",
+         "kafka-configs": "org.apache.kafka.tools.ConfigCommand"}
 
 _SERVER_PROPERTIES = """\
 # Written by deploy/kafka.py on every start; edits are overwritten.
@@ -78,33 +88,51 @@ def ensure_jars() -> Path:
     Maven downloads into a temporary directory that is renamed into place, so a half-finished
     fetch never looks complete. Raises RuntimeError with the tail of Maven's output on failure.
     """
+    return _fetch("pom.xml", "libs", _MARKER_JAR)
+
+
+def ensure_tools_jars() -> Path:
+    """Fetch Kafka's command-line tools once (``kafka-tools`` and its dependencies) and return their dir."""
+    return _fetch("tools-pom.xml", "tools", _TOOLS_MARKER_JAR)
+
+
+def _fetch(pom_name: str, dirname: str, marker: str) -> Path:
     base = cache_dir()
-    libs = base / "libs"
-    if (libs / _MARKER_JAR).is_file():
+    libs = base / dirname
+    if (libs / marker).is_file():
         return libs
     base.mkdir(parents=True, exist_ok=True)
-    pom = (_ASSETS / "pom.xml").read_text()
+    pom = (_ASSETS / pom_name).read_text()
     pom = pom.replace("@KAFKA_VERSION@", KAFKA_VERSION).replace("@LOG4J_VERSION@", LOG4J_VERSION)
-    (base / "pom.xml").write_text(pom)
+    (base / pom_name).write_text(pom)
     if shutil.which("mvn") is None:
         raise RuntimeError("mvn not found on PATH: install maven (deploy/bootstrap.sh does)")
-    tmp = base / f"libs.tmp-{os.getpid()}"
+    tmp = base / f"{dirname}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = ["mvn", "-B", "-q", "-f", str(base / "pom.xml"), _DEP_PLUGIN,
+    cmd = ["mvn", "-B", "-q", "-f", str(base / pom_name), _DEP_PLUGIN,
            "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
     res = subprocess.run(cmd, cwd=base, capture_output=True, text=True, check=False)
-    if res.returncode != 0 or not (tmp / _MARKER_JAR).is_file():
+    if res.returncode != 0 or not (tmp / marker).is_file():
         shutil.rmtree(tmp, ignore_errors=True)
         out = "\n".join((res.stdout + res.stderr).splitlines()[-40:])
-        raise RuntimeError(f"fetching Kafka {KAFKA_VERSION} jars failed (mvn exit {res.returncode}):\n{out}")
+        raise RuntimeError(f"fetching Kafka {KAFKA_VERSION} {dirname} jars failed (mvn exit {res.returncode}):\n{out}")
     try:
         tmp.rename(libs)
-    except OSError:  # another process won the race, or a stale incomplete libs dir is in the way
-        if not (libs / _MARKER_JAR).is_file():
+    except OSError:  # another process won the race, or a stale incomplete dir is in the way
+        if not (libs / marker).is_file():
             shutil.rmtree(libs, ignore_errors=True)
             tmp.rename(libs)
     shutil.rmtree(tmp, ignore_errors=True)
     return libs
+
+
+def kafka_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one of Kafka's own tools (``kafka-consumer-groups`` ...) from the cached jars; output captured."""
+    main_class = TOOLS.get(tool.removesuffix(".sh"), tool)
+    libs = ensure_tools_jars()
+    cmd = ["java", "-Xms64m", "-Xmx256m", "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={_ASSETS / 'log4j2-tools.properties'}", "-cp", f"{libs}/*", main_class, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _random_cluster_id() -> str:
@@ -282,7 +310,7 @@ class KafkaBroker:
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``fetch`` the jars, or ``start``/``stop``/``status`` a broker in ``--home``."""
     parser = argparse.ArgumentParser(prog="python -m deploy.kafka", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    parser.add_argument("action", choices=["fetch", "fetch-tools", "start", "stop", "status"])
     parser.add_argument("--home", type=Path, default=cache_dir().parent / "broker")
     parser.add_argument("--port", type=int, default=9092)
     parser.add_argument("--controller-port", type=int, default=None, help="default: port + 1")
@@ -290,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "fetch":
         print(ensure_jars())
+        return 0
+    if args.action == "fetch-tools":
+        print(ensure_tools_jars())
         return 0
     broker = KafkaBroker(args.home, args.port, args.controller_port or args.port + 1)
     if args.action == "start":

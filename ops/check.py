@@ -52,6 +52,7 @@ def collect(cfg: ArkConfig) -> list[Finding]:
         findings.extend(_protection(cfg))
     except ArkError as exc:
         findings.append(Finding(f"primary {cfg.primary.name}", False, exc.message, exc.fix))
+    findings.extend(_source_log(cfg))
     findings.extend(_identities(cfg))
     for standby in cfg.standbys:
         try:
@@ -75,6 +76,18 @@ def _protection(cfg: ArkConfig) -> list[Finding]:
     if not found:
         return [Finding("protection", True, "every table of primary.tables is fully protected; DDL is followed")]
     return [Finding("protection", False, p.what, p.fix, fatal=False) for p in found]
+
+
+def _source_log(cfg: ArkConfig) -> list[Finding]:
+    """The log the primary holds back for Ark (the slot's WAL, its bound, the free disk under it)."""
+    try:
+        with contextlib.closing(capture_factory(cfg)()) as capture:
+            text, problems = capture.log_report()
+    except ArkError:
+        return []  # unreachable: the prerequisite check reports it
+    subject = f"primary {cfg.primary.name} log"
+    out = [Finding(subject, True, text)] if text else []
+    return out + [Finding(subject, False, p.what, p.fix, p.fatal) for p in problems]
 
 
 def _identities(cfg: ArkConfig) -> list[Finding]:

@@ -13,7 +13,7 @@ import click
 from common.errors import ArkError
 from common.exit_codes import ExitCode
 from common.logs import setup_logging
-from ops.context import CliContext, console, report_error
+from ops.context import CliContext, console, metrics_options, report_error
 
 pass_ctx = click.make_pass_decorator(CliContext)
 
@@ -47,6 +47,8 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark capture              run the capture of the primary (one per group)
       ark apply STANDBY        run the applier of one standby
       ark status               applied position, lag and delay per standby
+      ark console              the operations console (terminal UI): watch and act on the group
+      ark report               statistics per hour and table (--html with charts, --json, --csv)
 
     \b
     Integrity and healing:
@@ -123,8 +125,9 @@ def check(obj: CliContext) -> None:
 @click.option("--accept-gap", is_flag=True,
               help="The source lost part of its log (slot recreated): record the gap on the control topic and "
                    "resume past it. Every standby then stops at the gap until 'ark resync' rebuilds it.")
+@metrics_options
 @pass_ctx
-def capture(obj: CliContext, accept_gap: bool) -> None:
+def capture(obj: CliContext, accept_gap: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the capture of the primary: its log → the group's redo topic (runs until stopped).
 
     It first sets up the primary and prints what it did to which tables: the DDL hook (event triggers in schema
@@ -159,14 +162,15 @@ def capture(obj: CliContext, accept_gap: bool) -> None:
                 click.echo(record_gap(channel, probe, find_resume_point(redo)))
             finally:
                 channel.close()
-    _run_until_signal(agent_on_kafka(cfg, CaptureRunner(cfg, factory, redo),
-                                     interval=cfg.capture.heartbeat_interval_s))
+    _run_until_signal(agent_on_kafka(cfg, CaptureRunner(cfg, factory, redo), interval=cfg.capture.heartbeat_interval_s,
+                                     metrics_port=metrics_port, metrics_host=metrics_host))
 
 
 @cli.command()
 @click.argument("standby")
+@metrics_options
 @pass_ctx
-def apply(obj: CliContext, standby: str) -> None:
+def apply(obj: CliContext, standby: str, metrics_port: int | None, metrics_host: str) -> None:
     """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped)."""
     from common.heartbeat import agent_on_kafka
     from common.redo_kafka import KafkaRedoLog
@@ -178,7 +182,7 @@ def apply(obj: CliContext, standby: str) -> None:
     cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
     runner = ApplyRunner(cfg, settings, applier_factory(settings), KafkaRedoLog(cfg.kafka, cfg.group),
                          snapshot_source(cfg.primary))
-    _run_until_signal(agent_on_kafka(cfg, runner))
+    _run_until_signal(agent_on_kafka(cfg, runner, metrics_port=metrics_port, metrics_host=metrics_host))
 
 
 @cli.command()
@@ -220,34 +224,96 @@ def status(obj: CliContext, as_json: bool, watch: float | None) -> None:
     show_status(obj.config(), as_json=as_json, watch=watch)
 
 
-def _publish(cfg: Any, body: Any, target: str) -> str:
-    """Write one signed intent on the group's control channel; returns its request id."""
-    from common.control import ControlChannel
+@cli.command("console")
+@click.option("--refresh", type=click.FloatRange(min=0.5), default=2.0, show_default=True, metavar="SECONDS",
+              help="Read what is new every SECONDS.")
+@pass_ctx
+def console_cmd(obj: CliContext, refresh: float) -> None:
+    """The operations console (a terminal UI; works over SSH in 80x24 and grows with the terminal).
 
-    channel = ControlChannel.for_config(cfg, start=None)
-    try:
-        return channel.publish(body, target)
-    finally:
-        channel.close()
+    \b
+    Tabs: 1 Group (topology, standbys with lag/rate sparklines, the capture), 2 Agents (heartbeats,
+    health, host and database facts, processes, server-log alerts), 3 Events (quarantines,
+    retransmissions, resyncs, gaps, intents, alerts).
+    Actions on the selected standby, each confirmed first and written as a signed intent, like the
+    CLI's: d delay, p pause, r resume, t resync a table, v verify. q quits.
+    It reads only Kafka (heartbeat and control topics) and, when reachable, the databases; with a
+    database or the broker down it keeps running and says what it cannot see. Its own log goes to
+    ~/.local/state/ark/console-GROUP.log ($XDG_STATE_HOME/ark/...).
+    """
+    from ops.console.app import run_console
+
+    cfg = obj.config()
+    cfg.control_key_bytes()  # heartbeats are verified with the group's key: a missing key fails here
+    run_console(cfg, refresh_s=refresh)
 
 
-def _target(obj: CliContext, standby: str) -> str:
-    """The control-record target of a standby argument: '' for 'all', else a validated standby name."""
-    return "" if standby == "all" else obj.config().standby(standby).name
+@cli.command()
+@click.option("--since", default="24h", show_default=True, metavar="DURATION",
+              help="The window: the last 30m, 6h, 24h, 7d... (heartbeats are kept one day).")
+@click.option("--html", "html_file", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Write the report as one HTML page with charts (self-contained: mail it, open it anywhere).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report document as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: a row per hour (total), per hour and table, per "
+              "hour and standby.")
+@click.option("--every", default=None, metavar="DURATION", help="Run as a scheduled job: write a report every "
+              "DURATION (e.g. 1d) into --to DIR, as HTML and JSON.")
+@click.option("--to", "to_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Where --every writes its reports.")
+@pass_ctx
+def report(obj: CliContext, since: str, html_file: Path | None, as_json: bool, as_csv: bool, every: str | None,
+           to_dir: Path | None) -> None:
+    """Replication statistics per hour and per table, from Kafka.
+
+    \b
+    Transactions, rows and bytes per hour and table (from the redo topic itself), per standby the lag
+    percentiles, apply rate, delay in force and time in error (from the heartbeats), quarantines,
+    retransmissions, resyncs, gaps and operators' intents (from the control topic), and the archive's
+    (redo topic's) size and the commit times it spans. Without --html/--json/--csv: a summary.
+    """
+    from ops.context import err_console
+    from ops.purge import parse_duration
+    from ops.report import run_every, write_report
+
+    cfg = obj.config()
+    window = parse_duration(since)
+    if sum(map(bool, (html_file, as_json, as_csv))) > 1:
+        raise ArkError("give one of --html, --json, --csv", fix="run the command once per format")
+    progress = (lambda text: err_console.print(text, soft_wrap=True)) if sys.stderr.isatty() else None
+    if every is not None:
+        if to_dir is None:
+            raise ArkError("--every needs --to DIR", fix="ark report --every 1d --to /var/lib/ark/reports")
+        run_every(cfg, since_s=window, every=every, to_dir=to_dir, progress=progress)
+        return
+    fmt = "html" if html_file else "json" if as_json else "csv" if as_csv else "text"
+    text = write_report(cfg, since_s=window, fmt=fmt, path=html_file, progress=progress)
+    if html_file is not None:
+        console.print(f"wrote {html_file}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 @cli.command()
 @click.argument("standby")
 @click.argument("seconds", type=float)
+@click.option("--force", is_flag=True, help="Set it even when the redo topic's retention cannot hold the delay plus "
+              "the margin (a warning is printed; the standby stops, exit 13, if retention deletes what it needs).")
 @pass_ctx
-def delay(obj: CliContext, standby: str, seconds: float) -> None:
-    """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards."""
-    from schemas.control import SetDelay
+def delay(obj: CliContext, standby: str, seconds: float, force: bool) -> None:
+    """Set the apply delay of STANDBY (or 'all') to SECONDS, at run time, even backwards.
+
+    Refused (exit 2) when the redo topic's retention is shorter than the delay plus
+    kafka.retention_margin_hours: retention would delete entries before the standby applies them.
+    """
+    from ops import intents
 
     cfg = obj.config()
-    if seconds < 0:
-        raise ArkError("a delay cannot be negative", fix="give 0 for real time")
-    _publish(cfg, SetDelay(seconds), _target(obj, standby))
+    intents.target_of(cfg, standby)  # an unknown standby fails before Kafka is asked
+    warning = intents.check_delay(cfg, seconds, force=force)
+    if warning is not None:
+        console.print(f"[yellow]warning:[/] {warning}")
+    with intents.control_channel(cfg) as channel:
+        intents.set_delay(channel, cfg, standby, seconds)
     console.print(f"delay of {standby} set to {seconds:g} s (the applier picks it up within a second)")
 
 
@@ -256,10 +322,11 @@ def delay(obj: CliContext, standby: str, seconds: float) -> None:
 @pass_ctx
 def pause(obj: CliContext, standby: str) -> None:
     """Pause apply on STANDBY (or 'all'); entries wait in Kafka."""
-    from schemas.control import Pause
+    from ops import intents
 
     cfg = obj.config()
-    _publish(cfg, Pause(), _target(obj, standby))
+    with intents.control_channel(cfg) as channel:
+        intents.pause(channel, cfg, standby)
     console.print(f"pause of {standby} requested")
 
 
@@ -268,10 +335,11 @@ def pause(obj: CliContext, standby: str) -> None:
 @pass_ctx
 def resume(obj: CliContext, standby: str) -> None:
     """Resume apply on STANDBY (or 'all')."""
-    from schemas.control import Resume
+    from ops import intents
 
     cfg = obj.config()
-    _publish(cfg, Resume(), _target(obj, standby))
+    with intents.control_channel(cfg) as channel:
+        intents.resume(channel, cfg, standby)
     console.print(f"resume of {standby} requested")
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import click
 from rich.console import Console
 from rich.markup import escape
 
@@ -16,6 +18,15 @@ DEFAULT_CONFIG = "ark.yaml"
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+def metrics_options(fn: Any) -> Any:
+    """``--metrics-port`` and ``--metrics-host`` of every agent command (Prometheus /metrics)."""
+    fn = click.option("--metrics-host", default="0.0.0.0", show_default=True, metavar="ADDR",
+                      help="Address /metrics listens on.")(fn)
+    return click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+                        help="Serve Prometheus /metrics on PORT (lag, rates, positions, health, host and database "
+                             "facts; one port per agent on a host).")(fn)
 
 
 @dataclass

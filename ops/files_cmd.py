@@ -35,6 +35,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from common.config import ArkConfig, load_config
+from ops.context import metrics_options
 
 console = Console(stderr=True)
 
@@ -50,14 +51,15 @@ def _config(ctx: click.Context, path: Path | None) -> ArkConfig:
 
 
 def _run_agent(cfg: ArkConfig, file_set: str, role: str, run: Callable[[threading.Event], None],
-               target: str = "") -> None:
+               target: str = "", metrics: tuple[int | None, str] = (None, "0.0.0.0")) -> None:
     """Run one role of a file set as a supervised agent with heartbeats; SIGTERM/SIGINT stop it."""
     from common.heartbeat import agent_on_kafka
     from filesync.agent import FilesAgent
     from filesync.service import file_set as check_set
 
     check_set(cfg, file_set)  # an unknown set fails at once, with the known ones
-    agent = agent_on_kafka(cfg, FilesAgent(cfg, file_set, role, run, target))
+    agent = agent_on_kafka(cfg, FilesAgent(cfg, file_set, role, run, target), metrics_port=metrics[0],
+                           metrics_host=metrics[1])
     stop = _stop_on_signal()
 
     def relay() -> None:
@@ -124,39 +126,48 @@ def sync_cmd(ctx: click.Context, file_set: str, config_path: Path | None, timeou
 @files.command("watch")
 @click.argument("file_set")
 @config_option
+@metrics_options
 @click.pass_context
-def watch_cmd(ctx: click.Context, file_set: str, config_path: Path | None) -> None:
+def watch_cmd(ctx: click.Context, file_set: str, config_path: Path | None, metrics_port: int | None,
+              metrics_host: str) -> None:
     """Keep SET in sync in real time (inotify, debounced) and on its schedule, until Ctrl-C."""
     from filesync import service
 
     cfg = _config(ctx, config_path)
     console.print(f"watching {cfg.files[file_set].source.path if file_set in cfg.files else file_set} (Ctrl-C stops)")
-    _run_agent(cfg, file_set, "sender", lambda stop: service.serve(cfg, file_set, stop, watch=True))
+    _run_agent(cfg, file_set, "sender", lambda stop: service.serve(cfg, file_set, stop, watch=True),
+               metrics=(metrics_port, metrics_host))
 
 
 @files.command("send")
 @click.argument("file_set")
 @config_option
+@metrics_options
 @click.pass_context
-def send_cmd(ctx: click.Context, file_set: str, config_path: Path | None) -> None:
+def send_cmd(ctx: click.Context, file_set: str, config_path: Path | None, metrics_port: int | None,
+             metrics_host: str) -> None:
     """Run the sender of SET (schedule, and watching when the set has watch: true) until stopped."""
     from filesync import service
 
     cfg = _config(ctx, config_path)
-    _run_agent(cfg, file_set, "sender", lambda stop: service.serve(cfg, file_set, stop, local_targets=False))
+    _run_agent(cfg, file_set, "sender", lambda stop: service.serve(cfg, file_set, stop, local_targets=False),
+               metrics=(metrics_port, metrics_host))
 
 
 @files.command("receive")
 @click.argument("file_set")
 @click.option("--target", "target", required=True, help="Which of the set's targets this host is.")
 @config_option
+@metrics_options
 @click.pass_context
-def receive_cmd(ctx: click.Context, file_set: str, target: str, config_path: Path | None) -> None:
+def receive_cmd(ctx: click.Context, file_set: str, target: str, config_path: Path | None, metrics_port: int | None,
+                metrics_host: str) -> None:
     """Run the receiver of one target of SET until stopped."""
     from filesync import service
 
     cfg = _config(ctx, config_path)
-    _run_agent(cfg, file_set, "receiver", lambda stop: service.receive(cfg, file_set, target, stop), target)
+    _run_agent(cfg, file_set, "receiver", lambda stop: service.receive(cfg, file_set, target, stop), target,
+               metrics=(metrics_port, metrics_host))
 
 
 @files.command("status")

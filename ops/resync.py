@@ -17,10 +17,12 @@ import time
 from common.config import ArkConfig, StandbySettings
 from common.control import ControlChannel, ControlRecord
 from common.errors import ArkError
+from ops import intents
 from ops.context import console
+from ops.intents import qualified_table
 from ops.status import STALE_AFTER_S, latest_beats
 from ops.sync import sync_standby
-from schemas.control import ResyncTable, TableResynced, TableResyncProgress, TableResyncRefused, TableResyncStarted
+from schemas.control import TableResynced, TableResyncProgress, TableResyncRefused, TableResyncStarted
 
 #: Seconds between looks at the applier's heartbeat while waiting.
 _BEAT_EVERY_S = 3.0
@@ -33,7 +35,7 @@ def run_resync(cfg: ArkConfig, standby_name: str, table: str | None, *, wait: bo
     if table is None:
         sync_standby(cfg, standby, verb="resync")
         return
-    resync_table(cfg, standby, table if "." in table else f"public.{table}", wait=wait, timeout=timeout)
+    resync_table(cfg, standby, qualified_table(table), wait=wait, timeout=timeout)
 
 
 def _applier_beat(cfg: ArkConfig, standby: str) -> dict[str, object] | None:
@@ -71,7 +73,7 @@ def resync_table(cfg: ArkConfig, standby: StandbySettings, table: str, *, wait: 
     channel = ControlChannel.for_config(cfg, start=None)  # follows what comes after the request
     alive = _applier_beat(cfg, standby.name) is not None
     try:
-        request = channel.publish(ResyncTable(table), standby.name)
+        request = intents.resync_table(channel, cfg, standby.name, table)
         _follow(cfg, channel, standby, table, request, alive=alive, wait=wait, timeout=timeout)
     finally:
         channel.close()

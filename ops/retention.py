@@ -175,6 +175,36 @@ def _standby_warnings(topic: TopicRetention, needs: Sequence[StandbyNeed], margi
     return out
 
 
+def delay_verdict(seconds: float, retention_ms: int, margin_s: float, topic: str, *, bootstrap: str,
+                  exists: bool = True) -> RetentionWarning | None:
+    """Whether the redo topic (``retention_ms``, -1 unlimited) can hold a delay of ``seconds`` plus the margin
+    (pure). A delay it cannot hold is applied from entries that retention deletes first: the standby stops
+    with exit 13 and must be rebuilt."""
+    if retention_ms < 0:
+        return None
+    needed_ms = int((seconds + margin_s) * 1000)
+    if needed_ms <= retention_ms:
+        return None
+    keeps = (f"{topic} keeps {hours(retention_ms)} (retention.ms={retention_ms})" if exists else
+             f"kafka.redo_retention_hours is {hours(retention_ms)} ({topic} does not exist yet)")
+    what = (f"a delay of {seconds:g} s needs the redo topic to keep {hours(needed_ms)} (the delay plus the "
+            f"{hours(margin_s * 1000)} margin, kafka.retention_margin_hours), but {keeps}: entries would be deleted "
+            "before the standby applies them, and it would stop until rebuilt")
+    fix = (kafka_configs(bootstrap, topic, f"--add-config retention.ms={needed_ms}") if exists else
+           f"set kafka.redo_retention_hours: {needed_ms / _HOUR_MS:g} in the config")
+    return RetentionWarning(what, fix + "; then set the delay again (or pass --force to set it anyway)")
+
+
+def delay_problem(cfg: ArkConfig, seconds: float) -> RetentionWarning | None:
+    """:func:`delay_verdict` from the live topic (KafkaUnavailable when the broker does not answer)."""
+    topic = redo_topic(cfg.group)
+    exists = topic_exists(cfg.kafka, topic)
+    retention_ms = int(topic_config(cfg.kafka, topic).get("retention.ms", "-1")) if exists \
+        else cfg.kafka.redo_retention_ms
+    return delay_verdict(seconds, retention_ms, cfg.kafka.retention_margin_hours * 3600, topic,
+                         bootstrap=cfg.kafka.bootstrap, exists=exists)
+
+
 # -- gathering the facts ---------------------------------------------------------------------------
 
 

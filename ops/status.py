@@ -56,10 +56,12 @@ def latest_beats(cfg: ArkConfig, window_s: float = 30.0) -> dict[tuple[str, str]
     return latest_heartbeats(cfg, window_s)[0]
 
 
-def gather(cfg: ArkConfig) -> dict[str, Any]:
-    """The status document (what ``--json`` prints)."""
+def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any]], int] | None = None
+           ) -> dict[str, Any]:
+    """The status document (what ``--json`` prints; the console's model). ``heartbeats``: the newest
+    heartbeats and the refusal count when the caller already follows the topic (the console)."""
     now = time.time()
-    beats, beats_refused = latest_heartbeats(cfg)
+    beats, beats_refused = heartbeats if heartbeats is not None else latest_heartbeats(cfg)
     redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)
     capture: dict[str, Any] = {"node": cfg.primary.name, "state": "not running", "source_position": "",
@@ -101,6 +103,7 @@ def gather(cfg: ArkConfig) -> dict[str, Any]:
                         "control key writes to the control topic, or an agent runs with another key")
     if beats_refused:
         warnings.append(f"{beats_refused} heartbeats were refused as not authentic (unsigned or another key)")
+    capture["source_log"] = _source_log(cfg, warnings)
     return {"group": cfg.group, "redo_end_offset": redo_end, "capture": capture, "standbys": standbys,
             "warnings": warnings, "retransmits": retransmits, "control_refused": refused,
             "not_protected": not_protected(cfg), "at": iso_time(int(now * 1e6))}
@@ -121,6 +124,21 @@ def not_protected(cfg: ArkConfig) -> list[dict[str, str]]:
     except ArkError as exc:
         return [{"what": f"cannot ask the primary what is protected: {exc.message}", "fix": exc.fix}]
     return [{"what": p.what, "fix": p.fix} for p in found]
+
+
+def _source_log(cfg: ArkConfig, warnings: list[str]) -> str:
+    """What the source's log holds back for Ark (a sentence; its threats go to ``warnings``)."""
+    import contextlib
+
+    from ops.engines import capture_factory
+
+    try:
+        with contextlib.closing(capture_factory(cfg)()) as capture:
+            text, problems = capture.log_report(settings=False)
+    except ArkError as exc:
+        return f"unknown: {exc.message}"
+    warnings.extend(f"{p.what} (fix: {p.fix})" for p in problems)
+    return text
 
 
 def recent_retransmits(cfg: ArkConfig, last: int = 5) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -202,8 +220,10 @@ def render(doc: dict[str, Any]) -> Table:
                       str(sb["applied_offset"]), "-" if sb["lag_entries"] is None else str(sb["lag_entries"]),
                       "-" if sb["lag_seconds"] is None else f"{sb['lag_seconds']:.1f}",
                       sb["applied_commit_time"] or "-")
+    if cap.get("source_log"):
+        table.caption = f"primary's log: {cap['source_log']}\n"
     if cap.get("stalled"):
-        table.caption = f"{cap['stalled']}\n"
+        table.caption = (table.caption or "") + f"{cap['stalled']}\n"
     for sb in doc["standbys"]:
         if sb["message"]:
             table.caption = (table.caption or "") + f"{sb['name']}: {sb['message']}\n"

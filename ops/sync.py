@@ -122,3 +122,10 @@ def _copy(cfg: ArkConfig, standby: StandbySettings, applier: Applier, ident: Dat
         applier.commit()
     console.print(f"[green]✓[/] {standby.name} synced: {total_rows} rows in {time.monotonic() - started:.1f} s; "
                   f"start 'ark apply {standby.name}' to stream from {snap.position.text}")
+    if start_offset == 0:
+        # The capture has never published: it will start from what the primary's log still holds then. An
+        # engine without a slot (MariaDB) keeps its log by age only, so a capture started too late misses
+        # the transactions after the snapshot.
+        console.print(f"[yellow]![/] nothing is captured for group {cfg.group} yet: start 'ark capture' soon; "
+                      f"until it runs, only the primary's log retention keeps what commits after "
+                      f"{snap.position.text}")

@@ -309,12 +309,22 @@ def repair(point: Point, results: list[TableResult], deadline: float) -> list[di
 
 # -- the command -------------------------------------------------------------------------------------
 def _applier_beat(cfg: ArkConfig, standby: StandbySettings) -> dict[str, Any]:
-    beat = latest_beats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
-    if beat is None or beat["state"] in ("stopped", "error") or time.time() - beat["sent_at_us"] / 1e6 > STALE_AFTER_S:
-        raise ArkError(f"the applier of {standby.name} is not running: verify compares while replication runs, "
-                       "with the applier's help to stop at one position for a moment",
-                       fix=f"start 'ark apply {standby.name}' and run verify again")
-    return beat
+    """The applier's newest heartbeat, once it says the applier runs. An applier started a moment ago, or a
+    heartbeat topic read slowly on a busy broker, gets a few heartbeats' time before verify gives up."""
+    deadline = time.monotonic() + STALE_AFTER_S
+    while True:
+        beat = latest_beats(cfg, window_s=STALE_AFTER_S).get(("apply", standby.name))
+        running = (beat is not None and beat["state"] not in ("stopped", "error")
+                   and time.time() - beat["sent_at_us"] / 1e6 <= STALE_AFTER_S)
+        if running:
+            assert beat is not None
+            return beat
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    raise ArkError(f"the applier of {standby.name} is not running: verify compares while replication runs, "
+                   "with the applier's help to stop at one position for a moment",
+                   fix=f"start 'ark apply {standby.name}' and run verify again")
 
 
 def _specs(cfg: ArkConfig, metas_found: list[TableMeta], wanted: tuple[str, ...]
@@ -341,7 +351,23 @@ def _specs(cfg: ArkConfig, metas_found: list[TableMeta], wanted: tuple[str, ...]
 
 def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
     """Compare (and with ``opts.repair`` repair) one standby; prints the report; returns the exit code."""
+    doc, code = verify_standby(cfg, standby_name, opts)
+    if opts.as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print(doc)
+    return code
+
+
+def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options) -> tuple[dict[str, Any], int]:
+    """Compare (and with ``opts.repair`` repair) one standby: the report document and the exit code
+    (``ark verify`` and the console's verify action)."""
     standby = cfg.standby(standby_name)
+    if standby.engine != cfg.primary.engine:
+        raise ArkError(f"verify compares a standby with a primary of the same engine; {standby.name} is "
+                       f"{standby.engine} and the primary {cfg.primary.engine}",
+                       fix="compare the tables with your own queries (their values are converted by the type map "
+                           "in README 'Cross-engine apply'), or resync a table with 'ark resync --table'")
     beat = _applier_beat(cfg, standby)
     delay = float(beat.get("delay_seconds") or 0.0)
     timeout = opts.timeout if opts.timeout is not None else delay + 120.0
@@ -369,11 +395,7 @@ def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
             code = EXIT_INCOMPLETE if any(r.verdict == "error" for r in results) else EXIT_EQUAL
     finally:
         client.close()
-    if opts.as_json:
-        print(json.dumps(doc, indent=2))
-    else:
-        _print(doc)
-    return code
+    return doc, code
 
 
 def _document(standby: str, pt: Point, results: list[TableResult], seconds: float) -> dict[str, Any]:

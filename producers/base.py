@@ -91,6 +91,12 @@ class LogCapture(ABC):
     def identity(self) -> DatabaseIdentity:
         """Which database the source really is (SourceError when it cannot be read)."""
 
+    def log_report(self, *, settings: bool = True) -> tuple[str, list[Problem]]:
+        """The source log Ark holds back (size, the bound, free disk) in one sentence, and what threatens the
+        source's disk, each with its fix (``ark check``; ``ark status`` passes ``settings=False`` for present
+        dangers only, without advice on settings). Default: nothing to say."""
+        return "", []
+
     @abstractmethod
     def ensure_setup(self) -> list[str] | None:
         """Create what capture needs on the source (slot, publication, supplemental logging, hooks); return what

@@ -107,6 +107,7 @@ class CaptureSession:
         self.batch_started = time.monotonic()
         self.last_checkpoint = time.monotonic()
         self.queued_key = b""  # the newest position handed to the retransmit window
+        self.commit_key = b""  # the newest commit key in the redo topic (a transaction's or a checkpoint's)
         self.tail: bytes | None = None  # the newest position durable at the tail of the redo topic
         self.marker = self.plan is not None  # a re-read starts with a tagged checkpoint at its start key
         self.answered = self.plan is None
@@ -282,6 +283,7 @@ class CaptureSession:
     def _end(self, event: TxnEnd) -> bool:
         """A source transaction is complete; True when the session must end here (a new request)."""
         txn = self.txn
+        self.commit_key = max(self.commit_key, event.commit.key)
         if self.skipping or txn is None:
             self.skipping = False
             return False
@@ -311,13 +313,16 @@ class CaptureSession:
                 self.caught_up()
             if self.publisher.in_transaction:
                 self.commit_batch()
-            elif (event.position is not None and event.position.key > self.queued_key
-                  and event.position.key > self.point.complete_key
+            elif (event.position is not None and event.position.key > self.point.complete_key
+                  and (event.position.key > self.queued_key or just_before(event.position).key > self.commit_key)
                   and time.monotonic() - self.last_checkpoint >= CHECKPOINT_INTERVAL_S):
                 # An idle source still writes log (other tables, vacuum): record a checkpoint in Kafka
                 # first, then let the source recycle its log up to it. Its commit key sits just below the
                 # idle position: a transaction whose commit record starts exactly there must still be
-                # published after a restart.
+                # published after a restart. An idle source whose log did not move past the last commit
+                # gets one checkpoint too: it tells the standbys they hold everything up to here, which a
+                # table resync's copy taken at this position waits for (its floor, just below it).
+                self.commit_key = just_before(event.position).key
                 self.emit(TxnChunk(txn_id="", commit=just_before(event.position),
                                    commit_time_us=time.time_ns() // 1000, chunk_index=0, last=True, changes=[],
                                    confirm=event.position.text))

@@ -8,11 +8,23 @@ Decimals, dates, times and timestamps travel as their canonical text so no preci
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Final
 
 REDO_SCHEMA: Final = "redo_entry"
+
+
+#: ``Column.column_id`` values at or above this are *name ids* (:func:`name_column_id`), not stable
+#: column numbers: engines without column identity (MariaDB) use them on the first shape after a DDL
+#: to say "this column was called X before" (see producers/mariadb/ddl.py). Below it: attnum-like ids.
+NAME_ID_BASE: Final = 1 << 30
+
+
+def name_column_id(name: str) -> int:
+    """The name id of a column name (case-insensitive, as MariaDB compares column names)."""
+    return NAME_ID_BASE | (zlib.crc32(name.casefold().encode()) & (NAME_ID_BASE - 1))
 
 
 class _UnchangedType(Enum):

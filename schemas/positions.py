@@ -44,6 +44,28 @@ def binlog_position(file: str, offset: int) -> Position:
     return Position(text=f"{file}:{offset}", key=int(seq).to_bytes(4, "big") + offset.to_bytes(8, "big"))
 
 
+def mariadb_position(file: str, offset: int, gtid: str = "") -> Position:
+    """A MariaDB binlog position with the server's GTID state there: ``binlog.000003:1234 gtid=0-1-42``.
+
+    The key is the binlog file's sequence number and the offset (:func:`binlog_position`): binlog
+    order is commit order on one server. A MariaDB GTID (``domain-server-seq``) orders transactions
+    only within one domain, so it is not the key; the GTID state rides along in the text, to name
+    what is missing when binlogs were purged and to show where a standby stands.
+    """
+    key = binlog_position(file, offset).key
+    return Position(text=f"{file}:{offset} gtid={gtid}", key=key)
+
+
+def parse_mariadb(text: str) -> tuple[str, int, str]:
+    """(file, offset, GTID state) of a :func:`mariadb_position` text (ValueError otherwise)."""
+    where, sep, gtid = text.partition(" gtid=")
+    file, colon, offset = where.rpartition(":")
+    if not sep or not colon or not offset.isdigit():
+        raise ValueError(f"not a MariaDB position: {text!r} (expected FILE:OFFSET gtid=STATE)")
+    binlog_position(file, int(offset))
+    return file, int(offset), gtid
+
+
 def just_before(position: Position) -> Position:
     """The greatest key strictly below ``position`` (same width): a floor that lets ``position`` itself through.
 
@@ -65,6 +87,10 @@ def parse_text(text: str) -> Position | None:
     try:
         if text.startswith("scn:"):
             return oracle_scn(int(text[4:]))
+        if " gtid=" in text:
+            file, at, gtid = parse_mariadb(text.removeprefix("<"))
+            position = mariadb_position(file, at, gtid)
+            return just_before(position) if text.startswith("<") else position
         if text.startswith("0x") and len(text) == 22:
             return mssql_lsn(bytes.fromhex(text[2:]))
         if "/" in text:

@@ -6,6 +6,9 @@
 - ``pg_factory``: creates, starts and finally stops :class:`deploy.postgres.PgInstance` objects.
 - ``pg_primary`` / ``pg_standby``: two session instances; ``fresh_db`` makes a uniquely named
   database on both for one test.
+- ``mariadb_factory``: creates, starts and finally stops :class:`deploy.mariadb.MariaDBInstance` objects;
+  ``mariadb_primary`` / ``mariadb_standby`` are two session instances, and ``fresh_mariadb`` makes a
+  uniquely named schema (database) on both for one test.
 - ``unique_group``: a unique replication group name per test.
 
 Everything lives under ``/tmp/ark-test-<pid>``; set ``ARK_KEEP_TMP=1`` to keep it after the run.
@@ -26,11 +29,13 @@ from pathlib import Path
 import pytest
 
 from deploy.kafka import KafkaBroker
+from deploy.mariadb import MariaDBInstance
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
 from tests.support.faults import results_dir
 
 PgFactory = Callable[..., PgInstance]
+MariaDBFactory = Callable[..., MariaDBInstance]
 
 # Every test config names its group's control key as {env: ARK_CONTROL_KEY}; the ark processes the tests
 # start inherit it. One random key per test session.
@@ -212,3 +217,69 @@ def make_group(kafka_bootstrap: str, fresh_db: FreshDb, unique_group: str, ark_t
 def fault_results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where fault cases write their result rows: ``$ARK_FAULT_RESULTS``, else under the pytest tmp dir."""
     return results_dir(tmp_path_factory.getbasetemp() / "fault-results")
+
+
+@pytest.fixture(scope="session")
+def mariadb_factory(ark_tmp: Path) -> Iterator[MariaDBFactory]:
+    """Return ``make(name=None, extra_options=None, password=None, start=True) -> MariaDBInstance``.
+
+    Each instance gets its own data directory under the session dir, a free port and its own
+    server id; all are stopped at the end of the session.
+    """
+    made: list[MariaDBInstance] = []
+
+    def make(name: str | None = None, extra_options: dict[str, str | int] | None = None,
+             password: str | None = None, start: bool = True) -> MariaDBInstance:
+        label = name or f"maria{len(made)}"
+        inst = MariaDBInstance(ark_tmp / "mariadb" / f"{label}-{uuid.uuid4().hex[:6]}", free_port(),
+                               server_id=len(made) + 1)
+        inst.datadir.parent.mkdir(parents=True, exist_ok=True)
+        inst.datadir.parent.chmod(0o755)
+        made.append(inst)
+        inst.init(extra_options=extra_options, password=password)
+        if start:
+            inst.start()
+        return inst
+
+    yield make
+    for inst in made:
+        try:
+            inst.stop()
+        except RuntimeError:
+            inst.kill9()
+
+
+@pytest.fixture(scope="session")
+def mariadb_primary(mariadb_factory: MariaDBFactory) -> MariaDBInstance:
+    """A session-wide MariaDB 10.11 with a ROW binlog (full images and metadata), playing the primary."""
+    return mariadb_factory("mprimary")
+
+
+@pytest.fixture(scope="session")
+def mariadb_standby(mariadb_factory: MariaDBFactory) -> MariaDBInstance:
+    """A session-wide MariaDB 10.11, playing the standby."""
+    return mariadb_factory("mstandby")
+
+
+@dataclass(frozen=True)
+class FreshMariaDB:
+    """A schema of the same unique name on the MariaDB primary and standby."""
+
+    name: str
+    primary: MariaDBInstance
+    standby: MariaDBInstance
+
+
+@pytest.fixture
+def fresh_mariadb(mariadb_primary: MariaDBInstance, mariadb_standby: MariaDBInstance) -> Iterator[FreshMariaDB]:
+    """Create schema ``m<hex8>`` on the primary for one test (the standby gets it from Ark); drop both after."""
+    db = FreshMariaDB(f"m{uuid.uuid4().hex[:8]}", mariadb_primary, mariadb_standby)
+    mariadb_primary.create_database(db.name)
+    yield db
+    for inst in (mariadb_primary, mariadb_standby):
+        if inst.is_running() and not inst.is_paused():
+            try:
+                inst.sql("SET GLOBAL read_only = OFF")
+                inst.drop_database(db.name)
+            except RuntimeError as exc:
+                print(f"fresh_mariadb: could not drop {db.name} on port {inst.port}: {exc}")

@@ -1,6 +1,6 @@
 """The engine registry: the one place that knows which engines exist and where their parts live.
 
-An engine is a plug-in made of five parts, registered here once:
+An engine is a plug-in made of these parts, registered here once:
 
 ========== ============================================ ===============================================
 part       what it is                                   where
@@ -14,6 +14,8 @@ verifier   :class:`common.verify.Verifier`: compares a  ``consumers/<engine>/`` 
            primary snapshot and a standby, in SQL        through the snapshot's token)
 probe      :class:`common.probe.SourceProbe`            ``producers/<engine>/``: what the source says
                                                         when Kafka cannot be reached
+monitor    :class:`common.monitor.DatabaseMonitor`      ``producers/<engine>/``: sessions, long
+           (optional)                                   transactions, lock waits, slots, the server log
 ========== ============================================ ===============================================
 
 The runtime parts are named by ``"module:attribute"`` and imported on first use
@@ -28,6 +30,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from common.engines.mariadb import MariaDBPrimary, MariaDBStandby
 from common.engines.postgresql import PostgresPrimary, PostgresStandby
 from common.errors import ConfigError
 from common.settings import PrimarySettings, StandbySettings
@@ -51,13 +54,14 @@ class EngineSpec:
     verifier: str
     #: ``cls(cfg: ArkConfig) -> SourceProbe``
     probe: str
+    #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> DatabaseMonitor`` ('' : the agents carry no database facts)
+    monitor: str = ""
 
 
 _ENGINES: dict[str, EngineSpec] = {}
 
 #: Engines that are planned but not in this build, and why (for the error message).
 PLANNED: dict[str, str] = {
-    "mariadb": "MariaDB capture and apply are being built (issue: MariaDB engine)",
     "oracle": "Oracle LogMiner capture is planned; it cannot run on this machine",
     "sqlserver": "SQL Server CDC capture is planned; it cannot run on this machine",
 }
@@ -99,4 +103,14 @@ register(EngineSpec(
     applier="consumers.postgresql.applier:PostgresApplier",
     verifier="consumers.postgresql.verify:PostgresVerifier",
     probe="producers.postgresql.probe:PostgresProbe",
+    monitor="producers.postgresql.monitor:PostgresMonitor",
+))
+
+register(EngineSpec(
+    name="mariadb", title="MariaDB", primary=MariaDBPrimary, standby=MariaDBStandby,
+    capture="producers.mariadb.capture:MariaDBCapture",
+    snapshot="producers.mariadb.snapshot:MariaDBSnapshotSource",
+    applier="consumers.mariadb.applier:MariaDBApplier",
+    verifier="consumers.mariadb.verify:MariaDBVerifier",
+    probe="producers.mariadb.probe:MariaDBProbe",
 ))

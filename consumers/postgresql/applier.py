@@ -32,7 +32,7 @@ from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.postgresql import bulk, parts, schema_steps, sql, staging, state
+from consumers.postgresql import bulk, foreign, parts, replica, schema_steps, sql, staging, state
 from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
 from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs
@@ -46,6 +46,12 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: Staged runs at least this long are ANALYZEd so the planner sees their true size.
 _ANALYZE_ROWS = 1000
+
+
+def _checked(rows: TableRows) -> TableRows:
+    """``rows``, checked as they load when they come from another engine's table (consumers/postgresql/foreign.py)."""
+    found = foreign.checks(rows.meta)
+    return foreign.CheckedRows(rows, found) if found else rows
 
 
 class PostgresApplier(Applier):
@@ -66,9 +72,13 @@ class PostgresApplier(Applier):
         self._in_txn = False
         self._stages: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
         self._independent: dict[frozenset[str], bool] = {}
+        self._foreign: dict[tuple[str, str], list[tuple[int, foreign.Check]]] = {}  # checks of other engines' values
         self._stage_no = 0
         self._parts_ready = False  # the session's temporary table of large values' parts exists
         self._ctx: dict[str, Any] = {}
+        self._replica: Problem | None = None  # why the session could not become a replica (see .replica)
+        self._is_replica = False
+        self._lock: tuple[str, str, int] | None = None  # (group, standby, key) of the standby's applier lock
 
     # -- connection ------------------------------------------------------------------------------
     @property
@@ -90,8 +100,15 @@ class PostgresApplier(Applier):
         # and index lookups priced for cached data, so a staged chunk is joined by key lookups.
         kwargs["options"] = (f"-c default_transaction_read_only=off -c temp_buffers={self.temp_buffers} "
                              "-c enable_mergejoin=off -c random_page_cost=1.1")
+        kwargs["application_name"] = replica.application_name(self.settings.name)  # names a lock's holder
         try:
             conn: Conn = psycopg.connect(autocommit=True, **kwargs)
+            self._become_replica(conn)
+            if self._lock is not None:
+                self._take_lock(conn, *self._lock)  # a new session: the standby's lock must be taken again
+        except ArkError:
+            conn.close()
+            raise
         except psycopg.Error as exc:
             raise connect_error(exc, self.settings, ever_connected=self._ever_connected) from None
         self._ever_connected = True
@@ -101,10 +118,39 @@ class PostgresApplier(Applier):
         log.info("connected to standby %s", self.settings.describe())
         return conn
 
+    def _become_replica(self, conn: Conn) -> None:
+        """``session_replication_role = replica`` for this session, or remember why not (see :mod:`.replica`)."""
+        try:
+            conn.execute(replica.SET_REPLICA_SQL)
+            self._replica, self._is_replica = None, True
+        except psycopg.errors.InsufficientPrivilege:
+            row = conn.execute("SELECT current_user, current_database(), "
+                               "current_setting('server_version_num')::int").fetchone()
+            assert row is not None
+            self._replica = replica.replica_problem(self.settings.name, str(row[0]), str(row[1]), int(row[2]))
+            self._is_replica = False
+
+    def _take_lock(self, conn: Conn, group: str, standby: str, key: int) -> None:
+        """Take the standby's applier lock on ``conn``'s session, or raise ApplierRunning naming the holder."""
+        row = conn.execute(replica.TRY_LOCK_SQL, [key]).fetchone()
+        if row is not None and row[0]:
+            return
+        holder = conn.execute(replica.HOLDER_SQL, list(replica.lock_halves(key))).fetchone()
+        raise replica.holder_error(standby, group, holder)
+
+    def lock_standby(self, group: str, standby: str) -> None:
+        """Hold the standby's applier lock for the life of this instance (taken again on every reconnect)."""
+        key = replica.lock_key(group, standby)
+        with self._guard("taking the standby's applier lock"):
+            self._take_lock(self.conn, group, standby, key)
+        self._lock = (group, standby, key)
+        log.info("standby %s: this applier holds its lock (group %s)", standby, group)
+
     def _abort(self) -> None:
         """Roll back whatever is open; drop the session when it is broken."""
         self._in_txn = False
         self._stages.clear()
+        self._parts_ready = False  # a rollback also undoes the temporary table created in that transaction
         conn = self._conn
         if conn is None:
             return
@@ -143,7 +189,7 @@ class PostgresApplier(Applier):
         except ArkError as exc:
             return [Problem(exc.message, exc.fix)]
         assert row is not None
-        return prerequisite_problems(row, self.settings)
+        return prerequisite_problems(row, self.settings) + ([self._replica] if self._replica else [])
 
     def server_version(self) -> str:
         """The standby's ``server_version`` text."""
@@ -225,14 +271,25 @@ class PostgresApplier(Applier):
         if self._in_txn:
             return
         with self._guard("beginning a transaction"):
-            self.conn.execute("BEGIN READ WRITE")
+            conn = self.conn
+            if self._replica is not None:
+                raise replica.replica_refusal(self._replica)  # never write with the standby's triggers firing
+            conn.execute(f"BEGIN READ WRITE; {replica.DEFER_SQL}")  # one round trip
             self._in_txn = True
 
-    def save_state(self, state_: ApplyState) -> None:
-        """UPSERT the state row inside the open transaction."""
+    def save_state(self, state_: ApplyState, previous: ApplyState | None = None) -> None:
+        """Write the state row inside the open transaction: UPSERT, or with ``previous`` a compare-and-set
+        that raises StateMoved (after rolling back) unless the row is still ``previous``."""
         self._require_txn()
         with self._guard("saving the apply state", position=state_.position):
-            self.conn.execute(state.SAVE_STATE_SQL, state.state_params(state_))
+            params = state.state_params(state_)
+            if previous is None:
+                self.conn.execute(state.SAVE_STATE_SQL, params)
+                return
+            cur = self.conn.execute(replica.CAS_STATE_SQL, replica.cas_params(state_, previous, params))
+            if cur.rowcount != 1:
+                found = self.conn.execute(replica.CURRENT_STATE_SQL, [state_.group, state_.standby]).fetchone()
+                raise replica.state_moved(state_.standby, previous, found)
 
     def commit(self) -> None:
         """Commit the open transaction."""
@@ -286,6 +343,8 @@ class PostgresApplier(Applier):
 
     def independent_tables(self, tables: Collection[str]) -> bool:
         """True when no foreign key on the standby links any of ``tables`` (checked once per set)."""
+        if self._is_replica:
+            return True  # foreign-key triggers do not fire in a replica session: no order between tables matters
         key = frozenset(tables)
         cached = self._independent.get(key)
         if cached is None:
@@ -319,12 +378,14 @@ class PostgresApplier(Applier):
                         self.apply_rows(metas, changes[start:i], txn_id, position)
                     with self._guard("applying a row with a large value", txn_id=txn_id, position=position,
                                      table=change.table):
+                        foreign.check_changes(metas, self._foreign, [change], txn_id, position)
                         parts.apply_assembled(self.conn, metas[change.table], change, txn_id, position)
                     start = i + 1
             if start < len(changes):
                 self.apply_rows(metas, changes[start:], txn_id, position)
             return
         with self._guard("applying rows", txn_id=txn_id, position=position):
+            foreign.check_changes(metas, self._foreign, changes, txn_id, position)
             runs = split_runs(metas, changes, txn_id, position)
             for item in merge_truncates(runs):
                 if isinstance(item, list):
@@ -372,7 +433,7 @@ class PostgresApplier(Applier):
         """COPY a snapshot's rows into the table (or ``into``), in the open transaction (see :mod:`.bulk`)."""
         self._require_txn()
         with self._guard("loading rows", table=rows.meta.table):
-            return bulk.load(self.conn, rows, into or rows.meta.table, replace=replace, progress=progress)
+            return bulk.load(self.conn, _checked(rows), into or rows.meta.table, replace=replace, progress=progress)
 
     def stage_copy(self, rows: TableRows, position: Position, *,
                    on_rows: Callable[[int], None] | None = None) -> StagedTable:
@@ -385,7 +446,7 @@ class PostgresApplier(Applier):
         with self._guard("copying a table for its resync", table=meta.table):
             for stmt in staging.staging_ddl(meta, name):
                 self.conn.execute(stmt)
-            count = bulk.load(self.conn, rows, name, replace=False, progress=on_rows)
+            count = bulk.load(self.conn, _checked(rows), name, replace=False, progress=on_rows)
         self.commit()
         log.info("staged %s: %d rows from the snapshot at %s into %s", meta.table, count, position.text, name)
         return StagedTable(table=meta.table, staging=name, meta=meta, position=position, rows=count)
@@ -416,7 +477,7 @@ class PostgresApplier(Applier):
                 self._reshape_empty(cur, meta)
                 cur.execute(state.SAVE_META_SQL, [group, meta.table, meta.version, Jsonb(stored_meta(meta))])
             self._stages = {k: v for k, v in self._stages.items() if k[0] != meta.table}
-            return bulk.load(self.conn, rows, meta.table, replace=False, progress=progress)
+            return bulk.load(self.conn, _checked(rows), meta.table, replace=False, progress=progress)
 
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
         """Empty the table, give it the snapshot's shape, refill it from the staging copy, drop the copy."""

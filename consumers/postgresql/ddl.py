@@ -38,7 +38,7 @@ from psycopg import errors as pge
 from consumers.errors import DataApplyError, TableNeedsResync
 from consumers.postgresql.errors import classify
 from consumers.postgresql.sql import create_table_sql, pg_type, qualified, quote_ident, quote_literal, split_table
-from schemas.entries import Column, TableMeta, column_record
+from schemas.entries import NAME_ID_BASE, Column, TableMeta, column_record, name_column_id
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,41 @@ def standby_columns(cur: psycopg.Cursor[tuple[object, ...]], table: str) -> list
     return [StandbyColumn(str(r[0]), str(r[1]), bool(r[2])) for r in rows]
 
 
+def _diff_by_names(meta: TableMeta, current: list[StandbyColumn]) -> _Diff:
+    """Renames, drops and adds when ``meta`` carries name ids (:data:`~schemas.entries.NAME_ID_BASE`): a source
+    without stable column identities (MariaDB) says, right after its DDL, what each column was called in the
+    previous shape. They are never compared with the ids of an older shape (they do not name the same thing)."""
+    have = {c.name for c in current}
+    was = {name_column_id(c.name): c.name for c in current}
+    became: dict[str, str] = {}  # standby column -> its name in ``meta``
+    for column in meta.columns:
+        source = was.get(column.column_id) if column.column_id >= NAME_ID_BASE else None
+        if source is not None and source not in became:
+            became[source] = column.name
+    targets = set(became.values())
+    d = _Diff()
+    for col in current:
+        new = became.get(col.name)
+        if new is not None and new != col.name:
+            d.renames.append((col.name, new))
+        elif new is None and col.name in targets:
+            raise TableNeedsResync(meta.table, f"column {col.name} disappeared and another column was renamed to its "
+                                   "name in one step", position=meta.position)
+        elif new is None and col.name not in {c.name for c in meta.columns}:
+            d.drops.append(col.name)  # known: every column of the new shape says where it came from
+    kept = (have - set(d.drops) - {o for o, _ in d.renames}) | {n for _, n in d.renames}
+    d.adds = [c for c in meta.columns if c.name not in kept]
+    return d
+
+
 def _diff(meta: TableMeta, current: list[StandbyColumn], previous: TableMeta | None) -> _Diff:
     """Renames (by column_id), drops, re-adds and adds between the standby and ``meta``."""
+    if any(c.column_id >= NAME_ID_BASE for c in meta.columns):
+        return _diff_by_names(meta, current)
     have = {c.name for c in current}
     want = {c.name: c for c in meta.columns}
-    old_ids = {c.name: c.column_id for c in previous.columns if c.column_id} if previous else {}
+    # Only stable ids (attnums) identify columns across shapes; a name id of an older shape means nothing here.
+    old_ids = {c.name: c.column_id for c in previous.columns if 0 < c.column_id < NAME_ID_BASE} if previous else {}
     new_by_id = {c.column_id: c.name for c in meta.columns if c.column_id}
     d = _Diff()
     for col in current:
@@ -135,6 +165,9 @@ def _fill(col: Column) -> tuple[str | None, str]:
                       "since, or an entry of an older Ark): the values of the existing rows are unknown")
     if col.missing_value is not None:
         return col.missing_value, ""
+    if col.default_expr is not None and col.column_id >= NAME_ID_BASE:  # a source without stable column ids
+        return None, (f"column {col.name} was added with DEFAULT {col.default_expr}, which the primary computed when "
+                      "the DDL ran: the values of the existing rows are not in its log")
     if col.default_expr is not None:
         return None, (f"column {col.name} was added with DEFAULT {col.default_expr}, which PostgreSQL computed "
                       "row by row (a volatile default, or the table was rewritten since): the values of the "

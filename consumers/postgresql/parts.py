@@ -19,8 +19,11 @@ from schemas.entries import UNCHANGED, Op, PartRef, RowChange, TableMeta, ValueP
 
 Conn = psycopg.Connection[Any]
 
+#: Parts are stored as they are (STORAGE EXTERNAL): compressing each part only to decompress it when the
+#: value is put together cost the standby backend twice the CPU of native apply (bench/README.md).
 PARTS_DDL = ("CREATE TEMP TABLE IF NOT EXISTS _ark_parts (r bigint NOT NULL, c int NOT NULL, i int NOT NULL, "
-             "data bytea NOT NULL, PRIMARY KEY (r, c, i)) ON COMMIT DELETE ROWS")
+             "data bytea NOT NULL, PRIMARY KEY (r, c, i)) ON COMMIT DELETE ROWS; "
+             "ALTER TABLE _ark_parts ALTER data SET STORAGE EXTERNAL")
 
 
 def store(conn: Conn, part: ValuePart) -> None:

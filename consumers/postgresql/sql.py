@@ -62,9 +62,45 @@ def qualified(table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(name)}"
 
 
+#: The declared types a PostgreSQL capture writes, by neutral type (modifiers such as ``(12,2)`` left out).
+#: "other" is any PostgreSQL type (arrays, enums, domains, bit, money...): always taken as declared.
+_PG_NATIVE: dict[str, frozenset[str]] = {
+    "int16": frozenset({"smallint"}), "int32": frozenset({"integer"}), "int64": frozenset({"bigint", "oid"}),
+    "float32": frozenset({"real"}), "float64": frozenset({"double precision"}), "decimal": frozenset({"numeric"}),
+    "string": frozenset({"text", "character varying", "character", '"char"', "name", "xml"}),
+    "bytes": frozenset({"bytea"}), "boolean": frozenset({"boolean"}), "date": frozenset({"date"}),
+    "time": frozenset({"time without time zone", "time with time zone"}),
+    "timestamp": frozenset({"timestamp without time zone"}), "timestamptz": frozenset({"timestamp with time zone"}),
+    "uuid": frozenset({"uuid"}), "json": frozenset({"json", "jsonb"}), "interval": frozenset({"interval"}),
+}
+_MODIFIERS = re.compile(r"\([^)]*\)")
+_PRECISION = re.compile(r"^(?:decimal|numeric)\((\d+),(\d+)\)")
+
+
+def is_native(column: Column) -> bool:
+    """True when ``column``'s declared type is PostgreSQL's own for its neutral type (a PostgreSQL source)."""
+    accepted = _PG_NATIVE.get(column.type)
+    if accepted is None:
+        return True
+    base = " ".join(_MODIFIERS.sub("", column.source_type).lower().split())
+    return base in accepted
+
+
 def pg_type(column: Column) -> str:
-    """The PostgreSQL type to create ``column`` with: its ``source_type``, else mapped from ``type``."""
-    text = column.source_type.strip() or NEUTRAL_TO_PG.get(column.type, "text")
+    """The PostgreSQL type to create ``column`` with: its ``source_type`` when that is PostgreSQL's own for the
+    column's neutral type, else mapped from the neutral type (another engine's column; README "Cross-engine
+    apply"), keeping a declared decimal precision."""
+    text = column.source_type.strip()
+    if not text or not is_native(column):
+        m = _PRECISION.match(text.lower())
+        if column.type == "decimal" and m and 0 < int(m[1]) <= 1000 and int(m[2]) <= int(m[1]):
+            text = f"numeric({m[1]},{m[2]})"
+        elif column.type == "decimal" and text.lower() == "bigint unsigned":
+            text = "numeric(20,0)"
+        elif column.type == "time":
+            text = "interval"  # another engine's TIME may be a duration (MariaDB: ±838 h): interval holds every value
+        else:
+            text = NEUTRAL_TO_PG.get(column.type, "text")
     if not _SAFE_TYPE.match(text):
         raise ValueError(f"column {column.name}: unexpected type text {text!r}")
     return text

@@ -240,7 +240,9 @@ class PostgresVerifier(Verifier):
         if not isinstance(standby, PostgresStandby):
             raise TypeError(f"PostgresVerifier needs a PostgreSQL standby, got {standby.engine}")
         # The applier's own way past the read-only guard: a session default of read-write, set only here.
-        options = SESSION_OPTIONS + (" -c default_transaction_read_only=off -c lock_timeout=5s" if write else "")
+        # A repair writes as the applier does: as a replica (the standby's triggers and FK actions do not fire).
+        options = SESSION_OPTIONS + (" -c default_transaction_read_only=off -c lock_timeout=5s "
+                                     "-c session_replication_role=replica" if write else "")
         kwargs = {**standby.connect_kwargs(), "application_name": "ark-verify", "options": options}
         try:
             conn: Conn = psycopg.connect(autocommit=True, **kwargs)

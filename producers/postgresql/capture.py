@@ -57,7 +57,7 @@ from common.errors import PrerequisiteError, SourceError
 from common.identity import DatabaseIdentity
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
 from producers.errors import SlotGapError, SourceDown
-from producers.postgresql import catalog, hooks, pgoutput, policy, setup
+from producers.postgresql import catalog, hooks, pgoutput, policy, setup, wal
 from producers.postgresql.ddl_steps import Scope, build_change
 from producers.postgresql.hooks_sql import PREFIX
 from producers.postgresql.pgoutput import lsn_from_text, lsn_to_text, row_relid
@@ -166,6 +166,15 @@ class PostgresCapture(LogCapture):
             return setup.problems(self._meta(), self.cfg)
         except psycopg2.Error as exc:
             raise catalog.source_error(self.cfg, exc) from None
+
+    def log_report(self, *, settings: bool = True) -> tuple[str, list[Problem]]:
+        """WAL the slot holds back, max_slot_wal_keep_size, free disk under pg_wal (see :mod:`.wal`)."""
+        try:
+            facts = wal.read_facts(self._meta(), catalog.slot_of(self.cfg), self.cfg.primary.host,
+                                   self.cfg.capture.retransmit_window_s)
+        except psycopg2.Error as exc:
+            raise catalog.source_error(self.cfg, exc) from None
+        return wal.summary(facts), wal.warnings(facts, settings=settings)
 
     def identity(self) -> DatabaseIdentity:
         """The cluster's system identifier and the database's oid."""

@@ -168,9 +168,9 @@ class TableInfo:
 
 _TABLES_SQL = """
 SELECT c.oid, n.nspname, c.relname, c.relpersistence, c.relreplident,
-       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND i.indimmediate),
        EXISTS (SELECT 1 FROM pg_index i
-               WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+               WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indimmediate
                  AND i.indpred IS NULL AND i.indexprs IS NULL
                  AND NOT EXISTS (SELECT 1 FROM pg_attribute a
                                  WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull)),
@@ -299,8 +299,10 @@ def column_details(conn: Any, relid: int) -> ColumnDetails | None:
         return None
     names = {r[0]: r[1] for r in cols}
     not_null = {r[1]: bool(r[2]) for r in cols}
+    # Only immediate (non-deferrable) unique indexes: a DEFERRABLE key may hold duplicates until commit, so it
+    # cannot find a row inside a transaction (PostgreSQL does not take it as a replica identity either).
     indexes = query(conn, "SELECT indisprimary, indkey::int2[] FROM pg_index WHERE indrelid = %s "
-                          "AND indisunique AND indisvalid AND indpred IS NULL AND indexprs IS NULL "
+                          "AND indisunique AND indisvalid AND indimmediate AND indpred IS NULL AND indexprs IS NULL "
                           "ORDER BY indisprimary DESC, indexrelid", (relid,))
     key: tuple[str, ...] = ()
     for primary, attnums in indexes:

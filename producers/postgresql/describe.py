@@ -38,10 +38,12 @@ FROM pg_attribute a
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum
 """
-# The replica identity's columns, as pgoutput flags them: DEFAULT = the primary key's, INDEX = that index's.
+# The replica identity's columns, as pgoutput flags them: DEFAULT = the primary key's (only an immediate one:
+# PostgreSQL ignores a DEFERRABLE primary key as replica identity), INDEX = that index's.
 _IDENTITY_SQL = """
 SELECT i.indkey::int2[] FROM pg_index i
-WHERE i.indrelid = %s AND CASE %s WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END
+WHERE i.indrelid = %s
+  AND CASE %s WHEN 'd' THEN i.indisprimary AND i.indimmediate WHEN 'i' THEN i.indisreplident ELSE false END
 """
 
 

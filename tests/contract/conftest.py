@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from tests.contract.harness import EngineHarness, PostgresHarness
+from deploy.mariadb import MariaDBInstance
+from tests.contract.harness import EngineHarness, MariaDBHarness, PostgresHarness
 
 #: Engines whose harness exists; a new engine adds itself here (and in harness.py).
-ENGINES = ["postgresql"]
+ENGINES = ["postgresql", "mariadb"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -28,4 +29,16 @@ def harness(request: pytest.FixtureRequest) -> Iterator[EngineHarness]:
         yield h
         h.drop_slot()
         return
+    if request.param == "mariadb":
+        primary, standby = request.getfixturevalue("contract_mariadb")
+        m = MariaDBHarness(primary, standby)
+        m.reset()
+        yield m
+        return
     raise AssertionError(request.param)
+
+
+@pytest.fixture(scope="session")
+def contract_mariadb(mariadb_factory: Any) -> tuple[MariaDBInstance, MariaDBInstance]:
+    """Two MariaDB instances of the contract suite's own (its harness resets their binlog per test)."""
+    return mariadb_factory("cprimary"), mariadb_factory("cstandby")

@@ -6,13 +6,16 @@ in tests/contract is engine-neutral and builds the engine's parts through the re
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+import pymysql
 
 from common.config import ArkConfig, parse_config
+from deploy.mariadb import MariaDBInstance
 from deploy.postgres import PgInstance
 
 
@@ -152,3 +155,97 @@ class PostgresHarness(EngineHarness):
         """Drop the capture's slot (a contract test's capture leaves it behind)."""
         self._primary.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                            f"WHERE slot_name = 'c_{self._db}' AND NOT active")
+
+
+class MariaDBHarness(EngineHarness):
+    """MariaDB: two instances of the contract suite's own (``public`` is a database there).
+
+    A fresh source is a fresh binlog: MariaDB has no slot, so a capture without a resume position reads
+    from the oldest binlog the server holds, and each test must not see the previous tests' transactions.
+    :meth:`reset` therefore drops the databases and runs ``RESET MASTER``, which is why these instances are
+    the suite's own and not the session's shared ones.
+    """
+
+    engine = "mariadb"
+
+    def __init__(self, primary: MariaDBInstance, standby: MariaDBInstance) -> None:
+        self._primary, self._standby = primary, standby
+
+    def reset(self) -> None:
+        """Empty both servers (and the primary's binlog); ``public`` exists on the source only."""
+        self._primary.sql("DROP DATABASE IF EXISTS public; CREATE DATABASE public CHARACTER SET utf8mb4; "
+                          "RESET MASTER")
+        self._standby.sql("SET GLOBAL read_only = OFF; DROP DATABASE IF EXISTS public; DROP DATABASE IF EXISTS ark; "
+                          "DROP DATABASE IF EXISTS ark_resync")
+
+    def source(self) -> dict[str, Any]:
+        return {"name": "primary", "engine": "mariadb", "host": "127.0.0.1", "port": self._primary.port,
+                "tables": ["public.*"], "heartbeat_s": 0.05}
+
+    def standby(self) -> dict[str, Any]:
+        return {"name": "standby", "engine": "mariadb", "host": "127.0.0.1", "port": self._standby.port}
+
+    def _connect(self, db: dict[str, Any]) -> Any:
+        inst = self._primary if db["port"] == self._primary.port else self._standby
+        return pymysql.connect(**inst.connect_kwargs(), autocommit=True)  # type: ignore[arg-type]
+
+    def run(self, db: dict[str, Any], *statements: str) -> None:
+        conn = self._connect(db)
+        try:
+            with conn.cursor() as cur:
+                for stmt in statements:
+                    cur.execute(stmt)
+        finally:
+            conn.close()
+
+    def run_in_one(self, db: dict[str, Any], statements: Sequence[str], *, commit: bool) -> None:
+        conn = self._connect(db)
+        try:
+            conn.begin()
+            with conn.cursor() as cur:
+                for stmt in statements:
+                    cur.execute(stmt)
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            conn.close()
+
+    def tamper(self, db: dict[str, Any], statement: str) -> None:
+        self.run(db, statement)  # root has READ_ONLY ADMIN (SUPER): read_only does not stop it
+
+    def create_table(self, name: str, *, keyless: bool = False) -> str:
+        key = "" if keyless else " PRIMARY KEY"
+        return f"CREATE TABLE {name} (id int{key}, v text, amount decimal(12,2), raw blob) ENGINE=InnoDB"
+
+    def insert(self, name: str, i: int, v: str) -> str:
+        return f"INSERT INTO {name} VALUES ({i}, '{v}', {i} / 100, CAST('{v}' AS BINARY))"
+
+    def update(self, name: str, i: int, v: str) -> str:
+        return f"UPDATE {name} SET v = '{v}', raw = CAST('{v}' AS BINARY) WHERE id = {i}"
+
+    def delete_one(self, name: str, i: int) -> str:
+        return f"DELETE FROM {name} WHERE id = {i} LIMIT 1"
+
+    def stop_source(self, db: dict[str, Any]) -> float:
+        started = time.monotonic()
+        try:
+            self._primary.stop(timeout=30)  # SIGTERM: what mysqladmin shutdown and the service manager do
+        except RuntimeError as exc:
+            self._primary.kill9()
+            raise AssertionError(str(exc)) from None
+        return time.monotonic() - started
+
+    def start_source(self, db: dict[str, Any]) -> None:
+        if not self._primary.is_running():
+            self._primary.start()
+
+    def rows(self, db: dict[str, Any], name: str) -> list[tuple[Any, ...]]:
+        conn = self._connect(db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT id, v, CAST(amount AS CHAR), raw FROM {name} ORDER BY id, v")
+                return [(r[0], r[1], r[2], bytes(r[3]) if r[3] is not None else None) for r in cur.fetchall()]
+        finally:
+            conn.close()

@@ -311,3 +311,65 @@ def test_bulk_load_and_verify_compare_both_sides(harness: EngineHarness) -> None
             primary_side.close()
     finally:
         app.close()
+
+
+def test_a_keyless_table_replicates_updates_and_deletes_by_whole_rows(harness: EngineHarness) -> None:
+    """Identity "full": every column is a key column; an UPDATE or DELETE names its row by all its old values,
+    and the applier changes exactly one row per change, even among identical rows."""
+    src, sb = harness.source(), harness.standby()
+    harness.run(src, harness.create_table(BAG, keyless=True))
+    cfg = harness.config(src, [sb])
+    capture = _capture(cfg)
+    try:
+        harness.run(src, harness.insert(BAG, 7, "x"), harness.insert(BAG, 7, "x"), harness.insert(BAG, 8, "z"))
+        harness.run(src, harness.update(BAG, 7, "y"))  # both identical rows
+        harness.run(src, harness.delete_one(BAG, 7))  # one of the two, still identical
+        txns = _txns(capture, None, 5)
+    finally:
+        capture.close()
+    meta = next(e for t in txns for e in t if isinstance(e, TableMeta))
+    assert meta.identity == "full" and len(meta.key_columns) == len(meta.columns)
+    updates, deletes = _rows(txns[3]), _rows(txns[4])
+    assert [(r.op, r.old_key, r.values) for r in updates] == 2 * [(Op.UPDATE, [7, "x", "0.07", b"x"],
+                                                                   [7, "y", "0.07", b"y"])]
+    assert [(r.op, r.old_key) for r in deletes] == [(Op.DELETE, [7, "y", "0.07", b"y"])]
+    app = _applier(cfg)
+    try:
+        app.begin()
+        app.apply_table_meta("contract", meta, None)
+        app.apply_rows({BAG: meta}, [r for t in txns for r in _rows(t)], "t1..t5", "p1..p5")
+        app.commit()
+        # A change whose old row is not there is a data error, not a silent no-op.
+        app.begin()
+        with pytest.raises(DataApplyError) as err:
+            app.apply_rows({BAG: meta}, [RowChange(BAG, Op.DELETE, [], [7, "x", "0.07", b"x"])], "t6", "p6")
+        assert err.value.table == BAG
+        app.rollback()
+    finally:
+        app.close()
+    assert harness.rows(sb, BAG) == harness.rows(src, BAG) == [(7, "y", "0.07", b"y"), (8, "z", "0.08", b"z")]
+
+
+def test_probe_reads_the_source_log_from_the_database_alone(harness: EngineHarness) -> None:
+    """What ``ark status`` shows with Kafka down: the source's current position (in the engine's own text) and
+    how many bytes of log lie between two positions; never an exception for an unreachable source."""
+    src = harness.source()
+    harness.run(src, harness.create_table(T))
+    cfg = harness.config(src)
+    capture = _capture(cfg)  # the capture's source-side setup exists (a slot, for engines that have one)
+    probe = load(engine(cfg.primary.engine).probe)(cfg)
+    try:
+        before = probe.source_log()
+        assert before.message == "" and before.current_position and before.summary, before
+        harness.run(src, *[harness.insert(T, i, "x" * 200) for i in range(50)])
+        after = probe.source_log()
+        assert after.current_position is not None and before.current_position is not None
+        older, newer = capture.parse_position(before.current_position), capture.parse_position(after.current_position)
+        assert older.key < newer.key
+        assert (probe.bytes_between(before.current_position, after.current_position) or 0) > 50 * 200
+        assert probe.bytes_between(after.current_position, after.current_position) == 0
+        assert capture.retained_from() == "" or capture.parse_position(capture.retained_from()).key <= newer.key
+    finally:
+        capture.close()
+    gone = load(engine(cfg.primary.engine).probe)(harness.config({**src, "port": 1}))
+    assert gone.source_log().message  # unreachable: said, not raised

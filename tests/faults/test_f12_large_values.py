@@ -67,7 +67,7 @@ def _wait_partial_in_kafka(group: Group, timeout: float) -> bool:
 
 
 _HOLDING_PARTS = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
-                  "application_name = 'ark' AND backend_xid IS NOT NULL AND query LIKE '%_ark_parts%'")
+                  "application_name LIKE 'ark apply %' AND backend_xid IS NOT NULL AND query LIKE '%_ark_parts%'")
 
 
 def _wait_apply_holding_parts(standby_dsn: str, timeout: float) -> bool:

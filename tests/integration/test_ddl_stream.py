@@ -200,7 +200,7 @@ def test_a_ddl_the_standby_cannot_run_stops_it_naming_the_object_and_the_fix(mak
     sql(primary, "ALTER TYPE shade ADD VALUE 'dark'")
     applier = group.agents[1]
     wait_for(lambda: not applier.alive(), 60, "the applier to stop")
-    assert applier.proc is not None and applier.proc.returncode == 31
+    assert applier.proc is not None and applier.proc.returncode == 32
     out = applier.tail(5)
     assert "error: standby standby cannot follow ALTER TYPE" in out and "type public.shade" in out, out
     assert "fix: " in out

@@ -18,7 +18,7 @@ from consumers.base import ApplyState
 from consumers.errors import DataApplyError, TableNeedsResync, TransientApplyError
 from consumers.postgresql.applier import PostgresApplier
 from producers.postgresql.snapshot import PostgresSnapshotSource
-from schemas.entries import UNCHANGED, Column, Op, RowChange, TableMeta
+from schemas.entries import UNCHANGED, Column, Op, PartRef, RowChange, TableMeta, ValuePart
 
 ORDER = TableMeta("Sales.Order", (
     Column("Id", "int64", "bigint", nullable=False, key_position=1),
@@ -237,6 +237,37 @@ def test_rollback_leaves_nothing(app: PostgresApplier, db: Any) -> None:
     assert query(db, "SELECT count(*) FROM w") == [(0,)]
     with pytest.raises(RuntimeError):
         app.save_state(state(2))  # begin() first
+
+
+def test_parts_of_a_large_value_after_a_rollback(app: PostgresApplier, db: Any) -> None:
+    """The parts table is created in the transaction of the first part: after that transaction rolls back
+    (a restart of the batch), the next value's parts still find it; rows assemble byte for byte."""
+    import crc32c
+
+    meta = TableMeta("public.doc", (Column("id", "int32", "integer", nullable=False, key_position=1),
+                                    Column("body", "bytes", "bytea"), Column("note", "string", "text")),
+                     version="1")
+    setup_table(app, meta)
+    body, note = os.urandom(3000), "é€𝄞" * 500
+    note_bytes = note.encode()
+
+    def put(row: int) -> None:
+        for column, data in ((1, body), (2, note_bytes)):
+            for index in range(3):
+                chunk = data[index * len(data) // 3:(index + 1) * len(data) // 3]
+                app.store_part(ValuePart("public.doc", row, column, index, 3, len(data), chunk))
+
+    refs = [PartRef(0, 1, 3, len(body), crc32c.crc32c(body)), PartRef(0, 2, 3, len(note_bytes),
+                                                                      crc32c.crc32c(note_bytes))]
+    app.begin()
+    put(0)
+    app.rollback()
+    app.begin()
+    put(0)
+    app.apply_rows({meta.table: meta}, [RowChange(meta.table, Op.INSERT, [7, None, None], parts=refs)], "t1", "0/1")
+    app.save_state(state(1))
+    app.commit()
+    assert query(db, "SELECT body, note FROM doc WHERE id = 7") == [(body, note)]
 
 
 def test_read_only_for_other_sessions(app: PostgresApplier, db: Any) -> None:

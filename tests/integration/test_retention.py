@@ -67,8 +67,12 @@ def test_short_retention_compaction_and_size_limit_are_warned_with_their_fix(mak
             f"--add-config retention.ms={4 * 3_600_000}") in out, out
     assert "all checks passed" in out  # a warning, not a failure
 
+    # 'ark delay' refuses a delay the topic cannot hold, with the fix (issue 9); --force sets it with a warning.
+    refused = group.ark("delay", "standby", "36000", env=WIDE)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "needs the redo topic to keep 12 h" in refused.stderr and "--force" in refused.stderr, refused.stderr
+    assert "warning:" in _ok(group, "delay", "standby", "36000", "--force")
     # A delay raised at run time ('ark delay' intent on the control topic) counts, not just the config's.
-    _ok(group, "delay", "standby", "36000")
     doc = json.loads(_ok(group, "status", "--json"))
     [short] = [w for w in doc["warnings"] if "keeps 1 h" in w]
     assert "delay in force (36000 s, standby standby)" in short and f"retention.ms={12 * 3_600_000}" in short

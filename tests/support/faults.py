@@ -367,9 +367,10 @@ def seed() -> int:
     return int(os.environ.get("ARK_FAULT_SEED") or time.time_ns() % 1_000_000_007)
 
 
-# application_name of Ark's sessions (common/config.py); on a standby only the applier uses it.
+# application_name of the applier's sessions: 'ark apply <standby> on <host> pid <pid>' (consumers/postgresql/
+# replica.py).
 _OPEN_APPLY_TXN = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                   "AND application_name = 'ark' AND backend_xid IS NOT NULL")
+                   "AND application_name LIKE 'ark apply %' AND backend_xid IS NOT NULL")
 
 
 def wait_open_apply_txn(standby_dsn: str, timeout: float) -> bool:

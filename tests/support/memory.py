@@ -32,7 +32,7 @@ from common.problems import Problem
 from common.redo import EndOfLog, RedoLog, RedoReader, RedoRecord, RedoWriter
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, StagedTable
-from consumers.errors import DataApplyError, TransientApplyError
+from consumers.errors import DataApplyError, StateMoved, TransientApplyError
 from consumers.tables import TableState
 from producers.base import CaptureEvent, Idle, LogCapture, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
@@ -338,7 +338,7 @@ class MemoryCapture(LogCapture):
                 raise SlotGapError(hole, fix="test")
         floor = max(self.source.confirmed, int.from_bytes(resume_after.key, "big") if resume_after else 0)
         yielded = 0
-        announced: set[str] = set()
+        announced: dict[str, str] = {}  # table -> the version last announced (a new version is announced again)
         index = 0
         while True:
             with self.source.lock:
@@ -358,8 +358,8 @@ class MemoryCapture(LogCapture):
                     if change is None:
                         break
                     meta = txn.metas.get(change.table)
-                    if meta is not None and change.table not in announced:
-                        announced.add(change.table)
+                    if meta is not None and announced.get(change.table) != meta.version:
+                        announced[change.table] = meta.version
                         events.append(meta)
                     events.append(change)
                 events.append(TxnEnd(commit, pg_lsn(txn.commit + 1)))
@@ -567,8 +567,15 @@ class MemoryApplier(Applier):
         self._parts.setdefault((part.row, part.column), []).append(part.data)
         self.standby.parts_seen += 1
 
-    def save_state(self, state: ApplyState) -> None:
-        self._require().state = state
+    def save_state(self, state: ApplyState, previous: ApplyState | None = None) -> None:
+        db = self._require()
+        if previous is not None:
+            now = self.standby.db.state  # what is committed (another applier may have moved it)
+            if now is None or (now.next_offset, now.epoch) != (previous.next_offset, previous.epoch):
+                self.rollback()
+                raise StateMoved(f"state moved: read {previous.next_offset}, found "
+                                 f"{now.next_offset if now else None}", fix="test")
+        db.state = state
 
     def load_table_states(self, group: str, standby: str) -> dict[str, TableState]:
         return dict(self.standby.db.table_states)

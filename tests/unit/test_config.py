@@ -113,3 +113,10 @@ def test_keygen_writes_a_private_key(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     cfg = parse_config({**MIN, "control_key": {"file": str(path)}})
     assert len(cfg.control_key_bytes()) == 64
+
+
+def test_a_standby_may_be_of_another_engine() -> None:
+    cfg = parse_config({"group": "g", "control_key": {"env": "ARK_CONTROL_KEY"},
+                        "primary": {"name": "p", "engine": "postgresql"},
+                        "standbys": [{"name": "m", "engine": "mariadb"}]})
+    assert cfg.standbys[0].engine == "mariadb" and cfg.standbys[0].port == 3306

@@ -138,3 +138,17 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(OpsError):
         parse_duration(text)
+
+
+def test_a_delay_longer_than_retention_is_refused_with_the_fix() -> None:
+    from ops.retention import delay_verdict
+
+    hour = 3_600_000
+    assert delay_verdict(3600, 48 * hour, 24 * 3600, "ark.g.redo", bootstrap="b:9092") is None
+    assert delay_verdict(10 * 24 * 3600, -1, 24 * 3600, "ark.g.redo", bootstrap="b:9092") is None  # unlimited
+    refused = delay_verdict(30 * 3600, 48 * hour, 24 * 3600, "ark.g.redo", bootstrap="b:9092")
+    assert refused is not None
+    assert "54 h" in refused.what and "48 h" in refused.what
+    assert f"retention.ms={54 * hour}" in refused.fix and "--force" in refused.fix
+    not_yet = delay_verdict(30 * 3600, 48 * hour, 24 * 3600, "ark.g.redo", bootstrap="b:9092", exists=False)
+    assert not_yet is not None and "kafka.redo_retention_hours: 54" in not_yet.fix

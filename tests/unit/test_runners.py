@@ -323,6 +323,68 @@ def test_forged_control_records_are_refused_and_counted() -> None:
     assert dict(reader.refused) == {"bad-signature": 1, "unsigned": 1, "replayed": 1}
 
 
+# -- engines whose DDL commits by itself ---------------------------------------------------------------
+class RecordingApplier(MemoryApplier):
+    """A MemoryApplier that records, at each shape change, which source transactions its open target
+    transaction already holds, and every commit's applied transactions."""
+
+    def __init__(self, standby: MemoryStandby, seen: dict[str, list[str]], *, transactional_ddl: bool) -> None:
+        super().__init__(standby)
+        self.transactional_ddl = transactional_ddl
+        self.seen = seen
+
+    def apply_table_meta(self, group: str, meta: TableMeta, previous: TableMeta | None) -> None:
+        self.seen[f"{meta.table} {meta.version}"] = list(self._applied)  # what the engine's DDL would commit
+        super().apply_table_meta(group, meta, previous)
+
+
+def _ddl_log() -> tuple[MemoryRedoLog, dict[str, str]]:
+    """Small transactions, a shape change of T, then one large transaction (3 chunks) that brings table U's
+    first shape between its chunks."""
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    v1, v2, u = table_meta(T), table_meta(T, version="v2"), table_meta("public.u")
+    source.commit([ins(T, 1, "a")], [v1])
+    source.commit([ins(T, 2, "b")], [v1])
+    source.commit([ins(T, 3, "c")], [v2])
+    big = source.commit([ins(T, i, "big") for i in range(10, 22)] + [ins("public.u", i) for i in range(12)], [v2, u])
+    running = capture(config(chunk_rows=10), source, log, store)
+    try:
+        wait_until(lambda: len(complete_txns(log)) == 4, what="the transactions in the log")
+    finally:
+        running.stop()
+    return log, {"big": str(big.xid)}
+
+
+@pytest.mark.parametrize("transactional_ddl", [False, True])
+def test_a_standby_whose_ddl_commits_by_itself_commits_before_each_shape_change(transactional_ddl: bool) -> None:
+    log, txns = _ddl_log()
+    standby = synced_standby(log, table_meta(T))
+    seen: dict[str, list[str]] = {}
+    cfg = config(batch_txns=1000)
+
+    def factory() -> RecordingApplier:
+        return RecordingApplier(standby, seen, transactional_ddl=transactional_ddl)
+
+    running = Running(ApplyRunner(cfg, cfg.standbys[0], factory, log), [])
+    try:
+        wait_until(lambda: standby.db.state is not None and standby.db.state.applied_txns == 4,
+                   what="every transaction")
+    finally:
+        running.stop()
+    assert sorted(table(standby)) == [1, 2, 3, *range(10, 22)] and len(standby.rows("public.u")) == 12
+    if transactional_ddl:
+        # PostgreSQL's way, unchanged: the shape change joins the batch of the small transactions before it.
+        assert seen[f"{T} v2"] != []
+        return
+    # Nothing of an earlier source transaction is in the target transaction when the DDL runs (it would be
+    # committed by the DDL, or replayed on the new shape after a crash): the batch was committed first ...
+    assert seen[f"{T} v2"] == []
+    # ... and so it was before the large transaction began, whose second chunk brought U's first shape.
+    assert set(seen["public.u v1"]) == {txns["big"]}
+    before = [state.applied_txns for state, _t in standby.commits if state is not None]
+    assert before[:2] == [2, 3]  # committed after the two small ones, then after the third (before the big one)
+
+
 # -- values of any size --------------------------------------------------------------------------------
 def _big_source(sizes: list[int], seed: int = 5) -> tuple[MemorySource, dict[int, str]]:
     """Rows with values of the given sizes (text), between small transactions on the same table."""
@@ -407,3 +469,38 @@ def test_a_corrupt_part_is_retransmitted() -> None:
     finally:
         cap.stop()
     assert [q[2] for q in log.quarantined] == [f"{log.topic}:0:{victim}"]
+
+
+def test_an_idle_source_whose_log_ends_at_the_last_commit_still_gets_one_checkpoint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB's binlog does not move while the primary is idle: its idle position is the last transaction's
+    end, which the capture already confirmed. One checkpoint just below it must still reach the log, so a
+    table resync copied at that position (floor: just below it) sees the standby reach its floor."""
+    from producers import session as capture_session
+    from producers.base import Idle, TxnEnd
+    from schemas.positions import just_before
+
+    monkeypatch.setattr(capture_session, "CHECKPOINT_INTERVAL_S", 0.0)
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    workload(source, txns=3)
+    last = pg_lsn(source.txns[-1].commit)
+    still = pg_lsn(source.txns[-1].commit + 0x80)  # where the last transaction ends (its commit key: its start)
+
+    class StillLog(MemoryCapture):
+        def stream(self, resume_after: Any) -> Any:
+            for event in super().stream(resume_after):
+                if isinstance(event, TxnEnd) and event.commit == last:
+                    event = TxnEnd(last, still)
+                yield Idle(still) if isinstance(event, Idle) else event
+
+    def checkpoints() -> list[TxnChunk]:
+        return [b for _o, b in entries(log) if isinstance(b, TxnChunk) and not b.txn_id]
+
+    running = Running(CaptureRunner(config(window_s=0), lambda: StillLog(source), log), store)
+    try:
+        wait_until(lambda: len(checkpoints()) >= 1, what="a checkpoint of the idle source")
+        time.sleep(0.2)  # many more idle events: still one checkpoint for one idle position
+    finally:
+        running.stop()
+    assert [c.commit.key for c in checkpoints()] == [just_before(still).key]
+    assert len(complete_txns(log)) == 3

@@ -215,6 +215,11 @@ def test_v2_entries_are_readable_by_a_v1_reader() -> None:
     ("scn:123", positions.oracle_scn(123)),
     ("0x00000025000001A80003", positions.mssql_lsn(bytes.fromhex("00000025000001A80003"))),
     ("mysql-bin.000003:4567", positions.binlog_position("mysql-bin.000003", 4567)),
+    ("binlog.000003:1234 gtid=0-1-42", positions.mariadb_position("binlog.000003", 1234, "0-1-42")),
+    ("<binlog.000003:1234 gtid=0-1-42",
+     positions.just_before(positions.mariadb_position("binlog.000003", 1234, "0-1-42"))),
+    ("binlog.000003:4 gtid=", positions.mariadb_position("binlog.000003", 4)),
+    ("binlog.000003:x gtid=0-1-1", None), ("binlog:4 gtid=0-1-1", None),
     ("junk", None), ("", None), ("1/ZZ", None), ("<0/10", None),
 ])
 def test_position_text_parses_back(text: str, expected: object) -> None:

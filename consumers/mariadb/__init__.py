@@ -1,0 +1,1 @@
+"""MariaDB standby: the applier dialect."""

@@ -1,0 +1,316 @@
+"""What the console shows, computed from what it read (pure: no Kafka, no database, no Textual).
+
+The console's source (ops/console/source.py) reads the status document (:func:`ops.status.gather`,
+the same one ``ark status --json`` prints), the heartbeats it follows, and the control topic's
+records. This module turns them into a :class:`ConsoleView`: the topology, one row per standby with
+its sparklines, the capture, every agent's health and host facts, and the event feed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.control import ControlRecord
+from ops.lag import STALE_AFTER_S
+from schemas.control import (
+    NodeIdentity,
+    Pause,
+    Resume,
+    ResyncTable,
+    Retransmit,
+    RetransmitDone,
+    RetransmitFailed,
+    SetDelay,
+    SourceGap,
+    TableResynced,
+    TableResyncProgress,
+    TableResyncRefused,
+    TableResyncStarted,
+    VerifyHold,
+)
+
+#: How much history the sparklines show.
+HISTORY_S = 600.0
+#: Events kept in the feed.
+MAX_EVENTS = 500
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+#: How applier states read in the console.
+STATE_WORDS = {"awaiting-retransmit": "waiting for retransmit", "held for verify": "held for verify",
+               "error": "stopped"}
+
+
+def sparkline(values: Sequence[float | None], width: int = 20) -> str:
+    """``values`` as a row of block characters, ``width`` wide (newest on the right; blank: no data).
+    More values than columns are folded by taking each column's maximum (a lag spike stays visible)."""
+    n = len(values)
+    buckets: list[float | None]
+    if n <= width:
+        pad: list[float | None] = [None] * (width - n)
+        buckets = pad + list(values)
+    else:
+        buckets = []
+        for i in range(width):
+            chunk = [v for v in values[i * n // width:(i + 1) * n // width] if v is not None]
+            buckets.append(max(chunk) if chunk else None)
+    known = [v for v in buckets if v is not None]
+    top = max(known, default=0.0)
+    out = []
+    for v in buckets:
+        if v is None:
+            out.append(" ")
+        elif top <= 0:
+            out.append(_BLOCKS[0])
+        else:
+            out.append(_BLOCKS[min(len(_BLOCKS) - 1, int(v / top * (len(_BLOCKS) - 1) + 0.5))])
+    return "".join(out)
+
+
+@dataclass
+class Sample:
+    """One point of an agent's history."""
+
+    at: float
+    lag_s: float | None = None
+    rate: float | None = None  # rows per second (applied or published)
+
+
+class History:
+    """The last :data:`HISTORY_S` seconds of each agent's lag and rate, from its heartbeats."""
+
+    def __init__(self, window_s: float = HISTORY_S) -> None:
+        self.window_s = window_s
+        self._points: dict[tuple[str, str], deque[Sample]] = {}
+        self._last: dict[tuple[str, str], tuple[float, float]] = {}  # (sent_at, rows counter)
+
+    def add_beat(self, beat: dict[str, Any]) -> None:
+        """Record one heartbeat (in the order they were sent)."""
+        key = (beat["agent"], beat["name"])
+        at = beat["sent_at_us"] / 1e6
+        rows = float((beat.get("metrics") or {}).get("rows", 0.0))
+        rate = None
+        last = self._last.get(key)
+        if last is not None and at > last[0]:
+            rate = max(0.0, rows - last[1]) / (at - last[0]) if rows >= last[1] else 0.0
+        self._last[key] = (at, rows)
+        lag = float(beat.get("lag_seconds", 0.0)) if beat["agent"] == "apply" else None
+        self.add(key, Sample(at, lag, rate))
+
+    def add(self, key: tuple[str, str], sample: Sample) -> None:
+        """Add a point."""
+        points = self._points.setdefault(key, deque())
+        points.append(sample)
+        while points and points[0].at < sample.at - self.window_s:
+            points.popleft()
+
+    def series(self, key: tuple[str, str], what: str) -> list[float | None]:
+        """The values of ``what`` (lag_s or rate) over the window, oldest first."""
+        return [getattr(s, what) for s in self._points.get(key, ())]
+
+    def latest_rate(self, key: tuple[str, str], over_s: float = 10.0) -> float | None:
+        """Mean rate over the last ``over_s`` seconds."""
+        points = [s for s in self._points.get(key, ()) if s.rate is not None]
+        if not points:
+            return None
+        recent = [s.rate for s in points if s.at >= points[-1].at - over_s and s.rate is not None]
+        return sum(recent) / len(recent) if recent else None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the event feed."""
+
+    at: float
+    severity: str  # info, warn, error
+    kind: str
+    text: str
+
+
+def event_of(rec: ControlRecord) -> Event | None:
+    """The feed line of a control record (None for the hold protocol's chatter)."""
+    body, who, at, target = rec.body, rec.issued_by, rec.issued_at_us / 1e6, rec.target or "all standbys"
+    if isinstance(body, Retransmit):
+        return Event(at, "warn", "quarantine", f"{target}: entry at redo offset {body.offset} corrupt ({body.reason}): "
+                     f"quarantined, retransmission requested after {body.after_position or 'the start'}")
+    if isinstance(body, RetransmitDone):
+        return Event(at, "info", "retransmit", f"capture republishes after {body.after_position or 'the start'} "
+                     f"({len(body.request_ids)} request(s))")
+    if isinstance(body, RetransmitFailed):
+        return Event(at, "error", "retransmit", f"capture cannot republish after {body.after_position}: {body.reason}")
+    if isinstance(body, TableResyncStarted):
+        return Event(at, "warn", "resync", f"{target}: {body.table} resync started: {body.reason}")
+    if isinstance(body, TableResyncProgress):
+        sev = "error" if body.phase == "failed" else "info"
+        detail = f": {body.error}" if body.error else (f", {body.rows} rows" if body.rows else "")
+        return Event(at, sev, "resync", f"{target}: {body.table} {body.phase}{detail}")
+    if isinstance(body, TableResynced):
+        return Event(at, "info", "resync", f"{target}: {body.table} resynced ({body.rows} rows at {body.position}, "
+                     f"{body.replayed} replayed)")
+    if isinstance(body, TableResyncRefused):
+        return Event(at, "error", "resync", f"{target}: resync of {body.table} refused: {body.reason}")
+    if isinstance(body, SourceGap):
+        return Event(at, "error", "gap", f"source gap accepted after {body.after_position} ({body.hole}); standbys "
+                     f"stop at redo offset {body.first_offset} until resynced")
+    if isinstance(body, SetDelay):
+        return Event(at, "info", "intent", f"{who}: delay of {target} set to {body.seconds:g} s")
+    if isinstance(body, Pause):
+        return Event(at, "info", "intent", f"{who}: pause {target}")
+    if isinstance(body, Resume):
+        return Event(at, "info", "intent", f"{who}: resume {target}")
+    if isinstance(body, ResyncTable):
+        return Event(at, "info", "intent", f"{who}: resync {body.table} on {target}")
+    if isinstance(body, VerifyHold):
+        return Event(at, "info", "verify", f"{who}: verify of {target} started")
+    if isinstance(body, NodeIdentity):
+        return Event(at, "info", "identity", f"{target} recorded as {body.role} ({body.label})")
+    return None
+
+
+class Feed:
+    """The event feed: control records, agents' state changes and their server-log alerts, newest last."""
+
+    def __init__(self) -> None:
+        self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
+        self._states: dict[tuple[str, str], str] = {}
+        self._alerts_seen: set[tuple[str, int, str]] = set()
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+
+    def add_records(self, records: Iterable[ControlRecord]) -> None:
+        for rec in records:
+            ev = event_of(rec)
+            if ev is not None:
+                self.add(ev)
+
+    def add_beat(self, beat: dict[str, Any]) -> None:
+        """State changes of an agent (to an error, a retry, a stop, and back) and its new alert lines."""
+        key = (beat["agent"], beat["name"])
+        at, state = beat["sent_at_us"] / 1e6, beat["state"]
+        before = self._states.get(key)
+        self._states[key] = state
+        if before is not None and before != state:
+            sev = "error" if state == "error" else "warn" if state in ("retrying", "stopped",
+                                                                        "awaiting-retransmit") else "info"
+            detail = f": {beat['message']}" if beat.get("message") and sev != "info" else ""
+            self.add(Event(at, sev, "agent", f"{key[0]} {key[1]}: {before} → {state}{detail}"))
+        for alert in beat.get("alerts") or ():
+            mark = (alert["source"], alert["at_us"], alert["text"])
+            if mark in self._alerts_seen:
+                continue
+            self._alerts_seen.add(mark)
+            sev = "error" if alert["severity"] in ("PANIC", "FATAL") else "warn"
+            self.add(Event(alert["at_us"] / 1e6, sev, "alert", f"{alert['source']}: {alert['text']}"))
+
+    def newest(self, n: int = MAX_EVENTS) -> list[Event]:
+        """The newest ``n`` events, oldest first (sorted by time)."""
+        return sorted(self.events, key=lambda e: e.at)[-n:]
+
+
+# -- the view --------------------------------------------------------------------------------------------
+@dataclass
+class StandbyRow:
+    name: str
+    state: str
+    delay_s: float
+    lag_s: float | None
+    lag_entries: int | None
+    rate: float | None
+    applied_position: str
+    applied_offset: int
+    message: str
+    applied_commit_time: str = ""
+    lag_series: list[float | None] = field(default_factory=list)
+    rate_series: list[float | None] = field(default_factory=list)
+
+
+@dataclass
+class AgentRow:
+    agent: str
+    name: str
+    host: str
+    pid: int
+    role: str
+    epoch: int
+    state: str
+    age_s: float
+    metrics: dict[str, float]
+    processes: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    message: str
+    db_healthy: bool
+
+
+@dataclass
+class ConsoleView:
+    """Everything the screens show at one moment."""
+
+    group: str
+    at: float
+    kafka_ok: bool = True
+    redo_end: int = -1
+    capture: dict[str, Any] = field(default_factory=dict)
+    standbys: list[StandbyRow] = field(default_factory=list)
+    agents: list[AgentRow] = field(default_factory=list)
+    file_sets: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: What the console cannot see right now, and why.
+    blind: list[str] = field(default_factory=list)
+
+
+def describe_state(state: str, message: str) -> str:
+    """An applier's state in the console's words: running, delayed, paused, waiting for retransmit,
+    resyncing TABLE, stopped (with its error), down."""
+    for part in message.split(";"):
+        part = part.strip()
+        if " resyncing" in part:
+            return f"resyncing {part.split(' resyncing', 1)[0]}"
+    return STATE_WORDS.get(state, state)
+
+
+def agent_rows(beats: dict[tuple[str, str], dict[str, Any]], now: float) -> list[AgentRow]:
+    rows = []
+    for (agent, name), b in sorted(beats.items()):
+        age = now - b["sent_at_us"] / 1e6
+        state = b["state"] if age < STALE_AFTER_S else f"down ({age:.0f} s)"
+        rows.append(AgentRow(agent, name, b.get("host", ""), int(b.get("pid", 0)), b.get("role", ""),
+                             int(b.get("epoch", 0)), state, age, dict(b.get("metrics") or {}),
+                             list(b.get("processes") or []), list(b.get("alerts") or []), b.get("message", ""),
+                             bool(b.get("db_healthy", True))))
+    return rows
+
+
+def build_view(status: dict[str, Any], beats: dict[tuple[str, str], dict[str, Any]], history: History, feed: Feed,
+               file_sets: Sequence[str] = (), now: float | None = None, blind: Sequence[str] = ()) -> ConsoleView:
+    """The console's view from the status document, the newest heartbeats, the history and the feed."""
+    now = time.time() if now is None else now
+    view = ConsoleView(group=status["group"], at=now, redo_end=status.get("redo_end_offset", -1),
+                       warnings=list(status.get("warnings", [])), blind=list(blind))
+    cap = dict(status.get("capture", {}))
+    cap_beat = beats.get(("capture", cap.get("node", "")))
+    metrics = (cap_beat or {}).get("metrics") or {}
+    cap["epoch"] = int((cap_beat or {}).get("epoch", 0))
+    cap["retained_bytes"] = metrics.get("db.slot_retained_bytes")
+    cap["rate"] = history.latest_rate(("capture", cap.get("node", "")))
+    cap["rate_series"] = history.series(("capture", cap.get("node", "")), "rate")
+    view.capture = cap
+    for sb in status.get("standbys", []):
+        key = ("apply", sb["name"])
+        view.standbys.append(StandbyRow(
+            name=sb["name"], state=describe_state(sb["state"], sb.get("message", "")),
+            delay_s=float(sb.get("delay_seconds") or 0.0), lag_s=sb.get("lag_seconds"),
+            lag_entries=sb.get("lag_entries"), rate=history.latest_rate(key),
+            applied_position=sb.get("applied_position") or "", applied_offset=int(sb.get("applied_offset", -1)),
+            message=sb.get("message", ""), applied_commit_time=sb.get("applied_commit_time") or "",
+            lag_series=history.series(key, "lag_s"), rate_series=history.series(key, "rate")))
+    view.agents = agent_rows(beats, now)
+    for fs in file_sets:
+        members = [a for a in view.agents if a.agent == "filesync" and (a.name == fs or a.name.startswith(f"{fs}/"))]
+        view.file_sets.append({"name": fs, "agents": [(a.name, a.role, a.state) for a in members]})
+    view.events = feed.newest()
+    return view

@@ -1,0 +1,1 @@
+"""MariaDB capture (binlog) and snapshot source."""
