@@ -175,6 +175,7 @@ SELECT jsonb_build_object(
   'indexes', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                  'oid', i.indexrelid, 'name', ic.relname, 'def', pg_get_indexdef(i.indexrelid),
                  'primary', i.indisprimary, 'unique', i.indisunique, 'valid', i.indisvalid,
+                 'immediate', i.indimmediate,
                  'replident', i.indisreplident, 'keys', i.indkey::int2[], 'partial', i.indpred IS NOT NULL,
                  'expr', i.indexprs IS NOT NULL,
                  'constraint', (SELECT co.conname FROM pg_constraint co
@@ -269,7 +270,8 @@ DECLARE
   covered boolean; resync boolean := false;
 BEGIN
   SELECT cl.relkind, cl.relpersistence, cl.relreplident, n.nspname, cl.relname,
-         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = cl.oid AND i.indisprimary) AS has_pk,
+         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = cl.oid AND i.indisprimary AND i.indimmediate)
+           AS has_pk,
          EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = cl.oid AND i.indisreplident AND i.indisvalid) AS has_ri
     INTO c FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = rel;
   IF NOT FOUND OR c.relkind <> 'r' OR c.relpersistence <> 'p' THEN

@@ -39,7 +39,9 @@ def relation_from_facts(facts: Facts) -> pgoutput.Relation:
     flagged: set[int] = set()
     if replident in ("d", "i"):
         for index in facts.get("indexes") or ():
-            if (replident == "d" and index.get("primary")) or (replident == "i" and index.get("replident")):
+            # A DEFERRABLE primary key is no replica identity (PostgreSQL ignores it, as catalog.py does).
+            if (replident == "d" and index.get("primary") and index.get("immediate", True)) \
+                    or (replident == "i" and index.get("replident")):
                 flagged = {int(k) for k in index.get("keys") or ()}
                 break
     columns = []
@@ -61,7 +63,8 @@ def details_from_facts(facts: Facts) -> ColumnDetails:
     not_null = {str(c["name"]): bool(c.get("not_null")) for c in cols}
     key: tuple[str, ...] = ()
     for index in facts.get("indexes") or ():  # ordered as catalog.column_details orders them
-        if not index.get("unique") or not index.get("valid") or index.get("partial") or index.get("expr"):
+        if not index.get("unique") or not index.get("valid") or index.get("partial") or index.get("expr") \
+                or not index.get("immediate", True):  # a DEFERRABLE key finds no row inside a transaction
             continue
         cand = tuple(names.get(int(k), "") for k in index.get("keys") or ())
         if all(cand) and (index.get("primary") or all(not_null[c] for c in cand)):

@@ -87,6 +87,12 @@ def test_key_rules_follow_the_replica_identity() -> None:
     assert details_from_facts(by_index).key == ("n",)
     generated = table_facts(columns=[*table_facts()["columns"], _col(4, "g", generated=True)])
     assert [c.name for c in relation_from_facts(generated).columns] == ["id", "a", "n"]
+    # A DEFERRABLE primary key is no identity (as in catalog.py): under FULL every column is a key, no key column.
+    deferrable = copy.deepcopy(table_facts(replident="f"))
+    deferrable["indexes"][0]["immediate"] = False
+    assert details_from_facts(deferrable).key == ()
+    assert rel_from_facts(deferrable, {}, "").meta.identity == "full"
+    assert relation_from_facts(table_facts(indexes=deferrable["indexes"])).columns[0].flags == 0
 
 
 # -- steps ---------------------------------------------------------------------------------------------------
