@@ -45,6 +45,7 @@ class ExitCode(IntEnum):
     ENTRY_TOO_LARGE = 30
     APPLIER_RUNNING = 31
     NOT_PROMOTABLE = 32
+    SCHEMA_CHANGE_FAILED = 33
     INTERRUPTED = 130
 
 
@@ -91,6 +92,8 @@ MEANING: dict[ExitCode, str] = {
                               "only one may: stop one of them",
     ExitCode.NOT_PROMOTABLE: "`ark check --promotable`: the standby lacks something a promotion needs (each missing "
                              "object is listed with its fix)",
+    ExitCode.SCHEMA_CHANGE_FAILED: "a standby cannot follow a DDL of the primary (an extension or object missing "
+                                   "there): it stopped before it, naming the object, the statement and the fix",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -27,7 +27,14 @@ from common.redo import RedoLog
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState
 from consumers.continuity import ContinuousReader
-from consumers.errors import ApplierRunning, DataApplyError, StateMoved, TableNeedsResync, TransientApplyError
+from consumers.errors import (
+    ApplierRunning,
+    DataApplyError,
+    SchemaChangeFailed,
+    StateMoved,
+    TableNeedsResync,
+    TransientApplyError,
+)
 from consumers.gaps import SourceGap, SourceGaps
 from consumers.gate import BatchLimits, lag_seconds
 from consumers.hold import VerifyHold
@@ -50,7 +57,7 @@ class NotSynced(ArkError):
 
 #: Errors that stop the standby unless :meth:`ApplyRunner.recover` finds a way on (a table resync, ...).
 _STOPPING = (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap, RetransmitFailed,
-             SourceGap, GuardRefusal, ApplierRunning, PrerequisiteError)
+             SourceGap, GuardRefusal, ApplierRunning, PrerequisiteError, SchemaChangeFailed)
 
 
 class ApplyRunner(AgentBody):
