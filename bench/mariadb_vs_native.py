@@ -53,16 +53,21 @@ from pg_vs_native import (  # bench/ is the script's directory, on sys.path when
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common.kafka import make_consumer  # noqa: E402
+from common.settings import KafkaSettings  # noqa: E402
 from deploy.agents import AgentProcess  # noqa: E402
 from deploy.kafka import KafkaBroker  # noqa: E402
 from deploy.mariadb import MariaDBInstance  # noqa: E402
 from deploy.ports import free_port  # noqa: E402
+from schemas import envelope  # noqa: E402
+from schemas.entries import Op, TxnChunk, from_record  # noqa: E402
 from schemas.topics import redo_topic  # noqa: E402
 from tests.support.mariadb import BankWorkload, connect, create_bank, query, table_rows  # noqa: E402
 
 DB = "bench"
 GROUP = "mbench"
 TABLES = ["accounts", "history", "lag_probe"]
+PROBE_TABLE = f"{DB}.lag_probe"
 PROBE_EVERY_S = 0.1
 PROBE_POLL_S = 0.02
 POLL_S = 0.1
@@ -164,6 +169,15 @@ class ProbeWatcher:
     lags: dict[int, float] = field(default_factory=dict)
     last_id: int = 0
 
+    def run(self, stop: threading.Event) -> None:
+        conn = connect(self.inst)
+        try:
+            while not stop.is_set():
+                self.poll_once(conn)
+                time.sleep(PROBE_POLL_S)
+        finally:
+            conn.close()
+
     def poll_once(self, conn: Any) -> None:
         with conn.cursor() as cur:
             cur.execute(f"SELECT id, sent_us FROM `{DB}`.lag_probe WHERE id > %s ORDER BY id", (self.last_id,))
@@ -174,10 +188,44 @@ class ProbeWatcher:
             self.last_id = max(self.last_id, int(pid))
 
 
+@dataclass
+class KafkaProbeWatcher:
+    """Reads the redo topic as ``ark apply`` does (read_committed, Ark's consumer settings) from its end now;
+    lag = the moment a probe row's entry is readable - when its INSERT was sent: capture + Kafka, no apply."""
+
+    name: str
+    bootstrap: str
+    lags: dict[int, float] = field(default_factory=dict)
+    last_id: int = 0
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = make_consumer(KafkaSettings(bootstrap=self.bootstrap), group_id=f"{GROUP}-bench-probe")
+        topic = redo_topic(GROUP)
+        try:
+            end = int(consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1])
+            consumer.assign([TopicPartition(topic, 0, end)])
+            while not stop.is_set():
+                msg = consumer.poll(0.05)
+                if msg is None or msg.error():
+                    continue
+                now_us = time.time_ns() // 1000
+                entry = from_record(envelope.decode(msg.value(), msg.headers() or [], topic=topic).record)
+                if not isinstance(entry.body, TxnChunk):
+                    continue
+                for change in entry.body.changes:
+                    if change.table == PROBE_TABLE and change.op == Op.INSERT:
+                        pid, sent_us = int(change.values[0]), int(change.values[1])
+                        self.lags[pid] = (now_us - sent_us) / 1e6
+                        self.last_id = max(self.last_id, pid)
+        finally:
+            consumer.close()
+
+
 class Probes:
     """Insert a probe row on the primary every 0.1 s; each replica is polled every 0.02 s."""
 
-    def __init__(self, primary: MariaDBInstance, watchers: list[ProbeWatcher], first_id: int) -> None:
+    def __init__(self, primary: MariaDBInstance, watchers: list[ProbeWatcher | KafkaProbeWatcher],
+                 first_id: int) -> None:
         self.primary = primary
         self.watchers = watchers
         self.next_id = first_id
@@ -185,7 +233,7 @@ class Probes:
         self.stop_insert = threading.Event()
         self.stop_watch = threading.Event()
         self.threads = [threading.Thread(target=self._insert, daemon=True)]
-        self.threads += [threading.Thread(target=self._watch, args=(w,), daemon=True) for w in watchers]
+        self.threads += [threading.Thread(target=w.run, args=(self.stop_watch,), daemon=True) for w in watchers]
 
     def start(self) -> Probes:
         for t in self.threads:
@@ -207,15 +255,6 @@ class Probes:
         finally:
             conn.close()
 
-    def _watch(self, watcher: ProbeWatcher) -> None:
-        conn = connect(watcher.inst)
-        try:
-            while not self.stop_watch.is_set():
-                watcher.poll_once(conn)
-                time.sleep(PROBE_POLL_S)
-        finally:
-            conn.close()
-
     def finish(self, timeout: float) -> None:
         """Stop inserting; wait until every replica has seen every probe (or ``timeout``); stop watching."""
         self.stop_insert.set()
@@ -227,7 +266,7 @@ class Probes:
         for t in self.threads[1:]:
             t.join()
 
-    def lags(self, watcher: ProbeWatcher) -> list[float]:
+    def lags(self, watcher: ProbeWatcher | KafkaProbeWatcher) -> list[float]:
         """Lags of the probes inserted during the run (a missing one counts as infinite)."""
         return [watcher.lags.get(i, float("inf")) for i in self.inserted]
 
@@ -440,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"(b) steady load: {args.clients} clients for {args.seconds} s, probe every {PROBE_EVERY_S} s")
         monitor.phase()
         load_b = load()
-        probes = Probes(primary, watchers, first_id=2).start()
+        kafka_watcher = KafkaProbeWatcher("kafka", broker.bootstrap)
+        probe_watchers: list[ProbeWatcher | KafkaProbeWatcher] = [*watchers, kafka_watcher]
+        probes = Probes(primary, probe_watchers, first_id=2).start()
         committed, wall, errors = run_workload(primary, args.accounts, args.clients, seconds=args.seconds)
         probes.stop_insert.set()
         target = history_count(primary)
@@ -455,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         check_agents(agents)
         check_native(native)
         results["b"] = {"committed": committed, "wall": wall, "errors": errors, "catchup": catchup,
-                        "lags": {w.name: probes.lags(w) for w in watchers}, "procs": monitor.phase(),
+                        "lags": {w.name: probes.lags(w) for w in probe_watchers}, "procs": monitor.phase(),
                         "load": (load_b, load())}
 
         say("comparing every row of both replicas with the primary")
@@ -507,6 +548,9 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         sustain = b["committed"] / (b["wall"] + b["catchup"][name])
         print(f"{name:10} {fmt_s(b['catchup'][name]):>11} {sustain:12.1f} {pct(lags, 50):10.3f} "
               f"{pct(lags, 99):10.3f} {max(lags, default=float('nan')):10.3f}")
+    kafka = b["lags"]["kafka"]
+    print(f"{'(Ark: readable in Kafka, before the apply)':>47} {pct(kafka, 50):10.3f} {pct(kafka, 99):10.3f} "
+          f"{max(kafka, default=float('nan')):10.3f}")
     p50 = pct(b["lags"]["native"], 50) / pct(b["lags"]["ark"], 50)
     p99 = pct(b["lags"]["native"], 99) / pct(b["lags"]["ark"], 99)
     print(f"ratio native/Ark lag (>= 1.0: Ark's lag is no larger): p50 {p50:.3f}, p99 {p99:.3f}  "
