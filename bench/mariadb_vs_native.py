@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # and on Ctrl-C, even if started with SIGINT ignored
     root = Path(tempfile.mkdtemp(prefix="ark-mariadb-bench-", dir="/tmp"))
     root.chmod(0o755)  # the servers run as the mysql user
     monitor = Monitor()
@@ -574,4 +575,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the ExitStack has stopped every process and removed the work dir
+        print("interrupted: every process of this run is stopped and its work dir removed", file=sys.stderr)
+        sys.exit(130)
