@@ -7,23 +7,26 @@ replica (``CHANGE MASTER TO ... MASTER_USE_GTID=slave_pos; START SLAVE``) and an
 the same workload: the tests' bank workload (tests/support/mariadb.py: each transaction moves money between
 two accounts, two UPDATEs and one history INSERT).
 
-(a) backlog drain: both appliers stopped (native ``STOP SLAVE SQL_THREAD``, Ark's ``ark apply`` process),
-    ``--backlog`` transactions committed on the primary while both receivers (native's IO thread, ``ark
-    capture``) take them in; then both appliers start at the same instant, and transactions/s until each
-    replica's history row count equals the primary's.
+(a) backlog drain: both appliers stopped (native ``STOP SLAVE SQL_THREAD``; Ark ``ark pause standby``, or
+    with ``--restart-apply`` the ``ark apply`` process stopped) while ``--backlog`` transactions commit on the
+    primary and both receivers (native's IO thread, ``ark capture``) take them in; then both are resumed at
+    the same instant (``START SLAVE SQL_THREAD``; ``ark resume standby`` or a new ``ark apply``), and
+    transactions/s from that command until each replica's history row count equals the primary's.
 (b) steady load: ``--clients`` clients for ``--seconds``; lag p50/p99 of a probe row inserted on the
     primary every 0.1 s (lag = the moment a poller, every 0.02 s, first sees it on the replica - the moment
-    its INSERT was sent); catch-up time after the load ends.
+    its INSERT was sent), also to the moment it is readable in Kafka (Ark's capture + broker, before the
+    apply); catch-up time after the load ends.
 
-    python bench/mariadb_vs_native.py [--backlog 5000] [--seconds 30] [--clients 2] [--keep-logs DIR]
+    python bench/mariadb_vs_native.py [--backlog 5000] [--seconds 30] [--clients 2] [--restart-apply] ...
 
-About 2.5 minutes with the defaults on 2 cores. See bench/README.md for the figures and how to read them.
+About 2 minutes with the defaults on 2 cores. See bench/README.md for the figures and how to read them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -157,6 +160,12 @@ def wait_received(primary: MariaDBInstance, native: MariaDBInstance, kafka: str,
 
     wait_until(settled, timeout, "ark capture to publish the backlog", interval=0.2)
     return time.monotonic() - start
+
+
+def ark_standby_state(config: Path) -> str:
+    """The standby's state as ``ark status --json`` reports it (applying, paused, ...)."""
+    doc = json.loads(ark(config, "status", "--json"))
+    return str(doc["standbys"][0]["state"])
 
 
 # -- lag probes ------------------------------------------------------------------------------------
@@ -377,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="slave_parallel_threads of the native replica (default 0: MariaDB's default, one applier)")
     ap.add_argument("--serial-drain", action="store_true",
                     help="(a): drain native first, then Ark, each alone on the machine (default: both at once)")
+    ap.add_argument("--restart-apply", action="store_true",
+                    help="(a): stop the `ark apply` process and start a new one (default: `ark pause` / `ark resume`, "
+                         "the applier process stays up as the replica's server does)")
     ap.add_argument("--keep-logs", type=Path, default=None, help="copy agent and server logs here at the end")
     args = ap.parse_args(argv)
 
@@ -451,7 +463,17 @@ def main(argv: list[str] | None = None) -> int:
         # (a) backlog drain
         say(f"(a) stopping both appliers; writing {args.backlog:,} transactions with {args.clients} clients")
         native.sql("STOP SLAVE SQL_THREAD")
-        apply.stop()
+        if args.restart_apply:
+            apply.stop()
+
+            def resume_ark() -> None:
+                apply.start()
+        else:  # the applier process stays up, as the replica's server does
+            ark(config, "pause", "standby")
+            wait_until(lambda: ark_standby_state(config) == "paused", 120, "ark apply to pause", interval=0.5)
+
+            def resume_ark() -> None:
+                ark(config, "resume", "standby")
         base = history_count(primary)
         committed, wall, errors = run_workload(primary, args.accounts, args.clients, transactions=args.backlog)
         target = history_count(primary)
@@ -463,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"both receivers hold the backlog ({received:.1f} s after the last commit); starting both appliers")
         drains = [Drain("native", lambda: native.sql("START SLAVE SQL_THREAD"), lambda: history_count(native),
                         lambda: check_native(native)),
-                  Drain("ark", apply.start, lambda: history_count(standby), lambda: check_agents(agents))]
+                  Drain("ark", resume_ark, lambda: history_count(standby), lambda: check_agents(agents))]
         for d in drains:
             d.base = d.now = d.count()
         monitor.phase()
@@ -524,7 +546,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     a, b = results["a"], results["b"]
     drains: dict[str, Drain] = {d.name: d for d in a["drains"]}
     print()
-    how = "one after the other" if args.serial_drain else "at once"
+    how = ("one after the other" if args.serial_drain else "at once") + (
+        ", Ark by a new `ark apply` process" if args.restart_apply else ", Ark by `ark resume`")
     print(f"== (a) backlog drain: {a['backlog']:,} bank transactions written in {a['wall']:.1f} s by {args.clients} "
           f"clients with both appliers stopped; then both started {how} (load average {a['load'][0]:.1f} → "
           f"{a['load'][1]:.1f})")
