@@ -118,13 +118,17 @@ def setup_native(primary: MariaDBInstance, replica: MariaDBInstance, threads: in
     say(f"native: GTID replica of the primary from {pos or 'the start'} (slave_parallel_threads = {threads})")
 
 
-def write_ark_config(path: Path, kafka: str, primary: MariaDBInstance, standby: MariaDBInstance) -> Path:
-    """The group's YAML: every setting at its default (batching, heartbeat), as a user would start."""
+def write_ark_config(path: Path, kafka: str, primary: MariaDBInstance, standby: MariaDBInstance,
+                     batch_max_ms: int | None = None) -> Path:
+    """The group's YAML: every setting at its default (batching, heartbeat), as a user would start, unless
+    ``batch_max_ms`` sets the capture's longest wait before a Kafka commit."""
     def db(name: str, inst: MariaDBInstance, **extra: Any) -> dict[str, Any]:
         return {"name": name, "engine": "mariadb", "host": "127.0.0.1", "port": inst.port, **extra}
 
     doc = {"group": GROUP, "control_key": {"env": "ARK_CONTROL_KEY"}, "kafka": {"bootstrap": kafka},
            "primary": db("primary", primary, tables=[f"{DB}.*"]), "standbys": [db("standby", standby)]}
+    if batch_max_ms is not None:
+        doc["capture"] = {"batch_max_ms": batch_max_ms}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -387,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="slave_parallel_threads of the native replica (default 0: MariaDB's default, one applier)")
     ap.add_argument("--serial-drain", action="store_true",
                     help="(a): drain native first, then Ark, each alone on the machine (default: both at once)")
+    ap.add_argument("--capture-batch-ms", type=int, default=None,
+                    help="Ark's capture.batch_max_ms, the longest wait before a Kafka commit (default: Ark's, 100)")
     ap.add_argument("--restart-apply", action="store_true",
                     help="(a): stop the `ark apply` process and start a new one (default: `ark pause` / `ark resume`, "
                          "the applier process stays up as the replica's server does)")
@@ -437,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"bank of {args.accounts:,} accounts created on the primary")
 
         standby.create_database(DB)
-        config = write_ark_config(root / "ark.yaml", broker.bootstrap, primary, standby)
+        config = write_ark_config(root / "ark.yaml", broker.bootstrap, primary, standby, args.capture_batch_ms)
         say("ark sync standby")
         t = time.monotonic()
         ark(config, "sync", "standby")
