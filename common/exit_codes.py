@@ -45,6 +45,7 @@ class ExitCode(IntEnum):
     ENTRY_TOO_LARGE = 30
     APPLIER_RUNNING = 31
     NOT_PROMOTABLE = 32
+    SCHEMA_CHANGE_FAILED = 33
     NOT_PRIMARY = 40
     HANDOVER_REFUSED = 41
     HANDOVER_FAILED = 42
@@ -94,6 +95,8 @@ MEANING: dict[ExitCode, str] = {
                               "only one may: stop one of them",
     ExitCode.NOT_PROMOTABLE: "`ark check --promotable`: the standby lacks something a promotion needs (each missing "
                              "object is listed with its fix)",
+    ExitCode.SCHEMA_CHANGE_FAILED: "a standby cannot follow a DDL of the primary (an extension or object missing "
+                                   "there): it stopped before it, naming the object, the statement and the fix",
     ExitCode.NOT_PRIMARY: "refused: the node is not the group's primary in the current epoch (a capture there would "
                           "publish for a reign that ended); `ark topology` shows the roles",
     ExitCode.HANDOVER_REFUSED: "`ark switchover`/`ark failover` refused before changing anything (names why: a more "

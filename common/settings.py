@@ -91,6 +91,8 @@ class StandbySettings(DatabaseSettings):
     batch_max_txns: int = Field(default=1000, ge=1, description="source transactions per target transaction")
     batch_max_rows: int = Field(default=20000, ge=1)
     read_only: bool = Field(default=True, description="make the standby read-only for everyone but the applier")
+    follow_drop: bool = Field(default=False, description="follow DROP TABLE (and DROP SCHEMA) of the primary; "
+                              "by default the standby keeps the dropped table and its data")
     chain: bool = Field(default=False, description="this standby is itself the source of another group (a chain): "
                         "its replication slots and publications are expected, not a mistake")
 

@@ -16,7 +16,7 @@ from common.identity import DatabaseIdentity
 from common.problems import Problem
 from common.snapshot import SchemaObjects, TableRows
 from consumers.tables import TableState
-from schemas.entries import Position, RowChange, SequenceValue, TableMeta, ValuePart
+from schemas.entries import Position, RowChange, SchemaStep, SequenceValue, TableMeta, ValuePart
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +135,23 @@ class Applier(ABC):
         """Keep one part of a value too large for one message, in the open transaction, until the row that
         uses it (a later :meth:`apply_rows` of the same source transaction; its ``RowChange.parts`` names it)
         is applied. Part 0 starts a value again. Never hold the whole value in memory."""
+
+    # -- schema changes (DDL of the primary; see consumers/schema_change.py) ---------------------------
+    def run_schema_step(self, group: str, step: SchemaStep, *, follow_drop: bool, what: str) -> bool:
+        """Run one ``sql``, ``optional-sql``, ``drop-table`` or ``drop-schema`` step inside the open transaction.
+
+        ``sql`` that fails raises :class:`consumers.errors.SchemaChangeFailed` (the standby stops before it)
+        or a transient error; ``optional-sql`` that fails is rolled back to before it and logged; the drops run
+        only with ``follow_drop`` (a dropped table's stored shape is forgotten). ``what`` names the DDL for
+        messages. Returns True when the target transaction must commit at the end of this source transaction
+        (a new enum value, which PostgreSQL lets later transactions use only once committed).
+        """
+        raise NotImplementedError(f"the {self.engine} applier cannot follow schema changes")
+
+    def rename_table(self, group: str, old: str, new: str) -> None:
+        """The primary renamed table ``old`` to ``new`` (or moved it to another schema): do the same here, and
+        move its stored shape, inside the open transaction. A table that does not exist here is left alone."""
+        raise NotImplementedError(f"the {self.engine} applier cannot follow schema changes")
 
     def independent_tables(self, tables: Collection[str]) -> bool:
         """True when changes to different ``tables`` may be applied in any order inside one target

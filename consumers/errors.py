@@ -46,6 +46,19 @@ class TableNeedsResync(ApplyError):
                          f"'ark status' shows progress; 'ark resync <standby> --table {table}' forces one")
 
 
+class SchemaChangeFailed(ApplyError):
+    """A DDL of the primary cannot be applied on this standby (an extension that is not installed there, an
+    object it lacks): the standby stops before it, with nothing of its transaction applied, and says which
+    object, which statement and what to do. Never skipped."""
+
+    exit_code = ExitCode.SCHEMA_CHANGE_FAILED
+
+    def __init__(self, message: str, *, fix: str, table: str = "", position: str = "") -> None:
+        self.table = table
+        self.position = position
+        super().__init__(message, fix=fix)
+
+
 class ApplierRunning(ApplyError):
     """Another applier holds this standby (one applier per standby): this one exits without writing."""
 
@@ -66,5 +79,5 @@ class StaleEpochError(ApplyError):
     """An entry from an older epoch than the newest marker seen: it is rejected (fencing)."""
 
 
-__all__ = ["ApplierRunning", "ApplyError", "DataApplyError", "StaleEpochError", "StateMoved", "TableNeedsResync",
-           "TargetError", "TransientApplyError"]
+__all__ = ["ApplierRunning", "ApplyError", "DataApplyError", "SchemaChangeFailed", "StaleEpochError", "StateMoved",
+           "TableNeedsResync", "TargetError", "TransientApplyError"]

@@ -36,7 +36,14 @@ from common.settings import PrimarySettings
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState
 from consumers.continuity import ContinuousReader
-from consumers.errors import ApplierRunning, DataApplyError, StateMoved, TableNeedsResync, TransientApplyError
+from consumers.errors import (
+    ApplierRunning,
+    DataApplyError,
+    SchemaChangeFailed,
+    StateMoved,
+    TableNeedsResync,
+    TransientApplyError,
+)
 from consumers.gaps import SourceGap, SourceGaps
 from consumers.gate import BatchLimits, lag_seconds
 from consumers.hold import VerifyHold
@@ -61,7 +68,7 @@ class NotSynced(ArkError):
 
 #: Errors that stop the standby unless :meth:`ApplyRunner.recover` finds a way on (a table resync, ...).
 _STOPPING = (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap, RetransmitFailed,
-             SourceGap, GuardRefusal, ApplierRunning, PrerequisiteError, CutPassed)
+             SourceGap, GuardRefusal, ApplierRunning, PrerequisiteError, SchemaChangeFailed, CutPassed)
 
 
 class ApplyRunner(AgentBody):

@@ -22,8 +22,19 @@ from consumers.base import Applier, ApplyState
 from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
 from consumers.recovery import cut_mark, cut_passed
+from consumers.schema_change import Applied, apply_change
 from schemas import envelope, positions
-from schemas.entries import REDO_SCHEMA, EpochMarker, Op, RowChange, SequenceValues, TableMeta, TxnChunk, from_record
+from schemas.entries import (
+    REDO_SCHEMA,
+    EpochMarker,
+    Op,
+    RowChange,
+    SchemaChange,
+    SequenceValues,
+    TableMeta,
+    TxnChunk,
+    from_record,
+)
 from schemas.errors import CorruptEntry
 
 if TYPE_CHECKING:
@@ -84,6 +95,8 @@ class ApplySession:
         self.buffer: list[RowChange] = []
         self.buffer_from: TxnChunk | None = None
         self.buffer_to: TxnChunk | None = None
+        self.ddl_applied = Applied()  # schema changes of the open source transaction (applied once each)
+        self.commit_after_txn = False  # a schema change needs its transaction committed before the next one
         self.boundary = Boundary(applier=applier, metas=metas, pending=lambda: self.pending,
                                  committed=lambda: self.state, begin=self._begin, commit=self._commit,
                                  tick=self._housekeeping, stopping=runner.stopping, report=self._report)
@@ -247,6 +260,8 @@ class ApplySession:
             self._meta(offset, body)
         elif isinstance(body, TxnChunk):
             self._handle_chunk(offset, body)
+        elif isinstance(body, SchemaChange):
+            self._schema_change(offset, body)
         elif isinstance(body, SequenceValues):
             self._sequences(offset, body)
 
@@ -317,6 +332,23 @@ class ApplySession:
             self.metas[meta.table] = meta
         self._advance(offset, None)
 
+    def _schema_change(self, offset: int, change: SchemaChange) -> None:
+        """A DDL of the primary, inside its source transaction (consumers/schema_change.py)."""
+        txn = self.in_txn
+        if txn is None or change.commit.key != txn.commit.key:
+            if self.pending.position_key and change.commit.key <= self.pending.position_key:
+                self._advance_offset_only(offset)  # its transaction was applied before (or is below the floor)
+                return
+            raise CorruptEntry(f"a schema change ({change.tag}) of transaction {change.commit.text} outside it",
+                               topic=self.topic, partition=0, offset=offset, source_position=change.commit.text)
+        if self.ddl_applied.first(change):
+            self._flush()
+            self._begin()
+            self.commit_after_txn |= apply_change(
+                change, group=self.r.cfg.group, applier=self.applier, metas=self.metas, hooks=self.r.hooks,
+                resyncs=self.r.resyncs, follow_drop=self.r.standby.follow_drop, offset=offset)
+        self._advance_offset_only(offset)
+
     def _already_in_force(self, meta: TableMeta) -> bool:
         """Whether ``meta`` belongs to a transaction the standby has applied (a retransmitted range
         repeats old shapes): this shape, or a newer one, is already in force and must not be re-applied."""
@@ -369,8 +401,8 @@ class ApplySession:
         self.in_txn = None
         self.batch_txns += 1
         self._advance(offset, chunk)
-        if precise or batch_full(self.batch_txns, self.batch_rows, time.monotonic() - self.batch_started,
-                                 self.r.limits):
+        if precise or self.commit_after_txn or batch_full(self.batch_txns, self.batch_rows,
+                                                           time.monotonic() - self.batch_started, self.r.limits):
             self._commit()
 
     def _flush(self) -> None:
@@ -434,4 +466,5 @@ class ApplySession:
         self.state = self.pending
         self.r.applied = self.pending
         self.batch_txns = self.batch_rows = 0
+        self.commit_after_txn = False
         self.reader.report(self.pending.next_offset)  # informational offsets, for lag tools

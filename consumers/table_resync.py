@@ -57,7 +57,17 @@ from schemas.control import (
     TableResyncRefused,
     TableResyncStarted,
 )
-from schemas.entries import REDO_SCHEMA, EpochMarker, Position, RowChange, TableMeta, TxnChunk, ValuePart, from_record
+from schemas.entries import (
+    REDO_SCHEMA,
+    EpochMarker,
+    Position,
+    RowChange,
+    SchemaStep,
+    TableMeta,
+    TxnChunk,
+    ValuePart,
+    from_record,
+)
 from schemas.positions import just_before
 
 log = logging.getLogger(__name__)
@@ -420,6 +430,10 @@ class TableResyncs(ApplyHook):
         self._attempts: dict[tuple[str, int], int] = {}
         self._high = -1  # the highest redo offset the loop has read (across session restarts)
         self.skipped_rows = 0
+        self._set_aside: dict[str, str] = {}  # table -> reason: set aside in the open transaction, copy not started
+        #: Steps of a primary's DDL on a table being resynced, run once its copy is in (the copy brings columns and
+        #: key; defaults, indexes and constraints come from these). Kept in memory: a restart loses them (logged).
+        self._deferred: dict[str, list[SchemaStep]] = {}
 
     def use_source(self, source: SnapshotSource | None) -> None:
         """Copy tables from this primary from now on (a switchover or failover changed the primary)."""
@@ -434,6 +448,29 @@ class TableResyncs(ApplyHook):
         self._high = max(self._high, offset)
         log.warning("table %s will be resynced: %s", table, reason)
         self._requests[table] = (reason, request, restart)
+
+    def set_aside(self, applier: Applier, table: str, reason: str, offset: int) -> None:
+        """A resync marker of the stream (a table published after rows were written to it, a DDL whose values
+        the log does not carry): ``table`` stops following the stream here, inside the open transaction, so the
+        decision commits with the marker, exactly once. Its copy starts at the next boundary, after the commit
+        (a standby that restarts before it finds the table ``resyncing`` and starts the copy then)."""
+        self._high = max(self._high, offset)
+        self._known.add(table)
+        applier.save_table_state(self.cfg.group, self.standby, TableState(table, RESYNCING, reason=reason))
+        self.resyncing.add(table)
+        self._set_aside[table] = reason
+        log.warning("table %s will be resynced on %s: %s; the other tables keep applying", table, self.standby, reason)
+
+    def defer(self, table: str, step: SchemaStep) -> None:
+        """A step of a DDL on ``table`` while it is being resynced: run after its copy is swapped in."""
+        log.info("%s is being resynced: '%s' runs once its copy is in (an applier restart before then loses it: "
+                 "'ark check --promotable' shows what is missing)", table, step.sql[:200])
+        self._deferred.setdefault(table, []).append(step)
+
+    def renamed(self, old: str, new: str) -> None:
+        """The primary renamed a table: what is known of it follows the new name."""
+        if old in self._known:
+            self._known.add(new)
 
     def may_resync(self, table: str, applied: ApplyState | None) -> bool:
         """True when a data error on ``table`` can be handled by resyncing it (policy ``resync-table``):
@@ -458,6 +495,7 @@ class TableResyncs(ApplyHook):
     def attach(self, applier: Applier, metas: Mapping[str, TableMeta]) -> None:
         """At session start: load the stored table states; (re)start the copy of every resyncing table."""
         self._known = set(metas)
+        self._set_aside.clear()  # what the last session set aside and committed is in the states below
         states = applier.load_table_states(self.cfg.group, self.standby)
         self.resyncing = resyncing_tables(states)
         for table, job in list(self.jobs.items()):
@@ -505,6 +543,12 @@ class TableResyncs(ApplyHook):
         """Between two source transactions: start requested resyncs, retry failed copies, catch finished ones
         up. ``b.begin``/``b.commit`` are the loop's own (commit also writes the state row)."""
         applier, metas, pending, begin, commit = b.applier, b.metas, b.pending(), b.begin, b.commit
+        if self._set_aside:
+            commit()  # the markers are durable before the copies start
+            started, self._set_aside = self._set_aside, {}
+            for table, reason in started.items():
+                self._decisions.publish(TableResyncStarted(table, "", reason))
+                self._start(table, reason, "")
         if self._requests:
             self._start_requested(applier, metas, begin, commit)
         now = time.monotonic()
@@ -534,7 +578,7 @@ class TableResyncs(ApplyHook):
                          commit: Callable[[], None]) -> None:
         requests, self._requests = self._requests, {}
         for table, (reason, request, restart) in requests.items():
-            if table not in metas and table not in self._known:
+            if table not in metas and table not in self._known and not restart:  # an operator's typo, not Ark's own
                 log.error("cannot resync %s on %s: it is not a replicated table", table, self.standby)
                 self._decisions.publish(TableResyncRefused(
                     table, request, f"{table} is not a replicated table of group {self.cfg.group}"))
@@ -578,6 +622,10 @@ class TableResyncs(ApplyHook):
                 batch.add_item(item)
             batch.flush()
             replayed = replay.rows
+        for step in self._deferred.pop(staged.table, []):
+            applier.run_schema_step(self.cfg.group, SchemaStep("optional-sql", step.object, step.sql, "after the "
+                                    "table's resync"), follow_drop=False, what=f"a DDL deferred by the resync of "
+                                    f"{staged.table}")
         applier.save_table_state(self.cfg.group, self.standby, TableState(
             staged.table, OK, floor.text, floor.key, reason=f"resynced from a snapshot at {staged.position.text}"))
         commit()

@@ -49,6 +49,7 @@ def collect(cfg: ArkConfig) -> list[Finding]:
             findings.append(Finding(f"primary {cfg.primary.name}", True, "reachable; capture prerequisites met"))
         for p in problems:
             findings.append(Finding(f"primary {cfg.primary.name}", False, p.what, p.fix, p.fatal))
+        findings.extend(_protection(cfg))
     except ArkError as exc:
         findings.append(Finding(f"primary {cfg.primary.name}", False, exc.message, exc.fix))
     findings.extend(_source_log(cfg))
@@ -65,6 +66,16 @@ def collect(cfg: ArkConfig) -> list[Finding]:
         except ArkError as exc:
             findings.append(Finding(f"standby {standby.name}", False, exc.message, exc.fix))
     return findings
+
+
+def _protection(cfg: ArkConfig) -> list[Finding]:
+    """Every table that is not fully protected (keyless policy, UNLOGGED, not published yet) and what the capture
+    does not follow exactly without its DDL hook: warnings, each with what would protect it."""
+    with contextlib.closing(capture_factory(cfg)()) as capture:
+        found = capture.protection()
+    if not found:
+        return [Finding("protection", True, "every table of primary.tables is fully protected; DDL is followed")]
+    return [Finding("protection", False, p.what, p.fix, fatal=False) for p in found]
 
 
 def _source_log(cfg: ArkConfig) -> list[Finding]:

@@ -123,7 +123,11 @@ def keygen(file: Path, force: bool) -> None:
                    "each with its fix. Exit 0 only when nothing is missing, 32 otherwise.")
 @pass_ctx
 def check(obj: CliContext, promotable: str | None) -> None:
-    """Validate the config and connectivity, and check source prerequisites, each with its fix."""
+    """Validate the config and connectivity, and check source prerequisites, each with its fix.
+
+    Also lists every table that is not fully protected (no usable key under primary.keyless insert-only or skip,
+    UNLOGGED, not published yet) and, on a primary without Ark's DDL hook, exactly what is then not followed.
+    """
     if promotable is not None:
         from ops.promotable import run_promotable
 
@@ -149,7 +153,14 @@ def capture(obj: CliContext, accept_gap: bool, node: str | None, metrics_port: i
 
     \b
     The primary is the one the control topic names for the current epoch (at first the config's
-    primary). After a switchover or failover the capture follows the new primary by itself."""
+    primary). After a switchover or failover the capture follows the new primary by itself.
+
+    It first sets up the primary and prints what it did to which tables: the DDL hook (event triggers in schema
+    ark_capture, when its user is a superuser), the keyless policy (primary.keyless: REPLICA IDENTITY FULL, or the
+    insert-only publication, or none) before any publication covers a table, the publications and the slot.
+    DDL on the primary then travels in the stream, at its place, and standbys follow it (README: DDL on the
+    primary).
+    """
     from common.control import ControlChannel
     from common.errors import NotPrimary
     from common.heartbeat import agent_on_kafka
@@ -180,7 +191,8 @@ def capture(obj: CliContext, accept_gap: bool, node: str | None, metrics_port: i
         require_prerequisites(probe)
         check_reachable(cfg.kafka)
         primary_refusal_check(cfg, probe.identity())  # never set up a slot on one of the group's standbys
-        probe.ensure_setup()
+        for line in probe.ensure_setup() or ():
+            click.echo(f"set-up: {line}")  # what it did to which tables (keyless policy, publications, hooks)
         if accept_gap:
             channel = ControlChannel.for_config(cfg, start=None)
             try:
@@ -253,7 +265,11 @@ def sync(obj: CliContext, standby: str | None, all_standbys: bool, overwrite: bo
 @click.option("--watch", "watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS.")
 @pass_ctx
 def status(obj: CliContext, as_json: bool, watch: float | None) -> None:
-    """Per standby: applied position, lag in seconds and entries, delay and state."""
+    """Per standby: applied position, lag in seconds and entries, delay and state.
+
+    Below the table: warnings, and every table the primary's catalog says is not fully protected (keyless policy,
+    UNLOGGED, not published yet, no DDL hook); --json puts them in "not_protected".
+    """
     from ops.status import show_status
 
     show_status(obj.config(), as_json=as_json, watch=watch)

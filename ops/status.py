@@ -129,7 +129,24 @@ def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any
     return {"group": cfg.group, "roles": roles_doc, "redo_end_offset": redo_end, "capture": capture,
             "standbys": standbys,
             "warnings": warnings, "retransmits": retransmits, "control_refused": refused,
-            "at": iso_time(int(now * 1e6))}
+            "not_protected": not_protected(cfg), "at": iso_time(int(now * 1e6))}
+
+
+def not_protected(cfg: ArkConfig) -> list[dict[str, str]]:
+    """What the primary's own catalog says is not fully protected: tables not replicated or replicated in part
+    (keyless policy, UNLOGGED), and DDL the capture cannot follow exactly (no DDL hook). Asked of the primary now,
+    so it is right whether the capture runs or not."""
+    from ops.engines import capture_factory
+
+    try:
+        capture = capture_factory(cfg)()
+        try:
+            found = capture.protection()
+        finally:
+            capture.close()
+    except ArkError as exc:
+        return [{"what": f"cannot ask the primary what is protected: {exc.message}", "fix": exc.fix}]
+    return [{"what": p.what, "fix": p.fix} for p in found]
 
 
 def _source_log(cfg: ArkConfig, warnings: list[str]) -> str:
@@ -239,6 +256,8 @@ def render(doc: dict[str, Any]) -> Table:
             table.caption = (table.caption or "") + f"{sb['name']}: {sb['message']}\n"
     for w in doc["warnings"]:
         table.caption = (table.caption or "") + f"warning: {w}\n"
+    for p in doc.get("not_protected", []):
+        table.caption = (table.caption or "") + f"not fully protected: {p['what']} (fix: {p['fix']})\n"
     for ev in doc.get("retransmits", []):
         table.caption = (table.caption or "") + (f"{ev['at']} {ev['kind']} {ev['target']} after "
                                                  f"{ev.get('after_position') or '-'}: {ev.get('reason', '')}\n")

@@ -77,7 +77,8 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync"
             rec = recorded(cfg)
             primary_refusal_check(cfg, capture.identity())
             looked = refuse_if_harmful(cfg, standby, applier, "sync", overwrite=overwrite, rec=rec)
-            capture.ensure_setup()
+            for line in capture.ensure_setup() or ():
+                console.print(f"set-up: {line}")
         _copy(cfg, standby, applier, looked.facts.identity, verb=verb, overwrite=overwrite, rec=rec)
     finally:
         applier.rollback()

@@ -28,11 +28,17 @@ primary:
   host: 127.0.0.1
   port: 5432
   dbname: bank
-  user: postgres                 # needs REPLICATION (and ownership of the tables for the publication)
+  user: postgres                 # needs REPLICATION (and ownership of the tables for the publication); a superuser
+                                 # also installs the DDL hook (DDL followed exactly, keyless tables handled in the
+                                 # DDL's own transaction): without it 'ark check' says what is not followed
   password: {env: ARK_PRIMARY_PASSWORD}
-  tables: ["public.*"]           # schema.table patterns; 'schema.*' also picks up tables created later
+  tables: ["public.*"]           # schema.table patterns; new matching tables are picked up as they are created
+  keyless: full                  # tables without a usable key: full (REPLICA IDENTITY FULL, every change
+                                 # replicated) | insert-only (only INSERT/TRUNCATE) | skip (not replicated).
+                                 # The primary's UPDATE and DELETE never fail either way; 'ark status' lists what
+                                 # is not fully protected
   # slot: ark_bank               # default ark_<group>
-  # publication: ark_bank        # default ark_<group>
+  # publication: ark_bank        # default ark_<group> (and ark_<group>_inserts for keyless: insert-only)
 
 capture:
   chunk_rows: 5000               # a large transaction travels as chunks of this many rows
@@ -52,6 +58,7 @@ standbys:
     password: {env: ARK_STANDBY_PASSWORD}
     delay_seconds: 0             # 0 = real time
     on_data_error: stop          # stop | resync-table
+    follow_drop: false           # true: follow DROP TABLE / DROP SCHEMA of the primary (default: keep the data)
   - name: node3-delayed
     engine: postgresql
     host: 127.0.0.1

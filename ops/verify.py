@@ -103,10 +103,14 @@ class TableResult:
     error: str = ""
     fix: str = ""
     spec: TableSpec | None = None
+    #: Why the table is not compared although it is replicated in part (only its inserts travel).
+    skipped: str = ""
 
     @property
     def verdict(self) -> str:
-        """``equal``, ``different`` or ``error``."""
+        """``equal``, ``different``, ``error`` or ``skipped`` (not compared, by design)."""
+        if self.skipped:
+            return "skipped"
         return "error" if self.error else "different" if self.ranges or self.buckets else "equal"
 
 
@@ -333,6 +337,11 @@ def _specs(cfg: ArkConfig, metas_found: list[TableMeta], wanted: tuple[str, ...]
         if meta is None:
             raise ArkError(f"table {name} is not replicated (primary.tables: {', '.join(cfg.primary.tables)})",
                            fix="give schema.table of a replicated table; 'ark verify STANDBY' checks them all")
+        if meta.identity == "none":
+            # primary.keyless: insert-only: its updates and deletes never reach the standby, by the operator's choice
+            errors.append(TableResult(name, skipped="only its INSERTs and TRUNCATEs are replicated (no usable key, "
+                                                    "primary.keyless: insert-only): not compared"))
+            continue
         try:
             specs.append(TableSpec.of(meta))
         except ValueError as exc:
@@ -398,6 +407,7 @@ def _document(standby: str, pt: Point, results: list[TableResult], seconds: floa
         "seconds": round(seconds, 3), "verdict": verdict, "exit_code": code,
         "tables": [{"table": r.table, "verdict": r.verdict, "primary_rows": r.primary_rows,
                     "standby_rows": r.standby_rows, "chunks": r.chunks, "error": r.error, "fix": r.fix,
+                    "skipped": r.skipped,
                     "buckets": [{"bucket": b.bucket, "buckets": b.buckets, "primary_rows": b.primary_rows,
                                  "standby_rows": b.standby_rows, "missing_on_standby": b.missing,
                                  "extra_on_standby": b.extra} for b in r.buckets],
@@ -429,6 +439,9 @@ def _print(doc: dict[str, Any]) -> None:
             continue
         if t["verdict"] == "equal":
             _out(head + "[green]equal[/]")
+            continue
+        if t["verdict"] == "skipped":
+            _out(f"  {escape(t['table'])}: [yellow]not compared[/]: {escape(t['skipped'])}")
             continue
         if t["buckets"]:
             _out(head + f"[bold red]different[/] in {len(t['buckets'])} hash buckets (a table without a unique key, "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from common.identity import DatabaseIdentity
 from common.problems import Problem
-from schemas.entries import Position, RowChange, SequenceValues, TableMeta
+from schemas.entries import Position, RowChange, SchemaChange, SequenceValues, TableMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class Idle:
     drained: bool = False
 
 
-CaptureEvent = TxnBegin | RowChange | TableMeta | TxnEnd | Idle
+CaptureEvent = TxnBegin | RowChange | TableMeta | SchemaChange | TxnEnd | Idle
 
 
 class LogCapture(ABC):
@@ -58,8 +58,9 @@ class LogCapture(ABC):
     Guarantees an implementation must give:
 
     * **Committed only, in commit order.** :meth:`stream` yields ``TxnBegin``, its ``RowChange``
-      events and ``TableMeta`` events (before the first row that uses a new or changed shape), then
-      ``TxnEnd``. Transactions never interleave, and commit positions strictly increase.
+      events, ``TableMeta`` events (before the first row that uses a new or changed shape) and
+      ``SchemaChange`` events (a DDL, at its place among the rows), then ``TxnEnd``. Transactions never
+      interleave, and commit positions strictly increase.
     * **Nothing forgotten before it is safe.** The source keeps its log (slot, archived logs, CDC
       tables) from the last position passed to :meth:`confirm`; the runner confirms a position only
       after the Kafka transaction holding it has committed.
@@ -97,8 +98,15 @@ class LogCapture(ABC):
         return "", []
 
     @abstractmethod
-    def ensure_setup(self) -> None:
-        """Create what capture needs on the source (slot, publication, supplemental logging)."""
+    def ensure_setup(self) -> list[str] | None:
+        """Create what capture needs on the source (slot, publication, supplemental logging, hooks); return what
+        it did, a line per change (what it did to which tables), for the operator."""
+
+    def protection(self) -> list[Problem]:
+        """Every table of ``primary.tables`` that is not fully protected (not replicated, or only in part), and
+        anything of the source's set-up that leaves changes unfollowed, each with what would protect it
+        (``ark status`` and ``ark check`` list them). Never fatal."""
+        return []
 
     @abstractmethod
     def parse_position(self, text: str) -> Position:

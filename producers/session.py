@@ -23,7 +23,16 @@ from producers.fragments import parts_of, row_bytes, split
 from producers.publisher import HEADROOM_BYTES, MessageTooLarge, RedoPublisher
 from producers.resume import ResumePoint
 from producers.retransmit import ConfirmWindow, ServePlan
-from schemas.entries import EpochMarker, Position, RedoEntry, RowChange, SequenceValues, TableMeta, TxnChunk
+from schemas.entries import (
+    EpochMarker,
+    Position,
+    RedoEntry,
+    RowChange,
+    SchemaChange,
+    SequenceValues,
+    TableMeta,
+    TxnChunk,
+)
 from schemas.envelope import H_RETRANSMIT_FROM
 from schemas.positions import just_before
 
@@ -145,7 +154,7 @@ class CaptureSession:
         self.seq_published: dict[str, int] = {}  # what this session published last, per sequence
 
     # -- publishing --------------------------------------------------------------------------------
-    def emit(self, body: TxnChunk | TableMeta | SequenceValues) -> None:
+    def emit(self, body: TxnChunk | TableMeta | SequenceValues | SchemaChange) -> None:
         """Produce one entry (tagged while republishing)."""
         tag = [] if self.retransmit_from is None else [(H_RETRANSMIT_FROM, self.retransmit_from.encode())]
         try:
@@ -154,12 +163,15 @@ class CaptureSession:
         except MessageTooLarge as exc:
             raise self._too_large(body, exc) from None
 
-    def _too_large(self, body: TxnChunk | TableMeta | SequenceValues, exc: MessageTooLarge) -> EntryTooLarge:
+    def _too_large(self, body: TxnChunk | TableMeta | SequenceValues | SchemaChange,
+                   exc: MessageTooLarge) -> EntryTooLarge:
         """Which table and key columns (never values) the entry that does not fit was about."""
         if isinstance(body, SequenceValues):
             what, where = f"the values of {len(body.values)} sequences", body.position
         elif isinstance(body, TableMeta):
             what, where = f"the shape of table {body.table}", body.position
+        elif isinstance(body, SchemaChange):
+            what, where = f"a {body.tag} (its steps and table shapes)", body.commit.text
         else:
             tables = sorted({c.table for c in body.changes})
             keys = {t: [c.name for c in self.metas[t].key_columns] if t in self.metas else [] for t in tables}
@@ -239,6 +251,9 @@ class CaptureSession:
             elif isinstance(event, TableMeta):
                 self.metas[event.table] = event
                 self.seq_shape_changed = True  # DDL: publish the sequences at the next boundary
+            elif isinstance(event, SchemaChange):
+                self.seq_shape_changed = True
+                self._schema_change(event)
             elif isinstance(event, TxnBegin):
                 decision, skip_rows, next_chunk = self.point.decide(event.commit)
                 self.skipping = decision == "skip"
@@ -289,6 +304,21 @@ class CaptureSession:
             self.flush_chunk(last=False)
             if self.publisher.should_commit_midway():
                 self.publisher.commit()  # nothing confirmed: the source transaction is not complete
+
+    def _schema_change(self, change: SchemaChange) -> None:
+        """A DDL at its place in the open transaction: after the rows before it, and always after the
+        transaction's chunk 0, so that a standby applies it inside the transaction (its delay, exactly once
+        with the state row). A capture that restarted inside the transaction publishes again only what may
+        not be in Kafka yet (the standby applies each (commit, seq) once)."""
+        txn = self.txn
+        if self.skipping or txn is None or txn.rows_seen < txn.skip_rows:
+            return  # a row after it is already in Kafka: so is it
+        if txn.buffer or txn.chunk_index == 0:
+            self.flush_chunk(last=False)
+        self.emit(change)
+        for meta in change.tables:
+            self.metas[meta.table] = meta
+            self.published_versions[meta.table] = meta.version
 
     def _end(self, event: TxnEnd) -> bool:
         """A source transaction is complete; True when the session must end here (a new request)."""

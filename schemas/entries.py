@@ -100,7 +100,8 @@ class TableMeta:
     version: str
     position: str = ""
     #: ``key``: the key columns identify at most one row. ``full``: no unique key; rows are matched on
-    #: every column, one row per change (the source may hold identical rows).
+    #: every column, one row per change (the source may hold identical rows). ``none``: no replica identity
+    #: at all (PostgreSQL ``keyless: insert-only``): only INSERT and TRUNCATE travel for the table.
     identity: str = "key"
 
     @property
@@ -209,7 +210,48 @@ class SequenceValues:
     request: str = ""
 
 
-Body = TxnChunk | TableMeta | EpochMarker | SequenceValues
+@dataclass(frozen=True, slots=True)
+class SchemaStep:
+    """One thing a standby does to follow a schema change (see :class:`SchemaChange`).
+
+    ``action``: ``sql`` (run ``sql``; a failure stops the standby), ``optional-sql`` (run ``sql``; a failure is
+    logged, ``detail`` says why that is safe), ``table`` (apply the shape of ``object`` carried in
+    :attr:`SchemaChange.tables`), ``rename-table`` (``object`` is now called ``detail``), ``drop-table`` and
+    ``drop-schema`` (run ``sql`` only on a standby that follows drops), ``resync-table`` (copy ``object``
+    again from the source; ``detail`` says why).
+    """
+
+    action: str
+    object: str
+    sql: str = ""
+    detail: str = ""
+
+
+#: The actions of :class:`SchemaStep`.
+STEP_ACTIONS: Final = ("sql", "optional-sql", "table", "rename-table", "drop-table", "drop-schema", "resync-table")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """A DDL statement of the source, at its place inside its source transaction (schema v5).
+
+    The capture publishes it after the transaction's first chunk, so a standby applies it inside that
+    transaction (exactly once with the state row, and no earlier than the transaction's delay). ``seq``
+    numbers the schema changes of one transaction: a capture that restarted may publish one again, and
+    the standby applies each ``(commit, seq)`` once. ``statement`` is informational; standbys run ``steps``.
+    """
+
+    commit: Position
+    seq: int
+    tag: str
+    steps: tuple[SchemaStep, ...] = ()
+    tables: tuple[TableMeta, ...] = ()
+    statement: str = ""
+    search_path: str = ""
+    facts: str = ""
+
+
+Body = TxnChunk | TableMeta | EpochMarker | SequenceValues | SchemaChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +281,18 @@ def column_record(column: Column) -> dict[str, Any]:
             "nullable": column.nullable, "key_position": column.key_position,
             "default_expr": column.default_expr, "missing_value": column.missing_value,
             "column_id": column.column_id}
+
+
+def meta_record(meta: TableMeta) -> dict[str, Any]:
+    """The Avro record of a table's shape."""
+    return {"table": meta.table, "version": meta.version, "position": meta.position, "identity": meta.identity,
+            "columns": [column_record(c) for c in meta.columns]}
+
+
+def meta_from_record(rec: dict[str, Any]) -> TableMeta:
+    """The shape of an Avro TableMeta record."""
+    return TableMeta(table=rec["table"], version=rec["version"], position=rec["position"],
+                     identity=rec.get("identity", "key"), columns=tuple(Column(**c) for c in rec["columns"]))
 
 
 def to_record(entry: RedoEntry) -> dict[str, Any]:
@@ -272,12 +326,14 @@ def to_record(entry: RedoEntry) -> dict[str, Any]:
             "part": part_record,
         })
     elif isinstance(body, TableMeta):
-        record_body = ("ark.redo.TableMeta", {
-            "table": body.table,
-            "version": body.version,
-            "position": body.position,
-            "identity": body.identity,
-            "columns": [column_record(c) for c in body.columns],
+        record_body = ("ark.redo.TableMeta", meta_record(body))
+    elif isinstance(body, SchemaChange):
+        record_body = ("ark.redo.SchemaChange", {
+            "commit_position": body.commit.text, "commit_position_key": body.commit.key, "seq": body.seq,
+            "tag": body.tag, "statement": body.statement, "search_path": body.search_path,
+            "steps": [{"action": st.action, "object": st.object, "sql": st.sql, "detail": st.detail}
+                      for st in body.steps],
+            "tables": [meta_record(m) for m in body.tables], "facts": body.facts,
         })
     elif isinstance(body, SequenceValues):
         record_body = ("ark.redo.SequenceValues", {
@@ -318,12 +374,13 @@ def from_record(record: dict[str, Any]) -> RedoEntry:
             part=None if raw_part is None else ValuePart(**raw_part),
         )
     elif "columns" in body:
-        parsed = TableMeta(
-            table=body["table"],
-            version=body["version"],
-            position=body["position"],
-            identity=body.get("identity", "key"),
-            columns=tuple(Column(**c) for c in body["columns"]),
+        parsed = meta_from_record(body)
+    elif "steps" in body:
+        parsed = SchemaChange(
+            commit=Position(body["commit_position"], bytes(body["commit_position_key"])), seq=body["seq"],
+            tag=body["tag"], statement=body.get("statement", ""), search_path=body.get("search_path", ""),
+            steps=tuple(SchemaStep(**st) for st in body["steps"]),
+            tables=tuple(meta_from_record(m) for m in body.get("tables") or ()), facts=body.get("facts", ""),
         )
     elif "sequences" in body:
         parsed = SequenceValues(read_time_us=body["read_time_us"], position=body.get("position", ""),

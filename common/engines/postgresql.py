@@ -39,6 +39,11 @@ class PostgresPrimary(PrimarySettings):
     tables: tuple[str, ...] = Field(default=("public.*",), description="schema.table patterns (fnmatch)")
     slot: str | None = Field(default=None, description="replication slot; default ark_<group>")
     publication: str | None = Field(default=None, description="publication; default ark_<group>")
+    keyless: Literal["full", "insert-only", "skip"] = Field(
+        default="full", description="tables without a usable key (no primary key, no replica identity index): "
+        "'full' sets REPLICA IDENTITY FULL (every change replicated; the standby matches whole rows), "
+        "'insert-only' publishes their INSERTs and TRUNCATEs only (a second publication, <publication>_inserts), "
+        "'skip' leaves them out. The primary's UPDATE and DELETE never fail either way")
 
     def slot_for(self, group: str) -> str:
         """The replication slot the capture of ``group`` reads (one per group)."""

@@ -33,13 +33,13 @@ from common.settings import StandbySettings
 from common.snapshot import SchemaObjects, TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import DataApplyError, TableNeedsResync
-from consumers.postgresql import bulk, foreign, objects, parts, replica, sql, staging, state
+from consumers.postgresql import bulk, foreign, objects, parts, replica, schema_steps, sql, staging, state
 from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
 from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs, without_columns
 from consumers.postgresql.prereq import PREREQ_SQL, prerequisite_problems
 from consumers.tables import TableState
-from schemas.entries import Op, Position, RowChange, SequenceValue, TableMeta, ValuePart
+from schemas.entries import Op, Position, RowChange, SchemaStep, SequenceValue, TableMeta, ValuePart
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +345,23 @@ class PostgresApplier(Applier):
             found = self._always[table] = frozenset(str(r[0]) for r in rows)
         return found
 
+    def run_schema_step(self, group: str, step: SchemaStep, *, follow_drop: bool, what: str) -> bool:
+        """One step of a primary's DDL, in the open transaction (see :mod:`.schema_steps`)."""
+        self._require_txn()
+        with self._guard(f"applying {what}", table=step.object):
+            commit_after = schema_steps.run_step(self.conn, group, step, follow_drop=follow_drop, what=what,
+                                                 standby=self.settings.name)
+            self._stages.clear()  # a shape may have changed under a cached staging table
+            self._independent.clear()  # foreign keys may have come or gone
+        return commit_after
+
+    def rename_table(self, group: str, old: str, new: str) -> None:
+        """The primary renamed ``old`` to ``new``: the same here, with its stored shape (open transaction)."""
+        self._require_txn()
+        with self._guard("renaming a table", table=old):
+            schema_steps.rename(self.conn, group, old, new, self.settings.name)
+            self._stages.clear()
+
     def independent_tables(self, tables: Collection[str]) -> bool:
         """True when no foreign key on the standby links any of ``tables`` (checked once per set)."""
         if self._is_replica:
@@ -401,6 +418,11 @@ class PostgresApplier(Applier):
                 self._ctx["table"] = item.table
                 self._ctx["key"] = item.keys[0] if len(item) == 1 and item.keys and item.keys[0] else None
                 meta = metas[item.table]
+                if meta.identity == "none" and item.op is not Op.INSERT:
+                    raise DataApplyError(f"{item.op.value} of {item.table}, a table without a replica identity (its "
+                                         "updates and deletes are not published), in source transaction "
+                                         f"{txn_id} at {position}", table=item.table,
+                                         fix=f"resync the table (ark resync --table {item.table})")
                 if item.op is Op.UPDATE and (always := self._always_identity(item.table)):
                     # An UPDATE may set a GENERATED ALWAYS identity column only to DEFAULT; its value never
                     # changes on the primary but through DEFAULT (a new value), which a row image cannot say.

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 _COLUMNS_SQL = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
 FROM pg_attribute a
-WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attgenerated = ''  -- generated columns are computed on the standby too: never in the stream
 ORDER BY a.attnum
 """
 # A valid unique index on exactly these columns (no predicate, no expression): the key of a table whose

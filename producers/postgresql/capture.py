@@ -29,10 +29,19 @@ Nothing of Ark keeps a regular session open on an idle primary: the catalog conn
 details, new-table discovery) is closed after ``META_IDLE_S`` unused, since a smart shutdown waits for
 every regular session to end. :mod:`producers.postgresql.shutdown_watch` covers a stream loop that
 cannot answer the walsender in time.
+
+Table shapes and DDL (issue 9): Ark's DDL hook (:mod:`.hooks`) puts the catalog facts of every DDL in the
+WAL, at the DDL's place (pgoutput 'M' messages, prefix ``ark.ddl``, requested with ``messages``), and keeps
+them in ``ark_capture.shapes`` keyed by LSN. A Relation message is described with the facts in force at
+its LSN (a message decoded earlier in this stream, else the recorded shapes), never the live catalog,
+which may be ahead of the WAL being decoded; a hook message becomes a :class:`SchemaChange` at its place
+(:mod:`.ddl_steps`). Without the hook (or before its first record), the live catalog is the fallback.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import logging
 import select
 import threading
@@ -49,13 +58,16 @@ from common.errors import PrerequisiteError, SourceError
 from common.identity import DatabaseIdentity
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
 from producers.errors import SlotGapError, SourceDown
-from producers.postgresql import catalog, pgoutput, setup, wal
+from producers.postgresql import catalog, hooks, pgoutput, policy, setup, wal
+from producers.postgresql.ddl_steps import Scope, build_change
 from producers.postgresql.describe import matching_relations
+from producers.postgresql.hooks_sql import PREFIX
 from producers.postgresql.pgoutput import lsn_from_text, lsn_to_text, row_relid
 from producers.postgresql.relations import Rel, build_relation, row_change
+from producers.postgresql.shapes import details_from_facts
 from producers.postgresql.shutdown_watch import ShutdownWatch
 from producers.postgresql.walstream import Keepalive, StreamError, WalStream
-from schemas.entries import Op, Position, RowChange, SequenceValue, SequenceValues
+from schemas.entries import Op, Position, RowChange, SchemaChange, SequenceValue, SequenceValues
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +77,7 @@ STATUS_EVERY_S = 10.0  # status updates keep the walsender from timing out
 DISCOVER_EVERY_S = 2.0  # how often new tables are looked for (table-list publications only gain them so)
 SEQUENCES_REFRESH_S = 30.0  # how often the set of replicated sequences is looked up again (and at each shape change)
 META_IDLE_S = 0.25  # the catalog connection is closed after this long unused (a smart shutdown waits for it)
+PRUNE_EVERY_S = 60.0  # how often recorded shapes no slot can decode again are forgotten
 _ROW_TAGS = frozenset(b"IUD")
 
 
@@ -92,10 +105,16 @@ class PostgresCapture(LogCapture):
         self._confirmed = 0
         self._types: dict[int, str] = {}
         self._discovered_at = 0.0
-        self._unpublishable: set[str] = set()
         self._meta_used = 0.0
         self._sequences: tuple[str, ...] | None = None  # the replicated sequences, looked up now and then
         self._sequences_at = 0.0
+        self._table_list = True  # the main publication lists its tables (set at set-up and stream start)
+        self._hooked = False  # Ark's DDL hook is installed (its shapes are read at stream start)
+        #: Facts of objects from hook messages decoded in this stream: oid -> (message LSN, facts).
+        self._facts: dict[int, tuple[int, dict[str, Any]]] = {}
+        self._policy_errors: set[str] = set()
+        self._pruned_at = 0.0
+        self.setup_actions: list[str] = []
         # Held while a connection is closed, and by the shutdown watch while it cuts sockets: a
         # descriptor is never cut after it was closed (and maybe reused by another socket).
         self._conn_lock = threading.Lock()
@@ -176,14 +195,25 @@ class PostgresCapture(LogCapture):
         except psycopg2.Error as exc:
             raise catalog.source_error(self.cfg, exc) from None
 
-    def ensure_setup(self) -> None:
-        """Create the publication and the slot when missing; refuse while a fatal prerequisite fails."""
+    def ensure_setup(self) -> list[str]:
+        """Hooks, keyless policy, publications and slot (see :func:`setup.ensure`); refuse while a fatal
+        prerequisite fails. Returns what it did to which tables."""
         fatal = [p for p in self.check_prerequisites() if p.fatal]
         if fatal:
             more = f" (and {len(fatal) - 1} more problems: run 'ark check')" if len(fatal) > 1 else ""
             raise PrerequisiteError(fatal[0].what + more, fix=fatal[0].fix)
         try:
-            setup.ensure(self._meta(), self.cfg)
+            self.setup_actions = setup.ensure(self._meta(), self.cfg)
+        except psycopg2.Error as exc:
+            raise catalog.source_error(self.cfg, exc) from None
+        return self.setup_actions
+
+    def protection(self) -> list[Problem]:
+        """Every table of ``primary.tables`` that is not fully protected, and a primary without the DDL hook."""
+        try:
+            conn = self._meta()
+            superuser, _ = catalog.role_flags(conn)
+            return policy.protection(conn, self.cfg) + setup.hook_problems(conn, superuser)
         except psycopg2.Error as exc:
             raise catalog.source_error(self.cfg, exc) from None
 
@@ -274,10 +304,11 @@ class PostgresCapture(LogCapture):
         # for the runner to skip. The slot's confirmed_flush_lsn is not changed by this (only a confirm
         # moves it); below it the server starts at it anyway.
         start_lsn = position_lsn(resume_after) if resume_after is not None else 0
+        publications = self._publications()
         try:
             conn.cursor().start_replication(
                 slot_name=slot, decode=False, start_lsn=start_lsn,
-                options={"proto_version": "1", "publication_names": catalog.publication_of(self.cfg)})
+                options={"proto_version": "1", "publication_names": ",".join(publications), "messages": "true"})
         except psycopg2.Error as exc:
             text = " ".join(str(exc).split())
             if "is active for pid" in text.lower():
@@ -286,8 +317,8 @@ class PostgresCapture(LogCapture):
             if "publication" in text.lower() and "does not exist" in text.lower():
                 raise SourceError(f"{where}: {text}", fix="let capture create it (ensure_setup)") from None
             raise catalog.source_error(self.cfg, exc) from None
-        log.info("streaming slot %s from %s (publication %s)", slot, lsn_to_text(flushed),
-                 catalog.publication_of(self.cfg))
+        log.info("streaming slot %s from %s (publications %s; DDL hook %s)", slot, lsn_to_text(flushed),
+                 ", ".join(publications), "installed" if self._hooked else "not installed: shapes from the catalog")
         ws = WalStream(conn)
         ws.received = flushed  # the walsender starts sending at the slot's confirmed_flush_lsn
         if self._confirmed > flushed:  # confirmed while no stream was open: tell the slot now
@@ -354,9 +385,16 @@ class PostgresCapture(LogCapture):
 
     def _events(self, ws: WalStream, skip_below: int, watch: ShutdownWatch) -> Iterator[CaptureEvent]:
         rels: dict[int, Rel] = {}
+        # Relation messages not described yet: the walsender sends them with no WAL position (only the row that
+        # follows carries its LSN), and the shape is the one in force at that LSN.
+        pending: dict[int, pgoutput.Relation] = {}
         announced: set[int] = set()
         parse, read = pgoutput.parse, ws.read
         wal_end, in_txn, skipping = self._confirmed, False, False
+        ddl_seq = 0  # hook messages of the current transaction (numbers its schema changes)
+        # A transaction is announced with its first event: one with nothing this capture publishes (a DDL on an
+        # object out of scope) is not published at all, as pgoutput skips empty transactions.
+        begin: TxnBegin | None = None
         commit_pos: Position | None = None
         last_idle = last_status = time.monotonic()
         fd = ws.fileno()
@@ -396,7 +434,12 @@ class PostgresCapture(LogCapture):
                 if skipping:
                     continue
                 relid = row_relid(payload)
+                if relid in pending:
+                    rels[relid] = self._relation(pending.pop(relid), commit_pos, msg.data_start)
                 rel = rels[relid]
+                if begin is not None:
+                    yield begin
+                    begin = None
                 if relid not in announced:
                     announced.add(relid)
                     yield rel.meta
@@ -411,31 +454,41 @@ class PostgresCapture(LogCapture):
                 watch.txn_since = time.monotonic()
                 skipping = m.final_lsn < skip_below
                 commit_pos = lsn_position(m.final_lsn)
-                if not skipping:
-                    yield TxnBegin(str(m.xid), commit_pos, pgoutput.pg_time_to_unix_us(m.commit_ts))
+                ddl_seq = 0
+                begin = None if skipping else TxnBegin(str(m.xid), commit_pos, pgoutput.pg_time_to_unix_us(m.commit_ts))
             elif isinstance(m, pgoutput.Commit):
                 in_txn = False
                 watch.txn_since = None
                 wal_end = max(wal_end, m.end_lsn)
-                if not skipping and commit_pos is not None:
+                if not skipping and commit_pos is not None and begin is None:
                     yield TxnEnd(commit_pos, lsn_position(m.commit_lsn + 1))
-                skipping = False
+                skipping, begin = False, None
             elif isinstance(m, pgoutput.Relation):
-                rels[m.relid] = self._relation(m, commit_pos)
+                pending[m.relid] = m  # described at the LSN of the row or truncate that follows it
                 announced.discard(m.relid)
-                if not skipping:
-                    announced.add(m.relid)
-                    yield rels[m.relid].meta
             elif isinstance(m, pgoutput.Truncate):
                 if not skipping:
+                    if begin is not None:
+                        yield begin
+                        begin = None
                     for relid in m.relids:
+                        if relid in pending:
+                            rels[relid] = self._relation(pending.pop(relid), commit_pos, msg.data_start)
                         if relid not in announced:
                             announced.add(relid)
                             yield rels[relid].meta
                         yield RowChange(rels[relid].table, Op.TRUNCATE, [])
             elif isinstance(m, pgoutput.TypeInfo):
                 self._types[m.oid] = f"{m.namespace}.{m.name}"
-            # Origin and Message carry nothing Ark replicates.
+            elif isinstance(m, pgoutput.Message) and m.prefix == PREFIX and m.transactional and commit_pos:
+                schema_change = self._hook_message(m, commit_pos, ddl_seq, skipping)
+                ddl_seq += 1
+                if schema_change is not None:
+                    if begin is not None:
+                        yield begin
+                        begin = None
+                    yield schema_change
+            # Origin messages and other prefixes carry nothing Ark replicates.
 
     def sequence_values(self, refresh: bool = False) -> SequenceValues | None:
         """The replicated sequences' values (``pg_sequences``: no lock a writer waits for), on the catalog
@@ -460,12 +513,20 @@ class PostgresCapture(LogCapture):
         return SequenceValues(read_us, tuple(SequenceValue(n, v) for n, v in values), position)
 
     def _discover_tables(self, now: float) -> None:
-        """Every DISCOVER_EVERY_S: add new tables matching primary.tables to a table-list publication."""
+        """Every DISCOVER_EVERY_S: the keyless policy and new tables (the fallback of the DDL hook, which does it
+        in the DDL's own transaction), the DDL the hook could not record, and old recorded shapes."""
         if now - self._discovered_at < DISCOVER_EVERY_S:
             return
         self._discovered_at = now
         try:
-            added = setup.add_new_tables(self._meta(), self.cfg, self._unpublishable)
+            conn = self._meta()
+            done = policy.enforce(conn, self.cfg, self._table_list, may_resync=True)
+            self._resync_failures(conn)
+            if self._hooked and now - self._pruned_at >= PRUNE_EVERY_S:
+                self._pruned_at = now
+                pruned = hooks.prune(conn)
+                if pruned:
+                    log.debug("forgot %d recorded table shapes no slot can decode again", pruned)
         except (psycopg2.Error, SourceError) as exc:
             self._close_meta()
             text = " ".join(str(exc).split())
@@ -475,16 +536,102 @@ class PostgresCapture(LogCapture):
             level = logging.DEBUG if _server_stopping(text) else logging.INFO if lost else logging.WARNING
             log.log(level, "could not look for new tables to capture: %s", text)
             return
-        for table, had_rows in added:
-            if had_rows:
-                log.error("new table %s added to publication %s; rows written to it before now are not in the "
-                          "stream: resync it on every standby (ark resync <standby> --table %s)", table,
-                          catalog.publication_of(self.cfg), table)
-            else:
-                log.info("new table %s added to publication %s (it was empty: nothing missed)", table,
-                         catalog.publication_of(self.cfg))
+        for action in done.actions:
+            log.info("keyless policy and new tables: %s", action)
+        for failed in done.failed:
+            if failed not in self._policy_errors:
+                self._policy_errors.add(failed)
+                log.warning("keyless policy: could not change %s (tried again every %g s)", failed, DISCOVER_EVERY_S)
+        if done.resync:
+            self._mark_resync(done.resync, "rows were written to it before the capture published it")
 
-    def _relation(self, r: pgoutput.Relation, at: Position | None) -> Rel:
+    def _mark_resync(self, tables: list[str], reason: str, failure: int | None = None) -> None:
+        """Put a resync marker in the primary's WAL: every standby resyncs ``tables`` when it reaches it."""
+        try:
+            lsn = hooks.emit_resync(self._meta(), tables, reason, failure)
+        except psycopg2.Error as exc:
+            self._close_meta()
+            log.error("could not request the resync of %s (%s); it is tried again", ", ".join(tables),
+                      " ".join(str(exc).split()))
+            return
+        log.warning("%s: %s; every standby resyncs it (marker in the WAL at %s, recorded on the control topic by "
+                    "each applier)", ", ".join(tables), reason, lsn)
+
+    def _resync_failures(self, conn: Any) -> None:
+        """DDL the hook could neither describe nor record in the WAL: resync the tables it named."""
+        if not self._hooked:
+            return
+        for failure in hooks.failures(conn):
+            tables = [t for t in failure.tables if any(fnmatch.fnmatchcase(t, p) for p in self.cfg.primary.tables)]
+            log.error("Ark's DDL hook could not record a %s (%s)", failure.tag, failure.error)
+            self._mark_resync(tables, f"Ark's DDL hook could not record a {failure.tag} on it", failure.id)
+
+    def _publications(self) -> list[str]:
+        """The publications to stream (main, and the insert-only one when it exists); notes the hook's state."""
+        main, inserts = catalog.publication_of(self.cfg), hooks.inserts_publication_of(self.cfg)
+        try:
+            conn = self._meta()
+            names = [main] + [inserts] if catalog.publication_tables(conn, inserts) is not None else [main]
+            self._hooked = hooks.hook_state(conn).installed
+            self._table_list = not catalog.query(conn, "SELECT 1 FROM pg_publication_namespace pn JOIN pg_publication "
+                                                       "p ON p.oid = pn.pnpubid WHERE p.pubname = %s", (main,))
+        except psycopg2.Error as exc:
+            self._close_meta()
+            raise catalog.source_error(self.cfg, exc) from None
+        self._facts.clear()
+        return names
+
+    # -- hook messages and table shapes --------------------------------------------------------------
+    def _hook_message(self, m: pgoutput.Message, commit: Position, seq: int, skipping: bool) -> SchemaChange | None:
+        """Remember the facts a hook message carries; its SchemaChange (None when skipping or nothing to follow)."""
+        try:
+            payload = json.loads(m.content.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise SourceError(f"a message of Ark's DDL hook at {lsn_to_text(m.lsn)} is not readable JSON ({exc})",
+                              fix="report this as a bug; the capture publishes nothing past it") from None
+        for oid, facts in (payload.get("objects") or {}).items():
+            if isinstance(facts, dict) and facts.get("kind") in ("table", "type", "sequence"):
+                self._facts[int(oid)] = (m.lsn, facts)
+        if skipping:
+            return None
+        scope = Scope(self.cfg.primary.tables, frozenset(self._publication_names()))
+        change, notes = build_change(payload, commit=commit, seq=seq, scope=scope, type_names=self._types,
+                                     before=lambda oid: self._facts_before(oid, m.lsn))
+        for note in notes:
+            log.info("%s", note)
+        for problem in (a for a in payload.get("policy") or () if a.get("error")):
+            log.warning("Ark's DDL hook could not apply the keyless policy to %s (%s): the capture does within %g s",
+                        problem.get("table"), problem.get("error"), DISCOVER_EVERY_S)
+        return change if change.steps or change.tables else None
+
+    def _publication_names(self) -> list[str]:
+        return [catalog.publication_of(self.cfg), hooks.inserts_publication_of(self.cfg)]
+
+    def _facts_before(self, oid: int, lsn: int) -> dict[str, Any] | None:
+        """The facts of ``oid`` in force just before WAL position ``lsn`` (None when unknown)."""
+        return self._facts_at(oid, lsn - 1)
+
+    def _facts_at(self, oid: int, lsn: int) -> dict[str, Any] | None:
+        """The facts of ``oid`` in force at WAL position ``lsn``: from this stream's hook messages, else the
+        recorded shapes, else None (the hook is not installed, or recorded nothing that old)."""
+        known = self._facts.get(oid)
+        if known is not None and known[0] <= lsn:
+            return known[1]
+        if not self._hooked:
+            return None
+        try:
+            return hooks.shape_at(self._meta(), oid, lsn_to_text(lsn))
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            self._close_meta()
+            raise catalog.source_error(self.cfg, exc) from None
+        except psycopg2.Error as exc:
+            log.warning("recorded shapes unreadable (%s): the live catalog describes relation %d", exc, oid)
+            return None
+
+    def _relation(self, r: pgoutput.Relation, at: Position | None, lsn: int) -> Rel:
+        facts = self._facts_at(r.relid, lsn)
+        if facts is not None and not facts.get("unknown"):
+            return build_relation(r, details_from_facts(facts), self._types, at.text if at else "")
         details: catalog.ColumnDetails | None = None
         try:
             details = catalog.column_details(self._meta(), r.relid)

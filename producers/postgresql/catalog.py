@@ -142,6 +142,18 @@ class TableInfo:
     replica_identity: str  # d default, n nothing, f full, i index
     has_pk: bool
     has_unique_not_null: bool
+    relkind: str = "r"  # r table, p partitioned table
+    has_identity_index: bool = False  # a valid REPLICA IDENTITY USING INDEX index exists
+
+    @property
+    def keyless(self) -> bool:
+        """True when publishing the table for UPDATE and DELETE would make them fail on the primary: no
+        replica identity it can use (no primary key under DEFAULT, NOTHING, or a dropped identity index).
+        Only ordinary logged tables count (a partitioned table's partitions are published, not itself)."""
+        if self.relkind != "r" or self.persistence != "p":
+            return False
+        return ((self.replica_identity == "d" and not self.has_pk) or self.replica_identity == "n"
+                or (self.replica_identity == "i" and not self.has_identity_index))
 
     @property
     def qualified(self) -> str:
@@ -162,13 +174,15 @@ SELECT c.oid, n.nspname, c.relname, c.relpersistence, c.relreplident,
                  AND i.indpred IS NULL AND i.indexprs IS NULL
                  AND NOT EXISTS (SELECT 1 FROM pg_attribute a
                                  WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull)),
+       c.relkind,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident AND i.indisvalid),
        CASE WHEN c.relispartition THEN ARRAY(
          SELECT an.nspname || '.' || ac.relname FROM pg_partition_ancestors(c.oid) a
          JOIN pg_class ac ON ac.oid = a.relid JOIN pg_namespace an ON an.oid = ac.relnamespace
          WHERE a.relid <> c.oid) ELSE '{}'::text[] END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+  AND n.nspname NOT IN ('information_schema', 'ark_capture') AND n.nspname NOT LIKE 'pg\\_%'
 ORDER BY n.nspname, c.relname
 """
 
@@ -178,9 +192,9 @@ def matched_tables(conn: Any, patterns: tuple[str, ...]) -> list[TableInfo]:
     matching partitioned table (they are part of it: the publication publishes them as their root)."""
     out = []
     for row in query(conn, _TABLES_SQL):
-        info = TableInfo(*row[:7])
+        info = TableInfo(*row[:9])
         if any(fnmatch.fnmatchcase(info.qualified, pat) for pat in patterns) and not any(
-                fnmatch.fnmatchcase(a, pat) for a in row[7] or () for pat in patterns):
+                fnmatch.fnmatchcase(a, pat) for a in row[9] or () for pat in patterns):
             out.append(info)
     return out
 

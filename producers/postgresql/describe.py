@@ -22,7 +22,7 @@ from producers.postgresql.relations import Rel, build_relation
 from schemas.entries import TableMeta
 
 #: Schemas that never hold replicated tables (the catalog's and Ark's own on a loopback standby).
-_SKIP_SCHEMAS = ("pg_catalog", "information_schema", "ark", "ark_resync")
+_SKIP_SCHEMAS = ("pg_catalog", "information_schema", "ark", "ark_resync", "ark_capture")
 
 # Ordinary and partitioned tables; a partition also names its ancestors (a partition of a replicated table is
 # part of it: the stream names its root, publish_via_partition_root).

@@ -64,6 +64,8 @@ def build_relation(r: pgoutput.Relation, details: ColumnDetails | None, type_nam
         key = details.key
     else:
         key = flagged
+    if not key:
+        identity = "none"  # no replica identity: only its INSERTs and TRUNCATEs are published (keyless policy)
     # Defaults and attnums only where the catalog still has the decoded column (see ColumnDetails.trusted).
     trusted = details.trusted([c.name for c in r.columns]) if details else set()
     columns = []

@@ -1,14 +1,18 @@
-"""Source prerequisites (what ``ark check`` reports) and the idempotent creation of publication and slot.
+"""Source prerequisites (what ``ark check`` reports) and the idempotent set-up of hooks, publications and slot.
 
 Table rules (the ones that make capture exact):
 
 * **UNLOGGED** tables never reach the WAL (our analogue of Oracle NOLOGGING): fatal.
-* **REPLICA IDENTITY DEFAULT without a primary key**, or **NOTHING**: once published, UPDATE and
-  DELETE on the source fail, and they could not be applied anyway: fatal.
+* **No usable key** (no primary key under REPLICA IDENTITY DEFAULT, NOTHING, or a dropped identity
+  index): published as it is, the primary's own UPDATE and DELETE on it would fail. The keyless
+  policy (:mod:`.policy`, ``primary.keyless``) decides before any publication covers it: REPLICA
+  IDENTITY FULL (default), inserts only, or not replicated. Reported as a warning, never fatal.
 * **REPLICA IDENTITY FULL** with a primary key or a unique index on NOT NULL columns: that key is the
   one the standby applies with. FULL with neither is accepted with a warning: the standby finds each
   changed row by all its old values, one row per change (identical rows are interchangeable).
 * No table matched by ``primary.tables``: a warning (capture would run, replicating nothing).
+* **The DDL hook** (:mod:`.hooks`): a superuser's capture installs it; without it, what is then not
+  followed exactly is reported (a warning).
 """
 
 from __future__ import annotations
@@ -16,21 +20,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from psycopg2 import sql
-
 from common.config import ArkConfig
 from producers.base import Problem
-from producers.postgresql import catalog
-from producers.postgresql.catalog import (
-    TableInfo,
-    matched_tables,
-    publication_tables,
-    query,
-    role_flags,
-    schema_patterns,
-    settings,
-    slot_state,
-)
+from producers.postgresql import catalog, hooks, policy
+from producers.postgresql.catalog import TableInfo, matched_tables, query, role_flags, settings, slot_state
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +34,10 @@ def _table_problems(t: TableInfo) -> list[Problem]:
     if t.persistence == "u":
         out.append(Problem(f"table {name} is UNLOGGED: its changes never reach the WAL and cannot be captured",
                            fix=f"ALTER TABLE {t.sql_name} SET LOGGED"))
-    add_pk = f"ALTER TABLE {t.sql_name} ADD PRIMARY KEY (...)"
-    if t.replica_identity == "n":
-        out.append(Problem(f"table {name} has REPLICA IDENTITY NOTHING: its updates and deletes cannot be "
-                           "replicated", fix=f"ALTER TABLE {t.sql_name} REPLICA IDENTITY DEFAULT (with a primary"
-                                             f" key), or {add_pk}"))
-    elif t.replica_identity == "d" and not t.has_pk:
-        alt = (f"ALTER TABLE {t.sql_name} REPLICA IDENTITY FULL (it has a unique index on NOT NULL columns)"
-               if t.has_unique_not_null else
-               f"ALTER TABLE {t.sql_name} REPLICA IDENTITY FULL only after adding a unique key")
-        out.append(Problem(f"table {name} has no primary key (replica identity DEFAULT): once published, "
-                           "UPDATE and DELETE on it fail on the primary", fix=f"{add_pk}, or {alt}"))
-    elif t.replica_identity == "f" and not t.has_pk and not t.has_unique_not_null:
+    elif t.replica_identity == "f" and not t.has_pk and not t.has_unique_not_null and t.relkind == "r":
         out.append(Problem(f"table {name} has no unique key (REPLICA IDENTITY FULL): a standby finds each updated "
                            "or deleted row by all its values, one row per change, which is slow on large tables",
-                           fix=f"{add_pk} when the data allows it", fatal=False))
+                           fix=f"ALTER TABLE {t.sql_name} ADD PRIMARY KEY (...) when the data allows it", fatal=False))
     return out
 
 
@@ -83,6 +65,7 @@ def problems(conn: Any, cfg: ArkConfig) -> list[Problem]:
     for t in tables:
         out.extend(_table_problems(t))
     out.extend(_partition_root_problems(conn, cfg))
+    # Tables without a usable key and the DDL hook: see protection() (ark check and ark status list them).
     slot = slot_state(conn, catalog.slot_of(cfg))
     if slot is not None:
         if slot.slot_type != "logical" or slot.plugin != "pgoutput" or slot.database != cfg.primary.dbname:
@@ -112,90 +95,57 @@ def _partition_root_problems(conn: Any, cfg: ArkConfig) -> list[Problem]:
                         "partitioned table on every standby (ark resync STANDBY --table SCHEMA.TABLE)", fatal=False)]
 
 
-def _ident(name: str) -> sql.Composable:
-    return sql.Identifier(name)
+NO_HOOK_EFFECTS = (
+    "Ark's DDL event trigger is not installed on the primary, so: table shapes are read from the live catalog "
+    "(a column renamed, or dropped and added again, while the capture lags may need a table resync); types, "
+    "indexes, constraints, sequences, defaults, views, functions and triggers created or changed later are not "
+    "replicated; a new table is published by polling within seconds (a keyless one's UPDATE and DELETE fail until "
+    "then, and rows written to a new table before it are copied by an automatic table resync)")
 
 
-def ensure(conn: Any, cfg: ArkConfig) -> None:
-    """Create the publication (or add what it misses), then the slot. Idempotent; never drops anything.
+def hook_problems(conn: Any, superuser: bool) -> list[Problem]:
+    """What is not followed exactly without the DDL hook (empty when it is installed and enabled)."""
+    state = hooks.hook_state(conn)
+    if state.installed:
+        return []
+    if superuser:
+        return [Problem(f"{state.why_not}: 'ark capture' installs them when it sets up", fix="run 'ark capture'",
+                        fatal=False)]
+    return [Problem(f"{state.why_not} and the capture's user may not install them (event triggers need a "
+                    f"superuser). {NO_HOOK_EFFECTS}",
+                    fix="let the capture's user be a superuser (ALTER ROLE ... SUPERUSER), then run 'ark capture'",
+                    fatal=False)]
 
-    Patterns of the form ``schema.*`` become ``TABLES IN SCHEMA`` (so later CREATE TABLEs are
-    captured too) when the user is a superuser, which PostgreSQL 15 requires for that clause;
-    everything else is listed table by table.
+
+def ensure(conn: Any, cfg: ArkConfig) -> list[str]:
+    """Hooks, keyless policy, publications, slot: create or correct what is missing. Idempotent; drops nothing.
+
+    Order: the hooks first (their shapes baseline precedes the slot), then REPLICA IDENTITY FULL on keyless
+    tables under ``full`` before any publication covers them, then the publications, then the policy's
+    memberships, then the slot. Returns what it did to which tables (logged, and printed by the CLI).
     """
-    pub = catalog.publication_of(cfg)
     superuser, _ = role_flags(conn)
-    tables = matched_tables(conn, cfg.primary.tables)
-    existing_schemas = {r[0] for r in query(conn, "SELECT nspname FROM pg_namespace")}
-    schemas = [s for s in schema_patterns(cfg.primary.tables) if s in existing_schemas] if superuser else []
-    explicit = [t for t in tables if t.schema not in schemas]
-    covered = publication_tables(conn, pub)
-    with conn.cursor() as cur:
-        if covered is None:
-            parts: list[sql.Composable] = []
-            if schemas:
-                parts.append(sql.SQL("TABLES IN SCHEMA ") + sql.SQL(", ").join(map(_ident, schemas)))
-            if explicit:
-                parts.append(sql.SQL("TABLE ") + sql.SQL(", ").join(
-                    sql.Identifier(t.schema, t.name) for t in explicit))
-            stmt = sql.SQL("CREATE PUBLICATION {}").format(_ident(pub))
-            if parts:
-                stmt += sql.SQL(" FOR ") + sql.SQL(", ").join(parts)
-            # A partitioned table's changes arrive as the table itself, not as its partitions: the standby's
-            # partitioned table holds the rows, and partitions added later are covered from their creation.
-            cur.execute(stmt + sql.SQL(" WITH (publish_via_partition_root = true)"))
-            log.info("created publication %s (schemas %s, %d listed tables)", pub, schemas, len(explicit))
-        else:
-            have = {r[0] for r in query(conn, "SELECT n.nspname FROM pg_publication_namespace pn "
-                                              "JOIN pg_publication p ON p.oid = pn.pnpubid "
-                                              "JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = %s",
-                                        (pub,))}
-            for schema in schemas:
-                if schema not in have:
-                    cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLES IN SCHEMA {}").format(
-                        _ident(pub), _ident(schema)))
-                    log.info("publication %s: added schema %s", pub, schema)
-            covered = publication_tables(conn, pub) or set()
-            missing = [t for t in explicit if t.qualified not in covered]
-            if missing:
-                cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                    _ident(pub), sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in missing)))
-                log.info("publication %s: added %d tables", pub, len(missing))
-        if slot_state(conn, catalog.slot_of(cfg)) is None:
+    slot_existed = slot_state(conn, catalog.slot_of(cfg)) is not None
+    table_list = not policy.schema_publication(conn, cfg, superuser)
+    done: list[str] = []
+    if superuser:
+        done += hooks.install(conn, cfg, table_list)
+    first = policy.enforce(conn, cfg, table_list, may_resync=False, identity_only=True)
+    made, pubs = policy.ensure_publications(conn, cfg, superuser)
+    done += first.actions + pubs
+    second = policy.enforce(conn, cfg, made, may_resync=slot_existed)
+    done += second.actions
+    for failed in first.failed + second.failed:
+        log.warning("keyless policy: could not change %s (tried again while the capture runs)", failed)
+    if second.resync:
+        lsn = hooks.emit_resync(conn, second.resync, "rows were written to it before it was published")
+        done.append(f"resync of {', '.join(second.resync)} requested on every standby (in the WAL at {lsn})")
+    if not slot_existed:
+        with conn.cursor() as cur:
             cur.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')",
                         (catalog.slot_of(cfg),))
             row = cur.fetchone()
-            log.info("created replication slot %s at %s", catalog.slot_of(cfg), row[0] if row else "?")
-
-
-def add_new_tables(conn: Any, cfg: ArkConfig, reported: set[str]) -> list[tuple[str, bool]]:
-    """Add tables created since that match ``primary.tables`` but that the publication does not cover.
-
-    A publication ``FOR TABLES IN SCHEMA`` covers new tables by itself (from the CREATE TABLE on,
-    rows of the creating transaction included); a table list does not. Rows written to a new table
-    before it is added here are not in the stream. Returns ``(table, had_rows)`` for every table
-    added: ``had_rows`` means rows existed when it was added, so the standbys need a resync of it.
-    A table with a fatal problem (no key, unlogged) is not added: publishing it would make UPDATE and
-    DELETE on it fail on the primary. It is reported once (``reported`` remembers it).
-    """
-    covered = publication_tables(conn, catalog.publication_of(cfg))
-    if covered is None:
-        return []
-    added: list[tuple[str, bool]] = []
-    for t in matched_tables(conn, cfg.primary.tables):
-        if t.qualified in covered:
-            continue
-        problems = _table_problems(t)
-        if problems:
-            if t.qualified not in reported:
-                reported.add(t.qualified)
-                log.error("new table %s matches primary.tables but is not captured: %s (fix: %s)", t.qualified,
-                          problems[0].what, problems[0].fix)
-            continue
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                _ident(catalog.publication_of(cfg)), sql.Identifier(t.schema, t.name)))
-            cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(t.schema, t.name)))
-            row = cur.fetchone()
-        added.append((t.qualified, bool(row and row[0])))
-    return added
+        done.append(f"created replication slot {catalog.slot_of(cfg)} at {row[0] if row else '?'}")
+    for line in done:
+        log.info("set-up: %s", line)
+    return done

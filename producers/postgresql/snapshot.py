@@ -172,10 +172,13 @@ class PostgresSnapshot(Snapshot):
         self.position: Position = self._exported.position
         self.token = self._exported.name
         self._rels: dict[str, Rel] = {}
+        self._skip_keyless = primary.keyless == "skip"
         log.info("snapshot %s of %s at %s", self.token, primary.describe(), self.position.text)
 
     def tables(self, patterns: Sequence[str]) -> list[TableMeta]:
         rels = describe_rels(self.conn, patterns)
+        if self._skip_keyless:  # primary.keyless: skip: a table without a replica identity is not replicated
+            rels = [r for r in rels if r.meta.identity != "none"]
         self._rels.update((r.table, r) for r in rels)
         return [r.meta for r in rels]
 

@@ -107,14 +107,18 @@ def _said(group: Group, expect: str, timeout: float = 60) -> str:
 
 @pytest.mark.parametrize("ddl, expect", [
     ("ALTER TABLE items ADD COLUMN e double precision DEFAULT random()",
-     "column e was added with DEFAULT random(), which PostgreSQL computed row by row"),
+     "a column was added with a default computed row by row (volatile): its values are not in the log"),
     ("ALTER TABLE items ADD COLUMN e timestamptz NOT NULL DEFAULT clock_timestamp()",
-     "column e was added with DEFAULT clock_timestamp()"),
+     "a column was added with a default computed row by row (volatile)"),
     ("ALTER TABLE items ALTER COLUMN a TYPE int USING length(a)",
-     "column a changed type from text to integer, a change that needs a USING expression on the primary"),
+     "a column changed type with a USING expression: the converted values are not in the log"),
+    # A USING that PostgreSQL could also do without it (int to bigint): the values differ, so it is a resync too.
+    ("ALTER TABLE items ALTER COLUMN b TYPE bigint USING b * 2",
+     "a column changed type with a USING expression"),
 ])
 def test_what_cannot_be_followed_needs_a_table_resync(make_group, ddl: str, expect: str) -> None:
-    """The applier names the table, the column and why; only that table is resynced, the others go on."""
+    """The applier names the table and why (Ark's DDL hook marks the rewrite at its place in the stream); only that
+    table is resynced, the others go on."""
     group = _running(make_group)
     _step(group, "INSERT INTO items VALUES (100, 'warm', 0, 'w')")
     sql(group.primary_dsn, ddl)

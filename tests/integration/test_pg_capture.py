@@ -19,7 +19,7 @@ from producers.base import CaptureEvent, Idle, TxnBegin, TxnEnd
 from producers.errors import SlotGapError
 from producers.postgresql.capture import PostgresCapture
 from producers.postgresql.catalog import publication_of, slot_of
-from schemas.entries import UNCHANGED, Op, Position, RowChange, TableMeta
+from schemas.entries import UNCHANGED, Op, Position, RowChange, SchemaChange, TableMeta
 
 
 def make_cfg(port: int, dbname: str, group: str, tables: tuple[str, ...] = ("public.*",), **primary: Any) -> ArkConfig:
@@ -56,6 +56,7 @@ class Txn:
     begin: TxnBegin
     rows: list[RowChange] = field(default_factory=list)
     metas: list[TableMeta] = field(default_factory=list)
+    ddl: list[SchemaChange] = field(default_factory=list)
     end: TxnEnd | None = None
 
 
@@ -81,6 +82,9 @@ def take_txns(events: Iterator[CaptureEvent], n: int, timeout: float = 30.0) -> 
         elif isinstance(ev, TableMeta):
             assert cur is not None
             cur.metas.append(ev)
+        elif isinstance(ev, SchemaChange):
+            assert cur is not None and ev.commit == cur.begin.commit, "a schema change outside its transaction"
+            cur.ddl.append(ev)
         else:
             assert isinstance(ev, Idle)
             assert cur is None or ev.position is None, "Idle inside a transaction must not offer a position"
@@ -158,9 +162,10 @@ def test_schema_publication_picks_up_new_tables_and_explicit_lists_do_not(fresh_
     whole.ensure_setup()
     run_sql(dsn, "CREATE TABLE c (id int PRIMARY KEY)", "INSERT INTO b VALUES (1)", "INSERT INTO c VALUES (2)",
             "INSERT INTO a VALUES (3)")
-    got = [t.rows[0].table for t in take_txns(whole.stream(None), 3)]
-    assert got == ["public.b", "public.c", "public.a"]
-    (only,) = take_txns(only_a.stream(None), 1)
+    create, *txns = take_txns(whole.stream(None), 4)
+    assert not create.rows and [t.object for d in create.ddl for t in d.steps if t.action == "table"] == ["public.c"]
+    assert [t.rows[0].table for t in txns] == ["public.b", "public.c", "public.a"]
+    (only,) = take_txns(only_a.stream(None), 1)  # the CREATE TABLE of c is nothing to it: not even a transaction
     assert only.rows[0].table == "public.a"
 
 
@@ -305,10 +310,11 @@ def test_prerequisites(fresh_db: Any, capture_for: Any, pg_factory: Any, unique_
             "CREATE TABLE full_uniq (a int NOT NULL UNIQUE, b text)", "ALTER TABLE full_uniq REPLICA IDENTITY FULL",
             "CREATE TABLE good (id int PRIMARY KEY)", "CREATE ROLE norepl LOGIN")
     problems = {p.what.split()[1]: p for p in cap.check_prerequisites()}
-    assert set(problems) == {"public.nopk", "public.unl", "public.full_nokey"}
-    assert "SET LOGGED" in problems["public.unl"].fix
-    assert "ADD PRIMARY KEY" in problems["public.nopk"].fix and "REPLICA IDENTITY FULL" in problems["public.nopk"].fix
-    assert problems["public.nopk"].fatal and problems["public.unl"].fatal
+    assert set(problems) == {"public.unl", "public.full_nokey"}
+    assert "SET LOGGED" in problems["public.unl"].fix and problems["public.unl"].fatal
+    # No key is not a refusal any more (issue 18): the keyless policy handles it, and it is listed as such.
+    protection = {p.what.split()[1]: p for p in cap.protection() if p.what.startswith("table ")}
+    assert "REPLICA IDENTITY FULL" in protection["public.nopk"].what and not protection["public.nopk"].fatal
     # FULL without any unique key replicates (full-row match on the standby): a warning, not a refusal.
     assert not problems["public.full_nokey"].fatal and "one row per change" in problems["public.full_nokey"].what
     with pytest.raises(PrerequisiteError):

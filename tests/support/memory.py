@@ -43,6 +43,8 @@ from schemas.entries import (
     Op,
     Position,
     RowChange,
+    SchemaChange,
+    SchemaStep,
     SequenceValue,
     SequenceValues,
     TableMeta,
@@ -260,6 +262,8 @@ class SourceTxn:
     changes: list[RowChange]
     commit_time_us: int = 0
     metas: dict[str, TableMeta] = field(default_factory=dict)  # shapes announced before their first row
+    #: DDL statements before change i (yielded as SchemaChange events, one per statement, seq in order).
+    ddl_at: dict[int, list[str]] = field(default_factory=dict)
 
 
 class MemorySource:
@@ -278,11 +282,12 @@ class MemorySource:
         self.sequence_reads = 0
 
     def commit(self, changes: list[RowChange], metas: Sequence[TableMeta] = (),
-               *, at_us: int | None = None) -> SourceTxn:
+               *, at_us: int | None = None, ddl_at: dict[int, list[str]] | None = None) -> SourceTxn:
         """Append one committed transaction; returns it."""
         with self.lock:
             txn = SourceTxn(len(self.txns) + 1000, self.next_lsn, list(changes),
-                            time.time_ns() // 1000 if at_us is None else at_us, {m.table: m for m in metas})
+                            time.time_ns() // 1000 if at_us is None else at_us, {m.table: m for m in metas},
+                            dict(ddl_at or {}))
             self.txns.append(txn)
             self.next_lsn += 0x100
             return txn
@@ -356,7 +361,14 @@ class MemoryCapture(LogCapture):
                     continue
                 commit = pg_lsn(txn.commit)
                 events: list[CaptureEvent] = [TxnBegin(str(txn.xid), commit, txn.commit_time_us)]
-                for change in txn.changes:
+                seq = 0
+                for i, change in enumerate([*txn.changes, None]):
+                    for statement in txn.ddl_at.get(i, ()):
+                        events.append(SchemaChange(commit, seq, "TEST DDL", (SchemaStep("sql", "t", statement),),
+                                                   statement=statement))
+                        seq += 1
+                    if change is None:
+                        break
                     meta = txn.metas.get(change.table)
                     if meta is not None and announced.get(change.table) != meta.version:
                         announced[change.table] = meta.version
@@ -388,6 +400,8 @@ class _Db:
     metas: dict[str, TableMeta] = field(default_factory=dict)
     table_states: dict[str, TableState] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)
+    #: Schema steps run, in order: (commit position, step sql).
+    ddl: list[tuple[str, str]] = field(default_factory=list)
 
 
 class MemoryStandby:
@@ -464,6 +478,18 @@ class MemoryApplier(Applier):
             with self.standby.lock:
                 self._txn = copy.deepcopy(self.standby.db)
             self._applied = []
+
+    def run_schema_step(self, group: str, step: SchemaStep, *, follow_drop: bool, what: str) -> bool:
+        db = self._require()
+        db.ddl.append((what, step.sql))
+        return False
+
+    def rename_table(self, group: str, old: str, new: str) -> None:
+        db = self._require()
+        if old in db.tables:
+            db.tables[new] = db.tables.pop(old)
+        if old in db.metas:
+            db.metas[new] = db.metas.pop(old)
 
     def apply_table_meta(self, group: str, meta: TableMeta, previous: TableMeta | None) -> None:
         db = self._require()

@@ -53,6 +53,7 @@ class Group:
     tables: tuple[str, ...] = ("public.*",)
     capture_extra: dict[str, Any] = field(default_factory=dict)
     standby_extra: dict[str, Any] = field(default_factory=dict)
+    primary_extra: dict[str, Any] = field(default_factory=dict)
     agents: list[AgentProcess] = field(default_factory=list)
 
     @property
@@ -76,7 +77,7 @@ class Group:
             "group": self.name,
             "control_key": {"env": "ARK_CONTROL_KEY"},
             "kafka": {"bootstrap": self.kafka},
-            "primary": db("primary", self.primary, self.dbname, tables=list(self.tables)),
+            "primary": db("primary", self.primary, self.dbname, tables=list(self.tables), **self.primary_extra),
             "capture": {"batch_max_ms": 50, **self.capture_extra},
             "standbys": [db(s.name, s.instance, s.dbname, delay_seconds=s.delay_seconds, **self.standby_extra)
                          for s in self.standbys],

@@ -235,3 +235,37 @@ def test_a_record_that_does_not_fit_names_the_field_not_the_values() -> None:
         envelope.encode(REDO_SCHEMA, record)
     assert secret not in str(caught.value)
     assert "bug in Ark" in str(caught.value)
+
+
+def test_a_new_kind_of_entry_is_a_compatible_change_and_a_new_primitive_branch_is_not() -> None:
+    """redo_entry v5 adds SchemaChange to the body union: an older build refuses such an entry by its fingerprint
+    ("upgrade Ark"), never resolves it; every other change must still resolve both ways."""
+    union = {"type": "record", "name": "E", "fields": [
+        {"name": "body", "type": [{"type": "record", "name": "A", "fields": [{"name": "x", "type": "long"}]}]}]}
+    with_record = {**union, "fields": [{"name": "body", "type": [
+        *union["fields"][0]["type"], {"type": "record", "name": "B", "fields": [{"name": "y", "type": "string"}]}]}]}
+    check_pair(union, with_record, "E")
+    with_primitive = {**union, "fields": [{"name": "body", "type": [*union["fields"][0]["type"], "string"]}]}
+    with pytest.raises(IncompatibleSchema):
+        check_pair(union, with_primitive, "E")
+
+
+def test_schema_change_entries_round_trip() -> None:
+    from schemas.entries import (
+        Column,
+        Position,
+        RedoEntry,
+        SchemaChange,
+        SchemaStep,
+        TableMeta,
+        from_record,
+        to_record,
+    )
+
+    meta = TableMeta("public.t", (Column("id", "int32", "integer", False, 1, column_id=1),), "v1", "0/10", "key")
+    body = SchemaChange(Position("0/10", b"\x00" * 7 + b"\x10"), 2, "ALTER TABLE",
+                        (SchemaStep("rename-table", "public.s", detail="public.t"), SchemaStep("table", "public.t")),
+                        (meta,), statement="ALTER TABLE s RENAME TO t", search_path="public", facts="{}")
+    entry = RedoEntry("g", "postgresql", 3, body)
+    env = envelope.encode(REDO_SCHEMA, to_record(entry))
+    assert from_record(envelope.decode(env.value, env.headers, expect=REDO_SCHEMA).record) == entry
