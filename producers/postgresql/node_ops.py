@@ -32,6 +32,8 @@ from common.node_ops import FenceReport, NodeOps, Sequence, SequenceReport
 from common.roles import config_under, node
 from producers.postgresql import catalog, setup
 from producers.postgresql.catalog import SESSION_OPTIONS
+from producers.postgresql.hooks import inserts_publication_of
+from producers.postgresql.hooks_sql import SCHEMA as HOOK_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +212,17 @@ class PostgresNodeOps(NodeOps):
                 if "is active" not in exc.message:
                     raise
                 time.sleep(0.1)
-        if self._rows("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)):
-            self._rows(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(publication)))
-            dropped.append(f"publication {publication}")
+        for pub in (publication, inserts_publication_of(cfg)):  # the keyless policy's second one too
+            if self._rows("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,)):
+                self._rows(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(pub)))
+                dropped.append(f"publication {pub}")
+        # The DDL hooks stay (other groups may use them), but no longer act for this group: a standby's DDL
+        # comes from the stream, and the keyless policy is the new primary's to apply.
+        if self._rows("SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'groups'", (HOOK_SCHEMA,)):
+            rows = self._rows(sql.SQL("DELETE FROM {}.groups WHERE group_name = %s RETURNING 1").format(
+                sql.Identifier(HOOK_SCHEMA)), (cfg.group,))
+            if rows:
+                dropped.append(f"its DDL hooks' registration of group {cfg.group}")
         log.info("%s is no longer a source: dropped %s", self._where(), ", ".join(dropped) or "nothing")
         return dropped
 
