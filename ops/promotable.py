@@ -8,22 +8,26 @@ primary writes: run it when the standby has caught up (a switchover runs it with
 
 from __future__ import annotations
 
+import contextlib
+
 from rich.markup import escape
 
 from common.config import ArkConfig
 from common.errors import ArkError
 from common.promotable import Lack
 from ops.context import console
-from ops.engines import promotable_check, snapshot_source
+from ops.engines import capture_factory, promotable_check, snapshot_source
 from ops.errors import NotPromotable
 
 
 def unprotected_tables(cfg: ArkConfig) -> list[Lack]:
-    """Replicated tables whose changes the standby does not fully receive (a table without a key replicated
-    insert-only, or skipped, by the keyless-table policy): a promotion would have them incomplete.
-
-    The hook for that policy: nothing is excluded from the stream yet, so it returns nothing."""
-    return []
+    """Tables of ``primary.tables`` whose changes the standby does not fully receive (UNLOGGED; no usable key
+    under the keyless policy ``insert-only`` or ``skip``; not published yet): a promotion would have them
+    incomplete. The capture's own protection report (what ``ark check`` and ``ark status`` list), less what is
+    not about one table (a primary without the DDL hook is a warning of ``ark check``, not a missing object)."""
+    with contextlib.closing(capture_factory(cfg)()) as capture:
+        found = capture.protection()
+    return [Lack(" ".join(p.what.split()[:2]), p.what, p.fix) for p in found if p.what.startswith("table ")]
 
 
 def promotable_lacks(cfg: ArkConfig, standby_name: str) -> list[Lack]:

@@ -80,4 +80,7 @@ def test_update_and_delete_of_a_new_keyless_table_never_fail_on_the_primary(make
         assert not named, status["not_protected"]
     else:
         assert named and policy in named[0], status["not_protected"]
+        # A promotion would have it incomplete: check --promotable names it (exit 32, NOT_PROMOTABLE).
+        res = group.ark("check", "--promotable", "standby", timeout=120)
+        assert res.returncode == 32 and "public.applog" in res.stdout + res.stderr, res.stdout + res.stderr
     group.assert_agents_alive()

@@ -252,3 +252,30 @@ def test_updates_of_a_table_with_other_unique_keys_keep_every_image_in_order() -
     assert [r.values for r in folded] == [[[1, 0, "b"], [2, 0, "a"]]]  # no other unique key: last writer wins
     kept = split_runs({"public.t": _META}, changes, ordered={"public.t"})
     assert [v for r in kept for v in r.values] == [[1, 0, "spare"], [2, 0, "a"], [1, 0, "b"]]
+
+
+def test_promotable_lists_the_tables_the_stream_does_not_fully_protect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: every table that is not fully protected is listed by ``ark check --promotable`` too; a primary
+    without the DDL hook is ``ark check``'s warning, not a missing object."""
+    from common.problems import Problem
+    from ops import promotable
+
+    found = [
+        Problem("table public.log has no usable key (primary.keyless: insert-only): only its INSERTs and "
+                "TRUNCATEs are replicated", fix="ALTER TABLE ... ADD PRIMARY KEY (...)", fatal=False),
+        Problem("table public.tmp is UNLOGGED: not replicated", fix="ALTER TABLE public.tmp SET LOGGED", fatal=False),
+        Problem("Ark's DDL event trigger is not installed", fix="run 'ark capture'", fatal=False),
+    ]
+
+    class Capture:
+        def protection(self) -> list[Problem]:
+            return found
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(promotable, "capture_factory", lambda cfg: Capture)
+    lacks = promotable.unprotected_tables(None)  # type: ignore[arg-type]
+    assert [(lack.subject, lack.fix) for lack in lacks] == [
+        ("table public.log", "ALTER TABLE ... ADD PRIMARY KEY (...)"),
+        ("table public.tmp", "ALTER TABLE public.tmp SET LOGGED")]
