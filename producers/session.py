@@ -417,7 +417,8 @@ class CaptureSession:
 
         Due about every heartbeat while transactions flow (at most every SEQUENCES_IDLE_S without), after a
         shape change (DDL), and at once for a publish-sequences request (then every value, committed, and
-        answered). Only values that moved since this session's last publication travel otherwise."""
+        answered). After a shape change every value travels; otherwise only values that moved since this session's
+        last publication."""
         if self.retransmit_from is not None or self.txn is not None or self.skipping:
             return
         now = time.monotonic()
@@ -428,11 +429,17 @@ class CaptureSession:
                                                                or elapsed >= SEQUENCES_IDLE_S))
         if not due:
             return
-        values = self.capture.sequence_values(refresh=self.seq_shape_changed or bool(requests))
+        shape_changed = self.seq_shape_changed
+        values = self.capture.sequence_values(refresh=shape_changed or bool(requests))
         self.seq_at, self.seq_txns, self.seq_shape_changed = now, self.progress.txns, False
         if values is None:
             return
-        moved = tuple(v for v in values.values if requests or self.seq_published.get(v.name) != v.last_value)
+        # After a shape change every value travels again, moved or not: the values are read from the live catalog,
+        # so while the capture is behind (restarted, catching up) a sequence's value can be published before the
+        # DDL that creates the sequence on the standby (which then leaves it alone); a sequence that does not move
+        # afterwards (a table no longer written, a standalone one) would stay at its start there for good.
+        moved = tuple(v for v in values.values
+                      if requests or shape_changed or self.seq_published.get(v.name) != v.last_value)
         if not moved and not requests:
             return
         request = ",".join(requests)

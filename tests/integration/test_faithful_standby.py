@@ -131,6 +131,77 @@ def test_schema_corpus_is_a_faithful_promotable_copy_under_load(make_group: Any)
         assert key > top, f"{table}: the promoted standby handed out {key}, the primary already used up to {top}"
 
 
+#: DDL the application runs on the corpus while the capture is down and the writers keep writing (each one
+#: followed by more writes): an enum value used at once, a column added, indexed, widened (no rewrite) and
+#: renamed, a new serial table with a foreign key and rows, a standalone sequence.
+PAUSED_DDL = [
+    "ALTER TYPE \"Billing\".\"Currency\" ADD VALUE 'GBP'",
+    'INSERT INTO "Billing"."Invoice" ("Customer", "Amount", "Currency") SELECT max(id), 9.5, \'GBP\' FROM customers',
+    "ALTER TABLE customers ADD COLUMN nickname varchar(20) DEFAULT 'none'",
+    "CREATE INDEX customers_nickname ON customers (nickname)",
+    "ALTER TABLE customers ALTER COLUMN nickname TYPE varchar(40)",
+    "ALTER TABLE orders ADD COLUMN remark text",
+    "ALTER TABLE orders RENAME COLUMN remark TO note",
+    "CREATE TABLE notes (id bigserial PRIMARY KEY, customer_id integer REFERENCES customers (id), "
+    "body text NOT NULL, currency \"Billing\".\"Currency\" NOT NULL DEFAULT 'GBP')",
+    "INSERT INTO notes (customer_id, body) SELECT id, 'note ' || id FROM customers ORDER BY id LIMIT 20",
+    "CREATE SEQUENCE ticket_numbers START 500",
+    "INSERT INTO notes (customer_id, body) SELECT max(id), 'ticket ' || nextval('ticket_numbers') FROM customers",
+]
+
+
+def _applied_offset(dsn: str) -> int:
+    try:
+        return int(sql(dsn, "SELECT next_offset FROM ark.apply_state")[0][0])
+    except (psycopg.Error, IndexError):
+        return -1
+
+
+def test_corpus_with_ddl_while_the_capture_is_down_and_kills_is_faithful_and_promotable(make_group: Any) -> None:
+    """Issue 9's second corpus case: the capture is killed (-9) and stays down while the application changes the
+    schema and both writers keep writing; it resumes behind all of it, and each applier is killed (-9) in the
+    middle of catching up. A real-time and a 5 s delayed standby end equal (``ark verify``) and promotable."""
+    group: Group = make_group(standbys=[("standby", 0.0), ("late", 5.0)], tables=("public.*", "Billing.*"))
+    create_bank(group.primary_dsn, accounts=100)
+    create_corpus(group.primary_dsn, rows=20)
+    for name in ("standby", "late"):
+        group.ark_ok("sync", name)
+    capture = group.start("capture")
+    appliers = {"standby": group.start("apply", "standby"), "late": group.start("apply", "late", name="apply-late")}
+    bank = BankWorkload(group.primary_dsn, accounts=100, clients=2).start()
+    corpus = CorpusWriter(group.primary_dsn).start()
+    started = time.monotonic()
+    try:
+        for name in ("standby", "late"):  # both streaming before the fault
+            wait_for(lambda n=name: _applied_offset(group.standby(n).dsn) > 0, 90, f"{name} to apply a first entry")
+        capture.kill9()
+        for statement in PAUSED_DDL:
+            before = corpus.committed
+            sql(group.primary_dsn, f"SET lock_timeout = '20s'; {statement}")
+            wait_for(lambda b=before: corpus.committed >= b + 3, 60, "the writers to write after the DDL", 0.05)
+        down = time.monotonic()
+        capture.start()
+        for name, agent in appliers.items():  # kill -9 of each applier once it has applied past the DDL's start
+            dsn = group.standby(name).dsn
+            mark = _applied_offset(dsn)
+            wait_for(lambda d=dsn, m=mark: _applied_offset(d) > m, 120, f"{name} to apply while catching up")
+            agent.kill9()
+            agent.start()
+        more = corpus.committed + 50  # the restarted appliers catch up under load
+        wait_for(lambda: corpus.committed >= more, 120, "50 more corpus transactions under load", interval=0.5)
+    finally:
+        transfers, written = bank.stop(), corpus.stop()
+    assert not corpus.errors and bank.errors == 0, (corpus.errors[:3], bank.errors)
+    for name in ("standby", "late"):
+        _equal(group, name, [*BANK, *TABLES, "public.notes"], timeout=180)
+        res = group.ark("verify", name, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        _assert_promotable(group, name, timeout=60)
+        assert _objects(group.standby(name).dsn) == _objects(group.primary_dsn)
+    print(f"streamed {transfers} transfers and {written} corpus transactions; capture down for "
+          f"{down - started:.1f} s of DDL, {time.monotonic() - down:.1f} s to the end")
+
+
 def test_enum_and_domain_columns_replicate_and_both_standbys_keep_running(make_group: Any) -> None:
     """Issue 9, "Why": a table with an enum and a domain column stopped both standbys. Here one exists at sync
     and one is created mid-stream (its types exist): both standbys apply both, and keep running."""

@@ -92,3 +92,24 @@ def test_a_publish_sequences_request_is_answered_with_the_offset() -> None:
     body = dict(entries(log))[answer.offset]
     assert isinstance(body, SequenceValues) and body.request == request and answer.sequences == 2
     assert {v.name: v.last_value for v in body.values} == {"public.a": 3, "public.b": 4}
+
+
+def test_after_a_shape_change_every_value_travels_again_moved_or_not() -> None:
+    """A capture that is behind reads the live values: a sequence's value can travel before the DDL that creates
+    the sequence on the standby, which leaves it alone. After the DDL (a shape change) the value must travel
+    again even though it did not move, or a sequence no longer used stays at its start on the standby."""
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    source.sequences["public.s"] = 21
+    cap = capture(_fast(config()), source, log, store)
+
+    def published() -> int:
+        return sum(1 for _o, b in entries(log) if isinstance(b, SequenceValues)
+                   for v in b.values if v.name == "public.s" and v.last_value == 21)
+
+    try:
+        source.commit([ins(T, 1, "x")], [table_meta(T)])
+        wait_until(lambda: published() == 1, what="the value published once")
+        source.commit([ins(T, 2, "x")], [table_meta(T, version="v2")])  # a shape change; the value did not move
+        wait_until(lambda: published() == 2, what="the value published again after the shape change")
+    finally:
+        cap.stop()
