@@ -54,3 +54,21 @@ class FencedError(ArkError):
     """This process was fenced: a newer producer or epoch owns the group now."""
 
     exit_code = ExitCode.FENCED
+
+
+class NotPrimary(ArkError):
+    """A capture (or a primary-only action) was started on a node that is not the primary of the current epoch."""
+
+    exit_code = ExitCode.NOT_PRIMARY
+
+
+class HandoverRefused(ArkError):
+    """A switchover or failover was refused before anything changed."""
+
+    exit_code = ExitCode.HANDOVER_REFUSED
+
+
+class HandoverFailed(ArkError):
+    """A switchover or failover stopped part-way (the message names the step and how to complete it)."""
+
+    exit_code = ExitCode.HANDOVER_FAILED

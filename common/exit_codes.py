@@ -46,6 +46,9 @@ class ExitCode(IntEnum):
     APPLIER_RUNNING = 31
     NOT_PROMOTABLE = 32
     SCHEMA_CHANGE_FAILED = 33
+    NOT_PRIMARY = 40
+    HANDOVER_REFUSED = 41
+    HANDOVER_FAILED = 42
     INTERRUPTED = 130
 
 
@@ -94,6 +97,12 @@ MEANING: dict[ExitCode, str] = {
                              "object is listed with its fix)",
     ExitCode.SCHEMA_CHANGE_FAILED: "a standby cannot follow a DDL of the primary (an extension or object missing "
                                    "there): it stopped before it, naming the object, the statement and the fix",
+    ExitCode.NOT_PRIMARY: "refused: the node is not the group's primary in the current epoch (a capture there would "
+                          "publish for a reign that ended); `ark topology` shows the roles",
+    ExitCode.HANDOVER_REFUSED: "`ark switchover`/`ark failover` refused before changing anything (names why: a more "
+                               "advanced standby, a lagging target, a missing agent...)",
+    ExitCode.HANDOVER_FAILED: "`ark switchover`/`ark failover` stopped part-way: the message names the step reached "
+                              "and the command that completes it",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -30,7 +30,7 @@ from common.control import ControlRecord
 from common.errors import ArkError
 from common.exit_codes import ExitCode
 from common.identity import DatabaseIdentity
-from schemas.control import NodeIdentity
+from schemas.control import EpochBegun, NodeIdentity, StandbyFrom
 
 
 class GuardRefusal(ArkError):
@@ -164,11 +164,24 @@ def first_refusal(s: Situation) -> None:
 
 
 def recorded_identities(records: Iterable[ControlRecord]) -> Recorded:
-    """The identities recorded on the control topic (the last record per node wins; every primary counts)."""
+    """The identities recorded on the control topic (the last record per node wins; every primary counts).
+
+    Roles move with epochs (common/roles.py): an ``epoch-begun`` record makes its node's identity a primary's,
+    and a ``standby-from`` record (the old primary after a switchover, a reinstated one: what it committed is
+    all in Kafka or in the divergence ledger) makes a former primary's identity a standby's again. Nothing else
+    lets an applier write to a database that was the group's primary."""
     nodes: dict[str, tuple[str, DatabaseIdentity]] = {}
     primaries: set[DatabaseIdentity] = set()
     for rec in records:
         body = rec.body
+        if isinstance(body, EpochBegun | StandbyFrom):
+            node = body.primary if isinstance(body, EpochBegun) else rec.target
+            known = nodes.get(node)
+            if known is not None:
+                role = "primary" if isinstance(body, EpochBegun) else "standby"
+                nodes[node] = (role, known[1])
+                (primaries.add if role == "primary" else primaries.discard)(known[1])
+            continue
         if not isinstance(body, NodeIdentity):
             continue
         ident = DatabaseIdentity.parse(body.identity, body.label)

@@ -6,6 +6,13 @@ in the same database transaction as the data, and every session resumes from it
 is not due the reader is paused and nothing is spooled, so the delay can change at run time, even
 backwards, within retention. The collaborators (verify hold, CRC retransmission, source gaps, table
 resync) plug into the loop as :class:`~consumers.hooks.ApplyHook` objects that live as long as the agent.
+
+**Roles and epochs** (guarantee 6, common/roles.py). The applier of a node applies only while the node is a
+standby: while it is the primary, or a former primary not yet given a ``standby-from`` record, it waits and
+writes nothing. A ``standby-from`` record (the old primary after a switchover, a reinstated node) sets its
+state row to that redo offset: its data already holds everything below. The newest epoch seen is kept in
+the state row, so after a restart entries of an older epoch are still rejected; an entry of an epoch whose
+primary is this very node is never applied (it is the node's own write).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from common.exit_codes import ExitCode
 from common.guard import GuardRefusal, Situation, first_refusal, recorded_identities
 from common.identity import DatabaseIdentity
 from common.redo import RedoLog
+from common.roles import Roles, as_primary
+from common.settings import PrimarySettings
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState
 from consumers.continuity import ContinuousReader
@@ -40,9 +49,11 @@ from consumers.gate import BatchLimits, lag_seconds
 from consumers.hold import VerifyHold
 from consumers.hooks import ApplyHook
 from consumers.quarantine import RetransmitFailed, RetransmitPending, Retransmits
+from consumers.recovery import CutPassed, Skips, cut_mark, cut_passed
 from consumers.retention import RetentionGap, check_retention
-from consumers.session import ApplySession, Stopped
+from consumers.session import ApplySession, NotAStandby, Stopped
 from consumers.table_resync import TableResyncs, unanswered_requests
+from consumers.tables import RESYNCING, TableState
 from schemas.control import NodeIdentity
 from schemas.errors import CorruptEntry
 
@@ -57,7 +68,7 @@ class NotSynced(ArkError):
 
 #: Errors that stop the standby unless :meth:`ApplyRunner.recover` finds a way on (a table resync, ...).
 _STOPPING = (ConfigError, NotSynced, DataApplyError, CorruptEntry, TableNeedsResync, RetentionGap, RetransmitFailed,
-             SourceGap, GuardRefusal, ApplierRunning, PrerequisiteError, SchemaChangeFailed)
+             SourceGap, GuardRefusal, ApplierRunning, PrerequisiteError, SchemaChangeFailed, CutPassed)
 
 
 class ApplyRunner(AgentBody):
@@ -67,9 +78,16 @@ class ApplyRunner(AgentBody):
     role = "standby"
 
     def __init__(self, cfg: ArkConfig, standby: StandbySettings, applier_factory: Callable[[], Applier],
-                 redo: RedoLog, source: SnapshotSource | None = None) -> None:
-        """``source`` is the primary's snapshot source, for table resyncs (None: they cannot run)."""
+                 redo: RedoLog, source: SnapshotSource | None = None, *,
+                 source_for: Callable[[PrimarySettings], SnapshotSource] | None = None) -> None:
+        """``source`` is the primary's snapshot source, for table resyncs (None: they cannot run);
+        ``source_for`` builds it for another primary (after a switchover or failover)."""
         super().__init__()
+        self.roles = Roles(cfg.primary.name)
+        #: epoch -> its primary, as the markers read say (the newest one is kept in the state row).
+        self.epoch_primaries: dict[int, str] = {}
+        self._source_for = source_for
+        self._source_of = cfg.primary.name  # the node ``source`` reads
         self.cfg = cfg
         self.standby = standby
         self.name = standby.name
@@ -94,7 +112,9 @@ class ApplyRunner(AgentBody):
                                     source=source,
                                     applied_key=lambda: self.applied.position_key if self.applied else b"")
         self.gaps = SourceGaps(standby.name)  # accepted holes in the source's log (consumers/gaps.py)
-        self.hooks: list[ApplyHook] = [self.gaps, self.retransmits, self.hold, self.resyncs]
+        self.skips = Skips(standby.name,  # ark skip (consumers/recovery.py)
+                           applied=lambda: self.applied.next_offset if self.applied else -1)
+        self.hooks: list[ApplyHook] = [self.gaps, self.retransmits, self.hold, self.resyncs, self.skips]
 
     # -- AgentBody ---------------------------------------------------------------------------------
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
@@ -105,13 +125,21 @@ class ApplyRunner(AgentBody):
         self.paused = is_paused(backlog, self.standby.name)
         self.resyncs.on_control(unanswered_requests(backlog, self.standby.name))
         self.gaps.on_control(backlog)
-        self._identity_records = [r for r in backlog if isinstance(r.body, NodeIdentity)]
+        self.skips.remember(backlog)
+        self._identity_records = [r for r in backlog if isinstance(r.body, NodeIdentity) or _moves_roles(r)]
+        self.roles = Roles.replay(self.cfg.primary.name, backlog)
+        self._follow_primary()
 
     def on_control(self, records: list[ControlRecord]) -> None:
         """New records: the hooks' and the operator's settings (delay, pause)."""
         for hook in self.hooks:
             hook.on_control(records)
-        self._identity_records += [r for r in records if isinstance(r.body, NodeIdentity)]
+        self._identity_records += [r for r in records if isinstance(r.body, NodeIdentity) or _moves_roles(r)]
+        if self.roles.update(records):
+            log.info("standby %s: %s", self.standby.name, self.roles.describe())
+            self._follow_primary()
+        if self.applied is not None:
+            self.check_cuts(self.applied)
         delay = current_delay(records, self.standby.name, self.delay)
         paused = is_paused(records, self.standby.name, self.paused)
         if (delay, paused) != (self.delay, self.paused):
@@ -136,7 +164,86 @@ class ApplyRunner(AgentBody):
             "metrics": {"rows": float(self.applied_rows), "txns": float(st.applied_txns if st else 0)},
         }
 
+    def _follow_primary(self) -> None:
+        """Table resyncs and the guard look at the primary of the current epoch."""
+        primary = self.roles.primary
+        if primary == self._source_of:
+            return
+        self._source_of, self._primary = primary, None
+        if self._source_for is not None and primary != self.standby.name:
+            self._source = self._source_for(as_primary(self.cfg, primary))
+            self.resyncs.use_source(self._source)
+
+    def _wait_while_not_a_standby(self, channel: ControlChannel) -> bool:
+        """While this node is the primary or a demoted former primary: write nothing, say why, and wait for
+        the roles to change. True when the node is a standby (go on)."""
+        role = self._role()
+        if role == "standby":
+            return True
+        self.state = role
+        name = self.standby.name
+        self.message = (f"{name} is the primary ({self.roles.describe()}): nothing to apply" if role == "primary" else
+                        f"{name} was the primary until epoch {self.roles.lost_primacy_at(name)} and may hold "
+                        f"transactions that never reached Kafka: run 'ark reinstate {name}' (nothing is applied to "
+                        "it until then)")
+        self.beat_now()
+        log.info("standby %s waits: %s", self.standby.name, self.message)
+        while not self.stopping.is_set() and self._role() == role:
+            records = channel.poll()
+            if records:
+                self.on_control(records)
+            self.stopping.wait(0.2)
+        self.message = ""
+        return False
+
+    @property
+    def until_us(self) -> int:
+        """The point in time this standby applies up to and holds at (0: none)."""
+        return self.roles.until.get(self.standby.name, 0)
+
+    def check_cuts(self, state: ApplyState) -> None:
+        """Stop when this standby applied entries a point-in-time failover cut out (consumers/recovery.py)."""
+        for cut in self.roles.cuts.values():
+            if (state.epoch <= cut.epoch and state.next_offset > cut.from_offset
+                    and state.extra.get("cut") != cut_mark(cut) and self.roles.primary_of(cut.epoch + 1) != self.name):
+                raise cut_passed(self.standby.name, cut, state.next_offset)
+
+    def _role(self) -> str:
+        """The node's role by the roles, or primary when a marker named it primary of a newer epoch than they
+        know yet (the end-of-epoch marker comes before the record that begins the epoch)."""
+        named = max(self.epoch_primaries.items(), default=(0, ""))
+        if named[0] > self.roles.epoch and named[1] == self.standby.name:
+            return "primary"
+        return self.roles.role_of(self.standby.name)
+
+    def _rejoin(self, applier: Applier, state: ApplyState | None, identity: str) -> ApplyState | None:
+        """A ``standby-from`` record newer than the state row: the node's data holds everything below that
+        offset (it was the primary that published it, or it was resynced): start there, in the new epoch."""
+        rejoin = self.roles.rejoin_offset(self.standby.name)
+        if rejoin is None:
+            return state
+        epoch, offset = rejoin
+        if state is not None and (state.epoch > epoch or (state.epoch == epoch and state.next_offset >= offset)):
+            return state
+        now = time.time_ns() // 1000
+        fresh = ApplyState(group=self.cfg.group, standby=self.standby.name, topic=self.redo.topic, partition=0,
+                           next_offset=offset, position=f"epoch {epoch}", position_key=b"", epoch=epoch,
+                           commit_time_us=now, applied_at_us=now, applied_txns=state.applied_txns if state else 0,
+                           extra={**(state.extra if state else {}), "identity": identity})
+        resync = self.roles.rejoin_resync.get(self.standby.name, ())
+        applier.begin()
+        applier.save_state(fresh)
+        for table in resync:  # rows the group does not have: copied again from the primary, rows held back meanwhile
+            applier.save_table_state(self.cfg.group, self.standby.name,
+                                     TableState(table, RESYNCING, reason=f"reinstated: {fresh.position} diverged"))
+        applier.commit()
+        log.warning("standby %s applies from redo offset %d (epoch %d): it holds everything below%s", self.standby.name,
+                    offset, epoch, f"; resyncing {', '.join(resync)}" if resync else "")
+        return fresh
+
     def session(self, channel: ControlChannel) -> None:
+        if not self._wait_while_not_a_standby(channel):
+            return
         applier = self._factory()
         reader = None
         try:
@@ -144,10 +251,13 @@ class ApplyRunner(AgentBody):
             first_refusal(Situation(
                 group=self.cfg.group, standby=self.standby.name, action="apply", facts=facts,
                 recorded=recorded_identities(self._identity_records), primary=self._primary_identity(),
-                primary_name=self.cfg.primary.name, chain=self.standby.chain,
+                primary_name=self.roles.primary, chain=self.standby.chain,
                 config_path=str(self.cfg.source_path or "the config")))
             applier.lock_standby(self.cfg.group, self.standby.name)  # one applier per standby, for its whole life
             state = applier.load_state(self.cfg.group, self.standby.name)
+            if self.roles.rejoin_offset(self.standby.name) is not None:
+                applier.prepare()
+                state = self._rejoin(applier, state, facts.identity.key)
             if state is None:
                 raise NotSynced(f"standby {self.standby.name} has never been synced for group {self.cfg.group}",
                                 fix=f"run 'ark sync {self.standby.name}' first (online; the primary keeps running)")
@@ -155,7 +265,12 @@ class ApplyRunner(AgentBody):
             if not state.extra.get("identity"):  # synced before identities were recorded: record it now
                 state = replace(state, extra={**state.extra, "identity": facts.identity.key})
                 channel.publish(NodeIdentity("standby", facts.identity.key, facts.identity.label), self.standby.name)
+            self.check_cuts(state)
             self.applied = state
+            self.max_epoch = max(self.max_epoch, state.epoch)  # fencing survives restarts
+            epoch, _, named = state.extra.get("epoch_primary", "").partition(":")
+            if named and epoch.isdigit():
+                self.epoch_primaries.setdefault(int(epoch), named)
             metas = applier.load_table_metas(self.cfg.group)
             self.resyncs.attach(applier, metas)
             check_retention(self.redo, self.standby.name, state)
@@ -165,7 +280,7 @@ class ApplyRunner(AgentBody):
             reader.seek(state.next_offset)
             self.state, self.message = "running", ""
             ApplySession(self, applier, reader, channel, metas, state).loop()
-        except (Stopped, RetransmitPending):
+        except (Stopped, RetransmitPending, NotAStandby):
             return  # after RetransmitPending the next session awaits the retransmission
         finally:
             applier.rollback()
@@ -214,3 +329,8 @@ class ApplyRunner(AgentBody):
     def close(self) -> None:
         for hook in self.hooks:
             hook.close()
+
+
+def _moves_roles(rec: ControlRecord) -> bool:
+    """Records that change which identities the guard treats as primaries (common/guard.py)."""
+    return rec.kind in ("epoch-begun", "standby-from")

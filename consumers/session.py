@@ -21,6 +21,7 @@ from common.redo import EndOfLog, RedoReader, RedoRecord
 from consumers.base import Applier, ApplyState
 from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
+from consumers.recovery import cut_mark, cut_passed
 from consumers.schema_change import Applied, apply_change
 from schemas import envelope, positions
 from schemas.entries import (
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long an entry at or after a recovery point waits (the loop looks again every 0.2 s).
+HOLD_S = 3600.0
 #: Seconds between control polls when no hook is urgent, and between end-offset refreshes.
 CONTROL_POLL_S = 0.5
 WATERMARK_POLL_S = 1.0
@@ -48,6 +51,11 @@ WATERMARK_POLL_S = 1.0
 
 class Stopped(Exception):
     """The agent is stopping; the session ended at a transaction boundary with everything committed."""
+
+
+class NotAStandby(Exception):
+    """The node is the primary of the entry's epoch (its own writes) or no longer a standby: the session ended
+    with everything before committed, and applies nothing more until the roles say it is a standby again."""
 
 
 class _Entry:
@@ -119,7 +127,7 @@ class ApplySession:
                 wait = self._wait_for(dec)
                 if wait > 0:
                     self._pause()
-                    self.r.state = "delayed"
+                    self.r.state = "held" if self.r.until_us else "delayed"
                     time.sleep(min(wait, 0.2))  # wake up for control intents (delay changes) and stop
                     continue
                 held = None
@@ -144,14 +152,20 @@ class ApplySession:
         """Seconds until a decoded entry is due: commit time + delay, for every kind of entry between two
         transactions (a transaction's start, a table's shape, a checkpoint, and any kind added later), so that
         nothing becomes visible on a delayed standby before its commit + D (guarantee 5). An entry the standby
-        has already applied (a re-read range) is due at once."""
+        has already applied (a re-read range) is due at once. With a recovery point (``apply-until``,
+        consumers/recovery.py) everything committed before it is due at once, and nothing from it on."""
         body = dec.body
+        until = self.r.until_us
         if isinstance(body, TxnChunk):
             if body.chunk_index != 0:
                 return 0.0  # the rest of a transaction whose start was due
             if self.pending.position_key and body.commit.key <= self.pending.position_key:
                 return 0.0
+            if until:
+                return HOLD_S if body.commit_time_us >= until else 0.0
             return wait_seconds(body.commit_time_us, self.r.delay, time.time())
+        if until and not isinstance(body, EpochMarker) and dec.commit_time_us > 0:
+            return HOLD_S if dec.commit_time_us >= until else 0.0
         if not self.r.delay or dec.commit_time_us <= 0:
             return 0.0
         at = positions.parse_text(dec.source_position) if dec.source_position else None
@@ -224,14 +238,24 @@ class ApplySession:
         for hook in self.r.hooks:
             hook.before_entry(offset, self.pending, self.topic)
         if isinstance(body, EpochMarker):
-            self.r.max_epoch = max(self.r.max_epoch, body.new_epoch)
-            self._advance(offset, None)
+            self._marker(offset, body)
+            return
+        cut = self.r.roles.cuts.get(dec.epoch)
+        if cut is not None and offset >= cut.from_offset and self.in_txn is None:
+            # Cut out of the group's history by a point-in-time failover: consumed, never applied.
+            self._advance_offset_only(offset)
+            self.pending = replace(self.pending, extra={**self.pending.extra, "cut": cut_mark(cut)})
             return
         if dec.epoch < self.r.max_epoch:
             log.warning("rejecting entry at offset %d from epoch %d (newest epoch %d)", offset, dec.epoch,
                         self.r.max_epoch)
             self._advance(offset, None)
             return
+        if self._own_epoch(dec.epoch):
+            self._commit()
+            log.warning("standby %s stops before redo offset %d: epoch %d is its own reign (it is the primary)",
+                        self.r.name, offset, dec.epoch)
+            raise NotAStandby
         if isinstance(body, TableMeta):
             self._meta(offset, body)
         elif isinstance(body, TxnChunk):
@@ -248,6 +272,44 @@ class ApplySession:
         moved = self.applier.advance_sequences(body.values)
         log.debug("offset %d: %d of %d sequences moved forward", offset, moved, len(body.values))
         self._advance(offset, None)
+
+    def _own_epoch(self, epoch: int) -> bool:
+        """Whether ``epoch`` is this node's own reign (by the markers read, or by the roles)."""
+        roles = self.r.roles
+        named = self.r.epoch_primaries.get(epoch) or (roles.primary_of(epoch) if 0 < epoch <= roles.epoch else "")
+        return named == self.r.name
+
+    def _marker(self, offset: int, marker: EpochMarker) -> None:
+        """An epoch marker: the newest epoch (persisted with the state row: older entries are rejected even
+        after a restart); a new epoch's positions are its own primary's, so the position floor starts over."""
+        self.r.epoch_primaries[marker.new_epoch] = marker.primary
+        p = self.pending
+        if marker.new_epoch > p.epoch:
+            # A point-in-time cut of the ending epoch is recorded before its marker is written: read the control
+            # topic to its end now, so that a standby that applied past the cut is caught here.
+            records = self.channel.replay() if self.r.roles.epoch < marker.new_epoch else []
+            if records:
+                self.r.on_control(records)
+            cut = self.r.roles.cuts.get(p.epoch)
+            if cut is not None and p.extra.get("cut") != cut_mark(cut) and p.next_offset > cut.from_offset \
+                    and self.r.roles.primary_of(cut.epoch + 1) != self.r.name:
+                self._commit()
+                raise cut_passed(self.r.name, cut, p.next_offset)
+        self.r.max_epoch = max(self.r.max_epoch, marker.new_epoch)
+        self._begin()
+        p = self.pending
+        if marker.new_epoch > p.epoch:
+            self._flush()
+            # The epoch's primary is kept with the state row: after a restart, this node still knows that the
+            # entries of an epoch it was named primary of are its own writes.
+            self.pending = replace(p, next_offset=offset + 1, epoch=marker.new_epoch, position_key=b"",
+                                   position=f"epoch {marker.new_epoch}",
+                                   extra={**p.extra, "epoch_primary": f"{marker.new_epoch}:{marker.primary}"})
+            log.info("standby %s: epoch %d begins at redo offset %d (primary %s)", self.r.name, marker.new_epoch,
+                     offset, marker.primary)
+        else:
+            self._advance(offset, None)
+        self._commit()
 
     def _meta(self, offset: int, meta: TableMeta) -> None:
         previous = self.metas.get(meta.table)

@@ -435,7 +435,12 @@ class TableResyncs(ApplyHook):
         #: key; defaults, indexes and constraints come from these). Kept in memory: a restart loses them (logged).
         self._deferred: dict[str, list[SchemaStep]] = {}
 
+    def use_source(self, source: SnapshotSource | None) -> None:
+        """Copy tables from this primary from now on (a switchover or failover changed the primary)."""
+        self._source = source
+
     # -- requests ------------------------------------------------------------------------------
+
     def request(self, table: str, reason: str, request: str = "", *, restart: bool = True, offset: int = -1) -> None:
         """Quarantine and resync ``table`` at the next transaction boundary (a data error, a DDL, an intent).
 

@@ -52,6 +52,12 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark report               statistics per hour and table (--html with charts, --json, --csv)
 
     \b
+    Handing the service over:
+      ark switchover NODE      planned, nothing lost: the old primary becomes a standby
+      ark failover NODE        the primary is gone (--dry-run first); ark topology shows roles
+      ark reinstate NODE       the old primary back as a standby, its divergence recorded
+
+    \b
     Integrity and healing:
       ark verify STANDBY       compare primary and standby at one position (--repair fixes)
       ark resync STANDBY       rebuild a standby, or one --table while the others keep applying
@@ -128,18 +134,26 @@ def check(obj: CliContext, promotable: str | None) -> None:
         run_promotable(obj.config(), promotable)
         return
     from ops.check import run_check
+    from ops.handover import config_now
 
-    run_check(obj.config())
+    run_check(config_now(obj.config(), without_kafka=True))
 
 
 @cli.command()
 @click.option("--accept-gap", is_flag=True,
               help="The source lost part of its log (slot recreated): record the gap on the control topic and "
                    "resume past it. Every standby then stops at the gap until 'ark resync' rebuilds it.")
+@click.option("--node", default=None, metavar="NODE",
+              help="Capture NODE only, and refuse (exit 40) when it is not the primary of the current epoch "
+                   "(default: follow whichever node the control topic names primary, across switchovers).")
 @metrics_options
 @pass_ctx
-def capture(obj: CliContext, accept_gap: bool, metrics_port: int | None, metrics_host: str) -> None:
+def capture(obj: CliContext, accept_gap: bool, node: str | None, metrics_port: int | None, metrics_host: str) -> None:
     """Run the capture of the primary: its log → the group's redo topic (runs until stopped).
+
+    \b
+    The primary is the one the control topic names for the current epoch (at first the config's
+    primary). After a switchover or failover the capture follows the new primary by itself.
 
     It first sets up the primary and prints what it did to which tables: the DDL hook (event triggers in schema
     ark_capture, when its user is a superuser), the keyless policy (primary.keyless: REPLICA IDENTITY FULL, or the
@@ -148,17 +162,29 @@ def capture(obj: CliContext, accept_gap: bool, metrics_port: int | None, metrics
     primary).
     """
     from common.control import ControlChannel
+    from common.errors import NotPrimary
     from common.heartbeat import agent_on_kafka
     from common.kafka import check_reachable
     from common.redo_kafka import KafkaRedoLog
+    from common.roles import config_under
+    from common.roles import node as node_of
     from ops.engines import capture_factory, require_prerequisites
     from ops.guard import primary_refusal_check
+    from ops.handover import current_roles
     from producers.gap import accept_gap as record_gap
     from producers.resume import find_resume_point
     from producers.runner import CaptureRunner
 
-    cfg = obj.config()
-    cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
+    base = obj.config()
+    base.control_key_bytes()  # a missing or short key fails here, before anything starts
+    check_reachable(base.kafka)
+    roles = current_roles(base)
+    if node is not None:
+        node_of(base, node)
+        if node != roles.primary:  # before anything is set up on it: never a slot on a demoted primary
+            raise NotPrimary(f"node {node} is not the primary of group {base.group}: {roles.describe()}",
+                             fix=f"run 'ark capture' without --node (it follows the primary), or on {roles.primary}")
+    cfg = config_under(base, roles.primary)
     factory = capture_factory(cfg)
     redo = KafkaRedoLog(cfg.kafka, cfg.group)
     with contextlib.closing(factory()) as probe:
@@ -173,7 +199,9 @@ def capture(obj: CliContext, accept_gap: bool, metrics_port: int | None, metrics
                 click.echo(record_gap(channel, probe, find_resume_point(redo)))
             finally:
                 channel.close()
-    _run_until_signal(agent_on_kafka(cfg, CaptureRunner(cfg, factory, redo), interval=cfg.capture.heartbeat_interval_s,
+    runner = CaptureRunner(base, capture_factory(base), redo, node=node or base.primary.name,
+                           factory_for=capture_factory, pinned=node is not None)
+    _run_until_signal(agent_on_kafka(base, runner, interval=cfg.capture.heartbeat_interval_s,
                                      metrics_port=metrics_port, metrics_host=metrics_host))
 
 
@@ -182,17 +210,23 @@ def capture(obj: CliContext, accept_gap: bool, metrics_port: int | None, metrics
 @metrics_options
 @pass_ctx
 def apply(obj: CliContext, standby: str, metrics_port: int | None, metrics_host: str) -> None:
-    """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped)."""
+    """Run the applier of STANDBY: redo topic → standby, exactly once (runs until stopped).
+
+    \b
+    Any node of the group may be named: the applier writes only while the node is a standby (after a
+    switchover the old primary applies from the end of its epoch; while a node is the primary, its
+    applier waits)."""
     from common.heartbeat import agent_on_kafka
     from common.redo_kafka import KafkaRedoLog
+    from common.roles import as_standby
     from consumers.runner import ApplyRunner
     from ops.engines import applier_factory, snapshot_source
 
     cfg = obj.config()
-    settings = cfg.standby(standby)
+    settings = as_standby(cfg, standby)
     cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
     runner = ApplyRunner(cfg, settings, applier_factory(settings), KafkaRedoLog(cfg.kafka, cfg.group),
-                         snapshot_source(cfg.primary))
+                         snapshot_source(cfg.primary), source_for=snapshot_source)
     _run_until_signal(agent_on_kafka(cfg, runner, metrics_port=metrics_port, metrics_host=metrics_host))
 
 
@@ -215,9 +249,10 @@ def sync(obj: CliContext, standby: str | None, all_standbys: bool, overwrite: bo
     address) and refused when it is the primary, another standby, the source of a capture (exit 18,
     19), or when it holds data Ark did not put there (exit 29; --overwrite replaces it).
     """
+    from ops.handover import config_now
     from ops.sync import sync_standby
 
-    cfg = obj.config()
+    cfg = config_now(obj.config())
     if all_standbys == bool(standby):
         raise ArkError("give one STANDBY or --all", fix="ark sync standby1   or   ark sync --all")
     names = [s.name for s in cfg.standbys] if all_standbys else [standby or ""]
@@ -402,11 +437,12 @@ def verify(obj: CliContext, standby: str, tables: tuple[str, ...], repair: bool,
     \b
     Exit codes: 0 equal (or repaired), 11 differences found, 12 a table could not be compared.
     """
+    from ops.handover import config_now
     from ops.verify import Options, run_verify
 
-    sys.exit(run_verify(obj.config(), standby, Options(tables=tables, chunk_rows=chunk_rows, leaf_rows=leaf_rows,
-                                                       repair=repair, timeout=timeout, max_hold_s=max_hold,
-                                                       as_json=as_json)))
+    options = Options(tables=tables, chunk_rows=chunk_rows, leaf_rows=leaf_rows, repair=repair, timeout=timeout,
+                      max_hold_s=max_hold, as_json=as_json)
+    sys.exit(run_verify(config_now(obj.config()), standby, options))
 
 
 @cli.command()
@@ -418,9 +454,112 @@ def verify(obj: CliContext, standby: str, tables: tuple[str, ...], repair: bool,
 def resync(obj: CliContext, standby: str, table: str | None, no_wait: bool, timeout: float) -> None:
     """Rebuild STANDBY from a fresh snapshot while the primary runs (apply stopped), or one --table
     while apply runs and the other tables keep applying."""
+    from ops.handover import config_now
     from ops.resync import run_resync
 
-    run_resync(obj.config(), standby, table, wait=not no_wait, timeout=timeout)
+    run_resync(config_now(obj.config()), standby, table, wait=not no_wait, timeout=timeout)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--grace", type=float, default=5.0, show_default=True, metavar="SECONDS",
+              help="How long transactions in flight on the old primary may take to finish before their sessions "
+                   "are ended.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, metavar="SECONDS",
+              help="Longest wait for each step (the capture to drain, TARGET to apply up to the marker).")
+@pass_ctx
+def switchover(obj: CliContext, target: str, grace: float, timeout: float) -> None:
+    """Hand the service to TARGET, with nothing lost (the primary is up; the agents are running).
+
+    \b
+    The primary becomes read-only (transactions in flight get --grace, then their sessions end), the
+    capture drains it and closes the epoch with a marker, TARGET applies up to it, sequences are set,
+    TARGET is promoted (epoch E+1; the capture follows it) and the old primary becomes its standby,
+    applying from the marker: no resync. The other standbys, delayed ones too, follow by themselves.
+    Exit 41: refused, nothing changed; 42: stopped part-way (the message says how to complete it)."""
+    from ops.handover import run_switchover
+
+    if grace < 0:
+        raise ArkError("--grace cannot be negative", fix="give 0 to end writing sessions at once")
+    run_switchover(obj.config(), target, grace_s=grace, timeout_s=timeout)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--dry-run", is_flag=True, help="Say, per standby, what a failover to it would mean; change nothing.")
+@click.option("--force", is_flag=True, help="Promote TARGET even when another standby is more advanced.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, metavar="SECONDS",
+              help="Longest wait for TARGET to apply everything the redo topic holds.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable --dry-run.")
+@click.option("--until", "until", default=None, metavar="TIME",
+              help="Point in time (ISO-8601 UTC, or @unix-seconds): TARGET, a delayed standby, applies only what was "
+                   "committed before TIME, then is promoted (the way back from a DROP TABLE or a bad DELETE).")
+@pass_ctx
+def failover(obj: CliContext, target: str, dry_run: bool, force: bool, timeout: float, as_json: bool,
+             until: str | None) -> None:
+    """Promote TARGET after the primary is gone: every transaction that reached Kafka survives.
+
+    \b
+    The epoch is closed by a marker written with the group's transactional.id (any capture still
+    publishing for it is fenced by Kafka and rejected by every applier); the old primary is made
+    read-only if it answers; TARGET applies everything the redo topic holds, is promoted (epoch
+    E+1), and the old primary stays demoted until 'ark reinstate'. Refused (exit 41) when another
+    standby is more advanced, naming it, unless --force.
+    \b
+    With --until TIME the rest of the epoch after TIME is cut out of the group's history: standbys
+    that applied some of it stop and ask for 'ark resync'."""
+    from ops.handover import run_failover
+    from ops.recovery import parse_time
+
+    run_failover(obj.config(), target, force=force, dry_run=dry_run, timeout_s=timeout, as_json=as_json,
+                 until_us=parse_time(until) if until else 0)
+
+
+@cli.command()
+@click.argument("standby")
+@click.option("--offset", type=int, required=True, metavar="N", help="The redo offset where the transaction starts.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def skip(obj: CliContext, standby: str, offset: int, yes: bool) -> None:
+    """Never apply the transaction at redo offset N on STANDBY (a delayed standby that has not reached it).
+
+    \b
+    Shows what the transaction changes (tables, operations, keys) and asks first; the decision is
+    recorded on the control topic, and the applier leaves every row of it out when it gets there."""
+    from ops.recovery import run_skip
+
+    run_skip(obj.config(), standby, offset, yes=yes)
+
+
+@cli.command()
+@click.argument("old")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Where the readable divergence report goes (default divergence-GROUP-OLD-epochE.txt here).")
+@click.option("--timeout", type=float, default=600.0, show_default=True, metavar="SECONDS",
+              help="Longest wait for OLD's applier to rejoin (resyncs included).")
+@pass_ctx
+def reinstate(obj: CliContext, old: str, report_path: Path | None, timeout: float) -> None:
+    """Bring a failed-over primary OLD back as a standby, with nothing thrown away unrecorded.
+
+    \b
+    OLD is made read-only; what it committed that never reached Kafka is decoded from its own log and
+    recorded in the divergence ledger (topic ark.GROUP.divergence and a readable report: commit time,
+    tables, keys, the row it wrote and the row the group holds now). Its slot and publication go, the
+    tables those transactions touched are resynced from the primary, and OLD applies from the failover's
+    marker as a standby ('ark apply OLD' must be running)."""
+    from ops.handover import run_reinstate
+
+    run_reinstate(obj.config(), old, report_path=report_path, timeout_s=timeout)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def topology(obj: CliContext, as_json: bool) -> None:
+    """Draw the group: the primary and its epoch, who applies from the redo topic, delays, offsets."""
+    from ops.handover import show_topology
+
+    show_topology(obj.config(), as_json=as_json)
 
 
 @cli.group()

@@ -56,27 +56,41 @@ def latest_beats(cfg: ArkConfig, window_s: float = 30.0) -> dict[tuple[str, str]
     return latest_heartbeats(cfg, window_s)[0]
 
 
+def _roles(cfg: ArkConfig) -> Any:
+    """The group's roles (common/roles.py); the configured ones when the control topic does not exist yet."""
+    from common.roles import Roles
+    from ops.handover import current_roles
+
+    if not topic_exists(cfg.kafka, control_topic(cfg.group)):
+        return Roles(cfg.primary.name)
+    return current_roles(cfg)
+
+
 def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any]], int] | None = None
            ) -> dict[str, Any]:
     """The status document (what ``--json`` prints; the console's model). ``heartbeats``: the newest
     heartbeats and the refusal count when the caller already follows the topic (the console)."""
+    from common.roles import as_standby, config_under, nodes
+
     now = time.time()
+    roles = _roles(cfg)
     beats, beats_refused = heartbeats if heartbeats is not None else latest_heartbeats(cfg)
     redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)
-    capture: dict[str, Any] = {"node": cfg.primary.name, "state": "not running", "source_position": "",
+    capture: dict[str, Any] = {"node": roles.primary, "state": "not running", "source_position": "",
                                "produced_offset": -1, "message": "", "caught_up_at": None, "stalled": ""}
     view = CaptureView.of(cap) if cap is not None else None
     if cap is not None and view is not None:
         age = now - cap["sent_at_us"] / 1e6
         capture.update(state=cap["state"] if age < STALE_AFTER_S else f"down (last heard {age:.0f} s ago)",
                        source_position=cap["source_position"], produced_offset=cap["produced_offset"],
-                       message=cap["message"], node=cap["name"],
+                       message=cap["message"], node=roles.primary, epoch=cap["epoch"],
                        caught_up_at=iso_time(int(view.caught_up_at_s * 1e6)))
     capture["stalled"] = capture_stall(now, view)
     standbys = []
-    for sb in cfg.standbys:
-        row: dict[str, Any] = {"name": sb.name, "state": "not running", "delay_seconds": sb.delay_seconds,
+    for sb in (as_standby(cfg, n.name) for n in nodes(cfg) if n.name != roles.primary):
+        row: dict[str, Any] = {"name": sb.name, "role": roles.role_of(sb.name), "state": "not running",
+                               "delay_seconds": sb.delay_seconds,
                                "applied_position": "", "applied_offset": -1, "lag_entries": None,
                                "lag_seconds": None, "applied_commit_time": None, "message": ""}
         beat = beats.get(("apply", sb.name))
@@ -91,7 +105,10 @@ def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any
             if beat is not None:
                 row["state"] = f"down (last heard {now - beat['sent_at_us'] / 1e6:.0f} s ago)"
                 row["message"] = beat["message"]
-            _fill_from_state_table(cfg, sb.name, row, redo_end, now, view)
+            if row["role"] == "standby":
+                _fill_from_state_table(cfg, sb.name, row, redo_end, now, view)
+            else:
+                row["state"] = row["role"]
         standbys.append(row)
     from ops.retention import status_warnings
 
@@ -103,8 +120,14 @@ def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any
                         "control key writes to the control topic, or an agent runs with another key")
     if beats_refused:
         warnings.append(f"{beats_refused} heartbeats were refused as not authentic (unsigned or another key)")
-    capture["source_log"] = _source_log(cfg, warnings)
-    return {"group": cfg.group, "redo_end_offset": redo_end, "capture": capture, "standbys": standbys,
+    if any(r["role"] == "demoted" for r in standbys):
+        warnings += [f"{r['name']} is a demoted former primary: 'ark reinstate {r['name']}' records what it committed "
+                     "that never reached Kafka and makes it a standby" for r in standbys if r["role"] == "demoted"]
+    capture["source_log"] = _source_log(config_under(cfg, roles.primary), warnings)
+    roles_doc = {"epoch": roles.epoch, "primary": roles.primary, "description": roles.describe(),
+                 "nodes": {n.name: roles.role_of(n.name) for n in nodes(cfg)}}
+    return {"group": cfg.group, "roles": roles_doc, "redo_end_offset": redo_end, "capture": capture,
+            "standbys": standbys,
             "warnings": warnings, "retransmits": retransmits, "control_refused": refused,
             "not_protected": not_protected(cfg), "at": iso_time(int(now * 1e6))}
 
@@ -182,7 +205,9 @@ def _fill_from_state_table(cfg: ArkConfig, name: str, row: dict[str, Any], redo_
                            view: CaptureView | None) -> None:
     """When the applier is not running, read where it stopped from the standby itself."""
     try:
-        applier = applier_factory(cfg.standby(name))()
+        from common.roles import as_standby
+
+        applier = applier_factory(as_standby(cfg, name))()
         try:
             st = applier.load_state(cfg.group, name)
         finally:
@@ -209,8 +234,10 @@ def iso_time(us: int) -> str | None:
 def render(doc: dict[str, Any]) -> Table:
     """The human table."""
     cap = doc["capture"]
-    table = Table(title=f"group {doc['group']} · redo end offset {doc['redo_end_offset']} · capture on "
-                        f"{cap['node']}: {cap['state']} at {cap['source_position'] or '-'}",
+    roles = doc.get("roles", {})
+    table = Table(title=f"group {doc['group']} · {roles.get('description', '')} · redo end offset "
+                        f"{doc['redo_end_offset']} · capture on {cap['node']}: {cap['state']} at "
+                        f"{cap['source_position'] or '-'}",
                   title_justify="left")
     for col in ("standby", "state", "delay s", "applied position", "offset", "lag entries", "lag s",
                 "last applied commit"):

@@ -86,6 +86,13 @@ def sync_standby(cfg: ArkConfig, standby: StandbySettings, *, verb: str = "sync"
     record_standby(cfg, standby, looked.facts.identity)
 
 
+def _current_epoch(cfg: ArkConfig) -> int:
+    """The group's epoch now: a copy's positions are those of the current primary (common/roles.py)."""
+    from ops.handover import current_roles
+
+    return current_roles(cfg).epoch
+
+
 def _copy(cfg: ArkConfig, standby: StandbySettings, applier: Applier, ident: DatabaseIdentity, *, verb: str,
           overwrite: bool, rec: Recorded) -> None:
     """The copy itself, in ONE standby transaction with the state row (see the module docstring)."""
@@ -134,7 +141,7 @@ def _copy(cfg: ArkConfig, standby: StandbySettings, applier: Applier, ident: Dat
         now_us = time.time_ns() // 1000
         applier.save_state(ApplyState(
             group=cfg.group, standby=standby.name, topic=topic, partition=0, next_offset=start_offset,
-            position=floor.text, position_key=floor.key, epoch=0, commit_time_us=now_us,
+            position=floor.text, position_key=floor.key, epoch=_current_epoch(cfg), commit_time_us=now_us,
             applied_at_us=now_us, applied_txns=0, extra={"synced_from_snapshot": snap.token, "identity": ident.key},
         ))
         applier.commit()

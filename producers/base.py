@@ -130,6 +130,10 @@ class LogCapture(ABC):
     def confirm(self, position: Position) -> None:
         """Let the source discard its log up to ``position`` (already durable in Kafka)."""
 
+    def nudge(self) -> None:  # noqa: B027 - optional: a source that reports its log end by itself needs nothing
+        """Ask the source to say soon where its log stands (an :class:`Idle` with a fresh position): an epoch's end
+        waits for the log to be drained past a position."""
+
     def sequence_values(self, refresh: bool = False) -> SequenceValues | None:
         """The values of the replicated sequences now (those in use), or None when the source has none or
         cannot read them right now (the reason is logged). Called between transactions, about once a

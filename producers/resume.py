@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from common.redo import RedoLog, RedoRecord
 from schemas import envelope
-from schemas.entries import REDO_SCHEMA, Position, TxnChunk, from_record
+from schemas.entries import REDO_SCHEMA, EpochMarker, Position, TxnChunk, from_record
 from schemas.errors import CorruptEntry
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,11 @@ class ResumePoint:
     partial_next_chunk: int = 0
     epoch: int = 0
     end_offset: int = 0
+    #: The newest epoch any entry of the tail was written in (below ``epoch`` when the newest entry is an
+    #: end-of-epoch marker: that epoch has ended and the next one has not begun).
+    written_epoch: int = 0
+    #: The primary the newest marker names (the next primary, after an end-of-epoch marker).
+    marker_primary: str = ""
 
     def decide(self, commit: Position) -> tuple[str, int, int]:
         """What to do with a re-delivered transaction: ("skip"|"resume"|"new", rows to skip, next chunk)."""
@@ -45,7 +50,7 @@ class ResumePoint:
         return ("new", 0, 0)
 
 
-def _decode(msg: RedoRecord, topic: str) -> TxnChunk | None:
+def _decode(msg: RedoRecord, topic: str) -> TxnChunk | EpochMarker | None:
     try:
         dec = envelope.decode(msg.value, msg.headers, topic=topic, partition=0, offset=msg.offset,
                               expect=REDO_SCHEMA)
@@ -55,40 +60,51 @@ def _decode(msg: RedoRecord, topic: str) -> TxnChunk | None:
         log.warning("capture resume point: skipping %s", exc)
         return None
     body = from_record(dec.record).body
-    return body if isinstance(body, TxnChunk) else None
+    return body if isinstance(body, TxnChunk | EpochMarker) else None
 
 
 def find_resume_point(redo: RedoLog) -> ResumePoint:
-    """Scan back from the end of the redo log to the last complete transaction (reading as few as possible)."""
+    """Scan back from the end of the redo log to the last complete transaction (reading as few as possible).
+
+    Only the newest epoch counts: its positions are those of its own primary, and everything of an older
+    epoch was published by another node (ARCHITECTURE.md, "Roles, epochs and failover"). A tail that ends
+    with an end-of-epoch marker holds nothing of the new epoch yet: its capture starts from its own slot.
+    """
     topic = redo.topic
-    tail: list[tuple[RedoRecord, TxnChunk]] = []
-    epoch = 0
+    tail: list[tuple[RedoRecord, TxnChunk, int]] = []
+    epoch = written = 0
+    marker_primary = ""
 
     count = 16
     while True:
         messages = redo.tail(count)
         tail = []
+        epoch = written = 0
+        marker_primary = ""
         for msg in messages:
-            chunk = _decode(msg, topic)
+            body = _decode(msg, topic)
             hdr_epoch = int(envelope.header_map(msg.headers).get(envelope.H_EPOCH, "0") or 0)
+            written = max(written, hdr_epoch)
             epoch = max(epoch, hdr_epoch)
-            if chunk is not None:
-                tail.append((msg, chunk))
-        complete = [c for _m, c in tail if c.last]
-        if complete or len(messages) < count:
+            if isinstance(body, EpochMarker):
+                if body.new_epoch >= epoch:
+                    marker_primary = body.primary
+                epoch = max(epoch, body.new_epoch)
+            elif body is not None:
+                tail.append((msg, body, hdr_epoch))
+        older = any(e < epoch for _m, _c, e in tail) or written < epoch
+        tail = [(m, c, e) for m, c, e in tail if e == epoch]
+        complete = [c for _m, c, _e in tail if c.last]
+        if complete or older or len(messages) < count:
             break
         count *= 8  # a long partial transaction at the end: look further back
     end = (messages[-1].offset + 1) if messages else 0
     last_complete = complete[-1] if complete else None
-    point = ResumePoint(epoch=epoch, end_offset=end)
+    base = {"epoch": epoch, "end_offset": end, "written_epoch": written, "marker_primary": marker_primary}
+    point = ResumePoint(**base)  # type: ignore[arg-type]
     if last_complete is not None:
-        point = ResumePoint(
-            complete_key=last_complete.commit.key,
-            complete_position=last_complete.commit.text,
-            complete_confirm=last_complete.confirm,
-            epoch=epoch,
-            end_offset=end,
-        )
+        point = ResumePoint(complete_key=last_complete.commit.key, complete_position=last_complete.commit.text,
+                            complete_confirm=last_complete.confirm, **base)  # type: ignore[arg-type]
     if tail and not tail[-1][1].last:
         newest = tail[-1][1]
         point = ResumePoint(
@@ -98,7 +114,6 @@ def find_resume_point(redo: RedoLog) -> ResumePoint:
             partial_key=newest.commit.key,
             partial_rows_done=newest.first_row + len(newest.changes),
             partial_next_chunk=newest.chunk_index + 1,
-            epoch=epoch,
-            end_offset=end,
+            **base,  # type: ignore[arg-type]
         )
     return point

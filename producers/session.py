@@ -23,7 +23,16 @@ from producers.fragments import parts_of, row_bytes, split
 from producers.publisher import HEADROOM_BYTES, MessageTooLarge, RedoPublisher
 from producers.resume import ResumePoint
 from producers.retransmit import ConfirmWindow, ServePlan
-from schemas.entries import Position, RedoEntry, RowChange, SchemaChange, SequenceValues, TableMeta, TxnChunk
+from schemas.entries import (
+    EpochMarker,
+    Position,
+    RedoEntry,
+    RowChange,
+    SchemaChange,
+    SequenceValues,
+    TableMeta,
+    TxnChunk,
+)
 from schemas.envelope import H_RETRANSMIT_FROM
 from schemas.positions import just_before
 
@@ -84,6 +93,17 @@ class SessionHooks:
     sequence_requests: Callable[[], list[str]] = list
     #: Those requests' values are durable in the redo topic (the entry, its offset): answer them.
     sequences_published: Callable[[list[str], SequenceValues, int], None] = lambda ids, body, offset: None
+    #: The end of this epoch that was asked for (drain, then publish the end-of-epoch marker), if any.
+    end_epoch: Callable[[], EpochEnd | None] = lambda: None
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """End the epoch once everything up to ``upto`` is published: a marker naming ``next_primary`` follows."""
+
+    epoch: int
+    next_primary: str
+    upto: Position
 
 
 @dataclass
@@ -125,6 +145,9 @@ class CaptureSession:
         self.chunk_bytes = min(self.settings.chunk_bytes or room // 4, room // 2)
         self.part_bytes = room // 2
         self.buffer_bytes = 0
+        #: Set when this session published the end-of-epoch marker: (marker offset, last position).
+        self.epoch_ended: tuple[int, str] | None = None
+        self.last_nudge = 0.0
         self.seq_at = 0.0  # when sequence values were last read
         self.seq_txns = -1  # transactions published by then
         self.seq_shape_changed = True  # a shape change was seen since: the set of sequences may differ
@@ -324,8 +347,31 @@ class CaptureSession:
             return True  # the next session serves it, from a transaction boundary
         return False
 
+    def _end_epoch(self, event: Idle) -> bool:
+        """With an end of epoch asked for: once the source is drained past its ``upto``, publish the
+        end-of-epoch marker (True: the session ends; nothing more of this epoch is ever published)."""
+        end = self.hooks.end_epoch()
+        if end is None or self.retransmit_from is not None or end.epoch != self.progress.epoch:
+            return False
+        if not (event.drained and event.position is not None and event.position.key >= end.upto.key):
+            now = time.monotonic()
+            if now - self.last_nudge >= 0.2:  # ask the source where its log stands now, not in seconds
+                self.last_nudge = now
+                self.capture.nudge()
+            return False
+        self.publisher.publish(RedoEntry(group=self.group, engine=self.engine, epoch=self.progress.epoch,
+                                         body=EpochMarker(new_epoch=end.epoch + 1, primary=end.next_primary,
+                                                          position=self.progress.position)))
+        self.commit_batch()
+        self.epoch_ended = (self.publisher.last_offset, self.progress.position)
+        log.warning("epoch %d ended at redo offset %d after %s: %s is the next primary", end.epoch,
+                    self.publisher.last_offset, self.progress.position or "nothing", end.next_primary)
+        return True
+
     def _idle(self, event: Idle) -> bool:
         """Nothing to read right now; True when the session must end (a new request, or stopping)."""
+        if self.txn is None and not self.skipping and self._end_epoch(event):
+            return True
         if self.txn is None and not self.skipping:
             if event.position is not None and event.position.key > self.upto:
                 self.caught_up()

@@ -1,9 +1,10 @@
 """Typed records of the control topic: one record type per kind of intent or decision.
 
 The wire form is the highest ``schemas/avro/control.v<N>.avsc`` (v2 added typed bodies, v3 the sequence
-requests of issue 9): the envelope of v1 (group, kind, target, issued_by, issued_at_us, request_id, and a
-string ``args`` map) plus ``body``, a union with one Avro record per kind. Version 1 records (``args``
-only) stay readable: :func:`body_from_wire` rebuilds the typed body from their ``args``
+requests of issue 9, v4 the role and epoch records of failover/ and the recovery points of ``ark skip`` and
+``ark failover --until``): the envelope of v1 (group, kind, target, issued_by, issued_at_us, request_id,
+and a string ``args`` map) plus ``body``, a union with one Avro record per kind. Version 1 records
+(``args`` only) stay readable: :func:`body_from_wire` rebuilds the typed body from their ``args``
 (:func:`body_from_args`).
 
 Every record is authenticated (see :mod:`schemas.envelope`, ``ark-sig``): the typed body is what an
@@ -250,17 +251,129 @@ class SequencesPublished:
     sequences: int
 
 
+# -- roles and epochs (common/roles.py derives the group's roles by replaying these; failover/ writes them) ----
+@dataclass(frozen=True)
+class EpochBegun:
+    """Node ``primary`` (also the record's target) is the group's primary from epoch ``epoch`` on.
+
+    ``previous`` was the primary of the epoch before; ``reason`` is switchover or failover;
+    ``marker_offset`` is the redo offset of the end-of-epoch marker that closed the previous epoch."""
+
+    KIND: ClassVar[str] = "epoch-begun"
+    epoch: int
+    primary: str
+    previous: str
+    reason: str
+    marker_offset: int
+
+
+@dataclass(frozen=True)
+class EndEpoch:
+    """Intent to the capture of epoch ``epoch``: publish everything up to the (fenced) primary's log position
+    ``upto``, then the end-of-epoch marker naming ``next_primary``, then stop publishing."""
+
+    KIND: ClassVar[str] = "end-epoch"
+    epoch: int
+    next_primary: str
+    upto: str
+
+
+@dataclass(frozen=True)
+class EpochEnded:
+    """Epoch ``epoch`` ended with the marker at redo offset ``marker_offset``; ``position`` is its last source
+    position. Nothing of that epoch may be published after it (appliers reject it, captures refuse)."""
+
+    KIND: ClassVar[str] = "epoch-ended"
+    epoch: int
+    next_primary: str
+    marker_offset: int
+    position: str
+
+
+@dataclass(frozen=True)
+class StandbyFrom:
+    """Node (the record's target) applies as a standby of epoch ``epoch`` from redo offset ``offset`` on: its
+    data already holds everything below (the old primary after a switchover, a reinstated one after its resync)."""
+
+    KIND: ClassVar[str] = "standby-from"
+    epoch: int
+    offset: int
+    reason: str
+    #: Tables whose rows on the node differ from the group's (a reinstated primary's divergence): the applier
+    #: resyncs them from the primary, holding their rows back meanwhile.
+    resync: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeFenced:
+    """Node (the record's target), a primary, was made read-only by failover's fencing (the only path that may
+    make a primary read-only), with ``sessions_ended`` client sessions ended after the grace."""
+
+    KIND: ClassVar[str] = "node-fenced"
+    epoch: int
+    how: str
+    sessions_ended: int
+
+
+@dataclass(frozen=True)
+class HandoverStep:
+    """A step of a switchover, failover or reinstatement (``action``) towards epoch ``epoch``, for the record:
+    ``phase`` is started, fenced, drained, applied, sequences, promoted, done or failed."""
+
+    KIND: ClassVar[str] = "handover"
+    action: str
+    epoch: int
+    phase: str
+    detail: str
+    seconds: float
+
+
+# -- a delayed standby as a recovery point (consumers/recovery.py, failover/handover.py) ---------------------
+@dataclass(frozen=True)
+class SkipTransaction:
+    """The target standby must not apply the source transaction that starts at redo offset ``offset`` (its id
+    ``txn_id``, for the record): an operator's ``ark skip`` of a bad transaction still inside its delay."""
+
+    KIND: ClassVar[str] = "skip-transaction"
+    offset: int
+    txn_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ApplyUntil:
+    """The target standby applies every transaction committed before ``until_us`` at once (no delay) and holds
+    at the first one committed at or after it (0: no such point any more)."""
+
+    KIND: ClassVar[str] = "apply-until"
+    until_us: int
+
+
+@dataclass(frozen=True)
+class EpochCut:
+    """A point-in-time failover to the target node: entries of epoch ``epoch`` from redo offset ``from_offset``
+    on (committed at or after ``until_us``) are not part of the group's history; every applier skips them, and
+    one that applied some must be resynced."""
+
+    KIND: ClassVar[str] = "epoch-cut"
+    epoch: int
+    from_offset: int
+    until_us: int
+
+
 Body = (SetDelay | Pause | Resume | ResyncTable | FilesSetDelay | FilesPause | FilesResume | Retransmit
         | RetransmitDone | RetransmitFailed | VerifyHold | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease
         | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | NodeIdentity | SourceGap
-        | PublishSequences | SequencesPublished)
+        | PublishSequences | SequencesPublished | EpochBegun | EndEpoch | EpochEnded | StandbyFrom | NodeFenced
+        | HandoverStep | SkipTransaction | ApplyUntil | EpochCut)
 
 #: Every kind, by its wire name.
 KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
     SetDelay, Pause, Resume, ResyncTable, FilesSetDelay, FilesPause, FilesResume, Retransmit, RetransmitDone,
     RetransmitFailed, VerifyHold, VerifyArmed, VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted,
     TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap, PublishSequences,
-    SequencesPublished)}
+    SequencesPublished, EpochBegun, EndEpoch, EpochEnded, StandbyFrom, NodeFenced, HandoverStep, SkipTransaction,
+    ApplyUntil, EpochCut)}
 
 #: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
 _RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}

@@ -36,6 +36,11 @@ def quarantine_topic(group: str) -> str:
     return f"ark.{validate_name('group', group)}.quarantine"
 
 
+def divergence_topic(group: str) -> str:
+    """After a failover: what the old primary committed that never reached Kafka (``ark reinstate``)."""
+    return f"ark.{validate_name('group', group)}.divergence"
+
+
 def files_topic(group: str, file_set: str) -> str:
     """Filesync deltas and acknowledgements of one file set."""
     return f"ark.{validate_name('group', group)}.files.{validate_name('file set', file_set)}"

@@ -14,6 +14,8 @@ verifier   :class:`common.verify.Verifier`: compares a  ``consumers/<engine>/`` 
            primary snapshot and a standby, in SQL        through the snapshot's token)
 probe      :class:`common.probe.SourceProbe`            ``producers/<engine>/``: what the source says
                                                         when Kafka cannot be reached
+node ops   :class:`common.node_ops.NodeOps`: fence,     ``producers/<engine>/`` (a node becomes a source
+           sequences, promote (switchover, failover)     when it is promoted)
 monitor    :class:`common.monitor.DatabaseMonitor`      ``producers/<engine>/``: sessions, long
            (optional)                                   transactions, lock waits, slots, the server log
 promotable :class:`common.promotable.PromotableCheck`   ``consumers/<engine>/``: what a promotion of a
@@ -56,6 +58,8 @@ class EngineSpec:
     verifier: str
     #: ``cls(cfg: ArkConfig) -> SourceProbe``
     probe: str
+    #: ``cls(cfg: ArkConfig, node: str) -> common.node_ops.NodeOps``: fence, promote... ("" = not built yet)
+    node_ops: str = ""
     #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> DatabaseMonitor`` ('' : the agents carry no database facts)
     monitor: str = ""
     #: ``cls() -> PromotableCheck`` (``ark check --promotable``); "" when the engine has none
@@ -107,6 +111,7 @@ register(EngineSpec(
     applier="consumers.postgresql.applier:PostgresApplier",
     verifier="consumers.postgresql.verify:PostgresVerifier",
     probe="producers.postgresql.probe:PostgresProbe",
+    node_ops="producers.postgresql.node_ops:PostgresNodeOps",
     monitor="producers.postgresql.monitor:PostgresMonitor",
     promotable="consumers.postgresql.promotable:PostgresPromotable",
 ))

@@ -165,6 +165,13 @@ class PostgresCapture(LogCapture):
             ws.send_status(max(ws.received, c), c if confirming else 0, c)
 
     # -- LogCapture --------------------------------------------------------------------------------
+    def nudge(self) -> None:
+        """A status update asking for a reply: the walsender answers with a keepalive carrying its WAL end."""
+        ws = self._ws
+        if ws is not None:
+            c = self._confirmed
+            ws.send_status(max(ws.received, c), 0, c, reply_requested=True)
+
     def check_prerequisites(self) -> list[Problem]:
         """See :mod:`producers.postgresql.setup` for the rules."""
         try:

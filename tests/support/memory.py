@@ -381,7 +381,7 @@ class MemoryCapture(LogCapture):
                         self.source.fail_after = None
                         raise SourceError("the source connection broke (test)", fix="none: retried")
                     yield event
-            yield Idle(pg_lsn(self.source.end))
+            yield Idle(pg_lsn(self.source.end), drained=True)
             time.sleep(self.idle_sleep)
 
 
