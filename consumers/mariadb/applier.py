@@ -41,7 +41,7 @@ from consumers.mariadb import ddl, parts, sql, state
 from consumers.mariadb.errors import classify, code_of, message_of
 from consumers.mariadb.plan import Run, split_runs
 from consumers.tables import TableState, staging_name
-from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, TableMeta, Value, ValuePart
+from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, SchemaStep, TableMeta, Value, ValuePart
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +364,43 @@ class MariaDBApplier(Applier):
             if previous is None or previous != meta:
                 self._adapt(meta, previous)
             self._exec(state.SAVE_META_SQL, [group, meta.table, meta.version, state.meta_json(meta)])
+
+    # -- schema changes of a primary of another engine ---------------------------------------------------
+    def run_schema_step(self, group: str, step: SchemaStep, *, follow_drop: bool, what: str) -> bool:
+        """One step of a primary's DDL. Only PostgreSQL's DDL hook sends steps, and their SQL is PostgreSQL's: a
+        MariaDB standby follows the tables' shapes (``table`` steps, the loop's), renames and, with
+        ``follow_drop``, dropped tables; types, indexes, constraints, functions and the like stay the
+        primary's, as on any standby of another engine (README, "Across engines"). Never asks for a commit."""
+        self._require_txn()
+        if step.action == "drop-table" and follow_drop:
+            with self._guard("dropping a table", table=step.object):
+                self._exec(f"DROP TABLE IF EXISTS {sql.qualified(step.object)}", conn=self.side)
+                self._exec(state.FORGET_META_SQL, [group, step.object])
+                self._independent.clear()
+            log.info("%s: dropped table %s on standby %s (follow_drop)", what, step.object, self.settings.name)
+            return False
+        if step.action in ("sql", "optional-sql"):
+            log.warning("%s: not run on MariaDB standby %s: a %s step on %s in the primary's SQL dialect (only "
+                        "table shapes cross engines)", what, self.settings.name, step.action, step.object)
+        return False
+
+    def rename_table(self, group: str, old: str, new: str) -> None:
+        """The primary renamed ``old`` to ``new`` (or moved it to another schema): ``RENAME TABLE`` here (side
+        connection: MariaDB's DDL commits by itself), and its stored shape in the open transaction."""
+        self._require_txn()
+        with self._guard("renaming a table", table=old):
+            schema, name = sql.split_table(old)
+            row = self._exec("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                             "TABLE_NAME = %s", [schema, name], conn=self.side).fetchone()
+            if row is None or not row[0]:
+                log.info("table %s does not exist on standby %s: nothing to rename", old, self.settings.name)
+                return
+            self._exec(f"CREATE DATABASE IF NOT EXISTS {sql.quote_ident(sql.split_table(new)[0])} "
+                       "CHARACTER SET utf8mb4", conn=self.side)
+            self._exec(f"RENAME TABLE {sql.qualified(old)} TO {sql.qualified(new)}", conn=self.side)
+            self._exec(state.RENAME_META_SQL, [new, new, group, old])
+            self._independent.clear()
+        log.info("renamed table %s to %s on standby %s", old, new, self.settings.name)
 
     def independent_tables(self, tables: Collection[str]) -> bool:
         """True when no foreign key on the standby links any of ``tables`` (checked once per set)."""

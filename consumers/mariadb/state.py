@@ -73,6 +73,11 @@ WHERE `group` = %s AND standby = %s AND next_offset = %s AND epoch = %s
 """
 
 LOAD_METAS_SQL = f"SELECT `table`, meta FROM {STATE_DB}.table_meta WHERE `group` = %s ORDER BY `table`"
+#: A table the primary renamed: its stored shape moves with it (the JSON keeps the table's name too).
+RENAME_META_SQL = (f"UPDATE {STATE_DB}.table_meta SET `table` = %s, meta = JSON_SET(meta, '$.table', %s) "
+                   "WHERE `group` = %s AND `table` = %s")
+#: A table the primary dropped (followed with standbys[].follow_drop): its stored shape goes.
+FORGET_META_SQL = f"DELETE FROM {STATE_DB}.table_meta WHERE `group` = %s AND `table` = %s"
 
 SAVE_META_SQL = f"""
 INSERT INTO {STATE_DB}.table_meta (`group`, `table`, version, meta) VALUES (%s, %s, %s, %s)
