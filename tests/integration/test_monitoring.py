@@ -80,8 +80,8 @@ def test_metrics_agree_with_status_and_kafka_tools_see_the_applier(make_group: A
         first = _standby(group)
         before = time.time()
         m = scrape(apply_port)
-        after = time.time()
         sb = _standby(group)
+        after = time.time()  # the lag grows 1 s per s while paused: the two reads are apart by at most this
         if first["lag_entries"] != sb["lag_entries"] or m[("ark_lag_entries", ())] != sb["lag_entries"]:
             return False
         sample.update(m=m, sb=sb, before=before, after=after)
@@ -90,7 +90,8 @@ def test_metrics_agree_with_status_and_kafka_tools_see_the_applier(make_group: A
     wait_for(agreeing, 60, "the same lag in entries in /metrics and ark status")
     m, sb, before, after = sample["m"], sample["sb"], sample["before"], sample["after"]
     assert sb["lag_entries"] > 0 and m[("ark_lag_entries", ())] == sb["lag_entries"], (m, sb)
-    assert abs(m[("ark_lag_seconds", ())] - sb["lag_seconds"]) <= (after - before) + 1.0, (m, sb)
+    # /metrics shows the applier's last computation (refreshed every heartbeat, 1 s): allow that, and the reads.
+    assert abs(m[("ark_lag_seconds", ())] - sb["lag_seconds"]) <= (after - before) + 1.5, (m, sb)
     assert m[("ark_applied_offset", ())] == sb["applied_offset"]
     assert m[("ark_delay_seconds", ())] == sb["delay_seconds"] == 0
     # The capture: its position and rate, its database, and the primary's server log (an ERROR line).
