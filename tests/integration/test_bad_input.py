@@ -101,4 +101,4 @@ def test_apply_before_sync_says_sync_first(make_group) -> None:
 
 def test_unknown_standby(make_group) -> None:
     group = make_group()
-    _assert_clean_failure(group.ark("apply", "nobody"), "no standby named", "standby")
+    _assert_clean_failure(group.ark("apply", "nobody"), "no node named", "standby")
