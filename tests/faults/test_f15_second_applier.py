@@ -66,7 +66,11 @@ def test_f15_a_second_applier_on_one_standby(make_group, fault_results_dir) -> N
     group = make_group()
     invariant = bank_setup(group)
     standby = group.standby("standby").dsn
-    _standby_sql(standby, "ALTER TABLE history DROP CONSTRAINT history_pkey")  # a double apply now duplicates
+    # A double apply must duplicate rows, not fail on a key: the standby's history loses every unique
+    # constraint it got from the primary's schema (its primary key, and the ledger's UNIQUE (seq)).
+    _standby_sql(standby, "DO $$ DECLARE c text; BEGIN FOR c IN SELECT conname FROM pg_constraint "
+                          "WHERE conrelid = 'history'::regclass AND contype IN ('p', 'u') LOOP "
+                          "EXECUTE format('ALTER TABLE history DROP CONSTRAINT %I', c); END LOOP; END $$")
     group.start("capture")
     current = group.start("apply", "standby", name="apply-0")
     workload = BankWorkload(group.primary_dsn, accounts=100, clients=4, ledger=True).start()
