@@ -10,7 +10,7 @@ import pytest
 
 from common import agent
 from schemas.control import PublishSequences, SequencesPublished
-from schemas.entries import SequenceValues
+from schemas.entries import SequenceValues, TxnChunk
 from tests.support.memory import MemoryRedoLog, MemorySource, ins, memory_channel, table_meta, wait_until
 from tests.unit.test_runners import T, apply, capture, config, entries, synced_standby
 
@@ -102,14 +102,20 @@ def test_after_a_shape_change_every_value_travels_again_moved_or_not() -> None:
     source.sequences["public.s"] = 21
     cap = capture(_fast(config()), source, log, store)
 
-    def published() -> int:
-        return sum(1 for _o, b in entries(log) if isinstance(b, SequenceValues)
-                   for v in b.values if v.name == "public.s" and v.last_value == 21)
+    def value_after(offset: int) -> bool:
+        return any(o > offset and isinstance(b, SequenceValues) and any(
+            v.name == "public.s" and v.last_value == 21 for v in b.values) for o, b in entries(log))
+
+    def txn_offset(nth: int) -> int | None:
+        # Counting publications would race the capture's first idle publication; offsets do not.
+        ends = [o for o, b in entries(log) if isinstance(b, TxnChunk) and b.last and b.txn_id]
+        return ends[nth - 1] if len(ends) >= nth else None
 
     try:
         source.commit([ins(T, 1, "x")], [table_meta(T)])
-        wait_until(lambda: published() == 1, what="the value published once")
+        wait_until(lambda: txn_offset(1) is not None and value_after(-1), what="the value published once")
         source.commit([ins(T, 2, "x")], [table_meta(T, version="v2")])  # a shape change; the value did not move
-        wait_until(lambda: published() == 2, what="the value published again after the shape change")
+        wait_until(lambda: txn_offset(2) is not None, what="the transaction after the shape change")
+        wait_until(lambda: value_after(txn_offset(2) or 0), what="the value published again after the shape change")
     finally:
         cap.stop()
