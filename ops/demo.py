@@ -24,11 +24,11 @@ from rich.rule import Rule
 from common.config import load_config
 from common.errors import ArkError
 from deploy.agents import AgentProcess
+from deploy.compare import compare_tables
 from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
 from deploy.workload import BankWorkload, create_bank, total_balance
-from ops.compare import compare_tables
 from ops.context import console
 from ops.keys import write_key
 from ops.status import gather, render

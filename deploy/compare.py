@@ -1,4 +1,6 @@
-"""Row-by-row comparison of primary and standby tables (demo, tests, and later ``ark verify``)."""
+"""Row-by-row comparison of a PostgreSQL primary and standby, table by table: tooling of the demo, the tests
+and the benchmarks, like deploy/workload.py (`ark verify` goes through the engine registry and compares checksums
+at one source position instead)."""
 
 from __future__ import annotations
 
