@@ -462,11 +462,13 @@ def resync(obj: CliContext, standby: str, table: str | None, no_wait: bool, time
 @click.option("--seconds", type=float, default=30.0, show_default=True, help="How long the live workload runs.")
 @click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None, help="Demo dir (./.ark/demo).")
 @click.option("--keep", is_flag=True, help="Leave the broker and databases running afterwards.")
-def demo(seconds: float, workdir: Path | None, keep: bool) -> None:
-    """Start Kafka and three PostgreSQL instances, replicate a live bank workload, show status and lag."""
+@click.option("--no-mariadb", is_flag=True, help="PostgreSQL only: no MariaDB standby (cross-engine) in the demo.")
+def demo(seconds: float, workdir: Path | None, keep: bool, no_mariadb: bool) -> None:
+    """Start Kafka, three PostgreSQL instances and a MariaDB one, replicate a live bank workload to a real-time,
+    a delayed and a cross-engine standby, show status and lag, and compare row by row."""
     from ops.demo import run_demo
 
-    run_demo(seconds=seconds, workdir=workdir or Path(".ark/demo"), keep=keep)
+    run_demo(seconds=seconds, workdir=workdir or Path(".ark/demo"), keep=keep, mariadb=not no_mariadb)
 
 
 def _register() -> None:
