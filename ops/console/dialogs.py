@@ -93,7 +93,7 @@ HELP = """Keys
                if not, why and what to do); only then does it ask, and runs 'ark switchover' with
                its default grace (5 s) and timeout (120 s), showing each step on the Group tab
   f5           refresh now (the console refreshes by itself)
-  ?            this help;  q  quit (not while a switchover runs)
+  ?            this help;  q  quit (while a switchover runs: press q twice; it goes on to its end)
 
 Every action asks for confirmation first, and is written as a signed intent on the group's control
 topic (or runs the CLI's own code: verify, switchover), never behind the controller's back.

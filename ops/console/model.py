@@ -389,6 +389,8 @@ def topology_lines(view: ConsoleView) -> list[str]:
         lines = [f"{roles.describe()} since {_when(roles.reigns[-1].since_us)}"]
     else:
         lines = [roles.describe()]
+    if roles is not None and not view.kafka_ok:
+        lines[0] += " (as last read: Kafka is unreachable)"
     lines.append(f"{cap.get('node', '?')} [primary] → capture {cap.get('state', '?')} → redo topic")
     for sb in view.standbys:
         if sb.role == "demoted":

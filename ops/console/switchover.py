@@ -9,8 +9,10 @@ it says is shown on the Group tab as it comes. One switchover at a time; failove
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from textual.widgets import Static
@@ -23,6 +25,10 @@ from ops.console.source import SWITCHOVER_GRACE_S, SWITCHOVER_TIMEOUT_S
 if TYPE_CHECKING:
     from ops.console.app import ArkConsole
 
+log = logging.getLogger(__name__)
+
+#: A second quit within this many seconds leaves while a switchover runs (it goes on to its end).
+QUIT_AGAIN_S = 5.0
 #: Step lines shown on the Group tab (fewer in a small terminal, where the standbys must stay in sight).
 SHOWN_STEPS, SHOWN_STEPS_SMALL = 12, 4
 
@@ -40,6 +46,7 @@ class SwitchoverAction:
         self.running: str | None = None
         #: What the running (or last) switchover said, oldest first.
         self.lines: list[str] = []
+        self._quit_asked = 0.0
 
     def start(self) -> None:
         """``s``: decide on the selected standby, then ask, then run."""
@@ -87,7 +94,8 @@ class SwitchoverAction:
         app = self.app
 
         def say(line: str) -> None:
-            app.call_from_thread(self._said, line)
+            log.info("switchover to %s: %s", target, line)
+            self._to_app(self._said, line)
 
         try:
             report = app.source.actions.switchover(target, say)
@@ -106,7 +114,16 @@ class SwitchoverAction:
         else:
             outcome = (f"switchover to {target} done in {report.seconds:.2f} s: {report.primary} is the primary of "
                        f"epoch {report.epoch}", "info")
-        app.call_from_thread(self._finished, *outcome)
+        log.info("%s", outcome[0])
+        self._to_app(self._finished, *outcome)
+
+    def _to_app(self, fn: Callable[..., None], *args: Any) -> None:
+        """Hand ``fn(*args)`` to the app's thread; never raises into the switchover (whose step must go on when
+        the console has been left: its lines are in the console's log and its steps on the control topic)."""
+        try:
+            self.app.call_from_thread(fn, *args)
+        except RuntimeError as exc:  # the app has exited
+            log.debug("console gone, not shown: %s", exc)
 
     def _said(self, line: str) -> None:
         self.lines.append(line)
@@ -120,16 +137,24 @@ class SwitchoverAction:
     def show(self) -> None:
         """The step lines on the Group tab (hidden until a switchover runs)."""
         panel = self.app.query_one("#handover", Static)
-        head = (f"[b]switchover to {escape(self.running)} running[/b] (q waits until it ends)" if self.running
+        head = (f"[b]switchover to {escape(self.running)} running[/b] (q asks before leaving)" if self.running
                 else "[b]last switchover from this console[/b]")
         shown = SHOWN_STEPS if self.app.size.height >= 40 else SHOWN_STEPS_SMALL
         panel.update("\n".join([head, *(escape(line) for line in self.lines[-shown:])]))
         panel.set_class(bool(self.lines), "shown")
 
     def blocks_quit(self) -> bool:
-        """True (and says why) while a switchover runs: leaving would hide its outcome."""
+        """True (and says why) at the first quit while a switchover runs: leaving would hide its outcome. A
+        second quit within :data:`QUIT_AGAIN_S` leaves; the switchover goes on to its end in this process
+        (the terminal is given back; the process exits when it is done)."""
         if self.running is None:
             return False
-        self.app.notify(f"a switchover to {self.running} is running: the console stays open until it ends "
-                        "(its steps show on the Group tab)", severity="warning")
+        now = time.monotonic()
+        if now - self._quit_asked < QUIT_AGAIN_S:
+            log.warning("console left while the switchover to %s runs; it goes on to its end", self.running)
+            return False
+        self._quit_asked = now
+        self.app.notify(f"a switchover to {self.running} is running: its steps show on the Group tab. Press q again "
+                        f"within {QUIT_AGAIN_S:g} s to leave anyway (it goes on to its end; 'ark topology' shows it)",
+                        severity="warning", timeout=QUIT_AGAIN_S)
         return True

@@ -267,3 +267,11 @@ def test_help_lists_the_keys_and_says_why_failover_is_not_offered() -> None:
         assert not isinstance(app.screen, HelpScreen)
 
     _run(FakeSource(), (80, 24), steps)
+
+
+def test_with_kafka_down_the_roles_are_the_last_read_and_no_switchover_is_offered() -> None:
+    view = _view()
+    view.kafka_ok = False
+    assert topology_lines(view)[0].endswith("(as last read: Kafka is unreachable)")
+    decision = switchover_decision(view, "node2")
+    assert not decision.go and "cannot read the control topic" in decision.sentence
