@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from common.config import load_config
-from ops.compare import compare_tables
+from deploy.compare import compare_tables
 from ops.console.app import ArkConsole
 from ops.console.dialogs import ConfirmScreen
 from ops.console.source import GroupSource
