@@ -281,11 +281,13 @@ def console_cmd(obj: CliContext, refresh: float) -> None:
     """The operations console (a terminal UI; works over SSH in 80x24 and grows with the terminal).
 
     \b
-    Tabs: 1 Group (topology, standbys with lag/rate sparklines, the capture), 2 Agents (heartbeats,
-    health, host and database facts, processes, server-log alerts), 3 Events (quarantines,
-    retransmissions, resyncs, gaps, intents, alerts).
+    Tabs: 1 Group (topology with roles and epochs, standbys with lag/rate sparklines, the capture),
+    2 Agents (heartbeats, health, host and database facts, processes, server-log alerts), 3 Events
+    (quarantines, retransmissions, resyncs, gaps, handovers, intents, alerts).
     Actions on the selected standby, each confirmed first and written as a signed intent, like the
-    CLI's: d delay, p pause, r resume, t resync a table, v verify. q quits.
+    CLI's: d delay, p pause, r resume, t resync a table, v verify, s switch over to it (the decision
+    first, then confirmation). Failover is not offered here: decide with 'ark failover TARGET
+    --dry-run', then run 'ark failover TARGET'. ? help, q quits.
     It reads only Kafka (heartbeat and control topics) and, when reachable, the databases; with a
     database or the broker down it keeps running and says what it cannot see. Its own log goes to
     ~/.local/state/ark/console-GROUP.log ($XDG_STATE_HOME/ark/...).
