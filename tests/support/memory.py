@@ -276,6 +276,11 @@ class MemorySource:
         self.lock = threading.Lock()
         #: Raise SourceError after this many yielded events of a stream (then it is reset), to simulate a crash.
         self.fail_after: int | None = None
+        #: Crashes planned ahead: each new stream takes the next count as its ``fail_after`` (a test that sets
+        #: ``fail_after`` between streams races the capture, which may finish first).
+        self.fail_plan: list[int] = []
+        #: How many simulated crashes happened.
+        self.crashes = 0
         #: The source's sequences (name -> last value handed out); published by the capture like PostgreSQL's.
         self.sequences: dict[str, int] = {}
         #: How often the capture read them.
@@ -350,6 +355,8 @@ class MemoryCapture(LogCapture):
                 raise SlotGapError(hole, fix="test")
         floor = max(self.source.confirmed, int.from_bytes(resume_after.key, "big") if resume_after else 0)
         yielded = 0
+        if self.source.fail_plan and self.source.fail_after is None:
+            self.source.fail_after = self.source.fail_plan.pop(0)
         announced: dict[str, str] = {}  # table -> the version last announced (a new version is announced again)
         index = 0
         while True:
@@ -379,6 +386,7 @@ class MemoryCapture(LogCapture):
                     yielded += 1
                     if self.source.fail_after is not None and yielded > self.source.fail_after:
                         self.source.fail_after = None
+                        self.source.crashes += 1
                         raise SourceError("the source connection broke (test)", fix="none: retried")
                     yield event
             yield Idle(pg_lsn(self.source.end), drained=True)

@@ -149,18 +149,16 @@ def test_a_large_transaction_travels_in_chunks_after_its_table_shape() -> None:
 def test_capture_crashes_lose_and_duplicate_nothing() -> None:
     source, log, store = MemorySource(), MemoryRedoLog(), []
     workload(source, txns=60, rows=7)  # 7 rows, chunks of 3: crashes land inside transactions too
-    crashes = 0
     rnd = random.Random(7)
+    # Planned before the capture starts: each of the first 15 streams breaks after that many events. Their sum
+    # (at most 15 x 30) is below the ~540 events of the workload, so every one of them lands before the end.
+    source.fail_plan = [rnd.randint(1, 30) for _ in range(15)]
     running = capture(config(chunk_rows=3), source, log, store)
     try:
-        while len(complete_txns(log)) < 60:
-            if source.fail_after is None and crashes < 15:
-                source.fail_after = rnd.randint(1, 40)  # the source connection breaks after that many events
-                crashes += 1
-            time.sleep(0.002)
+        wait_until(lambda: len(complete_txns(log)) == 60, what="every transaction in the log")
     finally:
         running.stop()
-    assert crashes == 15
+    assert source.crashes == 15
     commits = complete_txns(log)
     assert len(commits) == len(set(commits)) == 60  # every transaction once, complete
     # Chunks of one transaction are contiguous and never repeated (a restart resumes at the next row).
