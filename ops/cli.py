@@ -56,6 +56,7 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark switchover NODE      planned, nothing lost: the old primary becomes a standby
       ark failover NODE        the primary is gone (--dry-run first); ark topology shows roles
       ark reinstate NODE       the old primary back as a standby, its divergence recorded
+      ark controller           fail over by itself when the primary is gone (ark maintenance on|off)
 
     \b
     Integrity and healing:
@@ -621,6 +622,10 @@ def demo(seconds: float, workdir: Path | None, keep: bool) -> None:
 
 
 def _register_optional() -> None:
+    from ops.automation_cmd import controller, maintenance
+
+    cli.add_command(controller)
+    cli.add_command(maintenance)
     with contextlib.suppress(ImportError):
         from ops.files_cmd import files
 

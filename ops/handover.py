@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.config import ArkConfig
-from common.control import ControlChannel
+from common.control import ControlChannel, ControlRecord
 from common.kafka import end_offset, topic_exists
 from common.roles import Roles, roles_of
 from failover.handover import Handover, Reinstate, Report, topology_lines
@@ -98,13 +98,18 @@ def _dry_run(cfg: ArkConfig, handover: Handover, target: str, *, force: bool, as
 
 def current_roles(cfg: ArkConfig, timeout: float = 10.0) -> Roles:
     """The group's roles as the control topic says now (the configured ones before the topic exists)."""
+    return roles_of(cfg, control_records(cfg, timeout))
+
+
+def control_records(cfg: ArkConfig, timeout: float = 10.0) -> list[ControlRecord]:
+    """Every record of the control topic now (none before the topic exists)."""
     from schemas.topics import control_topic
 
     if not topic_exists(cfg.kafka, control_topic(cfg.group), timeout=timeout):
-        return Roles(cfg.primary.name)
+        return []
     channel = ControlChannel.for_config(cfg)
     try:
-        return roles_of(cfg, channel.replay())
+        return channel.replay()
     finally:
         channel.close()
 

@@ -17,6 +17,7 @@ from typing import Any
 from common.control import ControlRecord
 from ops.lag import STALE_AFTER_S
 from schemas.control import (
+    ControllerDecision,
     NodeIdentity,
     Pause,
     Resume,
@@ -25,6 +26,7 @@ from schemas.control import (
     RetransmitDone,
     RetransmitFailed,
     SetDelay,
+    SetMaintenance,
     SourceGap,
     TableResynced,
     TableResyncProgress,
@@ -165,6 +167,12 @@ def event_of(rec: ControlRecord) -> Event | None:
         return Event(at, "info", "intent", f"{who}: resync {body.table} on {target}")
     if isinstance(body, VerifyHold):
         return Event(at, "info", "verify", f"{who}: verify of {target} started")
+    if isinstance(body, ControllerDecision):
+        sev = {"failover": "warn", "failover-failed": "error"}.get(body.action, "info")
+        return Event(at, sev, "controller", f"{body.holder}: {body.action} {rec.target} ({body.sentence})")
+    if isinstance(body, SetMaintenance):
+        return Event(at, "warn" if body.mode == "on" else "info", "intent",
+                     f"{who}: maintenance {body.mode}" + (f" ({body.reason})" if body.reason else ""))
     if isinstance(body, NodeIdentity):
         return Event(at, "info", "identity", f"{target} recorded as {body.role} ({body.label})")
     return None
