@@ -3,7 +3,8 @@
 Every tick (:data:`TICK_S`) it reads the heartbeats and the control topic into a
 :class:`~failover.controller.ControllerView` and asks the pure :func:`~failover.controller.tick` what to do. Only
 the holder of the group's lease (failover/lease.py) acts; the others watch, ready to take over. The decision
-sentence is logged when it changes and every :data:`LOG_EVERY_S` otherwise, so the log stays readable.
+sentence is logged when it changes (other than in its numbers: a lag, seconds of silence) and every
+:data:`LOG_EVERY_S` otherwise, so the log stays readable.
 
 A failover goes through the same code path as ``ark failover TARGET`` (the ``run_failover`` callable, which
 ops/ binds to ops/handover.run_failover: failover/handover.Handover), and is recorded on the control topic
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -42,6 +44,7 @@ RETRY_FAILED_S = 30.0
 LOOKBACK_S = 120.0
 #: Capture states that vouch for the primary (it reads the primary's log).
 CAPTURE_ALIVE = ("running", "retransmitting")
+_NUMBERS = re.compile(r"(?<!epoch )\b\d+(\.\d+)?")
 
 
 class Automation:
@@ -180,10 +183,13 @@ class Controller(AgentBody):
             self._failover(channel, lease, decided)
 
     def _say(self, sentence: str, now: float) -> None:
+        """Log the sentence when it says something new: numbers alone (a lag, seconds of silence) changing
+        is not news, or the log would get a line per tick under load."""
+        shape = _NUMBERS.sub("#", sentence)
         last, at = self._logged
-        if sentence != last or now - at >= LOG_EVERY_S:
+        if shape != last or now - at >= LOG_EVERY_S:
             log.info("%s", sentence)
-            self._logged = (sentence, now)
+            self._logged = (shape, now)
 
     def _failover(self, channel: ControlChannel, lease: KafkaLease, decided: Tick) -> None:
         epoch = self.roles.epoch
