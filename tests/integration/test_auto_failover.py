@@ -181,6 +181,18 @@ def test_the_controller_fails_over_when_the_primary_stops_for_good(kafka_bootstr
         assert [b.action for _at, b, _t in controls.of(ControllerDecision) if isinstance(b, ControllerDecision)
                 and b.action.startswith("failover")] == ["failover", "failover-done"]
         assert len(controls.of(EpochBegun)) == 1
+
+        # ark status shows the automation; ark maintenance on pauses it, and both say so.
+        status = group.ark_ok("status")
+        assert "controller ctl: active" in status and "last controller decision" in status, status
+        group.ark_ok("maintenance", "on", "--reason", "patching")
+        wait_for(lambda: _controller_state(view)[1].startswith("maintenance on: not acting; primary standby healthy"),
+                 30, "the controller to say it is in maintenance")
+        status = group.ark_ok("status")
+        assert "maintenance on since" in status and "patching" in status, status
+        group.ark_ok("maintenance", "off")
+        wait_for(lambda: _controller_state(view)[1].startswith("primary standby healthy"), 30,
+                 "the controller out of maintenance")
         assert elsewhere.restarts >= 1  # it could not start while the primary was down: proof it vouched for nothing
     finally:
         client.stop()
