@@ -30,5 +30,5 @@ def test_a_bad_ttl_is_refused_with_a_fix() -> None:
     from common.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        Controller(ArkConfig.model_construct(), lambda _t: None, settings=Settings(ttl_s=0))
+        Controller(ArkConfig.model_construct(), lambda _t: None, settings=Settings(ttl_s=0))  # refused first
     assert err.value.fix
