@@ -18,6 +18,10 @@ the current epoch (no capture or node agent vouched for it since it became prima
 silence: that is a group being set up, or a new primary whose capture is not started yet, not an outage; failing
 it over would only hand the same missing capture to the next node (the node agent's ``failed`` still counts).
 
+It does not act while a switchover or failover is in progress (its ``handover`` steps on the control topic have
+not reached ``done`` or ``failed``): a switchover's primary is read-only and its capture hands off for a few
+seconds, which looks like silence.
+
 It picks the most advanced running standby that applies without delay (a delayed standby is a recovery point,
 not a failover target), and asks :func:`failover.plan.decide_failover` for the final word. It does not act in
 maintenance, nor within ``anti_flapping_s`` of its last automatic failover.
@@ -33,6 +37,10 @@ from failover.plan import NodeView, decide_failover
 #: Node agent states (issue 11, part 2): what the agent of a database node says of it.
 AGENT_ALIVE = ("healthy", "restarting")
 AGENT_DOWN = ("failed", "fenced")
+
+#: A switchover or failover whose last step is older than this (its command was killed) no longer holds automation
+#: back (each of its waits is bounded by the command's --timeout, 120 to 300 s by default).
+HANDOVER_STALE_S = 300.0
 
 DEFAULT_TTL_S = 5.0
 DEFAULT_ANTI_FLAPPING_S = 300.0
@@ -174,6 +182,18 @@ def _why_down(view: ControllerView, now: float) -> str | None:
     return f"primary {name} silent for {silent:.1f} s (ttl {ttl:g} s)"
 
 
+def _handover_in_progress(view: ControllerView, now: float) -> str | None:
+    """A switchover or failover run by hand (or by another controller) that has not ended yet."""
+    for rec, step in reversed(view.roles.steps):
+        if step.action not in ("switchover", "failover"):
+            continue
+        ago = now - rec.issued_at_us / 1e6
+        if step.phase in ("done", "failed") or ago > HANDOVER_STALE_S:
+            return None
+        return f"a {step.action} to {rec.target} is in progress (last step {step.phase}, {_ago(max(ago, 0))} ago)"
+    return None
+
+
 def _node_view(view: ControllerView, node: NodeInfo, now: float) -> NodeView:
     ap = node.applier if _fresh(node.applier, now, view.settings.ttl_s) else None
     return NodeView(name=node.name, role=view.roles.role_of(node.name), engine=node.engine,
@@ -216,6 +236,9 @@ def tick(view: ControllerView, now: float) -> Tick:
             healthy = (f"primary {roles.primary} not heard from in epoch {roles.epoch} (no running capture or node "
                        f"agent heartbeat for it yet): not acting on silence; standbys {_standbys(view, now)}")
         return Tick("none", ("maintenance on: not acting; " if view.maintenance else "") + healthy)
+    running = _handover_in_progress(view, now)
+    if running is not None:
+        return Tick("none", f"{running}: not acting; {down}")
     if view.maintenance:
         by = f" (set by {view.maintenance_by})" if view.maintenance_by else ""
         return Tick("none", f"maintenance on{by}: not acting; {down}")

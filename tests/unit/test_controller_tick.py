@@ -115,6 +115,25 @@ def test_tick(name: str, view: ControllerView, action: str, sentence: str) -> No
     assert bool(got.target) == got.acts
 
 
+def _in_handover(phase: str, ago: float) -> Roles:
+    from common.control import ControlRecord
+    from schemas.control import HandoverStep
+
+    roles = Roles("node1")
+    rec = ControlRecord(1, HandoverStep("switchover", 1, phase, "", 0.1), "node2", "dba@host", int((NOW - ago) * 1e6),
+                        "r1")
+    roles.steps = [(rec, rec.body)]  # type: ignore[list-item]
+    return roles
+
+
+def test_not_while_a_switchover_is_in_progress() -> None:
+    got = tick(_view(roles=_in_handover("drained", 3), capture=SILENT), NOW)
+    assert (got.action, got.sentence) == ("none", "a switchover to node2 is in progress (last step drained, 3 s ago): "
+                                                  "not acting; primary node1 silent for 6.2 s (ttl 5 s)")
+    assert tick(_view(roles=_in_handover("done", 3), capture=SILENT), NOW).acts
+    assert tick(_view(roles=_in_handover("drained", 301), capture=SILENT), NOW).acts  # its command died
+
+
 def test_a_demoted_former_primary_is_not_a_target() -> None:
     roles = Roles("node1")
     roles.reigns = [Reign(1, "node2", "node1", "failover", 5, 0)]
