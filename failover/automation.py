@@ -95,7 +95,7 @@ class Controller(AgentBody):
         self.roles: Roles = Roles(cfg.primary.name)
         self.automation = Automation()
         self.sentence = ""
-        self._alive_at: dict[tuple[str, str], float] = {}
+        self._alive_at: dict[tuple[str, str, int], float] = {}
         self._logged: tuple[str, float] = ("", 0.0)
         self._retry_at = 0.0
         self._was_active = False
@@ -107,11 +107,13 @@ class Controller(AgentBody):
 
     # -- the view ----------------------------------------------------------------------------------------
     def _remember_alive(self, view: HeartbeatView) -> None:
-        for key, beat in view.beats.items():
-            agent = key[0]
+        """Keep, per agent and epoch, when it last said the primary was alive (the view keeps only the newest
+        beat, which may be a retrying one)."""
+        for (agent, name), beat in view.beats.items():
             alive = (agent == "capture" and beat.state in CAPTURE_ALIVE) or (agent == "node" and beat.state in
                                                                              AGENT_ALIVE)
             if alive:
+                key = (agent, name, beat.epoch if agent == "capture" else 0)
                 self._alive_at[key] = max(self._alive_at.get(key, 0.0), beat.sent_at)
 
     def view_of(self, beats: HeartbeatView, watching_since: float) -> ControllerView:
@@ -124,13 +126,15 @@ class Controller(AgentBody):
             infos[n.name] = NodeInfo(
                 n.name, n.engine,
                 agent=BeatInfo(agent.state, agent.sent_at, agent.message, agent.epoch,
-                               self._alive_at.get(("node", n.name), 0.0)) if agent else None,
+                               self._alive_at.get(("node", n.name, 0), 0.0)) if agent else None,
                 applier=ApplierInfo(ap.state, ap.sent_at, ap.applied_offset, int(ap.record.get("lag_entries", 0)),
                                     ap.delay_seconds, ap.epoch) if ap else None)
         captures = [b for (agent, _n), b in beats.beats.items() if agent == "capture"]
         cap = max(captures, key=lambda b: b.sent_at) if captures else None
+        # Only a capture running *for the current epoch* vouches: the last running beat of the epoch before is not
+        # news of the new primary (the capture's first beats of a new epoch may still be starting up).
         capture = BeatInfo(cap.state, cap.sent_at, cap.message, cap.epoch,
-                           self._alive_at.get(("capture", cap.name), 0.0)) if cap else None
+                           self._alive_at.get(("capture", cap.name, self.roles.epoch), 0.0)) if cap else None
         auto = self.automation
         reigns = self.roles.reigns
         return ControllerView(roles=self.roles, nodes=infos, capture=capture, maintenance=auto.maintenance,

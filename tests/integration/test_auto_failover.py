@@ -203,3 +203,43 @@ def test_the_controller_fails_over_when_the_primary_stops_for_good(kafka_bootstr
         if controls is not None:
             controls.channel.close()
         group.stop_all()
+
+
+@pytest.mark.timeout(600)
+def test_a_switchover_by_hand_is_not_taken_for_an_outage(make_group: Callable[..., Group]) -> None:
+    """With a short ttl, a switchover's hand-off (the capture drained, the new primary not yet captured) is as
+    long as the ttl: the controller waits for the switchover instead of failing over, and follows the new
+    primary."""
+    group = make_group()
+    bank_setup(group)
+    group.start("capture")
+    group.start("apply", "standby")
+    group.start("apply", "primary")
+    client = AckClient(multi_host_dsn([(group.primary, group.dbname), (group.standby("standby").instance,
+                                                                       group.dbname)])).start()
+    view: HeartbeatView | None = None
+    try:
+        wait_for(lambda: client.count() >= 30, 60, "the client's first commits")
+        converge(group, standby="standby", at_least=30)
+        ctl = group.start("controller", "--name", "ctl", "--ttl", "2", name="controller")
+        view = HeartbeatView(load_config(group.config))
+        wait_for(lambda: _controller_state(view)[0] == "active" and "primary primary healthy" in
+                 _controller_state(view)[1], 60, "the controller active, the primary healthy")
+        group.ark_ok("switchover", "standby", "--grace", "2", timeout=240)
+        wait_for(lambda: _controller_state(view)[1].startswith("primary standby healthy, epoch 1"), 60,
+                 "the controller to follow the new primary")
+        client.stop()
+        controls = Controls(group)
+        try:
+            assert [b for _at, b, _t in controls.of(ControllerDecision)
+                    if isinstance(b, ControllerDecision) and b.action.startswith("failover")] == []
+            assert [(b.epoch, t, b.reason) for _at, b, t in controls.of(EpochBegun) if isinstance(b, EpochBegun)] \
+                == [(1, "standby", "switchover")]
+        finally:
+            controls.channel.close()
+        log = ctl.log_file.read_text()
+        print(f"\nthe controller said 'in progress' during the switchover: {'is in progress' in log}")
+    finally:
+        client.stop()
+        if view is not None:
+            view.close()

@@ -68,3 +68,34 @@ def test_a_failed_failover_is_recorded_and_not_retried_at_once() -> None:
     assert calls == ["n2"]
     assert _decisions(store) == [("active", ""), ("failover", "n2"), ("failover-failed", "n2")]
     assert "the last attempt failed: trying again in" in body.sentence
+
+
+class FakeBeats:
+    def __init__(self) -> None:
+        self.beats: dict[tuple[str, str], Any] = {}
+
+    def beat(self, agent: str, name: str, state: str, epoch: int, sent_at: float) -> None:
+        from failover.view import Beat
+
+        self.beats[(agent, name)] = Beat(agent, name, state, epoch, -1, 0.0, "", sent_at, {})
+
+
+def test_only_a_capture_running_for_the_current_epoch_vouches() -> None:
+    from common.roles import Reign
+    from failover.controller import tick
+
+    body = _controller([])
+    beats = FakeBeats()
+    beats.beat("capture", "n1", "running", 0, 100.0)
+    body.view_of(beats, 0.0)  # type: ignore[arg-type]  # one tick saw it
+    beats.beat("capture", "n1", "retrying", 0, 103.0)  # the newest beat does not vouch: the last running one does
+    view = body.view_of(beats, 0.0)  # type: ignore[arg-type]
+    assert view.capture is not None and view.capture.alive_at == 100.0
+    body.roles.reigns = [Reign(1, "n2", "n1", "switchover", 10, 104_000_000)]
+    beats.beat("capture", "n1", "starting", 1, 105.0)  # the new epoch's capture, not reading yet
+    view = body.view_of(beats, 0.0)  # type: ignore[arg-type]
+    assert view.capture is not None and view.capture.alive_at == 0.0
+    assert tick(view, 106.5).sentence.startswith("primary n2 not heard from in epoch 1")
+    beats.beat("capture", "n1", "running", 1, 106.0)
+    view = body.view_of(beats, 0.0)  # type: ignore[arg-type]
+    assert tick(view, 106.5).sentence.startswith("primary n2 healthy, epoch 1")
