@@ -14,14 +14,15 @@ pass_ctx = click.make_pass_decorator(CliContext)
 
 
 @click.command()
-@click.option("--ttl", type=float, default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--ttl", type=click.FloatRange(min=0.5), default=5.0, show_default=True, metavar="SECONDS",
               help="Fail over when every heartbeat of the primary (capture, node agent) is older than this; also the "
                    "controllers' lease: a standby controller takes over about this long after the active one dies.")
-@click.option("--window", "anti_flapping", type=float, default=300.0, show_default=True, metavar="SECONDS",
+@click.option("--window", "anti_flapping", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              metavar="SECONDS",
               help="Anti-flapping: no second automatic failover within this long of the last one.")
 @click.option("--name", default=None, metavar="NAME",
               help="This controller's name in the lease and the log (default: host:pid).")
-@click.option("--timeout", type=float, default=300.0, show_default=True, metavar="SECONDS",
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True, metavar="SECONDS",
               help="Longest wait, in a failover, for the target to apply everything the redo topic holds.")
 @metrics_options
 @pass_ctx
