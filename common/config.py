@@ -18,6 +18,7 @@ from common import engines
 from common.config_files import FileSetConfig
 from common.errors import ConfigError
 from common.secrets import SecretRef
+from common.service_address import ServiceAddressSettings
 from common.settings import (
     CaptureSettings,
     DatabaseSettings,
@@ -67,6 +68,8 @@ class ArkConfig(Frozen):
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     standbys: tuple[StandbySettings, ...] = ()
     files: dict[str, FileSetConfig] = Field(default_factory=dict)
+    #: The address clients use, moved with the primary role by the node agents (common/service_address.py).
+    service_address: ServiceAddressSettings | None = None
     source_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="before")

@@ -43,7 +43,9 @@ CLIENT_LOGGER: logging.Logger | None = None
 
 def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """librdkafka properties for ``settings``; SASL password resolved here, never logged."""
-    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "client.id": "ark"}
+    # log_level 5 (notice): librdkafka's info lines (e.g. "Purging 1 unserved events from background queue" when
+    # an admin client closes) are noise on an operator's terminal; warnings and errors still show.
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "client.id": "ark", "log_level": 5}
     if CLIENT_LOGGER is not None:
         conf["logger"] = CLIENT_LOGGER
     conf.update(settings.client)

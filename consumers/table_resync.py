@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from common.config import ArkConfig, StandbySettings
@@ -48,8 +48,8 @@ from common.redo import RedoLog
 from common.snapshot import SnapshotSource
 from consumers.base import Applier, ApplyState, StagedTable
 from consumers.hooks import ApplyHook, Boundary
+from consumers.resync_replay import Batch, Replay
 from consumers.tables import OK, RESYNCING, TableState, resyncing_tables, split_rows
-from schemas import envelope
 from schemas.control import (
     ResyncTable,
     TableResynced,
@@ -58,15 +58,11 @@ from schemas.control import (
     TableResyncStarted,
 )
 from schemas.entries import (
-    REDO_SCHEMA,
-    EpochMarker,
     Position,
     RowChange,
     SchemaStep,
     TableMeta,
     TxnChunk,
-    ValuePart,
-    from_record,
 )
 from schemas.positions import just_before
 
@@ -297,7 +293,7 @@ class ResyncJob:
             if upto - start < 100 or self._cancel.is_set() or self.stash_ok:
                 break
             applier.begin()
-            batch = _Batch(applier, {self.table: staged.meta})
+            batch = Batch(applier, {self.table: staged.meta})
             for item in replay.between(start, upto):
                 batch.add_item(item)
             batch.flush()
@@ -318,89 +314,6 @@ class ResyncJob:
             return (f"{self.table} resyncing: {self.rows} rows staged{at}, visible when the standby has applied up to "
                     "that point (its delay)")
         return f"{self.table} resyncing: copying{at}, {self.rows} rows so far"
-
-
-#: What a replay yields: (txn id, position, the table's rows), or a part of one of its large values.
-Replayed = tuple[str, str, list[RowChange]] | ValuePart
-
-
-class Replay:
-    """Re-reads the redo topic for one table's rows above the copy's floor, in consecutive ranges.
-
-    Applies the loop's own skip rules (entries of older epochs, transactions at or below what was
-    already replayed), CRC-checked; state carries over from one range to the next.
-    """
-
-    def __init__(self, redo: RedoLog, table: str, floor_key: bytes, epoch: int) -> None:
-        self._redo, self.table = redo, table
-        self.done_key, self.max_epoch = floor_key, epoch
-        self.rows = 0
-
-    def between(self, start: int, stop: int) -> Iterator[Replayed]:
-        """(txn id, position, the table's rows) of the transactions in offsets [start, stop), and the
-        parts of the table's large values, each before the chunk whose row uses it."""
-        if start >= stop:
-            return
-        topic = self._redo.topic
-        for rec in self._redo.read_range(start, stop):
-            dec = envelope.decode(rec.value, rec.headers, topic=topic, partition=0, offset=rec.offset,
-                                  expect=REDO_SCHEMA)
-            body = from_record(dec.record).body
-            if isinstance(body, EpochMarker):
-                self.max_epoch = max(self.max_epoch, body.new_epoch)
-                continue
-            if not isinstance(body, TxnChunk) or dec.epoch < self.max_epoch or body.commit.key <= self.done_key:
-                continue
-            if body.part is not None:
-                if body.part.table == self.table:
-                    yield body.part
-                continue
-            rows = [c for c in body.changes if c.table == self.table]
-            if rows:
-                self.rows += len(rows)
-                yield body.txn_id, body.commit.text, rows
-            if body.last:
-                self.done_key = body.commit.key
-
-
-class _Batch:
-    """One table's replayed rows of many transactions, applied in few calls (commit order kept), so the
-    applier's set-based path takes them, as the loop does with a batch of small transactions."""
-
-    MAX_ROWS = 50_000
-
-    def __init__(self, applier: Applier, metas: Mapping[str, TableMeta]) -> None:
-        self._applier, self._metas = applier, metas
-        self._rows: list[RowChange] = []
-        self._first: tuple[str, str] | None = None
-        self._last: tuple[str, str] = ("", "")
-        self.applied = 0
-
-    def add_item(self, item: Replayed) -> None:
-        """A replayed transaction's rows, or a part of a large value (stored at once: rows of other
-        transactions must not see it, so what is pending goes first)."""
-        if isinstance(item, ValuePart):
-            self.flush()
-            self._applier.store_part(item)
-        else:
-            self.add(*item)
-
-    def add(self, txn_id: str, position: str, rows: list[RowChange]) -> None:
-        self._first = self._first or (txn_id, position)
-        self._last = (txn_id, position)
-        self._rows.extend(rows)
-        if len(self._rows) >= self.MAX_ROWS:
-            self.flush()
-
-    def flush(self) -> int:
-        """Apply what is collected; returns the rows applied so far."""
-        if self._rows and self._first is not None:
-            (t0, p0), (t1, p1) = self._first, self._last
-            txns, where = (t0, p0) if t0 == t1 else (f"{t0}..{t1}", f"{p0}..{p1}")
-            self._applier.apply_rows(self._metas, self._rows, txns, where)
-            self.applied += len(self._rows)
-        self._rows, self._first = [], None
-        return self.applied
 
 
 def _shape(meta: TableMeta) -> list[tuple[str, str, bool, int]]:
@@ -610,14 +523,14 @@ class TableResyncs(ApplyHook):
         start = job.resume_offset if first is None else max(job.resume_offset, first)
         replayed = replay.rows
         if pending.position_key > floor.key and job.stash_ok:
-            batch = _Batch(applier, metas)
+            batch = Batch(applier, metas)
             for offset in sorted(o for o in job.stash if start <= o < pending.next_offset):
                 txn_id, at, rows = job.stash[offset]
                 if at.key > floor.key:
                     batch.add(txn_id, at.text, rows)
             replayed += batch.flush()
         elif pending.position_key > floor.key:
-            batch = _Batch(applier, metas)
+            batch = Batch(applier, metas)
             for item in replay.between(start, pending.next_offset):
                 batch.add_item(item)
             batch.flush()

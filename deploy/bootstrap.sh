@@ -19,7 +19,7 @@ PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.ark-pyproject.sha256"
 # chromium (headless) renders 'ark report --html' to a PNG in a test (tests/integration/test_report_live.py).
 APT_PACKAGES=(postgresql postgresql-contrib mariadb-server mariadb-client openjdk-17-jre-headless maven rsync iproute2
-              python3-venv acl attr chromium fonts-liberation)
+              iputils-arping python3-venv acl attr chromium fonts-liberation)
 
 step() { printf '[bootstrap] %s\n' "$*"; }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ark's demo, on a fresh machine: installs what is missing (deploy/bootstrap.sh), then starts a real
-# Kafka broker and three PostgreSQL instances, syncs two standbys online from a busy primary (one of
-# them delayed), replicates a live bank workload, shows status with lag, and compares row by row.
+# Kafka broker, three PostgreSQL instances and a MariaDB one, syncs three standbys online from a busy primary
+# (one delayed, one MariaDB), replicates a live bank workload, shows status with lag, compares row by row.
 #
 #   deploy/demo.sh                 # about 2 minutes; options pass to 'ark demo' (--seconds, --keep, --dir)
 set -euo pipefail

@@ -119,7 +119,8 @@ class MariaDBInstance:
             ident = "IDENTIFIED BY '" + password.replace("\\", "\\\\").replace("'", "\\'") + "'" if password else ""
             self.sql(f"CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' {ident}; "
                      "GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; "
-                     + (f"ALTER USER 'root'@'localhost' {ident};" if password else ""))
+                     + (f"ALTER USER 'root'@'127.0.0.1' {ident}; ALTER USER 'root'@'localhost' {ident};"
+                        if password else ""))
         finally:
             self.stop()
         self.password = password
@@ -170,9 +171,13 @@ class MariaDBInstance:
             time.sleep(0.1)
         raise RuntimeError(f"MariaDB on port {self.port} did not start within {timeout:g} s:\n{tail(self.log_file)}")
 
+    def _client_env(self) -> dict[str, str]:
+        """The client's environment: root's password, when set, goes there, never on the command line."""
+        return {**os.environ, **({"MYSQL_PWD": self.password} if self.password else {})}
+
     def _ping(self) -> bool:
         res = subprocess.run([_CLIENT, "--no-defaults", f"--socket={self.socket}", "-uroot", "-e", "SELECT 1"],
-                             capture_output=True, text=True, check=False, timeout=10)
+                             capture_output=True, text=True, check=False, timeout=10, env=self._client_env())
         return res.returncode == 0
 
     def stop(self, mode: str = "fast", timeout: float = 60) -> None:
@@ -241,10 +246,7 @@ class MariaDBInstance:
                "-N", "-B", "-e", statements]
         if dbname:
             cmd.append(dbname)
-        env = {**os.environ}
-        if self.password:
-            env["MYSQL_PWD"] = self.password  # never on the command line
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300, env=env)
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300, env=self._client_env())
         if res.returncode != 0:
             raise RuntimeError(f"mariadb on port {self.port} failed: {res.stderr.strip()}")
         return res.stdout.strip()

@@ -52,10 +52,17 @@ def controller(obj: CliContext, ttl: float, anti_flapping: float, name: str | No
     check_reachable(cfg.kafka)
 
     def failover(target: str) -> object:
-        return run_failover(cfg, target, force=False, dry_run=False, timeout_s=timeout)
+        return run_failover(cfg, target, force=False, dry_run=False, timeout_s=timeout, say=_log_step)
 
     body = Controller(cfg, failover, settings=Settings(ttl_s=ttl, anti_flapping_s=anti_flapping), name=name)
     _run_until_signal(agent_on_kafka(cfg, body, metrics_port=metrics_port, metrics_host=metrics_host))
+
+
+def _log_step(line: str) -> None:
+    """A failover step, in the controller's log (with its time, unlike the terminal's lines)."""
+    import logging
+
+    logging.getLogger("ops.automation").info("failover: %s", line)
 
 
 @click.command()

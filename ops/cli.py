@@ -13,9 +13,7 @@ import click
 from common.errors import ArkError
 from common.exit_codes import ExitCode
 from common.logs import setup_logging
-from ops.context import CliContext, console, metrics_options, report_error
-
-pass_ctx = click.make_pass_decorator(CliContext)
+from ops.context import CliContext, console, metrics_options, pass_ctx, report_error
 
 
 class ArkGroup(click.Group):
@@ -284,11 +282,13 @@ def console_cmd(obj: CliContext, refresh: float) -> None:
     """The operations console (a terminal UI; works over SSH in 80x24 and grows with the terminal).
 
     \b
-    Tabs: 1 Group (topology, standbys with lag/rate sparklines, the capture), 2 Agents (heartbeats,
-    health, host and database facts, processes, server-log alerts), 3 Events (quarantines,
-    retransmissions, resyncs, gaps, intents, alerts).
+    Tabs: 1 Group (topology with roles and epochs, standbys with lag/rate sparklines, the capture),
+    2 Agents (heartbeats, health, host and database facts, processes, server-log alerts), 3 Events
+    (quarantines, retransmissions, resyncs, gaps, handovers, intents, alerts).
     Actions on the selected standby, each confirmed first and written as a signed intent, like the
-    CLI's: d delay, p pause, r resume, t resync a table, v verify. q quits.
+    CLI's: d delay, p pause, r resume, t resync a table, v verify, s switch over to it (the decision
+    first, then confirmation). Failover is not offered here: decide with 'ark failover TARGET
+    --dry-run', then run 'ark failover TARGET'. ? help, q quits.
     It reads only Kafka (heartbeat and control topics) and, when reachable, the databases; with a
     database or the broker down it keeps running and says what it cannot see. Its own log goes to
     ~/.local/state/ark/console-GROUP.log ($XDG_STATE_HOME/ark/...).
@@ -462,177 +462,32 @@ def resync(obj: CliContext, standby: str, table: str | None, no_wait: bool, time
 
 
 @cli.command()
-@click.argument("target")
-@click.option("--grace", type=float, default=5.0, show_default=True, metavar="SECONDS",
-              help="How long transactions in flight on the old primary may take to finish before their sessions "
-                   "are ended.")
-@click.option("--timeout", type=float, default=120.0, show_default=True, metavar="SECONDS",
-              help="Longest wait for each step (the capture to drain, TARGET to apply up to the marker).")
-@pass_ctx
-def switchover(obj: CliContext, target: str, grace: float, timeout: float) -> None:
-    """Hand the service to TARGET, with nothing lost (the primary is up; the agents are running).
-
-    \b
-    The primary becomes read-only (transactions in flight get --grace, then their sessions end), the
-    capture drains it and closes the epoch with a marker, TARGET applies up to it, sequences are set,
-    TARGET is promoted (epoch E+1; the capture follows it) and the old primary becomes its standby,
-    applying from the marker: no resync. The other standbys, delayed ones too, follow by themselves.
-    Exit 41: refused, nothing changed; 42: stopped part-way (the message says how to complete it)."""
-    from ops.handover import run_switchover
-
-    if grace < 0:
-        raise ArkError("--grace cannot be negative", fix="give 0 to end writing sessions at once")
-    run_switchover(obj.config(), target, grace_s=grace, timeout_s=timeout)
-
-
-@cli.command()
-@click.argument("target")
-@click.option("--dry-run", is_flag=True, help="Say, per standby, what a failover to it would mean; change nothing.")
-@click.option("--force", is_flag=True, help="Promote TARGET even when another standby is more advanced.")
-@click.option("--timeout", type=float, default=300.0, show_default=True, metavar="SECONDS",
-              help="Longest wait for TARGET to apply everything the redo topic holds.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable --dry-run.")
-@click.option("--until", "until", default=None, metavar="TIME",
-              help="Point in time (ISO-8601 UTC, or @unix-seconds): TARGET, a delayed standby, applies only what was "
-                   "committed before TIME, then is promoted (the way back from a DROP TABLE or a bad DELETE).")
-@pass_ctx
-def failover(obj: CliContext, target: str, dry_run: bool, force: bool, timeout: float, as_json: bool,
-             until: str | None) -> None:
-    """Promote TARGET after the primary is gone: every transaction that reached Kafka survives.
-
-    \b
-    The epoch is closed by a marker written with the group's transactional.id (any capture still
-    publishing for it is fenced by Kafka and rejected by every applier); the old primary is made
-    read-only if it answers; TARGET applies everything the redo topic holds, is promoted (epoch
-    E+1), and the old primary stays demoted until 'ark reinstate'. Refused (exit 41) when another
-    standby is more advanced, naming it, unless --force.
-    \b
-    With --until TIME the rest of the epoch after TIME is cut out of the group's history: standbys
-    that applied some of it stop and ask for 'ark resync'."""
-    from ops.handover import run_failover
-    from ops.recovery import parse_time
-
-    run_failover(obj.config(), target, force=force, dry_run=dry_run, timeout_s=timeout, as_json=as_json,
-                 until_us=parse_time(until) if until else 0)
-
-
-@cli.command()
-@click.argument("standby")
-@click.option("--offset", type=int, required=True, metavar="N", help="The redo offset where the transaction starts.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@pass_ctx
-def skip(obj: CliContext, standby: str, offset: int, yes: bool) -> None:
-    """Never apply the transaction at redo offset N on STANDBY (a delayed standby that has not reached it).
-
-    \b
-    Shows what the transaction changes (tables, operations, keys) and asks first; the decision is
-    recorded on the control topic, and the applier leaves every row of it out when it gets there."""
-    from ops.recovery import run_skip
-
-    run_skip(obj.config(), standby, offset, yes=yes)
-
-
-@cli.command()
-@click.argument("old")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="Where the readable divergence report goes (default divergence-GROUP-OLD-epochE.txt here).")
-@click.option("--timeout", type=float, default=600.0, show_default=True, metavar="SECONDS",
-              help="Longest wait for OLD's applier to rejoin (resyncs included).")
-@pass_ctx
-def reinstate(obj: CliContext, old: str, report_path: Path | None, timeout: float) -> None:
-    """Bring a failed-over primary OLD back as a standby, with nothing thrown away unrecorded.
-
-    \b
-    OLD is made read-only; what it committed that never reached Kafka is decoded from its own log and
-    recorded in the divergence ledger (topic ark.GROUP.divergence and a readable report: commit time,
-    tables, keys, the row it wrote and the row the group holds now). Its slot and publication go, the
-    tables those transactions touched are resynced from the primary, and OLD applies from the failover's
-    marker as a standby ('ark apply OLD' must be running)."""
-    from ops.handover import run_reinstate
-
-    run_reinstate(obj.config(), old, report_path=report_path, timeout_s=timeout)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@pass_ctx
-def topology(obj: CliContext, as_json: bool) -> None:
-    """Draw the group: the primary and its epoch, who applies from the redo topic, delays, offsets."""
-    from ops.handover import show_topology
-
-    show_topology(obj.config(), as_json=as_json)
-
-
-@cli.group()
-def broker() -> None:
-    """The local single-node Kafka broker (KRaft, from Maven Central jars) for demos and tests."""
-
-
-def _broker(home: Path | None, port: int) -> Any:
-    from deploy.kafka import KafkaBroker
-
-    base = home or Path.home() / ".ark" / "broker"
-    return KafkaBroker(base, port, port + 1)
-
-
-_home = click.option("--home", type=click.Path(path_type=Path), default=None, help="Broker dir (~/.ark/broker).")
-_port = click.option("--port", type=int, default=9092, show_default=True, help="Client port (controller: +1).")
-
-
-@broker.command("start")
-@_home
-@_port
-def broker_start(home: Path | None, port: int) -> None:
-    """Fetch the jars once, then start the broker (no-op when running)."""
-    b = _broker(home, port)
-    with console.status("starting Kafka (first run fetches jars from Maven Central)..."):
-        b.start()
-    console.print(f"Kafka running at {b.bootstrap} (home {b.home})")
-
-
-@broker.command("stop")
-@_home
-@_port
-def broker_stop(home: Path | None, port: int) -> None:
-    """Stop the broker (SIGTERM, then SIGKILL)."""
-    _broker(home, port).stop()
-    console.print("Kafka stopped")
-
-
-@broker.command("status")
-@_home
-@_port
-def broker_status(home: Path | None, port: int) -> None:
-    """Say whether the broker runs."""
-    st = _broker(home, port).status()
-    console.print(("running" if st["running"] else "stopped") + f" at {st['bootstrap']} (home {st['home']})")
-    if not st["running"]:
-        sys.exit(1)
-
-
-@cli.command()
 @click.option("--seconds", type=float, default=30.0, show_default=True, help="How long the live workload runs.")
 @click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None, help="Demo dir (./.ark/demo).")
 @click.option("--keep", is_flag=True, help="Leave the broker and databases running afterwards.")
-def demo(seconds: float, workdir: Path | None, keep: bool) -> None:
-    """Start Kafka and three PostgreSQL instances, replicate a live bank workload, show status and lag."""
+@click.option("--no-mariadb", is_flag=True, help="PostgreSQL only: no MariaDB standby (cross-engine) in the demo.")
+def demo(seconds: float, workdir: Path | None, keep: bool, no_mariadb: bool) -> None:
+    """Start Kafka, three PostgreSQL instances and a MariaDB one, replicate a live bank workload to a real-time,
+    a delayed and a cross-engine standby, show status and lag, and compare row by row."""
     from ops.demo import run_demo
 
-    run_demo(seconds=seconds, workdir=workdir or Path(".ark/demo"), keep=keep)
+    run_demo(seconds=seconds, workdir=workdir or Path(".ark/demo"), keep=keep, mariadb=not no_mariadb)
 
 
-def _register_optional() -> None:
+def _register() -> None:
     from ops.automation_cmd import controller, maintenance
+    from ops.broker_cmd import broker
+    from ops.handover_cmd import failover, reinstate, skip, switchover, topology
 
-    cli.add_command(controller)
-    cli.add_command(maintenance)
+    for command in (switchover, failover, skip, reinstate, topology, broker, controller, maintenance):
+        cli.add_command(command)
     with contextlib.suppress(ImportError):
         from ops.files_cmd import files
 
         cli.add_command(files)
 
 
-_register_optional()
+_register()
 
 
 def main() -> None:

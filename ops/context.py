@@ -51,6 +51,11 @@ class CliContext:
         return self._config
 
 
+
+#: Hands a command its :class:`CliContext` (``@pass_ctx``).
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
 def report_error(exc: ArkError) -> int:
     """Print a user error as 'error: ...' and 'fix: ...' (no traceback) and return its exit code."""
     err_console.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, soft_wrap=True)

@@ -13,7 +13,7 @@ from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord
 from common.kafka import end_offset, topic_exists
 from common.roles import Roles, roles_of
-from failover.handover import Handover, Reinstate, Report, topology_lines
+from failover.handover import Handover, Reinstate, Report, Say, topology_lines
 from failover.plan import dry_run_rows
 from failover.view import HeartbeatView
 from ops.context import console
@@ -24,28 +24,30 @@ def _say(line: str) -> None:
     console.print(escape(line), soft_wrap=True)
 
 
-def _summary(report: Report) -> None:
-    console.print(f"{report.action} done in {report.seconds:.2f} s: {report.primary} is the primary of epoch "
-                  f"{report.epoch} (end-of-epoch marker at redo offset {report.marker_offset})")
+def _summary(report: Report, say: Say = _say) -> None:
+    say(f"{report.action} done in {report.seconds:.2f} s: {report.primary} is the primary of epoch "
+        f"{report.epoch} (end-of-epoch marker at redo offset {report.marker_offset})")
     for note in report.notes:
-        console.print(f"note: {escape(note)}", soft_wrap=True)
+        say(f"note: {note}")
 
 
-def run_switchover(cfg: ArkConfig, target: str, *, grace_s: float, timeout_s: float) -> Report:
-    """Hand the service to ``target`` (failover/handover.py has the steps)."""
-    handover = Handover(cfg, _say, timeout_s=timeout_s)
+def run_switchover(cfg: ArkConfig, target: str, *, grace_s: float, timeout_s: float, say: Say = _say) -> Report:
+    """Hand the service to ``target`` (failover/handover.py has the steps); each step line goes to ``say``
+    (the terminal; the console passes its own, since a full-screen UI has no stdout to print on)."""
+    handover = Handover(cfg, say, timeout_s=timeout_s)
     try:
         report = handover.switchover(target, grace_s=grace_s)
     finally:
         handover.close()
-    _summary(report)
+    _summary(report, say)
     return report
 
 
 def run_failover(cfg: ArkConfig, target: str, *, force: bool, dry_run: bool, timeout_s: float,
-                 as_json: bool = False, until_us: int = 0) -> Report | None:
-    """Promote ``target`` after the primary is gone, or (``dry_run``) say what that would mean per standby."""
-    handover = Handover(cfg, _say, timeout_s=timeout_s)
+                 as_json: bool = False, until_us: int = 0, say: Say = _say) -> Report | None:
+    """Promote ``target`` after the primary is gone, or (``dry_run``) say what that would mean per standby; each
+    step line goes to ``say`` (the terminal; ``ark controller`` logs them)."""
+    handover = Handover(cfg, say, timeout_s=timeout_s)
     try:
         if dry_run:
             _dry_run(cfg, handover, target, force=force, as_json=as_json)
@@ -53,7 +55,7 @@ def run_failover(cfg: ArkConfig, target: str, *, force: bool, dry_run: bool, tim
         report = handover.failover(target, force=force, until_us=until_us)
     finally:
         handover.close()
-    _summary(report)
+    _summary(report, say)
     return report
 
 

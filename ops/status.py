@@ -68,14 +68,18 @@ def _roles(cfg: ArkConfig) -> tuple[Any, dict[str, Any]]:
     return roles_of(cfg, records), automation_doc(records)
 
 
-def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any]], int] | None = None
-           ) -> dict[str, Any]:
+def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any]], int] | None = None,
+           roles: Any = None) -> dict[str, Any]:
     """The status document (what ``--json`` prints; the console's model). ``heartbeats``: the newest
-    heartbeats and the refusal count when the caller already follows the topic (the console)."""
+    heartbeats and the refusal count when the caller already follows the topic (the console); ``roles``:
+    the group's roles when the caller already follows the control topic (the console), else replayed here."""
     from common.roles import as_standby, config_under, nodes
 
     now = time.time()
-    roles, automation = _roles(cfg)
+    if roles is None:
+        roles, automation = _roles(cfg)
+    else:
+        automation = {}  # the caller follows the control topic itself (the console shows decisions as events)
     beats, beats_refused = heartbeats if heartbeats is not None else latest_heartbeats(cfg)
     redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)

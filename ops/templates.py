@@ -67,6 +67,17 @@ standbys:
     user: postgres
     password: {env: ARK_STANDBY_PASSWORD}
     delay_seconds: 3600          # one hour behind: undo a user's mistake ('ark delay node3-delayed 0' to catch up)
+
+# The address clients use, held by whichever node is the primary (moved by the node agents, 'ark agent NODE').
+# Either an IP address on an interface (ip addr add/del, announced by gratuitous ARP; the agent runs as root):
+# service_address:
+#   address: 10.0.0.100/24       # with the segment's prefix length
+#   interface: eth0              # on every node; per node: interfaces: {node3: ens4}
+# or commands that move it (a load balancer, a cloud floating IP); they get ARK_NODE and ARK_GROUP:
+# service_address:
+#   claim_command: /usr/local/bin/lb-point-to "$ARK_NODE"
+#   release_command: /usr/local/bin/lb-unpoint "$ARK_NODE"
+#   check_command: /usr/local/bin/lb-points-to "$ARK_NODE"   # optional: exit 0 when this node holds it
 """
 
 

@@ -39,8 +39,11 @@ def _load(path: Path) -> SchemaVersion:
     if not match:
         raise UnknownSchema(f"schema file {path.name} does not follow <name>.v<N>.avsc")
     raw = json.loads(path.read_text())
-    parsed = parse_schema(raw, _write_hint=False)
-    canonical = to_parsing_canonical_form(parsed)
+    canonical = to_parsing_canonical_form(parse_schema(raw, _write_hint=False))
+    # Parsed *with* fastavro's hint (``__fastavro_parsed``, ``__named_schemas``): without it every
+    # schemaless_reader/writer call parsed the whole schema again, ~30 us per entry whatever its size,
+    # which was most of the apply loop's decode time on small transactions (bench/pg_drain.py).
+    parsed = parse_schema(raw)
     return SchemaVersion(
         name=match["name"],
         version=int(match["version"]),

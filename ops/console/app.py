@@ -2,9 +2,10 @@
 
 Three tabs: **Group** (topology, one row per standby with lag and rate sparklines, the capture),
 **Agents** (every agent's heartbeat, health, host and database facts, processes, server-log alerts),
-**Events** (quarantines, retransmissions, resyncs, gaps, operators' intents, agents' state changes,
-alerts). Actions apply to the standby selected on the Group tab; each asks for confirmation and is
-then written as a signed intent (ops/console/source.py: the CLI's own functions).
+**Events** (quarantines, retransmissions, resyncs, gaps, operators' intents, handovers and epochs, agents'
+state changes, alerts). Actions apply to the standby selected on the Group tab; each asks for confirmation
+and is then written as a signed intent (ops/console/source.py: the CLI's own functions). The switchover
+first shows its decision (ops/console/switchover.py); failover is deliberately not offered (see HELP).
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from common.errors import ArkError
-from ops.console.dialogs import DIALOG_CSS, AskScreen, ConfirmScreen
-from ops.console.model import AgentRow, ConsoleView, Event, StandbyRow, sparkline
+from ops.console.dialogs import DIALOG_CSS, AskScreen, ConfirmScreen, HelpScreen
+from ops.console.model import AgentRow, ConsoleView, Event, StandbyRow, sparkline, topology_lines
+from ops.console.switchover import SwitchoverAction
 from schemas.topics import control_topic
 
 _SEVERITY_STYLE = {"error": "bold red", "warn": "yellow", "info": ""}
 _OK_STATES = ("running", "delayed", "paused", "held for verify", "retransmitting")
-SWITCHOVER_LATER = ("switchover is not yet available: failover and switchover land in their own issue; "
-                    "roles and epochs shown here come from the heartbeats")
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -63,6 +63,8 @@ class ArkConsole(App[None]):
     #banner { height: auto; max-height: 4; color: $warning; padding: 0 1; display: none; }
     #banner.shown { display: block; }
     #topology { height: auto; padding: 0 1; }
+    #handover { height: auto; padding: 0 1; border-left: thick $warning; display: none; }
+    #handover.shown { display: block; }
     #standbys { height: auto; max-height: 14; }
     #capture { height: auto; padding: 0 1; }
     #standby-detail { height: auto; padding: 0 1; color: $text-muted; }
@@ -79,8 +81,9 @@ class ArkConsole(App[None]):
         Binding("r", "resume", "Resume"),
         Binding("t", "resync", "Resync"),
         Binding("v", "verify", "Verify"),
-        Binding("s", "switchover", "Switchover(n/a)"),
+        Binding("s", "switchover", "Switchover"),
         Binding("f5", "refresh", "Refresh", show=False),
+        Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -95,6 +98,7 @@ class ArkConsole(App[None]):
         self.last_action = ""
         self._loading = False
         self._cursors: dict[str, int] = {}
+        self.switchover = SwitchoverAction(self)
 
     # -- layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -103,6 +107,7 @@ class ArkConsole(App[None]):
         with TabbedContent(initial="group"):
             with TabPane("Group [1]", id="group"), VerticalScroll():
                 yield Static(id="topology")
+                yield Static(id="handover")
                 yield DataTable(id="standbys", cursor_type="row", zebra_stripes=True)
                 yield Static(id="standby-detail")
                 yield Static(id="capture")
@@ -111,7 +116,8 @@ class ArkConsole(App[None]):
                 yield Static(id="agent-detail")
             with TabPane("Events [3]", id="events"):
                 yield DataTable(id="events-table", cursor_type="row")
-        yield Footer()
+        # compact, and no palette key (ctrl+p still opens it): every action and the help fit in 80 columns
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "loading..."
@@ -171,12 +177,7 @@ class ArkConsole(App[None]):
 
     def _show_group(self, view: ConsoleView) -> None:
         cap = view.capture
-        roles = [f"[b]{escape(cap.get('node', '?'))}[/b] primary (epoch {cap.get('epoch', 0)}, capture "
-                 f"{escape(cap.get('state', '?'))})"]
-        for sb in view.standbys:
-            delay = f"delay {sb.delay_s:g} s" if sb.delay_s else "real time"
-            roles.append(f"{escape(sb.name)} standby ({delay})")
-        topo = " → ".join(roles[:1]) + (" → " + " · ".join(roles[1:]) if roles[1:] else "")
+        topo = "\n".join(escape(line) for line in topology_lines(view))
         for fs in view.file_sets:
             members = ", ".join(f"{escape(n)} {escape(r)} {escape(st)}" for n, r, st in fs["agents"])
             members = members or "no agent running"
@@ -331,6 +332,10 @@ class ArkConsole(App[None]):
         row = self.query_one("#standbys", DataTable).cursor_row
         return self.view.standbys[min(max(row, 0), len(self.view.standbys) - 1)]
 
+    def selected_standby(self) -> str | None:
+        """The standby selected on the Group tab (None, said, when there is none)."""
+        return self._selected()
+
     def _selected(self) -> str | None:
         sb = self._selected_row()
         if sb is None:
@@ -365,12 +370,17 @@ class ArkConsole(App[None]):
         return lambda: (f"{what}: intent written (request {write()[:8]})", True)
 
     def _after(self, sentence: str, severity: str) -> None:
+        self.say_outcome(sentence, severity)
+
+    def say_outcome(self, sentence: str, severity: str, *, refresh: bool = True) -> None:
+        """An action's outcome: the last action, a notification, a line of the feed; then refresh."""
         self.last_action = sentence
         self.own_events.append(Event(time.time(), "error" if severity == "error" else "info", "console", sentence))
         self.notify(sentence, severity="error" if severity == "error" else "information", timeout=15)
         if self.view is not None:
             self._show_events(self.view)
-        self.action_refresh()
+        if refresh:
+            self.action_refresh()
 
     def _topic(self) -> str:
         return control_topic(self.view.group) if self.view else "the control topic"
@@ -461,8 +471,14 @@ class ArkConsole(App[None]):
         return sentence, code == 0
 
     def action_switchover(self) -> None:
-        self.last_action = SWITCHOVER_LATER
-        self.notify(SWITCHOVER_LATER, severity="warning")
+        self.switchover.start()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        if not self.switchover.blocks_quit():
+            self.exit()
 
     def on_unmount(self) -> None:
         self.source.close()

@@ -1,5 +1,5 @@
-"""The console's modal dialogs: a question with a value (delay, table), and the confirmation every
-action goes through before its intent is written."""
+"""The console's modal dialogs: a question with a value (delay, table), the confirmation every
+action goes through before its intent is written, and the help."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from collections.abc import Callable
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 DIALOG_CSS = """
-ConfirmScreen, AskScreen { align: center middle; }
+ConfirmScreen, AskScreen, HelpScreen { align: center middle; }
 #dialog { width: 76; max-width: 100%; height: auto; border: thick $warning; background: $surface; padding: 0 1; }
 #dialog.ask { border: thick $accent; }
+#dialog.help { width: 106; max-height: 100%; }
 #question { text-style: bold; margin-bottom: 1; }
 #detail { color: $text-muted; margin-bottom: 1; }
 #error { color: $error; height: auto; }
@@ -30,16 +31,16 @@ class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n", "answer(False)", "No"),
                 Binding("escape", "answer(False)", "No", show=False)]
 
-    def __init__(self, question: str, detail: str) -> None:
+    def __init__(self, question: str, detail: str, yes: str = "Yes, write it [y]") -> None:
         super().__init__()
-        self.question, self.detail = question, detail
+        self.question, self.detail, self.yes = question, detail, yes
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(escape(self.question), id="question")
             yield Static(escape(self.detail), id="detail")
             with Horizontal(id="buttons"):
-                yield Button(escape("Yes, write it [y]"), id="yes", variant="warning")
+                yield Button(escape(self.yes), id="yes", variant="warning")
                 yield Button(escape("No [n]"), id="no")
 
     def on_mount(self) -> None:
@@ -79,4 +80,39 @@ class AskScreen(ModalScreen[str | None]):
         self.dismiss(event.value.strip())
 
     def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+HELP = """Keys
+  1 2 3        the Group, Agents and Events tabs; arrows move in the shown table
+  d            change the apply delay of the selected standby
+  p / r        pause / resume apply on the selected standby
+  t            resync one table of the selected standby
+  v            verify the selected standby against the primary
+  s            switch over to the selected standby: the console first says whether it may go (and
+               if not, why and what to do); only then does it ask, and runs 'ark switchover' with
+               its default grace (5 s) and timeout (120 s), showing each step on the Group tab
+  f5           refresh now (the console refreshes by itself)
+  ?            this help;  q  quit (while a switchover runs: press q twice; it goes on to its end)
+
+Every action asks for confirmation first, and is written as a signed intent on the group's control
+topic (or runs the CLI's own code: verify, switchover), never behind the controller's back.
+
+Failover is deliberately not offered here: promoting a standby when the primary is gone is a decision
+to take after 'ark failover TARGET --dry-run' (which standby is most advanced, how long it would take,
+what the old primary keeps), then 'ark failover TARGET' from a shell. A demoted former primary comes
+back with 'ark reinstate NODE'."""
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys, the actions, and why failover is not one of them."""
+
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("question_mark", "close", "Close", show=False),
+                Binding("enter", "close", "Close", show=False)]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog", classes="ask help"):
+            yield Static(escape(HELP), id="help")
+
+    def action_close(self) -> None:
         self.dismiss(None)

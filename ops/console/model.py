@@ -8,6 +8,7 @@ its sparklines, the capture, every agent's health and host facts, and the event 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -15,9 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.control import ControlRecord
+from common.roles import Roles
+from failover.plan import Decision, NodeView, decide_switchover
+from failover.view import FRESH_S
 from ops.lag import STALE_AFTER_S
 from schemas.control import (
+    ApplyUntil,
     ControllerDecision,
+    EndEpoch,
+    EpochBegun,
+    EpochCut,
+    EpochEnded,
+    HandoverStep,
+    NodeFenced,
     NodeIdentity,
     Pause,
     Resume,
@@ -28,6 +39,7 @@ from schemas.control import (
     SetDelay,
     SetMaintenance,
     SourceGap,
+    StandbyFrom,
     TableResynced,
     TableResyncProgress,
     TableResyncRefused,
@@ -175,6 +187,39 @@ def event_of(rec: ControlRecord) -> Event | None:
                      f"{who}: maintenance {body.mode}" + (f" ({body.reason})" if body.reason else ""))
     if isinstance(body, NodeIdentity):
         return Event(at, "info", "identity", f"{target} recorded as {body.role} ({body.label})")
+    return _handover_event(rec, at)
+
+
+def _handover_event(rec: ControlRecord, at: float) -> Event | None:
+    """The feed line of a switchover's, failover's or reinstatement's record (common/roles.py replays them)."""
+    body, who, target = rec.body, rec.issued_by, rec.target
+    if isinstance(body, HandoverStep):
+        sev = "error" if body.phase == "failed" else "info"
+        return Event(at, sev, body.action, f"epoch {body.epoch}: {body.phase}: {body.detail}")
+    if isinstance(body, EpochBegun):
+        return Event(at, "warn", "epoch", f"epoch {body.epoch} begins: {body.primary} is primary (after a "
+                     f"{body.reason} from {body.previous}; end-of-epoch marker at redo offset {body.marker_offset})")
+    if isinstance(body, EndEpoch):
+        if not body.next_primary:
+            return Event(at, "warn", "epoch", f"{who}: end of epoch {body.epoch} withdrawn")
+        return Event(at, "info", "epoch", f"{who}: capture asked to end epoch {body.epoch} at {body.upto} for "
+                     f"{body.next_primary}")
+    if isinstance(body, EpochEnded):
+        return Event(at, "info", "epoch", f"epoch {body.epoch} ended at {body.position or '-'}: marker at redo "
+                     f"offset {body.marker_offset}, next primary {body.next_primary}")
+    if isinstance(body, NodeFenced):
+        return Event(at, "warn", "fenced", f"{target} fenced in epoch {body.epoch}: {body.how}, "
+                     f"{body.sessions_ended} sessions ended")
+    if isinstance(body, StandbyFrom):
+        resync = f", resyncing {', '.join(body.resync)}" if body.resync else ""
+        return Event(at, "info", "role", f"{target} applies as a standby of epoch {body.epoch} from redo offset "
+                     f"{body.offset} ({body.reason}{resync})")
+    if isinstance(body, EpochCut):
+        return Event(at, "warn", "epoch", f"epoch {body.epoch} cut at redo offset {body.from_offset}: entries "
+                     "committed from then on are not the group's history")
+    if isinstance(body, ApplyUntil):
+        return Event(at, "info", "intent", f"{who}: {target} applies up to a point in time" if body.until_us else
+                     f"{who}: {target} applies without a point in time again")
     return None
 
 
@@ -234,6 +279,8 @@ class StandbyRow:
     applied_commit_time: str = ""
     lag_series: list[float | None] = field(default_factory=list)
     rate_series: list[float | None] = field(default_factory=list)
+    #: standby, or demoted (a former primary no applier may write to until 'ark reinstate').
+    role: str = "standby"
 
 
 @dataclass
@@ -269,6 +316,12 @@ class ConsoleView:
     warnings: list[str] = field(default_factory=list)
     #: What the console cannot see right now, and why.
     blind: list[str] = field(default_factory=list)
+    #: The group's roles and epochs as the control topic says (a copy: the source keeps updating its own).
+    roles: Roles | None = None
+    #: Every node as a switchover decides on it (roles and the appliers' fresh heartbeats), and the capture's
+    #: state by its fresh heartbeat ("not running" when none).
+    nodes: dict[str, NodeView] = field(default_factory=dict)
+    capture_beat_state: str = "not running"
 
 
 def describe_state(state: str, message: str) -> str:
@@ -293,12 +346,82 @@ def agent_rows(beats: dict[tuple[str, str], dict[str, Any]], now: float) -> list
     return rows
 
 
+def node_views(roles: Roles, engines: dict[str, str], beats: dict[tuple[str, str], dict[str, Any]],
+               now: float) -> dict[str, NodeView]:
+    """Every node (``engines``: name -> engine) as failover/plan.py decides on it: its role, and its applier as a
+    heartbeat sent within :data:`failover.view.FRESH_S` says (as ``ark switchover`` sees it)."""
+    out = {}
+    for name, eng in engines.items():
+        beat = beats.get(("apply", name))
+        if beat is not None and now - beat["sent_at_us"] / 1e6 >= FRESH_S:
+            beat = None
+        out[name] = NodeView(name=name, role=roles.role_of(name), engine=eng,
+                             applier_state=beat["state"] if beat else "not running",
+                             applied_offset=int(beat.get("applied_offset", -1)) if beat else -1,
+                             epoch=int(beat.get("epoch", 0)) if beat else 0,
+                             delay_seconds=float(beat.get("delay_seconds", 0.0)) if beat else 0.0)
+    return out
+
+
+def capture_beat_state(beats: dict[tuple[str, str], dict[str, Any]], now: float) -> str:
+    """The capture's state by its freshest heartbeat, with its message ("not running" when none is fresh)."""
+    fresh = [b for (agent, _n), b in beats.items() if agent == "capture" and now - b["sent_at_us"] / 1e6 < FRESH_S]
+    if not fresh:
+        return "not running"
+    beat = max(fresh, key=lambda b: b["sent_at_us"])
+    return beat["state"] + (f" ({beat['message']})" if beat.get("message") else "")
+
+
+def switchover_decision(view: ConsoleView, target: str) -> Decision:
+    """``failover/plan.decide_switchover`` on what the console knows (``ark switchover`` decides again)."""
+    if view.roles is None or not view.kafka_ok:
+        return Decision(False, "the console cannot read the control topic now, so it does not know the group's roles",
+                        fix="wait until the banner no longer says Kafka is unreachable, or run 'ark switchover "
+                        f"{target}'")
+    state = view.capture_beat_state
+    return decide_switchover(view.roles, target, view.nodes, capture_running=state == "running",
+                             capture_state=state)
+
+
+def _when(us: int) -> str:
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(us / 1e6))
+
+
+def topology_lines(view: ConsoleView) -> list[str]:
+    """Who feeds whom: the epoch and since when, the primary and its capture, each node's role, state and delay."""
+    cap = view.capture
+    roles = view.roles
+    if roles is None:
+        lines = [f"epoch {cap.get('epoch', 0)} (by the capture's heartbeat: the control topic is not readable)"]
+    elif roles.reigns:
+        lines = [f"{roles.describe()} since {_when(roles.reigns[-1].since_us)}"]
+    else:
+        lines = [roles.describe()]
+    if roles is not None and not view.kafka_ok:
+        lines[0] += " (as last read: Kafka is unreachable)"
+    lines.append(f"{cap.get('node', '?')} [primary] → capture {cap.get('state', '?')} → redo topic")
+    for sb in view.standbys:
+        if sb.role == "demoted":
+            lines.append(f"  ✗ {sb.name} [demoted: former primary; 'ark reinstate {sb.name}' makes it a standby]")
+            continue
+        delay = f"delay {sb.delay_s:g} s" if sb.delay_s else "real time"
+        lines.append(f"  └→ {sb.name} [{sb.role}] {sb.state}, {delay}")
+    return lines
+
+
 def build_view(status: dict[str, Any], beats: dict[tuple[str, str], dict[str, Any]], history: History, feed: Feed,
-               file_sets: Sequence[str] = (), now: float | None = None, blind: Sequence[str] = ()) -> ConsoleView:
-    """The console's view from the status document, the newest heartbeats, the history and the feed."""
+               file_sets: Sequence[str] = (), now: float | None = None, blind: Sequence[str] = (),
+               roles: Roles | None = None, engines: dict[str, str] | None = None) -> ConsoleView:
+    """The console's view from the status document, the newest heartbeats, the history and the feed;
+    ``roles`` (replayed from the control topic) and ``engines`` (node -> engine) for the topology and the
+    switchover's decision."""
     now = time.time() if now is None else now
     view = ConsoleView(group=status["group"], at=now, redo_end=status.get("redo_end_offset", -1),
                        warnings=list(status.get("warnings", [])), blind=list(blind))
+    if roles is not None:
+        view.roles = copy.deepcopy(roles)
+        view.nodes = node_views(view.roles, engines or {}, beats, now)
+    view.capture_beat_state = capture_beat_state(beats, now)
     cap = dict(status.get("capture", {}))
     cap_beat = beats.get(("capture", cap.get("node", "")))
     metrics = (cap_beat or {}).get("metrics") or {}
@@ -315,7 +438,8 @@ def build_view(status: dict[str, Any], beats: dict[tuple[str, str], dict[str, An
             lag_entries=sb.get("lag_entries"), rate=history.latest_rate(key),
             applied_position=sb.get("applied_position") or "", applied_offset=int(sb.get("applied_offset", -1)),
             message=sb.get("message", ""), applied_commit_time=sb.get("applied_commit_time") or "",
-            lag_series=history.series(key, "lag_s"), rate_series=history.series(key, "rate")))
+            lag_series=history.series(key, "lag_s"), rate_series=history.series(key, "rate"),
+            role=sb.get("role", "standby")))
     view.agents = agent_rows(beats, now)
     for fs in file_sets:
         members = [a for a in view.agents if a.agent == "filesync" and (a.name == fs or a.name.startswith(f"{fs}/"))]

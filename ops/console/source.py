@@ -6,8 +6,11 @@ when reachable, the databases (a standby's state row when its applier is not run
 and says what it cannot see (:attr:`ConsoleView.blind`).
 
 Actions are :class:`IntentActions`: each one is an intent written through :mod:`ops.intents` (the same
-functions the CLI uses) on the group's control channel, or, for verify, the same code as ``ark verify``.
-The console never does behind the controller's back what the CLI does not.
+functions the CLI uses) on the group's control channel, or, for verify and switchover, the same code as
+``ark verify`` and ``ark switchover``. The console never does behind the controller's back what the CLI does not.
+
+The group's roles and epochs (common/roles.py) are replayed from the same control records the event feed
+reads (one consumer), so a switchover or failover done elsewhere shows at the next refresh.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from common.config import ArkConfig
 from common.control import ControlChannel
 from common.errors import ArkError, KafkaUnavailable
 from common.kafka import make_consumer, offset_for_time, read_range, topic_exists, watermarks
+from common.roles import Roles, nodes, roles_of
+from failover.handover import Report, Say
 from ops import intents
 from ops.console.model import HISTORY_S, ConsoleView, Feed, History, build_view
 from schemas import envelope
@@ -31,16 +36,23 @@ from schemas.topics import heartbeat_topic
 log = logging.getLogger(__name__)
 
 VerifyFn = Callable[[str], tuple[dict[str, Any], int]]
+SwitchoverFn = Callable[[str, Say], Report]
+
+#: The switchover's grace for writing sessions and its longest wait per step: ``ark switchover``'s defaults.
+SWITCHOVER_GRACE_S = 5.0
+SWITCHOVER_TIMEOUT_S = 120.0
 
 
 class IntentActions:
     """The console's actions: signed intents on ``channel`` (ops/intents.py), and verify."""
 
     def __init__(self, cfg: ArkConfig, channel: intents.Publisher, verify: VerifyFn | None = None,
-                 check_delay: Callable[[ArkConfig, float], str | None] | None = None) -> None:
+                 check_delay: Callable[[ArkConfig, float], str | None] | None = None,
+                 switchover: SwitchoverFn | None = None) -> None:
         self.cfg = cfg
         self.channel = channel
         self._verify = verify
+        self._switchover = switchover
         self._check_delay = check_delay or (lambda c, s: intents.check_delay(c, s))
 
     def standby_names(self) -> list[str]:
@@ -68,6 +80,15 @@ class IntentActions:
         from ops.verify import Options, verify_standby
 
         return verify_standby(self.cfg, standby, Options())
+
+    def switchover(self, target: str, say: Say) -> Report:
+        """``ark switchover TARGET`` with its default grace and timeout (takes seconds; each step line goes to
+        ``say``). Raises HandoverRefused (nothing changed, exit 41) or HandoverFailed (part-way, exit 42)."""
+        if self._switchover is not None:
+            return self._switchover(target, say)
+        from ops.handover import run_switchover
+
+        return run_switchover(self.cfg, target, grace_s=SWITCHOVER_GRACE_S, timeout_s=SWITCHOVER_TIMEOUT_S, say=say)
 
 
 class ConsoleSource(ABC):
@@ -134,6 +155,9 @@ class GroupSource(ConsoleSource):
         self.follower = HeartbeatFollower(cfg, self.history, self.feed)
         self._reader: ControlChannel | None = None
         self._writer: ControlChannel | None = None
+        #: Replayed from the control records the feed reads (None until the topic was read once).
+        self.roles: Roles | None = None
+        self._engines = {n.name: n.engine for n in nodes(cfg)}
         self._verify = verify
         self.actions = IntentActions(cfg, _LazyChannel(self._channel_for_writing), verify)
 
@@ -153,10 +177,8 @@ class GroupSource(ConsoleSource):
         try:
             if not self.follower.poll():
                 blind.append("no heartbeat topic yet: no agent of this group has run")
-            if self._reader is None:
-                self._reader = ControlChannel.for_config(self.cfg, start=0)
-            self.feed.add_records(self._reader.poll(5000))
-            status = gather(self.cfg, heartbeats=(self.follower.latest, self.follower.refused))
+            self._read_control()
+            status = gather(self.cfg, heartbeats=(self.follower.latest, self.follower.refused), roles=self.roles)
         except KafkaUnavailable as exc:
             return self._offline(exc.message)
         for sb in status["standbys"]:
@@ -166,7 +188,25 @@ class GroupSource(ConsoleSource):
         for (agent, name), beat in self.follower.latest.items():
             if agent in ("capture", "apply") and not beat.get("db_healthy", True):
                 blind.append(f"{agent} {name}: its database does not answer ({beat.get('message') or 'no detail'})")
-        return build_view(status, self.follower.latest, self.history, self.feed, sorted(self.cfg.files), blind=blind)
+        return build_view(status, self.follower.latest, self.history, self.feed, sorted(self.cfg.files), blind=blind,
+                          roles=self.roles, engines=self._engines)
+
+    def _read_control(self) -> None:
+        """The control records that arrived: into the feed and the roles (the whole topic the first time)."""
+        if self._reader is None:
+            reader = ControlChannel.for_config(self.cfg, start=0)
+            try:
+                records = reader.replay()
+            except KafkaUnavailable:
+                reader.close()
+                raise
+            self._reader = reader
+            self.roles = roles_of(self.cfg, records)
+        else:
+            records = self._reader.poll(5000)
+            assert self.roles is not None
+            self.roles.update(records)
+        self.feed.add_records(records)
 
     def _offline(self, reason: str) -> ConsoleView:
         """Kafka unreachable: what the databases say (status_offline), and what cannot be seen."""
@@ -188,7 +228,8 @@ class GroupSource(ConsoleSource):
         blind += [f"standby {sb['name']}: {sb['message']}" for sb in doc["standbys"] if sb["message"]]
         if p["message"]:
             blind.append(f"primary {p['node']}: {p['message']}")
-        view = build_view(status, {}, self.history, self.feed, sorted(self.cfg.files), blind=blind)
+        view = build_view(status, {}, self.history, self.feed, sorted(self.cfg.files), blind=blind, roles=self.roles,
+                          engines=self._engines)
         view.kafka_ok = False
         return view
 

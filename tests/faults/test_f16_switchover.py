@@ -23,8 +23,8 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from deploy.compare import compare_tables
 from deploy.postgres import PgInstance
-from ops.compare import compare_tables
 from tests.support.faults import (
     BANK_TABLES,
     FaultRun,

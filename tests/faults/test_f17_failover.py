@@ -32,9 +32,9 @@ import pytest
 from common.config import load_config
 from common.errors import FencedError
 from common.redo_kafka import KafkaRedoLog
+from deploy.compare import compare_tables
 from deploy.postgres import PgInstance
 from failover.view import HeartbeatView
-from ops.compare import compare_tables
 from schemas import envelope
 from schemas.entries import REDO_SCHEMA, EpochMarker, Op, RedoEntry, TableMeta, TxnChunk, from_record, to_record
 from tests.support.faults import (

@@ -21,8 +21,8 @@ import pytest
 
 from common.config import load_config
 from common.redo_kafka import KafkaRedoLog
+from deploy.compare import compare_tables
 from deploy.workload import BankWorkload
-from ops.compare import compare_tables
 from schemas import envelope
 from schemas.entries import REDO_SCHEMA, Op, TxnChunk, from_record
 from tests.support.faults import BANK_TABLES, bank_setup, converge, ledger_max, observe

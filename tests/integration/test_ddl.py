@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from ops.compare import TableDiff
+from deploy.compare import TableDiff
 from tests.support.replication import Group, sql, wait_for
 
 ITEMS = ["public.items"]

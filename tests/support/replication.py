@@ -19,8 +19,8 @@ import psycopg
 import yaml
 
 from deploy.agents import AgentProcess
+from deploy.compare import TableDiff, compare_tables
 from deploy.postgres import PgInstance
-from ops.compare import TableDiff, compare_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 

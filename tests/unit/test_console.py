@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,12 +18,27 @@ from textual.widgets import DataTable, Static
 
 from common.config import ArkConfig, parse_config
 from common.control import ControlRecord
-from ops.console.app import SWITCHOVER_LATER, ArkConsole
+from common.errors import HandoverFailed, HandoverRefused
+from common.roles import Roles, roles_of
+from failover.handover import Report, Say
+from ops.console.app import ArkConsole
 from ops.console.dialogs import AskScreen, ConfirmScreen
 from ops.console.model import ConsoleView, Feed, History, build_view, describe_state, sparkline
 from ops.console.source import ConsoleSource, IntentActions
 from ops.errors import DelayTooLong
-from schemas.control import Pause, Resume, ResyncTable, Retransmit, SetDelay, TableResynced
+from schemas.control import (
+    EpochBegun,
+    EpochEnded,
+    HandoverStep,
+    NodeFenced,
+    Pause,
+    Resume,
+    ResyncTable,
+    Retransmit,
+    SetDelay,
+    StandbyFrom,
+    TableResynced,
+)
 from tests.support.memory import Headers, memory_channel
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -42,6 +58,7 @@ def _beat(agent: str, name: str, at: float, **over: Any) -> dict[str, Any]:
         "group": "bank", "agent": agent, "name": name, "host": "db1" if agent == "capture" else "db2", "pid": 4242,
         "role": {"capture": "primary", "apply": "standby", "filesync": "sender"}[agent], "epoch": 1,
         "state": "running", "message": "", "sent_at_us": int(at * 1e6), "lag_seconds": 0.4, "db_healthy": True,
+        "delay_seconds": 0.0, "applied_offset": 51233,
         "metrics": {"rows": 0.0, "host.cpu_pct": 23.0, "host.mem_used_pct": 41.0, "host.load1": 0.7,
                     "host.load5": 0.6, "host.load15": 0.5, "disk.used_pct@/": 37.0, "db.up": 1.0, "db.sessions": 12.0,
                     "db.max_connections": 100.0, "db.long_txns": 0.0, "db.oldest_txn_s": 2.0, "db.lock_waits": 1.0,
@@ -52,8 +69,28 @@ def _beat(agent: str, name: str, at: float, **over: Any) -> dict[str, Any]:
     return beat
 
 
-def _view() -> ConsoleView:
-    """A group of one primary, a real-time standby and a delayed one, after ten minutes of heartbeats."""
+ENGINES = {"node1": "postgresql", "node2": "postgresql", "node3-delayed": "postgresql"}
+
+
+def _rec(offset: int, body: Any, target: str, ago_s: float) -> ControlRecord:
+    return ControlRecord(offset, body, target, "dba@ops1", int((NOW - ago_s) * 1e6), f"r{offset}")
+
+
+def _switched_back_and_forth() -> list[ControlRecord]:
+    """node1 handed the service to node2 (epoch 1), and node2 back to node1 (epoch 2, 20 minutes ago)."""
+    return [_rec(10, EpochBegun(1, "node2", "node1", "switchover", 400), "node2", 3600),
+            _rec(11, StandbyFrom(1, 401, "switchover"), "node1", 3599),
+            _rec(20, HandoverStep("switchover", 2, "started", "node2 -> node1", 0.0), "node1", 1201),
+            _rec(21, NodeFenced(1, "read-only (switchover)", 0), "node2", 1201),
+            _rec(22, EpochEnded(1, "node1", 900, "0/3000060"), "node2", 1200.5),
+            _rec(23, EpochBegun(2, "node1", "node2", "switchover", 900), "node1", 1200),
+            _rec(24, StandbyFrom(2, 901, "switchover"), "node2", 1200)]
+
+
+def _view(roles: Roles | None = None, status_over: dict[str, Any] | None = None,
+          beat_over: dict[tuple[str, str], dict[str, Any]] | None = None) -> ConsoleView:
+    """A group of one primary, a real-time standby and a delayed one, after ten minutes of heartbeats (in epoch
+    2 after two switchovers, unless ``roles`` says otherwise)."""
     history, feed = History(), Feed()
     for i in range(120):
         at = NOW - 600 + i * 5
@@ -88,16 +125,52 @@ def _view() -> ConsoleView:
                                          metrics={**_beat("capture", "node1", 0)["metrics"],
                                                   "db.slot_retained_bytes": 3.5 * (1 << 20)}),
              ("apply", "node2"): _beat("apply", "node2", NOW - 0.4),
-             ("apply", "node3-delayed"): _beat("apply", "node3-delayed", NOW - 0.7, state="delayed"),
+             ("apply", "node3-delayed"): _beat("apply", "node3-delayed", NOW - 0.7, state="delayed",
+                                               delay_seconds=3600.0, applied_offset=40110),
              ("filesync", "scans"): _beat("filesync", "scans", NOW - 0.9, processes=[], alerts=[])}
-    return build_view(status, beats, history, feed, ["scans"], now=NOW)
+    status.update(status_over or {})
+    beats.update(beat_over or {})
+    roles = roles if roles is not None else roles_of(_cfg(), _switched_back_and_forth())
+    feed.add_records(_switched_back_and_forth())
+    return build_view(status, beats, history, feed, ["scans"], now=NOW, roles=roles, engines=ENGINES)
+
+
+class FakeSwitchover:
+    """Stands where ops.handover.run_switchover is called: says its steps, optionally waits for ``gate`` after
+    the first, then succeeds or raises what the real one raises."""
+
+    def __init__(self, outcome: str = "done", gate: threading.Event | None = None) -> None:
+        self.outcome, self.gate = outcome, gate
+        self.calls: list[str] = []
+        self.started = threading.Event()
+
+    def __call__(self, target: str, say: Say) -> Report:
+        self.calls.append(target)
+        say(f"   started  node1 -> {target} (0.00 s)")
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(20), "the test never opened the gate"
+        if self.outcome == "refused":
+            raise HandoverRefused("the capture of node1 is retrying (slot busy): a switchover drains it to the end "
+                                  "of the epoch; nothing was changed", fix="start 'ark capture'")
+        say("    fenced  node1 read-only, 0 sessions ended after 5 s grace, log at 0/1A2B3D00 (0.31 s)")
+        say("   drained  everything node1 committed is in Kafka; end-of-epoch marker at redo offset 51240 (0.52 s)")
+        if self.outcome == "part-way":
+            raise HandoverFailed(f"switchover to {target} stopped after the end-of-epoch marker (redo offset 51240): "
+                                 f"timed out waiting for {target} to apply up to 51240",
+                                 fix=f"fix that, then run 'ark switchover {target}' again: it goes on from where it "
+                                     "stopped")
+        say(f"  promoted  {target} is the primary of epoch 3 (0.40 s)")
+        return Report("switchover", 3, "node1", target, marker_offset=51240,
+                      phases={"started": 0.0, "fenced": 0.31, "drained": 0.52, "promoted": 0.4})
 
 
 class FakeSource(ConsoleSource):
     """Canned views; actions are the real IntentActions on an in-memory control topic."""
 
-    def __init__(self, view: ConsoleView | None = None) -> None:
+    def __init__(self, view: ConsoleView | None = None, switchover: FakeSwitchover | None = None) -> None:
         self.store: list[tuple[bytes, Headers]] = []
+        self.switchover = switchover or FakeSwitchover()
         self.verified: list[str] = []
 
         def verify(name: str) -> tuple[dict[str, Any], int]:
@@ -110,7 +183,8 @@ class FakeSource(ConsoleSource):
                 raise DelayTooLong("the redo topic keeps 24 h: too short for that delay", fix="raise retention")
             return None
 
-        self.actions = IntentActions(_cfg(), memory_channel(self.store, group="bank"), verify, check_delay)
+        self.actions = IntentActions(_cfg(), memory_channel(self.store, group="bank"), verify, check_delay,
+                                     self.switchover)
         self.view = view or _view()
         self.snapshots = 0
 
@@ -191,7 +265,10 @@ def test_group_screen_in_80x24_shows_topology_standbys_and_capture(tmp_path: Pat
         assert float(rows[0][5]) > 100  # rows/s from the heartbeats' counters
         assert any(ch in rows[0][6] for ch in "▂▃▄▅▆▇█")  # the lag sparkline
         topo = _text(app, "#topology")
-        assert "node1 primary (epoch 1, capture running)" in topo and "node3-delayed standby (delay 3600 s)" in topo
+        assert "epoch 2: primary node1 (after a switchover from node2) since " in topo
+        assert "node1 [primary] → capture running → redo topic" in topo
+        assert "└→ node2 [standby] running, real time" in topo
+        assert "└→ node3-delayed [standby] delayed, delay 3600 s" in topo
         assert "files scans: scans sender running" in topo
         cap = _text(app, "#capture")
         assert "0/1A2B3C4D" in cap and "redo offset 51233" in cap and "log held 3.5 MiB" in cap
@@ -366,18 +443,6 @@ def test_verify_asks_then_runs_and_shows_the_verdict() -> None:
         await pilot.press("3")
         await _settle(app, pilot)
         assert any("verify of node2: equal" in r[3] for r in _cells(app, "#events-table"))
-
-    _run(source, (80, 24), steps)
-
-
-def test_switchover_is_not_offered_yet() -> None:
-    source = FakeSource()
-
-    async def steps(app: ArkConsole, pilot: Pilot[None]) -> None:
-        await pilot.press("s")
-        await _settle(app, pilot)
-        assert app.last_action == SWITCHOVER_LATER and not isinstance(app.screen, ConfirmScreen)
-        assert source.written() == []
 
     _run(source, (80, 24), steps)
 

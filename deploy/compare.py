@@ -1,4 +1,6 @@
-"""Row-by-row comparison of primary and standby tables (demo, tests, and later ``ark verify``)."""
+"""Row-by-row comparison of a PostgreSQL primary and standby, table by table: tooling of the demo, the tests
+and the benchmarks, like deploy/workload.py (`ark verify` goes through the engine registry and compares checksums
+at one source position instead)."""
 
 from __future__ import annotations
 
@@ -91,3 +93,34 @@ def compare_table(primary_dsn: str, standby_dsn: str, table: str, limit: int = 1
 def compare_tables(primary_dsn: str, standby_dsn: str, tables: list[str]) -> list[TableDiff]:
     """Compare several tables."""
     return [compare_table(primary_dsn, standby_dsn, t) for t in tables]
+
+
+def compare_with_mariadb(primary_dsn: str, mariadb: dict[str, object], table: str, columns: list[str],
+                         limit: int = 10) -> TableDiff:
+    """Compare ``columns`` of every row of a PostgreSQL ``table`` (schema.table; its first column is the key) with
+    the same table on a MariaDB standby (database = the schema), as text on both sides.
+
+    Only columns whose text form is the same in both engines (integers, numeric of a fixed scale, text) compare
+    exactly this way; README "Cross-engine apply" has the type maps."""
+    import pymysql  # the mariadb extra; only the demo with a MariaDB standby gets here
+
+    schema, _, name = table.rpartition(".")
+    pg_select = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns),
+        sql.Identifier(schema or "public", name))
+    with psycopg.connect(primary_dsn) as p:
+        left = {r[0]: tuple(r) for r in p.execute(pg_select)}
+    my_select = "SELECT {} FROM `{}`.`{}`".format(  # noqa: S608 - identifiers from the caller, not from input
+        ", ".join(f"CAST(`{c}` AS CHAR)" for c in columns), schema or "public", name)
+    conn = pymysql.connect(**mariadb)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(my_select)
+            right = {r[0]: tuple(r) for r in cur.fetchall()}
+    finally:
+        conn.close()
+    missing = [k for k in left if k not in right]
+    extra = [k for k in right if k not in left]
+    different = [k for k in left if k in right and left[k] != right[k]]
+    return TableDiff(table, len(left), len(right), [(k,) for k in missing[:limit]], [(k,) for k in extra[:limit]],
+                     [(k,) for k in different[:limit]])

@@ -1,0 +1,242 @@
+"""PostgreSQL: backlog drain, Ark vs native logical replication, and Ark's capture vs pg_recvlogical (issue 13).
+
+"Sustainable tps" in bench/pg_vs_native.py replays the same pgbench run through both pipelines, so it sits
+near 1.0 whatever Ark's capacity is. This measures capacity instead: a backlog built while replication is
+stopped, then drained as fast as each pipeline can.
+
+Starts its own Kafka broker and three PostgreSQL 15 instances (primary, native subscriber, Ark standby; the
+set-up of bench/pg_vs_native.py), both replicating the pgbench tables.
+
+(a) **Drain, end to end.** Both paused (the subscription disabled; Ark's capture and apply stopped), pgbench
+    for ``--seconds``, then both resumed at the same moment; seconds until each standby holds what the primary
+    holds; drain rate in transactions and rows per second; the ratio Ark/native. Ark's time includes starting
+    its two processes (about a second each), as an operator restarting it would see.
+(b) **Volume.** WAL bytes the pgbench run wrote against the bytes the redo topic grew by for it (Kafka's
+    partition directory, compressed batches as stored).
+(c) **Capture alone.** The applier stopped: the capture stopped for a second pgbench run, then started; seconds
+    until it published the run's last transaction (its heartbeat's position passes a marker), against
+    ``pg_recvlogical`` reading the same WAL through a pgoutput slot of its own, to its end, into /dev/null.
+
+    python bench/pg_drain.py [--seconds 60] [--scale 10] [--clients 4] [--keep-logs DIR]
+
+Figures and how to read them: bench/README.md, "Backlog drain".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pg_vs_native import (  # bench/ is the script's directory, on sys.path when run as a script
+    DB,
+    PUB,
+    ROOT,
+    SUB,
+    _copy_logs,
+    ark,
+    check_agents,
+    drop_native,
+    fingerprint,
+    fmt_s,
+    pg_conn_args,
+    pgbench_run,
+    prepare_primary,
+    say,
+    setup_native,
+    sql,
+    wait_all,
+    wait_until,
+    write_ark_config,
+)
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from common.config import load_config  # noqa: E402
+from deploy.agents import AgentProcess  # noqa: E402
+from deploy.kafka import KafkaBroker  # noqa: E402
+from deploy.ports import free_port  # noqa: E402
+from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
+from failover.view import HeartbeatView  # noqa: E402
+from schemas.positions import pg_lsn  # noqa: E402
+from schemas.topics import redo_topic  # noqa: E402
+
+TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "lag_probe", "big"]
+RECV_SLOT = "bench_recvlogical"
+#: Rows one pgbench tpcb-like transaction changes: three UPDATEs and one INSERT.
+ROWS_PER_TXN = 4
+
+
+def redo_bytes(broker: KafkaBroker, group: str) -> int:
+    """Bytes of the redo topic's partition as the broker stores it."""
+    part = broker.data_dir / f"{redo_topic(group)}-0"
+    return sum(f.stat().st_size for f in part.glob("*.log"))
+
+
+def wal_lsn(dsn: str) -> str:
+    return str(sql(dsn, "SELECT pg_current_wal_lsn()::text")[0][0])
+
+
+def wal_bytes(dsn: str, start: str, end: str) -> int:
+    return int(sql(dsn, "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (end, start))[0][0])
+
+
+def marker(dsn: str) -> str:
+    """Commit one small transaction and return an LSN below its commit record: a capture that has published
+    a position at or past it has published everything committed before."""
+    return str(sql(dsn, "INSERT INTO lag_probe DEFAULT VALUES RETURNING pg_current_wal_lsn()::text")[0][0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=60, help="pgbench -T of each backlog (default 60)")
+    ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
+    ap.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4)")
+    ap.add_argument("--keep-logs", type=Path, default=None, help="copy agent and server logs here at the end")
+    args = ap.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
+    root = Path(tempfile.mkdtemp(prefix="ark-drain-", dir="/tmp"))
+    root.chmod(0o755)
+    (root / "pg").mkdir()
+    (root / "pg").chmod(0o755)
+    say(f"work dir {root}")
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, True)
+        say("starting the Kafka broker")
+        broker = KafkaBroker(root / "kafka", free_port(), free_port())
+        stack.callback(broker.stop)
+        broker.start(timeout=180)
+        insts: dict[str, PgInstance] = {}
+        for name in ("primary", "native", "ark"):
+            inst = PgInstance(root / "pg" / name, free_port())
+            stack.callback(inst.destroy)
+            inst.init()
+            inst.start()
+            inst.create_database(DB)
+            insts[name] = inst
+        primary, native, standby = insts["primary"], insts["native"], insts["ark"]
+        if args.keep_logs:
+            stack.callback(_copy_logs, root, args.keep_logs)
+        pdsn = primary.dsn(DB)
+        prepare_primary(primary, 1000, args.scale)
+        stack.callback(drop_native, primary, native)
+        setup_native(primary, native, TABLES)
+        config = write_ark_config(root / "ark.yaml", broker.bootstrap, primary, standby, TABLES)
+        say("ark sync standby")
+        ark(config, "sync", "standby")
+
+        def start(label: str, cmd: list[str]) -> AgentProcess:
+            agent = AgentProcess(config, cmd, root / "logs" / f"{label}.log").start()
+            stack.callback(agent.stop)
+            return agent
+
+        capture, apply = start("capture", ["capture"]), start("apply", ["apply", "standby"])
+        target = fingerprint(pdsn)
+        wait_all({"native": lambda: fingerprint(native.dsn(DB)) == target,
+                  "ark": lambda: fingerprint(standby.dsn(DB)) == target}, 300)
+        check_agents([capture, apply])
+        say("both standbys stream")
+
+        # (a) + (b): the backlog, then both resumed at once
+        sql(native.dsn(DB), f"ALTER SUBSCRIPTION {SUB} DISABLE")
+        capture.stop()
+        apply.stop()
+        wait_until(lambda: not sql(pdsn, "SELECT 1 FROM pg_stat_replication WHERE application_name = %s", (SUB,)),
+                   60, "the native walsender to stop")
+        kafka_before, lsn_before = redo_bytes(broker, config_group(config)), wal_lsn(pdsn)
+        say(f"(a) both paused; pgbench tpcb-like: {args.clients} clients, {args.seconds} s")
+        committed, wall, tps_line = pgbench_run(primary, args.seconds, args.clients)
+        lsn_after = wal_lsn(pdsn)
+        target = fingerprint(pdsn)
+        say(f"backlog: {committed:,} transactions ({tps_line}); resuming both at once")
+        sql(native.dsn(DB), f"ALTER SUBSCRIPTION {SUB} ENABLE")
+        capture, apply = start("capture2", ["capture"]), start("apply2", ["apply", "standby"])
+        drained = wait_all({"native": lambda: fingerprint(native.dsn(DB)) == target,
+                            "ark": lambda: fingerprint(standby.dsn(DB)) == target}, 1800)
+        check_agents([capture, apply])
+        time.sleep(2)  # the capture's last batch and checkpoint reach the broker's files
+        results["a"] = {"committed": committed, "wall": wall, "drained": drained,
+                        "wal": wal_bytes(pdsn, lsn_before, lsn_after),
+                        "kafka": redo_bytes(broker, config_group(config)) - kafka_before}
+        say("drained: " + ", ".join(f"{k} {fmt_s(v)} s" for k, v in drained.items()))
+
+        # (c) the capture alone, against pg_recvlogical on the same WAL
+        apply.stop()
+        capture.stop()
+        sql(pdsn, f"SELECT pg_create_logical_replication_slot('{RECV_SLOT}', 'pgoutput')")
+        stack.callback(_drop_slot, pdsn)
+        say(f"(c) capture stopped (and the applier); pgbench again, {args.seconds} s")
+        committed_c, _wall, _tps = pgbench_run(primary, args.seconds, args.clients)
+        mark = marker(pdsn)
+        end_lsn = wal_lsn(pdsn)
+        view = HeartbeatView(load_config(config))
+        stack.callback(view.close)
+        started = time.monotonic()
+        capture = start("capture3", ["capture"])
+
+        def published() -> bool:
+            check_agents([capture])
+            view.refresh(0.1)
+            beat = view.capture()
+            pos = str(beat.record.get("source_position", "")) if beat else ""
+            return bool(pos) and pg_lsn(pos.lstrip("<")).key >= pg_lsn(mark).key
+
+        wait_until(published, 1800, "the capture to publish the backlog", interval=0.1)
+        capture_s = time.monotonic() - started
+        capture.stop()
+        say(f"capture: published the backlog in {capture_s:.2f} s; pg_recvlogical to {end_lsn}")
+        started = time.monotonic()
+        subprocess.run([str(PG_BIN / "pg_recvlogical"), *pg_conn_args(primary), "-d", DB, "--slot", RECV_SLOT,
+                        "--start", "--endpos", end_lsn, "-o", "proto_version=1", "-o", f"publication_names={PUB}",
+                        "-f", "/dev/null", "--no-loop"], check=True, timeout=1800)
+        recv_s = time.monotonic() - started
+        results["c"] = {"committed": committed_c, "capture": capture_s, "recvlogical": recv_s}
+        report(args, results)
+    return 0
+
+
+def config_group(config: Path) -> str:
+    return load_config(config).group
+
+
+def _drop_slot(dsn: str) -> None:
+    with contextlib.suppress(Exception):
+        sql(dsn, f"SELECT pg_drop_replication_slot('{RECV_SLOT}')")
+
+
+def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    a, c = results["a"], results["c"]
+    n = a["committed"]
+    print(f"\n== (a) backlog drain: pgbench tpcb-like, scale {args.scale}, {args.clients} clients, -T {args.seconds}: "
+          f"{n:,} transactions ({n * ROWS_PER_TXN:,} rows) built up with both pipelines stopped")
+    print(f"{'':10} {'drain s':>9} {'txn/s':>10} {'rows/s':>11}")
+    rate = {}
+    for name in ("native", "ark"):
+        s = a["drained"][name]
+        rate[name] = n / s if s not in (0, float("inf")) else 0.0
+        print(f"{name:10} {fmt_s(s):>9} {rate[name]:>10,.0f} {rate[name] * ROWS_PER_TXN:>11,.0f}")
+    ratio = rate["ark"] / rate["native"] if rate["native"] else 0.0
+    print(f"ratio Ark/native drain rate: {ratio:.2f}  (target >= 1.5: {'met' if ratio >= 1.5 else 'NOT met'})")
+    print(f"\n== (b) volume of the same run: WAL {a['wal'] / 2**20:,.1f} MiB, redo topic {a['kafka'] / 2**20:,.1f} MiB")
+    vol = a["kafka"] / a["wal"] if a["wal"] else 0.0
+    print(f"ratio Kafka/WAL bytes: {vol:.3f}  (target <= 0.25: {'met' if vol <= 0.25 else 'NOT met'})")
+    print(f"\n== (c) the capture alone: {c['committed']:,} transactions of backlog")
+    print(f"Ark capture      {c['capture']:8.2f} s  {c['committed'] / c['capture']:>10,.0f} txn/s")
+    print(f"pg_recvlogical   {c['recvlogical']:8.2f} s  {c['committed'] / c['recvlogical']:>10,.0f} txn/s")
+    cap = c["recvlogical"] / c["capture"] if c["capture"] else 0.0
+    print(f"ratio Ark capture / pg_recvlogical rate: {cap:.2f}  (target >= 0.5: {'met' if cap >= 0.5 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
