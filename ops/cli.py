@@ -54,6 +54,7 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark switchover NODE      planned, nothing lost: the old primary becomes a standby
       ark failover NODE        the primary is gone (--dry-run first); ark topology shows roles
       ark reinstate NODE       the old primary back as a standby, its divergence recorded
+      ark controller           fail over by itself when the primary is gone (ark maintenance on|off)
 
     \b
     Integrity and healing:
@@ -474,10 +475,11 @@ def demo(seconds: float, workdir: Path | None, keep: bool, no_mariadb: bool) -> 
 
 
 def _register() -> None:
+    from ops.automation_cmd import controller, maintenance
     from ops.broker_cmd import broker
     from ops.handover_cmd import failover, reinstate, skip, switchover, topology
 
-    for command in (switchover, failover, skip, reinstate, topology, broker):
+    for command in (switchover, failover, skip, reinstate, topology, broker, controller, maintenance):
         cli.add_command(command)
     with contextlib.suppress(ImportError):
         from ops.files_cmd import files

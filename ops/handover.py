@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.config import ArkConfig
-from common.control import ControlChannel
+from common.control import ControlChannel, ControlRecord
 from common.kafka import end_offset, topic_exists
 from common.roles import Roles, roles_of
 from failover.handover import Handover, Reinstate, Report, Say, topology_lines
@@ -44,9 +44,10 @@ def run_switchover(cfg: ArkConfig, target: str, *, grace_s: float, timeout_s: fl
 
 
 def run_failover(cfg: ArkConfig, target: str, *, force: bool, dry_run: bool, timeout_s: float,
-                 as_json: bool = False, until_us: int = 0) -> Report | None:
-    """Promote ``target`` after the primary is gone, or (``dry_run``) say what that would mean per standby."""
-    handover = Handover(cfg, _say, timeout_s=timeout_s)
+                 as_json: bool = False, until_us: int = 0, say: Say = _say) -> Report | None:
+    """Promote ``target`` after the primary is gone, or (``dry_run``) say what that would mean per standby; each
+    step line goes to ``say`` (the terminal; ``ark controller`` logs them)."""
+    handover = Handover(cfg, say, timeout_s=timeout_s)
     try:
         if dry_run:
             _dry_run(cfg, handover, target, force=force, as_json=as_json)
@@ -54,7 +55,7 @@ def run_failover(cfg: ArkConfig, target: str, *, force: bool, dry_run: bool, tim
         report = handover.failover(target, force=force, until_us=until_us)
     finally:
         handover.close()
-    _summary(report)
+    _summary(report, say)
     return report
 
 
@@ -99,13 +100,18 @@ def _dry_run(cfg: ArkConfig, handover: Handover, target: str, *, force: bool, as
 
 def current_roles(cfg: ArkConfig, timeout: float = 10.0) -> Roles:
     """The group's roles as the control topic says now (the configured ones before the topic exists)."""
+    return roles_of(cfg, control_records(cfg, timeout))
+
+
+def control_records(cfg: ArkConfig, timeout: float = 10.0) -> list[ControlRecord]:
+    """Every record of the control topic now (none before the topic exists)."""
     from schemas.topics import control_topic
 
     if not topic_exists(cfg.kafka, control_topic(cfg.group), timeout=timeout):
-        return Roles(cfg.primary.name)
+        return []
     channel = ControlChannel.for_config(cfg)
     try:
-        return roles_of(cfg, channel.replay())
+        return channel.replay()
     finally:
         channel.close()
 

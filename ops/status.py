@@ -13,6 +13,7 @@ from common.config import ArkConfig
 from common.errors import ArkError, KafkaUnavailable
 from common.kafka import end_offset, make_consumer, offset_for_time, read_range, topic_exists, watermarks
 from consumers.gate import lag_seconds
+from ops.automation_cmd import automation_lines, controllers_of
 from ops.context import console
 from ops.engines import applier_factory
 from ops.lag import STALE_AFTER_S, CaptureView, capture_stall, standby_lag
@@ -56,14 +57,15 @@ def latest_beats(cfg: ArkConfig, window_s: float = 30.0) -> dict[tuple[str, str]
     return latest_heartbeats(cfg, window_s)[0]
 
 
-def _roles(cfg: ArkConfig) -> Any:
-    """The group's roles (common/roles.py); the configured ones when the control topic does not exist yet."""
-    from common.roles import Roles
-    from ops.handover import current_roles
+def _roles(cfg: ArkConfig) -> tuple[Any, dict[str, Any]]:
+    """The group's roles (common/roles.py; the configured ones when the control topic does not exist yet), and
+    what the control topic says of automatic failover (ops/automation_cmd.py)."""
+    from common.roles import roles_of
+    from ops.automation_cmd import automation_doc
+    from ops.handover import control_records
 
-    if not topic_exists(cfg.kafka, control_topic(cfg.group)):
-        return Roles(cfg.primary.name)
-    return current_roles(cfg)
+    records = control_records(cfg)
+    return roles_of(cfg, records), automation_doc(records)
 
 
 def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any]], int] | None = None,
@@ -74,7 +76,10 @@ def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any
     from common.roles import as_standby, config_under, nodes
 
     now = time.time()
-    roles = _roles(cfg) if roles is None else roles
+    if roles is None:
+        roles, automation = _roles(cfg)
+    else:
+        automation = {}  # the caller follows the control topic itself (the console shows decisions as events)
     beats, beats_refused = heartbeats if heartbeats is not None else latest_heartbeats(cfg)
     redo_end = end_offset(cfg.kafka, redo_topic(cfg.group)) if topic_exists(cfg.kafka, redo_topic(cfg.group)) else -1
     cap = beats.get(("capture", cfg.primary.name)) or next((b for (a, _n), b in beats.items() if a == "capture"), None)
@@ -125,10 +130,11 @@ def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any
         warnings += [f"{r['name']} is a demoted former primary: 'ark reinstate {r['name']}' records what it committed "
                      "that never reached Kafka and makes it a standby" for r in standbys if r["role"] == "demoted"]
     capture["source_log"] = _source_log(config_under(cfg, roles.primary), warnings)
+    automation["controllers"] = controllers_of(beats, now)
     roles_doc = {"epoch": roles.epoch, "primary": roles.primary, "description": roles.describe(),
                  "nodes": {n.name: roles.role_of(n.name) for n in nodes(cfg)}}
     return {"group": cfg.group, "roles": roles_doc, "redo_end_offset": redo_end, "capture": capture,
-            "standbys": standbys,
+            "standbys": standbys, "automation": automation,
             "warnings": warnings, "retransmits": retransmits, "control_refused": refused,
             "not_protected": not_protected(cfg), "at": iso_time(int(now * 1e6))}
 
@@ -255,6 +261,8 @@ def render(doc: dict[str, Any]) -> Table:
     for sb in doc["standbys"]:
         if sb["message"]:
             table.caption = (table.caption or "") + f"{sb['name']}: {sb['message']}\n"
+    for line in automation_lines(doc.get("automation", {})):
+        table.caption = (table.caption or "") + f"{line}\n"
     for w in doc["warnings"]:
         table.caption = (table.caption or "") + f"warning: {w}\n"
     for p in doc.get("not_protected", []):

@@ -2,7 +2,8 @@
 
 The wire form is the highest ``schemas/avro/control.v<N>.avsc`` (v2 added typed bodies, v3 the sequence
 requests of issue 9, v4 the role and epoch records of failover/ and the recovery points of ``ark skip`` and
-``ark failover --until``): the envelope of v1 (group, kind, target, issued_by, issued_at_us, request_id,
+``ark failover --until``, v5 the automatic controller's lease, decisions and maintenance of issue 11): the
+envelope of v1 (group, kind, target, issued_by, issued_at_us, request_id,
 and a string ``args`` map) plus ``body``, a union with one Avro record per kind. Version 1 records
 (``args`` only) stay readable: :func:`body_from_wire` rebuilds the typed body from their ``args``
 (:func:`body_from_args`).
@@ -361,11 +362,45 @@ class EpochCut:
     until_us: int
 
 
+# -- automatic failover (schema v5; failover/controller.py, failover/lease.py, failover/automation.py) ---------
+@dataclass(frozen=True)
+class ControllerLease:
+    """A controller claims or renews the group's one active-controller lease for ``ttl_s`` seconds (0: it gives
+    the lease up). Written on ``ark.<group>.lease``, not on the control topic (one every ttl/3 s forever would
+    make every agent's replay of the control topic grow without end); failover/lease.py has the rules."""
+
+    KIND: ClassVar[str] = "controller-lease"
+    holder: str
+    ttl_s: float
+
+
+@dataclass(frozen=True)
+class ControllerDecision:
+    """The active controller ``holder`` decided ``action`` (active, failover, failover-done, failover-failed) in
+    epoch ``epoch``; the record's target is the failover target; ``sentence`` says why, as the controller logs it."""
+
+    KIND: ClassVar[str] = "controller-decision"
+    action: str
+    epoch: int
+    sentence: str
+    holder: str
+
+
+@dataclass(frozen=True)
+class SetMaintenance:
+    """An operator's ``ark maintenance on|off`` (``mode``): while on, no controller fails over automatically."""
+
+    KIND: ClassVar[str] = "maintenance"
+    mode: str
+    reason: str
+
+
 Body = (SetDelay | Pause | Resume | ResyncTable | FilesSetDelay | FilesPause | FilesResume | Retransmit
         | RetransmitDone | RetransmitFailed | VerifyHold | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease
         | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | NodeIdentity | SourceGap
         | PublishSequences | SequencesPublished | EpochBegun | EndEpoch | EpochEnded | StandbyFrom | NodeFenced
-        | HandoverStep | SkipTransaction | ApplyUntil | EpochCut)
+        | HandoverStep | SkipTransaction | ApplyUntil | EpochCut | ControllerLease | ControllerDecision
+        | SetMaintenance)
 
 #: Every kind, by its wire name.
 KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
@@ -373,7 +408,7 @@ KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
     RetransmitFailed, VerifyHold, VerifyArmed, VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted,
     TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap, PublishSequences,
     SequencesPublished, EpochBegun, EndEpoch, EpochEnded, StandbyFrom, NodeFenced, HandoverStep, SkipTransaction,
-    ApplyUntil, EpochCut)}
+    ApplyUntil, EpochCut, ControllerLease, ControllerDecision, SetMaintenance)}
 
 #: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
 _RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}

@@ -49,3 +49,8 @@ def files_topic(group: str, file_set: str) -> str:
 def capture_transactional_id(group: str) -> str:
     """The capture producer's transactional.id: it belongs to the group, not the host (guarantee 6)."""
     return f"ark.{validate_name('group', group)}.capture"
+
+
+def lease_topic(group: str) -> str:
+    """The active controller's lease: claims and renewals (failover/lease.py); short retention."""
+    return f"ark.{validate_name('group', group)}.lease"

@@ -22,6 +22,7 @@ from failover.view import FRESH_S
 from ops.lag import STALE_AFTER_S
 from schemas.control import (
     ApplyUntil,
+    ControllerDecision,
     EndEpoch,
     EpochBegun,
     EpochCut,
@@ -36,6 +37,7 @@ from schemas.control import (
     RetransmitDone,
     RetransmitFailed,
     SetDelay,
+    SetMaintenance,
     SourceGap,
     StandbyFrom,
     TableResynced,
@@ -177,6 +179,12 @@ def event_of(rec: ControlRecord) -> Event | None:
         return Event(at, "info", "intent", f"{who}: resync {body.table} on {target}")
     if isinstance(body, VerifyHold):
         return Event(at, "info", "verify", f"{who}: verify of {target} started")
+    if isinstance(body, ControllerDecision):
+        sev = {"failover": "warn", "failover-failed": "error"}.get(body.action, "info")
+        return Event(at, sev, "controller", f"{body.holder}: {body.action} {rec.target} ({body.sentence})")
+    if isinstance(body, SetMaintenance):
+        return Event(at, "warn" if body.mode == "on" else "info", "intent",
+                     f"{who}: maintenance {body.mode}" + (f" ({body.reason})" if body.reason else ""))
     if isinstance(body, NodeIdentity):
         return Event(at, "info", "identity", f"{target} recorded as {body.role} ({body.label})")
     return _handover_event(rec, at)
