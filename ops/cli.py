@@ -45,6 +45,7 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark sync STANDBY         copy a consistent snapshot online, then stream from that point
       ark capture              run the capture of the primary (one per group)
       ark apply STANDBY        run the applier of one standby
+      ark agent NODE           check a database node every second, restart it locally first
       ark status               applied position, lag and delay per standby
       ark console              the operations console (terminal UI): watch and act on the group
       ark report               statistics per hour and table (--html with charts, --json, --csv)
@@ -483,6 +484,9 @@ def _register() -> None:
         from ops.files_cmd import files
 
         cli.add_command(files)
+    from ops.agent_cmd import agent
+
+    cli.add_command(agent)
 
 
 _register()
