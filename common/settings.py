@@ -112,6 +112,11 @@ class NodeAgentSettings(Frozen):
     data_dir: str | None = Field(default=None, description="the database's data directory on this host: its "
                                  "server process (pid file) and disk are checked; default: what the server says")
     wal_dir: str | None = Field(default=None, description="the WAL (redo log) directory when on another disk")
+    self_fence: bool = Field(default=True, description="on the primary: make the database read-only when Kafka "
+                             "cannot be reached for fence_lease_s (a controller may promote a standby meanwhile)")
+    fence_lease_s: float = Field(default=3.0, gt=0, lt=5.0, description="how long the primary's agent may be cut "
+                                 "off from Kafka before it fences its database; shorter than the controller's ttl "
+                                 "(5 s) by at least the time a fence takes")
     services: tuple[ServiceSettings, ...] = ()
 
     @field_validator("restart_command", mode="before")

@@ -9,6 +9,10 @@ about once a second, and at once on every change of state) carries ``state``:
   between tries;
 * ``failed``: the restarts are used up, or no restart command is configured, or the failure is one a restart
   does not fix (a primary that refuses writes). The controller (``ark controller``) may fail over then.
+* ``fenced``: the primary is read-only on purpose: a handover fenced it, or the agent fenced it itself because
+  no heartbeat reached Kafka for ``agent.fence_lease_s`` (shorter than the controller's ttl: a standby is never
+  promoted while this primary still takes writes). A self-fence is never undone here (a failover may have
+  happened meanwhile); it is recorded on the control topic (``node-fenced``) once Kafka answers again.
 
 A node that passes every check for ``agent.stable_s`` gets its restarts back. A database that the roles say a
 handover demoted or fenced is never restarted (it is stopped on purpose): the message says so instead. The
@@ -28,7 +32,7 @@ from common.agent import AgentBody, Retry
 from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord
 from common.engines import engine, load
-from common.errors import ConfigError
+from common.errors import ArkError, ConfigError, KafkaUnavailable
 from common.monitor import redact
 from common.node_health import (
     DATABASE,
@@ -42,11 +46,15 @@ from common.node_health import (
     listener_check,
     service_checks,
 )
+from common.node_ops import node_ops
 from common.roles import Roles, node, roles_of
+from schemas.control import NodeFenced
 
 log = logging.getLogger(__name__)
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
+#: Fences this node's database now; returns the client sessions it ended (ArkError when it cannot).
+Fencer = Callable[[], int]
 
 
 def hold_reason(roles: Roles, name: str) -> str:
@@ -57,7 +65,7 @@ def hold_reason(roles: Roles, name: str) -> str:
                 f"down or fenced on purpose until 'ark reinstate {name}'")
     fenced = roles.fenced.get(name)
     if role == "primary" and fenced is not None and fenced[0] >= roles.epoch:
-        return f"a handover fenced it in epoch {fenced[0]} ({fenced[1]})"
+        return f"it was fenced in epoch {fenced[0]}: {fenced[1]}"
     return ""
 
 
@@ -74,7 +82,7 @@ class NodeAgent(AgentBody):
     kind = "node"
 
     def __init__(self, cfg: ArkConfig, name: str, *, probe: HealthProbe | None = None, run: Runner = subprocess.run,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, fencer: Fencer | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.name = name
@@ -93,6 +101,13 @@ class NodeAgent(AgentBody):
         commands = {DATABASE: self.settings.restart_command}
         commands.update({f"service:{s.name}": s.restart_command for s in self.settings.services})
         self._commands = {t: c for t, c in commands.items() if c}
+        self._fence = fencer or self._fence_through_node_ops
+        #: Since when the session runs (the Kafka lease counts from here until a beat is acknowledged).
+        self._contact_since = clock()
+        #: Set once the agent fenced its database itself: (epoch, why, sessions ended); recorded on the control
+        #: topic (``node-fenced``) once Kafka answers again.
+        self.self_fenced: tuple[int, str, int] | None = None
+        self._fence_recorded = False
 
     # -- AgentBody ---------------------------------------------------------------------------------------
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
@@ -100,12 +115,14 @@ class NodeAgent(AgentBody):
         self.role = self.roles.role_of(self.name)
 
     def session(self, channel: ControlChannel) -> None:
+        self._contact_since = self._clock()
         while not self.stopping.is_set():
             if self.roles.update(channel.poll()) or self.roles.role_of(self.name) != self.role:
                 self.role = self.roles.role_of(self.name)
                 log.info("node %s: %s; this node is %s", self.name, self.roles.describe(), self.role)
             started = self._clock()
             self.round()
+            self._record_self_fence(channel)
             self.stopping.wait(max(0.0, self.settings.check_interval_s - (self._clock() - started)))
 
     def recover(self, exc: Exception) -> Retry | Exception:
@@ -122,7 +139,7 @@ class NodeAgent(AgentBody):
     def run_checks(self) -> list[Check]:
         """Every check of this node now."""
         s = self.settings
-        primary = self.role == "primary" and not hold_reason(self.roles, self.name)
+        primary = self.role == "primary"
         checks = [listener_check(self.db, s.check_timeout_s)]
         if self.probe is not None:
             checks += self.probe.checks(primary=primary, timeout_s=s.check_timeout_s)
@@ -134,7 +151,12 @@ class NodeAgent(AgentBody):
 
     def round(self) -> Decision:
         """Check, judge, restart when the judgement says so; the new state is beaten at once when it changed."""
+        lease_lost = self._keep_lease()
+        fenced = self._fenced_why()
         self.checks = self.run_checks()
+        if fenced:  # read-only on purpose: not a failure of the node
+            self.checks = [Check(c.name, True, f"read-only on purpose ({fenced})", c.target)
+                           if c.name == "writable" and not c.ok else c for c in self.checks]
         now = self._clock()
         if any(not c.ok and not c.warning for c in self.checks):
             self.book.failing_rounds += 1
@@ -147,8 +169,14 @@ class NodeAgent(AgentBody):
                          now - self._healthy_since)
                 self.book.tries.clear()
                 self._last_try.clear()
-        decision = decide(self.checks, self.book, self.settings, hold=hold_reason(self.roles, self.name),
+        # Never restart a primary cut off from Kafka past its lease: a standby may be promoted meanwhile.
+        decision = decide(self.checks, self.book, self.settings,
+                          hold=lease_lost or fenced or hold_reason(self.roles, self.name),
                           restartable=frozenset(self._commands), previous=self.state)
+        if lease_lost and decision.state != "failed":
+            decision = Decision("failed", f"{lease_lost}; {decision.message}")
+        elif fenced and decision.state == "healthy":
+            decision = Decision("fenced", f"{fenced}; {decision.message}")
         message = decision.message
         if decision.restart is not None:
             target = decision.restart
@@ -179,6 +207,7 @@ class NodeAgent(AgentBody):
         argv = list(self._commands[target])
         log.warning("node %s: restarting the %s (try %d of %d)", self.name, target, attempt,
                     self.settings.restart_tries)
+        self.beat_now()  # each try is news for the controller, even when the state stays 'restarting'
         try:
             res = self._run(argv, capture_output=True, text=True, timeout=self.settings.restart_timeout_s,
                             stdin=subprocess.DEVNULL, check=False)
@@ -193,3 +222,52 @@ class NodeAgent(AgentBody):
         self._last_try[target] = self._clock()
         log.warning("node %s: restart command of the %s %s", self.name, target, outcome)
         self.message = f"{self.message}; the restart command {outcome}"
+
+    # -- self-fencing ------------------------------------------------------------------------------------
+    def _fenced_why(self) -> str:
+        """Why this primary is read-only on purpose ('' when it is not): it fenced itself, or the roles say so."""
+        if self.self_fenced is not None:
+            return self.self_fenced[1]
+        return hold_reason(self.roles, self.name) if self.role == "primary" else ""
+
+    def _keep_lease(self) -> str:
+        """On the primary: when no heartbeat reached Kafka for ``fence_lease_s``, fence the database (a controller
+        that stops hearing this node for its ttl, longer than the lease, may promote a standby meanwhile).
+        Returns why the lease is lost while the fence could not be made ('' otherwise)."""
+        s = self.settings
+        if not s.self_fence or self.role != "primary" or self.self_fenced is not None:
+            return ""
+        contact = max(self._contact_since, self.beat_delivered_at() or self._contact_since)
+        silent = self._clock() - contact
+        if silent <= s.fence_lease_s:
+            return ""
+        why = (f"it fenced itself: no heartbeat reached Kafka for {silent:.1f} s (lease {s.fence_lease_s:g} s), so "
+               "a controller may promote a standby")
+        try:
+            ended = self._fence()
+        except ArkError as exc:
+            log.warning("node %s: %s; the fence failed: %s", self.name, why, exc.message)
+            return f"no heartbeat reached Kafka for {silent:.1f} s and the fence failed ({exc.message}; tried again " \
+                   "each round)"
+        self.self_fenced = (self.roles.epoch, why, ended)
+        log.warning("node %s: %s; the database is read-only now, %d client sessions ended", self.name, why, ended)
+        return ""
+
+    def _fence_through_node_ops(self) -> int:
+        """The switchover's own fence (NodeOps.fence), with no grace: the sessions that could write end now."""
+        ops = node_ops(self.cfg, self.name, connect_timeout_s=max(2, int(self.settings.check_timeout_s)))
+        try:
+            return ops.fence(0.0).sessions_ended
+        finally:
+            ops.close()
+
+    def _record_self_fence(self, channel: ControlChannel) -> None:
+        """Once Kafka answers again, the self-fencing goes on the control topic (a ``node-fenced`` record)."""
+        if self.self_fenced is None or self._fence_recorded:
+            return
+        epoch, _why, ended = self.self_fenced
+        try:
+            channel.publish(NodeFenced(epoch, "read-only (self-fenced: Kafka unreachable)", ended), self.name)
+        except KafkaUnavailable:
+            return
+        self._fence_recorded = True

@@ -27,8 +27,13 @@ def agent(obj: CliContext, node: str, metrics_port: int | None, metrics_host: st
     'failed' and the controller may fail over. A node demoted or fenced by a handover is never restarted.
 
     \b
-    Its heartbeat (agent "node", state healthy | restarting | failed) goes out every second and at once
-    on each change; 'ark status' shows it. Settings: the node's agent: block (README, "Node agent").
+    On the primary, no heartbeat acknowledged by Kafka for agent.fence_lease_s (3 s) makes the agent
+    fence its database read-only (agent.self_fence: false turns it off): a controller, which fails over
+    after 5 s without heartbeats, never promotes a standby while the old primary still takes writes.
+
+    \b
+    Its heartbeat (agent "node", state healthy | restarting | failed | fenced) goes out every second and
+    at once on each change; 'ark status' shows it. Settings: the node's agent: block (README, "Node agent").
     """
     from common.heartbeat import agent_on_kafka
     from common.roles import node as node_of

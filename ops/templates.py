@@ -48,6 +48,8 @@ primary:
     check_interval_s: 1
     check_timeout_s: 3           # login + SELECT 1
     disk_min_free_pct: 5         # warn below this much free under the data and WAL directories
+    self_fence: true             # on the primary: cut off from Kafka for fence_lease_s -> made read-only, so that
+    fence_lease_s: 3             # a promoted standby never overlaps a writable old primary (below the ttl, 5 s)
     # data_dir: /var/lib/postgresql/15/main   # default: what the server says
     # services:                  # application processes and ports on this node, restarted the same way
     #   - {name: app, process: gunicorn, port: 8000, restart_command: "systemctl restart app"}

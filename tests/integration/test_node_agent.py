@@ -3,23 +3,32 @@
 The heartbeat topic is read in order, every beat of the node agent kept, so the sequence of states is asserted
 as the controller would see it: ``pg_ctl stop -m immediate`` → ``restarting`` → the agent's restart command
 starts PostgreSQL → ``healthy``; a restart command that fails → ``failed`` after its tries; ``ark status`` shows
-the node agent. Every wait is on a condition.
+the node agent; the broker paused or killed → the primary fences itself within its lease. Every wait is on a
+condition.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
+from common.config import load_config
+from common.control import ControlChannel
 from common.kafka import make_consumer
 from common.settings import KafkaSettings
+from deploy.kafka import KafkaBroker
 from deploy.postgres import PG_BIN, PgInstance
 from schemas import envelope
+from schemas.control import NodeFenced
 from schemas.topics import heartbeat_topic
 from tests.support.replication import Group, wait_for
 
@@ -128,3 +137,58 @@ def test_a_failing_restart_command_ends_in_failed(kafka_bootstrap: str, pg_facto
     finally:
         group.stop_all()
         beats.close()
+
+
+def _read_only(pg: PgInstance) -> bool:
+    try:
+        return pg.psql("SHOW default_transaction_read_only") == "on"
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.parametrize("cut", ["pause", "kill"])
+def test_the_primary_fences_itself_when_kafka_is_gone(cut: str, kafka_broker: KafkaBroker, kafka_bootstrap: str,
+                                                      pg_factory: Any, ark_tmp: Path, unique_group: str) -> None:
+    """The broker paused (connections hang) or killed (refused): within its 3 s lease, before a controller's 5 s
+    ttl, the primary's agent makes its database read-only and ends the sessions that could still write; once Kafka
+    is back its heartbeat says ``fenced`` and a ``node-fenced`` record is on the control topic."""
+    pg = pg_factory(f"fence{cut}")
+    group = agent_group(ark_tmp, unique_group, kafka_bootstrap, pg,
+                        {"restart_command": start_command(pg), "fence_lease_s": 3})
+    beats = NodeBeats(kafka_bootstrap, unique_group, "primary")
+    client = psycopg.connect(pg.dsn(), autocommit=True)
+    try:
+        group.start("agent", "primary")
+        wait_for(lambda: beats.states()[-1:] == ["healthy"], 60, "the node agent's first healthy beat")
+        client.execute("CREATE TABLE fence_probe (i int)")
+        cut_at = time.time()
+        kafka_broker.pause() if cut == "pause" else kafka_broker.kill9()
+        try:
+            wait_for(lambda: _read_only(pg), 30, "the database made read-only", interval=0.05)
+            fenced_at = time.time()
+        finally:
+            kafka_broker.resume() if cut == "pause" else kafka_broker.start(timeout=120)
+        wait_for(lambda: beats.states()[-1:] == ["fenced"], 90, "a fenced beat once Kafka is back")
+        last_heard = max(b["sent_at_us"] for b in beats.beats if b["sent_at_us"] / 1e6 <= cut_at) / 1e6
+        # What a controller heard last was sent at last_heard; it waits its ttl (5 s) from there before promoting.
+        assert fenced_at - cut_at >= 2.0 and fenced_at - last_heard < 5.0, (cut_at, last_heard, fenced_at)
+        assert "fenced itself" in beats.last()["message"]
+        with pytest.raises(psycopg.Error):  # the session opened before the fence could still write: it was ended
+            client.execute("INSERT INTO fence_probe VALUES (1)")
+        cfg = load_config(group.config)
+
+        def recorded() -> bool:
+            channel = ControlChannel.for_config(cfg)
+            try:
+                return any(isinstance(r.body, NodeFenced) and r.target == "primary" for r in channel.replay())
+            finally:
+                channel.close()
+
+        wait_for(recorded, 60, "the node-fenced record on the control topic", interval=1)
+        group.assert_agents_alive()
+    finally:
+        group.stop_all()
+        beats.close()
+        client.close()
+        with contextlib.suppress(RuntimeError):
+            pg.psql("ALTER DATABASE postgres RESET default_transaction_read_only")

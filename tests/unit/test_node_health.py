@@ -12,7 +12,7 @@ import pytest
 
 from common.config import parse_config
 from common.control import ControlRecord
-from common.errors import ConfigError
+from common.errors import ConfigError, SourceError
 from common.node_health import DATABASE, NO_RESTART, Check, RestartBook, backoff_s, decide, disk_checks
 from common.roles import Roles
 from common.settings import NodeAgentSettings
@@ -140,7 +140,8 @@ class FakeClock:
 
 
 def agent_with(restart_ok: bool, **settings: Any) -> tuple[NodeAgent, FakeProbe, FakeClock, list[list[str]]]:
-    agent_settings = {"restart_command": "start-db --now", "restart_tries": 2, "stable_s": 30, **settings}
+    agent_settings = {"restart_command": "start-db --now", "restart_tries": 2, "stable_s": 30, "self_fence": False,
+                      **settings}
     cfg = parse_config(with_agent(agent_settings))
     probe, clock, ran = FakeProbe(), FakeClock(), []
 
@@ -170,7 +171,7 @@ def test_a_restart_that_works_brings_the_node_back() -> None:
     assert rounds(agent, clock, 1) == ["healthy"]
     probe.up = False
     assert rounds(agent, clock, 3) == ["healthy", "restarting", "healthy"]
-    assert ran == [["start-db", "--now"]] and beats == ["healthy", "restarting", "healthy"]
+    assert ran == [["start-db", "--now"]] and beats == ["healthy", "restarting", "restarting", "healthy"]  # + the try
     assert agent.book.tries == {DATABASE: 1}
     rounds(agent, clock, 31)  # stable for stable_s: the tries start over
     assert agent.book.tries == {}
@@ -193,6 +194,7 @@ def test_a_demoted_node_is_not_restarted() -> None:
     agent, probe, clock, ran = agent_with(restart_ok=True)
     rec = ControlRecord(1, EpochBegun(1, "s", "p", "failover", 10), "s", "", 0, "")
     agent.roles.update([rec])
+    agent.role = agent.roles.role_of("p")
     probe.up = False
     assert rounds(agent, clock, 3) == ["healthy", "failed", "failed"] and ran == []
     assert "demoted" in agent.message and "ark reinstate p" in agent.message
@@ -202,4 +204,44 @@ def test_hold_reason_for_a_primary_fenced_this_epoch() -> None:
     roles = Roles("p")
     assert hold_reason(roles, "p") == ""
     roles.update([ControlRecord(1, NodeFenced(0, "read-only (switchover)", 0), "p", "", 0, "")])
-    assert "fenced it in epoch 0" in hold_reason(roles, "p")
+    assert "fenced in epoch 0: read-only (switchover)" in hold_reason(roles, "p")
+
+
+def test_the_primary_fences_itself_when_kafka_is_silent_past_its_lease() -> None:
+    agent, probe, clock, _ran = agent_with(restart_ok=True, self_fence=True, fence_lease_s=3)
+    fences: list[float] = []
+    agent._fence = lambda: fences.append(clock.now) or 4  # type: ignore[method-assign]
+    delivered = {"at": clock.now}
+    agent.beat_delivered_at = lambda: delivered["at"]
+    assert rounds(agent, clock, 2) == ["healthy", "healthy"]
+    delivered["at"] = clock.now  # a beat acknowledged: the lease is renewed
+    assert rounds(agent, clock, 4) == ["healthy"] * 4 and fences == []  # silent 0..3 s: within the lease
+    assert rounds(agent, clock, 2) == ["fenced", "fenced"] and fences == [delivered["at"] + 4]
+    assert "no heartbeat reached Kafka for 4.0 s (lease 3 s)" in agent.message
+    assert agent.self_fenced is not None and agent.self_fenced[2] == 4
+    probe.up = False  # a self-fenced database is never restarted
+    assert rounds(agent, clock, 3)[-1] == "failed" and "not restarted: it fenced itself" in agent.message
+
+
+def test_a_standby_or_a_disabled_self_fence_never_fences() -> None:
+    for role, enabled in (("standby", True), ("primary", False)):
+        agent, _probe, clock, _ran = agent_with(restart_ok=True, self_fence=enabled)
+        agent.role = role
+        agent._fence = lambda: pytest.fail("fenced")  # type: ignore[method-assign]
+        assert set(rounds(agent, clock, 10)) == {"healthy"}
+
+
+def test_a_fence_that_fails_says_failed_and_is_tried_again() -> None:
+    agent, _probe, clock, _ran = agent_with(restart_ok=True, self_fence=True)
+    agent.beat_delivered_at = lambda: None
+    calls: list[int] = []
+
+    def fence() -> int:
+        calls.append(1)
+        raise SourceError("node p cannot be reached", fix="x")
+
+    agent._fence = fence  # type: ignore[method-assign]
+    states = rounds(agent, clock, 6)
+    assert states[-1] == "failed" and len(calls) >= 2 and "the fence failed" in agent.message
+    _probe.up = False  # nor is a primary cut off from Kafka restarted: a standby may be promoted meanwhile
+    assert rounds(agent, clock, 4)[-1] == "failed" and _ran == [] and "not restarted" in agent.message
