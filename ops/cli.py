@@ -475,18 +475,16 @@ def demo(seconds: float, workdir: Path | None, keep: bool, no_mariadb: bool) -> 
 
 
 def _register() -> None:
+    from ops.agent_cmd import agent
     from ops.broker_cmd import broker
     from ops.handover_cmd import failover, reinstate, skip, switchover, topology
 
-    for command in (switchover, failover, skip, reinstate, topology, broker):
+    for command in (switchover, failover, skip, reinstate, topology, broker, agent):
         cli.add_command(command)
     with contextlib.suppress(ImportError):
         from ops.files_cmd import files
 
         cli.add_command(files)
-    from ops.agent_cmd import agent
-
-    cli.add_command(agent)
 
 
 _register()
