@@ -154,7 +154,10 @@ class NodeAgent(AgentBody):
         lease_lost = self._keep_lease()
         fenced = self._fenced_why()
         self.checks = self.run_checks()
-        if fenced:  # read-only on purpose: not a failure of the node
+        # Read-only on purpose is not a failure. A fence record whose node takes writes again (a switchover given up
+        # and undone) is stale: the node is then healthy, but its database is still never restarted.
+        read_only = bool(fenced) and any(c.name == "writable" and not c.ok for c in self.checks)
+        if read_only:
             self.checks = [Check(c.name, True, f"read-only on purpose ({fenced})", c.target)
                            if c.name == "writable" and not c.ok else c for c in self.checks]
         now = self._clock()
@@ -175,7 +178,7 @@ class NodeAgent(AgentBody):
                           restartable=frozenset(self._commands), previous=self.state)
         if lease_lost and decision.state != "failed":
             decision = Decision("failed", f"{lease_lost}; {decision.message}")
-        elif fenced and decision.state == "healthy":
+        elif (read_only or self.self_fenced is not None) and decision.state == "healthy":
             decision = Decision("fenced", f"{fenced}; {decision.message}")
         message = decision.message
         if decision.restart is not None:

@@ -245,3 +245,28 @@ def test_a_fence_that_fails_says_failed_and_is_tried_again() -> None:
     assert states[-1] == "failed" and len(calls) >= 2 and "the fence failed" in agent.message
     _probe.up = False  # nor is a primary cut off from Kafka restarted: a standby may be promoted meanwhile
     assert rounds(agent, clock, 4)[-1] == "failed" and _ran == [] and "not restarted" in agent.message
+
+
+def test_a_primary_fenced_by_a_handover_says_fenced_while_read_only_and_healthy_once_writable() -> None:
+    agent, probe, clock, ran = agent_with(restart_ok=True)
+    writable = {"ok": False}
+    agent.run_checks = lambda: [*probe.checks(primary=True, timeout_s=1),  # type: ignore[method-assign]
+                                Check("writable", writable["ok"], "" if writable["ok"] else "read-only", NO_RESTART)]
+    agent.roles.update([ControlRecord(1, NodeFenced(0, "read-only (switchover)", 0), "p", "", 0, "")])
+    assert rounds(agent, clock, 2) == ["fenced", "fenced"] and "read-only (switchover)" in agent.message
+    writable["ok"] = True  # the switchover was given up and undone: the stale record does not make it 'fenced'
+    assert rounds(agent, clock, 1) == ["healthy"]
+    probe.up = False  # but its database is still not restarted
+    assert rounds(agent, clock, 3)[-1] == "failed" and ran == [] and "not restarted" in agent.message
+
+
+def test_status_lists_node_agents_and_says_down_when_silent() -> None:
+    from ops.status import node_agents
+
+    now = 1_000_000.0
+    beat = {"state": "healthy", "role": "primary", "message": "all checks pass", "host": "h"}
+    beats = {("node", "n1"): {**beat, "sent_at_us": int((now - 1) * 1e6)},
+             ("node", "n2"): {**beat, "sent_at_us": int((now - 600) * 1e6)},
+             ("apply", "n2"): {**beat, "sent_at_us": int(now * 1e6)}}
+    assert [(a["name"], a["state"]) for a in node_agents(beats, now)] == [
+        ("n1", "healthy"), ("n2", "down (last heard 600 s ago)")]
