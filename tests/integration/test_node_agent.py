@@ -171,6 +171,8 @@ def test_the_primary_fences_itself_when_kafka_is_gone(cut: str, kafka_broker: Ka
         wait_for(lambda: beats.states()[-1:] == ["fenced"], 90, "a fenced beat once Kafka is back")
         last_heard = max(b["sent_at_us"] for b in beats.beats if b["sent_at_us"] / 1e6 <= cut_at) / 1e6
         # What a controller heard last was sent at last_heard; it waits its ttl (5 s) from there before promoting.
+        print(f"broker {cut}: read-only {fenced_at - cut_at:.2f} s after the cut, {fenced_at - last_heard:.2f} s after "
+              "the last heartbeat a controller could have heard")
         assert fenced_at - cut_at >= 2.0 and fenced_at - last_heard < 5.0, (cut_at, last_heard, fenced_at)
         assert "fenced itself" in beats.last()["message"]
         with pytest.raises(psycopg.Error):  # the session opened before the fence could still write: it was ended
