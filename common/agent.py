@@ -67,6 +67,10 @@ class Heartbeat:
         """The record a beat would send now (what ``/metrics`` serves)."""
         return {}
 
+    def delivered_at(self) -> float | None:
+        """When (``time.monotonic()``) the newest beat that Kafka acknowledged was sent (None: none yet)."""
+        return None
+
 
 class AgentBody(ABC):
     """What one kind of agent does (see the module docstring)."""
@@ -85,6 +89,8 @@ class AgentBody(ABC):
         self.stopping = threading.Event()
         #: Set by the skeleton: publish a heartbeat now.
         self.beat_now: Callable[[], None] = lambda: None
+        #: Set by the skeleton: when the newest acknowledged heartbeat was sent (the node agent's Kafka lease).
+        self.beat_delivered_at: Callable[[], float | None] = lambda: None
 
     @abstractmethod
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
@@ -194,6 +200,8 @@ class Agent:
         beat = self._make_heartbeat(self._snapshot)
         self._beat = beat
         body.beat_now = beat.beat_now
+        # Duck-typed heartbeats (tests' fakes) may lack acknowledgements: the lease then stays unknown (None).
+        body.beat_delivered_at = getattr(beat, "delivered_at", body.beat_delivered_at)
         beat.start()
         backoff = BACKOFF_START_S
         try:

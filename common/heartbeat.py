@@ -81,6 +81,7 @@ class HeartbeatPublisher(Heartbeat):
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._producer: Producer | None = None
+        self._delivered_at: float | None = None
 
     def start(self) -> None:
         """Create the topic if needed and start the background thread."""
@@ -106,6 +107,16 @@ class HeartbeatPublisher(Heartbeat):
             self._producer.flush(3)
         if self._monitor is not None:
             self._monitor.stop()
+
+    def delivered_at(self) -> float | None:
+        """When (monotonic) the newest beat Kafka acknowledged was sent; None before the first."""
+        return self._delivered_at
+
+    def _acknowledged(self, sent_at: float) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is None and (self._delivered_at is None or sent_at > self._delivered_at):
+                self._delivered_at = sent_at
+        return on_delivery
 
     def record(self) -> dict[str, Any]:
         """The heartbeat record as it would be sent now."""
@@ -135,13 +146,21 @@ class HeartbeatPublisher(Heartbeat):
             try:
                 env = envelope.sign(envelope.encode(HEARTBEAT_SCHEMA, self.record(), epoch=0), self._key)
                 key = str(self._static["name"]).encode()
-                self._producer.produce(self._topic, env.value, headers=env.headers, key=key)
+                self._producer.produce(self._topic, env.value, headers=env.headers, key=key,
+                                       on_delivery=self._acknowledged(time.monotonic()))
                 self._producer.poll(0)
             except Exception as exc:  # noqa: BLE001 - loop boundary: a heartbeat must never kill the agent
                 log.warning("heartbeat not sent: %s", exc)
             if self._stop.is_set():
                 return
-            self._wake.wait(self._interval)
+            # Serve delivery reports while waiting (not only once a beat): delivered_at stays within ~50 ms.
+            deadline = time.monotonic() + self._interval
+            try:
+                while not self._wake.is_set() and time.monotonic() < deadline:
+                    self._producer.poll(0.05)
+            except Exception as exc:  # noqa: BLE001 - loop boundary: a heartbeat must never kill the agent
+                log.warning("heartbeat delivery reports not served: %s", exc)
+                self._wake.wait(max(0.0, deadline - time.monotonic()))
             self._wake.clear()
 
 

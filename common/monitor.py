@@ -84,6 +84,9 @@ METRIC_HELP: dict[str, str] = {
     "quarantines": "corrupt entries quarantined (each with a retransmit request)",
     "resyncs": "table resyncs started by this agent",
     "control_refused": "control records refused as not authentic",
+    "agent.restarts": "local restarts the node agent ran (database and services) since it started",
+    "agent.failed_checks": "node agent checks that failed in its last round (disk warnings included)",
+    "agent.failing_rounds": "node agent check rounds in a row with a failure",
 }
 
 #: Process-wide event counters (one agent per process): ``count("crc_failures")`` where it happens.
@@ -370,8 +373,8 @@ def _process_name(pid: int) -> str:
 
 
 def monitor_for(cfg: ArkConfig, kind: str, name: str) -> Monitor:
-    """The monitor of one agent: a capture watches the primary, an applier its standby, a file set its
-    directories (the database part comes from the engine registry's ``monitor``)."""
+    """The monitor of one agent: a capture watches the primary, an applier its standby, a node agent its node,
+    a file set its directories (the database part comes from the engine registry's ``monitor``)."""
     from common.engines import engine, load
 
     db: DatabaseSettings | None = None
@@ -380,6 +383,8 @@ def monitor_for(cfg: ArkConfig, kind: str, name: str) -> Monitor:
         db = cfg.primary
     elif kind == "apply":
         db = next((s for s in cfg.standbys if s.name == name), None)
+    elif kind == "node":  # the node agent watches its own database, whatever its role
+        db = next((n for n in (cfg.primary, *cfg.standbys) if n.name == name), None)
     elif kind == "filesync":
         fs = cfg.files.get(name.split("/", 1)[0])
         if fs is not None:

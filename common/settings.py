@@ -8,9 +8,10 @@ engine: no port, user or database defaults.
 
 from __future__ import annotations
 
+import shlex
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.secrets import SecretRef
 
@@ -51,6 +52,87 @@ class KafkaSettings(Frozen):
         return value
 
 
+def _command(value: str | list[str] | None) -> tuple[str, ...] | None:
+    """A command as its argv: a list as given, a string split like a shell would (no shell runs it)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split into arguments ({exc}): check its quotes") from None
+    else:
+        argv = list(value)
+    if not argv or not argv[0]:
+        raise ValueError("is empty: give the program and its arguments, or leave the key out")
+    return tuple(argv)
+
+
+class ServiceSettings(Frozen):
+    """An application process or port on the node that the node agent checks (and restarts)."""
+
+    name: str = Field(min_length=1, description="what the heartbeat and the logs call it")
+    process: str | None = Field(default=None, description="a process whose name (or command line) contains this "
+                                "must be running")
+    port: int | None = Field(default=None, ge=1, le=65535, description="a TCP port that must accept connections")
+    host: str = Field(default="127.0.0.1", description="where the port listens")
+    restart_command: tuple[str, ...] | None = Field(default=None, description="starts the service again (a string "
+                                                    "split like a shell would, or a list); no shell runs it")
+
+    @field_validator("restart_command", mode="before")
+    @classmethod
+    def _split(cls, value: str | list[str] | None) -> tuple[str, ...] | None:
+        return _command(value)
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> ServiceSettings:
+        if self.process is None and self.port is None:
+            raise ValueError(f"service {self.name}: give process:, port: or both (what the agent checks)")
+        return self
+
+
+class NodeAgentSettings(Frozen):
+    """How ``ark agent NODE`` checks its node and restarts it locally before it reports it failed (README,
+    "Node agent"). Every key has a default; without ``restart_command`` a failed check is reported at once."""
+
+    restart_command: tuple[str, ...] | None = Field(
+        default=None, description="starts the database again after a failed check (e.g. 'systemctl restart "
+        "postgresql@15-main' or 'pg_ctl -D DIR -w start'); split like a shell would, no shell runs it")
+    restart_tries: int = Field(default=3, ge=0, le=100, description="local restarts before the node is 'failed'")
+    restart_backoff_s: float = Field(default=2.0, gt=0, le=600,
+                                     description="wait before the second try; doubles with each further try")
+    restart_timeout_s: float = Field(default=60.0, gt=0, description="longest a restart command may run")
+    stable_s: float = Field(default=60.0, ge=0, description="healthy this long: the restart count starts over")
+    failures_before_restart: int = Field(default=2, ge=1, le=100, description="consecutive failed checks before the "
+                                         "first restart (a single slow answer restarts nothing)")
+    check_interval_s: float = Field(default=1.0, gt=0, le=60)
+    check_timeout_s: float = Field(default=3.0, gt=0, le=60, description="longest a login + SELECT 1 may take")
+    disk_min_free_pct: float = Field(default=5.0, ge=0, lt=100,
+                                     description="warn when the data or WAL directory's disk has less free")
+    data_dir: str | None = Field(default=None, description="the database's data directory on this host: its "
+                                 "server process (pid file) and disk are checked; default: what the server says")
+    wal_dir: str | None = Field(default=None, description="the WAL (redo log) directory when on another disk")
+    self_fence: bool = Field(default=True, description="on the primary: make the database read-only when Kafka "
+                             "cannot be reached for fence_lease_s (a controller may promote a standby meanwhile)")
+    fence_lease_s: float = Field(default=3.0, gt=0, lt=5.0, description="how long the primary's agent may be cut "
+                                 "off from Kafka before it fences its database; shorter than the controller's ttl "
+                                 "(5 s) by at least the time a fence takes")
+    services: tuple[ServiceSettings, ...] = ()
+
+    @field_validator("restart_command", mode="before")
+    @classmethod
+    def _split(cls, value: str | list[str] | None) -> tuple[str, ...] | None:
+        return _command(value)
+
+    @model_validator(mode="after")
+    def _unique_services(self) -> NodeAgentSettings:
+        names = [s.name for s in self.services]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"service names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
 class DatabaseSettings(Frozen):
     """Where a database is and how to log in to it. Engines subclass it with their defaults."""
 
@@ -65,6 +147,8 @@ class DatabaseSettings(Frozen):
     server_log: str | None = Field(default=None, description="the database server's log file on this host: its "
                                    "PANIC/FATAL/ERROR lines are counted and shown (the console, ark report, /metrics); "
                                    "default: what the server says when it runs here (PostgreSQL: pg_current_logfile())")
+    agent: NodeAgentSettings = Field(default_factory=NodeAgentSettings,
+                                     description="the node agent's checks and local restarts ('ark agent NODE')")
 
     def describe(self) -> str:
         """Where this database is, for messages (never includes the password)."""

@@ -45,6 +45,7 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark sync STANDBY         copy a consistent snapshot online, then stream from that point
       ark capture              run the capture of the primary (one per group)
       ark apply STANDBY        run the applier of one standby
+      ark agent NODE           check a database node every second, restart it locally first
       ark status               applied position, lag and delay per standby
       ark console              the operations console (terminal UI): watch and act on the group
       ark report               statistics per hour and table (--html with charts, --json, --csv)
@@ -475,11 +476,12 @@ def demo(seconds: float, workdir: Path | None, keep: bool, no_mariadb: bool) -> 
 
 
 def _register() -> None:
+    from ops.agent_cmd import agent
     from ops.automation_cmd import controller, maintenance
     from ops.broker_cmd import broker
     from ops.handover_cmd import failover, reinstate, skip, switchover, topology
 
-    for command in (switchover, failover, skip, reinstate, topology, broker, controller, maintenance):
+    for command in (switchover, failover, skip, reinstate, topology, broker, agent, controller, maintenance):
         cli.add_command(command)
     with contextlib.suppress(ImportError):
         from ops.files_cmd import files

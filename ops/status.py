@@ -129,14 +129,29 @@ def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any
     if any(r["role"] == "demoted" for r in standbys):
         warnings += [f"{r['name']} is a demoted former primary: 'ark reinstate {r['name']}' records what it committed "
                      "that never reached Kafka and makes it a standby" for r in standbys if r["role"] == "demoted"]
+    agents = node_agents(beats, now)
+    warnings += [f"node {a['name']} is {a['state']}: {a['message']}" for a in agents if a["state"] == "failed"]
     capture["source_log"] = _source_log(config_under(cfg, roles.primary), warnings)
     automation["controllers"] = controllers_of(beats, now)
     roles_doc = {"epoch": roles.epoch, "primary": roles.primary, "description": roles.describe(),
                  "nodes": {n.name: roles.role_of(n.name) for n in nodes(cfg)}}
     return {"group": cfg.group, "roles": roles_doc, "redo_end_offset": redo_end, "capture": capture,
-            "standbys": standbys, "automation": automation,
+            "standbys": standbys, "automation": automation, "node_agents": agents,
             "warnings": warnings, "retransmits": retransmits, "control_refused": refused,
             "not_protected": not_protected(cfg), "at": iso_time(int(now * 1e6))}
+
+
+def node_agents(beats: dict[tuple[str, str], dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """What each node agent (``ark agent NODE``) last said: healthy, restarting, failed, or down when silent."""
+    out = []
+    for (kind, name), beat in sorted(beats.items()):
+        if kind != "node":
+            continue
+        age = now - beat["sent_at_us"] / 1e6
+        state = beat["state"] if age < STALE_AFTER_S else f"down (last heard {age:.0f} s ago)"
+        out.append({"name": name, "state": state, "role": beat["role"], "message": beat["message"],
+                    "host": beat["host"], "heard_s_ago": round(age, 1)})
+    return out
 
 
 def not_protected(cfg: ArkConfig) -> list[dict[str, str]]:
@@ -258,6 +273,9 @@ def render(doc: dict[str, Any]) -> Table:
         table.caption = f"primary's log: {cap['source_log']}\n"
     if cap.get("stalled"):
         table.caption = (table.caption or "") + f"{cap['stalled']}\n"
+    for na in doc.get("node_agents", []):
+        table.caption = (table.caption or "") + f"node agent {na['name']} ({na['role']}): {na['state']}" + \
+            (f" ({na['message']})" if na["message"] else "") + "\n"
     for sb in doc["standbys"]:
         if sb["message"]:
             table.caption = (table.caption or "") + f"{sb['name']}: {sb['message']}\n"

@@ -39,6 +39,20 @@ primary:
                                  # is not fully protected
   # slot: ark_bank               # default ark_<group>
   # publication: ark_bank        # default ark_<group> (and ark_<group>_inserts for keyless: insert-only)
+  agent:                         # 'ark agent node1' on this node: checks it every second, restarts it locally
+                                 # first, and only then reports it 'failed' (README, "Node agent"); every node
+                                 # (standbys too) may have this block
+    restart_command: "systemctl restart postgresql@15-main"  # run without a shell; none: 'failed' at once
+    restart_tries: 3             # local restarts before the node is 'failed'
+    restart_backoff_s: 2         # before the second try; doubles with each further try
+    check_interval_s: 1
+    check_timeout_s: 3           # login + SELECT 1
+    disk_min_free_pct: 5         # warn below this much free under the data and WAL directories
+    self_fence: true             # on the primary: cut off from Kafka for fence_lease_s -> made read-only, so that
+    fence_lease_s: 3             # a promoted standby never overlaps a writable old primary (below the ttl, 5 s)
+    # data_dir: /var/lib/postgresql/15/main   # default: what the server says
+    # services:                  # application processes and ports on this node, restarted the same way
+    #   - {name: app, process: gunicorn, port: 8000, restart_command: "systemctl restart app"}
 
 capture:
   chunk_rows: 5000               # a large transaction travels as chunks of this many rows

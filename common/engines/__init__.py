@@ -18,6 +18,8 @@ node ops   :class:`common.node_ops.NodeOps`: fence,     ``producers/<engine>/`` 
            sequences, promote (switchover, failover)     when it is promoted)
 monitor    :class:`common.monitor.DatabaseMonitor`      ``producers/<engine>/``: sessions, long
            (optional)                                   transactions, lock waits, slots, the server log
+health     :class:`common.node_health.HealthProbe`:     ``producers/<engine>/``: the node agent's
+           process, login + query, writable (optional)  checks (``ark agent NODE``)
 promotable :class:`common.promotable.PromotableCheck`   ``consumers/<engine>/``: what a promotion of a
                                                         standby would lack (``ark check --promotable``)
 ========== ============================================ ===============================================
@@ -62,6 +64,9 @@ class EngineSpec:
     node_ops: str = ""
     #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> DatabaseMonitor`` ('' : the agents carry no database facts)
     monitor: str = ""
+    #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> HealthProbe`` ('' : the node agent checks only the listener,
+    #: the disks and the services; MariaDB's goes here)
+    health: str = ""
     #: ``cls() -> PromotableCheck`` (``ark check --promotable``); "" when the engine has none
     promotable: str = ""
 
@@ -113,6 +118,7 @@ register(EngineSpec(
     probe="producers.postgresql.probe:PostgresProbe",
     node_ops="producers.postgresql.node_ops:PostgresNodeOps",
     monitor="producers.postgresql.monitor:PostgresMonitor",
+    health="producers.postgresql.health:PostgresHealth",
     promotable="consumers.postgresql.promotable:PostgresPromotable",
 ))
 

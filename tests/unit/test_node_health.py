@@ -1,0 +1,272 @@
+"""The node agent's judgement (common/node_health.py: decide), its settings, and one agent's rounds with a fake
+probe, a fake restart command and a fake clock (failover/node_agent.py): restart first, back off, give up,
+recover, start over after a stable period, and never restart what a handover stopped on purpose."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import parse_config
+from common.control import ControlRecord
+from common.errors import ConfigError, SourceError
+from common.node_health import DATABASE, NO_RESTART, Check, RestartBook, backoff_s, decide, disk_checks
+from common.roles import Roles
+from common.settings import NodeAgentSettings
+from failover.node_agent import NodeAgent, hold_reason
+from schemas.control import EpochBegun, NodeFenced
+
+S = NodeAgentSettings(restart_tries=3, failures_before_restart=2)
+DB_OK = [Check("listener", True), Check("query", True)]
+DB_DOWN = [Check("listener", False, "127.0.0.1:5432 Connection refused"), Check("query", False, "login failed")]
+DISK_LOW = Check("disk /data", False, "2.0% free, below 5%", NO_RESTART, warning=True)
+APP_DOWN = Check("service app port", False, "127.0.0.1:8080 Connection refused", "service:app")
+READ_ONLY = Check("writable", False, "new sessions are read-only", NO_RESTART)
+BOTH = frozenset({DATABASE, "service:app"})
+
+
+def book(rounds: int = 2, **tries: int) -> RestartBook:
+    return RestartBook({("service:app" if k == "app" else k): v for k, v in tries.items()}, rounds)
+
+
+@pytest.mark.parametrize("checks, bk, kw, state, restart, needle", [
+    (DB_OK, book(0), {}, "healthy", None, "all checks pass"),
+    ([*DB_OK, DISK_LOW], book(0), {}, "healthy", None, "warning: disk /data: 2.0% free"),
+    (DB_DOWN, book(1), {"restartable": BOTH}, "healthy", None, "a restart follows 2"),
+    (DB_DOWN, book(1), {"restartable": BOTH, "previous": "restarting"}, "restarting", None, "in a row"),
+    (DB_DOWN, book(1), {"restartable": BOTH, "previous": "failed"}, "healthy", None, "in a row"),
+    (DB_DOWN, book(2), {"restartable": BOTH}, "restarting", DATABASE, "try 1 of 3"),
+    (DB_DOWN, book(5, database=2), {"restartable": BOTH}, "restarting", DATABASE, "try 3 of 3"),
+    (DB_DOWN, book(6, database=3), {"restartable": BOTH}, "failed", None, "3 local restart(s) of the database"),
+    (DB_DOWN, book(2), {}, "failed", None, "no restart_command is configured"),
+    ([*DB_DOWN, APP_DOWN], book(2), {"restartable": BOTH}, "restarting", DATABASE, "restarting the database"),
+    ([*DB_OK, APP_DOWN], book(2), {"restartable": BOTH}, "restarting", "service:app", "try 1 of 3"),
+    ([*DB_OK, APP_DOWN], book(2), {"restartable": frozenset({DATABASE})}, "failed", None,
+     "no restart_command of service:app"),
+    ([*DB_OK, APP_DOWN], book(9, app=3), {"restartable": BOTH}, "failed", None, "of the service:app did not help"),
+    ([*DB_OK, READ_ONLY], book(2), {"restartable": BOTH}, "failed", None, "a local restart does not fix this"),
+    (DB_DOWN, book(2), {"restartable": BOTH, "hold": "a handover fenced it"}, "failed", None,
+     "not restarted: a handover fenced it"),
+    ([*DB_OK, APP_DOWN], book(2), {"restartable": BOTH, "hold": "demoted"}, "restarting", "service:app", "try 1"),
+])
+def test_decide(checks: list[Check], bk: RestartBook, kw: dict[str, Any], state: str, restart: str | None,
+                needle: str) -> None:
+    got = decide(checks, bk, S, **kw)
+    assert (got.state, got.restart) == (state, restart), got.message
+    assert needle in got.message
+
+
+def test_zero_tries_fails_at_once() -> None:
+    got = decide(DB_DOWN, book(2), S.model_copy(update={"restart_tries": 0}), restartable=BOTH)
+    assert got.state == "failed" and "0 local restart(s)" in got.message
+
+
+def test_backoff_doubles() -> None:
+    assert [backoff_s(S, n) for n in (1, 2, 3)] == [2.0, 4.0, 8.0]
+
+
+def test_disk_check_warns_below_the_threshold(tmp_path: Path) -> None:
+    assert disk_checks([str(tmp_path)], 0.0)[0].ok
+    low = disk_checks([str(tmp_path)], 99.9999)[0]
+    assert not low.ok and low.warning and "below 99.9999%" in low.detail
+    assert not disk_checks([str(tmp_path / "missing")], 5)[0].ok
+
+
+# -- settings -----------------------------------------------------------------------------------------------
+PG = {"engine": "postgresql"}
+MIN = {"group": "g1", "control_key": {"env": "ARK_CONTROL_KEY"}, "primary": {"name": "p", **PG},
+       "standbys": [{"name": "s", **PG}]}
+
+
+def with_agent(agent: object, where: str = "primary") -> dict[str, Any]:
+    doc: dict[str, Any] = {**MIN}
+    if where == "primary":
+        doc["primary"] = {**MIN["primary"], "agent": agent}  # type: ignore[dict-item]
+    else:
+        doc["standbys"] = [{"name": "s", **PG, "agent": agent}]
+    return doc
+
+
+def test_agent_defaults_and_a_command_split_like_a_shell() -> None:
+    cfg = parse_config(with_agent({"restart_command": "pg_ctl -D '/srv/pg data' -w start"}))
+    a = cfg.primary.agent
+    assert a.restart_command == ("pg_ctl", "-D", "/srv/pg data", "-w", "start")
+    assert (a.restart_tries, a.restart_backoff_s, a.check_interval_s, a.check_timeout_s, a.disk_min_free_pct) == \
+        (3, 2.0, 1.0, 3.0, 5.0)
+    assert parse_config(MIN).standbys[0].agent.restart_command is None
+    listed = parse_config(with_agent({"restart_command": ["systemctl", "restart", "pg"]}, "standby"))
+    assert listed.standbys[0].agent.restart_command == ("systemctl", "restart", "pg")
+
+
+@pytest.mark.parametrize("agent, needle", [
+    ({"restart_tries": -1}, "primary.agent.restart_tries"),
+    ({"restart_backoff_s": 0}, "primary.agent.restart_backoff_s"),
+    ({"check_interval_s": 0}, "primary.agent.check_interval_s"),
+    ({"disk_min_free_pct": 100}, "primary.agent.disk_min_free_pct"),
+    ({"restart_command": ""}, "is empty"),
+    ({"restart_command": "pg_ctl 'unclosed"}, "check its quotes"),
+    ({"services": [{"name": "app"}]}, "give process:, port: or both"),
+    ({"services": [{"name": "app", "port": 1}, {"name": "app", "process": "x"}]}, "repeated: app"),
+    ({"services": [{"name": "app", "port": 70000}]}, "primary.agent.services.0.port"),
+    ({"restart_tries": 3, "typo": 1}, "primary.agent.typo"),
+])
+def test_bad_agent_settings_name_the_key(agent: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_agent(agent))
+    assert needle in err.value.message and err.value.fix
+
+
+# -- one agent, faked ----------------------------------------------------------------------------------------
+class FakeProbe:
+    def __init__(self) -> None:
+        self.up = True
+
+    def checks(self, *, primary: bool, timeout_s: float) -> list[Check]:
+        return [Check("query", self.up, "" if self.up else "login failed")]
+
+    def directories(self) -> list[str]:
+        return []
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def agent_with(restart_ok: bool, **settings: Any) -> tuple[NodeAgent, FakeProbe, FakeClock, list[list[str]]]:
+    agent_settings = {"restart_command": "start-db --now", "restart_tries": 2, "stable_s": 30, "self_fence": False,
+                      **settings}
+    cfg = parse_config(with_agent(agent_settings))
+    probe, clock, ran = FakeProbe(), FakeClock(), []
+
+    def run(argv: list[str], **_kw: Any) -> subprocess.CompletedProcess[str]:
+        ran.append(argv)
+        probe.up = restart_ok
+        return subprocess.CompletedProcess(argv, 0 if restart_ok else 1, "", "" if restart_ok else "boom 'secret'")
+
+    agent = NodeAgent(cfg, "p", probe=probe, run=run, clock=clock)  # type: ignore[arg-type]
+    agent.run_checks = lambda: probe.checks(primary=True, timeout_s=1)  # type: ignore[method-assign]
+    return agent, probe, clock, ran
+
+
+def rounds(agent: NodeAgent, clock: FakeClock, n: int, step: float = 1.0) -> list[str]:
+    out = []
+    for _ in range(n):
+        agent.round()
+        out.append(agent.state)
+        clock.now += step
+    return out
+
+
+def test_a_restart_that_works_brings_the_node_back() -> None:
+    agent, probe, clock, ran = agent_with(restart_ok=True)
+    beats: list[str] = []
+    agent.beat_now = lambda: beats.append(agent.state)
+    assert rounds(agent, clock, 1) == ["healthy"]
+    probe.up = False
+    assert rounds(agent, clock, 3) == ["healthy", "restarting", "healthy"]
+    assert ran == [["start-db", "--now"]] and beats == ["healthy", "restarting", "restarting", "healthy"]  # + the try
+    assert agent.book.tries == {DATABASE: 1}
+    rounds(agent, clock, 31)  # stable for stable_s: the tries start over
+    assert agent.book.tries == {}
+
+
+def test_a_restart_that_fails_backs_off_then_gives_up() -> None:
+    agent, probe, clock, ran = agent_with(restart_ok=False)
+    probe.up = False
+    states = rounds(agent, clock, 8)
+    # round 2: try 1; backoff 2 s: rounds 3 wait, round 4: try 2; then the tries are used up.
+    assert states == ["healthy", "restarting", "restarting", "restarting", "failed", "failed", "failed", "failed"]
+    assert len(ran) == 2
+    assert "2 local restart(s) of the database did not help" in agent.message
+    assert "secret" not in agent.message  # the command's output is redacted
+    probe.up = True
+    assert rounds(agent, clock, 1) == ["healthy"]
+
+
+def test_a_demoted_node_is_not_restarted() -> None:
+    agent, probe, clock, ran = agent_with(restart_ok=True)
+    rec = ControlRecord(1, EpochBegun(1, "s", "p", "failover", 10), "s", "", 0, "")
+    agent.roles.update([rec])
+    agent.role = agent.roles.role_of("p")
+    probe.up = False
+    assert rounds(agent, clock, 3) == ["healthy", "failed", "failed"] and ran == []
+    assert "demoted" in agent.message and "ark reinstate p" in agent.message
+
+
+def test_hold_reason_for_a_primary_fenced_this_epoch() -> None:
+    roles = Roles("p")
+    assert hold_reason(roles, "p") == ""
+    roles.update([ControlRecord(1, NodeFenced(0, "read-only (switchover)", 0), "p", "", 0, "")])
+    assert "fenced in epoch 0: read-only (switchover)" in hold_reason(roles, "p")
+
+
+def test_the_primary_fences_itself_when_kafka_is_silent_past_its_lease() -> None:
+    agent, probe, clock, _ran = agent_with(restart_ok=True, self_fence=True, fence_lease_s=3)
+    fences: list[float] = []
+    agent._fence = lambda: fences.append(clock.now) or 4  # type: ignore[method-assign]
+    delivered = {"at": clock.now}
+    agent.beat_delivered_at = lambda: delivered["at"]
+    assert rounds(agent, clock, 2) == ["healthy", "healthy"]
+    delivered["at"] = clock.now  # a beat acknowledged: the lease is renewed
+    assert rounds(agent, clock, 4) == ["healthy"] * 4 and fences == []  # silent 0..3 s: within the lease
+    assert rounds(agent, clock, 2) == ["fenced", "fenced"] and fences == [delivered["at"] + 4]
+    assert "no heartbeat reached Kafka for 4.0 s (lease 3 s)" in agent.message
+    assert agent.self_fenced is not None and agent.self_fenced[2] == 4
+    probe.up = False  # a self-fenced database is never restarted
+    assert rounds(agent, clock, 3)[-1] == "failed" and "not restarted: it fenced itself" in agent.message
+
+
+def test_a_standby_or_a_disabled_self_fence_never_fences() -> None:
+    for role, enabled in (("standby", True), ("primary", False)):
+        agent, _probe, clock, _ran = agent_with(restart_ok=True, self_fence=enabled)
+        agent.role = role
+        agent._fence = lambda: pytest.fail("fenced")  # type: ignore[method-assign]
+        assert set(rounds(agent, clock, 10)) == {"healthy"}
+
+
+def test_a_fence_that_fails_says_failed_and_is_tried_again() -> None:
+    agent, _probe, clock, _ran = agent_with(restart_ok=True, self_fence=True)
+    agent.beat_delivered_at = lambda: None
+    calls: list[int] = []
+
+    def fence() -> int:
+        calls.append(1)
+        raise SourceError("node p cannot be reached", fix="x")
+
+    agent._fence = fence  # type: ignore[method-assign]
+    states = rounds(agent, clock, 6)
+    assert states[-1] == "failed" and len(calls) >= 2 and "the fence failed" in agent.message
+    _probe.up = False  # nor is a primary cut off from Kafka restarted: a standby may be promoted meanwhile
+    assert rounds(agent, clock, 4)[-1] == "failed" and _ran == [] and "not restarted" in agent.message
+
+
+def test_a_primary_fenced_by_a_handover_says_fenced_while_read_only_and_healthy_once_writable() -> None:
+    agent, probe, clock, ran = agent_with(restart_ok=True)
+    writable = {"ok": False}
+    agent.run_checks = lambda: [*probe.checks(primary=True, timeout_s=1),  # type: ignore[method-assign]
+                                Check("writable", writable["ok"], "" if writable["ok"] else "read-only", NO_RESTART)]
+    agent.roles.update([ControlRecord(1, NodeFenced(0, "read-only (switchover)", 0), "p", "", 0, "")])
+    assert rounds(agent, clock, 2) == ["fenced", "fenced"] and "read-only (switchover)" in agent.message
+    writable["ok"] = True  # the switchover was given up and undone: the stale record does not make it 'fenced'
+    assert rounds(agent, clock, 1) == ["healthy"]
+    probe.up = False  # but its database is still not restarted
+    assert rounds(agent, clock, 3)[-1] == "failed" and ran == [] and "not restarted" in agent.message
+
+
+def test_status_lists_node_agents_and_says_down_when_silent() -> None:
+    from ops.status import node_agents
+
+    now = 1_000_000.0
+    beat = {"state": "healthy", "role": "primary", "message": "all checks pass", "host": "h"}
+    beats = {("node", "n1"): {**beat, "sent_at_us": int((now - 1) * 1e6)},
+             ("node", "n2"): {**beat, "sent_at_us": int((now - 600) * 1e6)},
+             ("apply", "n2"): {**beat, "sent_at_us": int(now * 1e6)}}
+    assert [(a["name"], a["state"]) for a in node_agents(beats, now)] == [
+        ("n1", "healthy"), ("n2", "down (last heard 600 s ago)")]
