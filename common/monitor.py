@@ -87,6 +87,7 @@ METRIC_HELP: dict[str, str] = {
     "agent.restarts": "local restarts the node agent ran (database and services) since it started",
     "agent.failed_checks": "node agent checks that failed in its last round (disk warnings included)",
     "agent.failing_rounds": "node agent check rounds in a row with a failure",
+    "agent.service_address_held": "1 while the node agent holds the group's service address on this node",
 }
 
 #: Process-wide event counters (one agent per process): ``count("crc_failures")`` where it happens.

@@ -48,6 +48,7 @@ from common.node_health import (
 )
 from common.node_ops import node_ops
 from common.roles import Roles, node, roles_of
+from common.service_address import ServiceAddress, ServiceAddressError, service_address
 from schemas.control import NodeFenced
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class NodeAgent(AgentBody):
     kind = "node"
 
     def __init__(self, cfg: ArkConfig, name: str, *, probe: HealthProbe | None = None, run: Runner = subprocess.run,
-                 clock: Callable[[], float] = time.monotonic, fencer: Fencer | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, fencer: Fencer | None = None,
+                 address: ServiceAddress | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.name = name
@@ -108,6 +110,11 @@ class NodeAgent(AgentBody):
         #: topic (``node-fenced``) once Kafka answers again.
         self.self_fenced: tuple[int, str, int] | None = None
         self._fence_recorded = False
+        #: The group's service address (config ``service_address``), held while this node is a working primary.
+        self.address = address if address is not None else (
+            service_address(cfg.service_address, node=name, group=cfg.group) if cfg.service_address else None)
+        #: What was last done with it: True claimed, False released, None not yet (or the last try failed).
+        self.address_held: bool | None = None
 
     # -- AgentBody ---------------------------------------------------------------------------------------
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
@@ -133,6 +140,7 @@ class NodeAgent(AgentBody):
         return {"state": self.state, "message": self.message, "role": self.role, "epoch": self.roles.epoch,
                 "db_healthy": not any(c.target == DATABASE and not c.warning for c in failed),
                 "metrics": {"agent.restarts": float(self._restarts), "agent.failed_checks": float(len(failed)),
+                            "agent.service_address_held": 1.0 if self.address_held else 0.0,
                             "agent.failing_rounds": float(self.book.failing_rounds)}}
 
     # -- one round ---------------------------------------------------------------------------------------
@@ -150,6 +158,39 @@ class NodeAgent(AgentBody):
         return checks
 
     def round(self) -> Decision:
+        """One round: check, judge and restart (:meth:`_judge`), then hold or release the service address."""
+        decision = self._judge()
+        self._apply_address(decision.state)
+        return decision
+
+    def _apply_address(self, state: str) -> None:
+        """Hold the service address while this node is the primary and neither failed nor fenced; release it
+        otherwise (a standby's agent starting up releases what a crash may have left). Only changes run the
+        commands; a failed claim or release is tried again next round and said in the heartbeat's message.
+        The order is the one of a handover: the old primary is fenced (and releases) before the roles name the
+        new one, whose agent claims only then."""
+        if self.address is None:
+            return
+        want = self.role == "primary" and state not in ("failed", "fenced")
+        if self.address_held is want:
+            return
+        try:
+            if want:
+                self.address.claim()
+            else:
+                self.address.release()
+        except ServiceAddressError as exc:
+            self.address_held = None
+            self.message = f"{self.message}; service address: {exc.message}"
+            log.warning("node %s: %s (%s)", self.name, exc.message, exc.fix)
+            self.beat_now()
+            return
+        self.address_held = want
+        log.info("node %s (%s, %s): service address %s %s", self.name, self.role, state, self.address.describe(),
+                 "held" if want else "released")
+        self.beat_now()
+
+    def _judge(self) -> Decision:
         """Check, judge, restart when the judgement says so; the new state is beaten at once when it changed."""
         lease_lost = self._keep_lease()
         fenced = self._fenced_why()

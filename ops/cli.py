@@ -55,7 +55,12 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark switchover NODE      planned, nothing lost: the old primary becomes a standby
       ark failover NODE        the primary is gone (--dry-run first); ark topology shows roles
       ark reinstate NODE       the old primary back as a standby, its divergence recorded
-      ark controller           fail over by itself when the primary is gone (ark maintenance on|off)
+
+    \b
+    Automation (one agent per node, one or more controllers; README "Automatic failover"):
+      ark agent NODE           check the node, restart it locally first, hold the service address
+      ark controller           fail over by itself when the primary fails or goes silent
+      ark maintenance on|off   pause the controllers (planned work)
 
     \b
     Integrity and healing:

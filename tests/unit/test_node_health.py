@@ -15,6 +15,7 @@ from common.control import ControlRecord
 from common.errors import ConfigError, SourceError
 from common.node_health import DATABASE, NO_RESTART, Check, RestartBook, backoff_s, decide, disk_checks
 from common.roles import Roles
+from common.service_address import ServiceAddress, ServiceAddressError
 from common.settings import NodeAgentSettings
 from failover.node_agent import NodeAgent, hold_reason
 from schemas.control import EpochBegun, NodeFenced
@@ -270,3 +271,72 @@ def test_status_lists_node_agents_and_says_down_when_silent() -> None:
              ("apply", "n2"): {**beat, "sent_at_us": int(now * 1e6)}}
     assert [(a["name"], a["state"]) for a in node_agents(beats, now)] == [
         ("n1", "healthy"), ("n2", "down (last heard 600 s ago)")]
+
+
+# -- the service address --------------------------------------------------------------------------------------
+class FakeAddress(ServiceAddress):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail = False
+
+    def claim(self) -> None:
+        self._do("claim")
+
+    def release(self) -> None:
+        self._do("release")
+
+    def _do(self, what: str) -> None:
+        self.calls.append(what)
+        if self.fail:
+            raise ServiceAddressError(f"cannot {what} 10.0.0.100/24 on eth0: Operation not permitted", fix="root")
+
+    def held(self) -> bool | None:
+        return None
+
+    def describe(self) -> str:
+        return "10.0.0.100/24 on eth0"
+
+
+def _with_address(**settings: Any) -> tuple[NodeAgent, FakeProbe, FakeClock, FakeAddress]:
+    agent, probe, clock, _ran = agent_with(restart_ok=False, **settings)
+    address = FakeAddress()
+    agent.address = address
+    agent.beat_now = lambda: None
+    return agent, probe, clock, address
+
+
+def test_a_working_primary_holds_the_service_address_and_a_failed_one_releases_it() -> None:
+    agent, probe, clock, address = _with_address()
+    rounds(agent, clock, 3)
+    assert address.calls == ["claim"] and agent.address_held is True  # claimed once, not every round
+    probe.up = False
+    assert rounds(agent, clock, 8)[-1] == "failed"
+    assert address.calls == ["claim", "release"] and agent.address_held is False
+
+
+def test_a_standby_releases_the_address_at_start_and_never_claims_it() -> None:
+    agent, _probe, clock, address = _with_address()
+    agent.role = "standby"
+    rounds(agent, clock, 5)
+    assert address.calls == ["release"]  # what a crash of this node as primary may have left behind
+
+
+def test_a_self_fenced_primary_releases_the_address_in_the_same_round() -> None:
+    agent, _probe, clock, address = _with_address(self_fence=True, fence_lease_s=3)
+    agent._fence = lambda: 0  # type: ignore[method-assign]
+    delivered = {"at": clock.now}
+    agent.beat_delivered_at = lambda: delivered["at"]
+    assert rounds(agent, clock, 2) == ["healthy", "healthy"] and address.calls == ["claim"]
+    states = rounds(agent, clock, 4)
+    assert states[-1] == "fenced" and address.calls == ["claim", "release"]
+
+
+def test_a_failed_claim_is_said_and_tried_again_next_round() -> None:
+    agent, _probe, clock, address = _with_address()
+    address.fail = True
+    rounds(agent, clock, 2)
+    assert address.calls == ["claim", "claim"] and agent.address_held is None
+    assert "service address: cannot claim 10.0.0.100/24 on eth0" in agent.message
+    address.fail = False
+    rounds(agent, clock, 2)
+    assert address.calls == ["claim"] * 3 and agent.address_held is True
