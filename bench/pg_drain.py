@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,6 @@ from pg_vs_native import (  # bench/ is the script's directory, on sys.path when
     PUB,
     ROOT,
     SUB,
-    _copy_logs,
     ark,
     check_agents,
     drop_native,
@@ -52,8 +49,10 @@ from pg_vs_native import (  # bench/ is the script's directory, on sys.path when
     say,
     setup_native,
     sql,
+    start_cluster,
     wait_all,
     wait_until,
+    work_dir,
     write_ark_config,
 )
 
@@ -63,8 +62,7 @@ if str(ROOT) not in sys.path:
 from common.config import load_config  # noqa: E402
 from deploy.agents import AgentProcess  # noqa: E402
 from deploy.kafka import KafkaBroker  # noqa: E402
-from deploy.ports import free_port  # noqa: E402
-from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
+from deploy.postgres import PG_BIN  # noqa: E402
 from failover.view import HeartbeatView  # noqa: E402
 from schemas.positions import pg_lsn  # noqa: E402
 from schemas.topics import redo_topic  # noqa: E402
@@ -105,29 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
-    root = Path(tempfile.mkdtemp(prefix="ark-drain-", dir="/tmp"))
-    root.chmod(0o755)
-    (root / "pg").mkdir()
-    (root / "pg").chmod(0o755)
+    root = work_dir("ark-drain-")
     say(f"work dir {root}")
     results: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, root, True)
-        say("starting the Kafka broker")
-        broker = KafkaBroker(root / "kafka", free_port(), free_port())
-        stack.callback(broker.stop)
-        broker.start(timeout=180)
-        insts: dict[str, PgInstance] = {}
-        for name in ("primary", "native", "ark"):
-            inst = PgInstance(root / "pg" / name, free_port())
-            stack.callback(inst.destroy)
-            inst.init()
-            inst.start()
-            inst.create_database(DB)
-            insts[name] = inst
-        primary, native, standby = insts["primary"], insts["native"], insts["ark"]
-        if args.keep_logs:
-            stack.callback(_copy_logs, root, args.keep_logs)
+        broker, primary, native, standby = start_cluster(stack, root, args.keep_logs)
         pdsn = primary.dsn(DB)
         prepare_primary(primary, 1000, args.scale)
         stack.callback(drop_native, primary, native)

@@ -32,11 +32,9 @@ import hashlib
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,7 +48,6 @@ from pg_vs_native import (  # bench/ is the script's directory, on sys.path when
     GROUP,
     ROOT,
     SUB,
-    _copy_logs,
     ark,
     check_agents,
     drop_native,
@@ -58,7 +55,9 @@ from pg_vs_native import (  # bench/ is the script's directory, on sys.path when
     say,
     setup_native,
     sql,
+    start_cluster,
     wait_until,
+    work_dir,
     write_ark_config,
 )
 
@@ -67,7 +66,6 @@ if str(ROOT) not in sys.path:
 
 from deploy.agents import AgentProcess  # noqa: E402
 from deploy.kafka import KafkaBroker  # noqa: E402
-from deploy.ports import free_port  # noqa: E402
 from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
 from schemas.topics import redo_topic  # noqa: E402
 
@@ -475,34 +473,14 @@ def main(argv: list[str] | None = None) -> int:
     updates = args.docs // 5 if args.updates is None else args.updates
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
-    root = Path(tempfile.mkdtemp(prefix="ark-largevalues-", dir="/tmp"))
-    root.chmod(0o755)
-    (root / "pg").mkdir()
-    (root / "pg").chmod(0o755)
+    root = work_dir("ark-largevalues-")
     watch = ProcWatch()
     watch.start()
     phases: list[Phase] = []
     say(f"work dir {root}")
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, root, True)
         stack.callback(watch.stop_event.set)
-        say("starting the Kafka broker")
-        broker = KafkaBroker(root / "kafka", free_port(), free_port())
-        stack.callback(broker.stop)
-        broker.start(timeout=180)
-        insts: dict[str, PgInstance] = {}
-        for name in ("primary", "native", "ark"):
-            inst = PgInstance(root / "pg" / name, free_port())
-            stack.callback(inst.destroy)
-            inst.init()
-            inst.start()
-            inst.create_database(DB)
-            insts[name] = inst
-        primary, native, standby = insts["primary"], insts["native"], insts["ark"]
-        if args.keep_logs:
-            stack.callback(_copy_logs, root, args.keep_logs)
-        say(f"PostgreSQL up: primary :{primary.port}, native subscriber :{native.port}, Ark standby :{standby.port}; "
-            f"Kafka {broker.bootstrap}")
+        broker, primary, native, standby = start_cluster(stack, root, args.keep_logs)
 
         sql(primary.dsn(DB), f"CREATE TABLE {TABLE} (id int PRIMARY KEY, body bytea, note text)")
         stack.callback(drop_native, primary, native)

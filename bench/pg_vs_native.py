@@ -346,6 +346,40 @@ def fmt_s(value: float) -> str:
     return "timeout" if value == float("inf") else f"{value:.2f}"
 
 
+def work_dir(prefix: str) -> Path:
+    """A fresh work directory under /tmp, readable by the postgres OS user (the servers run as it)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o755)
+    (root / "pg").mkdir()
+    (root / "pg").chmod(0o755)
+    return root
+
+
+def start_cluster(stack: contextlib.ExitStack, root: Path, keep_logs: Path | None,
+                  ) -> tuple[KafkaBroker, PgInstance, PgInstance, PgInstance]:
+    """The benchmarks' machine room: a Kafka broker and three PostgreSQL instances (primary, native subscriber, Ark
+    standby) under ``root``, each stopped and removed by ``stack``; the logs copied to ``keep_logs`` first."""
+    stack.callback(shutil.rmtree, root, True)
+    say("starting the Kafka broker")
+    broker = KafkaBroker(root / "kafka", free_port(), free_port())
+    stack.callback(broker.stop)
+    broker.start(timeout=180)
+    insts: dict[str, PgInstance] = {}
+    for name in ("primary", "native", "ark"):
+        inst = PgInstance(root / "pg" / name, free_port())
+        stack.callback(inst.destroy)
+        inst.init()
+        inst.start()
+        inst.create_database(DB)
+        insts[name] = inst
+    if keep_logs:  # registered last, so it runs before the instances are destroyed
+        stack.callback(_copy_logs, root, keep_logs)
+    primary, native, standby = insts["primary"], insts["native"], insts["ark"]
+    say(f"PostgreSQL up: primary :{primary.port}, native subscriber :{native.port}, Ark standby :{standby.port}; "
+        f"Kafka {broker.bootstrap}")
+    return broker, primary, native, standby
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -357,37 +391,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
-    root = Path(tempfile.mkdtemp(prefix="ark-pgbench-", dir="/tmp"))
-    root.chmod(0o755)
-    (root / "pg").mkdir()
-    (root / "pg").chmod(0o755)
+    root = work_dir("ark-pgbench-")
     monitor = Monitor()
     monitor.start()
     agents: list[AgentProcess] = []
     results: dict[str, Any] = {}
     say(f"work dir {root}")
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, root, True)
         stack.callback(monitor.stop_event.set)
-
-        say("starting the Kafka broker")
-        broker = KafkaBroker(root / "kafka", free_port(), free_port())
-        stack.callback(broker.stop)
-        broker.start(timeout=180)
-
-        insts: dict[str, PgInstance] = {}
-        for name in ("primary", "native", "ark"):
-            inst = PgInstance(root / "pg" / name, free_port())
-            stack.callback(inst.destroy)
-            inst.init()
-            inst.start()
-            inst.create_database(DB)
-            insts[name] = inst
-        primary, native, standby = insts["primary"], insts["native"], insts["ark"]
-        if args.keep_logs:  # before the instances are destroyed
-            stack.callback(_copy_logs, root, args.keep_logs)
-        say(f"PostgreSQL up: primary :{primary.port}, native subscriber :{native.port}, "
-            f"Ark standby :{standby.port}; Kafka {broker.bootstrap}")
+        broker, primary, native, standby = start_cluster(stack, root, args.keep_logs)
+        insts = {"primary": primary, "native": native, "ark": standby}
         for name, inst in insts.items():
             monitor.watch(f"pg {name}", lambda inst=inst: inst.pid, children=True)
         monitor.watch("kafka", lambda: broker.pid, children=False)
