@@ -145,6 +145,18 @@ def _one_run(kafka: str, nodes: dict[str, PgInstance], ark_tmp: Path, result: Fa
         return _failover(group, nodes, result)
     finally:
         group.stop_all()
+        _drop_slots(nodes, dbname)
+
+
+def _drop_slots(nodes: dict[str, PgInstance], dbname: str) -> None:
+    """The run's logical slots on every node (the promoted node's too): the instances serve every run, and 20 runs'
+    slots would use up max_replication_slots (a later run's table resync could not export a snapshot)."""
+    for inst in nodes.values():
+        if not inst.is_running():
+            continue
+        with psycopg.connect(inst.dsn("postgres"), autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE database = %s AND NOT active", (dbname,))
 
 
 def _wait_behind(group: Group, target: str, other: str, timeout: float) -> None:
