@@ -164,7 +164,11 @@ class ApplySession:
             if until:
                 return HOLD_S if body.commit_time_us >= until else 0.0
             return wait_seconds(body.commit_time_us, self.r.delay, time.time())
-        if until and not isinstance(body, EpochMarker) and dec.commit_time_us > 0:
+        if isinstance(body, EpochMarker):
+            # A marker changes nothing visible, and the new primary's first commits can precede its start marker
+            # (it is written once the new capture runs): holding it would hold them past commit + D.
+            return 0.0
+        if until and dec.commit_time_us > 0:
             return HOLD_S if dec.commit_time_us >= until else 0.0
         if not self.r.delay or dec.commit_time_us <= 0:
             return 0.0

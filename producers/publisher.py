@@ -56,9 +56,10 @@ class RedoPublisher:
         """The highest offset delivered so far (-1 before the first)."""
         return self.writer.last_offset
 
-    def publish(self, entry: RedoEntry, *, headers: Sequence[Header] = ()) -> None:
+    def publish(self, entry: RedoEntry, *, headers: Sequence[Header] = (), stream_time_us: int | None = None) -> None:
         """Produce one entry inside the current Kafka transaction (opening one if needed); ``headers`` are
-        added to the envelope's own (a retransmission's tag)."""
+        added to the envelope's own (a retransmission's tag). ``stream_time_us`` stamps an entry that is not a
+        transaction with the stream's time at its place (see below)."""
         if not self.in_transaction:
             self.writer.begin()
             self.in_transaction = True
@@ -66,9 +67,15 @@ class RedoPublisher:
             self.txn_started = time.monotonic()
         body = entry.body
         position = body.commit.text if isinstance(body, TxnChunk) else getattr(body, "position", "")
-        # The envelope's commit time is what a delayed standby waits on: a transaction's commit, the read time of
-        # sequence values (SequenceValues), else now.
-        commit_us = body.commit_time_us if isinstance(body, TxnChunk) else getattr(body, "read_time_us", None)
+        # The envelope's commit time is what a delayed standby waits on: a transaction's commit; for an entry
+        # between or inside transactions (a table's shape, a schema change, sequence values) the stream's time at
+        # its place when the session gives one (the commit time of the transaction it belongs to or follows), so
+        # that it never holds back transactions that committed before it was published (a capture catching up
+        # after a restart or a switchover); else the read time of sequence values; else now.
+        if isinstance(body, TxnChunk):
+            commit_us: int | None = body.commit_time_us
+        else:
+            commit_us = stream_time_us or getattr(body, "read_time_us", None)
         env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=entry.epoch, source_position=position,
                               commit_time_us=commit_us)
         if self.limit and len(env.value) + HEADROOM_BYTES > self.limit:

@@ -157,9 +157,13 @@ class CaptureSession:
     def emit(self, body: TxnChunk | TableMeta | SequenceValues | SchemaChange) -> None:
         """Produce one entry (tagged while republishing)."""
         tag = [] if self.retransmit_from is None else [(H_RETRANSMIT_FROM, self.retransmit_from.encode())]
+        # Inside a transaction an entry belongs to it (its shape, its DDL); between transactions it follows the
+        # last one published (0 once the source is idle: the read time then). Never later than what comes after
+        # it in the stream, so a delayed standby's gate waits on the transactions themselves.
+        stream_us = self.txn.begin.commit_time_us if self.txn is not None else self.progress.last_commit_us
         try:
             self.publisher.publish(RedoEntry(group=self.group, engine=self.engine, epoch=self.progress.epoch,
-                                             body=body), headers=tag)
+                                             body=body), headers=tag, stream_time_us=stream_us or None)
         except MessageTooLarge as exc:
             raise self._too_large(body, exc) from None
 

@@ -6,6 +6,7 @@ The same properties are proven with real processes in tests/faults/test_f16_swit
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -277,6 +278,28 @@ def test_an_applier_never_applies_its_own_epoch_and_a_former_primary_rejoins_fro
     _apply(cfg, standby, log, store, log.next_offset)
     assert sorted(r[0] for r in standby.rows(T)) == [1, 4]  # 2 and 3 were its own writes: it holds them already
     assert standby.db.state is not None and standby.db.state.epoch == 2
+
+
+def test_a_delayed_standby_is_not_held_by_the_markers_of_a_switchover() -> None:
+    """The new primary takes writes before its capture writes the start marker: a marker stamped at its
+    publication must not hold those writes past commit + D on a delayed standby (guarantee 5's upper bound)."""
+    cfg = config()
+    delayed = cfg.standbys[1].model_copy(update={"delay_seconds": 3.5})
+    log, store = MemoryRedoLog(), []
+    standby = _standby(log)
+    now = time.time()
+    _publish(log, 0, _txn_at(100, 1, int((now - 3.1) * 1e6)))
+    _publish(log, 0, EpochMarker(1, "sb", "0/64"))            # published now: the end of epoch 0
+    _publish(log, 1, EpochMarker(1, "sb", ""))                # published now: the start of epoch 1
+    _publish(log, 1, _txn_at(10, 2, int((now - 3.0) * 1e6)))  # committed on sb before its start marker
+    running = Running(ApplyRunner(cfg, delayed, lambda: MemoryApplier(standby), log), store)
+    try:
+        wait_until(lambda: sorted(r[0] for r in standby.rows(T)) == [1, 2], timeout=30, what="both transactions")
+        applied = time.time()
+    finally:
+        running.stop()
+    assert applied >= now + 0.5  # never before commit + D
+    assert applied < now + 2.0, f"held {applied - now:.2f} s: behind a marker stamped at its publication"
 
 
 def test_records_round_trip_through_v1_args_for_unknown_kinds() -> None:

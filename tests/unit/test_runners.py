@@ -251,6 +251,31 @@ def test_delay_gate_applies_no_earlier_than_commit_plus_delay() -> None:
     assert applied - committed >= 0.4
 
 
+def test_a_delayed_standby_applies_a_backlog_at_commit_plus_delay_not_at_its_publication() -> None:
+    """A capture that starts behind (a restart, a switchover's new primary) publishes the table's shape and the
+    sequences' values after transactions that committed earlier: those entries must not hold the transactions
+    that follow them past commit + D (guarantee 5's upper bound)."""
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    source.sequences = {"public.t_id_seq": 5}
+    standby = synced_standby(log, table_meta(T))
+    delay, behind = 3.5, 3.0
+    start = time.time()
+    for i in range(5):  # committed before the capture runs: its first shape and sequence entries come later
+        source.commit([ins(T, i, "backlog")], [table_meta(T)], at_us=int((start - behind + i * 0.01) * 1e6))
+    last_commit = start - behind + 0.04
+    cap = capture(config(), source, log, store)
+    app = apply(config(delay=delay), standby, log, store)
+    try:
+        wait_until(lambda: len(table(standby)) == 5, timeout=30, what="the backlog on the delayed standby")
+        applied = time.time()
+    finally:
+        app.stop()
+        cap.stop()
+    assert applied - last_commit >= delay
+    # Held behind entries stamped at their publication, the last one would be applied at start + 3.5 s or later.
+    assert applied - last_commit < delay + 1.5, f"applied {applied - last_commit:.2f} s after its commit"
+
+
 def test_a_data_error_stops_the_standby_naming_the_exact_transaction() -> None:
     source, log, store = MemorySource(), MemoryRedoLog(), []
     meta = table_meta(T)
