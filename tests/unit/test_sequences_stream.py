@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from common import agent
+from schemas import envelope
 from schemas.control import PublishSequences, SequencesPublished
 from schemas.entries import SequenceValues, TxnChunk
 from tests.support.memory import MemoryRedoLog, MemorySource, ins, memory_channel, table_meta, wait_until
@@ -53,22 +54,26 @@ def test_sequence_values_follow_the_transactions_forward_only() -> None:
     assert published and all(b.read_time_us > 0 for b in published)
 
 
-def test_a_delayed_standby_takes_sequence_values_no_earlier_than_read_time_plus_delay() -> None:
+def test_a_delayed_standby_takes_sequence_values_no_earlier_than_the_transaction_before_them_plus_delay() -> None:
+    """Sequence values published after a transaction carry its commit time (the stream's time at their place):
+    on a delayed standby they are due with it, never earlier, and never hold later transactions back."""
     source, log, store = MemorySource(), MemoryRedoLog(), []
     standby = synced_standby(log, table_meta(T))
     cap = capture(_fast(config()), source, log, store)
     app = apply(_fast(config(delay=0.5)), standby, log, store)
     try:
         source.sequences["public.s"] = 77
-        source.commit([ins(T, 1, "x")], [table_meta(T)])
+        txn = source.commit([ins(T, 1, "x")], [table_meta(T)])
         wait_until(lambda: any(isinstance(b, SequenceValues) for _o, b in entries(log)), what="published")
         wait_until(lambda: standby.db.sequences.get("public.s") == 77, what="applied after the delay")
         applied = time.time()
     finally:
         app.stop()
         cap.stop()
-    first = next(b for _o, b in entries(log) if isinstance(b, SequenceValues))
-    assert applied - first.read_time_us / 1e6 >= 0.5
+    assert applied - txn.commit_time_us / 1e6 >= 0.5
+    sequence_offsets = {o for o, b in entries(log) if isinstance(b, SequenceValues)}
+    stamps = {envelope.decode(r.value, r.headers).commit_time_us for r in log.entries() if r.offset in sequence_offsets}
+    assert stamps == {txn.commit_time_us}  # the stream's time at their place, not their read time
 
 
 def test_a_publish_sequences_request_is_answered_with_the_offset() -> None:
