@@ -1,0 +1,204 @@
+"""RTO of an automatic failover: the primary's node dies -> the first acknowledged write, Ark against Patroni.
+
+One client for every system (deploy/continuity.py): ledger-bank transfers through ONE connection string that lists
+both nodes with ``target_session_attrs=read-write``, logging each acknowledged commit with its time and server.
+The figure is the time from the node's death to the first acknowledged write on the other node: detection,
+decision, promotion and the client's reconnection, with no operator anywhere.
+
+* **Ark**: a Kafka broker, two PostgreSQL 15 nodes, the capture (supervised: restarted a second after it exits, as
+  systemd's ``Restart=always`` on another host would), an applier per node, and ``ark controller --ttl 5``
+  (``--window 0``: the anti-flapping window would otherwise refuse the second run, by design). The node dies:
+  kill -9 of its postmaster, its capture and its applier. After the first write, the dead node is started again
+  and ``ark reinstate`` brings it back as a standby for the next run.
+* **Patroni** (Debian's ``patroni`` 3.0 and ``etcd-server`` 3.4, physical streaming replication), twice: with its
+  defaults (``ttl`` 30 s, ``loop_wait`` 10 s, ``retry_timeout`` 10 s) and tuned as far as its documentation allows
+  (``ttl`` 20 s, its minimum; ``loop_wait`` 1 s; ``retry_timeout`` 5 s; the rule loop_wait + 2 x retry_timeout <=
+  ttl holds). The node dies: kill -9 of its Patroni and its postmaster; it is started again after the first write
+  and rejoins as a replica (pg_rewind).
+
+    python bench/rto.py [--runs 20] [--skip-patroni] [--skip-ark] [--keep]
+
+Figures and how to read them: bench/README.md ("RTO").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from continuity import (  # bench/ is the script's directory, on sys.path when run as a script
+    DB,
+    Patroni,
+    ark,
+    first_ack_after,
+    patroni_cluster,
+    patroni_failovers,
+    say,
+    summary,
+    wait_until,
+)
+
+from common.config import load_config
+from deploy.agents import AgentProcess
+from deploy.continuity import AckClient, multi_host_dsn
+from deploy.kafka import KafkaBroker
+from deploy.ports import free_port
+from deploy.postgres import PgInstance
+from deploy.workload import create_bank
+from failover.view import HeartbeatView
+
+TTL_S = 5.0
+TUNED = {"ttl": 20, "loop_wait": 1, "retry_timeout": 5}
+
+
+class Supervised:
+    """An agent restarted a second after it exits (systemd's Restart=always, RestartSec=1)."""
+
+    def __init__(self, agent: AgentProcess) -> None:
+        self.agent = agent.start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            if not self.agent.alive():
+                self.agent.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.agent.stop()
+
+
+def controller_says(view: HeartbeatView) -> str:
+    view.refresh(0.2)
+    beat = view.beats.get(("controller", "ctl"))
+    return beat.message if beat is not None else ""
+
+
+def run_ark(root: Path, runs: int) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        say("ark: starting the Kafka broker and two PostgreSQL instances")
+        broker = KafkaBroker(root / "kafka", free_port(), free_port())
+        stack.callback(broker.stop)
+        broker.start(timeout=180)
+        nodes: dict[str, PgInstance] = {}
+        for name in ("n1", "n2"):
+            inst = PgInstance(root / "pg" / name, free_port())
+            stack.callback(inst.destroy)
+            inst.init()
+            inst.start()
+            inst.create_database(DB)
+            nodes[name] = inst
+        create_bank(nodes["n1"].dsn(DB), accounts=100, ledger=True)
+
+        def db(name: str) -> dict[str, Any]:
+            return {"name": name, "engine": "postgresql", "host": "127.0.0.1", "port": nodes[name].port,
+                    "dbname": DB, "user": "postgres"}
+
+        config = root / "ark.yaml"
+        config.write_text(yaml.safe_dump({"group": "rto", "control_key": {"env": "ARK_CONTROL_KEY"},
+                                          "kafka": {"bootstrap": broker.bootstrap},
+                                          "primary": {**db("n1"), "tables": ["public.*"]},
+                                          "capture": {"batch_max_ms": 50},
+                                          "standbys": [db("n2")]}, sort_keys=False))
+        ark(config, "sync", "n2")
+        logs = root / "logs"
+        capture = Supervised(AgentProcess(config, ["capture"], logs / "capture.log"))
+        stack.callback(capture.stop)
+        appliers = {n: AgentProcess(config, ["apply", n], logs / f"apply-{n}.log").start() for n in nodes}
+        for agent in appliers.values():
+            stack.callback(agent.stop)
+        controller = AgentProcess(config, ["controller", "--name", "ctl", "--ttl", str(TTL_S), "--window", "0",
+                                           "--timeout", "120"], logs / "controller.log").start()
+        stack.callback(controller.stop)
+        view = HeartbeatView(load_config(config))
+        client = AckClient(multi_host_dsn([(nodes["n1"], DB), (nodes["n2"], DB)]), ids="ledger").start()
+        stack.callback(client.stop)
+        wait_until(lambda: client.count() >= 200, 60, "the client's first writes")
+        primary, standby = "n1", "n2"
+        rto: list[float] = []
+        for i in range(runs):
+            wait_until(lambda: controller_says(view).startswith(f"primary {primary} healthy"), 180,  # noqa: B023
+                       f"the controller to see {primary} healthy")
+            time.sleep(2)  # the standby streaming, the capture vouching for the primary
+            killed = time.monotonic()
+            nodes[primary].kill9()
+            capture.agent.kill9()
+            appliers[primary].kill9()
+            first = first_ack_after(client, nodes[standby].port, killed, 120)
+            rto.append(first)
+            say(f"ark run {i + 1}/{runs}: {primary} died, first write on {standby} {first:.2f} s later "
+                f"(controller: {controller_says(view)[:100]})")
+            wait_until(lambda: controller_says(view).startswith(f"primary {standby} healthy"), 180,  # noqa: B023
+                       f"the controller to see {standby} healthy")
+            nodes[primary].start()
+            appliers[primary].start()  # reinstate hands the node to its applier: it must be running
+            ark(config, "reinstate", primary, "--report", str(root / f"divergence-{i}.txt"))
+            primary, standby = standby, primary
+        return {"kill_to_first_write_s": summary(rto), "acknowledged": client.count(), "ttl_s": TTL_S}
+
+
+def run_patroni_failovers(cluster: Patroni, runs: int) -> dict[str, Any]:
+    with patroni_cluster(cluster) as (client, ports):
+        return {"kill_to_first_write_s": summary(patroni_failovers(cluster, client, ports, runs)),
+                "acknowledged": client.count()}
+
+
+class TunedPatroni(Patroni):
+    """Patroni with the shortest detection its documentation allows."""
+
+    def _cfg(self, name: str) -> Path:
+        path = super()._cfg(name)
+        doc = yaml.safe_load(path.read_text())
+        doc["bootstrap"]["dcs"].update(TUNED)
+        path.write_text(yaml.safe_dump(doc))  # the file keeps its owner (postgres)
+        return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20, help="node deaths per system")
+    parser.add_argument("--skip-patroni", action="store_true", help="measure Ark only")
+    parser.add_argument("--skip-ark", action="store_true", help="measure Patroni only")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data) for a post-mortem")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (agents, broker, instances) on a TERM too
+    root = Path(tempfile.mkdtemp(prefix="ark-rto-", dir="/tmp"))
+    root.chmod(0o755)
+    (root / "pg").mkdir()
+    (root / "pg").chmod(0o755)
+    results: dict[str, Any] = {}
+    try:
+        if not args.skip_ark:
+            results["ark"] = run_ark(root, args.runs)
+            print(json.dumps({"ark": results["ark"]}, indent=2), flush=True)
+        if not args.skip_patroni:
+            if shutil.which("patroni") is None or shutil.which("etcd") is None:
+                say("patroni or etcd is not installed (apt-get install patroni etcd-server): skipped")
+            else:
+                results["patroni_defaults"] = run_patroni_failovers(Patroni(root / "patroni"), args.runs)
+                print(json.dumps({"patroni_defaults": results["patroni_defaults"]}, indent=2), flush=True)
+                results["patroni_tuned"] = run_patroni_failovers(TunedPatroni(root / "patroni-tuned"), args.runs)
+                results["patroni_tuned"]["settings"] = TUNED
+    finally:
+        if args.keep:
+            say(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
