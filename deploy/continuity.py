@@ -86,6 +86,11 @@ class AckClient:
         with self._lock:
             return sum(1 for a in self.acks if a.port == port)
 
+    def acks_on(self, port: int) -> list[Ack]:
+        """The acknowledged transfers taken by the server on ``port``."""
+        with self._lock:
+            return [a for a in self.acks if a.port == port]
+
     def seqs(self) -> set[int]:
         """Every acknowledged ledger seq."""
         with self._lock:

@@ -131,6 +131,7 @@ class PgInstance:
                 for addr in extra_listen:
                     net = ".".join(addr.split(".")[:3]) + ".0/24"
                     hba.write(f"host all all {net} {method}\n")
+                    hba.write(f"host replication all {net} {method}\n")  # a capture reaching it from there
         conf.update(extra_conf or {})
         lines = ["", "# --- written by deploy/postgres.py (later settings win) ---"]
         lines += [f"{key} = {_quote(value)}" for key, value in conf.items()]

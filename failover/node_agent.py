@@ -159,6 +159,7 @@ class NodeAgent(AgentBody):
 
     def round(self) -> Decision:
         """One round: check, judge and restart (:meth:`_judge`), then hold or release the service address."""
+        self._end_self_fence_once_promoted()
         decision = self._judge()
         self._apply_address(decision.state)
         return decision
@@ -273,6 +274,19 @@ class NodeAgent(AgentBody):
         if self.self_fenced is not None:
             return self.self_fenced[1]
         return hold_reason(self.roles, self.name) if self.role == "primary" else ""
+
+    def _end_self_fence_once_promoted(self) -> None:
+        """A self-fence belongs to its epoch: once a newer epoch names this node primary again (reinstated, then
+        promoted by a handover, which lifted the fence in the database), it is over. Kept until it is on the control
+        topic, so that the record of it is never lost; else a controller would read the stale 'fenced' of the new
+        primary as a reason to fail over again."""
+        fenced = self.self_fenced
+        if fenced is None or not self._fence_recorded or self.role != "primary" or self.roles.epoch <= fenced[0]:
+            return
+        log.info("node %s: primary again in epoch %d: the fence it put on itself in epoch %d is over", self.name,
+                 self.roles.epoch, fenced[0])
+        self.self_fenced = None
+        self._fence_recorded = False
 
     def _keep_lease(self) -> str:
         """On the primary: when no heartbeat reached Kafka for ``fence_lease_s``, fence the database (a controller

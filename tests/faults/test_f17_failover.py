@@ -48,7 +48,7 @@ from tests.support.faults import (
     ledger_counts,
     record,
 )
-from tests.support.handover import AckClient, multi_host_dsn
+from tests.support.handover import AckClient, divergence_seqs, multi_host_dsn
 from tests.support.replication import Group, Standby, wait_for
 
 
@@ -69,28 +69,6 @@ def kafka_seqs(group: Group) -> set[int]:
         elif isinstance(body, TxnChunk) and seq_at is not None:
             out.update(int(c.values[seq_at]) for c in body.changes
                        if c.table == "public.history" and c.op == Op.INSERT and c.values[seq_at] is not None)
-    return out
-
-
-def divergence_seqs(group: Group) -> set[int]:
-    """Ledger seqs of the history rows inserted by the transactions of the divergence topic."""
-    import json
-
-    from common.kafka import make_consumer, read_range, watermarks
-    from schemas.topics import divergence_topic
-
-    cfg = load_config(group.config)
-    consumer = make_consumer(cfg.kafka, group_id="f17-divergence")
-    out: set[int] = set()
-    try:
-        topic = divergence_topic(cfg.group)
-        _low, high = watermarks(consumer, topic)
-        for msg in read_range(consumer, topic, 0, high):
-            doc = json.loads(envelope.decode(msg.value(), msg.headers(), expect="divergence").record["document"])
-            out.update(int(r["written"]["seq"]) for r in doc["rows"]  # inserts into history
-                       if r["table"] == "public.history" and r["op"] == "INSERT" and r["written"].get("seq"))
-    finally:
-        consumer.close()
     return out
 
 

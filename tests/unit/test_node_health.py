@@ -224,6 +224,29 @@ def test_the_primary_fences_itself_when_kafka_is_silent_past_its_lease() -> None
     assert rounds(agent, clock, 3)[-1] == "failed" and "not restarted: it fenced itself" in agent.message
 
 
+def test_a_self_fence_ends_when_a_newer_epoch_makes_the_node_primary_again() -> None:
+    """Fenced itself in epoch 0, failed over, reinstated, then promoted again in epoch 2: healthy, not 'fenced'
+    (a controller would fail over again on a stale 'fenced'); a new cut fences it again."""
+    agent, _probe, clock, _ran = agent_with(restart_ok=True, self_fence=True, fence_lease_s=3)
+    fences: list[float] = []
+    agent._fence = lambda: fences.append(clock.now) or 2  # type: ignore[method-assign]
+    delivered = {"at": clock.now}
+    agent.beat_delivered_at = lambda: delivered["at"]
+    assert rounds(agent, clock, 6)[-1] == "fenced" and len(fences) == 1
+    agent.roles.update([ControlRecord(1, EpochBegun(1, "s", "p", "failover", 10), "s", "", 0, "")])
+    agent.role = agent.roles.role_of("p")
+    delivered["at"] = clock.now + 100  # Kafka answers again
+    assert rounds(agent, clock, 1) == ["fenced"] and agent.self_fenced is not None  # demoted: still fenced
+    agent.roles.update([ControlRecord(2, EpochBegun(2, "p", "s", "failover", 20), "p", "", 0, "")])
+    agent.role = agent.roles.role_of("p")
+    assert agent.role == "primary"
+    assert rounds(agent, clock, 1) == ["fenced"]  # not on the control topic yet: kept until it is
+    agent._fence_recorded = True
+    assert rounds(agent, clock, 1) == ["healthy"] and agent.self_fenced is None
+    clock.now = delivered["at"] + 5  # cut again, past the lease
+    assert rounds(agent, clock, 1) == ["fenced"] and len(fences) == 2
+
+
 def test_a_standby_or_a_disabled_self_fence_never_fences() -> None:
     for role, enabled in (("standby", True), ("primary", False)):
         agent, _probe, clock, _ran = agent_with(restart_ok=True, self_fence=enabled)
