@@ -11,6 +11,10 @@ ops/ binds to ops/handover.run_failover: failover/handover.Handover), and is rec
 (``controller-decision``: failover, failover-done, failover-failed) where ``ark status`` and the console show
 it. The anti-flapping window counts from the last failover-done, read back from the control topic, so a
 restarted controller, or another one taking over the lease, knows it too.
+
+While it holds the lease it also runs the group's alert command (config ``alerts``) once per event of the
+configured kinds, in a worker thread that never holds the tick up (failover/alerts.py says why here, and how an
+event is not alerted twice across restarts and takeovers).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from common.agent import AgentBody, Retry
 from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord
 from common.errors import ArkError, ConfigError
+from common.events import Event
 from common.roles import Roles, nodes, roles_of
+from failover.alerts import AlertCursor, Alerter, Outcome, sent_record
 from failover.controller import AGENT_ALIVE, ApplierInfo, BeatInfo, ControllerView, NodeInfo, Settings, Tick, tick
 from failover.lease import KafkaLease
 from failover.view import HeartbeatView
@@ -100,10 +106,39 @@ class Controller(AgentBody):
         self._retry_at = 0.0
         self._was_active = False
         self.lease: KafkaLease | None = None
+        self.alerter: Alerter | None = None
+        self.alert_cursor: AlertCursor | None = None
+        self._channel: ControlChannel | None = None
 
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
         self.roles = roles_of(self.cfg, backlog)
         self.automation = automation_of(backlog)
+        self._channel = channel
+        alerts = self.cfg.alerts
+        if alerts is not None:
+            self.alert_cursor = AlertCursor.of(alerts.kinds, backlog, channel.bus.position())
+            self.alerter = Alerter(alerts, self.cfg.group, record=self._record_alert, may_run=self._holds_lease)
+            log.info("controller %s: alerts for %s go to %s (timeout %g s); %d event(s) not alerted yet", self.name,
+                     ", ".join(alerts.kinds), alerts.command[0], alerts.timeout_s, len(self.alert_cursor.due()))
+
+    def _holds_lease(self) -> bool:
+        lease = self.lease
+        return lease is not None and lease.active()
+
+    def _record_alert(self, event: Event, outcome: Outcome) -> None:
+        """From the alert worker: the event is handled; recorded so that no controller alerts it again."""
+        if self._channel is not None:
+            self._channel.publish_later(sent_record(event, outcome, self.name), event.node)
+
+    def _alert(self, records: list[ControlRecord], active: bool) -> None:
+        """Hand the events that wait to the alert worker while active; forget them when the lease is lost."""
+        if self.alert_cursor is None or self.alerter is None:
+            return
+        self.alert_cursor.update(records)
+        if not active:
+            return
+        for event in self.alert_cursor.due():
+            self.alerter.offer(event)
 
     # -- the view ----------------------------------------------------------------------------------------
     def _remember_alive(self, view: HeartbeatView) -> None:
@@ -159,6 +194,7 @@ class Controller(AgentBody):
                 beats.refresh(0.1)
                 decided = tick(self.view_of(beats, watching_since), time.time())
                 self._step(channel, lease, decided)
+                self._alert(records, self._was_active)
                 self.stopping.wait(TICK_S)
         finally:
             self.lease = None
@@ -177,6 +213,8 @@ class Controller(AgentBody):
                                                    f"({lease.describe()})", self.name))
             else:
                 log.warning("controller %s: %s", self.name, lease.describe())
+                if self.alerter is not None:
+                    self.alerter.forget()  # the next holder alerts what still waits
         sentence = decided.sentence if active else f"{lease.describe()}; {decided.sentence}"
         now = time.monotonic()
         if decided.acts and active and time.time() < self._retry_at:
@@ -225,5 +263,12 @@ class Controller(AgentBody):
         return Retry.LATER
 
     def heartbeat(self) -> dict[str, Any]:
-        return {"epoch": self.roles.epoch, "state": self.state, "message": self.message,
-                "metrics": {"lease_term": float(self.lease.book.term) if self.lease else 0.0}}
+        metrics = {"lease_term": float(self.lease.book.term) if self.lease else 0.0}
+        if self.alerter is not None:
+            metrics.update({f"alerts.{k}": float(v) for k, v in self.alerter.counts.items()})
+        return {"epoch": self.roles.epoch, "state": self.state, "message": self.message, "metrics": metrics}
+
+    def close(self) -> None:
+        if self.alerter is not None:
+            self.alerter.idle(5.0)  # a clean stop lets the queued alerts run (bounded)
+            self.alerter.close()
