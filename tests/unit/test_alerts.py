@@ -269,3 +269,12 @@ def test_ark_check_reports_a_missing_or_not_executable_command(tmp_path: Path) -
     plain.chmod(0o755)
     assert command_problem(AlertSettings(command=str(plain))) == ""
     assert command_problem(AlertSettings(command="sh")) == "" and os.access("/bin/sh", os.X_OK)
+
+
+def test_the_console_feed_shows_how_an_alert_ended() -> None:
+    from ops.console.model import event_of as feed_line
+
+    ok = feed_line(rec(9, AlertSent(7, "node-failed", "exited 0", 1, "c1"), "n1"))
+    bad = feed_line(rec(10, AlertSent(8, "failover", "did not finish in 10 s (killed); retried: exited 1", 2, "c1")))
+    assert ok is not None and ok.severity == "info" and ok.text == "c1: alert for node-failed of n1: exited 0"
+    assert bad is not None and bad.severity == "error" and "of the group: did not finish" in bad.text
