@@ -26,6 +26,7 @@ EVENT_KINDS: Final[dict[str, str]] = {
     "failover-done": "an automatic failover finished: a new primary",
     "failover-failed": "an automatic failover did not finish (the controller tries again later)",
     "controller-active": "a controller took the group's lease and acts from now on",
+    "controller-error": "a controller's session failed (it retries; the same error is said once in 10 min)",
     "node-failed": "a node agent reports its node failed (local restarts used up, or no restart possible)",
     "node-restarting": "a node agent restarts its database or a service locally",
     "node-recovered": "a node that was failed or restarting is healthy again",
@@ -36,7 +37,8 @@ EVENT_KINDS: Final[dict[str, str]] = {
 }
 
 #: What pages someone when ``alerts.kinds`` is not given: the events that need a human.
-DEFAULT_ALERT_KINDS: Final = ("failover", "failover-done", "failover-failed", "node-failed", "node-fenced")
+DEFAULT_ALERT_KINDS: Final = ("failover", "failover-done", "failover-failed", "node-failed", "node-fenced",
+                               "controller-error")
 
 DEFAULT_TTL_S: Final = 5.0
 DEFAULT_ANTI_FLAPPING_S: Final = 300.0

@@ -20,7 +20,7 @@ from schemas.control import ControllerDecision, EpochBegun, NodeFenced, NodeStat
 __all__ = ["DEFAULT_ALERT_KINDS", "EVENT_KINDS", "Event", "event_of", "events_of", "iso_us"]
 
 _DECISIONS: Final = {"active": "controller-active", "failover": "failover", "failover-done": "failover-done",
-                     "failover-failed": "failover-failed"}
+                     "failover-failed": "failover-failed", "error": "controller-error"}
 _TROUBLE: Final = ("failed", "restarting")
 
 

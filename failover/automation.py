@@ -30,7 +30,7 @@ from typing import Any
 from common.agent import AgentBody, Retry
 from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord
-from common.errors import ArkError, ConfigError
+from common.errors import ArkError, ConfigError, KafkaUnavailable
 from common.events import Event
 from common.roles import Roles, nodes, roles_of
 from failover.alerts import AlertCursor, Alerter, Outcome, sent_record
@@ -48,6 +48,8 @@ LOG_EVERY_S = 60.0
 RETRY_FAILED_S = 30.0
 #: How far back the heartbeat view starts: the primary's last heartbeats before this controller started.
 LOOKBACK_S = 120.0
+#: The same session error is recorded (and alerted) again only after this long.
+ERROR_REPEAT_S = 600.0
 #: Capture states that vouch for the primary (it reads the primary's log).
 CAPTURE_ALIVE = ("running", "retransmitting")
 _NUMBERS = re.compile(r"(?<!epoch )\b\d+(\.\d+)?")
@@ -109,6 +111,7 @@ class Controller(AgentBody):
         self.alerter: Alerter | None = None
         self.alert_cursor: AlertCursor | None = None
         self._channel: ControlChannel | None = None
+        self._last_error: tuple[str, float] = ("", 0.0)
 
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
         self.roles = roles_of(self.cfg, backlog)
@@ -258,9 +261,25 @@ class Controller(AgentBody):
                         decided.target)
 
     def recover(self, exc: Exception) -> Retry | Exception:
+        self._record_error(exc)
         if isinstance(exc, ConfigError):
             return exc
         return Retry.LATER
+
+    def _record_error(self, exc: Exception) -> None:
+        """A session that failed is a ``controller-error`` event (queued; the same error again within
+        :data:`ERROR_REPEAT_S` is not, or a controller retrying every minute would page every minute). A controller
+        that lost Kafka cannot record anything: its heartbeat stops, which ``ark status`` shows."""
+        if self._channel is None or isinstance(exc, KafkaUnavailable):
+            return
+        what = exc.message if isinstance(exc, ArkError) else f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        last, at = self._last_error
+        if what == last and now - at < ERROR_REPEAT_S:
+            return
+        self._last_error = (what, now)
+        sentence = f"controller {self.name}: {what}"[:500]
+        self._channel.publish_later(ControllerDecision("error", self.roles.epoch, sentence, self.name))
 
     def heartbeat(self) -> dict[str, Any]:
         metrics = {"lease_term": float(self.lease.book.term) if self.lease else 0.0}

@@ -91,7 +91,7 @@ controller:
 # alerts:
 #   command: /usr/local/bin/page-oncall --team dba   # gets ARK_GROUP, ARK_EVENT_KIND, ARK_EVENT_NODE,
 #                                # ARK_EVENT_TIME, ARK_EVENT_MESSAGE and the event as JSON on stdin; no shell
-#   kinds: [failover, failover-done, failover-failed, node-failed, node-fenced]   # the default
+#   kinds: [failover, failover-done, failover-failed, node-failed, node-fenced, controller-error]  # default
 #   timeout_s: 10                # then killed, and retried once
 
 # The address clients use, held by whichever node is the primary (moved by the node agents, 'ark agent NODE').

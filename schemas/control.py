@@ -376,8 +376,9 @@ class ControllerLease:
 
 @dataclass(frozen=True)
 class ControllerDecision:
-    """The active controller ``holder`` decided ``action`` (active, failover, failover-done, failover-failed) in
-    epoch ``epoch``; the record's target is the failover target; ``sentence`` says why, as the controller logs it."""
+    """The active controller ``holder`` decided ``action`` (active, failover, failover-done, failover-failed; or
+    error: a controller's session failed) in epoch ``epoch``; the record's target is the failover target;
+    ``sentence`` says why, as the controller logs it."""
 
     KIND: ClassVar[str] = "controller-decision"
     action: str

@@ -42,6 +42,7 @@ def event(offset: int = 7, kind: str = "node-failed", at_us: int = NOW_US) -> Ev
     (ControllerDecision("failover-done", 3, "n2 is the primary of epoch 3", "c1"), "n2", "failover-done"),
     (ControllerDecision("failover-failed", 2, "n2 did not apply in time", "c1"), "n2", "failover-failed"),
     (ControllerDecision("active", 2, "c1 is the active controller", "c1"), "", "controller-active"),
+    (ControllerDecision("error", 2, "controller c1: RuntimeError: boom", "c1"), "", "controller-error"),
     (NodeState("failed", "restarting", "primary", 2, "query: login failed; 3 local restart(s)"), "n1", "node-failed"),
     (NodeState("restarting", "healthy", "primary", 2, "restarting the database, try 1 of 3"), "n1",
      "node-restarting"),
@@ -59,7 +60,8 @@ def test_which_records_are_events(body: Any, target: str, kind: str | None) -> N
 
 
 def test_the_default_kinds_are_those_that_need_a_human() -> None:
-    assert DEFAULT_ALERT_KINDS == ("failover", "failover-done", "failover-failed", "node-failed", "node-fenced")
+    assert DEFAULT_ALERT_KINDS == ("failover", "failover-done", "failover-failed", "node-failed", "node-fenced",
+                                   "controller-error")
 
 
 # -- the command: environment, stdin, timeout, retry ----------------------------------------------------------
@@ -278,3 +280,20 @@ def test_the_console_feed_shows_how_an_alert_ended() -> None:
     bad = feed_line(rec(10, AlertSent(8, "failover", "did not finish in 10 s (killed); retried: exited 1", 2, "c1")))
     assert ok is not None and ok.severity == "info" and ok.text == "c1: alert for node-failed of n1: exited 0"
     assert bad is not None and bad.severity == "error" and "of the group: did not finish" in bad.text
+
+
+def test_a_controller_error_is_recorded_once_per_ten_minutes_and_never_without_kafka() -> None:
+    from common.errors import KafkaUnavailable
+
+    body = _controller({"command": "x"})
+    store: list[Any] = []
+    body._channel = channel = memory_channel(store)
+    for _ in range(3):
+        body.recover(RuntimeError("the heartbeat view broke"))
+    body.recover(KafkaUnavailable("broker gone", fix="start it"))
+    body.recover(ValueError("another one"))
+    channel.flush_later(5)
+    said = [(r.body.action, r.body.sentence) for r in memory_channel(store).poll()
+            if isinstance(r.body, ControllerDecision)]
+    assert said == [("error", "controller c1: RuntimeError: the heartbeat view broke"),
+                    ("error", "controller c1: ValueError: another one")]
