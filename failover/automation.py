@@ -48,6 +48,8 @@ LOG_EVERY_S = 60.0
 RETRY_FAILED_S = 30.0
 #: How far back the heartbeat view starts: the primary's last heartbeats before this controller started.
 LOOKBACK_S = 120.0
+#: How long a controller waits to read back its failover decision before it runs the failover (for its alert).
+CATCH_UP_S = 1.0
 #: The same session error is recorded (and alerted) again only after this long.
 ERROR_REPEAT_S = 600.0
 #: Capture states that vouch for the primary (it reads the primary's log).
@@ -133,15 +135,30 @@ class Controller(AgentBody):
         if self._channel is not None:
             self._channel.publish_later(sent_record(event, outcome, self.name), event.node)
 
-    def _alert(self, records: list[ControlRecord], active: bool) -> None:
-        """Hand the events that wait to the alert worker while active; forget them when the lease is lost."""
-        if self.alert_cursor is None or self.alerter is None:
-            return
-        self.alert_cursor.update(records)
-        if not active:
+    def _fold(self, records: list[ControlRecord]) -> None:
+        """Fold newer control records into the roles, the automation state and the events waiting for an alert."""
+        self.roles.update(records)
+        self.automation.update(records)
+        if self.alert_cursor is not None:
+            self.alert_cursor.update(records)
+
+    def _offer_alerts(self, active: bool) -> None:
+        """Hand the events that wait to the alert worker while active (it never blocks)."""
+        if self.alert_cursor is None or self.alerter is None or not active:
             return
         for event in self.alert_cursor.due():
             self.alerter.offer(event)
+
+    def _catch_up(self, channel: ControlChannel, request_id: str, timeout_s: float = CATCH_UP_S) -> None:
+        """Read the control topic up to the record this controller just wrote (bounded), so that its event is
+        alerted now rather than after the failover the tick is about to run."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            records = channel.poll()
+            self._fold(records)
+            if any(r.request_id == request_id for r in records):
+                return
+            time.sleep(0.02)
 
     # -- the view ----------------------------------------------------------------------------------------
     def _remember_alive(self, view: HeartbeatView) -> None:
@@ -191,13 +208,11 @@ class Controller(AgentBody):
             lease.start()
             watching_since = time.time()
             while not self.stopping.is_set():
-                records = channel.poll()
-                self.roles.update(records)
-                self.automation.update(records)
+                self._fold(channel.poll())
                 beats.refresh(0.1)
                 decided = tick(self.view_of(beats, watching_since), time.time())
                 self._step(channel, lease, decided)
-                self._alert(records, self._was_active)
+                self._offer_alerts(self._was_active)
                 self.stopping.wait(TICK_S)
         finally:
             self.lease = None
@@ -238,7 +253,10 @@ class Controller(AgentBody):
 
     def _failover(self, channel: ControlChannel, lease: KafkaLease, decided: Tick) -> None:
         epoch = self.roles.epoch
-        channel.publish(ControllerDecision("failover", epoch, decided.sentence, self.name), decided.target)
+        request = channel.publish(ControllerDecision("failover", epoch, decided.sentence, self.name), decided.target)
+        if self.alerter is not None:  # page at the decision: the failover below holds the tick for seconds
+            self._catch_up(channel, request)
+            self._offer_alerts(lease.active())
         if not lease.active():  # the publish took long enough for the lease to run out: someone else decides
             log.warning("controller %s lost the lease before failing over to %s: not acting", self.name,
                         decided.target)

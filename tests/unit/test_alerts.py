@@ -224,9 +224,10 @@ def test_the_active_controller_alerts_new_events_and_records_them(tmp_path: Path
     writer = memory_channel(store)
     writer.publish(NodeState("failed", "restarting", "primary", 0, "login failed"), "n1")
     writer.publish(NodeState("restarting", "healthy", "primary", 0, "try 1"), "n1")
-    body._alert(channel.poll(), active=False)  # standing by: nothing runs
+    body._fold(channel.poll())
+    body._offer_alerts(active=False)  # standing by: nothing runs
     assert body.alerter is not None and body.alerter.idle(5) and not out.exists()
-    body._alert([], active=True)
+    body._offer_alerts(active=True)
     assert body.alerter.idle(10)
     channel.flush_later(10)
     assert out.read_text() == "node-failed n1\n"
@@ -297,3 +298,26 @@ def test_a_controller_error_is_recorded_once_per_ten_minutes_and_never_without_k
             if isinstance(r.body, ControllerDecision)]
     assert said == [("error", "controller c1: RuntimeError: the heartbeat view broke"),
                     ("error", "controller c1: ValueError: another one")]
+
+
+def test_the_failover_decision_is_alerted_before_the_failover_runs(tmp_path: Path) -> None:
+    from failover.controller import Tick
+
+    out = tmp_path / "alerts.log"
+    alerted_before: list[bool] = []
+
+    def failover(target: str) -> None:  # the failover: the decision must have paged by now
+        assert body.alerter is not None
+        alerted_before.append(body.alerter.idle(10) and out.exists())
+
+    cfg = _controller({"command": [script(tmp_path, f'echo "$ARK_EVENT_KIND $ARK_EVENT_NODE" >> {out}\n')]}).cfg
+    body = Controller(cfg, failover, settings=Settings(), name="c1")
+    store: list[Any] = []
+    channel = memory_channel(store)
+    body.attach(channel, channel.replay())
+    lease = type("L", (), {"active": lambda self: True, "describe": lambda self: "active (term 1)"})()
+    body.lease = lease  # type: ignore[assignment]
+    body._was_active = True
+    body._step(channel, lease, Tick("failover", "primary n1 silent for 6.0 s: failing over to n2", "n2"))
+    assert alerted_before == [True] and out.read_text() == "failover n2\n"
+    body.alerter.close()  # type: ignore[union-attr]
