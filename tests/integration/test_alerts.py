@@ -21,16 +21,17 @@ from tests.integration.test_node_agent import agent_group
 from tests.support.replication import wait_for
 
 RECORDER = """#!{python}
-import json, os, sys
+import json, os, sys, time
 doc = json.loads(sys.stdin.read())
 env = {{k: v for k, v in os.environ.items() if k.startswith("ARK_") or "PASSWORD" in k}}
 with open({out!r}, "a") as f:
-    f.write(json.dumps({{"env": env, "stdin": doc}}) + "\\n")
+    f.write(json.dumps({{"env": env, "stdin": doc, "at": time.time()}}) + "\\n")
 """
 
 
 def recorder(tmp: Path) -> tuple[Path, Path]:
     """An alert command that appends one JSON line per run (what it got) to a file."""
+    tmp.mkdir(parents=True, exist_ok=True)
     out = tmp / "alerts.jsonl"
     script = tmp / "record-alert"
     script.write_text(RECORDER.format(python=sys.executable, out=str(out)))
