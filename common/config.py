@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common import engines
+from common.automation_settings import AlertSettings, ControllerSettings, lease_problems
 from common.config_files import FileSetConfig
 from common.errors import ConfigError
 from common.secrets import SecretRef
@@ -70,6 +71,10 @@ class ArkConfig(Frozen):
     files: dict[str, FileSetConfig] = Field(default_factory=dict)
     #: The address clients use, moved with the primary role by the node agents (common/service_address.py).
     service_address: ServiceAddressSettings | None = None
+    #: ``ark controller``'s ttl and anti-flapping window (automatic failover).
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    #: The command the active controller runs once per event of the configured kinds (failover/alerts.py).
+    alerts: AlertSettings | None = None
     source_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="before")
@@ -97,6 +102,9 @@ class ArkConfig(Frozen):
         if dupes:
             raise ValueError(f"node names must be unique in the group; repeated: {', '.join(dupes)}")
         # A standby may be of another engine than its primary (cross-engine apply: README "Cross-engine apply").
+        problems = lease_problems([self.primary, *self.standbys], self.controller.ttl_s)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def control_key_bytes(self) -> bytes:

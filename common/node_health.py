@@ -2,9 +2,9 @@
 
 ``ark agent NODE`` (failover/node_agent.py) runs the checks every ``agent.check_interval_s``:
 
-* through its engine's :class:`HealthProbe` (the registry's ``health`` part; PostgreSQL now, MariaDB's hook
-  is left empty): the database server's process alive (its pid file, when the data directory is on this host),
-  login and a trivial query within ``check_timeout_s``, and on the primary that it accepts writes;
+* through its engine's :class:`HealthProbe` (the registry's ``health`` part: PostgreSQL's and MariaDB's): the
+  database server's process alive (its pid file, when the data directory is on this host), login and a trivial
+  query within ``check_timeout_s``, and on the primary that it accepts writes;
 * engine-neutral ones here: the listener accepts a TCP connection, disk free under the data and WAL
   directories, and the services (processes, TCP ports) the node's config names.
 

@@ -52,7 +52,7 @@ class KafkaSettings(Frozen):
         return value
 
 
-def _command(value: str | list[str] | None) -> tuple[str, ...] | None:
+def command_argv(value: str | list[str] | None) -> tuple[str, ...] | None:
     """A command as its argv: a list as given, a string split like a shell would (no shell runs it)."""
     if value is None:
         return None
@@ -82,7 +82,7 @@ class ServiceSettings(Frozen):
     @field_validator("restart_command", mode="before")
     @classmethod
     def _split(cls, value: str | list[str] | None) -> tuple[str, ...] | None:
-        return _command(value)
+        return command_argv(value)
 
     @model_validator(mode="after")
     def _something_to_check(self) -> ServiceSettings:
@@ -114,15 +114,15 @@ class NodeAgentSettings(Frozen):
     wal_dir: str | None = Field(default=None, description="the WAL (redo log) directory when on another disk")
     self_fence: bool = Field(default=True, description="on the primary: make the database read-only when Kafka "
                              "cannot be reached for fence_lease_s (a controller may promote a standby meanwhile)")
-    fence_lease_s: float = Field(default=3.0, gt=0, lt=5.0, description="how long the primary's agent may be cut "
-                                 "off from Kafka before it fences its database; shorter than the controller's ttl "
-                                 "(5 s) by at least the time a fence takes")
+    fence_lease_s: float = Field(default=3.0, gt=0, description="how long the primary's agent may be cut off from "
+                                 "Kafka before it fences its database; with check_interval_s and a second for the "
+                                 "fence, at most the controller's ttl (controller.ttl_s, 5 s; checked at load)")
     services: tuple[ServiceSettings, ...] = ()
 
     @field_validator("restart_command", mode="before")
     @classmethod
     def _split(cls, value: str | list[str] | None) -> tuple[str, ...] | None:
-        return _command(value)
+        return command_argv(value)
 
     @model_validator(mode="after")
     def _unique_services(self) -> NodeAgentSettings:

@@ -11,6 +11,10 @@ ops/ binds to ops/handover.run_failover: failover/handover.Handover), and is rec
 (``controller-decision``: failover, failover-done, failover-failed) where ``ark status`` and the console show
 it. The anti-flapping window counts from the last failover-done, read back from the control topic, so a
 restarted controller, or another one taking over the lease, knows it too.
+
+While it holds the lease it also runs the group's alert command (config ``alerts``) once per event of the
+configured kinds, in a worker thread that never holds the tick up (failover/alerts.py says why here, and how an
+event is not alerted twice across restarts and takeovers).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from typing import Any
 from common.agent import AgentBody, Retry
 from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord
-from common.errors import ArkError, ConfigError
+from common.errors import ArkError, ConfigError, KafkaUnavailable
+from common.events import Event
 from common.roles import Roles, nodes, roles_of
+from failover.alerts import AlertCursor, Alerter, Outcome, sent_record
 from failover.controller import AGENT_ALIVE, ApplierInfo, BeatInfo, ControllerView, NodeInfo, Settings, Tick, tick
 from failover.lease import KafkaLease
 from failover.view import HeartbeatView
@@ -42,6 +48,10 @@ LOG_EVERY_S = 60.0
 RETRY_FAILED_S = 30.0
 #: How far back the heartbeat view starts: the primary's last heartbeats before this controller started.
 LOOKBACK_S = 120.0
+#: How long a controller waits to read back its failover decision before it runs the failover (for its alert).
+CATCH_UP_S = 1.0
+#: The same session error is recorded (and alerted) again only after this long.
+ERROR_REPEAT_S = 600.0
 #: Capture states that vouch for the primary (it reads the primary's log).
 CAPTURE_ALIVE = ("running", "retransmitting")
 _NUMBERS = re.compile(r"(?<!epoch )\b\d+(\.\d+)?")
@@ -100,10 +110,55 @@ class Controller(AgentBody):
         self._retry_at = 0.0
         self._was_active = False
         self.lease: KafkaLease | None = None
+        self.alerter: Alerter | None = None
+        self.alert_cursor: AlertCursor | None = None
+        self._channel: ControlChannel | None = None
+        self._last_error: tuple[str, float] = ("", 0.0)
 
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
         self.roles = roles_of(self.cfg, backlog)
         self.automation = automation_of(backlog)
+        self._channel = channel
+        alerts = self.cfg.alerts
+        if alerts is not None:
+            self.alert_cursor = AlertCursor.of(alerts.kinds, backlog, channel.bus.position())
+            self.alerter = Alerter(alerts, self.cfg.group, record=self._record_alert, may_run=self._holds_lease)
+            log.info("controller %s: alerts for %s go to %s (timeout %g s); %d event(s) not alerted yet", self.name,
+                     ", ".join(alerts.kinds), alerts.command[0], alerts.timeout_s, len(self.alert_cursor.due()))
+
+    def _holds_lease(self) -> bool:
+        lease = self.lease
+        return lease is not None and lease.active()
+
+    def _record_alert(self, event: Event, outcome: Outcome) -> None:
+        """From the alert worker: the event is handled; recorded so that no controller alerts it again."""
+        if self._channel is not None:
+            self._channel.publish_later(sent_record(event, outcome, self.name), event.node)
+
+    def _fold(self, records: list[ControlRecord]) -> None:
+        """Fold newer control records into the roles, the automation state and the events waiting for an alert."""
+        self.roles.update(records)
+        self.automation.update(records)
+        if self.alert_cursor is not None:
+            self.alert_cursor.update(records)
+
+    def _offer_alerts(self, active: bool) -> None:
+        """Hand the events that wait to the alert worker while active (it never blocks)."""
+        if self.alert_cursor is None or self.alerter is None or not active:
+            return
+        for event in self.alert_cursor.due():
+            self.alerter.offer(event)
+
+    def _catch_up(self, channel: ControlChannel, request_id: str, timeout_s: float = CATCH_UP_S) -> None:
+        """Read the control topic up to the record this controller just wrote (bounded), so that its event is
+        alerted now rather than after the failover the tick is about to run."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            records = channel.poll()
+            self._fold(records)
+            if any(r.request_id == request_id for r in records):
+                return
+            time.sleep(0.02)
 
     # -- the view ----------------------------------------------------------------------------------------
     def _remember_alive(self, view: HeartbeatView) -> None:
@@ -153,12 +208,11 @@ class Controller(AgentBody):
             lease.start()
             watching_since = time.time()
             while not self.stopping.is_set():
-                records = channel.poll()
-                self.roles.update(records)
-                self.automation.update(records)
+                self._fold(channel.poll())
                 beats.refresh(0.1)
                 decided = tick(self.view_of(beats, watching_since), time.time())
                 self._step(channel, lease, decided)
+                self._offer_alerts(self._was_active)
                 self.stopping.wait(TICK_S)
         finally:
             self.lease = None
@@ -177,6 +231,8 @@ class Controller(AgentBody):
                                                    f"({lease.describe()})", self.name))
             else:
                 log.warning("controller %s: %s", self.name, lease.describe())
+                if self.alerter is not None:
+                    self.alerter.forget()  # the next holder alerts what still waits
         sentence = decided.sentence if active else f"{lease.describe()}; {decided.sentence}"
         now = time.monotonic()
         if decided.acts and active and time.time() < self._retry_at:
@@ -197,7 +253,10 @@ class Controller(AgentBody):
 
     def _failover(self, channel: ControlChannel, lease: KafkaLease, decided: Tick) -> None:
         epoch = self.roles.epoch
-        channel.publish(ControllerDecision("failover", epoch, decided.sentence, self.name), decided.target)
+        request = channel.publish(ControllerDecision("failover", epoch, decided.sentence, self.name), decided.target)
+        if self.alerter is not None:  # page at the decision: the failover below holds the tick for seconds
+            self._catch_up(channel, request)
+            self._offer_alerts(lease.active())
         if not lease.active():  # the publish took long enough for the lease to run out: someone else decides
             log.warning("controller %s lost the lease before failing over to %s: not acting", self.name,
                         decided.target)
@@ -220,10 +279,33 @@ class Controller(AgentBody):
                         decided.target)
 
     def recover(self, exc: Exception) -> Retry | Exception:
+        self._record_error(exc)
         if isinstance(exc, ConfigError):
             return exc
         return Retry.LATER
 
+    def _record_error(self, exc: Exception) -> None:
+        """A session that failed is a ``controller-error`` event (queued; the same error again within
+        :data:`ERROR_REPEAT_S` is not, or a controller retrying every minute would page every minute). A controller
+        that lost Kafka cannot record anything: its heartbeat stops, which ``ark status`` shows."""
+        if self._channel is None or isinstance(exc, KafkaUnavailable):
+            return
+        what = exc.message if isinstance(exc, ArkError) else f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        last, at = self._last_error
+        if what == last and now - at < ERROR_REPEAT_S:
+            return
+        self._last_error = (what, now)
+        sentence = f"controller {self.name}: {what}"[:500]
+        self._channel.publish_later(ControllerDecision("error", self.roles.epoch, sentence, self.name))
+
     def heartbeat(self) -> dict[str, Any]:
-        return {"epoch": self.roles.epoch, "state": self.state, "message": self.message,
-                "metrics": {"lease_term": float(self.lease.book.term) if self.lease else 0.0}}
+        metrics = {"lease_term": float(self.lease.book.term) if self.lease else 0.0}
+        if self.alerter is not None:
+            metrics.update({f"alerts.{k}": float(v) for k, v in self.alerter.counts.items()})
+        return {"epoch": self.roles.epoch, "state": self.state, "message": self.message, "metrics": metrics}
+
+    def close(self) -> None:
+        if self.alerter is not None:
+            self.alerter.idle(5.0)  # a clean stop lets the queued alerts run (bounded)
+            self.alerter.close()

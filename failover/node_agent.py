@@ -14,6 +14,10 @@ about once a second, and at once on every change of state) carries ``state``:
   promoted while this primary still takes writes). A self-fence is never undone here (a failover may have
   happened meanwhile); it is recorded on the control topic (``node-fenced``) once Kafka answers again.
 
+Each change into ``failed`` or ``restarting``, and back to ``healthy`` from one of them, is also recorded on the
+control topic (a ``node-state`` record, queued so the checks never wait for Kafka): ``ark status`` lists it
+among the group's events and the active controller may run the alert command for it (failover/alerts.py).
+
 A node that passes every check for ``agent.stable_s`` gets its restarts back. A database that the roles say a
 handover demoted or fenced is never restarted (it is stopped on purpose): the message says so instead. The
 checks and the state function live in common/node_health.py; this module only runs them, and the commands.
@@ -49,7 +53,7 @@ from common.node_health import (
 from common.node_ops import node_ops
 from common.roles import Roles, node, roles_of
 from common.service_address import ServiceAddress, ServiceAddressError, service_address
-from schemas.control import NodeFenced
+from schemas.control import NodeFenced, NodeState
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,7 @@ class NodeAgent(AgentBody):
             service_address(cfg.service_address, node=name, group=cfg.group) if cfg.service_address else None)
         #: What was last done with it: True claimed, False released, None not yet (or the last try failed).
         self.address_held: bool | None = None
+        self._channel: ControlChannel | None = None
 
     # -- AgentBody ---------------------------------------------------------------------------------------
     def attach(self, channel: ControlChannel, backlog: list[ControlRecord]) -> None:
@@ -122,6 +127,7 @@ class NodeAgent(AgentBody):
         self.role = self.roles.role_of(self.name)
 
     def session(self, channel: ControlChannel) -> None:
+        self._channel = channel
         self._contact_since = self._clock()
         while not self.stopping.is_set():
             if self.roles.update(channel.poll()) or self.roles.role_of(self.name) != self.role:
@@ -238,11 +244,21 @@ class NodeAgent(AgentBody):
         return decision
 
     def _say(self, state: str, message: str) -> None:
-        changed = state != self.state
+        changed, previous = state != self.state, self.state
         self.state, self.message = state, message
         if changed:
             (log.info if state == "healthy" else log.warning)("node %s: %s: %s", self.name, state, message)
             self.beat_now()
+            self._record_state(state, previous, message)
+
+    def _record_state(self, state: str, previous: str, message: str) -> None:
+        """A change into trouble, or out of it, goes on the control topic as an event (queued: a check round never
+        waits for Kafka; while Kafka is away the record is lost, and the heartbeat says the state when it is back)."""
+        trouble = ("failed", "restarting")
+        if self._channel is None or not (state in trouble or (state == "healthy" and previous in trouble)):
+            return
+        self._channel.publish_later(NodeState(state, previous, self.role, self.roles.epoch, message[:500]),
+                                    self.name)
 
     def _restart(self, target: str, attempt: int) -> None:
         """Run ``target``'s restart command (try ``attempt``); its argv and output stay out of the logs but for

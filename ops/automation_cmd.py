@@ -14,19 +14,20 @@ pass_ctx = click.make_pass_decorator(CliContext)
 
 
 @click.command()
-@click.option("--ttl", type=click.FloatRange(min=0.5), default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--ttl", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
               help="Fail over when every heartbeat of the primary (capture, node agent) is older than this; also the "
-                   "controllers' lease: a standby controller takes over about this long after the active one dies.")
-@click.option("--window", "anti_flapping", type=click.FloatRange(min=0), default=300.0, show_default=True,
-              metavar="SECONDS",
-              help="Anti-flapping: no second automatic failover within this long of the last one.")
+                   "controllers' lease: a standby controller takes over about this long after the active one dies. "
+                   "Default: controller.ttl_s of the config (5 s).")
+@click.option("--window", "anti_flapping", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Anti-flapping: no second automatic failover within this long of the last one. Default: "
+                   "controller.anti_flapping_s of the config (300 s).")
 @click.option("--name", default=None, metavar="NAME",
               help="This controller's name in the lease and the log (default: host:pid).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True, metavar="SECONDS",
               help="Longest wait, in a failover, for the target to apply everything the redo topic holds.")
 @metrics_options
 @pass_ctx
-def controller(obj: CliContext, ttl: float, anti_flapping: float, name: str | None, timeout: float,
+def controller(obj: CliContext, ttl: float | None, anti_flapping: float | None, name: str | None, timeout: float,
                metrics_port: int | None, metrics_host: str) -> None:
     """Watch the group and fail over by itself when the primary is gone (runs until stopped).
 
@@ -39,7 +40,11 @@ def controller(obj: CliContext, ttl: float, anti_flapping: float, name: str | No
     \b
     Run several, on different hosts: one holds the group's lease on Kafka and acts, the others
     watch and take over within about --ttl when it dies. Every tick's decision sentence is logged
-    when it changes (and every minute); decisions are recorded on the control topic ('ark status')."""
+    when it changes (and every minute); decisions are recorded on the control topic ('ark status').
+
+    \b
+    The active one also runs the alert command (config alerts:) once per event of its kinds
+    (failover, node-failed, node-fenced...); 'ark alert test' checks the wiring."""
     from common.heartbeat import agent_on_kafka
     from common.kafka import check_reachable
     from failover.automation import Controller
@@ -49,6 +54,10 @@ def controller(obj: CliContext, ttl: float, anti_flapping: float, name: str | No
 
     cfg = obj.config()
     cfg.control_key_bytes()  # a missing or short key fails here, before anything starts
+    ttl = cfg.controller.ttl_s if ttl is None else ttl
+    anti_flapping = cfg.controller.anti_flapping_s if anti_flapping is None else anti_flapping
+    _warn_short_ttl(cfg, ttl)
+    _warn_alert_command(cfg)
     check_reachable(cfg.kafka)
 
     def failover(target: str) -> object:
@@ -56,6 +65,29 @@ def controller(obj: CliContext, ttl: float, anti_flapping: float, name: str | No
 
     body = Controller(cfg, failover, settings=Settings(ttl_s=ttl, anti_flapping_s=anti_flapping), name=name)
     _run_until_signal(agent_on_kafka(cfg, body, metrics_port=metrics_port, metrics_host=metrics_host))
+
+
+def _warn_short_ttl(cfg: Any, ttl: float) -> None:
+    """--ttl below what the node agents' fence lease needs (the config itself refuses such a controller.ttl_s): said
+    loudly, not refused, so a test or a group without node agents may run a short ttl on purpose."""
+    import logging
+
+    from common.automation_settings import lease_problems
+    from common.roles import nodes
+
+    for problem in lease_problems(list(nodes(cfg)), ttl, ttl_key="--ttl"):
+        logging.getLogger("ops.automation").warning("%s (only safe where no node agent self-fences)", problem)
+
+
+def _warn_alert_command(cfg: Any) -> None:
+    """An alert command that cannot run here is logged at start (failover never waits for alerts)."""
+    import logging
+
+    from ops.alerts_cmd import command_problem
+
+    if cfg.alerts is not None and (problem := command_problem(cfg.alerts)):
+        logging.getLogger("ops.automation").error("%s: events will not be alerted from this host (fix: install it, "
+                                                  "then 'ark alert test')", problem)
 
 
 def _log_step(line: str) -> None:
@@ -135,4 +167,6 @@ def automation_lines(doc: dict[str, Any]) -> list[str]:
     last = doc.get("last_decision")
     if last:
         lines.append(f"last controller decision {last['at']}: {last['action']} {last['target']} ({last['sentence']})")
-    return lines
+    from ops.alerts_cmd import event_lines
+
+    return lines + event_lines(doc.get("events", []))

@@ -34,6 +34,9 @@ def collect(cfg: ArkConfig) -> list[Finding]:
     """Run every check; never raises for a failed check (it becomes a finding)."""
     summary = f"{cfg.source_path} is valid (group {cfg.group}, {len(cfg.standbys)} standbys)"
     findings = [Finding("config", True, summary)]
+    from ops.alerts_cmd import check_findings
+
+    findings += [Finding("alerts", ok, what, fix, fatal=False) for ok, what, fix in check_findings(cfg)]
     try:
         topics = check_reachable(cfg.kafka)
         findings.append(Finding("kafka", True, f"{cfg.kafka.bootstrap} answers ({len(topics)} topics)"))

@@ -61,6 +61,7 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None) -> None:
       ark agent NODE           check the node, restart it locally first, hold the service address
       ark controller           fail over by itself when the primary fails or goes silent
       ark maintenance on|off   pause the controllers (planned work)
+      ark alert test           fire a test event through the alert command (config alerts:)
 
     \b
     Integrity and healing:
@@ -482,11 +483,12 @@ def demo(seconds: float, workdir: Path | None, keep: bool, no_mariadb: bool) -> 
 
 def _register() -> None:
     from ops.agent_cmd import agent
+    from ops.alerts_cmd import alert
     from ops.automation_cmd import controller, maintenance
     from ops.broker_cmd import broker
     from ops.handover_cmd import failover, reinstate, skip, switchover, topology
 
-    for command in (switchover, failover, skip, reinstate, topology, broker, agent, controller, maintenance):
+    for command in (switchover, failover, skip, reinstate, topology, broker, agent, controller, maintenance, alert):
         cli.add_command(command)
     with contextlib.suppress(ImportError):
         from ops.files_cmd import files

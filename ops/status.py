@@ -61,11 +61,14 @@ def _roles(cfg: ArkConfig) -> tuple[Any, dict[str, Any]]:
     """The group's roles (common/roles.py; the configured ones when the control topic does not exist yet), and
     what the control topic says of automatic failover (ops/automation_cmd.py)."""
     from common.roles import roles_of
+    from ops.alerts_cmd import events_doc
     from ops.automation_cmd import automation_doc
     from ops.handover import control_records
 
     records = control_records(cfg)
-    return roles_of(cfg, records), automation_doc(records)
+    doc = automation_doc(records)
+    doc["events"] = events_doc(records, cfg.group)
+    return roles_of(cfg, records), doc
 
 
 def gather(cfg: ArkConfig, heartbeats: tuple[dict[tuple[str, str], dict[str, Any]], int] | None = None,

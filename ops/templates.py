@@ -49,7 +49,8 @@ primary:
     check_timeout_s: 3           # login + SELECT 1
     disk_min_free_pct: 5         # warn below this much free under the data and WAL directories
     self_fence: true             # on the primary: cut off from Kafka for fence_lease_s -> made read-only, so that
-    fence_lease_s: 3             # a promoted standby never overlaps a writable old primary (below the ttl, 5 s)
+    fence_lease_s: 3             # a promoted standby never overlaps a writable old primary: fence_lease_s +
+                                 # check_interval_s + 1 s must be <= controller.ttl_s (checked at load)
     # data_dir: /var/lib/postgresql/15/main   # default: what the server says
     # services:                  # application processes and ports on this node, restarted the same way
     #   - {name: app, process: gunicorn, port: 8000, restart_command: "systemctl restart app"}
@@ -81,6 +82,17 @@ standbys:
     user: postgres
     password: {env: ARK_STANDBY_PASSWORD}
     delay_seconds: 3600          # one hour behind: undo a user's mistake ('ark delay node3-delayed 0' to catch up)
+
+# Automatic failover ('ark controller'; README, "Automatic failover"):
+controller:
+  ttl_s: 5                       # fail over when the primary is silent this long ('ark controller --ttl' overrides)
+  anti_flapping_s: 300           # no second automatic failover within this long
+# The active controller runs this once per event (README, "Events and alerts"); 'ark alert test' checks it:
+# alerts:
+#   command: /usr/local/bin/page-oncall --team dba   # gets ARK_GROUP, ARK_EVENT_KIND, ARK_EVENT_NODE,
+#                                # ARK_EVENT_TIME, ARK_EVENT_MESSAGE and the event as JSON on stdin; no shell
+#   kinds: [failover, failover-done, failover-failed, node-failed, node-fenced, controller-error]  # default
+#   timeout_s: 10                # then killed, and retried once
 
 # The address clients use, held by whichever node is the primary (moved by the node agents, 'ark agent NODE').
 # Either an IP address on an interface (ip addr add/del, announced by gratuitous ARP; the agent runs as root):

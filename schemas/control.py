@@ -2,10 +2,10 @@
 
 The wire form is the highest ``schemas/avro/control.v<N>.avsc`` (v2 added typed bodies, v3 the sequence
 requests of issue 9, v4 the role and epoch records of failover/ and the recovery points of ``ark skip`` and
-``ark failover --until``, v5 the automatic controller's lease, decisions and maintenance of issue 11): the
-envelope of v1 (group, kind, target, issued_by, issued_at_us, request_id,
-and a string ``args`` map) plus ``body``, a union with one Avro record per kind. Version 1 records
-(``args`` only) stay readable: :func:`body_from_wire` rebuilds the typed body from their ``args``
+``ark failover --until``, v5 the automatic controller's lease, decisions and maintenance of issue 11, v6 the
+node agents' state changes and the alert command's runs): the envelope of v1 (group, kind, target, issued_by,
+issued_at_us, request_id, and a string ``args`` map) plus ``body``, a union with one Avro record per kind.
+Version 1 records (``args`` only) stay readable: :func:`body_from_wire` rebuilds the typed body from their ``args``
 (:func:`body_from_args`).
 
 Every record is authenticated (see :mod:`schemas.envelope`, ``ark-sig``): the typed body is what an
@@ -376,8 +376,9 @@ class ControllerLease:
 
 @dataclass(frozen=True)
 class ControllerDecision:
-    """The active controller ``holder`` decided ``action`` (active, failover, failover-done, failover-failed) in
-    epoch ``epoch``; the record's target is the failover target; ``sentence`` says why, as the controller logs it."""
+    """The active controller ``holder`` decided ``action`` (active, failover, failover-done, failover-failed; or
+    error: a controller's session failed) in epoch ``epoch``; the record's target is the failover target;
+    ``sentence`` says why, as the controller logs it."""
 
     KIND: ClassVar[str] = "controller-decision"
     action: str
@@ -395,12 +396,40 @@ class SetMaintenance:
     reason: str
 
 
+@dataclass(frozen=True)
+class NodeState:
+    """A node agent's change of state (the record's target is the node): ``state`` failed, restarting, or healthy
+    again after one of those; ``previous`` the state before; the node's ``role`` and the group's ``epoch`` then;
+    ``message`` the agent's sentence. Fencing is recorded as :class:`NodeFenced` instead."""
+
+    KIND: ClassVar[str] = "node-state"
+    state: str
+    previous: str
+    role: str
+    epoch: int
+    message: str
+
+
+@dataclass(frozen=True)
+class AlertSent:
+    """The active controller ``holder`` ran the group's alert command for the event at control offset
+    ``event_offset`` (kind ``event_kind``); ``outcome`` says how it ended, after ``attempts`` runs (2: retried once).
+    A controller that takes over alerts only events above the highest ``event_offset`` recorded (failover/alerts.py)."""
+
+    KIND: ClassVar[str] = "alert-sent"
+    event_offset: int
+    event_kind: str
+    outcome: str
+    attempts: int
+    holder: str
+
+
 Body = (SetDelay | Pause | Resume | ResyncTable | FilesSetDelay | FilesPause | FilesResume | Retransmit
         | RetransmitDone | RetransmitFailed | VerifyHold | VerifyArmed | VerifyAt | VerifyHeld | VerifyRelease
         | TableResyncStarted | TableResyncProgress | TableResynced | TableResyncRefused | NodeIdentity | SourceGap
         | PublishSequences | SequencesPublished | EpochBegun | EndEpoch | EpochEnded | StandbyFrom | NodeFenced
         | HandoverStep | SkipTransaction | ApplyUntil | EpochCut | ControllerLease | ControllerDecision
-        | SetMaintenance)
+        | SetMaintenance | NodeState | AlertSent)
 
 #: Every kind, by its wire name.
 KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
@@ -408,7 +437,7 @@ KINDS: Final[dict[str, type[Any]]] = {cls.KIND: cls for cls in (
     RetransmitFailed, VerifyHold, VerifyArmed, VerifyAt, VerifyHeld, VerifyRelease, TableResyncStarted,
     TableResyncProgress, TableResynced, TableResyncRefused, NodeIdentity, SourceGap, PublishSequences,
     SequencesPublished, EpochBegun, EndEpoch, EpochEnded, StandbyFrom, NodeFenced, HandoverStep, SkipTransaction,
-    ApplyUntil, EpochCut, ControllerLease, ControllerDecision, SetMaintenance)}
+    ApplyUntil, EpochCut, ControllerLease, ControllerDecision, SetMaintenance, NodeState, AlertSent)}
 
 #: v1 names of kinds that were renamed (a "quarantine" is a corrupt entry only; a table is resynced).
 _RENAMED: Final = {"table-quarantined": TableResyncStarted.KIND}

@@ -65,7 +65,7 @@ class EngineSpec:
     #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> DatabaseMonitor`` ('' : the agents carry no database facts)
     monitor: str = ""
     #: ``cls(cfg: ArkConfig, db: DatabaseSettings) -> HealthProbe`` ('' : the node agent checks only the listener,
-    #: the disks and the services; MariaDB's goes here)
+    #: the disks and the services)
     health: str = ""
     #: ``cls() -> PromotableCheck`` (``ark check --promotable``); "" when the engine has none
     promotable: str = ""
@@ -129,4 +129,5 @@ register(EngineSpec(
     applier="consumers.mariadb.applier:MariaDBApplier",
     verifier="consumers.mariadb.verify:MariaDBVerifier",
     probe="producers.mariadb.probe:MariaDBProbe",
+    health="producers.mariadb.health:MariaDBHealth",
 ))

@@ -21,6 +21,7 @@ from failover.plan import Decision, NodeView, decide_switchover
 from failover.view import FRESH_S
 from ops.lag import STALE_AFTER_S
 from schemas.control import (
+    AlertSent,
     ApplyUntil,
     ControllerDecision,
     EndEpoch,
@@ -187,6 +188,10 @@ def event_of(rec: ControlRecord) -> Event | None:
                      f"{who}: maintenance {body.mode}" + (f" ({body.reason})" if body.reason else ""))
     if isinstance(body, NodeIdentity):
         return Event(at, "info", "identity", f"{target} recorded as {body.role} ({body.label})")
+    if isinstance(body, AlertSent):  # node-state records are not repeated: the feed shows the agents' own changes
+        sev = "info" if body.outcome.startswith("exited 0") else "error"
+        return Event(at, sev, "alert", f"{body.holder}: alert for {body.event_kind} of {rec.target or 'the group'}: "
+                     f"{body.outcome}")
     return _handover_event(rec, at)
 
 

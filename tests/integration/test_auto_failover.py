@@ -10,11 +10,14 @@ whenever it exits, as systemd's ``Restart=always`` would on another host) cannot
   stop, and its decision sentence is in its log and on the control topic;
 * every transaction that reached Kafka is on the new primary, and nothing else (ledger seqs compared with the
   redo topic's, row by row);
-* it does not fail over a second time: the new primary's capture vouches for it, and the controller says so.
+* it does not fail over a second time: the new primary's capture vouches for it, and the controller says so;
+* the alert command (a script appending what it got to a file) ran once for ``failover`` and once for
+  ``failover-done``, in that order; ``ark status`` lists the events.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -31,6 +34,7 @@ from failover.view import HeartbeatView
 from schemas import envelope
 from schemas.control import ControllerDecision, EpochBegun
 from schemas.entries import REDO_SCHEMA, Op, TableMeta, TxnChunk, from_record
+from tests.integration.test_alerts import recorder, runs
 from tests.support.faults import bank_setup, converge, history_keys
 from tests.support.handover import AckClient, multi_host_dsn
 from tests.support.replication import Group, Standby, wait_for
@@ -113,7 +117,8 @@ def test_the_controller_fails_over_when_the_primary_stops_for_good(kafka_bootstr
     name = f"t{uuid.uuid4().hex[:8]}"
     group = Group(name, ark_tmp / "groups" / name, kafka_bootstrap, nodes["primary"], dbname,
                   [Standby("standby", nodes["standby"], dbname), Standby("late", nodes["late"], dbname, 3600.0)])
-    group.write_config()
+    script, alerts_out = recorder(group.workdir)
+    group.write_config(alerts={"command": [str(script)]})
     dsn = multi_host_dsn([(nodes["primary"], dbname), (nodes["standby"], dbname)])
     client = AckClient(dsn)
     view: HeartbeatView | None = None
@@ -178,6 +183,15 @@ def test_the_controller_fails_over_when_the_primary_stops_for_good(kafka_bootstr
             return len(healthy) >= int(2 * TTL)
 
         wait_for(settled, 120, "the controller to stay settled for two ttl")
+        # Alerted once per event, the failover paged before the promotion was recorded.
+        wait_for(lambda: len(runs(alerts_out)) >= 2, 30, "the failover's two alerts")
+        assert [(r["env"]["ARK_EVENT_KIND"], r["env"]["ARK_EVENT_NODE"]) for r in runs(alerts_out)] == [
+            ("failover", "standby"), ("failover-done", "standby")], runs(alerts_out)
+        paged = runs(alerts_out)[0]
+        assert paged["stdin"]["message"] == sentence and paged["stdin"]["group"] == name
+        # When it ran against the promotion is a measurement, not an assertion (two processes race); the unit test
+        # test_the_failover_decision_is_alerted_before_the_failover_runs proves the order.
+        print(f"failover paged {paged['at'] - begun_at:+.2f} s from the promotion's record")
         assert [b.action for _at, b, _t in controls.of(ControllerDecision) if isinstance(b, ControllerDecision)
                 and b.action.startswith("failover")] == ["failover", "failover-done"]
         assert len(controls.of(EpochBegun)) == 1
@@ -185,6 +199,9 @@ def test_the_controller_fails_over_when_the_primary_stops_for_good(kafka_bootstr
         # ark status shows the automation; ark maintenance on pauses it, and both say so.
         status = group.ark_ok("status")
         assert "controller ctl: active" in status and "last controller decision" in status, status
+        events = json.loads(group.ark_ok("status", "--json"))["automation"]["events"]
+        assert [(e["kind"], e["node"], e["alert"]) for e in events if e["kind"].startswith("failover")] == [
+            ("failover", "standby", "exited 0"), ("failover-done", "standby", "exited 0")], events
         group.ark_ok("maintenance", "on", "--reason", "patching")
         wait_for(lambda: _controller_state(view)[1].startswith("maintenance on: not acting; primary standby healthy"),
                  30, "the controller to say it is in maintenance")
