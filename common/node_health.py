@@ -119,6 +119,12 @@ class HealthProbe(ABC):
     def directories(self) -> list[str]:
         """The data and WAL directories of the database on this host (those known; for the disk check)."""
 
+    def fence_offline(self, why: str) -> str:
+        """Make the database, which is down, start read-only next time (a demoted old primary restarted by hand or
+        by its service manager must never take a write before ``ark reinstate``). Returns what was done, '' when the
+        engine or this host cannot (no local data directory known)."""
+        return ""
+
 
 # -- engine-neutral checks ----------------------------------------------------------------------------------
 def tcp_accepts(host: str, port: int, timeout_s: float) -> str:

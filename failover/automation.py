@@ -66,6 +66,9 @@ class Automation:
         self.last_failover_at = 0.0
         self.last_failover_to = ""
         self.last_decision: ControlRecord | None = None
+        #: The last ``failover`` decision, and whether a ``failover-done``/``failover-failed`` came after it.
+        self.failover_decision: ControlRecord | None = None
+        self.failover_settled = True
 
     def update(self, records: list[ControlRecord]) -> None:
         """Fold newer control records in."""
@@ -75,6 +78,10 @@ class Automation:
                 self.maintenance_by = rec.issued_by if self.maintenance else ""
             elif isinstance(rec.body, ControllerDecision):
                 self.last_decision = rec
+                if rec.body.action == "failover":
+                    self.failover_decision, self.failover_settled = rec, False
+                elif rec.body.action in ("failover-done", "failover-failed"):
+                    self.failover_settled = True
                 if rec.body.action == "failover-done":
                     self.last_failover_at, self.last_failover_to = rec.issued_at_us / 1e6, rec.target
 
@@ -192,10 +199,19 @@ class Controller(AgentBody):
                            self._alive_at.get(("capture", cap.name, self.roles.epoch), 0.0)) if cap else None
         auto = self.automation
         reigns = self.roles.reigns
+        # A failover another controller decided and never ended, while this one holds the lease: that controller
+        # lost the lease (died, or was cut off) in the middle of it, and nobody will finish it but this one.
+        dec = auto.failover_decision
+        abandoned = (dec is not None and not auto.failover_settled and isinstance(dec.body, ControllerDecision)
+                     and dec.body.holder != self.name and self.lease is not None and self.lease.active())
         return ControllerView(roles=self.roles, nodes=infos, capture=capture, maintenance=auto.maintenance,
                               maintenance_by=auto.maintenance_by, last_failover_at=auto.last_failover_at,
                               last_failover_to=auto.last_failover_to, watching_since=watching_since,
-                              epoch_since=reigns[-1].since_us / 1e6 if reigns else 0.0, settings=self.settings)
+                              epoch_since=reigns[-1].since_us / 1e6 if reigns else 0.0, settings=self.settings,
+                              abandoned_by=dec.body.holder if abandoned and dec is not None
+                              and isinstance(dec.body, ControllerDecision) else "",
+                              abandoned_to=dec.target if abandoned and dec is not None else "",
+                              abandoned_since=dec.issued_at_us / 1e6 if abandoned and dec is not None else 0.0)
 
     # -- the loop ----------------------------------------------------------------------------------------
     def session(self, channel: ControlChannel) -> None:

@@ -42,6 +42,9 @@ AGENT_DOWN = ("failed", "fenced")
 #: back (each of its waits is bounded by the command's --timeout, 120 to 300 s by default).
 HANDOVER_STALE_S = 300.0
 
+#: A controller's failover begins within this long of its decision (the decision is published, then run).
+ABANDONED_START_S = 10.0
+
 DEFAULT_TTL_S = 5.0
 DEFAULT_ANTI_FLAPPING_S = 300.0
 
@@ -106,6 +109,11 @@ class ControllerView:
     #: When the current epoch began (0: epoch 0, as configured).
     epoch_since: float = 0.0
     settings: Settings = field(default_factory=Settings)
+    #: A failover that another controller decided (at ``abandoned_since``) and never ended, seen by the controller
+    #: that holds the lease now: the other one lost the lease in the middle of it ("": none).
+    abandoned_by: str = ""
+    abandoned_to: str = ""
+    abandoned_since: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,10 +196,24 @@ def _handover_in_progress(view: ControllerView, now: float) -> str | None:
         if step.action not in ("switchover", "failover"):
             continue
         ago = now - rec.issued_at_us / 1e6
-        if step.phase in ("done", "failed") or ago > HANDOVER_STALE_S:
+        if step.phase in ("done", "failed") or ago > HANDOVER_STALE_S or view.roles.epoch >= step.epoch:
+            # Ended, given up, or past its promotion (its epoch began: what follows is the new primary's, which the
+            # tick judges like any primary; a command killed after it never writes 'done').
             return None
+        if _abandoned(view, rec.target, step.epoch):
+            return None  # its controller lost the lease mid-way: this one takes the failover over
         return f"a {step.action} to {rec.target} is in progress (last step {step.phase}, {_ago(max(ago, 0))} ago)"
     return None
+
+
+def _abandoned(view: ControllerView, target: str, epoch: int) -> bool:
+    """Whether the failover to ``target`` towards ``epoch`` is the one the controller that lost the lease decided:
+    same target, begun within seconds of its decision (an operator's ``ark failover`` is never taken over)."""
+    if not view.abandoned_by or target != view.abandoned_to:
+        return False
+    started = [r.issued_at_us / 1e6 for r, s in view.roles.steps
+               if s.action == "failover" and s.epoch == epoch and s.phase == "started"]
+    return bool(started) and 0.0 <= started[-1] - view.abandoned_since <= ABANDONED_START_S
 
 
 def _node_view(view: ControllerView, node: NodeInfo, now: float) -> NodeView:
@@ -256,5 +278,7 @@ def tick(view: ControllerView, now: float) -> Tick:
     decision = decide_failover(roles, best.name, nodes, force=False)
     if not decision.go:
         return Tick("none", f"{down}; not failing over to {best.name}: {decision.sentence}")
+    taking_over = (f"; taking over the failover {view.abandoned_by} began before it lost the lease"
+                   if view.abandoned_by else "")
     return Tick("failover", f"{down}: failing over to {best.name}, the most advanced standby without delay "
-                            f"(applied redo offset {best.applied_offset})", best.name)
+                            f"(applied redo offset {best.applied_offset}){taking_over}", best.name)

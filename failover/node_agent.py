@@ -114,6 +114,8 @@ class NodeAgent(AgentBody):
         #: topic (``node-fenced``) once Kafka answers again.
         self.self_fenced: tuple[int, str, int] | None = None
         self._fence_recorded = False
+        #: The epoch in which this demoted node's data directory was fenced while its database was down (-1: not).
+        self._offline_fenced = -1
         #: The group's service address (config ``service_address``), held while this node is a working primary.
         self.address = address if address is not None else (
             service_address(cfg.service_address, node=name, group=cfg.group) if cfg.service_address else None)
@@ -153,7 +155,7 @@ class NodeAgent(AgentBody):
     def run_checks(self) -> list[Check]:
         """Every check of this node now."""
         s = self.settings
-        primary = self.role == "primary"
+        primary = self.role in ("primary", "demoted")  # a demoted node is checked for writes too: it must take none
         checks = [listener_check(self.db, s.check_timeout_s)]
         if self.probe is not None:
             checks += self.probe.checks(primary=primary, timeout_s=s.check_timeout_s)
@@ -202,6 +204,8 @@ class NodeAgent(AgentBody):
         lease_lost = self._keep_lease()
         fenced = self._fenced_why()
         self.checks = self.run_checks()
+        if self.role == "demoted":
+            self._keep_demoted_read_only()
         # Read-only on purpose is not a failure. A fence record whose node takes writes again (a switchover given up
         # and undone) is stale: the node is then healthy, but its database is still never restarted.
         read_only = bool(fenced) and any(c.name == "writable" and not c.ok for c in self.checks)
@@ -289,7 +293,30 @@ class NodeAgent(AgentBody):
         """Why this primary is read-only on purpose ('' when it is not): it fenced itself, or the roles say so."""
         if self.self_fenced is not None:
             return self.self_fenced[1]
-        return hold_reason(self.roles, self.name) if self.role == "primary" else ""
+        return hold_reason(self.roles, self.name) if self.role in ("primary", "demoted") else ""
+
+    def _keep_demoted_read_only(self) -> None:
+        """A demoted node (failed over while it was down or cut off, not reinstated yet) never takes writes: when
+        its database is down, its data directory is fenced so that it starts read-only (a restart by hand or by
+        the service manager); when it is up and writable (started before this agent could do that), it is fenced
+        at once, its writing sessions ended. 'ark reinstate' then makes it a standby."""
+        why = f"demoted in epoch {self.roles.lost_primacy_at(self.name)}: read-only until 'ark reinstate {self.name}'"
+        writable = any(c.name == "writable" and c.ok for c in self.checks)
+        down = any(c.name in ("listener", "query") and not c.ok for c in self.checks)
+        if writable:
+            try:
+                ended = self._fence()
+            except ArkError as exc:
+                log.warning("node %s: %s, but its database takes writes and the fence failed: %s", self.name, why,
+                            exc.message)
+                return
+            log.warning("node %s: %s, but its database took writes: fenced, %d sessions ended", self.name, why, ended)
+            self.checks = self.run_checks()
+        elif down and self.probe is not None and self._offline_fenced != self.roles.epoch:
+            done = self.probe.fence_offline(why)
+            if done:
+                self._offline_fenced = self.roles.epoch
+                log.warning("node %s: %s; its database is down: %s", self.name, why, done)
 
     def _end_self_fence_once_promoted(self) -> None:
         """A self-fence belongs to its epoch: once a newer epoch names this node primary again (reinstated, then

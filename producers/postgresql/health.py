@@ -96,6 +96,32 @@ class PostgresHealth(HealthProbe):
                          "handover fenced it", NO_RESTART)
         return Check("writable", True, target=DATABASE)
 
+    #: The line an offline fence adds to postgresql.auto.conf (PostgreSQL reads it at start; ``ALTER SYSTEM RESET``
+    #: at the next promotion removes it: producers/postgresql/node_ops.py ``unfence``).
+    OFFLINE_FENCE = "default_transaction_read_only = 'on'"
+
+    def fence_offline(self, why: str) -> str:
+        if not self.local or not self.data_dir:
+            return ""
+        data = Path(self.data_dir)
+        conf, pid = data / "postgresql.auto.conf", data / "postmaster.pid"
+        if not conf.exists() or self._running(pid):
+            return ""  # not a data directory; or running (or starting): the online fence is for it
+        text = conf.read_text()
+        if self.OFFLINE_FENCE not in text.splitlines():
+            # PostgreSQL's own file, written while the server is down (as ALTER SYSTEM would): a comment says why.
+            conf.write_text(f"{text.rstrip()}\n# ark: {why}\n{self.OFFLINE_FENCE}\n".lstrip("\n"))
+        return f"{conf} makes it start read-only"
+
+    @staticmethod
+    def _running(pid_file: Path) -> bool:
+        """A postmaster runs for this data directory (a pid file left by a crash names no live process)."""
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return psutil.pid_exists(pid)
+
     def directories(self) -> list[str]:
         if not self.local or not self.data_dir:
             return []

@@ -136,6 +136,15 @@ class PostgresNodeOps(NodeOps):
 
     def unfence(self) -> None:
         self._rows(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(self._db()))
+        # A node agent may have fenced the data directory while the server was down (health.py fence_offline).
+        try:
+            offline = self._rows("SELECT count(*) FROM pg_file_settings WHERE name = 'default_transaction_read_only' "
+                                 "AND sourcefile LIKE '%%postgresql.auto.conf'")[0][0]
+        except SourceError:
+            offline = 0  # pg_file_settings needs superuser or pg_read_all_settings: then no agent could write it
+        if offline:
+            self._rows("ALTER SYSTEM RESET default_transaction_read_only")
+            self._rows("SELECT pg_reload_conf()")
         log.info("%s accepts writes", self._where())
 
     def log_position(self) -> str:

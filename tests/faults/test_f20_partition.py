@@ -24,15 +24,12 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
-import yaml
 
 from deploy.compare import compare_tables
 from deploy.kafka import KafkaBroker
@@ -51,56 +48,11 @@ from tests.support.faults import (
 )
 from tests.support.handover import AckClient, divergence_seqs, multi_host_dsn
 from tests.support.netlan import NodeLinks
+from tests.support.partition import WritableSampler, node_config
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
 NODES = ("primary", "standby")
-
-
-class WritableSampler:
-    """Every 50 ms, a fresh session on each database: is it writable (not in recovery, new sessions not read-only)?
-    Each round is one (time, {node: writable}) row."""
-
-    def __init__(self, dsns: dict[str, str]) -> None:
-        self.dsns = dsns
-        self.rounds: list[tuple[float, dict[str, bool]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="writable-sampler", daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _writable(dsn: str) -> bool:
-        try:
-            with psycopg.connect(dsn, connect_timeout=1, autocommit=True) as conn:
-                row = conn.execute("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')").fetchone()
-        except psycopg.Error:
-            return False
-        return row is not None and not row[0] and row[1] == "off"
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.rounds.append((time.monotonic(), {n: self._writable(d) for n, d in self.dsns.items()}))
-
-    def first(self, node: str, writable: bool, since: float) -> float | None:
-        return next((t for t, w in self.rounds if t >= since and w[node] == writable), None)
-
-    def both_writable(self) -> list[float]:
-        return [t for t, w in self.rounds if all(w.values())]
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
-def _node_config(group: Group, links: NodeLinks, node: str, bootstrap: str) -> Path:
-    """The group's YAML as seen from ``node``'s namespace: the broker and every database through its own link."""
-    doc = yaml.safe_load(group.config.read_text())
-    doc["kafka"]["bootstrap"] = bootstrap
-    for entry in (doc["primary"], *doc["standbys"]):
-        entry["host"] = links.db_host(node)
-    path = group.config.with_name(f"{group.config.stem}-{node}.yaml")
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
 
 
 @pytest.fixture
@@ -141,7 +93,7 @@ def test_f20_primary_cut_off_from_kafka_fences_itself(links: NodeLinks, pg_facto
                       [Standby("standby", nodes["standby"], dbname)])
         group.write_config()
         bank_setup(group)
-        configs = {n: _node_config(group, links, n, broker.extra_bootstrap or "") for n in NODES}
+        configs = {n: node_config(group, links, n, broker.extra_bootstrap or "") for n in NODES}
         dsns = {n: inst.dsn(dbname) for n, inst in nodes.items()}
         for n in NODES:
             group.start("agent", n, name=f"agent-{n}", config=configs[n], prefix=links.prefix(n))

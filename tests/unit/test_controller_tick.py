@@ -132,6 +132,42 @@ def test_not_while_a_switchover_is_in_progress() -> None:
                                                   "not acting; primary node1 silent for 6.2 s (ttl 5 s)")
     assert tick(_view(roles=_in_handover("done", 3), capture=SILENT), NOW).acts
     assert tick(_view(roles=_in_handover("drained", 301), capture=SILENT), NOW).acts  # its command died
+    promoted = _in_handover("promoted", 3)
+    promoted.reigns = [Reign(1, "node2", "node1", "switchover", int((NOW - 3) * 1e6), 0)]
+    got = tick(_view(roles=promoted, capture=_capture(age=9, epoch=1)), NOW)
+    assert "in progress" not in got.sentence, got.sentence  # past its promotion: no longer holds automation back
+
+
+def _failover_begun(started_ago: float, target: str = "node2") -> Roles:
+    from common.control import ControlRecord
+    from schemas.control import HandoverStep
+
+    roles = Roles("node1")
+    steps = [(started_ago, "started"), (started_ago - 0.5, "fenced")]
+    roles.steps = [(ControlRecord(i, HandoverStep("failover", 1, phase, "", 0.1), target, "ctl@host",  # type: ignore
+                                  int((NOW - ago) * 1e6), f"r{i}"), HandoverStep("failover", 1, phase, "", 0.1))
+                   for i, (ago, phase) in enumerate(steps)]
+    return roles
+
+
+@pytest.mark.parametrize(("name", "roles", "abandoned", "acts"), [
+    ("another controller's failover in progress, it holds the lease", _failover_begun(3), {}, False),
+    ("its controller lost the lease mid-way: taken over", _failover_begun(3),
+     {"abandoned_by": "ctl-b", "abandoned_to": "node2", "abandoned_since": NOW - 3.4}, True),
+    ("an operator's failover, begun long after the lost controller's decision", _failover_begun(3),
+     {"abandoned_by": "ctl-b", "abandoned_to": "node2", "abandoned_since": NOW - 60}, False),
+    ("a failover to another node than the lost controller decided", _failover_begun(3, "node3"),
+     {"abandoned_by": "ctl-b", "abandoned_to": "node2", "abandoned_since": NOW - 3.4}, False),
+])
+def test_a_failover_whose_controller_lost_the_lease_is_taken_over(name: str, roles: Roles, abandoned: dict[str, object],
+                                                                   acts: bool) -> None:
+    got = tick(_view(roles=roles, capture=SILENT, **abandoned), NOW)
+    assert got.acts is acts, f"{name}: {got.sentence}"
+    if acts:
+        assert got.target == "node2" and got.sentence.endswith(
+            "; taking over the failover ctl-b began before it lost the lease"), got.sentence
+    else:
+        assert "is in progress (last step fenced, 2 s ago): not acting" in got.sentence, got.sentence
 
 
 def test_a_demoted_former_primary_is_not_a_target() -> None:

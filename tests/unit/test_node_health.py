@@ -124,12 +124,21 @@ def test_bad_agent_settings_name_the_key(agent: dict[str, Any], needle: str) -> 
 class FakeProbe:
     def __init__(self) -> None:
         self.up = True
+        self.writable: bool | None = None  # None: no writability check (as before the node was demoted)
+        self.offline_fences: list[str] = []
 
     def checks(self, *, primary: bool, timeout_s: float) -> list[Check]:
-        return [Check("query", self.up, "" if self.up else "login failed")]
+        out = [Check("query", self.up, "" if self.up else "login failed")]
+        if primary and self.up and self.writable is not None:
+            out.append(Check("writable", self.writable, "" if self.writable else "read-only", NO_RESTART))
+        return out
 
     def directories(self) -> list[str]:
         return []
+
+    def fence_offline(self, why: str) -> str:
+        self.offline_fences.append(why)
+        return "auto.conf makes it start read-only"
 
 
 class FakeClock:
@@ -199,6 +208,25 @@ def test_a_demoted_node_is_not_restarted() -> None:
     probe.up = False
     assert rounds(agent, clock, 3) == ["healthy", "failed", "failed"] and ran == []
     assert "demoted" in agent.message and "ark reinstate p" in agent.message
+
+
+def test_a_demoted_node_is_fenced_while_down_and_at_once_if_it_takes_writes() -> None:
+    """Failed over while it was dead: its data directory is fenced while it is down (it starts read-only); if it
+    comes up writable all the same (started before the agent), it is fenced at once. Never restarted."""
+    agent, probe, clock, ran = agent_with(restart_ok=True)
+    fences: list[float] = []
+    agent._fence = lambda: fences.append(clock.now) or 3  # type: ignore[method-assign]
+    agent.roles.update([ControlRecord(1, EpochBegun(1, "s", "p", "failover", 10), "s", "", 0, "")])
+    agent.role = agent.roles.role_of("p")
+    probe.up = False
+    rounds(agent, clock, 3)
+    assert len(probe.offline_fences) == 1 and "ark reinstate p" in probe.offline_fences[0] and ran == []
+    probe.up, probe.writable = True, True  # started by hand, writable: fenced in the same round
+    agent._judge()
+    assert fences == [clock.now]
+    probe.writable = False  # read-only now: on purpose, not a failure
+    assert rounds(agent, clock, 2) == ["fenced", "fenced"] and len(fences) == 1  # read-only on purpose
+    assert "demoted" in agent.message
 
 
 def test_hold_reason_for_a_primary_fenced_this_epoch() -> None:
