@@ -338,10 +338,10 @@ class CaptureSession:
             self.caught_up()
         self.txn = None
         self.batch_txns += 1
-        self.sequences()
         if (self.batch_txns >= self.settings.batch_max_txns
                 or (time.monotonic() - self.batch_started) * 1000 >= self.settings.batch_max_ms):
             self.commit_batch()
+        self.sequences()  # after the commit: reading them (a catalog query) does not hold back what was read
         if self.hooks.new_requests():
             self.commit_batch()
             return True  # the next session serves it, from a transaction boundary
@@ -375,9 +375,16 @@ class CaptureSession:
         if self.txn is None and not self.skipping:
             if event.position is not None and event.position.key > self.upto:
                 self.caught_up()
+            # Commit what was read first (issue 13: no wait when the source is quiet), then read the sequences (a
+            # catalog query, about once a second while transactions flow) and commit them too if they moved.
+            had_batch = self.publisher.in_transaction
+            if had_batch:
+                self.commit_batch()
             self.sequences()
             if self.publisher.in_transaction:
                 self.commit_batch()
+            elif had_batch:
+                pass  # committed above (which released what aged out of the window)
             elif (event.position is not None and event.position.key > self.point.complete_key
                   and (event.position.key > self.queued_key or just_before(event.position).key > self.commit_key)
                   and time.monotonic() - self.last_checkpoint >= CHECKPOINT_INTERVAL_S):
