@@ -222,6 +222,34 @@ class Probes:
         return [watcher.lags.get(i, float("inf")) for i in self.inserted]
 
 
+class RedoWatcher(threading.Thread):
+    """Reads Ark's redo topic as an applier does (read_committed) and notes, per message, when it became readable
+    less its source commit time (the message timestamp): Ark's lag before the apply (capture + Kafka)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True)
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-redo-watch",
+                                  "isolation.level": "read_committed", "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(f"ark.{GROUP}.redo", 0, OFFSET_END)])
+        self.seen: list[tuple[float, float]] = []  # (wall time seen, lag s)
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            msg = self.consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            now = time.time()
+            self.seen.append((now, now - msg.timestamp()[1] / 1000))
+        self.consumer.close()
+
+    def lags(self, start: float, end: float) -> list[float]:
+        """Lags of the messages read between the wall times ``start`` and ``end``."""
+        return [lag for at, lag in self.seen if start <= at <= end]
+
+
 # -- set-up ------------------------------------------------------------------------------------------
 def pg_conn_args(inst: PgInstance) -> list[str]:
     return ["-h", "127.0.0.1", "-p", str(inst.port), "-U", "postgres"]
@@ -447,32 +475,40 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(seen, 300, f"{w.name} to stream")
             w.last_id = last
         say("both standbys stream; settling 3 s")
+        redo_watch = RedoWatcher(broker.bootstrap)
+        redo_watch.start()
+        stack.callback(redo_watch.stop_event.set)
         time.sleep(3)
 
         # (q) a quiet primary
         if args.quiet_seconds > 0:
             say(f"(q) quiet primary: one probe row every {QUIET_PROBE_EVERY_S} s for {args.quiet_seconds} s")
+            started = time.time()
             quiet = Probes(primary.dsn(DB), watchers, every=QUIET_PROBE_EVERY_S, poll=args.probe_poll).start()
             time.sleep(args.quiet_seconds)
             quiet.finish(60)
             check_agents(agents)
-            results["q"] = {"lags": {w.name: quiet.lags(w) for w in watchers}}
+            results["q"] = {"lags": {w.name: quiet.lags(w) for w in watchers},
+                            "kafka": redo_watch.lags(started, time.time())}
             say("(q) lag p50/p99: " + ", ".join(f"{w.name} {pct(quiet.lags(w), 50):.3f}/{pct(quiet.lags(w), 99):.3f} s"
                                                 for w in watchers))
 
         # (a) pgbench
         monitor.phase()
         say(f"(a) pgbench tpcb-like: {args.clients} clients, {args.seconds} s, both replicating")
+        started = time.time()
         probes = Probes(primary.dsn(DB), watchers, poll=args.probe_poll).start()
         committed, wall, tps_line = pgbench_run(primary, args.seconds, args.clients)
         probes.stop_insert.set()
+        kafka_lags = redo_watch.lags(started, time.time())
         target = fingerprint(primary.dsn(DB))
         say(f"pgbench done: {committed:,} committed in {wall:.1f} s ({tps_line}); waiting for catch-up")
         catchup = wait_all({w.name: (lambda w=w: fingerprint(w.dsn) == target) for w in watchers}, 900)
         probes.finish(60)
         check_agents(agents)
         results["a"] = {"committed": committed, "wall": wall, "tps_line": tps_line, "catchup": catchup,
-                        "lags": {w.name: probes.lags(w) for w in watchers}, "procs": monitor.phase()}
+                        "lags": {w.name: probes.lags(w) for w in watchers}, "procs": monitor.phase(),
+                        "kafka": kafka_lags}
         say("catch-up: " + ", ".join(f"{k} {fmt_s(v)} s" for k, v in catchup.items()))
 
         if args.lag_only:
@@ -507,6 +543,13 @@ def _copy_logs(root: Path, dest: Path) -> None:
             shutil.copy(root / "pg" / name / "server.log", dest / f"pg-{name}.log")
 
 
+def _kafka_line(lags: list[float], pad: str = "") -> None:
+    """Ark's lag before the apply: source commit → readable in the redo topic (every message of the phase)."""
+    top = max(lags, default=float("nan"))
+    print(f"{'ark kafka':10}{pad} {pct(lags, 50):10.3f} {pct(lags, 99):10.3f} {top:10.3f} {len(lags):7d} messages "
+          "(commit -> readable in Kafka, before the apply)")
+
+
 def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     a = results["a"]
     print()
@@ -518,6 +561,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         for name in ("native", "ark"):
             top = max(q[name], default=float("nan"))
             print(f"{name:10} {pct(q[name], 50):10.3f} {pct(q[name], 99):10.3f} {top:10.3f} {len(q[name]):7d}")
+        _kafka_line(results["q"]["kafka"])
         print()
     print(f"== (a) pgbench tpcb-like, scale {args.scale}, {args.clients} clients, -T {args.seconds}: "
           f"{a['committed']:,} committed in {a['wall']:.1f} s on the primary ({a['tps_line']})")
@@ -528,6 +572,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         sustain[name] = a["committed"] / (a["wall"] + a["catchup"][name])
         print(f"{name:10} {fmt_s(a['catchup'][name]):>11} {sustain[name]:12.1f} {pct(lags, 50):10.3f} "
               f"{pct(lags, 99):10.3f} {max(lags, default=float('nan')):10.3f}")
+    _kafka_line(a["kafka"], pad=" " * 25)
     ratio_a = sustain["ark"] / sustain["native"]
     p99 = pct(a["lags"]["ark"], 99)
     print(f"ratio Ark/native sustainable tps: {ratio_a:.3f}  (target >= 1.0 with Ark p99 lag <= 1 s: "
