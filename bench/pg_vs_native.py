@@ -582,6 +582,10 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
           f"p99 {p99:.3f} s (target <= 0.2: {'met' if p99 <= 0.2 else 'NOT met'})")
     print()
     if "b" not in results:
+        print("== processes: CPU seconds and peak RSS in (a) (pgbench + catch-up)")
+        for label in sorted(a["procs"]):
+            cpu, rss = a["procs"][label]
+            print(f"{label:16} {cpu:8.1f} s {rss / 2**20:10.1f} MiB")
         return
     b = results["b"]
     print(f"== (b) one UPDATE of {args.rows:,} rows (primary: {b['update_s']:.1f} s to execute and commit)")
