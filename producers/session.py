@@ -154,6 +154,7 @@ class CaptureSession:
         self.batch_txns = 0
         self.batch_started = time.monotonic()
         self.commit_s = 0.0  # how long a Kafka commit takes (moving average): sizes the batch window
+        self.committed_at = 0.0  # when the last Kafka commit returned
         self.last_checkpoint = time.monotonic()
         self.queued_key = b""  # the newest position handed to the retransmit window
         self.commit_key = b""  # the newest commit key in the redo topic (a transaction's or a checkpoint's)
@@ -245,7 +246,8 @@ class CaptureSession:
         if self.publisher.in_transaction:
             started = time.monotonic()
             self.publisher.commit()
-            took = time.monotonic() - started
+            self.committed_at = time.monotonic()
+            took = self.committed_at - started
             self.commit_s = took if not self.commit_s else 0.8 * self.commit_s + 0.2 * took
         if self.pending_confirm is not None:
             self.window.push(time.monotonic(), self.pending_confirm)
@@ -256,6 +258,14 @@ class CaptureSession:
         if not self.answered and not self.marker and self.plan is not None:
             self.answered = True  # the tagged start of the re-read is durable: the appliers can start on it
             self.hooks.retransmit_started(self.plan)
+
+    def _pace(self) -> None:
+        """Under load the stream runs dry for a moment between transactions: keep Kafka commits to about a third of
+        the time by waiting out the rest of the window since the last commit (more arrives meanwhile and joins the
+        next batch). A quiet source waits for nothing: its last commit ended long ago."""
+        rest = COMMIT_WINDOW_FACTOR * self.commit_s - (time.monotonic() - self.committed_at)
+        if rest > 0:
+            time.sleep(min(rest, self.settings.batch_max_ms / 1000))
 
     def caught_up(self) -> None:
         """The re-read passed what Kafka held: publish untagged from here on."""
@@ -405,6 +415,7 @@ class CaptureSession:
             # catalog query, about once a second while transactions flow) and commit them too if they moved.
             had_batch = self.publisher.in_transaction
             if had_batch:
+                self._pace()
                 self.commit_batch()
             self.sequences()
             if self.publisher.in_transaction:
