@@ -4,13 +4,16 @@ Starts its own Kafka broker and three PostgreSQL 15 instances under a temp dir (
 subscriber, Ark standby). Both replicate from the same primary AT THE SAME TIME, so they see exactly
 the same workload:
 
+(q) a quiet primary (``--quiet-seconds``): only a probe row inserted every 0.05 s; lag p50/p99 (lag = time the
+    standby shows it - insert time; each standby is polled every ``--probe-poll`` s, 0.01 by default).
 (a) pgbench tpcb-like (``-i -s 10``, 4 clients, ``--seconds``): committed transactions, catch-up time
     after pgbench ends, sustainable tps = committed / (run time + catch-up), and lag p50/p99 from a
-    probe row inserted on the primary every 0.2 s (lag = time the standby shows it - insert time).
+    probe row inserted on the primary every 0.2 s.
 (b) one UPDATE of every row of ``big`` (``--rows`` rows, already replicated): seconds from the
     UPDATE's commit until each standby shows it; peak RSS of the Ark capture and apply processes.
 
     python bench/pg_vs_native.py [--seconds 60] [--rows 1000000] [--keep-logs DIR]
+    python bench/pg_vs_native.py --lag-only      # (q) and (a) only, 20 s of pgbench: a few minutes
 
 See bench/README.md for the figures and how to read them.
 """
@@ -52,7 +55,9 @@ GROUP = "pgbench"
 PUB, SUB = "bench_pub", "bench_sub"
 TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "lag_probe", "big"]
 PROBE_EVERY_S = 0.2
-PROBE_POLL_S = 0.05
+QUIET_PROBE_EVERY_S = 0.05
+#: How often each standby is polled for probe rows: the lag measured includes up to this much (both sides alike).
+PROBE_POLL_S = 0.01
 POLL_S = 0.2
 os.environ.setdefault("ARK_CONTROL_KEY", secrets.token_hex(32))  # the group's control key, for this run only
 
@@ -166,10 +171,13 @@ class ProbeWatcher:
 
 
 class Probes:
-    """Insert a probe row on the primary every 0.2 s; watch each standby every 0.05 s."""
+    """Insert a probe row on the primary every ``every`` s; watch each standby every ``poll`` s."""
 
-    def __init__(self, primary_dsn: str, watchers: list[ProbeWatcher]) -> None:
+    def __init__(self, primary_dsn: str, watchers: list[ProbeWatcher], every: float = PROBE_EVERY_S,
+                 poll: float = PROBE_POLL_S) -> None:
         self.primary_dsn = primary_dsn
+        self.every = every
+        self.poll = poll
         self.watchers = watchers
         self.inserted: list[int] = []
         self.stop_insert = threading.Event()
@@ -189,14 +197,14 @@ class Probes:
                 row = conn.execute("INSERT INTO lag_probe DEFAULT VALUES RETURNING id").fetchone()
                 assert row is not None
                 self.inserted.append(row[0])
-                nxt += PROBE_EVERY_S
+                nxt += self.every
                 self.stop_insert.wait(max(0.0, nxt - time.monotonic()))
 
     def _watch(self, watcher: ProbeWatcher) -> None:
         with psycopg.connect(watcher.dsn, autocommit=True) as conn:
             while not self.stop_watch.is_set():
                 watcher.poll_once(conn)
-                time.sleep(PROBE_POLL_S)
+                time.sleep(self.poll)
 
     def finish(self, timeout: float) -> None:
         """Stop inserting; wait until every standby has seen every probe (or ``timeout``); stop watching."""
@@ -212,6 +220,34 @@ class Probes:
     def lags(self, watcher: ProbeWatcher) -> list[float]:
         """Lags of the probes inserted during the run (a missing one counts as infinite)."""
         return [watcher.lags.get(i, float("inf")) for i in self.inserted]
+
+
+class RedoWatcher(threading.Thread):
+    """Reads Ark's redo topic as an applier does (read_committed) and notes, per message, when it became readable
+    less its source commit time (the message timestamp): Ark's lag before the apply (capture + Kafka)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True)
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-redo-watch",
+                                  "isolation.level": "read_committed", "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(f"ark.{GROUP}.redo", 0, OFFSET_END)])
+        self.seen: list[tuple[float, float]] = []  # (wall time seen, lag s)
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            msg = self.consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            now = time.time()
+            self.seen.append((now, now - msg.timestamp()[1] / 1000))
+        self.consumer.close()
+
+    def lags(self, start: float, end: float) -> list[float]:
+        """Lags of the messages read between the wall times ``start`` and ``end``."""
+        return [lag for at, lag in self.seen if start <= at <= end]
 
 
 # -- set-up ------------------------------------------------------------------------------------------
@@ -388,7 +424,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
     ap.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4)")
     ap.add_argument("--keep-logs", type=Path, default=None, help="copy agent and server logs here at the end")
+    ap.add_argument("--quiet-seconds", type=int, default=15,
+                    help="(q): seconds of a quiet primary, one probe row every 0.05 s (default 15; 0 skips it)")
+    ap.add_argument("--probe-poll", type=float, default=PROBE_POLL_S,
+                    help=f"seconds between polls of each standby for probe rows (default {PROBE_POLL_S})")
+    ap.add_argument("--lag-only", action="store_true",
+                    help="the lag phases (q) and (a) only: no big table, no (b); --seconds defaults to 20")
     args = ap.parse_args(argv)
+    if args.lag_only:
+        args.rows = min(args.rows, 1000)
+        if "--seconds" not in (argv if argv is not None else sys.argv[1:]):
+            args.seconds = 20
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
     root = work_dir("ark-pgbench-")
@@ -429,22 +475,45 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(seen, 300, f"{w.name} to stream")
             w.last_id = last
         say("both standbys stream; settling 3 s")
+        redo_watch = RedoWatcher(broker.bootstrap)
+        redo_watch.start()
+        stack.callback(redo_watch.stop_event.set)
         time.sleep(3)
+
+        # (q) a quiet primary
+        if args.quiet_seconds > 0:
+            say(f"(q) quiet primary: one probe row every {QUIET_PROBE_EVERY_S} s for {args.quiet_seconds} s")
+            started = time.time()
+            quiet = Probes(primary.dsn(DB), watchers, every=QUIET_PROBE_EVERY_S, poll=args.probe_poll).start()
+            time.sleep(args.quiet_seconds)
+            quiet.finish(60)
+            check_agents(agents)
+            results["q"] = {"lags": {w.name: quiet.lags(w) for w in watchers},
+                            "kafka": redo_watch.lags(started, time.time())}
+            say("(q) lag p50/p99: " + ", ".join(f"{w.name} {pct(quiet.lags(w), 50):.3f}/{pct(quiet.lags(w), 99):.3f} s"
+                                                for w in watchers))
 
         # (a) pgbench
         monitor.phase()
         say(f"(a) pgbench tpcb-like: {args.clients} clients, {args.seconds} s, both replicating")
-        probes = Probes(primary.dsn(DB), watchers).start()
+        started = time.time()
+        probes = Probes(primary.dsn(DB), watchers, poll=args.probe_poll).start()
         committed, wall, tps_line = pgbench_run(primary, args.seconds, args.clients)
         probes.stop_insert.set()
+        kafka_lags = redo_watch.lags(started, time.time())
         target = fingerprint(primary.dsn(DB))
         say(f"pgbench done: {committed:,} committed in {wall:.1f} s ({tps_line}); waiting for catch-up")
         catchup = wait_all({w.name: (lambda w=w: fingerprint(w.dsn) == target) for w in watchers}, 900)
         probes.finish(60)
         check_agents(agents)
         results["a"] = {"committed": committed, "wall": wall, "tps_line": tps_line, "catchup": catchup,
-                        "lags": {w.name: probes.lags(w) for w in watchers}, "procs": monitor.phase()}
+                        "lags": {w.name: probes.lags(w) for w in watchers}, "procs": monitor.phase(),
+                        "kafka": kafka_lags}
         say("catch-up: " + ", ".join(f"{k} {fmt_s(v)} s" for k, v in catchup.items()))
+
+        if args.lag_only:
+            report(args, results)
+            return 0
 
         # (b) one big UPDATE
         time.sleep(2)
@@ -474,9 +543,26 @@ def _copy_logs(root: Path, dest: Path) -> None:
             shutil.copy(root / "pg" / name / "server.log", dest / f"pg-{name}.log")
 
 
+def _kafka_line(lags: list[float], pad: str = "") -> None:
+    """Ark's lag before the apply: source commit → readable in the redo topic (every message of the phase)."""
+    top = max(lags, default=float("nan"))
+    print(f"{'ark kafka':10}{pad} {pct(lags, 50):10.3f} {pct(lags, 99):10.3f} {top:10.3f} {len(lags):7d} messages "
+          "(commit -> readable in Kafka, before the apply)")
+
+
 def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    a, b = results["a"], results["b"]
+    a = results["a"]
     print()
+    if "q" in results:
+        q = results["q"]["lags"]
+        print(f"== (q) quiet primary: one probe row every {QUIET_PROBE_EVERY_S} s for {args.quiet_seconds} s "
+              f"(standbys polled every {args.probe_poll} s)")
+        print(f"{'':10} {'lag p50 s':>10} {'lag p99 s':>10} {'lag max s':>10} {'probes':>7}")
+        for name in ("native", "ark"):
+            top = max(q[name], default=float("nan"))
+            print(f"{name:10} {pct(q[name], 50):10.3f} {pct(q[name], 99):10.3f} {top:10.3f} {len(q[name]):7d}")
+        _kafka_line(results["q"]["kafka"])
+        print()
     print(f"== (a) pgbench tpcb-like, scale {args.scale}, {args.clients} clients, -T {args.seconds}: "
           f"{a['committed']:,} committed in {a['wall']:.1f} s on the primary ({a['tps_line']})")
     print(f"{'':10} {'catch-up s':>11} {'sustain tps':>12} {'lag p50 s':>10} {'lag p99 s':>10} {'lag max s':>10}")
@@ -486,11 +572,22 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         sustain[name] = a["committed"] / (a["wall"] + a["catchup"][name])
         print(f"{name:10} {fmt_s(a['catchup'][name]):>11} {sustain[name]:12.1f} {pct(lags, 50):10.3f} "
               f"{pct(lags, 99):10.3f} {max(lags, default=float('nan')):10.3f}")
+    _kafka_line(a["kafka"], pad=" " * 25)
     ratio_a = sustain["ark"] / sustain["native"]
     p99 = pct(a["lags"]["ark"], 99)
     print(f"ratio Ark/native sustainable tps: {ratio_a:.3f}  (target >= 1.0 with Ark p99 lag <= 1 s: "
           f"{'met' if ratio_a >= 1.0 and p99 <= 1.0 else 'NOT met'})  probes: {len(a['lags']['ark'])}")
+    p50 = pct(a["lags"]["ark"], 50)
+    print(f"Ark lag under pgbench: p50 {p50:.3f} s (target <= 0.05: {'met' if p50 <= 0.05 else 'NOT met'}), "
+          f"p99 {p99:.3f} s (target <= 0.2: {'met' if p99 <= 0.2 else 'NOT met'})")
     print()
+    if "b" not in results:
+        print("== processes: CPU seconds and peak RSS in (a) (pgbench + catch-up)")
+        for label in sorted(a["procs"]):
+            cpu, rss = a["procs"][label]
+            print(f"{label:16} {cpu:8.1f} s {rss / 2**20:10.1f} MiB")
+        return
+    b = results["b"]
     print(f"== (b) one UPDATE of {args.rows:,} rows (primary: {b['update_s']:.1f} s to execute and commit)")
     for name in ("native", "ark"):
         print(f"{name:10} applied {fmt_s(b['applied'][name]):>8} s after commit; rows updated on standby "

@@ -101,6 +101,11 @@ class ContinuousReader(RedoReader):
     def watermarks(self) -> tuple[int, int]:
         return self.inner.watermarks()
 
+    def end_hint(self) -> int:
+        # The inner reader's cheap hint (Kafka: the end its last fetch response carried), not the base class's
+        # live end: that is a broker round trip, once a second, inside the apply loop.
+        return self.inner.end_hint()
+
     def low_watermark(self) -> int:
         return self.inner.low_watermark()
 

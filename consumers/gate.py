@@ -17,11 +17,18 @@ def wait_seconds(commit_time_us: int, delay_seconds: float, now: float) -> float
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """When an open target transaction of grouped source transactions must commit."""
+    """When an open target transaction of grouped source transactions must commit.
+
+    The apply loop commits as soon as the reader has nothing more ready; these limits bound a batch only while
+    entries keep arriving (under load, or catching up). ``max_seconds`` is the longest a source transaction waits
+    in an open batch for the ones behind it: every row of the batch is applied at its commit, so the lag under a
+    steady load is about twice this (issue 13: p99 <= 0.2 s). A commit every 0.1 s costs the standby one fsync
+    per 0.1 s of work, a few per cent of a catch-up's throughput at most.
+    """
 
     max_txns: int
     max_rows: int
-    max_seconds: float = 0.5
+    max_seconds: float = 0.1
 
 
 def batch_full(txns: int, rows: int, age_seconds: float, limits: BatchLimits) -> bool:

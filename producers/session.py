@@ -44,6 +44,26 @@ CHECKPOINT_INTERVAL_S = 10.0
 SEQUENCES_IDLE_S = 10.0
 #: Sequences per SequenceValues entry (a few tens of bytes each: far below any message limit).
 SEQUENCES_PER_ENTRY = 2000
+#: While the source keeps sending (the stream never runs dry between transactions), a batch stays open this many
+#: times as long as the last Kafka commit took (at most ``batch_max_ms``): at most a third of the time goes to
+#: commits, and a fast broker gives a short window. Issue 13: batch only under load, and only as much as it pays.
+COMMIT_WINDOW_FACTOR = 2.0
+#: The shortest batch window while the source keeps sending.
+MIN_WINDOW_S = 0.005
+
+
+def batch_window(max_ms: int, commit_s: float, behind_s: float) -> float:
+    """Seconds a Kafka transaction stays open for more source transactions while more keep arriving.
+
+    Caught up (the newest transaction read committed less than ``max_ms`` ago): a few commit times, so that the lag
+    stays near the broker's round trip. Behind (a backlog, a restart): ``max_ms``, for throughput: the lag is the
+    backlog's anyway. ``behind_s`` compares the source's commit time with this host's clock: a clock skew only
+    moves the capture between the two (both are bounded by ``max_ms``).
+    """
+    longest = max_ms / 1000
+    if behind_s >= longest:
+        return longest
+    return min(longest, max(MIN_WINDOW_S, COMMIT_WINDOW_FACTOR * commit_s))
 
 
 class SourceRangeGone(Exception):
@@ -133,6 +153,8 @@ class CaptureSession:
         self.pending_confirm: Position | None = None
         self.batch_txns = 0
         self.batch_started = time.monotonic()
+        self.commit_s = 0.0  # how long a Kafka commit takes (moving average): sizes the batch window
+        self.committed_at = 0.0  # when the last Kafka commit returned
         self.last_checkpoint = time.monotonic()
         self.queued_key = b""  # the newest position handed to the retransmit window
         self.commit_key = b""  # the newest commit key in the redo topic (a transaction's or a checkpoint's)
@@ -225,7 +247,12 @@ class CaptureSession:
 
     def commit_batch(self) -> None:
         """Commit the Kafka transaction; then (only then) hand its last position to the window."""
-        self.publisher.commit()
+        if self.publisher.in_transaction:
+            started = time.monotonic()
+            self.publisher.commit()
+            self.committed_at = time.monotonic()
+            took = self.committed_at - started
+            self.commit_s = took if not self.commit_s else 0.8 * self.commit_s + 0.2 * took
         if self.pending_confirm is not None:
             self.window.push(time.monotonic(), self.pending_confirm)
             self.queued_key = self.tail = self.pending_confirm.key
@@ -235,6 +262,14 @@ class CaptureSession:
         if not self.answered and not self.marker and self.plan is not None:
             self.answered = True  # the tagged start of the re-read is durable: the appliers can start on it
             self.hooks.retransmit_started(self.plan)
+
+    def _pace(self) -> None:
+        """Under load the stream runs dry for a moment between transactions: keep Kafka commits to about a third of
+        the time by waiting out the rest of the window since the last commit (more arrives meanwhile and joins the
+        next batch). A quiet source waits for nothing: its last commit ended long ago."""
+        rest = COMMIT_WINDOW_FACTOR * self.commit_s - (time.monotonic() - self.committed_at)
+        if rest > 0:
+            time.sleep(min(rest, self.settings.batch_max_ms / 1000))
 
     def caught_up(self) -> None:
         """The re-read passed what Kafka held: publish untagged from here on."""
@@ -342,10 +377,11 @@ class CaptureSession:
             self.caught_up()
         self.txn = None
         self.batch_txns += 1
-        self.sequences()
-        if (self.batch_txns >= self.settings.batch_max_txns
-                or (time.monotonic() - self.batch_started) * 1000 >= self.settings.batch_max_ms):
+        behind = time.time() - txn.begin.commit_time_us / 1e6
+        window = batch_window(self.settings.batch_max_ms, self.commit_s, behind)
+        if self.batch_txns >= self.settings.batch_max_txns or time.monotonic() - self.batch_started >= window:
             self.commit_batch()
+        self.sequences()  # after the commit: reading them (a catalog query) does not hold back what was read
         if self.hooks.new_requests():
             self.commit_batch()
             return True  # the next session serves it, from a transaction boundary
@@ -379,9 +415,17 @@ class CaptureSession:
         if self.txn is None and not self.skipping:
             if event.position is not None and event.position.key > self.upto:
                 self.caught_up()
+            # Commit what was read first (issue 13: no wait when the source is quiet), then read the sequences (a
+            # catalog query, about once a second while transactions flow) and commit them too if they moved.
+            had_batch = self.publisher.in_transaction
+            if had_batch:
+                self._pace()
+                self.commit_batch()
             self.sequences()
             if self.publisher.in_transaction:
                 self.commit_batch()
+            elif had_batch:
+                pass  # committed above (which released what aged out of the window)
             elif (event.position is not None and event.position.key > self.point.complete_key
                   and (event.position.key > self.queued_key or just_before(event.position).key > self.commit_key)
                   and time.monotonic() - self.last_checkpoint >= CHECKPOINT_INTERVAL_S):
