@@ -29,48 +29,36 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import yaml
+from pg_vs_native import (  # bench/ is the script's directory, on sys.path when run as a script
+    DB,
+    ROOT,
+    ark,
+    say,
+    start_cluster,
+    wait_until,
+    work_dir,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deploy.agents import AgentProcess  # noqa: E402
 from deploy.continuity import AckClient, multi_host_dsn  # noqa: E402
-from deploy.kafka import KafkaBroker  # noqa: E402
 from deploy.ports import free_port  # noqa: E402
-from deploy.postgres import PG_BIN, PgInstance  # noqa: E402
+from deploy.postgres import PG_BIN  # noqa: E402
 from deploy.workload import create_bank  # noqa: E402
-
-DB = "bank"
-os.environ.setdefault("ARK_CONTROL_KEY", secrets.token_hex(32))  # this run's control key
-_T0 = time.monotonic()
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f}s] {text}", flush=True)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -89,29 +77,15 @@ def first_ack_after(client: AckClient, port: int, since: float, timeout: float) 
 
 
 # -- Ark -----------------------------------------------------------------------------------------------------
-def ark(config: Path, *args: str, timeout: float = 600) -> str:
-    res = subprocess.run([sys.executable, "-m", "ops", "-c", str(config), *args], capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"ark {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res.stdout
-
-
-def run_ark(root: Path, runs: int, failover_runs: int) -> dict[str, Any]:
+def run_ark(runs: int, failover_runs: int, keep_logs: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    root = work_dir("ark-continuity-ark-")
     with contextlib.ExitStack() as stack:
-        say("ark: starting the Kafka broker and two PostgreSQL instances")
-        broker = KafkaBroker(root / "kafka", free_port(), free_port())
-        stack.callback(broker.stop)
-        broker.start(timeout=180)
-        nodes: dict[str, PgInstance] = {}
-        for name in ("n1", "n2"):
-            inst = PgInstance(root / "pg" / name, free_port())
-            stack.callback(inst.destroy)
-            inst.init()
-            inst.start()
-            inst.create_database(DB)
-            nodes[name] = inst
+        # The benchmarks' machine room (bench/pg_vs_native.py): its primary and Ark standby are the two nodes;
+        # its native subscriber has no part here and is stopped at once.
+        broker, n1, native, n2 = start_cluster(stack, root, keep_logs)
+        native.stop()
+        nodes = {"n1": n1, "n2": n2}
         create_bank(nodes["n1"].dsn(DB), accounts=100, ledger=True)
 
         def db(name: str) -> dict[str, Any]:
@@ -162,7 +136,7 @@ def run_ark(root: Path, runs: int, failover_runs: int) -> dict[str, Any]:
             from_kill.append(first + since - killed)
             say(f"ark failover {i + 1}/{failover_runs} to {standby}: first write {first:.2f} s after the command")
             nodes[primary].start()
-            ark(config, "reinstate", primary, "--report", str(root / f"divergence-{i}.txt"))
+            ark(config, "reinstate", primary, "--report", str(root / "logs" / f"divergence-{i}.txt"))
             primary, standby = standby, primary
             time.sleep(2)
         out["failover_command_to_first_write_s"] = summary(from_command)
@@ -375,17 +349,15 @@ def main() -> None:
     parser.add_argument("--failover-runs", type=int, default=5, help="failovers per system")
     parser.add_argument("--skip-patroni", action="store_true", help="measure Ark only")
     parser.add_argument("--skip-ark", action="store_true", help="measure Patroni only")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data) for a post-mortem")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work dir for a post-mortem (Ark: agent and server logs; Patroni: all)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (agents, broker, instances) on a TERM too
-    root = Path(tempfile.mkdtemp(prefix="ark-continuity-", dir="/tmp"))
-    root.chmod(0o755)
-    (root / "pg").mkdir()
-    (root / "pg").chmod(0o755)
+    root = work_dir("ark-continuity-")
     results: dict[str, Any] = {}
     try:
         if not args.skip_ark:
-            results["ark"] = run_ark(root, args.runs, args.failover_runs)
+            results["ark"] = run_ark(args.runs, args.failover_runs, root / "ark" if args.keep else None)
             print(json.dumps({"ark": results["ark"]}, indent=2), flush=True)
         if not args.skip_patroni:
             if shutil.which("patroni") is None or shutil.which("etcd") is None:

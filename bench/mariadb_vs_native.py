@@ -35,13 +35,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pymysql
 import yaml
 from confluent_kafka import Consumer, TopicPartition
+from mariadb_probes import PROBE_EVERY_S, KafkaProbeWatcher, Probes, ProbeWatcher
 from pg_vs_native import (  # bench/ is the script's directory, on sys.path when run as a script
     ROOT,
     Monitor,
@@ -56,23 +57,16 @@ from pg_vs_native import (  # bench/ is the script's directory, on sys.path when
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from common.kafka import make_consumer  # noqa: E402
-from common.settings import KafkaSettings  # noqa: E402
 from deploy.agents import AgentProcess  # noqa: E402
 from deploy.kafka import KafkaBroker  # noqa: E402
 from deploy.mariadb import MariaDBInstance  # noqa: E402
 from deploy.ports import free_port  # noqa: E402
-from schemas import envelope  # noqa: E402
-from schemas.entries import Op, TxnChunk, from_record  # noqa: E402
 from schemas.topics import redo_topic  # noqa: E402
 from tests.support.mariadb import BankWorkload, connect, create_bank, query, table_rows  # noqa: E402
 
 DB = "bench"
 GROUP = "mbench"
 TABLES = ["accounts", "history", "lag_probe"]
-PROBE_TABLE = f"{DB}.lag_probe"
-PROBE_EVERY_S = 0.1
-PROBE_POLL_S = 0.02
 POLL_S = 0.1
 PROGRESS_EVERY_S = 10.0
 #: The processes that do each side's work (the primary's binlog dump threads, one per side, are left out:
@@ -170,118 +164,6 @@ def ark_standby_state(config: Path) -> str:
     """The standby's state as ``ark status --json`` reports it (applying, paused, ...)."""
     doc = json.loads(ark(config, "status", "--json"))
     return str(doc["standbys"][0]["state"])
-
-
-# -- lag probes ------------------------------------------------------------------------------------
-@dataclass
-class ProbeWatcher:
-    """Polls one replica for new lag_probe rows; lag = wall clock when first seen - when the INSERT was sent."""
-
-    name: str
-    inst: MariaDBInstance
-    lags: dict[int, float] = field(default_factory=dict)
-    last_id: int = 0
-
-    def run(self, stop: threading.Event) -> None:
-        conn = connect(self.inst)
-        try:
-            while not stop.is_set():
-                self.poll_once(conn)
-                time.sleep(PROBE_POLL_S)
-        finally:
-            conn.close()
-
-    def poll_once(self, conn: Any) -> None:
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT id, sent_us FROM `{DB}`.lag_probe WHERE id > %s ORDER BY id", (self.last_id,))
-            rows = cur.fetchall()
-        now_us = time.time_ns() // 1000
-        for pid, sent_us in rows:
-            self.lags[int(pid)] = (now_us - int(sent_us)) / 1e6
-            self.last_id = max(self.last_id, int(pid))
-
-
-@dataclass
-class KafkaProbeWatcher:
-    """Reads the redo topic as ``ark apply`` does (read_committed, Ark's consumer settings) from its end now;
-    lag = the moment a probe row's entry is readable - when its INSERT was sent: capture + Kafka, no apply."""
-
-    name: str
-    bootstrap: str
-    lags: dict[int, float] = field(default_factory=dict)
-    last_id: int = 0
-
-    def run(self, stop: threading.Event) -> None:
-        consumer = make_consumer(KafkaSettings(bootstrap=self.bootstrap), group_id=f"{GROUP}-bench-probe")
-        topic = redo_topic(GROUP)
-        try:
-            end = int(consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1])
-            consumer.assign([TopicPartition(topic, 0, end)])
-            while not stop.is_set():
-                msg = consumer.poll(0.05)
-                if msg is None or msg.error():
-                    continue
-                now_us = time.time_ns() // 1000
-                entry = from_record(envelope.decode(msg.value(), msg.headers() or [], topic=topic).record)
-                if not isinstance(entry.body, TxnChunk):
-                    continue
-                for change in entry.body.changes:
-                    if change.table == PROBE_TABLE and change.op == Op.INSERT:
-                        pid, sent_us = int(change.values[0]), int(change.values[1])
-                        self.lags[pid] = (now_us - sent_us) / 1e6
-                        self.last_id = max(self.last_id, pid)
-        finally:
-            consumer.close()
-
-
-class Probes:
-    """Insert a probe row on the primary every 0.1 s; each replica is polled every 0.02 s."""
-
-    def __init__(self, primary: MariaDBInstance, watchers: list[ProbeWatcher | KafkaProbeWatcher],
-                 first_id: int) -> None:
-        self.primary = primary
-        self.watchers = watchers
-        self.next_id = first_id
-        self.inserted: list[int] = []
-        self.stop_insert = threading.Event()
-        self.stop_watch = threading.Event()
-        self.threads = [threading.Thread(target=self._insert, daemon=True)]
-        self.threads += [threading.Thread(target=w.run, args=(self.stop_watch,), daemon=True) for w in watchers]
-
-    def start(self) -> Probes:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def _insert(self) -> None:
-        conn = connect(self.primary)
-        try:
-            nxt = time.monotonic()
-            while not self.stop_insert.is_set():
-                with conn.cursor() as cur:
-                    cur.execute(f"INSERT INTO `{DB}`.lag_probe (id, sent_us) VALUES (%s, %s)",
-                                (self.next_id, time.time_ns() // 1000))
-                self.inserted.append(self.next_id)
-                self.next_id += 1
-                nxt += PROBE_EVERY_S
-                self.stop_insert.wait(max(0.0, nxt - time.monotonic()))
-        finally:
-            conn.close()
-
-    def finish(self, timeout: float) -> None:
-        """Stop inserting; wait until every replica has seen every probe (or ``timeout``); stop watching."""
-        self.stop_insert.set()
-        self.threads[0].join()
-        last = self.inserted[-1] if self.inserted else 0
-        with contextlib.suppress(TimeoutError):
-            wait_until(lambda: all(w.last_id >= last for w in self.watchers), timeout, "the last probe")
-        self.stop_watch.set()
-        for t in self.threads[1:]:
-            t.join()
-
-    def lags(self, watcher: ProbeWatcher | KafkaProbeWatcher) -> list[float]:
-        """Lags of the probes inserted during the run (a missing one counts as infinite)."""
-        return [watcher.lags.get(i, float("inf")) for i in self.inserted]
 
 
 # -- the measurements ------------------------------------------------------------------------------
@@ -455,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(agent.stop)
             monitor.watch(f"ark {agent.args[0]}", _pid_of(agent), children=True)
 
-        watchers = [ProbeWatcher("native", native), ProbeWatcher("ark", standby)]
+        watchers = [ProbeWatcher("native", native, DB), ProbeWatcher("ark", standby, DB)]
         primary.sql(f"INSERT INTO `{DB}`.lag_probe VALUES (1, 0)")
         for w in watchers:
             def seen(w: ProbeWatcher = w) -> bool:
@@ -509,9 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"(b) steady load: {args.clients} clients for {args.seconds} s, probe every {PROBE_EVERY_S} s")
         monitor.phase()
         load_b = load()
-        kafka_watcher = KafkaProbeWatcher("kafka", broker.bootstrap)
+        kafka_watcher = KafkaProbeWatcher("kafka", broker.bootstrap, GROUP, f"{DB}.lag_probe")
         probe_watchers: list[ProbeWatcher | KafkaProbeWatcher] = [*watchers, kafka_watcher]
-        probes = Probes(primary, probe_watchers, first_id=2).start()
+        probes = Probes(primary, DB, probe_watchers, first_id=2).start()
         committed, wall, errors = run_workload(primary, args.accounts, args.clients, seconds=args.seconds)
         probes.stop_insert.set()
         target = history_count(primary)

@@ -17,13 +17,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 
 from deploy.postgres import PgInstance
-from deploy.workload import NEXT_SEQ_SQL
+from deploy.workload import NEXT_SEQ_SQL, client_loop, move_money
 
 
 def multi_host_dsn(nodes: list[tuple[PgInstance, str]], *, connect_timeout: int = 2) -> str:
@@ -107,32 +106,22 @@ class AckClient:
 
     def _run(self, n: int) -> None:
         rnd = random.Random(n * 7919 + time.time_ns())
-        conn: Any = None
-        while not self._stop.is_set():
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self.dsn)
-                a, b = rnd.sample(range(1, self.accounts + 1), 2)
-                amount = Decimal(rnd.randint(1, 5000)) / 100
-                with conn.transaction():
-                    for acc, delta in sorted(((a, -amount), (b, amount))):
-                        conn.execute("UPDATE accounts SET balance = balance + %s, updated_at = now() WHERE id = %s",
-                                     (delta, acc))
-                    seq = conn.execute(NEXT_SEQ_SQL).fetchone()[0]
-                    conn.execute("INSERT INTO history (id, from_id, to_id, amount, note, seq, at) VALUES ("
-                                 + ("nextval('history_id_seq')" if self.ids == "sequence" else "%(seq)s")
-                                 + ", %(a)s, %(b)s, %(amount)s, %(note)s, %(seq)s, now())",
-                                 {"a": a, "b": b, "amount": amount, "note": f"ack {n}", "seq": seq})
-                port = int(conn.info.port)
-                with self._lock:
-                    self.acks.append(Ack(int(seq), time.monotonic(), port))
-            except psycopg.Error as exc:
-                with self._lock:
-                    self.errors += 1
-                    self.error_kinds[str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__] += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                self._stop.wait(0.02)
-        if conn is not None:
-            conn.close()
+
+        def transfer(conn: Any) -> None:
+            with conn.transaction():
+                a, b, amount = move_money(conn, rnd, self.accounts)
+                seq = conn.execute(NEXT_SEQ_SQL).fetchone()[0]
+                conn.execute("INSERT INTO history (id, from_id, to_id, amount, note, seq, at) VALUES ("
+                             + ("nextval('history_id_seq')" if self.ids == "sequence" else "%(seq)s")
+                             + ", %(a)s, %(b)s, %(amount)s, %(note)s, %(seq)s, now())",
+                             {"a": a, "b": b, "amount": amount, "note": f"ack {n}", "seq": seq})
+            port = int(conn.info.port)
+            with self._lock:
+                self.acks.append(Ack(int(seq), time.monotonic(), port))
+
+        def failed(exc: psycopg.Error) -> None:
+            with self._lock:
+                self.errors += 1
+                self.error_kinds[str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__] += 1
+
+        client_loop(self.dsn, self._stop, transfer, failed, error_pause_s=0.02)

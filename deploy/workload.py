@@ -17,6 +17,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -120,38 +121,58 @@ class BankWorkload:
 
     def _client(self, n: int) -> None:
         rnd = random.Random(n * 7919 + int(time.time()))
-        conn: Any = None
-        while not self._stop.is_set():
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self.dsn)
-                a, b = rnd.sample(range(1, self.accounts + 1), 2)
-                amount = Decimal(rnd.randint(1, 5000)) / 100
-                with conn.transaction():
-                    # Lock in id order: no deadlocks between clients.
-                    for acc, delta in sorted(((a, -amount), (b, amount))):
-                        conn.execute("UPDATE accounts SET balance = balance + %s, updated_at = now() WHERE id = %s",
-                                     (delta, acc))
-                    if self.ledger:
-                        # The counter is taken last (only the history insert follows): its row lock, held
-                        # until COMMIT, orders the commits, and holding it briefly keeps clients concurrent.
-                        seq = conn.execute(NEXT_SEQ_SQL).fetchone()[0]
-                        conn.execute("INSERT INTO history (from_id, to_id, amount, note, seq) "
-                                     "VALUES (%s, %s, %s, %s, %s)", (a, b, amount, f"transfer {n}", seq))
-                    else:
-                        conn.execute("INSERT INTO history (from_id, to_id, amount, note) VALUES (%s, %s, %s, %s)",
-                                     (a, b, amount, f"transfer {n}"))
-                with self._lock:
-                    self.committed += 1
-            except psycopg.Error as exc:
-                with self._lock:
-                    self.errors += 1
-                log.debug("bank client %d: %s", n, exc)
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.2)
-            if self.pause_s:
-                time.sleep(self.pause_s)
-        if conn is not None:
-            conn.close()
+
+        def transfer(conn: Any) -> None:
+            with conn.transaction():
+                a, b, amount = move_money(conn, rnd, self.accounts)
+                if self.ledger:
+                    # The counter is taken last (only the history insert follows): its row lock, held
+                    # until COMMIT, orders the commits, and holding it briefly keeps clients concurrent.
+                    seq = conn.execute(NEXT_SEQ_SQL).fetchone()[0]
+                    conn.execute("INSERT INTO history (from_id, to_id, amount, note, seq) "
+                                 "VALUES (%s, %s, %s, %s, %s)", (a, b, amount, f"transfer {n}", seq))
+                else:
+                    conn.execute("INSERT INTO history (from_id, to_id, amount, note) VALUES (%s, %s, %s, %s)",
+                                 (a, b, amount, f"transfer {n}"))
+            with self._lock:
+                self.committed += 1
+
+        def failed(exc: psycopg.Error) -> None:
+            with self._lock:
+                self.errors += 1
+            log.debug("bank client %d: %s", n, exc)
+
+        client_loop(self.dsn, self._stop, transfer, failed, error_pause_s=0.2, pause_s=self.pause_s)
+
+
+def move_money(conn: Any, rnd: random.Random, accounts: int) -> tuple[int, int, Decimal]:
+    """In the caller's transaction: move a random amount between two random accounts (returned as from, to,
+    amount), locking them in id order so that concurrent clients never deadlock."""
+    a, b = rnd.sample(range(1, accounts + 1), 2)
+    amount = Decimal(rnd.randint(1, 5000)) / 100
+    for acc, delta in sorted(((a, -amount), (b, amount))):
+        conn.execute("UPDATE accounts SET balance = balance + %s, updated_at = now() WHERE id = %s", (delta, acc))
+    return a, b, amount
+
+
+def client_loop(dsn: str, stop: threading.Event, transaction: Callable[[Any], None],
+                failed: Callable[[psycopg.Error], None], *, error_pause_s: float, pause_s: float = 0.0) -> None:
+    """One client thread: run ``transaction(conn)`` again and again until ``stop``, on a connection opened on
+    demand. A database error goes to ``failed``; the connection is dropped (the next turn reconnects, which
+    is how a client follows a switchover) and the loop waits ``error_pause_s`` before going on."""
+    conn: Any = None
+    while not stop.is_set():
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(dsn)
+            transaction(conn)
+        except psycopg.Error as exc:
+            failed(exc)
+            if conn is not None:
+                conn.close()
+            conn = None
+            stop.wait(error_pause_s)
+        if pause_s:
+            time.sleep(pause_s)
+    if conn is not None:
+        conn.close()

@@ -8,7 +8,7 @@ is idempotent (it compares the standby's catalog with the new shape), so a crash
 ALTER and the next state row finds nothing left to do. TRUNCATE is applied as DELETE (TRUNCATE
 would commit too).
 
-**Set-based where it pays.** A run (:mod:`.plan`) of at least ``set_threshold`` rows is applied with
+**Set-based where it pays** (:mod:`.runs`). A run (:mod:`.plan`) of at least ``set_threshold`` rows is applied with
 multi-row statements: INSERTs batched by PyMySQL into one multi-row INSERT; DELETEs by key lists
 (``(k) IN (...)``), their affected-row count checked; UPDATEs by a key count (every row must exist)
 then one ``INSERT ... ON DUPLICATE KEY UPDATE``. Shorter runs go row by row, each UPDATE/DELETE
@@ -36,12 +36,12 @@ from common.identity import DatabaseIdentity
 from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
-from consumers.errors import ApplierRunning, DataApplyError, StateMoved, TableNeedsResync
-from consumers.mariadb import ddl, parts, sql, state
+from consumers.errors import ApplierRunning, StateMoved, TableNeedsResync
+from consumers.mariadb import ddl, parts, runs, sql, state
 from consumers.mariadb.errors import classify, code_of, message_of
-from consumers.mariadb.plan import Run, split_runs
+from consumers.mariadb.plan import split_runs
 from consumers.tables import TableState, staging_name
-from schemas.entries import UNCHANGED, Column, Op, Position, RowChange, SchemaStep, TableMeta, Value, ValuePart
+from schemas.entries import Column, Op, Position, RowChange, SchemaStep, TableMeta, Value, ValuePart
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 SESSION = ("SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO',"
            " SESSION lock_wait_timeout = 60, SESSION innodb_lock_wait_timeout = 50,"
            " SESSION tx_isolation = 'READ-COMMITTED', SESSION group_concat_max_len = 4294967295")
-_CHUNK = 500  # keys per multi-row DELETE / key count
 _LOAD_BATCH = 1000  # rows per executemany of a bulk load (PyMySQL sends them as multi-row INSERTs)
 
 
@@ -447,6 +446,7 @@ class MariaDBApplier(Applier):
                 self.apply_rows(metas, changes[start:], txn_id, position)
             return
         with self._guard("applying rows", txn_id=txn_id, position=position):
+            writer = runs.RunWriter(self.conn.cursor(), self._convert, self.set_threshold, txn_id, position)
             for run in split_runs(metas, changes, txn_id, position):
                 self._ctx["table"] = run.table
                 keyed = metas[run.table].identity == "key" if run.table in metas else False
@@ -454,111 +454,14 @@ class MariaDBApplier(Applier):
                 if run.op is Op.TRUNCATE:
                     self._exec(f"DELETE FROM {sql.qualified(run.table)}")  # TRUNCATE would commit
                     continue
-                self._apply_run(metas[run.table], run, txn_id, position)
+                writer.apply(metas[run.table], run)
 
     def _convert(self, meta: TableMeta, pairs: Iterable[tuple[int, Value]]) -> list[Any]:
-        convs = sql.param_converters(meta)
-        out = []
-        for i, value in pairs:
-            try:
-                out.append(convs[i](value))
-            except ValueError as exc:  # named by column, never by value
-                col, txn, at = meta.columns[i], self._ctx.get("txn_id", ""), self._ctx.get("position", "")
-                where = f" (source transaction {txn} at {at})" if txn else ""
-                raise DataApplyError(f"column {col.name} ({col.type}, {col.source_type}) of {meta.table} cannot be "
-                                     f"stored on standby {self.settings.name}: {exc}{where}", table=meta.table,
-                                     txn_id=txn, position=at,
-                                     fix=f"correct the value on the primary, or leave {meta.table} out of "
-                                         "primary.tables for this standby") from None
-        return out
+        return runs.convert(meta, pairs, standby=self.settings.name, txn_id=self._ctx.get("txn_id", ""),
+                            position=self._ctx.get("position", ""))
 
     def _params(self, meta: TableMeta, values: Sequence[Value], cols: Sequence[int]) -> list[Any]:
         return self._convert(meta, ((i, values[i]) for i in cols))
-
-    def _key_params(self, meta: TableMeta, key: Sequence[Value]) -> list[Any]:
-        return self._convert(meta, zip(meta.key_indexes, key, strict=True))
-
-    def _missing(self, run: Run, key: Sequence[Value] | None, txn_id: str, position: str) -> DataApplyError:
-        """``key`` None: a table without a unique key, whose row is named by all its values (never shown)."""
-        verb = "update" if run.op is Op.UPDATE else "delete"
-        which = f"key {list(key)}" if key is not None else "no row has the change's old values (no unique key)"
-        return DataApplyError(
-            f"{verb} of a missing row in {run.table}, {which}, source transaction {txn_id} at {position}",
-            table=run.table, txn_id=txn_id, position=position, key=list(key) if key is not None else None,
-            fix=f"the standby diverged from the primary; resync the table (ark resync --table {run.table}) or "
-                "check that nothing else writes to the standby")
-
-    def _apply_run(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
-        all_cols = range(len(meta.columns))
-        cur = self.conn.cursor()
-        if run.op is Op.INSERT:
-            cur.executemany(sql.insert_sql(meta, all_cols), [self._params(meta, v, all_cols) for v in run.values])
-            return
-        if meta.identity == "full":
-            self._apply_full(meta, run, txn_id, position)
-            return
-        if run.partial:
-            for values, key in zip(run.values, run.keys, strict=True):
-                cols = [i for i, v in enumerate(values) if v is not UNCHANGED]
-                cur.execute(sql.update_sql(meta, cols), self._params(meta, values, cols) + self._key_params(meta, key))
-                if cur.rowcount != 1:
-                    raise self._missing(run, key, txn_id, position)
-            return
-        big = len(run) >= self.set_threshold and not run.key_change
-        if run.op is Op.DELETE and big:
-            for start in range(0, len(run.keys), _CHUNK):
-                keys = run.keys[start:start + _CHUNK]
-                params = [p for k in keys for p in self._key_params(meta, k)]
-                cur.execute(sql.delete_many_sql(meta, len(keys)), params)
-                if cur.rowcount != len(keys):
-                    raise self._missing(run, self._first_missing(meta, keys, deleted=True), txn_id, position)
-            return
-        if run.op is Op.UPDATE and big:
-            for start in range(0, len(run.keys), _CHUNK):
-                keys = run.keys[start:start + _CHUNK]
-                cur.execute(sql.count_keys_sql(meta, len(keys)), [p for k in keys for p in self._key_params(meta, k)])
-                if cur.fetchone()[0] != len(keys):
-                    raise self._missing(run, self._first_missing(meta, keys), txn_id, position)
-            cur.executemany(sql.upsert_sql(meta, all_cols), [self._params(meta, v, all_cols) for v in run.values])
-            return
-        if run.op is Op.DELETE:
-            statement = sql.delete_sql(meta)
-            for key in run.keys:
-                cur.execute(statement, self._key_params(meta, key))
-                if cur.rowcount != 1:
-                    raise self._missing(run, key, txn_id, position)
-            return
-        statement = sql.update_sql(meta, all_cols)
-        for values, key in zip(run.values, run.keys, strict=True):
-            cur.execute(statement, self._params(meta, values, all_cols) + self._key_params(meta, key))
-            if cur.rowcount != 1:
-                raise self._missing(run, key, txn_id, position)
-
-    def _apply_full(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
-        """UPDATE/DELETE of a table without a unique key: one row per change, found by all its old values."""
-        all_cols = range(len(meta.columns))
-        cur = self.conn.cursor()
-        statement = sql.full_update_sql(meta) if run.op is Op.UPDATE else sql.full_delete_sql(meta)
-        for i, old in enumerate(run.keys):
-            params = self._params(meta, old, all_cols)
-            if run.op is Op.UPDATE:
-                new = [o if v is UNCHANGED else v for v, o in zip(run.values[i], old, strict=True)]
-                params = self._params(meta, new, all_cols) + params
-            cur.execute(statement, params)
-            if cur.rowcount != 1:
-                raise self._missing(run, None, txn_id, position)
-
-    def _first_missing(self, meta: TableMeta, keys: Sequence[Sequence[Value]], deleted: bool = False) -> list[Value]:
-        """The first of ``keys`` not on the standby (after a multi-row DELETE: the first not deleted)."""
-        if deleted:
-            return list(keys[0])  # the DELETE already removed the others; the batch rolls back and names it
-        cur = self.conn.cursor()
-        for key in keys:
-            cur.execute(f"SELECT 1 FROM {sql.qualified(meta.table)} WHERE {sql.key_where(meta)}",
-                        self._key_params(meta, key))
-            if cur.fetchone() is None:
-                return list(key)
-        return list(keys[0])
 
     def bulk_load(self, rows: TableRows, *, into: str | None = None, replace: bool = False,
                   progress: Callable[[int], None] | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,87 +145,85 @@ class Event:
     text: str
 
 
+#: A control record's feed line: (severity, kind, text) from its body and the record (who issued it, its target).
+_Line = tuple[str, str, str]
+
+
+def _to(rec: ControlRecord) -> str:
+    return rec.target or "all standbys"
+
+
+def _resync_progress(b: TableResyncProgress, rec: ControlRecord) -> _Line:
+    detail = f": {b.error}" if b.error else (f", {b.rows} rows" if b.rows else "")
+    return "error" if b.phase == "failed" else "info", "resync", f"{_to(rec)}: {b.table} {b.phase}{detail}"
+
+
+def _end_epoch(b: EndEpoch, rec: ControlRecord) -> _Line:
+    if not b.next_primary:
+        return "warn", "epoch", f"{rec.issued_by}: end of epoch {b.epoch} withdrawn"
+    return "info", "epoch", f"{rec.issued_by}: capture asked to end epoch {b.epoch} at {b.upto} for {b.next_primary}"
+
+
+def _standby_from(b: StandbyFrom, rec: ControlRecord) -> _Line:
+    resync = f", resyncing {', '.join(b.resync)}" if b.resync else ""
+    return "info", "role", (f"{rec.target} applies as a standby of epoch {b.epoch} from redo offset {b.offset} "
+                            f"({b.reason}{resync})")
+
+
+# One entry per record type the feed shows; the hold protocol's chatter has none. Handover records (common/roles.py
+# replays them) name their node in ``rec.target`` as it is; the others read an empty target as "all standbys".
+_LINES: dict[type, Callable[[Any, ControlRecord], _Line]] = {
+    Retransmit: lambda b, r: ("warn", "quarantine", f"{_to(r)}: entry at redo offset {b.offset} corrupt "
+                              f"({b.reason}): quarantined, retransmission requested after "
+                              f"{b.after_position or 'the start'}"),
+    RetransmitDone: lambda b, r: ("info", "retransmit", f"capture republishes after {b.after_position or 'the start'} "
+                                  f"({len(b.request_ids)} request(s))"),
+    RetransmitFailed: lambda b, r: ("error", "retransmit",
+                                    f"capture cannot republish after {b.after_position}: {b.reason}"),
+    TableResyncStarted: lambda b, r: ("warn", "resync", f"{_to(r)}: {b.table} resync started: {b.reason}"),
+    TableResyncProgress: _resync_progress,
+    TableResynced: lambda b, r: ("info", "resync", f"{_to(r)}: {b.table} resynced ({b.rows} rows at {b.position}, "
+                                 f"{b.replayed} replayed)"),
+    TableResyncRefused: lambda b, r: ("error", "resync", f"{_to(r)}: resync of {b.table} refused: {b.reason}"),
+    SourceGap: lambda b, r: ("error", "gap", f"source gap accepted after {b.after_position} ({b.hole}); standbys "
+                             f"stop at redo offset {b.first_offset} until resynced"),
+    SetDelay: lambda b, r: ("info", "intent", f"{r.issued_by}: delay of {_to(r)} set to {b.seconds:g} s"),
+    Pause: lambda b, r: ("info", "intent", f"{r.issued_by}: pause {_to(r)}"),
+    Resume: lambda b, r: ("info", "intent", f"{r.issued_by}: resume {_to(r)}"),
+    ResyncTable: lambda b, r: ("info", "intent", f"{r.issued_by}: resync {b.table} on {_to(r)}"),
+    VerifyHold: lambda b, r: ("info", "verify", f"{r.issued_by}: verify of {_to(r)} started"),
+    ControllerDecision: lambda b, r: ({"failover": "warn", "failover-failed": "error"}.get(b.action, "info"),
+                                      "controller", f"{b.holder}: {b.action} {r.target} ({b.sentence})"),
+    SetMaintenance: lambda b, r: ("warn" if b.mode == "on" else "info", "intent",
+                                  f"{r.issued_by}: maintenance {b.mode}" + (f" ({b.reason})" if b.reason else "")),
+    NodeIdentity: lambda b, r: ("info", "identity", f"{_to(r)} recorded as {b.role} ({b.label})"),
+    HandoverStep: lambda b, r: ("error" if b.phase == "failed" else "info", b.action,
+                                f"epoch {b.epoch}: {b.phase}: {b.detail}"),
+    EpochBegun: lambda b, r: ("warn", "epoch", f"epoch {b.epoch} begins: {b.primary} is primary (after a "
+                              f"{b.reason} from {b.previous}; end-of-epoch marker at redo offset {b.marker_offset})"),
+    EndEpoch: _end_epoch,
+    EpochEnded: lambda b, r: ("info", "epoch", f"epoch {b.epoch} ended at {b.position or '-'}: marker at redo "
+                              f"offset {b.marker_offset}, next primary {b.next_primary}"),
+    NodeFenced: lambda b, r: ("warn", "fenced", f"{r.target} fenced in epoch {b.epoch}: {b.how}, "
+                              f"{b.sessions_ended} sessions ended"),
+    StandbyFrom: _standby_from,
+    EpochCut: lambda b, r: ("warn", "epoch", f"epoch {b.epoch} cut at redo offset {b.from_offset}: entries "
+                            "committed from then on are not the group's history"),
+    ApplyUntil: lambda b, r: ("info", "intent", f"{r.issued_by}: {r.target} applies up to a point in time"
+                              if b.until_us else f"{r.issued_by}: {r.target} applies without a point in time again"),
+    # node-state records are not repeated: the feed shows the agents' own changes
+    AlertSent: lambda b, r: ("info" if b.outcome.startswith("exited 0") else "error", "alert",
+                             f"{b.holder}: alert for {b.event_kind} of {r.target or 'the group'}: {b.outcome}"),
+}
+
+
 def event_of(rec: ControlRecord) -> Event | None:
     """The feed line of a control record (None for the hold protocol's chatter)."""
-    body, who, at, target = rec.body, rec.issued_by, rec.issued_at_us / 1e6, rec.target or "all standbys"
-    if isinstance(body, Retransmit):
-        return Event(at, "warn", "quarantine", f"{target}: entry at redo offset {body.offset} corrupt ({body.reason}): "
-                     f"quarantined, retransmission requested after {body.after_position or 'the start'}")
-    if isinstance(body, RetransmitDone):
-        return Event(at, "info", "retransmit", f"capture republishes after {body.after_position or 'the start'} "
-                     f"({len(body.request_ids)} request(s))")
-    if isinstance(body, RetransmitFailed):
-        return Event(at, "error", "retransmit", f"capture cannot republish after {body.after_position}: {body.reason}")
-    if isinstance(body, TableResyncStarted):
-        return Event(at, "warn", "resync", f"{target}: {body.table} resync started: {body.reason}")
-    if isinstance(body, TableResyncProgress):
-        sev = "error" if body.phase == "failed" else "info"
-        detail = f": {body.error}" if body.error else (f", {body.rows} rows" if body.rows else "")
-        return Event(at, sev, "resync", f"{target}: {body.table} {body.phase}{detail}")
-    if isinstance(body, TableResynced):
-        return Event(at, "info", "resync", f"{target}: {body.table} resynced ({body.rows} rows at {body.position}, "
-                     f"{body.replayed} replayed)")
-    if isinstance(body, TableResyncRefused):
-        return Event(at, "error", "resync", f"{target}: resync of {body.table} refused: {body.reason}")
-    if isinstance(body, SourceGap):
-        return Event(at, "error", "gap", f"source gap accepted after {body.after_position} ({body.hole}); standbys "
-                     f"stop at redo offset {body.first_offset} until resynced")
-    if isinstance(body, SetDelay):
-        return Event(at, "info", "intent", f"{who}: delay of {target} set to {body.seconds:g} s")
-    if isinstance(body, Pause):
-        return Event(at, "info", "intent", f"{who}: pause {target}")
-    if isinstance(body, Resume):
-        return Event(at, "info", "intent", f"{who}: resume {target}")
-    if isinstance(body, ResyncTable):
-        return Event(at, "info", "intent", f"{who}: resync {body.table} on {target}")
-    if isinstance(body, VerifyHold):
-        return Event(at, "info", "verify", f"{who}: verify of {target} started")
-    if isinstance(body, ControllerDecision):
-        sev = {"failover": "warn", "failover-failed": "error"}.get(body.action, "info")
-        return Event(at, sev, "controller", f"{body.holder}: {body.action} {rec.target} ({body.sentence})")
-    if isinstance(body, SetMaintenance):
-        return Event(at, "warn" if body.mode == "on" else "info", "intent",
-                     f"{who}: maintenance {body.mode}" + (f" ({body.reason})" if body.reason else ""))
-    if isinstance(body, NodeIdentity):
-        return Event(at, "info", "identity", f"{target} recorded as {body.role} ({body.label})")
-    if isinstance(body, AlertSent):  # node-state records are not repeated: the feed shows the agents' own changes
-        sev = "info" if body.outcome.startswith("exited 0") else "error"
-        return Event(at, sev, "alert", f"{body.holder}: alert for {body.event_kind} of {rec.target or 'the group'}: "
-                     f"{body.outcome}")
-    return _handover_event(rec, at)
-
-
-def _handover_event(rec: ControlRecord, at: float) -> Event | None:
-    """The feed line of a switchover's, failover's or reinstatement's record (common/roles.py replays them)."""
-    body, who, target = rec.body, rec.issued_by, rec.target
-    if isinstance(body, HandoverStep):
-        sev = "error" if body.phase == "failed" else "info"
-        return Event(at, sev, body.action, f"epoch {body.epoch}: {body.phase}: {body.detail}")
-    if isinstance(body, EpochBegun):
-        return Event(at, "warn", "epoch", f"epoch {body.epoch} begins: {body.primary} is primary (after a "
-                     f"{body.reason} from {body.previous}; end-of-epoch marker at redo offset {body.marker_offset})")
-    if isinstance(body, EndEpoch):
-        if not body.next_primary:
-            return Event(at, "warn", "epoch", f"{who}: end of epoch {body.epoch} withdrawn")
-        return Event(at, "info", "epoch", f"{who}: capture asked to end epoch {body.epoch} at {body.upto} for "
-                     f"{body.next_primary}")
-    if isinstance(body, EpochEnded):
-        return Event(at, "info", "epoch", f"epoch {body.epoch} ended at {body.position or '-'}: marker at redo "
-                     f"offset {body.marker_offset}, next primary {body.next_primary}")
-    if isinstance(body, NodeFenced):
-        return Event(at, "warn", "fenced", f"{target} fenced in epoch {body.epoch}: {body.how}, "
-                     f"{body.sessions_ended} sessions ended")
-    if isinstance(body, StandbyFrom):
-        resync = f", resyncing {', '.join(body.resync)}" if body.resync else ""
-        return Event(at, "info", "role", f"{target} applies as a standby of epoch {body.epoch} from redo offset "
-                     f"{body.offset} ({body.reason}{resync})")
-    if isinstance(body, EpochCut):
-        return Event(at, "warn", "epoch", f"epoch {body.epoch} cut at redo offset {body.from_offset}: entries "
-                     "committed from then on are not the group's history")
-    if isinstance(body, ApplyUntil):
-        return Event(at, "info", "intent", f"{who}: {target} applies up to a point in time" if body.until_us else
-                     f"{who}: {target} applies without a point in time again")
-    return None
+    line = _LINES.get(type(rec.body))
+    if line is None:
+        return None
+    severity, kind, text = line(rec.body, rec)
+    return Event(rec.issued_at_us / 1e6, severity, kind, text)
 
 
 class Feed:

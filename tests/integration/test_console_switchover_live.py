@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import pytest
@@ -17,30 +16,20 @@ from deploy.compare import compare_tables
 from ops.console.app import ArkConsole
 from ops.console.dialogs import ConfirmScreen
 from ops.console.source import GroupSource
+from tests.support.console_live import pilot_until, replicating_table_a
 from tests.support.replication import sql, wait_for
 
 
 @pytest.mark.timeout(600)
 def test_the_console_switches_over_a_real_group(make_group: Any) -> None:
-    group = make_group()
-    sql(group.primary_dsn, "CREATE TABLE a (id int PRIMARY KEY, v text)")
-    group.ark_ok("sync", "standby")
-    group.start("capture")
-    group.start("apply", "standby")
-    group.start("apply", "primary")  # idle while its node is primary; applies from the marker once demoted
-    sql(group.primary_dsn, "INSERT INTO a SELECT g, 'x' FROM generate_series(1, 100) g")
-    assert all(d.equal for d in group.wait_equal("standby", ["public.a"]))
+    group = replicating_table_a(make_group, apply_on_primary=True)
     new_dsn = group.standby("standby").dsn
     source = GroupSource(load_config(group.config))
 
     async def main() -> None:
         app = ArkConsole(source, refresh_s=0.5)
         async with app.run_test(size=(100, 30)) as pilot:
-            async def until(what: str, check: Any, timeout: float = 60) -> None:
-                deadline = time.monotonic() + timeout
-                while not check():
-                    assert time.monotonic() < deadline, f"timed out waiting for {what}: {app.last_action}"
-                    await pilot.pause(0.2)
+            until = pilot_until(app, pilot)
 
             def topology() -> str:
                 return str(app.query_one("#topology").render())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.support.replication import Group, sql, wait_for
+from tests.support.replication import TICK_TABLE, Group, create_tick_table, sql, ticking, wait_for
 
 TABLES = ["public.t", "public.bag"]
 
@@ -48,17 +48,23 @@ def _verify_equal(group: Group) -> None:
     res = group.ark("verify", "standby", "--json", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     doc = json.loads(res.stdout)
-    assert {t["table"]: t["verdict"] for t in doc["tables"]} == {"public.bag": "equal", "public.t": "equal"}
+    assert {t["table"]: t["verdict"] for t in doc["tables"]} == {"public.bag": "equal", "public.t": "equal",
+                                                                 TICK_TABLE: "equal"}
 
 
 def test_identity_is_the_streams_after_sync_table_resync_and_whole_resync(make_group: Any) -> None:
     group = make_group()
     _schema(group.primary_dsn)
+    create_tick_table(group.primary_dsn)
     group.ark_ok("sync", "standby")
     group.start("capture")
     apply = group.start("apply", "standby")
     standby = group.standby("standby").dsn
+    with ticking(group.primary_dsn):  # resyncs and verify get their positions at once
+        _identity_after_sync_and_resyncs(group, apply, standby)
 
+
+def _identity_after_sync_and_resyncs(group: Group, apply: Any, standby: str) -> None:
     # 1. After the initial sync: the wrong-row case itself.
     sql(group.primary_dsn, "DELETE FROM t WHERE id = 1")
     _changes(group.primary_dsn, 1)

@@ -19,7 +19,7 @@ from collections import Counter
 import psycopg
 import pytest
 
-from tests.support.replication import Group, sql, wait_for
+from tests.support.replication import Group, create_tick_table, sql, ticking, wait_for
 
 ROUNDS = 2
 STANDBYS = [("standby", 0.0), ("delayed", 5.0)]
@@ -123,6 +123,7 @@ def test_keyless_application_under_each_policy_with_a_delayed_standby_and_kill9(
     group.primary_extra = {"keyless": policy}
     group.write_config()
     sql(group.primary_dsn, "CREATE TABLE warm (id int PRIMARY KEY)")
+    create_tick_table(group.primary_dsn)
     for name, _delay in standbys:
         group.ark_ok("sync", name)
     group.start("capture")
@@ -137,21 +138,22 @@ def test_keyless_application_under_each_policy_with_a_delayed_standby_and_kill9(
     assert not app.is_alive()
     assert app.errors == [], f"{len(app.errors)} of {app.statements} statements failed on the primary: {app.errors[:5]}"
     print(f"policy {policy}: {app.statements} statements on the primary, 0 errors")
-    for name, delay in standbys:
-        wait_for(lambda name=name: _converged(group, name, app, policy), 240 + delay,
-                 f"standby {name} to hold what keyless: {policy} promises")
-        res = group.ark("verify", name, "--json", timeout=400)
-        doc = json.loads(res.stdout) if res.stdout.strip().startswith("{") else {}
-        assert res.returncode == 0, f"ark verify {name}: exit {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr}"
-        verdicts = {t["table"]: t["verdict"] for t in doc["tables"]}
-        events = {t: v for t, v in verdicts.items() if t.startswith("public.events_")}
-        if policy == "full":
-            assert set(events.values()) == {"equal"} and len(events) == ROUNDS, verdicts
-        elif policy == "insert-only":
-            assert set(events.values()) == {"skipped"} and len(events) == ROUNDS, verdicts
-        else:
-            assert not events, verdicts
-        assert all(v == "equal" for t, v in verdicts.items() if t.startswith("public.accounts_")), verdicts
+    with ticking(group.primary_dsn):  # each verify gets its position at once, not at an idle checkpoint
+        for name, delay in standbys:
+            wait_for(lambda name=name: _converged(group, name, app, policy), 240 + delay,
+                     f"standby {name} to hold what keyless: {policy} promises")
+            res = group.ark("verify", name, "--json", timeout=400)
+            doc = json.loads(res.stdout) if res.stdout.strip().startswith("{") else {}
+            assert res.returncode == 0, f"ark verify {name}: exit {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr}"
+            verdicts = {t["table"]: t["verdict"] for t in doc["tables"]}
+            events = {t: v for t, v in verdicts.items() if t.startswith("public.events_")}
+            if policy == "full":
+                assert set(events.values()) == {"equal"} and len(events) == ROUNDS, verdicts
+            elif policy == "insert-only":
+                assert set(events.values()) == {"skipped"} and len(events) == ROUNDS, verdicts
+            else:
+                assert not events, verdicts
+            assert all(v == "equal" for t, v in verdicts.items() if t.startswith("public.accounts_")), verdicts
     status = json.loads(group.ark_ok("status", "--json"))
     named = {t for p in status["not_protected"] for t in (f"public.events_{r}" for r in range(ROUNDS))
              if f"table {t} " in p["what"]}

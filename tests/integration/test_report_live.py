@@ -20,6 +20,7 @@ import pytest
 from common.config import load_config
 from ops.console.app import ArkConsole
 from ops.console.source import GroupSource
+from tests.support.console_live import pilot_until, replicating_table_a
 from tests.support.replication import Group, sql, wait_for
 
 INSERTS_A, UPDATES_A, ROWS_B, DELETES_B = 40, 10, 200, 5
@@ -100,24 +101,13 @@ def test_report_figures_match_the_run_and_its_html_renders(make_group: Any, tmp_
 
 
 def test_the_console_drives_a_real_group(make_group: Any) -> None:
-    group = make_group()
-    sql(group.primary_dsn, "CREATE TABLE a (id int PRIMARY KEY, v text)")
-    group.ark_ok("sync", "standby")
-    group.start("capture")
-    group.start("apply", "standby")
-    sql(group.primary_dsn, "INSERT INTO a SELECT g, 'x' FROM generate_series(1, 100) g")
-    assert all(d.equal for d in group.wait_equal("standby", ["public.a"]))
+    group = replicating_table_a(make_group)
     source = GroupSource(load_config(group.config))
 
     async def main() -> None:
         app = ArkConsole(source, refresh_s=0.5)
         async with app.run_test(size=(100, 30)) as pilot:
-            async def until(what: str, check: Any, timeout: float = 60) -> None:
-                deadline = time.monotonic() + timeout
-                while not check():
-                    assert time.monotonic() < deadline, f"timed out waiting for {what}: {app.last_action}"
-                    await pilot.pause(0.2)
-
+            until = pilot_until(app, pilot)
             await until("the standby row", lambda: app.view is not None and app.view.standbys
                         and app.view.standbys[0].state == "running")
             assert app.view is not None and app.view.standbys[0].name == "standby"

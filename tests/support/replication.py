@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,3 +159,35 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+TICK_TABLE = "public.ark_tick"
+
+
+def create_tick_table(dsn: str) -> None:
+    """The table :func:`ticking` writes to; create it before the sync, like any replicated table."""
+    sql(dsn, f"CREATE TABLE IF NOT EXISTS {TICK_TABLE} (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
+
+
+@contextmanager
+def ticking(dsn: str, every_s: float = 0.2) -> Iterator[None]:
+    """Commit one row to :data:`TICK_TABLE` every ``every_s`` while the block runs.
+
+    A source with commits gives the capture a new position at once; an idle one only with the capture's next
+    checkpoint (every 10 s). What waits for the stream to pass a position (verify's hold, a table resync's
+    floor) therefore waits up to 10 s on an idle source, which is not what a test of it is about.
+    """
+    stop = threading.Event()
+
+    def tick() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not stop.wait(every_s):
+                conn.execute(f"INSERT INTO {TICK_TABLE} DEFAULT VALUES")
+
+    thread = threading.Thread(target=tick, name="tick", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
