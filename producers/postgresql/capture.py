@@ -421,7 +421,6 @@ class PostgresCapture(LogCapture):
                         last_status = last_idle
                 continue
             count += 1
-            unsaid = True
             if count & 255 == 0:
                 now = time.monotonic()
                 if now - last_idle >= IDLE_EVERY_S:
@@ -437,7 +436,10 @@ class PostgresCapture(LogCapture):
                 if msg.reply:  # answered once per request: PostgreSQL sets the pace (no ping-pong)
                     self._send_status()
                     last_status = time.monotonic()
+                # Not data: a keepalive answering a nudge must not turn the next drained Idle into an early one
+                # (a reader that nudges on every Idle, as ark reinstate's decoder does, would never see it drained).
                 continue
+            unsaid = True
             payload = msg.payload
             if payload[0] in _ROW_TAGS:
                 if skipping:
