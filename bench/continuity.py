@@ -77,28 +77,36 @@ def first_ack_after(client: AckClient, port: int, since: float, timeout: float) 
 
 
 # -- Ark -----------------------------------------------------------------------------------------------------
+def ark_two_nodes(stack: contextlib.ExitStack, root: Path, keep_logs: Path | None,
+                  group: str) -> tuple[Any, dict[str, Any], Path]:
+    """A broker and two PostgreSQL nodes n1 (primary, the ledger bank) and n2 (its Ark standby, synced): the
+    broker, the nodes and the group's config."""
+    # The benchmarks' machine room (bench/pg_vs_native.py): its primary and Ark standby are the two nodes; its
+    # native subscriber has no part here and is stopped at once.
+    broker, n1, native, n2 = start_cluster(stack, root, keep_logs)
+    native.stop()
+    nodes = {"n1": n1, "n2": n2}
+    create_bank(n1.dsn(DB), accounts=100, ledger=True)
+
+    def db(name: str) -> dict[str, Any]:
+        return {"name": name, "engine": "postgresql", "host": "127.0.0.1", "port": nodes[name].port,
+                "dbname": DB, "user": "postgres"}
+
+    config = root / "ark.yaml"
+    config.write_text(yaml.safe_dump({"group": group, "control_key": {"env": "ARK_CONTROL_KEY"},
+                                      "kafka": {"bootstrap": broker.bootstrap},
+                                      "primary": {**db("n1"), "tables": ["public.*"]},
+                                      "capture": {"batch_max_ms": 50},
+                                      "standbys": [db("n2")]}, sort_keys=False))
+    ark(config, "sync", "n2")
+    return broker, nodes, config
+
+
 def run_ark(runs: int, failover_runs: int, keep_logs: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     root = work_dir("ark-continuity-ark-")
     with contextlib.ExitStack() as stack:
-        # The benchmarks' machine room (bench/pg_vs_native.py): its primary and Ark standby are the two nodes;
-        # its native subscriber has no part here and is stopped at once.
-        broker, n1, native, n2 = start_cluster(stack, root, keep_logs)
-        native.stop()
-        nodes = {"n1": n1, "n2": n2}
-        create_bank(nodes["n1"].dsn(DB), accounts=100, ledger=True)
-
-        def db(name: str) -> dict[str, Any]:
-            return {"name": name, "engine": "postgresql", "host": "127.0.0.1", "port": nodes[name].port,
-                    "dbname": DB, "user": "postgres"}
-
-        config = root / "ark.yaml"
-        config.write_text(yaml.safe_dump({"group": "continuity", "control_key": {"env": "ARK_CONTROL_KEY"},
-                                          "kafka": {"bootstrap": broker.bootstrap},
-                                          "primary": {**db("n1"), "tables": ["public.*"]},
-                                          "capture": {"batch_max_ms": 50},
-                                          "standbys": [db("n2")]}, sort_keys=False))
-        ark(config, "sync", "n2")
+        broker, nodes, config = ark_two_nodes(stack, root, keep_logs, "continuity")
         agents = [AgentProcess(config, cmd, root / "logs" / f"{'-'.join(cmd)}.log").start()
                   for cmd in (["capture"], ["apply", "n1"], ["apply", "n2"])]
         for agent in agents:

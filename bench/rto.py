@@ -40,21 +40,19 @@ from continuity import (  # bench/ is the script's directory, on sys.path when r
     DB,
     Patroni,
     ark,
+    ark_two_nodes,
     first_ack_after,
     patroni_cluster,
     patroni_failovers,
     say,
     summary,
     wait_until,
+    work_dir,
 )
 
 from common.config import load_config
 from deploy.agents import AgentProcess
 from deploy.continuity import AckClient, multi_host_dsn
-from deploy.kafka import KafkaBroker
-from deploy.ports import free_port
-from deploy.postgres import PgInstance
-from deploy.workload import create_bank
 from failover.view import HeartbeatView
 
 TTL_S = 5.0
@@ -87,33 +85,11 @@ def controller_says(view: HeartbeatView) -> str:
     return beat.message if beat is not None else ""
 
 
-def run_ark(root: Path, runs: int) -> dict[str, Any]:
+def run_ark(runs: int) -> dict[str, Any]:
+    root = work_dir("ark-rto-ark-")
     with contextlib.ExitStack() as stack:
         say("ark: starting the Kafka broker and two PostgreSQL instances")
-        broker = KafkaBroker(root / "kafka", free_port(), free_port())
-        stack.callback(broker.stop)
-        broker.start(timeout=180)
-        nodes: dict[str, PgInstance] = {}
-        for name in ("n1", "n2"):
-            inst = PgInstance(root / "pg" / name, free_port())
-            stack.callback(inst.destroy)
-            inst.init()
-            inst.start()
-            inst.create_database(DB)
-            nodes[name] = inst
-        create_bank(nodes["n1"].dsn(DB), accounts=100, ledger=True)
-
-        def db(name: str) -> dict[str, Any]:
-            return {"name": name, "engine": "postgresql", "host": "127.0.0.1", "port": nodes[name].port,
-                    "dbname": DB, "user": "postgres"}
-
-        config = root / "ark.yaml"
-        config.write_text(yaml.safe_dump({"group": "rto", "control_key": {"env": "ARK_CONTROL_KEY"},
-                                          "kafka": {"bootstrap": broker.bootstrap},
-                                          "primary": {**db("n1"), "tables": ["public.*"]},
-                                          "capture": {"batch_max_ms": 50},
-                                          "standbys": [db("n2")]}, sort_keys=False))
-        ark(config, "sync", "n2")
+        _broker, nodes, config = ark_two_nodes(stack, root, None, "rto")
         logs = root / "logs"
         capture = Supervised(AgentProcess(config, ["capture"], logs / "capture.log"))
         stack.callback(capture.stop)
@@ -182,7 +158,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         if not args.skip_ark:
-            results["ark"] = run_ark(root, args.runs)
+            results["ark"] = run_ark(args.runs)
             print(json.dumps({"ark": results["ark"]}, indent=2), flush=True)
         if not args.skip_patroni:
             if shutil.which("patroni") is None or shutil.which("etcd") is None:

@@ -31,24 +31,21 @@ from pathlib import Path
 
 import pytest
 
-from deploy.compare import compare_tables
 from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
 from tests.support.faults import (
-    BANK_TABLES,
     FaultRun,
     bank_setup,
     converge,
     fault_runs,
-    history_keys,
     ledger_max,
     record,
     wait_ledger,
 )
-from tests.support.handover import AckClient, divergence_seqs, multi_host_dsn
+from tests.support.handover import AckClient, multi_host_dsn
 from tests.support.netlan import NodeLinks
-from tests.support.partition import WritableSampler, node_config
+from tests.support.partition import WritableSampler, check_the_end, node_config
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -139,22 +136,7 @@ def test_f20_primary_cut_off_from_kafka_fences_itself(links: NodeLinks, pg_facto
                                 f"{standby} {first_new - cut:.2f} s after it")
             primary, standby = standby, primary
         client.stop()
-        wait_for(lambda p=primary, s=standby: all(
-            d.equal for d in compare_tables(dsns[p], dsns[s], BANK_TABLES)), 120, "both nodes equal at the end")
-        _ids, seqs = history_keys(dsns[primary])
-        diverged = divergence_seqs(group)
-        missing = client.seqs() - set(seqs) - diverged
-        result.lost += len(missing)
-        result.unequal_tables += [d.table for d in compare_tables(dsns[primary], dsns[standby], BANK_TABLES)
-                                  if not d.equal]
-        result.samples = len(sampler.rounds)
-        both = sampler.both_writable()
-        result.partial_visible += len(both)
-        result.notes.append(f"{client.count()} acknowledged commits, {len(diverged)} in the divergence ledger; "
-                            f"{len(sampler.rounds)} sample rounds, {len(both)} with two writable primaries")
-        assert not missing, f"acknowledged commits neither on the primary nor in the divergence ledger: " \
-                            f"{sorted(missing)[:10]}"
-        assert not both, f"two writable primaries at {len(both)} sample rounds"
+        check_the_end(group, result, client, sampler, dsns[primary], dsns[standby])
     except BaseException as exc:
         result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         raise

@@ -30,23 +30,20 @@ import yaml
 from common.config import load_config
 from common.control import ControlChannel
 from deploy.agents import AgentProcess
-from deploy.compare import compare_tables
 from deploy.postgres import PgInstance
 from schemas.control import ControllerDecision, EpochBegun
 from tests.support.faults import (
-    BANK_TABLES,
     FaultRun,
     bank_setup,
     converge,
     fault_runs,
-    history_keys,
     ledger_max,
     record,
     seed,
     wait_ledger,
 )
-from tests.support.handover import AckClient, divergence_seqs, multi_host_dsn
-from tests.support.partition import WritableSampler
+from tests.support.handover import AckClient, multi_host_dsn
+from tests.support.partition import WritableSampler, check_the_end
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -146,17 +143,7 @@ def test_f21_controller_killed_during_an_automatic_failover(kafka_bootstrap: str
             result.runs += 1
             primary, standby = standby, primary
         client.stop()
-        wait_for(lambda p=primary, s=standby: all(
-            d.equal for d in compare_tables(dsns[p], dsns[s], BANK_TABLES)), 120, "both nodes equal at the end")
-        _ids, seqs = history_keys(dsns[primary])
-        missing = client.seqs() - set(seqs) - divergence_seqs(group)
-        result.lost += len(missing)
-        result.samples = len(sampler.rounds)
-        both = sampler.both_writable()
-        result.partial_visible += len(both)
-        assert not missing, f"acknowledged commits neither on the primary nor in the divergence ledger: " \
-                            f"{sorted(missing)[:10]}"
-        assert not both, f"two writable primaries at {len(both)} sample rounds"
+        check_the_end(group, result, client, sampler, dsns[primary], dsns[standby])
     except BaseException as exc:
         result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         raise

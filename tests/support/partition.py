@@ -10,8 +10,11 @@ from pathlib import Path
 import psycopg
 import yaml
 
+from deploy.compare import compare_tables
+from tests.support.faults import BANK_TABLES, FaultRun, history_keys
+from tests.support.handover import AckClient, divergence_seqs
 from tests.support.netlan import NodeLinks
-from tests.support.replication import Group
+from tests.support.replication import Group, wait_for
 
 
 class WritableSampler:
@@ -58,3 +61,24 @@ def node_config(group: Group, links: NodeLinks, node: str, bootstrap: str) -> Pa
     path = group.config.with_name(f"{group.config.stem}-{node}.yaml")
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def check_the_end(group: Group, result: FaultRun, client: AckClient, sampler: WritableSampler, primary_dsn: str,
+                  standby_dsn: str) -> None:
+    """After the last run of a partition or crash case (the client stopped): both nodes equal row by row, every
+    acknowledged commit on the final primary or in the divergence ledger, and never two writable primaries."""
+    wait_for(lambda: all(d.equal for d in compare_tables(primary_dsn, standby_dsn, BANK_TABLES)), 120,
+             "both nodes equal at the end")
+    _ids, seqs = history_keys(primary_dsn)
+    diverged = divergence_seqs(group)
+    missing = client.seqs() - set(seqs) - diverged
+    result.lost += len(missing)
+    result.unequal_tables += [d.table for d in compare_tables(primary_dsn, standby_dsn, BANK_TABLES) if not d.equal]
+    result.samples = len(sampler.rounds)
+    both = sampler.both_writable()
+    result.partial_visible += len(both)
+    result.notes.append(f"{client.count()} acknowledged commits, {len(diverged)} in the divergence ledger; "
+                        f"{len(sampler.rounds)} sample rounds, {len(both)} with two writable primaries")
+    assert not missing, f"acknowledged commits neither on the primary nor in the divergence ledger: " \
+                        f"{sorted(missing)[:10]}"
+    assert not both, f"two writable primaries at {len(both)} sample rounds"
