@@ -1,10 +1,7 @@
 """The PostgreSQL standby: :class:`PostgresApplier`, with psycopg 3.
 
-Rows are applied in runs (:mod:`.plan`). A short run is sent as prepared statements with
-``executemany`` (pipelined by psycopg). A run of at least ``set_threshold`` rows is COPYed (text
-format, rows formatted by psycopg's C code) into a temporary staging table with the target's own
-column types, then applied with one set-based INSERT, UPDATE ... FROM or DELETE ... USING, whose
-affected-row count is checked.
+Rows are applied in runs (:mod:`.plan`), each written by :mod:`.runs`: short runs as pipelined prepared
+statements, runs of at least ``set_threshold`` rows COPYed into a staging table and applied set-based.
 
 **Read-only for others.** :meth:`PostgresApplier.prepare` runs ``ALTER DATABASE <db> SET
 default_transaction_read_only = on``; the applier's own session starts with it off and opens every
@@ -16,17 +13,15 @@ to revoke INSERT/UPDATE/DELETE/TRUNCATE on the replicated tables from every role
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import errors as pge
 from psycopg.types.json import Jsonb
 
 from common.engines.postgresql import IDENTITY_SQL, PostgresStandby, identity_from_row
-from common.errors import ArkError, TargetError
+from common.errors import ArkError
 from common.guard import TargetFacts
 from common.identity import DatabaseIdentity
 from common.settings import StandbySettings
@@ -36,18 +31,15 @@ from consumers.errors import DataApplyError, TableNeedsResync
 from consumers.postgresql import bulk, foreign, objects, parts, replica, schema_steps, sql, staging, state
 from consumers.postgresql.ddl import apply_shape, standby_columns, stored_meta
 from consumers.postgresql.errors import classify, connect_error
-from consumers.postgresql.plan import Run, merge_truncates, row_params, split_runs, without_columns
+from consumers.postgresql.plan import merge_truncates, split_runs, without_columns
 from consumers.postgresql.prereq import PREREQ_SQL, prerequisite_problems
+from consumers.postgresql.runs import RunWriter
 from consumers.tables import TableState
 from schemas.entries import Op, Position, RowChange, SchemaStep, SequenceValue, TableMeta, ValuePart
 
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-#: Staged runs at least this long are ANALYZEd so the planner sees their true size.
-_ANALYZE_ROWS = 1000
-
 
 def _checked(rows: TableRows) -> TableRows:
     """``rows``, checked as they load when they come from another engine's table (consumers/postgresql/foreign.py)."""
@@ -71,14 +63,11 @@ class PostgresApplier(Applier):
         self._conn: Conn | None = None
         self._ever_connected = False
         self._in_txn = False
-        self._stages: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
+        self._runs = RunWriter(set_threshold)
         self._independent: dict[frozenset[str], bool] = {}
         self._foreign: dict[tuple[str, str], list[tuple[int, foreign.Check]]] = {}  # checks of other engines' values
         #: Per table: its columns GENERATED ALWAYS AS IDENTITY on the standby (an UPDATE may not set them).
         self._always: dict[str, frozenset[str]] = {}
-        #: Per table: whether it has unique or exclusion constraints beyond its key on the standby.
-        self._uniques: dict[str, bool] = {}
-        self._stage_no = 0
         self._parts_ready = False  # the session's temporary table of large values' parts exists
         self._ctx: dict[str, Any] = {}
         self._replica: Problem | None = None  # why the session could not become a replica (see .replica)
@@ -119,7 +108,7 @@ class PostgresApplier(Applier):
         self._ever_connected = True
         self._in_txn = False
         self._parts_ready = False
-        self._stages.clear()
+        self._runs.forget_stages()
         log.info("connected to standby %s", self.settings.describe())
         return conn
 
@@ -154,7 +143,7 @@ class PostgresApplier(Applier):
     def _abort(self) -> None:
         """Roll back whatever is open; drop the session when it is broken."""
         self._in_txn = False
-        self._stages.clear()
+        self._runs.forget_stages()
         self._parts_ready = False  # a rollback also undoes the temporary table created in that transaction
         conn = self._conn
         if conn is None:
@@ -303,7 +292,7 @@ class PostgresApplier(Applier):
         with self._guard("committing"):
             self.conn.execute("COMMIT")
             self._in_txn = False
-            self._stages.clear()
+            self._runs.forget_stages()
 
     def rollback(self) -> None:
         """Roll back; safe when nothing is open or the connection is gone."""
@@ -331,9 +320,9 @@ class PostgresApplier(Applier):
 
     def _forget(self, table: str) -> None:
         """Drop what this session cached about ``table`` (its shape or its objects changed)."""
-        self._stages = {k: v for k, v in self._stages.items() if k[0] != table}
+        self._runs.forget_stages(table)
         self._always.pop(table, None)
-        self._uniques.pop(table, None)
+        self._runs.forget_uniques(table)
         self._independent.clear()
 
     def _always_identity(self, table: str) -> frozenset[str]:
@@ -351,7 +340,7 @@ class PostgresApplier(Applier):
         with self._guard(f"applying {what}", table=step.object):
             commit_after = schema_steps.run_step(self.conn, group, step, follow_drop=follow_drop, what=what,
                                                  standby=self.settings.name)
-            self._stages.clear()  # a shape may have changed under a cached staging table
+            self._runs.forget_stages()  # a shape may have changed under a cached staging table
             self._independent.clear()  # foreign keys may have come or gone
         return commit_after
 
@@ -360,7 +349,7 @@ class PostgresApplier(Applier):
         self._require_txn()
         with self._guard("renaming a table", table=old):
             schema_steps.rename(self.conn, group, old, new, self.settings.name)
-            self._stages.clear()
+            self._runs.forget_stages()
 
     def independent_tables(self, tables: Collection[str]) -> bool:
         """True when no foreign key on the standby links any of ``tables`` (checked once per set)."""
@@ -408,7 +397,7 @@ class PostgresApplier(Applier):
             return
         with self._guard("applying rows", txn_id=txn_id, position=position):
             foreign.check_changes(metas, self._foreign, changes, txn_id, position)
-            ordered = {t for t in {c.table for c in changes} if self._other_unique(t)}
+            ordered = {t for t in {c.table for c in changes} if self._runs.other_unique(self.conn, t)}
             runs = split_runs(metas, changes, txn_id, position, ordered)
             for item in merge_truncates(runs):
                 if isinstance(item, list):
@@ -427,12 +416,7 @@ class PostgresApplier(Applier):
                     # An UPDATE may set a GENERATED ALWAYS identity column only to DEFAULT; its value never
                     # changes on the primary but through DEFAULT (a new value), which a row image cannot say.
                     item = without_columns(meta, item, always)
-                if meta.identity == "full" and item.op is not Op.INSERT:
-                    self._apply_full(meta, item, txn_id, position)
-                elif len(item) >= self.set_threshold:
-                    self._apply_set_in_order(meta, item, txn_id, position)
-                else:
-                    self._apply_small(meta, item, txn_id, position)
+                self._runs.write(self.conn, meta, item, txn_id, position)
 
     # -- table-level resync (see consumers/postgresql/resync.py) ---------------------------------
     def load_table_states(self, group: str, standby: str) -> dict[str, TableState]:
@@ -522,7 +506,7 @@ class PostgresApplier(Applier):
             self._forget(table)
         self._independent.clear()  # foreign keys may have appeared
         self._always.clear()
-        self._uniques.clear()
+        self._runs.forget_uniques()
         return done.tables
 
     def advance_sequences(self, values: Sequence[SequenceValue]) -> int:
@@ -557,129 +541,3 @@ class PostgresApplier(Applier):
             raise RuntimeError("PostgresApplier.drop_staging: no transaction may be open")
         with self._guard("dropping a staging copy", table=table):
             self.conn.execute(staging.drop_staging_sql(table))
-
-    # -- the two paths ---------------------------------------------------------------------------
-    def _missing(self, run: Run, index: int, txn_id: str, position: str) -> DataApplyError:
-        key = run.keys[index] if 0 <= index < len(run.keys) else None
-        verb = "update" if run.op is Op.UPDATE else "delete"
-        return DataApplyError(
-            f"{verb} of a missing row in {run.table}, key {list(key) if key else '?'}, source transaction "
-            f"{txn_id} at {position}", table=run.table, txn_id=txn_id, position=position, key=key,
-            fix=f"the standby diverged from the primary; resync the table (ark resync --table {run.table}) "
-                "or check that nothing else writes to the standby")
-
-    def _apply_small(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
-        if run.op is Op.INSERT:
-            query = sql.insert_sql(meta, run.cols)
-        elif run.op is Op.UPDATE:
-            query = sql.update_sql(meta, run.cols, run.key_change)
-        else:
-            query = sql.delete_sql(meta)
-        params = [row_params(meta, run, i) for i in range(len(run))]
-        with self.conn.cursor() as cur:
-            if run.op is Op.INSERT:
-                cur.executemany(query, params)
-                return
-            cur.executemany(query, params, returning=True)
-            index = 0
-            while True:
-                if cur.rowcount != 1:
-                    raise self._missing(run, index, txn_id, position)
-                index += 1
-                if not cur.nextset():
-                    break
-
-    def _apply_full(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
-        """UPDATE/DELETE of a table without a unique key: one row per change, found by all its old values."""
-        with self.conn.cursor() as cur:
-            for i in range(len(run)):
-                if run.op is Op.UPDATE:
-                    query, where = sql.full_update_sql(meta, run.cols, run.keys[i])
-                    params = [sql.param_text(v) for v in run.values[i]] + where
-                else:
-                    query, params = sql.full_delete_sql(meta, run.keys[i])
-                cur.execute(query, params)
-                if cur.rowcount != 1:
-                    raise self._missing(run, i, txn_id, position)
-
-    def _stage(self, meta: TableMeta, run: Run) -> tuple[str, list[str]]:
-        """A staging table for ``run``'s shape: created once per transaction, emptied on reuse."""
-        sig = (run.table, run.op, run.cols, run.key_change)
-        cached = self._stages.get(sig)
-        if cached is not None:
-            self.conn.execute(f"TRUNCATE {sql.quote_ident(cached[0])}")
-            return cached
-        self._stage_no += 1
-        name = f"_ark_stage_{self._stage_no}"
-        self.conn.execute(sql.create_stage_sql(meta, name, run.op.value, run.cols,
-                                               run.key_change))
-        cached = (name, sql.stage_columns(meta, run.op.value, run.cols, run.key_change))
-        self._stages[sig] = cached
-        return cached
-
-    def _other_unique(self, table: str) -> bool:
-        """True when ``table`` has, on the standby, a unique index or an exclusion constraint beyond its key."""
-        found = self._uniques.get(table)
-        if found is None:
-            row = self.conn.execute(
-                "SELECT count(*) FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND NOT i.indisprimary "
-                "AND (i.indisunique OR i.indisexclusion)", [sql.qualified(table)]).fetchone()
-            found = self._uniques[table] = bool(row and row[0])
-        return found
-
-    def _apply_set_in_order(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
-        """The set-based path; for an UPDATE run on a table with unique or exclusion constraints beyond its key,
-        inside a savepoint, and again row by row in the source's order if one of them objects.
-
-        A run's rows have distinct keys, so one statement may apply them in any order, as far as the key goes.
-        Another unique column may not allow that: row B takes the value row A gives up, later in the stream,
-        and one UPDATE statement may reach B first. The stream carries only the new values, so such runs
-        cannot be told in advance; in source order they always apply, as they did on the primary."""
-        if run.op is not Op.UPDATE or not self._other_unique(run.table):
-            self._apply_set(meta, run, txn_id, position)
-            return
-        self.conn.execute("SAVEPOINT ark_set")
-        try:
-            self._apply_set(meta, run, txn_id, position)
-        except (pge.UniqueViolation, pge.ExclusionViolation):
-            self.conn.execute("ROLLBACK TO SAVEPOINT ark_set")
-            log.info("%d updates of %s applied row by row, in the source's order (a unique value moved between "
-                     "rows)", len(run), run.table)
-            self._stages = {k: v for k, v in self._stages.items() if k[0] != run.table}  # rolled back with it
-            self._apply_small(meta, run, txn_id, position)
-        self.conn.execute("RELEASE SAVEPOINT ark_set")
-
-    def _apply_set(self, meta: TableMeta, run: Run, txn_id: str, position: str) -> None:
-        started = time.monotonic()
-        stage, names = self._stage(meta, run)
-        n = len(run)
-        with self.conn.cursor() as cur:
-            with cur.copy(sql.copy_stage_sql(stage, names)) as copy:
-                write = copy.write_row
-                if run.op is Op.DELETE:
-                    for i, key in enumerate(run.keys):
-                        write((*key, i))
-                elif run.key_change:
-                    for i in range(n):
-                        write((*run.values[i], *run.keys[i], i))
-                else:
-                    for i, values in enumerate(run.values):
-                        write((*values, i))
-            if n >= _ANALYZE_ROWS:
-                cur.execute(f"ANALYZE {sql.quote_ident(stage)}")
-            if run.op is Op.INSERT:
-                cur.execute(sql.set_insert_sql(meta, stage, run.cols))
-                affected, missing = cur.rowcount, None
-            else:
-                query = (sql.set_update_sql(meta, stage, run.cols, run.key_change, n) if run.op is Op.UPDATE
-                         else sql.set_delete_sql(meta, stage, n))
-                row = cur.execute(query).fetchone()
-                assert row is not None
-                affected, missing = int(row[0]), row[1]
-        if affected != n:
-            if missing is None:
-                raise TargetError(f"set-based {run.op.value} on {run.table} affected {affected} of {n} rows",
-                                  fix="report this as a bug; the standby was rolled back")
-            raise self._missing(run, int(missing), txn_id, position)
-        log.debug("applied %s rows of %s on %s set-based in %.3fs", n, run.op.value, run.table,
-                  time.monotonic() - started)
