@@ -16,7 +16,7 @@ decision, promotion and the client's reconnection, with no operator anywhere.
   ttl holds). The node dies: kill -9 of its Patroni and its postmaster; it is started again after the first write
   and rejoins as a replica (pg_rewind).
 
-    python bench/rto.py [--runs 20] [--skip-patroni] [--skip-ark] [--keep]
+    python bench/rto.py [--runs 20] [--skip-patroni] [--skip-ark] [--patroni both|defaults|tuned] [--keep]
 
 Figures and how to read them: bench/README.md ("RTO").
 """
@@ -30,7 +30,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,32 +50,12 @@ from continuity import (  # bench/ is the script's directory, on sys.path when r
 )
 
 from common.config import load_config
-from deploy.agents import AgentProcess
+from deploy.agents import AgentProcess, Supervised
 from deploy.continuity import AckClient, multi_host_dsn
 from failover.view import HeartbeatView
 
 TTL_S = 5.0
 TUNED = {"ttl": 20, "loop_wait": 1, "retry_timeout": 5}
-
-
-class Supervised:
-    """An agent restarted a second after it exits (systemd's Restart=always, RestartSec=1)."""
-
-    def __init__(self, agent: AgentProcess) -> None:
-        self.agent = agent.start()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            if not self.agent.alive():
-                self.agent.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.agent.stop()
 
 
 def controller_says(view: HeartbeatView) -> str:
@@ -148,6 +127,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="node deaths per system")
     parser.add_argument("--skip-patroni", action="store_true", help="measure Ark only")
     parser.add_argument("--skip-ark", action="store_true", help="measure Patroni only")
+    parser.add_argument("--patroni", choices=("both", "defaults", "tuned"), default="both",
+                        help="which Patroni settings to measure (default: both)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data) for a post-mortem")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (agents, broker, instances) on a TERM too
@@ -164,10 +145,12 @@ def main() -> None:
             if shutil.which("patroni") is None or shutil.which("etcd") is None:
                 say("patroni or etcd is not installed (apt-get install patroni etcd-server): skipped")
             else:
-                results["patroni_defaults"] = run_patroni_failovers(Patroni(root / "patroni"), args.runs)
-                print(json.dumps({"patroni_defaults": results["patroni_defaults"]}, indent=2), flush=True)
-                results["patroni_tuned"] = run_patroni_failovers(TunedPatroni(root / "patroni-tuned"), args.runs)
-                results["patroni_tuned"]["settings"] = TUNED
+                if args.patroni in ("both", "defaults"):
+                    results["patroni_defaults"] = run_patroni_failovers(Patroni(root / "patroni"), args.runs)
+                    print(json.dumps({"patroni_defaults": results["patroni_defaults"]}, indent=2), flush=True)
+                if args.patroni in ("both", "tuned"):
+                    results["patroni_tuned"] = run_patroni_failovers(TunedPatroni(root / "patroni-tuned"), args.runs)
+                    results["patroni_tuned"]["settings"] = TUNED
     finally:
         if args.keep:
             say(f"kept {root}")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,3 +81,27 @@ class AgentProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+class Supervised:
+    """An agent restarted a second after it exits, as systemd's ``Restart=always`` (``RestartSec=1``) would on
+    another host: what the capture of a failover test or benchmark needs (it exits when fenced, then starts again
+    and follows the roles)."""
+
+    def __init__(self, agent: AgentProcess) -> None:
+        self.agent = agent if agent.alive() else agent.start()
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            if not self.agent.alive():
+                self.restarts += 1
+                self.agent.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.agent.stop()

@@ -18,7 +18,6 @@ whenever it exits, as systemd's ``Restart=always`` would on another host) cannot
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import pytest
 from common.config import load_config
 from common.control import ControlChannel
 from common.redo_kafka import KafkaRedoLog
+from deploy.agents import Supervised
 from deploy.postgres import PgInstance
 from failover.view import HeartbeatView
 from schemas import envelope
@@ -77,28 +77,6 @@ class Controls:
         return [(r.issued_at_us / 1e6, r.body, r.target) for r in self.records if isinstance(r.body, kind)]
 
 
-class Supervised:
-    """An agent restarted a second after it exits (systemd's Restart=always, RestartSec=1)."""
-
-    def __init__(self, group: Group, *args: str, name: str) -> None:
-        self.agent = group.start(*args, name=name)
-        self.restarts = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            if not self.agent.alive():
-                self.restarts += 1
-                self.agent.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.agent.stop()
-
-
 def _controller_state(view: HeartbeatView) -> tuple[str, str]:
     view.refresh(0.2)
     beat = view.beats.get(("controller", "ctl"))
@@ -143,7 +121,7 @@ def test_the_controller_fails_over_when_the_primary_stops_for_good(kafka_bootstr
         stopped = time.time()
         capture.kill9()
         client.stop()
-        elsewhere = Supervised(group, "capture", name="capture-elsewhere")
+        elsewhere = Supervised(group.start("capture", name="capture-elsewhere"))
 
         wait_for(lambda: bool(controls.of(EpochBegun)), TTL + 60, "the controller to promote a standby")
         (begun_at, begun, target), = controls.of(EpochBegun)
