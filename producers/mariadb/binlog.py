@@ -181,6 +181,21 @@ class BinlogStream:
             body = data[20:end]
         return Event(timestamp, etype, server_id, next_pos, flags, body)
 
+    def dry(self) -> bool:
+        """True when nothing more of the stream is here yet: PyMySQL's read buffer is empty and the socket has
+        nothing to read (a peek with the socket non-blocking for a moment; what it finds stays buffered)."""
+        sock, rfile = self.conn._sock, self.conn._rfile  # noqa: SLF001 - PyMySQL has no public API for it
+        if sock is None or rfile is None:
+            return False
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            return not rfile.peek(1)
+        except OSError:
+            return False  # the next read says what is wrong with the connection
+        finally:
+            sock.settimeout(timeout)
+
     def close(self) -> None:
         """Close the connection (safe twice)."""
         try:

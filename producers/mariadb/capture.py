@@ -209,9 +209,9 @@ class MariaDBCapture(LogCapture):
                 file, pos = binlog.parse_rotate(ev.body)
                 continue
             if etype == binlog.HEARTBEAT:
-                if group is None:
+                if group is None:  # the server had nothing to send for heartbeat_s: drained
                     last_idle = time.monotonic()
-                    yield Idle(mariadb_position(file, pos, gtid_state_text(gtids)))
+                    yield Idle(mariadb_position(file, pos, gtid_state_text(gtids)), drained=True)
                 continue
             start = pos
             if ev.next_pos and not ev.flags & binlog.ARTIFICIAL:
@@ -248,6 +248,12 @@ class MariaDBCapture(LogCapture):
             elif etype == binlog.XID or (etype == binlog.QUERY and _is_commit(ev.body)):
                 if begun and group_start is not None:
                     yield TxnEnd(group_start, mariadb_position(file, pos, gtid_state_text(gtids)))
+                    if stream.dry():
+                        # Everything the server sent is read, between transactions: say so at once, so that the
+                        # session commits its Kafka transaction now (issue 13: no fixed window when the primary is
+                        # quiet; under load more arrives during that commit and the next batch groups it).
+                        last_idle = time.monotonic()
+                        yield Idle(mariadb_position(file, pos, gtid_state_text(gtids)), drained=True)
                 group, group_start, begun = None, None, False
             elif etype == binlog.QUERY:
                 query = binlog.parse_query(ev.body)
