@@ -101,6 +101,9 @@ def test_f25_the_service_address_moves_with_the_primary_in_a_failover(ark_tmp: P
             primary, standby = "primary", "standby"
             for run in range(runs):
                 time.sleep(2.0)  # the agents and the controller have seen the primary healthy
+                # The capture streams and keeps up (it started after the client: a first death during its catch-up
+                # would fill the divergence ledger with its backlog, which is not what this case is about).
+                wait_ledger(dsns[standby], ledger_max(dsns[primary]), 60)
                 died = time.monotonic()
                 net.cut_cable(primary)  # the power goes: the cable first, so that not even a FIN gets out
                 nodes[primary].kill9()

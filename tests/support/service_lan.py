@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -125,7 +126,8 @@ class NodeLan:
 class ServiceSampler(WritableSampler):
     """:class:`WritableSampler` (a fresh session on each database directly: is it writable?) that also asks the
     service address, in the same round and in parallel: who answers (its ``cluster_name``), and is it writable?
-    Every fourth round it also notes which reachable hosts hold the address."""
+    A thread of its own notes, every 0.2 s, which reachable hosts hold the address (a round waits for the connect
+    timeout of a host that is gone, 2 s)."""
 
     def __init__(self, dsns: dict[str, str], service_dsn: str, holders: Callable[[], list[str]]) -> None:
         self.service_dsn = service_dsn
@@ -136,6 +138,8 @@ class ServiceSampler(WritableSampler):
         self.held: list[tuple[float, list[str]]] = []
         self._pool = ThreadPoolExecutor(len(dsns) + 1, thread_name_prefix="service-sampler")
         super().__init__(dsns)
+        self._held_thread = threading.Thread(target=self._watch_holders, name="service-holders", daemon=True)
+        self._held_thread.start()
 
     @staticmethod
     def _who(dsn: str) -> tuple[str | None, bool]:
@@ -150,17 +154,18 @@ class ServiceSampler(WritableSampler):
         return str(row[0]), not row[1] and row[2] == "off"
 
     def _run(self) -> None:
-        count = 0
         while not self._stop.wait(0.05):
             at = time.monotonic()
             direct = {n: self._pool.submit(self._writable, d) for n, d in self.dsns.items()}
             via = self._pool.submit(self._who, self.service_dsn)
             self.rounds.append((at, {n: f.result() for n, f in direct.items()}))
             self.via.append((at, *via.result()))
-            if count % 4 == 0:
-                with contextlib.suppress(Exception):  # a namespace being torn down at the end
-                    self.held.append((at, self._holders()))
-            count += 1
+
+    def _watch_holders(self) -> None:
+        while not self._stop.wait(0.2):
+            at = time.monotonic()
+            with contextlib.suppress(Exception):  # noqa: BLE001 - a namespace torn down at the end
+                self.held.append((at, self._holders()))
 
     def stray(self) -> list[float]:
         """Rounds where the service address answered from one node while another was the writable primary."""
@@ -177,6 +182,7 @@ class ServiceSampler(WritableSampler):
 
     def stop(self) -> None:
         super().stop()
+        self._held_thread.join(10)
         self._pool.shutdown(wait=True)
 
 
