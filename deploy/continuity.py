@@ -58,6 +58,9 @@ class AckClient:
     #: A query whose one value names the server, run in each transfer (e.g. ``SELECT current_setting('cluster_name')``):
     #: behind a service address every node has the same host and port, so these cannot tell them apart.
     identify_sql: str = ""
+    #: Seconds each client thread waits after each transfer (0: as fast as it can); a case that must not outrun a
+    #: capture on a busy machine sets it.
+    pause_s: float = 0.0
     acks: list[Ack] = field(default_factory=list)
     errors: int = 0
     #: Client errors by their first line (without values), for a failing case's message.
@@ -135,4 +138,4 @@ class AckClient:
                 self.errors += 1
                 self.error_kinds[str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__] += 1
 
-        client_loop(self.dsn, self._stop, transfer, failed, error_pause_s=0.02)
+        client_loop(self.dsn, self._stop, transfer, failed, error_pause_s=0.02, pause_s=self.pause_s)
