@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from deploy.kafka import KafkaBroker
-from deploy.ports import free_port
 from tests.support.faults import bank_setup
 from tests.support.handover import AckClient
 from tests.support.replication import Group, Standby, wait_for
@@ -28,8 +26,9 @@ NODES = ("primary", "standby")
 def test_a_client_of_the_service_address_reaches_the_primary_its_agent_claimed_it_for(ark_tmp: Path) -> None:
     name = f"t{uuid.uuid4().hex[:8]}"
     home = ark_tmp / "svc" / name
-    with node_lan(NODES, home / "nodes") as net:
-        broker = KafkaBroker(home / "kafka", free_port(), free_port(), extra_listener=(net.lan.root_addr, free_port()))
+    with node_lan(NODES, home / "nodes", kafka_home=home / "kafka") as net:
+        broker = net.broker
+        assert broker is not None
         dbname = f"d{uuid.uuid4().hex[:8]}"
         for inst in net.pgs.values():
             inst.create_database(dbname)
@@ -38,7 +37,6 @@ def test_a_client_of_the_service_address_reaches_the_primary_its_agent_claimed_i
         client: AckClient | None = None
         sampler: ServiceSampler | None = None
         try:
-            broker.start(timeout=180)
             group.write_config()
             net.configure(group, broker.extra_bootstrap or "")
             bank_setup(group)
@@ -63,4 +61,3 @@ def test_a_client_of_the_service_address_reaches_the_primary_its_agent_claimed_i
             if client is not None:
                 client.stop()
             group.stop_all()
-            broker.stop()

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from common.service_address import IpAddress
+from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
 from tests.support.netlan import Lan
@@ -55,6 +56,8 @@ class NodeLan:
         self.pgs: dict[str, PgInstance] = {}
         #: The hosts whose cable is out now.
         self.cut: set[str] = set()
+        #: The case's broker, when :func:`node_lan` made one.
+        self.broker: KafkaBroker | None = None
 
     @property
     def address(self) -> str:
@@ -66,8 +69,12 @@ class NodeLan:
         return self.address.split("/")[0]
 
     def create(self) -> NodeLan:
-        """The namespaces, the bridge, the root's port, and one started PostgreSQL per node in its namespace."""
+        """The namespaces, the bridge and the root's port (:meth:`start_databases` then puts the databases on it)."""
         self.lan.create()
+        return self
+
+    def start_databases(self) -> None:
+        """One PostgreSQL per node, initialised and started inside its host's namespace."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
         for n in self.nodes:
@@ -75,7 +82,6 @@ class NodeLan:
             self.pgs[n] = inst
             inst.init(extra_conf={"listen_addresses": "*", "cluster_name": n}, extra_listen=(self.lan.addr(n),))
             inst.start()
-        return self
 
     def service_dsn(self, dbname: str, *, read_write: bool = True) -> str:
         """A DSN that names only the service address."""
@@ -120,6 +126,8 @@ class NodeLan:
                 inst.stop(mode="immediate")
             except RuntimeError:
                 inst.kill9()
+        if self.broker is not None:
+            self.broker.stop()
         self.lan.destroy()
 
 
@@ -187,8 +195,10 @@ class ServiceSampler(WritableSampler):
 
 
 @contextlib.contextmanager
-def node_lan(nodes: Sequence[str], workdir: Path) -> Iterator[NodeLan]:
-    """A :class:`NodeLan`, created and finally destroyed; the test is skipped where namespaces cannot be made."""
+def node_lan(nodes: Sequence[str], workdir: Path, *, kafka_home: Path | None = None) -> Iterator[NodeLan]:
+    """A :class:`NodeLan` with its databases started, finally destroyed; the test is skipped where namespaces cannot
+    be made. With ``kafka_home``, also a broker of its own (:attr:`NodeLan.broker`, extra listener on the root's
+    address of the segment), started while the databases are initialised (the JVM's start and initdb overlap)."""
     if os.geteuid() != 0:
         pytest.skip("needs root: it creates network namespaces, a bridge and veth pairs")
     net = NodeLan(nodes, workdir)
@@ -199,6 +209,25 @@ def node_lan(nodes: Sequence[str], workdir: Path) -> Iterator[NodeLan]:
         detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
         pytest.skip(f"needs 'ip netns', bridges and veth pairs, which failed here: {detail}")
     try:
+        starting: threading.Thread | None = None
+        failed: list[BaseException] = []
+        if kafka_home is not None:
+            broker = net.broker = KafkaBroker(kafka_home, free_port(), free_port(),
+                                              extra_listener=(net.lan.root_addr, free_port()))
+
+            def start() -> None:
+                try:
+                    broker.start(timeout=180)
+                except BaseException as exc:  # noqa: BLE001 - handed to the test's thread below
+                    failed.append(exc)
+
+            starting = threading.Thread(target=start, name="broker-start", daemon=True)
+            starting.start()
+        net.start_databases()
+        if starting is not None:
+            starting.join(240)
+            if failed:
+                raise failed[0]
         yield net
     finally:
         net.destroy()
