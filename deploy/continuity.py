@@ -41,6 +41,8 @@ class Ack:
     seq: int
     at: float
     port: int
+    #: What :attr:`AckClient.identify_sql` said about the server ('' without it).
+    server: str = ""
 
 
 @dataclass
@@ -53,6 +55,12 @@ class AckClient:
     #: Where history ids come from: ``sequence`` (``nextval('history_id_seq')``: the new primary's sequence must
     #: have been carried over) or ``ledger`` (the id is the ledger seq: a measurement that must not depend on it).
     ids: str = "sequence"
+    #: A query whose one value names the server, run in each transfer (e.g. ``SELECT current_setting('cluster_name')``):
+    #: behind a service address every node has the same host and port, so these cannot tell them apart.
+    identify_sql: str = ""
+    #: Seconds each client thread waits after each transfer (0: as fast as it can); a case that must not outrun a
+    #: capture on a busy machine sets it.
+    pause_s: float = 0.0
     acks: list[Ack] = field(default_factory=list)
     errors: int = 0
     #: Client errors by their first line (without values), for a failing case's message.
@@ -90,6 +98,11 @@ class AckClient:
         with self._lock:
             return [a for a in self.acks if a.port == port]
 
+    def acks_from(self, server: str) -> list[Ack]:
+        """The acknowledged transfers taken by ``server`` (as :attr:`identify_sql` names it)."""
+        with self._lock:
+            return [a for a in self.acks if a.server == server]
+
     def seqs(self) -> set[int]:
         """Every acknowledged ledger seq."""
         with self._lock:
@@ -115,13 +128,14 @@ class AckClient:
                              + ("nextval('history_id_seq')" if self.ids == "sequence" else "%(seq)s")
                              + ", %(a)s, %(b)s, %(amount)s, %(note)s, %(seq)s, now())",
                              {"a": a, "b": b, "amount": amount, "note": f"ack {n}", "seq": seq})
+                server = str(conn.execute(self.identify_sql).fetchone()[0]) if self.identify_sql else ""
             port = int(conn.info.port)
             with self._lock:
-                self.acks.append(Ack(int(seq), time.monotonic(), port))
+                self.acks.append(Ack(int(seq), time.monotonic(), port, server))
 
         def failed(exc: psycopg.Error) -> None:
             with self._lock:
                 self.errors += 1
                 self.error_kinds[str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__] += 1
 
-        client_loop(self.dsn, self._stop, transfer, failed, error_pause_s=0.02)
+        client_loop(self.dsn, self._stop, transfer, failed, error_pause_s=0.02, pause_s=self.pause_s)

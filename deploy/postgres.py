@@ -57,22 +57,31 @@ def _quote(value: str | int | bool) -> str:
 
 
 class PgInstance:
-    """One PostgreSQL cluster in ``datadir`` listening on 127.0.0.1:``port``."""
+    """One PostgreSQL cluster in ``datadir`` listening on 127.0.0.1:``port``.
 
-    def __init__(self, datadir: Path, port: int) -> None:
+    ``netns``: the server runs inside that network namespace (``ip netns exec NETNS`` before ``pg_ctl start``), as
+    a database on a host of its own would; ``host`` is then the address clients outside reach it at (the namespace's
+    127.0.0.1 is not the caller's). The tests of the service address put each node so (tests/support/netlan.py).
+    """
+
+    def __init__(self, datadir: Path, port: int, *, netns: str | None = None, host: str = "127.0.0.1") -> None:
         """Describe an instance; call :meth:`init` once, then :meth:`start`."""
         self.datadir = Path(datadir).absolute()
         self.port = port
+        self.netns = netns
+        self.host = host
         self.password: str | None = None
         pw_file = self.datadir / "ark.password"
         with contextlib.suppress(OSError):
             self.password = pw_file.read_text().strip() or None
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _as_pg(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ``cmd`` as the postgres OS user (when root), capturing output."""
+    def _as_pg(self, cmd: list[str], check: bool = True, in_netns: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` as the postgres OS user (when root), capturing output; ``in_netns``: inside :attr:`netns`."""
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", _OS_USER, "--", *cmd]
+        if in_netns and self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd="/")
         if check and res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
@@ -160,7 +169,7 @@ class PgInstance:
         if self.is_running():
             return
         res = self._as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log_file),
-                           "-w", "-t", str(timeout), "start"], check=False)
+                           "-w", "-t", str(timeout), "start"], check=False, in_netns=True)
         if res.returncode != 0:
             raise RuntimeError(f"PostgreSQL on port {self.port} did not start:\n{res.stdout}{res.stderr}\n"
                                f"{tail(self.log_file)}")
@@ -236,8 +245,9 @@ class PgInstance:
 
     # -- clients -----------------------------------------------------------------------------------
     def dsn(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> str:
-        """Return a libpq keyword DSN for TCP on 127.0.0.1 (with the superuser password when set)."""
-        parts = [f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}"]
+        """Return a libpq keyword DSN for TCP on :attr:`host` (127.0.0.1 unless the server runs in a network
+        namespace), with the superuser password when set."""
+        parts = [f"host={self.host} port={self.port} dbname={dbname} user={user}"]
         secret = password if password is not None else (self.password if user == "postgres" else None)
         if secret:
             parts.append("password='" + secret.replace("\\", "\\\\").replace("'", "\\'") + "'")

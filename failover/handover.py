@@ -94,6 +94,9 @@ class Handover:
         self.view = HeartbeatView(cfg)
         self.view.catch_up()  # a heartbeat a second from every agent: look at the last ones
         self._last = time.monotonic()
+        #: Old primaries that did not answer this failover's fence: not asked again (each try waits out the
+        #: connect timeout, OLD_PRIMARY_TIMEOUT_S, when the host is gone, and the failover waits with it).
+        self._silent: set[str] = set()
 
     def close(self) -> None:
         """Release the channel and the view."""
@@ -329,6 +332,7 @@ class Handover:
             self.channel.publish(NodeFenced(epoch, "read-only (failover)", fence.sessions_ended), old)
             report.notes.append(f"{old} answered and was made read-only (log at {fence.position})")
         except ArkError as exc:
+            self._silent.add(old)
             report.notes.append(f"{old} does not answer ({exc.message}): it was not fenced; Kafka fences its capture")
         finally:
             ops.close()
@@ -353,17 +357,21 @@ class Handover:
         what it handed out since (forward only). When it does not, the note says how to check for a gap.
         """
         old = report.previous
-        ops = node_ops(self.cfg, old, connect_timeout_s=OLD_PRIMARY_TIMEOUT_S)
-        try:
-            seq = new_ops.set_sequences(ops.sequences())
-            detail = f"{seq.moved} moved forward from {old}, {seq.unchanged} already there"
-        except ArkError as exc:
-            detail = (f"not copied: {old} does not answer ({exc.message}); {target} has the values the redo stream "
+        why_not = f"it did not answer the fence ({OLD_PRIMARY_TIMEOUT_S} s)" if old in self._silent else ""
+        if not why_not:
+            ops = node_ops(self.cfg, old, connect_timeout_s=OLD_PRIMARY_TIMEOUT_S)
+            try:
+                seq = new_ops.set_sequences(ops.sequences())
+                detail = f"{seq.moved} moved forward from {old}, {seq.unchanged} already there"
+            except ArkError as exc:
+                why_not = exc.message
+            finally:
+                ops.close()
+        if why_not:
+            detail = (f"not copied: {old} does not answer ({why_not}); {target} has the values the redo stream "
                       f"carried, up to about a second behind: run 'ark check --promotable {target}' and the setval "
                       "it gives before the application inserts rows that take values from them")
             report.notes.append(detail)
-        finally:
-            ops.close()
         self._step("failover", report.epoch, "sequences", detail, report)
 
 

@@ -4,6 +4,10 @@
 with a veth pair into it: host ``i`` gets ``10.<net>.<sub>.<i+1>/24`` on its interface ``eth0``. Nothing touches
 the root namespace's links or routes, so tests cannot disturb the machine's own network. :meth:`Lan.cut` takes a
 host's cable out (its bridge port down), :meth:`Lan.heal` puts it back. Needs root (CAP_NET_ADMIN) and iproute2.
+
+``Lan(..., root_port=True)`` also plugs the root namespace into the switch (:attr:`Lan.root_addr`, ``.254``): what
+stays in the root namespace (a broker, the test itself) and the hosts then reach each other at their addresses of
+the segment. That adds one link and its /24 route to the root namespace, on a subnet no root address is on.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Lan:
     """Hosts on one switch (see the module docstring)."""
 
-    def __init__(self, hosts: Sequence[str]) -> None:
+    def __init__(self, hosts: Sequence[str], *, root_port: bool = False) -> None:
         self.tag = "ark" + uuid.uuid4().hex[:5]
         self.subnet = f"10.{random.randint(100, 250)}.{random.randint(1, 250)}"
         self.hosts = list(hosts)
         self.bridge_ns = f"{self.tag}-br"
+        self.root_port = root_port
+        #: The root namespace's address on the segment (with ``root_port``).
+        self.root_addr = f"{self.subnet}.254"
 
     def ns(self, host: str) -> str:
         """The namespace of ``host``."""
@@ -47,8 +54,17 @@ class Lan:
     def _port(self, host: str) -> str:
         return f"{self.tag}p{self.hosts.index(host)}"
 
+    def _pick_free_subnet(self) -> None:
+        """A subnet the root namespace has no address on (other tests plug their own in at the same time)."""
+        used = ip("-o", "-4", "addr", "show").stdout
+        while f" {self.subnet}." in used:
+            self.subnet = f"10.{random.randint(100, 250)}.{random.randint(1, 250)}"
+        self.root_addr = f"{self.subnet}.254"
+
     def create(self) -> Lan:
-        """Make the namespaces, the bridge and the cables."""
+        """Make the namespaces, the bridge and the cables (and the root namespace's, with ``root_port``)."""
+        if self.root_port:
+            self._pick_free_subnet()
         ip("netns", "add", self.bridge_ns)
         ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
         ip("-n", self.bridge_ns, "link", "set", "br0", "up")
@@ -62,6 +78,13 @@ class Lan:
             ip("-n", self.bridge_ns, "link", "set", port, "up")
             ip("-n", ns, "addr", "add", f"{self.addr(host)}/24", "dev", "eth0")
             ip("-n", ns, "link", "set", "eth0", "up")
+        if self.root_port:
+            root_if, peer = f"{self.tag}r", f"{self.tag}q"
+            ip("link", "add", root_if, "type", "veth", "peer", "name", peer, "netns", self.bridge_ns)
+            ip("-n", self.bridge_ns, "link", "set", peer, "master", "br0")
+            ip("-n", self.bridge_ns, "link", "set", peer, "up")
+            ip("addr", "add", f"{self.root_addr}/24", "dev", root_if)
+            ip("link", "set", root_if, "up")
         return self
 
     def cut(self, host: str) -> None:
@@ -74,6 +97,8 @@ class Lan:
 
     def destroy(self) -> None:
         """Remove everything (deleting a namespace deletes its ends of the cables)."""
+        if self.root_port:
+            ip("link", "del", f"{self.tag}r", check=False)
         for host in self.hosts:
             ip("netns", "del", self.ns(host), check=False)
         ip("netns", "del", self.bridge_ns, check=False)
