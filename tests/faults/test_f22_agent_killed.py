@@ -147,7 +147,8 @@ def test_f22_agent_killed(kafka_bootstrap: str, pg_factory: Callable[..., PgInst
             gaps.append(gap)
             records.extend(channel.poll())
             begun, decided = _failovers(records, seen)
-            result.notes.append(f"run {run + 1}: {victim}'s agent killed; longest commit gap {gap:.2f} s; "
+            role = "the primary" if victim == primary else "the standby"
+            result.notes.append(f"run {run + 1}: {victim}'s agent killed ({role}); longest commit gap {gap:.2f} s; "
                                 f"back healthy {time.monotonic() - killed:.1f} s after the kill")
             assert not begun and not decided, (f"run {run + 1}: {victim}'s agent killed: epochs {begun} begun, "
                                                f"{decided} failover decisions")
