@@ -27,8 +27,8 @@ database every 50 ms; every acknowledged commit on the final primary or in the d
 committed during the cut is lost); both nodes equal row by row.
 
 Shape and time: an odd run is about 2 x ttl + the catch-up (15 s), an even run about 2 x ttl + a failover + a
-reinstate (40-60 s); two runs and the set-up (a broker of its own, for the namespaces' listener) took 200 s on the
-shared 2-core machine at a load average of 23 (other test runs).
+reinstate (40-60 s); two runs and the set-up (a broker of its own, for the namespaces' listener) took 99-200 s on
+the shared 2-core machine at a load average of 23-30 (other test runs).
 """
 
 from __future__ import annotations
