@@ -237,6 +237,10 @@ def _candidates(view: ControllerView, now: float) -> tuple[list[NodeView], list[
             why_not.append(f"{node.name} is {nv.role}")
         elif node.engine != engine:
             why_not.append(f"{node.name} runs {node.engine}")
+        elif node.applier is not None and not _fresh(node.applier, now, view.settings.ttl_s):
+            # Running perhaps, but cut off from Kafka: it could not apply what the redo topic holds (F24).
+            why_not.append(f"{node.name}'s applier silent for {now - node.applier.sent_at:.0f} s (ttl "
+                           f"{view.settings.ttl_s:g} s): it may not reach what Kafka holds")
         elif not nv.running:
             why_not.append(f"{node.name}'s applier is {nv.applier_state}")
         elif nv.delay_seconds > 0:

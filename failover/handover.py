@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord
-from common.errors import ArkError, ConfigError, HandoverFailed, HandoverRefused
+from common.errors import ArkError, ConfigError, FencedError, HandoverFailed, HandoverRefused
 from common.node_ops import NodeOps, node_ops
 from common.redo_kafka import KafkaRedoLog
 from common.roles import Roles, nodes, roles_of
@@ -339,17 +339,19 @@ class Handover:
 
     def _close_epoch_in_kafka(self, epoch: int, target: str) -> int:
         """Write the end-of-epoch marker with the group's transactional.id: Kafka fences any older producer."""
-        writer = KafkaRedoLog(self.cfg.kafka, self.cfg.group).writer()
-        try:
-            entry = RedoEntry(group=self.cfg.group, engine=self.cfg.primary.engine, epoch=epoch,
-                              body=EpochMarker(new_epoch=epoch + 1, primary=target, position=""))
-            env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=epoch)
-            writer.begin()
-            writer.produce(env.value, env.headers, env.timestamp_ms)
-            writer.commit()
-            return writer.last_offset
-        finally:
-            writer.close()
+        def write() -> int:
+            writer = KafkaRedoLog(self.cfg.kafka, self.cfg.group).writer()
+            try:
+                entry = RedoEntry(group=self.cfg.group, engine=self.cfg.primary.engine, epoch=epoch,
+                                  body=EpochMarker(new_epoch=epoch + 1, primary=target, position=""))
+                env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=epoch)
+                writer.begin()
+                writer.produce(env.value, env.headers, env.timestamp_ms)
+                writer.commit()
+                return writer.last_offset
+            finally:
+                writer.close()
+        return write_unless_fenced(write)
 
     def sync_sequences(self, target: str, new_ops: NodeOps, report: Report) -> None:
         """Sequences on a failover target: it has the values the redo stream carried (SequenceValues entries,
@@ -498,3 +500,28 @@ def topology_lines(cfg: ArkConfig, roles: Roles, view: HeartbeatView) -> list[st
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.issued_at_us / 1e6))
         lines.append(f"  {when} {step.action} epoch {step.epoch}: {step.phase} {step.detail}")
     return lines
+
+
+#: How many times the end-of-epoch marker is written when a capture's writer fences it (see write_unless_fenced).
+MARKER_TRIES = 5
+MARKER_RETRY_PAUSE_S = 0.2
+
+
+def write_unless_fenced(write: Callable[[], int], tries: int = MARKER_TRIES,
+                        pause_s: float = MARKER_RETRY_PAUSE_S) -> int:
+    """``write()`` the end-of-epoch marker, again when a newer writer fenced it. The capture of a dead primary (its
+    process alive, its database not) retries every few seconds, and each try opens a writer with the group's
+    transactional.id before it finds the source gone: it may fence the marker's writer in the middle of its
+    transaction (F22; the failover failed, and the controller waited 30 s to try again). A fenced transaction never
+    commits, so the marker is never written twice; once it is in, the capture's next session sees its epoch closed
+    and opens no writer."""
+    for attempt in range(1, tries + 1):
+        try:
+            return write()
+        except FencedError as exc:
+            if attempt == tries:
+                raise
+            log.warning("the end-of-epoch marker's writer was fenced (%s): writing it again, try %d of %d",
+                        exc.message, attempt + 1, tries)
+            time.sleep(pause_s)
+    raise AssertionError("unreachable")

@@ -156,6 +156,11 @@ class CaptureRunner(AgentBody):
     def session(self, channel: ControlChannel) -> None:
         """One session: a fresh writer, a fresh resume point, a fresh source stream."""
         self.state = "running"
+        # Until the source answers, this capture vouches for nothing: a session retrying against a dead primary spends
+        # seconds opening its Kafka writer, and a 'running' heartbeat meanwhile would tell the controller that the
+        # primary is alive (failover/controller.py counts silence from the last running beat). The session says
+        # 'running' at the source's first event.
+        self.progress.state, self.progress.message = "starting", "connecting to the primary"
         self._take_control(channel.poll())
         roles = self.roles
         primary = roles.primary
@@ -209,7 +214,7 @@ class CaptureRunner(AgentBody):
             log.info("capture resuming after %s (offset %d)%s", point.complete_position or "the start",
                      point.end_offset,
                      f", inside a transaction at row {point.partial_rows_done}" if point.partial_key else "")
-            self.progress.state, self.progress.message = "running", ""
+            self.progress.message = f"connecting to {primary}"
             session = self._session(capture, publisher, point)
             session.run(resume_after)
             if session.epoch_ended is not None:

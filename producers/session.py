@@ -282,6 +282,8 @@ class CaptureSession:
     def run(self, resume_after: Position | None) -> None:
         """Publish the source's events until stopped, a new request, or a failure."""
         for event in self._events(resume_after):
+            if self.progress.state == "starting":
+                self.progress.state, self.progress.message = "running", ""  # the source answers (runner.session)
             self.publisher.poll()
             if self.marker:
                 self._start_reread(resume_after)

@@ -79,9 +79,9 @@ CASES = [
     ("only a delayed standby", _with(_view(capture=SILENT), "node2", applier=None), "none",
      "primary node1 silent for 6.2 s (ttl 5 s); no standby can take over: node2's applier is not running; node3 is "
      "delayed (3600 s)"),
-    ("a silent applier is not running", _with(_view(capture=SILENT), "node2", applier=_applier(age=8)), "none",
-     "primary node1 silent for 6.2 s (ttl 5 s); no standby can take over: node2's applier is not running; node3 is "
-     "delayed (3600 s)"),
+    ("a silent applier is no target", _with(_view(capture=SILENT), "node2", applier=_applier(age=8)), "none",
+     "primary node1 silent for 6.2 s (ttl 5 s); no standby can take over: node2's applier silent for 8 s (ttl 5 s): "
+     "it may not reach what Kafka holds; node3 is delayed (3600 s)"),
     ("the most advanced wins", _with(_with(_view(capture=SILENT), "node3", applier=_applier(120)), "node2",
                                      applier=_applier(100, lag=20)), "failover",
      "primary node1 silent for 6.2 s (ttl 5 s): failing over to node3, the most advanced standby without delay "

@@ -9,6 +9,7 @@ exactly-once apply across crashes, the delay gate, grouping, CRC retransmission 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -21,6 +22,7 @@ from consumers.base import ApplyState
 from consumers.errors import DataApplyError, TransientApplyError
 from consumers.gaps import SourceGap
 from consumers.runner import ApplyRunner, NotSynced
+from producers.errors import SourceDown
 from producers.runner import CaptureRunner
 from schemas import envelope
 from schemas.control import SourceGap as SourceGapRecord
@@ -527,3 +529,37 @@ def test_an_idle_source_whose_log_ends_at_the_last_commit_still_gets_one_checkpo
         running.stop()
     assert [c.commit.key for c in checkpoints()] == [just_before(still).key]
     assert len(complete_txns(log)) == 3
+
+
+def test_a_capture_retrying_against_a_dead_source_never_says_running() -> None:
+    """The controller counts a 'running' capture heartbeat as news that the primary is alive (F22). A session that
+    retries against a dead source says 'starting' until the source answers, however long it takes to open its
+    Kafka writer first; it says 'running' again at the source's first event."""
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    workload(source, txns=3)
+    down = threading.Event()
+    while_connecting: list[str] = []
+    runners: list[CaptureRunner] = []
+
+    class DyingSource(MemoryCapture):
+        def stream(self, resume_after: Any) -> Any:
+            if down.is_set():
+                while_connecting.append(runners[0].heartbeat()["state"])  # what a beat would say right now
+                raise SourceDown("the source is not listening")
+            for event in super().stream(resume_after):
+                if down.is_set():
+                    raise SourceDown("the source is not listening")
+                yield event
+
+    runner = CaptureRunner(config(), lambda: DyingSource(source), log)
+    runners.append(runner)
+    running = Running(runner, store)
+    try:
+        wait_until(lambda: runner.heartbeat()["state"] == "running", what="the capture running")
+        down.set()
+        wait_until(lambda: len(while_connecting) >= 3, what="three sessions retrying against the dead source")
+        down.clear()
+        wait_until(lambda: runner.heartbeat()["state"] == "running", what="the capture running again")
+    finally:
+        running.stop()
+    assert "running" not in while_connecting, while_connecting
