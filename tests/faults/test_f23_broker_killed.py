@@ -33,6 +33,7 @@ from common.control import ControlChannel, ControlRecord
 from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
+from failover.view import HeartbeatView
 from schemas.control import ControllerDecision, EpochBegun, HandoverStep
 from tests.support.faults import (
     FaultRun,
@@ -86,6 +87,7 @@ def test_f23_broker_killed_during_an_automatic_failover(pg_factory: Callable[...
     group: Group | None = None
     client: AckClient | None = None
     sampler: WritableSampler | None = None
+    beats: HeartbeatView | None = None
     try:
         broker.start(timeout=180)
         group = Group(name, ark_tmp / "groups" / name, broker.bootstrap, nodes["primary"], dbname,
@@ -104,6 +106,7 @@ def test_f23_broker_killed_during_an_automatic_failover(pg_factory: Callable[...
                                  "--timeout", "120", name="controller")
         channel = ControlChannel.for_config(load_config(group.config))
         records = channel.replay()
+        beats = HeartbeatView(load_config(group.config))
         client = AckClient(multi_host_dsn([(nodes[n], dbname) for n in NODES])).start()
         sampler = WritableSampler(dsns)
         wait_for(lambda: client.count() >= 50, 60, "the client's first commits")
@@ -139,10 +142,19 @@ def test_f23_broker_killed_during_an_automatic_failover(pg_factory: Callable[...
                      f"the controller to finish the failover to {standby} once the broker is back")
             first = min(a.at for a in client.acks_on(nodes[standby].port) if a.at >= died) - died
             took.append(first)
-            # The capture on the new primary (what its node's supervisor would start): the failover waits for it.
+            # The capture on the new primary, once the control topic names it primary (what its node's supervisor
+            # would do: a capture started on a node the roles do not name primary exits, and the supervisor starts it
+            # again). The first writes may come before: a kill between the promotion and 'epoch-begun' leaves the
+            # node writable while the roles still name the old primary, until the controller tries again; those
+            # writes are in the slot the promotion created, which the capture reads from.
+            wait_for(lambda s=seen: _begun(records, channel, s), 180, f"the control topic to name {standby} primary")
             capture = group.start("capture", "--node", standby, name=f"capture-{standby}-{run}")
-            # The epochs begun are counted once the controller says it is done: a second failover would come before.
-            wait_for(lambda s=seen: _done(records, channel, s), 180, "the controller to record its failover done")
+            # The epochs begun are counted once the controller sees the new primary healthy in the new epoch: a second
+            # failover would come before (the controller acts only on a primary it sees down). Not 'failover-done':
+            # a kill after the promotion leaves a failover whose end the controller could not record.
+            healthy = f"primary {standby} healthy, epoch {run + 1}"
+            wait_for(lambda h=healthy: _controller_says(beats, h), 180, f"the controller to say '{healthy}'")
+            records.extend(channel.poll())
             begun = [r.body for r in records[seen:] if isinstance(r.body, EpochBegun)]
             hit = _step_hit(records, seen, killed_at_us)
             actions = [r.body.action for r in records[seen:] if isinstance(r.body, ControllerDecision)
@@ -179,6 +191,8 @@ def test_f23_broker_killed_during_an_automatic_failover(pg_factory: Callable[...
             sampler.stop()
         if client is not None:
             client.stop()
+        if beats is not None:
+            beats.close()
         if group is not None:
             group.stop_all()
         broker.stop()
@@ -187,7 +201,14 @@ def test_f23_broker_killed_during_an_automatic_failover(pg_factory: Callable[...
     result.assert_clean(min_samples=runs)
 
 
-def _done(records: list[ControlRecord], channel: ControlChannel, start: int) -> bool:
-    """Whether the controller recorded failover-done since ``start`` (reading what arrived)."""
+def _begun(records: list[ControlRecord], channel: ControlChannel, start: int) -> bool:
+    """Whether an epoch began since ``start`` (reading what arrived)."""
     records.extend(channel.poll())
-    return any(isinstance(r.body, ControllerDecision) and r.body.action == "failover-done" for r in records[start:])
+    return any(isinstance(r.body, EpochBegun) for r in records[start:])
+
+
+def _controller_says(beats: HeartbeatView, sentence: str) -> bool:
+    """Whether the controller's newest heartbeat begins with ``sentence`` (its decision, said every tick)."""
+    beats.refresh(0.2)
+    beat = beats.beats.get(("controller", "ctl"))
+    return beat is not None and beat.message.startswith(sentence)
