@@ -69,6 +69,8 @@ class Automation:
         #: The last ``failover`` decision, and whether a ``failover-done``/``failover-failed`` came after it.
         self.failover_decision: ControlRecord | None = None
         self.failover_settled = True
+        #: Whether what came after it was ``failover-failed``.
+        self.failover_failed = False
 
     def update(self, records: list[ControlRecord]) -> None:
         """Fold newer control records in."""
@@ -79,9 +81,10 @@ class Automation:
             elif isinstance(rec.body, ControllerDecision):
                 self.last_decision = rec
                 if rec.body.action == "failover":
-                    self.failover_decision, self.failover_settled = rec, False
+                    self.failover_decision, self.failover_settled, self.failover_failed = rec, False, False
                 elif rec.body.action in ("failover-done", "failover-failed"):
                     self.failover_settled = True
+                    self.failover_failed = rec.body.action == "failover-failed"
                 if rec.body.action == "failover-done":
                     self.last_failover_at, self.last_failover_to = rec.issued_at_us / 1e6, rec.target
 
@@ -199,11 +202,16 @@ class Controller(AgentBody):
                            self._alive_at.get(("capture", cap.name, self.roles.epoch), 0.0)) if cap else None
         auto = self.automation
         reigns = self.roles.reigns
-        # A failover another controller decided and never ended, while this one holds the lease: that controller
-        # lost the lease (died, or was cut off) in the middle of it, and nobody will finish it but this one.
+        # A failover decided and never done, while this controller holds the lease, is over and nobody will finish
+        # it but this one: another controller decided it and lost the lease (died, or was cut off) in the middle of
+        # it; or it failed; or this controller decided it: a failover runs inside this controller's tick, so none of
+        # its own is running while it looks. Its steps on the control topic may say it is still in progress: when
+        # Kafka itself was what failed (the broker killed mid-failover), the 'failed' step was never recorded.
         dec = auto.failover_decision
-        abandoned = (dec is not None and not auto.failover_settled and isinstance(dec.body, ControllerDecision)
-                     and dec.body.holder != self.name and self.lease is not None and self.lease.active())
+        mine_or_failed = (dec is not None and isinstance(dec.body, ControllerDecision)
+                          and (dec.body.holder == self.name or auto.failover_failed))
+        abandoned = (dec is not None and (not auto.failover_settled or auto.failover_failed)
+                     and isinstance(dec.body, ControllerDecision) and self.lease is not None and self.lease.active())
         return ControllerView(roles=self.roles, nodes=infos, capture=capture, maintenance=auto.maintenance,
                               maintenance_by=auto.maintenance_by, last_failover_at=auto.last_failover_at,
                               last_failover_to=auto.last_failover_to, watching_since=watching_since,
@@ -211,7 +219,8 @@ class Controller(AgentBody):
                               abandoned_by=dec.body.holder if abandoned and dec is not None
                               and isinstance(dec.body, ControllerDecision) else "",
                               abandoned_to=dec.target if abandoned and dec is not None else "",
-                              abandoned_since=dec.issued_at_us / 1e6 if abandoned and dec is not None else 0.0)
+                              abandoned_since=dec.issued_at_us / 1e6 if abandoned and dec is not None else 0.0,
+                              abandoned_ended=abandoned and mine_or_failed)
 
     # -- the loop ----------------------------------------------------------------------------------------
     def session(self, channel: ControlChannel) -> None:

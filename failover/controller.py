@@ -109,11 +109,15 @@ class ControllerView:
     #: When the current epoch began (0: epoch 0, as configured).
     epoch_since: float = 0.0
     settings: Settings = field(default_factory=Settings)
-    #: A failover that another controller decided (at ``abandoned_since``) and never ended, seen by the controller
-    #: that holds the lease now: the other one lost the lease in the middle of it ("": none).
+    #: A failover that a controller decided (at ``abandoned_since``) and that will not end by itself, seen by the
+    #: controller that holds the lease now: the other one lost the lease in the middle of it, or it failed, or this
+    #: controller's own run of it stopped before recording its end ("": none).
     abandoned_by: str = ""
     abandoned_to: str = ""
     abandoned_since: float = 0.0
+    #: That failover failed, or this very controller ran it (its run ended without 'failover-done'), rather than a
+    #: controller that lost the lease.
+    abandoned_ended: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,7 +286,10 @@ def tick(view: ControllerView, now: float) -> Tick:
     decision = decide_failover(roles, best.name, nodes, force=False)
     if not decision.go:
         return Tick("none", f"{down}; not failing over to {best.name}: {decision.sentence}")
-    taking_over = (f"; taking over the failover {view.abandoned_by} began before it lost the lease"
-                   if view.abandoned_by else "")
+    taking_over = ""
+    if view.abandoned_by:
+        taking_over = (f"; trying again the failover {view.abandoned_by} began, which stopped before its end"
+                       if view.abandoned_ended else
+                       f"; taking over the failover {view.abandoned_by} began before it lost the lease")
     return Tick("failover", f"{down}: failing over to {best.name}, the most advanced standby without delay "
                             f"(applied redo offset {best.applied_offset}){taking_over}", best.name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from common.config import parse_config
 from common.errors import HandoverFailed
 from failover.automation import Controller
@@ -99,3 +101,61 @@ def test_only_a_capture_running_for_the_current_epoch_vouches() -> None:
     beats.beat("capture", "n1", "running", 1, 106.0)
     view = body.view_of(beats, 0.0)  # type: ignore[arg-type]
     assert tick(view, 106.5).sentence.startswith("primary n2 healthy, epoch 1")
+
+
+def _stopped_failover(body: Controller, decided_by: str, outcome: str, now: float) -> None:
+    """Roles and automation after a failover to n2 decided by ``decided_by`` that recorded its 'started' and
+    'fenced' steps and then stopped (the broker killed: its 'failed' step never reached the control topic);
+    ``outcome`` is what the deciding controller recorded afterwards ('failover-failed', or '' for nothing)."""
+    from common.control import ControlRecord
+    from schemas.control import HandoverStep
+
+    def rec(i: int, body_: Any, ago: float) -> ControlRecord:
+        return ControlRecord(i, body_, "n2", decided_by, int((now - ago) * 1e6), f"r{i}")
+
+    records = [rec(1, ControllerDecision("failover", 0, "primary n1 silent", decided_by), 5.0),
+               rec(2, HandoverStep("failover", 1, "started", "n1 -> n2", 0.0), 4.5),
+               rec(3, HandoverStep("failover", 1, "fenced", "epoch 0 closed", 0.6), 3.9)]
+    if outcome:
+        records.append(rec(4, ControllerDecision(outcome, 0, "Kafka unreachable", decided_by), 1.0))
+    body.roles.update(records)
+    body.automation.update(records)
+
+
+def _silent_primary_view(body: Controller, now: float) -> Any:
+    """The view of a controller that holds the lease: n1's capture silent for 10 s, n2 applying."""
+    from failover.view import Beat
+
+    body.lease = FakeLease(True)  # type: ignore[assignment]
+    beats = FakeBeats()
+    beats.beat("capture", "n1", "running", 0, now - 10.0)
+    beats.beats[("apply", "n2")] = Beat("apply", "n2", "running", 1, 3727, 0.0, "", now - 0.5, {})
+    return body.view_of(beats, now - 600)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("decided_by", "outcome"), [
+    ("c1", "failover-failed"),  # this controller's failover failed, its 'failed' step lost with the broker
+    ("c1", ""),  # this controller's session ended before it could record anything (a restart with the same name)
+    ("c2", "failover-failed"),  # another controller's failover failed the same way, then it lost the lease
+])
+def test_a_failover_that_stopped_without_recording_its_end_is_tried_again(decided_by: str, outcome: str) -> None:
+    """F23 (the broker killed mid-failover): the steps on the control topic end at 'fenced', never 'failed'; the
+    controller that holds the lease must not wait for that failover to end (300 s) but try it again."""
+    from failover.controller import tick
+
+    body = _controller([])
+    now = 1_000_000.0
+    _stopped_failover(body, decided_by, outcome, now)
+    got = tick(_silent_primary_view(body, now), now)
+    assert got.acts and got.target == "n2", got.sentence
+    assert got.sentence.endswith(f"; trying again the failover {decided_by} began, which stopped before its end")
+
+
+def test_a_failover_done_is_not_tried_again() -> None:
+    from failover.controller import tick
+
+    body = _controller([])
+    now = 1_000_000.0
+    _stopped_failover(body, "c1", "failover-done", now)
+    got = tick(_silent_primary_view(body, now), now)
+    assert not got.acts and "is in progress" in got.sentence, got.sentence
