@@ -102,6 +102,10 @@ class Roles:
                 self.until[rec.target] = body.until_us
             elif isinstance(body, HandoverStep):
                 self.steps = [*self.steps[-49:], (rec, body)]
+                fenced = self.fenced.get(rec.target)
+                if body.action == "lift-fence" and body.phase == "done" and fenced is not None \
+                        and fenced[0] <= body.epoch:
+                    del self.fenced[rec.target]  # a self-fence lifted at the controller's request (node agent)
         return (self.epoch, self.primary) != before
 
     # -- questions ---------------------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class Controller(AgentBody):
         self._alive_at: dict[tuple[str, str, int], float] = {}
         self._logged: tuple[str, float] = ("", 0.0)
         self._retry_at = 0.0
+        self._lift_asked_at = 0.0  # when this controller last asked the primary to lift its self-fence
         self._was_active = False
         self.lease: KafkaLease | None = None
         self.alerter: Alerter | None = None
@@ -212,7 +213,8 @@ class Controller(AgentBody):
                           and (dec.body.holder == self.name or auto.failover_failed))
         abandoned = (dec is not None and (not auto.failover_settled or auto.failover_failed)
                      and isinstance(dec.body, ControllerDecision) and self.lease is not None and self.lease.active())
-        return ControllerView(roles=self.roles, nodes=infos, capture=capture, maintenance=auto.maintenance,
+        return ControllerView(roles=self.roles, nodes=infos, capture=capture, lift_asked_at=self._lift_asked_at,
+                              maintenance=auto.maintenance,
                               maintenance_by=auto.maintenance_by, last_failover_at=auto.last_failover_at,
                               last_failover_to=auto.last_failover_to, watching_since=watching_since,
                               epoch_since=reigns[-1].since_us / 1e6 if reigns else 0.0, settings=self.settings,
@@ -266,6 +268,13 @@ class Controller(AgentBody):
         self.sentence, self.message = sentence, sentence[:300]
         if decided.acts and active and time.time() >= self._retry_at:
             self._failover(channel, lease, decided)
+        elif decided.action == "lift-fence" and active:
+            # The agent acts on it only within its lease of it, and this controller makes no failover for the ttl
+            # after it (failover/controller.py): a failover's fence never comes before the lift and is never undone.
+            self._lift_asked_at = time.time()
+            channel.publish(ControllerDecision("lift-fence", self.roles.epoch, decided.sentence, self.name),
+                            decided.target)
+            self.beat_now()
 
     def _say(self, sentence: str, now: float) -> None:
         """Log the sentence when it says something new: numbers alone (a lag, seconds of silence) changing

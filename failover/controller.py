@@ -22,6 +22,13 @@ It does not act while a switchover or failover is in progress (its ``handover`` 
 not reached ``done`` or ``failed``): a switchover's primary is read-only and its capture hands off for a few
 seconds, which looks like silence.
 
+A primary whose agent fenced itself because Kafka was out of its reach (``it fenced itself``: the agent's lease,
+a broker outage as much as a partition) and that reaches Kafka again, with no standby that can take over, is asked
+to lift that fence (``lift-fence``): nobody else was promoted, since this controller is the only one that promotes,
+and the alternative is a group with no writable primary until an operator acts. After asking, it makes no failover
+for ``ttl``: the agent acts on the request only within its lease of it (shorter than the ttl), so a failover's own
+fence can never come before the lift and be undone by it.
+
 It picks the most advanced running standby that applies without delay (a delayed standby is a recovery point,
 not a failover target), and asks :func:`failover.plan.decide_failover` for the final word. It does not act in
 maintenance, nor within ``anti_flapping_s`` of its last automatic failover.
@@ -37,6 +44,8 @@ from failover.plan import NodeView, decide_failover
 #: Node agent states (issue 11, part 2): what the agent of a database node says of it.
 AGENT_ALIVE = ("healthy", "restarting")
 AGENT_DOWN = ("failed", "fenced")
+#: How a node agent's message begins when it fenced its database itself, Kafka out of reach for its lease.
+SELF_FENCE_WHY = "it fenced itself"
 
 #: A switchover or failover whose last step is older than this (its command was killed) no longer holds automation
 #: back (each of its waits is bounded by the command's --timeout, 120 to 300 s by default).
@@ -118,11 +127,14 @@ class ControllerView:
     #: That failover failed, or this very controller ran it (its run ended without 'failover-done'), rather than a
     #: controller that lost the lease.
     abandoned_ended: bool = False
+    #: When this controller last asked the primary's agent to lift its self-fence (0: never).
+    lift_asked_at: float = 0.0
 
 
 @dataclass(frozen=True)
 class Tick:
-    """What one tick decided: ``action`` is ``none`` or ``failover`` (to ``target``), said in ``sentence``."""
+    """What one tick decided: ``action`` is ``none``, ``failover`` (to ``target``) or ``lift-fence`` (ask the
+    primary ``target``'s agent to lift the fence it put on itself), said in ``sentence``."""
 
     action: str
     sentence: str
@@ -256,6 +268,14 @@ def _candidates(view: ControllerView, now: float) -> tuple[list[NodeView], list[
     return good, why_not
 
 
+def _self_fenced_and_back(view: ControllerView, now: float) -> bool:
+    """The primary's agent fenced its database itself (Kafka out of reach) and its heartbeats reach Kafka again."""
+    primary = view.nodes.get(view.roles.primary)
+    agent = primary.agent if primary is not None else None
+    return (agent is not None and agent.state == "fenced" and agent.message.startswith(SELF_FENCE_WHY)
+            and agent.epoch == view.roles.epoch and _fresh(agent, now, view.settings.ttl_s))
+
+
 def tick(view: ControllerView, now: float) -> Tick:
     """Decide (see the module docstring)."""
     roles = view.roles
@@ -276,9 +296,17 @@ def tick(view: ControllerView, now: float) -> Tick:
     if view.last_failover_at > 0 and since < view.settings.anti_flapping_s:
         return Tick("none", f"{down}; failover to {view.last_failover_to} {_ago(since)} ago: anti-flapping window "
                             f"{view.settings.anti_flapping_s:g} s, not failing over again")
+    asked = now - view.lift_asked_at
+    if view.lift_asked_at > 0 and asked < view.settings.ttl_s:
+        return Tick("none", f"{down}; asked {roles.primary} to lift its self-fence {asked:.0f} s ago: waiting for its "
+                            f"agent (no failover for the ttl, {view.settings.ttl_s:g} s)")
     good, why_not = _candidates(view, now)
     if not good:
-        return Tick("none", f"{down}; no standby can take over: " + ("; ".join(why_not) or "the group has none"))
+        why = "; ".join(why_not) or "the group has none"
+        if _self_fenced_and_back(view, now):
+            return Tick("lift-fence", f"{down}; no standby can take over: {why}; {roles.primary} reaches Kafka again "
+                                      "and nobody was promoted: asking its agent to lift its self-fence", roles.primary)
+        return Tick("none", f"{down}; no standby can take over: {why}")
     best = good[0]
     nodes = {view.roles.primary: _node_view(view, view.nodes[roles.primary], now)} if roles.primary in view.nodes \
         else {}

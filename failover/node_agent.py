@@ -11,8 +11,10 @@ about once a second, and at once on every change of state) carries ``state``:
   does not fix (a primary that refuses writes). The controller (``ark controller``) may fail over then.
 * ``fenced``: the primary is read-only on purpose: a handover fenced it, or the agent fenced it itself because
   no heartbeat reached Kafka for ``agent.fence_lease_s`` (shorter than the controller's ttl: a standby is never
-  promoted while this primary still takes writes). A self-fence is never undone here (a failover may have
-  happened meanwhile); it is recorded on the control topic (``node-fenced``) once Kafka answers again.
+  promoted while this primary still takes writes). A self-fence is never undone on the agent's own judgement (a
+  failover may have happened meanwhile); it is recorded on the control topic (``node-fenced``) once Kafka answers
+  again, and it ends when a newer epoch names this node primary, or when the active controller asks for it
+  (``lift-fence``: Kafka back, nobody promoted, no standby that could take over) within the lease of its asking.
 
 Each change into ``failed`` or ``restarting``, and back to ``healthy`` from one of them, is also recorded on the
 control topic (a ``node-state`` record, queued so the checks never wait for Kafka): ``ark status`` lists it
@@ -53,7 +55,8 @@ from common.node_health import (
 from common.node_ops import node_ops
 from common.roles import Roles, node, roles_of
 from common.service_address import ServiceAddress, ServiceAddressError, service_address
-from schemas.control import NodeFenced, NodeState
+from failover.controller import SELF_FENCE_WHY
+from schemas.control import ControllerDecision, HandoverStep, NodeFenced, NodeState
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,8 @@ class NodeAgent(AgentBody):
 
     def __init__(self, cfg: ArkConfig, name: str, *, probe: HealthProbe | None = None, run: Runner = subprocess.run,
                  clock: Callable[[], float] = time.monotonic, fencer: Fencer | None = None,
-                 address: ServiceAddress | None = None) -> None:
+                 unfencer: Callable[[], None] | None = None, address: ServiceAddress | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.cfg = cfg
         self.name = name
@@ -108,12 +112,17 @@ class NodeAgent(AgentBody):
         commands.update({f"service:{s.name}": s.restart_command for s in self.settings.services})
         self._commands = {t: c for t, c in commands.items() if c}
         self._fence = fencer or self._fence_through_node_ops
+        self._unfence = unfencer or self._unfence_through_node_ops
+        self._wall = wall
         #: Since when the session runs (the Kafka lease counts from here until a beat is acknowledged).
         self._contact_since = clock()
         #: Set once the agent fenced its database itself: (epoch, why, sessions ended); recorded on the control
         #: topic (``node-fenced``) once Kafka answers again.
         self.self_fenced: tuple[int, str, int] | None = None
         self._fence_recorded = False
+        #: When (wall clock) the agent fenced itself, and the newest lift-fence request for it: (epoch, asked at).
+        self._self_fenced_at = 0.0
+        self._lift_asked: tuple[int, float] | None = None
         #: The epoch in which this demoted node's data directory was fenced while its database was down (-1: not).
         self._offline_fenced = -1
         #: The group's service address (config ``service_address``), held while this node is a working primary.
@@ -132,7 +141,9 @@ class NodeAgent(AgentBody):
         self._channel = channel
         self._contact_since = self._clock()
         while not self.stopping.is_set():
-            if self.roles.update(channel.poll()) or self.roles.role_of(self.name) != self.role:
+            records = channel.poll()
+            self._note_lift_requests(records)
+            if self.roles.update(records) or self.roles.role_of(self.name) != self.role:
                 self.role = self.roles.role_of(self.name)
                 log.info("node %s: %s; this node is %s", self.name, self.roles.describe(), self.role)
             started = self._clock()
@@ -168,6 +179,7 @@ class NodeAgent(AgentBody):
     def round(self) -> Decision:
         """One round: check, judge and restart (:meth:`_judge`), then hold or release the service address."""
         self._end_self_fence_once_promoted()
+        self._lift_self_fence_when_asked()
         decision = self._judge()
         self._apply_address(decision.state)
         return decision
@@ -331,6 +343,46 @@ class NodeAgent(AgentBody):
         self.self_fenced = None
         self._fence_recorded = False
 
+    def _note_lift_requests(self, records: list[ControlRecord]) -> None:
+        for rec in records:
+            body = rec.body
+            if isinstance(body, ControllerDecision) and body.action == "lift-fence" and rec.target == self.name:
+                self._lift_asked = (body.epoch, rec.issued_at_us / 1e6)
+
+    def _lift_self_fence_when_asked(self) -> None:
+        """The active controller asked to lift the self-fence (failover/controller.py: Kafka is back, nobody was
+        promoted, no standby could take over): done when the request is for this epoch, came after the fence, and
+        is younger than the lease. The controller makes no failover for its ttl (longer than the lease) after
+        asking, so the fence of a later failover never comes before this lift and is never undone by it."""
+        asked, fenced = self._lift_asked, self.self_fenced
+        if asked is None or fenced is None or self.role != "primary":
+            return
+        self._lift_asked = None
+        epoch, at = asked
+        age = self._wall() - at
+        if epoch != fenced[0] or epoch != self.roles.epoch or at < self._self_fenced_at:
+            return
+        if age > self.settings.fence_lease_s:
+            log.warning("node %s: the controller's request to lift the self-fence is %.1f s old (lease %g s): not "
+                        "acted on; it asks again", self.name, age, self.settings.fence_lease_s)
+            return
+        try:
+            self._unfence()
+        except ArkError as exc:
+            log.warning("node %s: could not lift the self-fence: %s", self.name, exc.message)
+            return
+        log.warning("node %s: the self-fence of epoch %d is lifted at the controller's request (Kafka is back and "
+                    "nobody was promoted): the database takes writes again", self.name, epoch)
+        self.self_fenced = None
+        self._fence_recorded = False
+        self._contact_since = self._clock()
+        if self._channel is not None:
+            try:
+                self._channel.publish(HandoverStep("lift-fence", epoch, "done", f"{self.name} takes writes again "
+                                                   "(self-fence lifted at the controller's request)", 0.0), self.name)
+            except KafkaUnavailable:
+                log.warning("node %s: the lift of its self-fence could not be recorded yet", self.name)
+
     def _keep_lease(self) -> str:
         """On the primary: when no heartbeat reached Kafka for ``fence_lease_s``, fence the database (a controller
         that stops hearing this node for its ttl, longer than the lease, may promote a standby meanwhile).
@@ -342,7 +394,7 @@ class NodeAgent(AgentBody):
         silent = self._clock() - contact
         if silent <= s.fence_lease_s:
             return ""
-        why = (f"it fenced itself: no heartbeat reached Kafka for {silent:.1f} s (lease {s.fence_lease_s:g} s), so "
+        why = (f"{SELF_FENCE_WHY}: no heartbeat reached Kafka for {silent:.1f} s (lease {s.fence_lease_s:g} s), so "
                "a controller may promote a standby")
         try:
             ended = self._fence()
@@ -351,6 +403,7 @@ class NodeAgent(AgentBody):
             return f"no heartbeat reached Kafka for {silent:.1f} s and the fence failed ({exc.message}; tried again " \
                    "each round)"
         self.self_fenced = (self.roles.epoch, why, ended)
+        self._self_fenced_at = self._wall()
         log.warning("node %s: %s; the database is read-only now, %d client sessions ended", self.name, why, ended)
         return ""
 
@@ -359,6 +412,13 @@ class NodeAgent(AgentBody):
         ops = node_ops(self.cfg, self.name, connect_timeout_s=max(2, int(self.settings.check_timeout_s)))
         try:
             return ops.fence(0.0).sessions_ended
+        finally:
+            ops.close()
+
+    def _unfence_through_node_ops(self) -> None:
+        ops = node_ops(self.cfg, self.name, connect_timeout_s=max(2, int(self.settings.check_timeout_s)))
+        try:
+            ops.unfence()
         finally:
             ops.close()
 

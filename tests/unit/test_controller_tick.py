@@ -46,6 +46,8 @@ def _epoch3() -> Roles:
 
 
 SILENT = _capture(age=6.2)
+SELF = "it fenced itself: no heartbeat reached Kafka for 3.2 s (lease 3 s), so a controller may promote a standby"
+NO_TARGET = _with(_with(_view(), "node1", agent=_agent("fenced", message=SELF)), "node2", applier=None)
 CASES = [
     ("healthy", _view(roles=_epoch3(), capture=_capture(epoch=3)), "none",
      "primary node1 healthy, epoch 3; standbys node2 (lag 0), node3 (delay 3600 s)"),
@@ -104,6 +106,29 @@ CASES = [
      "silence; standbys node2 (lag 0), node3 (delay 3600 s)"),
     ("ttl setting", _view(capture=_capture(age=6.2), settings=Settings(ttl_s=10)), "none",
      "primary node1 healthy, epoch 0; standbys node2 (lag 0), node3 (delay 3600 s)"),
+    # A broker outage longer than the agent's lease fences the primary (F23): with a standby that can take over, that
+    # is a failover as for a partition; with none, the controller asks the agent to lift its fence.
+    ("self-fenced, a standby to take over", _with(_view(), "node1", agent=_agent("fenced", message=SELF)), "failover",
+     f"node1 fenced itself ({SELF}): failing over to node2, the most advanced standby without delay (applied redo "
+     "offset 100)"),
+    ("self-fenced, back, nobody to take over", NO_TARGET, "lift-fence",
+     f"node1 fenced itself ({SELF}); no standby can take over: node2's applier is not running; node3 is delayed "
+     "(3600 s); node1 reaches Kafka again and nobody was promoted: asking its agent to lift its self-fence"),
+    ("lift asked: no failover for the ttl", replace(NO_TARGET, lift_asked_at=NOW - 2), "none",
+     f"node1 fenced itself ({SELF}); asked node1 to lift its self-fence 2 s ago: waiting for its agent (no failover "
+     "for the ttl, 5 s)"),
+    ("lift asked a ttl ago: asked again", replace(NO_TARGET, lift_asked_at=NOW - 5.5), "lift-fence",
+     f"node1 fenced itself ({SELF}); no standby can take over: node2's applier is not running; node3 is delayed "
+     "(3600 s); node1 reaches Kafka again and nobody was promoted: asking its agent to lift its self-fence"),
+    ("fenced by a handover: never lifted here",
+     _with(NO_TARGET, "node1", agent=_agent("fenced", message="it was fenced in epoch 0: read-only (switchover)")),
+     "none", "node1 fenced itself (it was fenced in epoch 0: read-only (switchover)); no standby can take over: "
+             "node2's applier is not running; node3 is delayed (3600 s)"),
+    ("self-fenced in an older epoch: not lifted",
+     _with(replace(NO_TARGET, roles=_epoch3(), capture=_capture(epoch=3)), "node1",
+           agent=_agent("fenced", message=SELF)), "none",
+     f"node1 fenced itself ({SELF}); no standby can take over: node2's applier is not running; node3 is delayed "
+     "(3600 s)"),
 ]
 
 
@@ -112,7 +137,7 @@ def test_tick(name: str, view: ControllerView, action: str, sentence: str) -> No
     got = tick(view, NOW)
     assert (got.action, got.sentence) == (action, sentence)
     assert got.acts == (action == "failover")
-    assert bool(got.target) == got.acts
+    assert bool(got.target) == (action != "none")
 
 
 def _in_handover(phase: str, ago: float) -> Roles:

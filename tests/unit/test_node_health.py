@@ -18,7 +18,7 @@ from common.roles import Roles
 from common.service_address import ServiceAddress, ServiceAddressError
 from common.settings import NodeAgentSettings
 from failover.node_agent import NodeAgent, hold_reason
-from schemas.control import EpochBegun, NodeFenced
+from schemas.control import ControllerDecision, EpochBegun, HandoverStep, NodeFenced
 
 S = NodeAgentSettings(restart_tries=3, failures_before_restart=2)
 DB_OK = [Check("listener", True), Check("query", True)]
@@ -391,3 +391,35 @@ def test_a_failed_claim_is_said_and_tried_again_next_round() -> None:
     address.fail = False
     rounds(agent, clock, 2)
     assert address.calls == ["claim"] * 3 and agent.address_held is True
+
+
+def test_a_self_fence_is_lifted_when_the_controller_asks_within_the_lease() -> None:
+    """A broker outage longer than the lease fences the primary; Kafka back, nobody promoted and no standby able to
+    take over, the controller asks to lift it (failover/controller.py). Lifted only for a request of this epoch, made
+    after the fence and younger than the lease (the controller makes no failover for its ttl after asking, so a
+    failover's fence never comes before the lift); the lift goes on the control topic and clears the fence record."""
+    agent, _probe, clock, _ran = agent_with(restart_ok=True, self_fence=True, fence_lease_s=3)
+    wall = {"now": 1000.0}
+    agent._wall = lambda: wall["now"]  # type: ignore[method-assign]
+    agent._fence = lambda: 2  # type: ignore[method-assign]
+    lifted: list[float] = []
+    agent._unfence = lambda: lifted.append(wall["now"])  # type: ignore[method-assign]
+    delivered = {"at": clock.now}
+    agent.beat_delivered_at = lambda: delivered["at"]
+    assert rounds(agent, clock, 6)[-1] == "fenced" and agent.self_fenced is not None
+    fenced_at = agent._self_fenced_at
+    delivered["at"] = clock.now + 100  # Kafka answers again
+
+    def ask(epoch: int, at: float) -> None:
+        agent._note_lift_requests([ControlRecord(7, ControllerDecision("lift-fence", epoch, "why", "ctl"), "p", "ctl",
+                                                 int(at * 1e6), "r")])
+
+    wall["now"] = fenced_at + 10
+    for epoch, at in ((0, fenced_at - 1), (0, wall["now"] - 4), (1, wall["now"] - 1)):  # before, stale, other epoch
+        ask(epoch, at)
+        assert rounds(agent, clock, 1) == ["fenced"] and not lifted, (epoch, at)
+    ask(0, wall["now"] - 1)
+    assert rounds(agent, clock, 1) == ["healthy"] and lifted and agent.self_fenced is None
+    agent.roles.update([ControlRecord(8, NodeFenced(0, "read-only (self-fenced)", 2), "p", "", 0, ""),
+                        ControlRecord(9, HandoverStep("lift-fence", 0, "done", "lifted", 0.0), "p", "", 0, "")])
+    assert "p" not in agent.roles.fenced and hold_reason(agent.roles, "p") == ""
