@@ -37,13 +37,11 @@ from tests.support.faults import (
     bank_setup,
     converge,
     fault_runs,
-    ledger_max,
     record,
     seed,
-    wait_ledger,
 )
 from tests.support.handover import AckClient, multi_host_dsn
-from tests.support.partition import WritableSampler, check_the_end
+from tests.support.partition import WritableSampler, check_the_end, reinstate_dead_node, wait_data_dir_fenced
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -134,12 +132,8 @@ def test_f21_controller_killed_during_an_automatic_failover(kafka_bootstrap: str
             # The dead node's agent comes back first (as its service manager would start it) and fences the data
             # directory of the demoted node; the database is then started by hand and must come up read-only.
             agents[primary] = group.start("agent", primary, name=f"agent-{primary}-{run}")
-            auto_conf = nodes[primary].datadir / "postgresql.auto.conf"
-            wait_for(lambda f=auto_conf: "default_transaction_read_only = 'on'" in f.read_text(), 30,
-                     f"{primary}'s agent to fence its data directory")
-            nodes[primary].start()
-            group.ark_ok("reinstate", primary, "--report", str(home / f"divergence-{run}.txt"), timeout=300)
-            wait_ledger(dsns[primary], ledger_max(dsns[standby]), 120)
+            wait_data_dir_fenced(nodes[primary], primary)
+            reinstate_dead_node(group, nodes[primary], primary, home / f"divergence-{run}.txt", dsns, standby)
             result.runs += 1
             primary, standby = standby, primary
         client.stop()

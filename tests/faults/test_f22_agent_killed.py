@@ -45,9 +45,9 @@ from common.control import ControlChannel, ControlRecord
 from deploy.postgres import PgInstance
 from failover.view import HeartbeatView
 from schemas.control import ControllerDecision, EpochBegun
-from tests.support.faults import FaultRun, bank_setup, converge, fault_runs, ledger_max, record, wait_ledger
+from tests.support.faults import FaultRun, bank_setup, converge, fault_runs, record
 from tests.support.handover import AckClient, multi_host_dsn
-from tests.support.partition import WritableSampler, check_the_end
+from tests.support.partition import WritableSampler, check_the_end, reinstate_dead_node, wait_data_dir_fenced
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -172,12 +172,8 @@ def test_f22_agent_killed(kafka_bootstrap: str, pg_factory: Callable[..., PgInst
             capture.kill9()  # retrying against the dead primary, and fenced in Kafka by the failover
             capture = group.start("capture", "--node", standby, name=f"capture-{standby}-{run}")
             agents[primary] = group.start("agent", primary, name=f"agent-{primary}-{run}-back")
-            auto_conf = nodes[primary].datadir / "postgresql.auto.conf"
-            wait_for(lambda f=auto_conf: "default_transaction_read_only = 'on'" in f.read_text(), 30,
-                     f"{primary}'s agent to fence its data directory")
-            nodes[primary].start()
-            group.ark_ok("reinstate", primary, "--report", str(home / f"divergence-{run}.txt"), timeout=300)
-            wait_ledger(dsns[primary], ledger_max(dsns[standby]), 120)
+            wait_data_dir_fenced(nodes[primary], primary)
+            reinstate_dead_node(group, nodes[primary], primary, home / f"divergence-{run}.txt", dsns, standby)
             result.runs += 1
             primary, standby = standby, primary
         client.stop()

@@ -55,7 +55,13 @@ from schemas.control import ControllerDecision, EpochBegun
 from tests.support.faults import FaultRun, bank_setup, converge, fault_runs, ledger_max, record, wait_ledger
 from tests.support.handover import AckClient, multi_host_dsn
 from tests.support.netlan import NodeLinks
-from tests.support.partition import WritableSampler, check_the_end, node_config
+from tests.support.partition import (
+    WritableSampler,
+    check_the_end,
+    node_config,
+    reinstate_dead_node,
+    wait_data_dir_fenced,
+)
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -224,14 +230,10 @@ def test_f24_standby_cut_off_from_kafka(links: NodeLinks, pg_factory: Callable[.
                 # namespace's link is not: this one agent runs in the root namespace (F21 and F22 check the fence
                 # itself), then the node's agent goes back into its namespace.
                 fencer = group.start("agent", primary, name=f"agent-{primary}-{run}-fence")
-                auto_conf = nodes[primary].datadir / "postgresql.auto.conf"
-                wait_for(lambda f=auto_conf: "default_transaction_read_only = 'on'" in f.read_text(), 30,
-                         f"{primary}'s agent to fence its data directory")
+                wait_data_dir_fenced(nodes[primary], primary)
                 fencer.stop()
                 agent(primary, f"agent-{primary}-{run}")
-                nodes[primary].start()
-                group.ark_ok("reinstate", primary, "--report", str(home / f"divergence-{run}.txt"), timeout=300)
-                wait_ledger(dsns[primary], ledger_max(dsns[standby]), 120)
+                reinstate_dead_node(group, nodes[primary], primary, home / f"divergence-{run}.txt", dsns, standby)
                 primary, standby = standby, primary
             result.runs += 1
         client.stop()

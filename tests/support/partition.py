@@ -11,7 +11,8 @@ import psycopg
 import yaml
 
 from deploy.compare import compare_tables
-from tests.support.faults import BANK_TABLES, FaultRun, history_keys
+from deploy.postgres import PgInstance
+from tests.support.faults import BANK_TABLES, FaultRun, history_keys, ledger_max, wait_ledger
 from tests.support.handover import AckClient, divergence_seqs
 from tests.support.netlan import NodeLinks
 from tests.support.replication import Group, wait_for
@@ -82,3 +83,20 @@ def check_the_end(group: Group, result: FaultRun, client: AckClient, sampler: Wr
     assert not missing, f"acknowledged commits neither on the primary nor in the divergence ledger: " \
                         f"{sorted(missing)[:10]}"
     assert not both, f"two writable primaries at {len(both)} sample rounds"
+
+
+def wait_data_dir_fenced(inst: PgInstance, node: str, timeout: float = 30) -> None:
+    """The dead node's agent, back before its database, fenced the data directory: it will start read-only."""
+    auto_conf = inst.datadir / "postgresql.auto.conf"
+    wait_for(lambda: "default_transaction_read_only = 'on'" in auto_conf.read_text(), timeout,
+             f"{node}'s agent to fence its data directory")
+
+
+def reinstate_dead_node(group: Group, inst: PgInstance, node: str, report: Path, dsns: dict[str, str],
+                        new_primary: str) -> str:
+    """Start the dead (fenced, demoted) node's database, ``ark reinstate`` it, and wait until it applied the new
+    primary's ledger: the node is a standby again. Returns what the reinstate said."""
+    inst.start()
+    said = group.ark_ok("reinstate", node, "--report", str(report), timeout=300)
+    wait_ledger(dsns[node], ledger_max(dsns[new_primary]), 120)
+    return said
