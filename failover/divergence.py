@@ -109,6 +109,8 @@ def _decode(capture: Any, after: Position | None, end: Position) -> Iterator[Div
     current: DivergedTxn | None = None
     deadline = time.monotonic() + DECODE_TIMEOUT_S
     for event in capture.stream(after):
+        if time.monotonic() >= deadline:  # on every event: a log decoded from an old checkpoint may send no Idle
+            raise TimeoutError(f"the old primary's log was not decoded up to {end.text} in {DECODE_TIMEOUT_S:g} s")
         kind = type(event).__name__
         if isinstance(event, TableMeta):
             metas[event.table] = event
@@ -125,8 +127,6 @@ def _decode(capture: Any, after: Position | None, end: Position) -> Iterator[Div
         elif kind == "Idle":
             if current is None and event.drained and event.position is not None and event.position.key >= end.key:
                 return
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"the old primary's log was not decoded up to {end.text} in {DECODE_TIMEOUT_S:g} s")
             capture.nudge()
 
 

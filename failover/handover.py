@@ -60,6 +60,8 @@ Say = Callable[[str], None]
 
 #: In a failover, the old primary gets this long to answer a connection (it is probably gone).
 OLD_PRIMARY_TIMEOUT_S = 3
+#: How long ``ark switchover``/``ark failover`` wait, after the promotion, for a capture to begin the new epoch.
+CAPTURE_WAIT_S = 60.0
 
 
 @dataclass
@@ -83,10 +85,15 @@ class Report:
 class Handover:
     """The group's state for one handover: roles, heartbeats, the control channel."""
 
-    def __init__(self, cfg: ArkConfig, say: Say, *, timeout_s: float = 120.0) -> None:
+    def __init__(self, cfg: ArkConfig, say: Say, *, timeout_s: float = 120.0,
+                 capture_wait_s: float = CAPTURE_WAIT_S) -> None:
         self.cfg = cfg
         self.say = say
         self.timeout_s = timeout_s
+        #: How long a handover waits, after the promotion, for a capture to begin the new epoch (0: it only
+        #: looks once). ``ark controller`` passes 0: its tick must go on (a capture is supervised on its own host
+        #: and follows the primary; the controller sees its heartbeat anyway).
+        self.capture_wait_s = capture_wait_s
         self.channel = ControlChannel.for_config(cfg)
         self.roles: Roles = roles_of(cfg, self.channel.replay())
         #: Records that arrived since start-up (waits look for answers among them).
@@ -236,10 +243,15 @@ class Handover:
         self._wait_capture(epoch + 1, target, report, "switchover")
 
     def _wait_capture(self, epoch: int, target: str, report: Report, action: str) -> None:
+        def begun() -> bool:
+            return any(b.epoch >= epoch and b.state == "running" for b in [self.view.capture()] if b is not None)
+
         try:
-            self._wait("the capture to begin the epoch", lambda: any(
-                b.epoch >= epoch and b.state == "running" for b in [self.view.capture()] if b is not None),
-                timeout=min(self.timeout_s, 60.0))
+            if self.capture_wait_s <= 0 and not begun():
+                self._step(action, epoch, "done", f"{target} is the primary; its capture begins epoch {epoch} when it "
+                           "next reconnects (not waited for)", report)
+                return
+            self._wait("the capture to begin the epoch", begun, timeout=min(self.timeout_s, self.capture_wait_s))
             self._step(action, epoch, "done", f"the capture publishes epoch {epoch} from {target}", report)
         except TimeoutError:
             report.notes.append("no capture began the new epoch yet: start 'ark capture' (it follows the primary)")

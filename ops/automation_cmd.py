@@ -61,7 +61,10 @@ def controller(obj: CliContext, ttl: float | None, anti_flapping: float | None, 
     check_reachable(cfg.kafka)
 
     def failover(target: str) -> object:
-        return run_failover(cfg, target, force=False, dry_run=False, timeout_s=timeout, say=_log_step)
+        # capture_wait_s=0: the tick goes on right after the promotion (it may have to ask the new primary to lift
+        # a self-fence, F23); the supervised capture follows the primary by itself and its heartbeat shows it.
+        return run_failover(cfg, target, force=False, dry_run=False, timeout_s=timeout, say=_log_step,
+                            capture_wait_s=0)
 
     body = Controller(cfg, failover, settings=Settings(ttl_s=ttl, anti_flapping_s=anti_flapping), name=name)
     _run_until_signal(agent_on_kafka(cfg, body, metrics_port=metrics_port, metrics_host=metrics_host))

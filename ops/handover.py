@@ -13,7 +13,7 @@ from common.config import ArkConfig
 from common.control import ControlChannel, ControlRecord
 from common.kafka import end_offset, topic_exists
 from common.roles import Roles, roles_of
-from failover.handover import Handover, Reinstate, Report, Say, topology_lines
+from failover.handover import CAPTURE_WAIT_S, Handover, Reinstate, Report, Say, topology_lines
 from failover.plan import dry_run_rows
 from failover.view import HeartbeatView
 from ops.context import console
@@ -44,10 +44,11 @@ def run_switchover(cfg: ArkConfig, target: str, *, grace_s: float, timeout_s: fl
 
 
 def run_failover(cfg: ArkConfig, target: str, *, force: bool, dry_run: bool, timeout_s: float,
-                 as_json: bool = False, until_us: int = 0, say: Say = _say) -> Report | None:
+                 as_json: bool = False, until_us: int = 0, say: Say = _say,
+                 capture_wait_s: float = CAPTURE_WAIT_S) -> Report | None:
     """Promote ``target`` after the primary is gone, or (``dry_run``) say what that would mean per standby; each
-    step line goes to ``say`` (the terminal; ``ark controller`` logs them)."""
-    handover = Handover(cfg, say, timeout_s=timeout_s)
+    step line goes to ``say`` (the terminal; ``ark controller`` logs them, and passes ``capture_wait_s`` 0)."""
+    handover = Handover(cfg, say, timeout_s=timeout_s, capture_wait_s=capture_wait_s)
     try:
         if dry_run:
             _dry_run(cfg, handover, target, force=force, as_json=as_json)
