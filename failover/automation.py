@@ -34,7 +34,17 @@ from common.errors import ArkError, ConfigError, KafkaUnavailable
 from common.events import Event
 from common.roles import Roles, nodes, roles_of
 from failover.alerts import AlertCursor, Alerter, Outcome, sent_record
-from failover.controller import AGENT_ALIVE, ApplierInfo, BeatInfo, ControllerView, NodeInfo, Settings, Tick, tick
+from failover.controller import (
+    AGENT_ALIVE,
+    ApplierInfo,
+    BeatInfo,
+    ControllerView,
+    NodeInfo,
+    Settings,
+    Tick,
+    tick,
+    watching_from,
+)
 from failover.lease import KafkaLease
 from failover.view import HeartbeatView
 from schemas.control import ControllerDecision, SetMaintenance
@@ -236,7 +246,9 @@ class Controller(AgentBody):
             watching_since = time.time()
             while not self.stopping.is_set():
                 self._fold(channel.poll())
+                heard_before = beats.last_heard
                 beats.refresh(0.1)
+                watching_since = watching_from(watching_since, heard_before, beats.last_heard)
                 decided = tick(self.view_of(beats, watching_since), time.time())
                 self._step(channel, lease, decided)
                 self._offer_alerts(self._was_active)

@@ -23,11 +23,16 @@ not reached ``done`` or ``failed``): a switchover's primary is read-only and its
 seconds, which looks like silence.
 
 A primary whose agent fenced itself because Kafka was out of its reach (``it fenced itself``: the agent's lease,
-a broker outage as much as a partition) and that reaches Kafka again, with no standby that can take over, is asked
-to lift that fence (``lift-fence``): nobody else was promoted, since this controller is the only one that promotes,
-and the alternative is a group with no writable primary until an operator acts. After asking, it makes no failover
-for ``ttl``: the agent acts on the request only within its lease of it (shorter than the ttl), so a failover's own
-fence can never come before the lift and be undone by it.
+a broker outage as much as a partition) and that reaches Kafka again is asked to lift that fence (``lift-fence``),
+whether or not a standby could take over: nobody else was promoted (this controller is the only one that promotes,
+and it would have failed over on the primary's silence before now if the primary alone had been cut off for
+``ttl``), and the fenced primary is the most advanced node: its commits of the outage reach Kafka through its
+capture once the fence is lifted, where a failover would leave them in the divergence ledger. This is Patroni's
+failsafe idea with Kafka as the arbiter: a broker outage costs seconds of read-only, never a failover. After
+asking, it makes no failover for ``ttl``: the agent acts on the request only within its lease of it (shorter than
+the ttl), so a failover's own fence can never come before the lift and be undone by it. A lift that does not hold
+(the primary fenced again, or still, within :data:`LIFT_HOLDS_S` of the request: a flapping link) is not asked
+again while a standby can take over: that is a failover.
 
 It picks the most advanced running standby that applies without delay (a delayed standby is a recovery point,
 not a failover target), and asks :func:`failover.plan.decide_failover` for the final word. It does not act in
@@ -53,6 +58,14 @@ HANDOVER_STALE_S = 300.0
 
 #: A controller's failover begins within this long of its decision (the decision is published, then run).
 ABANDONED_START_S = 10.0
+
+#: A self-fenced primary asked to lift its fence less than this long ago, and fenced again (or still), is failed over
+#: when a standby can take over, instead of being asked again (a link to Kafka that keeps dropping).
+LIFT_HOLDS_S = 60.0
+
+#: A controller that heard no heartbeat at all for this long (every agent beats each second, itself included) was
+#: cut off from Kafka itself, or stalled: it counts the primary's silence again from when it hears again.
+DEAF_S = 3.0
 
 DEFAULT_TTL_S = 5.0
 DEFAULT_ANTI_FLAPPING_S = 300.0
@@ -276,6 +289,15 @@ def _self_fenced_and_back(view: ControllerView, now: float) -> bool:
             and agent.epoch == view.roles.epoch and _fresh(agent, now, view.settings.ttl_s))
 
 
+def watching_from(watching_since: float, heard_before: float, heard_now: float) -> float:
+    """When the controller has been watching, given when it last heard a heartbeat before this read and after it. A
+    gap of :data:`DEAF_S` is its own outage (a broker restart: every heartbeat of it is old when Kafka returns, the
+    primary's agent's too, reconnecting a second later than the controller): watching starts again."""
+    if heard_before > 0 and heard_now - heard_before > DEAF_S:
+        return max(watching_since, heard_now)
+    return watching_since
+
+
 def tick(view: ControllerView, now: float) -> Tick:
     """Decide (see the module docstring)."""
     roles = view.roles
@@ -301,11 +323,16 @@ def tick(view: ControllerView, now: float) -> Tick:
         return Tick("none", f"{down}; asked {roles.primary} to lift its self-fence {asked:.0f} s ago: waiting for its "
                             f"agent (no failover for the ttl, {view.settings.ttl_s:g} s)")
     good, why_not = _candidates(view, now)
+    back = _self_fenced_and_back(view, now)
+    if back and good and view.lift_asked_at > 0 and asked < LIFT_HOLDS_S:
+        down = f"{down}; the lift asked {asked:.0f} s ago did not hold"  # a flapping link: fail over (below)
+    elif back:
+        why = "" if good else f"; no standby can take over: {'; '.join(why_not) or 'the group has none'}"
+        return Tick("lift-fence", f"{down}{why}; {roles.primary} reaches Kafka again and nobody was promoted: asking "
+                                  "its agent to lift its self-fence (it holds every commit of the outage)",
+                    roles.primary)
     if not good:
         why = "; ".join(why_not) or "the group has none"
-        if _self_fenced_and_back(view, now):
-            return Tick("lift-fence", f"{down}; no standby can take over: {why}; {roles.primary} reaches Kafka again "
-                                      "and nobody was promoted: asking its agent to lift its self-fence", roles.primary)
         return Tick("none", f"{down}; no standby can take over: {why}")
     best = good[0]
     nodes = {view.roles.primary: _node_view(view, view.nodes[roles.primary], now)} if roles.primary in view.nodes \

@@ -56,6 +56,9 @@ class HeartbeatView:
         self._consumer = make_consumer(cfg.kafka, group_id=f"ark-view-{cfg.group}")
         self._consumer.assign([TopicPartition(self._topic, 0, start)])
         self.beats: dict[tuple[str, str], Beat] = {}
+        #: When the last heartbeat arrived here (wall clock; 0: none yet): a reader that heard nothing for seconds was
+        #: cut off from Kafka itself, and what it did not hear says nothing of the others (failover/automation.py).
+        self.last_heard = 0.0
         self._next = start
 
     def catch_up(self, timeout: float = 10.0) -> None:
@@ -85,6 +88,7 @@ class HeartbeatView:
                     rec = envelope.decode(msg.value(), msg.headers(), topic=self._topic, offset=msg.offset()).record
                 except (NotAuthentic, CorruptEntry):
                     continue
+                self.last_heard = time.time()
                 self.beats[(rec["agent"], rec["name"])] = Beat(
                     agent=rec["agent"], name=rec["name"], state=rec["state"], epoch=int(rec["epoch"]),
                     applied_offset=int(rec.get("applied_offset", -1)), delay_seconds=float(rec.get("delay_seconds", 0)),

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from common.roles import Reign, Roles
-from failover.controller import ApplierInfo, BeatInfo, ControllerView, NodeInfo, Settings, tick
+from failover.controller import ApplierInfo, BeatInfo, ControllerView, NodeInfo, Settings, tick, watching_from
 
 NOW = 1_000_000.0
 
@@ -106,20 +106,33 @@ CASES = [
      "silence; standbys node2 (lag 0), node3 (delay 3600 s)"),
     ("ttl setting", _view(capture=_capture(age=6.2), settings=Settings(ttl_s=10)), "none",
      "primary node1 healthy, epoch 0; standbys node2 (lag 0), node3 (delay 3600 s)"),
-    # A broker outage longer than the agent's lease fences the primary (F23): with a standby that can take over, that
-    # is a failover as for a partition; with none, the controller asks the agent to lift its fence.
-    ("self-fenced, a standby to take over", _with(_view(), "node1", agent=_agent("fenced", message=SELF)), "failover",
-     f"node1 fenced itself ({SELF}): failing over to node2, the most advanced standby without delay (applied redo "
-     "offset 100)"),
+    # A broker outage longer than the agent's lease fences the primary (F23). Once its agent reaches Kafka again,
+    # nobody was promoted: the controller asks it to lift its fence, with or without a standby that could take
+    # over (the primary holds every commit of the outage; a failover would leave them in the divergence ledger).
+    # A lift that did not hold (fenced again within LIFT_HOLDS_S) is a failover when a standby can take over.
+    ("self-fenced and back, a standby could take over", _with(_view(), "node1", agent=_agent("fenced", message=SELF)),
+     "lift-fence", f"node1 fenced itself ({SELF}); node1 reaches Kafka again and nobody was promoted: asking its agent "
+                   "to lift its self-fence (it holds every commit of the outage)"),
     ("self-fenced, back, nobody to take over", NO_TARGET, "lift-fence",
      f"node1 fenced itself ({SELF}); no standby can take over: node2's applier is not running; node3 is delayed "
-     "(3600 s); node1 reaches Kafka again and nobody was promoted: asking its agent to lift its self-fence"),
+     "(3600 s); node1 reaches Kafka again and nobody was promoted: asking its agent to lift its self-fence (it holds "
+     "every commit of the outage)"),
     ("lift asked: no failover for the ttl", replace(NO_TARGET, lift_asked_at=NOW - 2), "none",
      f"node1 fenced itself ({SELF}); asked node1 to lift its self-fence 2 s ago: waiting for its agent (no failover "
      "for the ttl, 5 s)"),
-    ("lift asked a ttl ago: asked again", replace(NO_TARGET, lift_asked_at=NOW - 5.5), "lift-fence",
+    ("lift asked a ttl ago, nobody to take over: asked again", replace(NO_TARGET, lift_asked_at=NOW - 5.5),
+     "lift-fence",
      f"node1 fenced itself ({SELF}); no standby can take over: node2's applier is not running; node3 is delayed "
-     "(3600 s); node1 reaches Kafka again and nobody was promoted: asking its agent to lift its self-fence"),
+     "(3600 s); node1 reaches Kafka again and nobody was promoted: asking its agent to lift its self-fence (it holds "
+     "every commit of the outage)"),
+    ("a lift that did not hold, a standby to take over",
+     replace(_with(_view(), "node1", agent=_agent("fenced", message=SELF)), lift_asked_at=NOW - 12), "failover",
+     f"node1 fenced itself ({SELF}); the lift asked 12 s ago did not hold: failing over to node2, the most advanced "
+     "standby without delay (applied redo offset 100)"),
+    ("a lift long ago does not count",
+     replace(_with(_view(), "node1", agent=_agent("fenced", message=SELF)), lift_asked_at=NOW - 61), "lift-fence",
+     f"node1 fenced itself ({SELF}); node1 reaches Kafka again and nobody was promoted: asking its agent to lift its "
+     "self-fence (it holds every commit of the outage)"),
     ("fenced by a handover: never lifted here",
      _with(NO_TARGET, "node1", agent=_agent("fenced", message="it was fenced in epoch 0: read-only (switchover)")),
      "none", "node1 fenced itself (it was fenced in epoch 0: read-only (switchover)); no standby can take over: "
@@ -203,3 +216,15 @@ def test_a_demoted_former_primary_is_not_a_target() -> None:
     assert got.action == "none"
     assert got.sentence == ("primary node2 silent for 9.0 s (ttl 5 s); no standby can take over: node1 is demoted; "
                             "node3 is delayed (3600 s)")
+
+
+@pytest.mark.parametrize(("watching_since", "before", "heard", "expected"), [
+    (100.0, 0.0, 130.0, 100.0),  # the first heartbeat ever heard: watching since the start
+    (100.0, 129.0, 130.0, 100.0),  # beats every second: still watching
+    (100.0, 127.0, 130.0, 100.0),  # a 3 s gap (a busy machine): still watching
+    (100.0, 120.0, 130.0, 130.0),  # 10 s of nothing (the broker restarted): watching again from now
+    (135.0, 120.0, 130.0, 135.0),  # never moved back
+])
+def test_a_controller_that_heard_nothing_counts_silence_again(watching_since: float, before: float, heard: float,
+                                                                expected: float) -> None:
+    assert watching_from(watching_since, before, heard) == expected
