@@ -59,9 +59,27 @@ def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
-def _log_client_error(err: KafkaError) -> None:
+#: The same client error (by code) is logged at most once per this many seconds, with a count of the repeats: a
+#: broker outage makes every client report a refused connection each second (reconnect.backoff.max.ms).
+CLIENT_ERROR_EVERY_S = 10.0
+_client_errors: dict[int, tuple[float, int]] = {}
+
+
+def _log_client_error(err: KafkaError, clock: Callable[[], float] = time.monotonic) -> bool:
+    """Log ``err`` unless its code was logged within :data:`CLIENT_ERROR_EVERY_S`; returns whether it logged."""
     # librdkafka reports transient broker outages here; they are retried internally.
-    log.warning("kafka: %s", err)
+    now = clock()
+    code = err.code()
+    last, repeats = _client_errors.get(code, (float("-inf"), 0))
+    if now - last < CLIENT_ERROR_EVERY_S:
+        _client_errors[code] = (last, repeats + 1)
+        return False
+    _client_errors[code] = (now, 0)
+    if repeats:
+        log.warning("kafka: %s (and %d more like it in the last %.0f s)", err, repeats, now - last)
+    else:
+        log.warning("kafka: %s", err)
+    return True
 
 
 def make_producer(settings: KafkaSettings, *, transactional_id: str | None = None, **overrides: object) -> Producer:

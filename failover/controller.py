@@ -31,7 +31,7 @@ capture once the fence is lifted, where a failover would leave them in the diver
 failsafe idea with Kafka as the arbiter: a broker outage costs seconds of read-only, never a failover. After
 asking, it makes no failover for ``ttl``: the agent acts on the request only within its lease of it (shorter than
 the ttl), so a failover's own fence can never come before the lift and be undone by it. A lift that does not hold
-(the primary fenced again, or still, within :data:`LIFT_HOLDS_S` of the request: a flapping link) is not asked
+(the primary fenced again, or still, within :data:`LIFT_HOLDS_TTLS` ttls of the request: a flapping link) is not asked
 again while a standby can take over: that is a failover.
 
 It picks the most advanced running standby that applies without delay (a delayed standby is a recovery point,
@@ -59,9 +59,10 @@ HANDOVER_STALE_S = 300.0
 #: A controller's failover begins within this long of its decision (the decision is published, then run).
 ABANDONED_START_S = 10.0
 
-#: A self-fenced primary asked to lift its fence less than this long ago, and fenced again (or still), is failed over
-#: when a standby can take over, instead of being asked again (a link to Kafka that keeps dropping).
-LIFT_HOLDS_S = 60.0
+#: A self-fenced primary asked to lift its fence less than this many ttls ago, and fenced again (or still), is failed
+#: over when a standby can take over, instead of being asked again (a link to Kafka that keeps dropping). A new
+#: outage after the primary wrote again for a while is a new outage: asked again.
+LIFT_HOLDS_TTLS = 2.0
 
 #: A controller that heard no heartbeat at all for this long (every agent beats each second, itself included) was
 #: cut off from Kafka itself, or stalled: it counts the primary's silence again from when it hears again.
@@ -324,7 +325,7 @@ def tick(view: ControllerView, now: float) -> Tick:
                             f"agent (no failover for the ttl, {view.settings.ttl_s:g} s)")
     good, why_not = _candidates(view, now)
     back = _self_fenced_and_back(view, now)
-    if back and good and view.lift_asked_at > 0 and asked < LIFT_HOLDS_S:
+    if back and good and view.lift_asked_at > 0 and asked < LIFT_HOLDS_TTLS * view.settings.ttl_s:
         down = f"{down}; the lift asked {asked:.0f} s ago did not hold"  # a flapping link: fail over (below)
     elif back:
         why = "" if good else f"; no standby can take over: {'; '.join(why_not) or 'the group has none'}"
