@@ -286,7 +286,6 @@ class ApplySession:
     def _marker(self, offset: int, marker: EpochMarker) -> None:
         """An epoch marker: the newest epoch (persisted with the state row: older entries are rejected even
         after a restart); a new epoch's positions are its own primary's, so the position floor starts over."""
-        self.r.epoch_primaries[marker.new_epoch] = marker.primary
         p = self.pending
         if marker.new_epoch > p.epoch:
             # A point-in-time cut of the ending epoch is recorded before its marker is written: read the control
@@ -314,6 +313,10 @@ class ApplySession:
         else:
             self._advance(offset, None)
         self._commit()
+        # Known only once applied: a node named primary by a marker it has not applied yet would wait as the primary
+        # and never apply it, and the failover waits for it to (F23: the broker died while the control topic was
+        # read above, the session started again, and the failover timed out after 120 s).
+        self.r.epoch_primaries[marker.new_epoch] = marker.primary
 
     def _meta(self, offset: int, meta: TableMeta) -> None:
         previous = self.metas.get(meta.table)

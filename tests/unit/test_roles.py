@@ -374,3 +374,32 @@ def test_a_skip_that_comes_after_the_transaction_was_applied_is_reported(caplog:
     skips.on_control([skip(3)])
     assert any("after it had applied it" in r.getMessage() for r in caplog.records)
     assert set(skips.offsets) == {1, 3, 7}
+
+
+def test_a_standby_named_by_a_marker_it_could_not_apply_applies_it_in_the_next_session(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """F23: the broker died while the applier read the control topic at the end-of-epoch marker of a failover to it.
+    The next session once took the node for the primary already (the marker had been noted before it was applied),
+    waited as the primary, and never applied the marker: the failover, waiting for it to, timed out."""
+    import sys
+
+    from common.control import ControlChannel
+    from common.errors import KafkaUnavailable
+
+    real, failed = ControlChannel.replay, []
+
+    def dies_once_at_the_marker(self: ControlChannel, timeout: float = 10.0) -> list[Any]:
+        if not failed and sys._getframe(1).f_code.co_name == "_marker":
+            failed.append(True)
+            raise KafkaUnavailable("the broker died")
+        return real(self, timeout)
+
+    monkeypatch.setattr(ControlChannel, "replay", dies_once_at_the_marker)
+    cfg = config()
+    log, store = MemoryRedoLog(), []
+    standby = _standby(log)
+    _publish(log, 0, _txn(100, 1))
+    _publish(log, 0, EpochMarker(1, "sb", "0/64"))  # a failover to this standby closes epoch 0
+    _apply(cfg, standby, log, store, log.next_offset)
+    assert failed, "the control topic was never read at the marker"
+    assert standby.db.state is not None and standby.db.state.epoch == 1
