@@ -54,8 +54,14 @@ log = logging.getLogger(__name__)
 TICK_S = 0.25
 #: The same sentence is logged again after this long (a readable log that still shows the controller is alive).
 LOG_EVERY_S = 60.0
-#: After a failed automatic failover, the next attempt waits this long.
-RETRY_FAILED_S = 30.0
+#: After a failed automatic failover, the next attempt waits twice the ttl, doubled after each failure in a row up to
+#: this long (a broker back after an outage is retried within seconds; a target that keeps failing is not hammered).
+RETRY_FAILED_MAX_S = 120.0
+
+
+def retry_delay(ttl_s: float, failed_in_a_row: int) -> float:
+    """How long the next automatic failover waits after ``failed_in_a_row`` failed ones (1 or more)."""
+    return min(RETRY_FAILED_MAX_S, 2 * ttl_s * 2 ** max(0, failed_in_a_row - 1))
 #: How far back the heartbeat view starts: the primary's last heartbeats before this controller started.
 LOOKBACK_S = 120.0
 #: How long a controller waits to read back its failover decision before it runs the failover (for its alert).
@@ -128,6 +134,7 @@ class Controller(AgentBody):
         self._alive_at: dict[tuple[str, str, int], float] = {}
         self._logged: tuple[str, float] = ("", 0.0)
         self._retry_at = 0.0
+        self._failed_in_a_row = 0
         self._lift_asked_at = 0.0  # when this controller last asked the primary to lift its self-fence
         self._was_active = False
         self.lease: KafkaLease | None = None
@@ -313,12 +320,15 @@ class Controller(AgentBody):
         try:
             self._run_failover(decided.target)
         except ArkError as exc:
-            self._retry_at = time.time() + RETRY_FAILED_S
+            self._failed_in_a_row += 1
+            delay = retry_delay(self.settings.ttl_s, self._failed_in_a_row)
+            self._retry_at = time.time() + delay
             log.error("automatic failover to %s failed: %s (fix: %s); trying again in %.0f s if still needed",
-                      decided.target, exc.message, exc.fix, RETRY_FAILED_S)
+                      decided.target, exc.message, exc.fix, delay)
             channel.publish(ControllerDecision("failover-failed", epoch, exc.message, self.name), decided.target)
             return
         seconds = time.monotonic() - started
+        self._failed_in_a_row = 0
         log.info("automatic failover to %s done in %.1f s", decided.target, seconds)
         channel.publish(ControllerDecision("failover-done", epoch + 1, f"{decided.target} is the primary of epoch "
                                            f"{epoch + 1} ({seconds:.1f} s after the decision)", self.name),

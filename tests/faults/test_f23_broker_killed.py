@@ -51,7 +51,7 @@ from tests.support.replication import Group, Standby, wait_for
 TTL_S = 5.0
 NODES = ("primary", "standby")
 #: From the broker's return: its restart, the agents' reconnect backoff, a failed attempt's retry delay
-#: (failover/automation.RETRY_FAILED_S, 30 s) and a failover, with room for a busy 2-core machine.
+#: (failover/automation.retry_delay, 10 s at the ttl of 5 s) and a failover, with room for a busy 2-core machine.
 BOUND_S = 90.0
 
 

@@ -228,3 +228,12 @@ def test_a_demoted_former_primary_is_not_a_target() -> None:
 def test_a_controller_that_heard_nothing_counts_silence_again(watching_since: float, before: float, heard: float,
                                                                 expected: float) -> None:
     assert watching_from(watching_since, before, heard) == expected
+
+
+@pytest.mark.parametrize(("ttl", "failed", "delay"), [(5, 1, 10), (5, 2, 20), (5, 3, 40), (5, 4, 80), (5, 5, 120),
+                                                      (5, 9, 120), (30, 1, 60), (30, 2, 120)])
+def test_a_failed_automatic_failover_is_retried_within_seconds_then_less_often(ttl: float, failed: int,
+                                                                              delay: float) -> None:
+    from failover.automation import retry_delay
+
+    assert retry_delay(ttl, failed) == delay
