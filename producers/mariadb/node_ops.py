@@ -286,9 +286,11 @@ class MariaDBNodeOps(NodeOps):
         for name, want in sorted(values.items()):
             if want.column:
                 if name not in here_auto:
-                    log.warning("%s: table %s has no AUTO_INCREMENT column here; its counter was not set",
-                                self._where(), name)
-                    unchanged += 1
+                    if self._add_auto_increment(name, want):
+                        created.append(name)
+                        moved += 1
+                    else:
+                        unchanged += 1
                     continue
                 target = auto_increment_target(want.last_value, here_auto[name][1])
                 if target is None:
@@ -317,6 +319,26 @@ class MariaDBNodeOps(NodeOps):
         if created:
             log.info("%s: created sequences %s (an initial sync copies tables only)", self._where(), ", ".join(created))
         return SequenceReport(moved=moved, unchanged=unchanged, created=tuple(created))
+
+    def _add_auto_increment(self, name: str, want: Sequence) -> bool:
+        """Give ``name``'s column ``want.column`` the AUTO_INCREMENT it has on the old primary, starting past its
+        last value. A standby's table is created from the stream's shapes, which do not carry AUTO_INCREMENT (the
+        binlog's table maps do not say it): without this the application's first INSERT on the new primary fails
+        (error 1364). MODIFY rebuilds the table: once per table and node, the node keeps it as a standby (the
+        applier writes explicit ids). False when the node lacks the table or the column."""
+        schema, _, table = name.partition(".")
+        rows = self._rows("SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND "
+                          "TABLE_NAME = %s AND COLUMN_NAME = %s", (schema, table, want.column))
+        if not rows:
+            log.warning("%s: table %s has no column %s here: its AUTO_INCREMENT was not set", self._where(), name,
+                        want.column)
+            return False
+        start = auto_increment_target(want.last_value, None) or 1
+        self._rows(f"ALTER TABLE {_qualified(name)} MODIFY {_ident(want.column)} {_text(rows[0][0])} NOT NULL "
+                   f"AUTO_INCREMENT, AUTO_INCREMENT = {int(start)}")
+        log.warning("%s: %s.%s had no AUTO_INCREMENT here (a standby's table is created without it): added, "
+                    "starting at %d", self._where(), name, want.column, start)
+        return True
 
     # -- promote / drop source ---------------------------------------------------------------------------
     def promote(self) -> str:
