@@ -165,8 +165,9 @@ class MariaDBNodeOps(NodeOps):
     def _connect(self) -> Any:
         if self._conn is None or not self._conn.open:
             extra: dict[str, Any] = {"autocommit": True}
-            if self._timeout is not None:
-                extra["connect_timeout"] = self._timeout
+            if self._timeout is not None:  # a failover: a server that accepts but never answers must not hang it
+                extra.update(connect_timeout=self._timeout, read_timeout=max(10, 3 * self._timeout),
+                             write_timeout=max(10, 3 * self._timeout))
             self._conn = catalog.connect(self.settings, role=f"node {self.name}", **extra)
         return self._conn
 
@@ -387,7 +388,7 @@ class MariaDBNodeOps(NodeOps):
             time.sleep(0.1)
         if self.recorded_start() is not None:
             self._rows(f"DELETE FROM {START_TABLE} WHERE `group` = %s", (self.cfg.group,))
-            dropped.append(f"its capture start position ({START_TABLE})")
+            dropped.append(f"capture start position ({START_TABLE})")
         log.info("%s is no longer a source: dropped %s", self._where(), ", ".join(dropped) or "nothing")
         return dropped
 
