@@ -42,6 +42,9 @@ class Sequence:
     increment: int = 1
     cycle: bool = False
     cache: int = 1
+    #: A counter that belongs to a table column (MariaDB's AUTO_INCREMENT, keyed ``schema.table``): the column.
+    #: Empty for a sequence object.
+    column: str = ""
 
 
 @dataclass(frozen=True)

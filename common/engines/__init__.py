@@ -129,5 +129,6 @@ register(EngineSpec(
     applier="consumers.mariadb.applier:MariaDBApplier",
     verifier="consumers.mariadb.verify:MariaDBVerifier",
     probe="producers.mariadb.probe:MariaDBProbe",
+    node_ops="producers.mariadb.node_ops:MariaDBNodeOps",
     health="producers.mariadb.health:MariaDBHealth",
 ))

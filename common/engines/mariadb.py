@@ -68,7 +68,8 @@ class MariaDBStandby(StandbySettings):
     """A MariaDB standby written by Ark's applier.
 
     Read-only for others: ``read_only: true`` sets the server's global ``read_only`` (users without
-    the READ_ONLY ADMIN / SUPER privilege cannot write); Ark's applier user needs that privilege.
+    the READ_ONLY ADMIN privilege cannot write: since 10.11 SUPER does not include it); Ark's applier user
+    needs that privilege.
     """
 
     engine: Literal["mariadb"]

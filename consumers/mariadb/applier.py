@@ -15,8 +15,8 @@ then one ``INSERT ... ON DUPLICATE KEY UPDATE``. Shorter runs go row by row, eac
 checked to match exactly one row (``CLIENT_FOUND_ROWS``: matched, not changed, rows).
 
 **Read-only for others.** :meth:`MariaDBApplier.prepare` sets the server's ``read_only``: only users
-with READ_ONLY ADMIN (or SUPER) can write, which is the applier's user and nobody else's. For a
-stronger guard give readers a user with SELECT only.
+with READ_ONLY ADMIN can write (since 10.11 SUPER does not include it), which is the applier's user and nobody
+else's. For a stronger guard give readers a user with SELECT only.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class MariaDBApplier(Applier):
         if "MARIADB" not in str(row[0]).upper():
             found.append(Problem(f"standby {self.settings.name} runs {row[0]}, not MariaDB",
                                  "use engine: mariadb only for MariaDB standbys"))
-        if "ALL PRIVILEGES ON *.*" not in grants and "READ_ONLY ADMIN" not in grants and "SUPER" not in grants:
+        if "ALL PRIVILEGES ON *.*" not in grants and "READ_ONLY ADMIN" not in grants:  # 10.11: SUPER lacks it
             found.append(Problem(f"user {row[1]} on standby {self.settings.name} cannot write while read_only is ON",
                                  f"GRANT READ_ONLY ADMIN ON *.* TO {row[1]} (and ALL on the replicated schemas)"))
         if str(row[2]) == "1" and str(row[3]).upper() == "STATEMENT":

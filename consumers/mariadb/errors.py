@@ -57,5 +57,5 @@ def classify(exc: BaseException, *, what: str, settings: Any, table: str = "", t
     if code in (1044, 1142, 1227, 1290, 1836):
         return TargetError(f"{where}: {what}: {text} (error {code})",
                            fix="the applier's user needs ALL on the replicated schemas and ark, and READ_ONLY ADMIN "
-                               "(or SUPER) to write while read_only is ON")
+                               "to write while read_only is ON (since 10.11 SUPER does not include it)")
     return TargetError(f"{where}: {what} failed: {text} (error {code})", fix="see the MariaDB error log")

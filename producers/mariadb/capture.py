@@ -42,6 +42,7 @@ from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, Tx
 from producers.errors import SlotGapError, UnsupportedChange
 from producers.mariadb import binlog, catalog
 from producers.mariadb.gaps import gap_sentence, gtid_state_text, oldest_gtid_list, start_point
+from producers.mariadb.node_ops import START_DB, START_TABLE
 from producers.mariadb.rows import row_changes, rows_table_id
 from producers.mariadb.setup import problems
 from producers.mariadb.shapes import Shapes
@@ -161,6 +162,8 @@ class MariaDBCapture(LogCapture):
         missing range; SourceError when the source cannot be reached.
         """
         conn = self._conn()
+        if resume_after is None:
+            resume_after = self._promoted_at()
         if resume_after is not None:
             hole = self.gap_after(resume_after)
             if hole is not None:
@@ -190,6 +193,21 @@ class MariaDBCapture(LogCapture):
             if self._stream is stream:
                 self._stream = None
             stream.close()
+
+    def _promoted_at(self) -> Position | None:
+        """Where this node's promotion (a switchover or failover) says its capture starts, when Kafka holds nothing
+        of the epoch yet: the binlog position read while the node was still read-only (producers/mariadb/
+        node_ops.py). MariaDB has no slot that would hold it, and its binlog before that point holds what the
+        applier wrote as a standby, which the group has already. None on a node never promoted for the group."""
+        found = self._query("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                            (START_DB, "source_start"))
+        rows = self._query(f"SELECT position FROM {START_TABLE} WHERE `group` = %s", (self.cfg.group,)) if found else []
+        if not rows:
+            return None
+        text = rows[0][0].decode() if isinstance(rows[0][0], bytes) else str(rows[0][0])
+        log.info("no position of this epoch in Kafka yet: starting where the promotion of %s recorded, %s",
+                 self.primary.name, text)
+        return self.parse_position(text)
 
     def _events(self, stream: binlog.BinlogStream, file: str, pos: int, gtid_text: str) -> Iterator[CaptureEvent]:
         shapes = Shapes(self._conn(), self.primary.tables, catalog.collations(self._conn()))

@@ -23,8 +23,9 @@ from schemas.entries import Column, TableMeta
 #: MariaDB's text (str in the connection's utf8mb4, bytes for binary columns), for ColumnType.from_text.
 TEXT_RESULTS: dict[Any, Any] = {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
 
-#: Schemas that are never captured.
-SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+#: Schemas that are never captured: the server's, and Ark's own (its state on a node that was a standby, the
+#: capture start a promotion records: producers/mariadb/node_ops.py).
+SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", "ark", "ark_resync"})
 
 
 def where(settings: Any) -> str:
