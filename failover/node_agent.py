@@ -351,9 +351,9 @@ class NodeAgent(AgentBody):
 
     def _lift_self_fence_when_asked(self) -> None:
         """The active controller asked to lift the self-fence (failover/controller.py: Kafka is back and nobody was
-        promoted, a broker outage rather than a partition): done when the request is for this epoch, came after the fence, and
-        is younger than the lease. The controller makes no failover for its ttl (longer than the lease) after
-        asking, so the fence of a later failover never comes before this lift and is never undone by it."""
+        promoted, a broker outage rather than a partition): done when the request is for this epoch, came after the
+        fence, and is younger than the lease. The controller makes no failover for its ttl (longer than the lease)
+        after asking, so the fence of a later failover never comes before this lift and is never undone by it."""
         asked, fenced = self._lift_asked, self.self_fenced
         if asked is None or fenced is None or self.role != "primary":
             return
