@@ -105,3 +105,9 @@ class Supervised:
         self._stop.set()
         self._thread.join(5)
         self.agent.stop()
+
+    def unsupervised(self) -> AgentProcess:
+        """Stop restarting it and hand the process over (a test that kills the whole node, capture included)."""
+        self._stop.set()
+        self._thread.join(5)
+        return self.agent
