@@ -1,12 +1,20 @@
 """RTO of an automatic failover: the primary's node dies -> the first acknowledged write, Ark against Patroni.
 
-One client for every system (deploy/continuity.py): ledger-bank transfers through ONE connection string that lists
-both nodes with ``target_session_attrs=read-write``, logging each acknowledged commit with its time and server.
-The figure is the time from the node's death to the first acknowledged write on the other node: detection,
-decision, promotion and the client's reconnection, with no operator anywhere.
+One client for every system (deploy/continuity.py): ledger-bank transfers, logging each acknowledged commit with its
+time and server. The figure is the time from the node's death to the first acknowledged write on the other node:
+detection, decision, promotion and the client's reconnection, with no operator anywhere. How the client finds the
+primary (``--via``):
 
-* **Ark**: a Kafka broker, two PostgreSQL 15 nodes, the capture (supervised: restarted a second after it exits, as
-  systemd's ``Restart=always`` on another host would), an applier per node, and ``ark controller --ttl 5``
+* ``conninfo`` (the default): ONE connection string that lists both nodes with ``target_session_attrs=read-write``;
+  every process on the machine's loopback. Runs anywhere, and is how Patroni is measured too (same client).
+* ``service-address``: Ark only (bench/rto_service.py). Each node a host in a network namespace of its own on one
+  switch, the client in its own, knowing only the service address its agents move; the node dies by SIGKILL to every
+  process of its namespace (PostgreSQL, capture, applier, agent). Needs root. Patroni, if not skipped, is still
+  measured with ``conninfo`` (its address callbacks are not set up here: bench/README.md, "RTO").
+
+* **Ark** (``--via conninfo``): a Kafka broker, two PostgreSQL 15 nodes, the capture (supervised: restarted a second
+  after it exits, as systemd's ``Restart=always`` on another host would), an applier per node, and ``ark controller
+  --ttl 5``
   (``--window 0``: the anti-flapping window would otherwise refuse the second run, by design). The node dies:
   kill -9 of its postmaster, its capture and its applier. After the first write, the dead node is started again
   and ``ark reinstate`` brings it back as a standby for the next run.
@@ -16,7 +24,8 @@ decision, promotion and the client's reconnection, with no operator anywhere.
   ttl holds). The node dies: kill -9 of its Patroni and its postmaster; it is started again after the first write
   and rejoins as a replica (pg_rewind).
 
-    python bench/rto.py [--runs 20] [--skip-patroni] [--skip-ark] [--patroni both|defaults|tuned] [--keep]
+    python bench/rto.py [--via conninfo|service-address] [--runs 20] [--skip-patroni] [--skip-ark]
+                        [--patroni both|defaults|tuned] [--keep]
 
 Figures and how to read them: bench/README.md ("RTO").
 """
@@ -48,6 +57,7 @@ from continuity import (  # bench/ is the script's directory, on sys.path when r
     wait_until,
     work_dir,
 )
+from rto_service import run_ark_service_address
 
 from common.config import load_config
 from deploy.agents import AgentProcess, Supervised
@@ -124,6 +134,10 @@ class TunedPatroni(Patroni):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--via", choices=("conninfo", "service-address"), default="conninfo",
+                        help="how Ark's client finds the primary: a multi-host connection string (default; no root "
+                             "needed, the same client as Patroni's) or only the service address its agents move "
+                             "(network namespaces: needs root)")
     parser.add_argument("--runs", type=int, default=20, help="node deaths per system")
     parser.add_argument("--skip-patroni", action="store_true", help="measure Ark only")
     parser.add_argument("--skip-ark", action="store_true", help="measure Patroni only")
@@ -139,7 +153,9 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         if not args.skip_ark:
-            results["ark"] = run_ark(args.runs)
+            results["ark"] = (run_ark(args.runs) if args.via == "conninfo"
+                              else run_ark_service_address(args.runs, TTL_S))
+            results["ark"]["via"] = args.via
             print(json.dumps({"ark": results["ark"]}, indent=2), flush=True)
         if not args.skip_patroni:
             if shutil.which("patroni") is None or shutil.which("etcd") is None:
