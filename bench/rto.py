@@ -57,6 +57,7 @@ from continuity import (  # bench/ is the script's directory, on sys.path when r
     wait_until,
     work_dir,
 )
+from rto_patroni import run_patroni_service_address
 from rto_service import run_ark_service_address
 
 from common.config import load_config
@@ -161,10 +162,17 @@ def main() -> None:
             if shutil.which("patroni") is None or shutil.which("etcd") is None:
                 say("patroni or etcd is not installed (apt-get install patroni etcd-server): skipped")
             else:
-                if args.patroni in ("both", "defaults"):
+                if args.via == "service-address":
+                    if args.patroni in ("both", "defaults"):
+                        results["patroni_defaults"] = run_patroni_service_address(root / "patroni", args.runs, None)
+                        print(json.dumps({"patroni_defaults": results["patroni_defaults"]}, indent=2), flush=True)
+                    if args.patroni in ("both", "tuned"):
+                        results["patroni_tuned"] = run_patroni_service_address(root / "patroni-tuned", args.runs,
+                                                                               TUNED)
+                elif args.patroni in ("both", "defaults"):
                     results["patroni_defaults"] = run_patroni_failovers(Patroni(root / "patroni"), args.runs)
                     print(json.dumps({"patroni_defaults": results["patroni_defaults"]}, indent=2), flush=True)
-                if args.patroni in ("both", "tuned"):
+                if args.via == "conninfo" and args.patroni in ("both", "tuned"):
                     results["patroni_tuned"] = run_patroni_failovers(TunedPatroni(root / "patroni-tuned"), args.runs)
                     results["patroni_tuned"]["settings"] = TUNED
     finally:

@@ -2,10 +2,11 @@
 client host's network namespace, so that it reaches the databases only through the switch and the service address.
 
 It runs deploy/continuity.py's :class:`AckClient` (ledger-bank transfers, three threads) on the DSN in
-``$ARK_RTO_DSN`` and prints one line per acknowledged commit: ``<CLOCK_MONOTONIC seconds> <server> <ledger seq>``
-(the monotonic clock is the machine's, the same in every network namespace, so the parent compares it with its own).
-It runs until it gets SIGTERM or its stdout closes. The DSN names no password (the benchmark's servers trust local
-connections); it comes through the environment, never the arguments, all the same.
+``$ARK_RTO_DSN`` (the server named by ``$ARK_RTO_IDENTIFY_SQL``, by default its ``cluster_name``) and prints one
+line per acknowledged commit: ``<CLOCK_MONOTONIC seconds> <server> <ledger seq>`` (the monotonic clock is the
+machine's, the same in every network namespace, so the parent compares it with its own). It runs until it gets
+SIGTERM or its stdout closes. The DSN names no password (the benchmark's servers trust local connections); it
+comes through the environment, never the arguments, all the same.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def main() -> int:
         return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    client = AckClient(dsn, ids="ledger", identify_sql=IDENTIFY_SQL, pause_s=PAUSE_S).start()
+    identify = os.environ.get("ARK_RTO_IDENTIFY_SQL") or IDENTIFY_SQL
+    client = AckClient(dsn, ids="ledger", identify_sql=identify, pause_s=PAUSE_S).start()
     printed = 0
     try:
         while not stop.wait(0.05):

@@ -60,10 +60,10 @@ STEPS = ("fenced", "applied", "promoted")
 class ClientProcess:
     """bench/rto_client.py inside the client host's namespace; its acknowledged commits, read from its stdout."""
 
-    def __init__(self, net: NodeLan, log: Path) -> None:
-        env = {**os.environ, "ARK_RTO_DSN": net.service_dsn(DB)}
+    def __init__(self, prefix: list[str], dsn: str, log: Path, identify_sql: str = "") -> None:
+        env = {**os.environ, "ARK_RTO_DSN": dsn, "ARK_RTO_IDENTIFY_SQL": identify_sql}
         self._log = log.open("ab")
-        self.proc = subprocess.Popen([*net.lan.prefix(CLIENT), sys.executable, str(Path(__file__).with_name(
+        self.proc = subprocess.Popen([*prefix, sys.executable, str(Path(__file__).with_name(
             "rto_client.py"))], stdout=subprocess.PIPE, stderr=self._log, env=env, text=True)
         #: (monotonic time, server) per acknowledged commit.
         self.acks: list[tuple[float, str]] = []
@@ -225,7 +225,7 @@ def run_ark_service_address(runs: int, ttl_s: float) -> dict[str, Any]:
                                            "--timeout", "120"], logs / "controller.log").start()
         stack.callback(controller.stop)
         wait_until(lambda: net.holders() == ["n1"], 90, "n1's agent to claim the service address")
-        client = ClientProcess(net, logs / "client.log")
+        client = ClientProcess(net.lan.prefix(CLIENT), net.service_dsn(DB), logs / "client.log")
         stack.callback(client.stop)
         wait_until(lambda: client.count() >= 200, 90, "the client's first writes through the service address")
         view = HeartbeatView(load_config(config))
