@@ -161,6 +161,9 @@ def main() -> None:
         if not args.skip_patroni:
             if shutil.which("patroni") is None or shutil.which("etcd") is None:
                 say("patroni or etcd is not installed (apt-get install patroni etcd-server): skipped")
+            elif args.via == "service-address" and shutil.which("setcap") is None:
+                say("setcap is not installed (apt-get install libcap2-bin; Patroni's address callback needs it): "
+                    "Patroni skipped")
             else:
                 if args.via == "service-address":
                     if args.patroni in ("both", "defaults"):
