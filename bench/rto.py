@@ -155,14 +155,14 @@ def main() -> None:
     try:
         if not args.skip_ark:
             results["ark"] = (run_ark(args.runs) if args.via == "conninfo"
-                              else run_ark_service_address(args.runs, TTL_S))
+                              else run_ark_service_address(args.runs, TTL_S, args.keep))
             results["ark"]["via"] = args.via
             print(json.dumps({"ark": results["ark"]}, indent=2), flush=True)
         if not args.skip_patroni:
             if shutil.which("patroni") is None or shutil.which("etcd") is None:
                 say("patroni or etcd is not installed (apt-get install patroni etcd-server): skipped")
-            elif args.via == "service-address" and shutil.which("setcap") is None:
-                say("setcap is not installed (apt-get install libcap2-bin; Patroni's address callback needs it): "
+            elif args.via == "service-address" and shutil.which("setpriv") is None:
+                say("setpriv is not installed (apt-get install util-linux; Patroni's address callback needs it): "
                     "Patroni skipped")
             else:
                 if args.via == "service-address":

@@ -3,8 +3,10 @@
 Patroni's documented way to move an address: its callbacks (``postgresql.callbacks``: ``on_start``, ``on_stop``,
 ``on_role_change``, each run as ``SCRIPT ACTION ROLE SCOPE``). The script here adds the address on the node that
 becomes the leader (``ip addr add`` then ``arping -U``, the gratuitous ARP Ark's agent sends too) and removes it
-everywhere else. Patroni runs as the postgres OS user, which may not change addresses: the script calls a private
-copy of ``ip`` given ``cap_net_admin`` (``setcap``), where a deployment would use sudo (Patroni's documentation).
+everywhere else. Patroni runs as the postgres OS user, which may not change addresses: it is started with the
+ambient capabilities ``CAP_NET_ADMIN`` and ``CAP_NET_RAW`` (``setpriv --ambient-caps``, what systemd's
+``AmbientCapabilities=`` gives a unit), which its callbacks inherit; a deployment may use sudo instead (Patroni's
+documentation). File capabilities on a copy of ``ip`` (``setcap``) were tried first: this machine ignores them.
 
 Each Patroni node is a host in a network namespace of its own (deploy/netlan.py ``Lan``): its Patroni and its
 PostgreSQL run there, PostgreSQL listening on every address of the host and on the same port everywhere; etcd stays
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -44,10 +45,10 @@ _CALLBACK = """#!/bin/sh
 # Patroni callback (bench/rto_patroni.py): $1 the action, $2 the role, $3 the scope.
 case "$1:$2" in
   on_start:master|on_start:primary|on_role_change:master|on_role_change:primary|on_restart:master|on_restart:primary)
-    {ip} addr add {address} dev eth0 2>/dev/null || true
+    ip addr add {address} dev eth0 2>/dev/null || true
     arping -U -c 3 -w 4 -I eth0 {vip} >/dev/null 2>&1 || true ;;
   *)
-    {ip} addr del {address} dev eth0 2>/dev/null || true ;;
+    ip addr del {address} dev eth0 2>/dev/null || true ;;
 esac
 """
 
@@ -76,11 +77,8 @@ class AddressPatroni(Patroni):
         bin_dir = self.root / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
         bin_dir.chmod(0o755)
-        capped = bin_dir / "ip"
-        shutil.copy2(shutil.which("ip") or "/usr/bin/ip", capped)
-        subprocess.run(["setcap", "cap_net_admin+ep", str(capped)], check=True, capture_output=True, text=True)
         script = bin_dir / "vip-callback.sh"
-        script.write_text(_CALLBACK.format(ip=capped, address=self.address, vip=self.vip))
+        script.write_text(_CALLBACK.format(address=self.address, vip=self.vip))
         script.chmod(0o755)
 
     def _cfg(self, name: str) -> Path:
@@ -114,8 +112,10 @@ class AddressPatroni(Patroni):
     def start(self, name: str) -> None:
         cfg = self._cfg(name)
         log = (self.root / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen([*self.lan.prefix(name), "runuser", "-u", "postgres", "--", "patroni",
-                                             str(cfg)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        as_postgres = ["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups", "--inh-caps",
+                       "+net_admin,+net_raw", "--ambient-caps", "+net_admin,+net_raw", "--"]
+        self.procs[name] = subprocess.Popen([*self.lan.prefix(name), *as_postgres, "patroni", str(cfg)], stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
 
     def dsn(self, name: str) -> tuple[str, int]:
         return self.lan.addr(name), self.pg_port

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -203,9 +204,13 @@ def start_room(stack: contextlib.ExitStack, root: Path) -> tuple[NodeLan, KafkaB
     return net, broker, config
 
 
-def run_ark_service_address(runs: int, ttl_s: float) -> dict[str, Any]:
+def run_ark_service_address(runs: int, ttl_s: float, keep: bool = False) -> dict[str, Any]:
     root = work_dir("ark-rto-service-")
     with contextlib.ExitStack() as stack:
+        if keep:
+            stack.callback(say, f"kept {root}")
+        else:
+            stack.callback(shutil.rmtree, root, True)  # registered first: runs after everything has stopped
         net, _broker, config = start_room(stack, root)
         logs = root / "logs"
 
