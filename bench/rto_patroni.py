@@ -192,6 +192,7 @@ def run_patroni_service_address(root: Path, runs: int, dcs: dict[str, Any] | Non
             wait_until(lambda: client.count() >= 200, 90, "the client's first writes through the address")
             firsts: list[float] = []
             held: list[float] = []
+            stopped = ""
             for i in range(runs):
                 wait_until(cluster.healthy, 300, "a replica with no lag")
                 leader = cluster.leader() or "p1"
@@ -208,8 +209,14 @@ def run_patroni_service_address(root: Path, runs: int, dcs: dict[str, Any] | Non
                         time.sleep(0.1)
 
                 threading.Thread(target=watch, daemon=True).start()
-                wait_until(lambda: client.first_from(other, died) is not None, 180,  # noqa: B023
-                           f"a write acknowledged by {other} through the address")
+                try:
+                    wait_until(lambda: client.first_from(other, died) is not None, 180,  # noqa: B023
+                               f"a write acknowledged by {other} through the address")
+                except TimeoutError as exc:  # the figures so far, and what stopped them, instead of nothing
+                    say(f"patroni run {i + 1}/{runs}: {exc}; members: {cluster.members()}; address on "
+                        f"{[n for n in ('p1', 'p2') if cluster.holds(n)]}: stopping here")
+                    stopped = f"run {i + 1}: {exc}"
+                    break
                 first = (client.first_from(other, died) or died) - died
                 firsts.append(first)
                 wait_until(lambda: bool(seen), 30, f"{other} to hold the address")  # noqa: B023
@@ -218,8 +225,9 @@ def run_patroni_service_address(root: Path, runs: int, dcs: dict[str, Any] | Non
                     f"first write through it {first:.2f} s after the death")
                 cluster.reboot_forgets_address(leader)
                 cluster.start(leader)
-            wait_until(cluster.healthy, 300, "the old leader back as a replica")
-            return {"kill_to_first_write_s": summary(firsts), "acknowledged": client.count(),
+            if not stopped:
+                wait_until(cluster.healthy, 300, "the old leader back as a replica")
+            return {"kill_to_first_write_s": summary(firsts), "acknowledged": client.count(), "stopped": stopped,
                     "address_held_after_death_p50_s": round(statistics.median(held), 3) if held else None,
                     "via": "service-address", "settings": dict(dcs or {})}
         finally:
