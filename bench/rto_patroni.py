@@ -129,13 +129,18 @@ class AddressPatroni(Patroni):
             return False
         if not self.bank_made:
             return True
+        if replica.get("TL") != leader.get("TL"):
+            return False
         try:
+            # 'running' with no lag is also what a rejoining replica shows before its pg_rewind: a leader killed then
+            # leaves nobody to promote (seen twice in 23 runs here).
             with psycopg.connect(f"host={self.lan.addr(replica['Member'])} port={self.pg_port} dbname={DB} "
                                  "user=postgres connect_timeout=2") as conn:
                 conn.execute("SELECT count(*) FROM accounts").fetchone()
+                row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
         except psycopg.Error:
             return False
-        return True
+        return row is not None and row[0] == "streaming"
 
     def holds(self, name: str) -> bool:
         out = ip("-n", self.lan.ns(name), "-o", "addr", "show", "dev", "eth0", check=False).stdout
