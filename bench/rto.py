@@ -7,22 +7,22 @@ primary (``--via``):
 
 * ``conninfo`` (the default): ONE connection string that lists both nodes with ``target_session_attrs=read-write``;
   every process on the machine's loopback. Runs anywhere, and is how Patroni is measured too (same client).
-* ``service-address``: Ark only (bench/rto_service.py). Each node a host in a network namespace of its own on one
-  switch, the client in its own, knowing only the service address its agents move; the node dies by SIGKILL to every
-  process of its namespace (PostgreSQL, capture, applier, agent). Needs root. Patroni, if not skipped, is still
-  measured with ``conninfo`` (its address callbacks are not set up here: bench/README.md, "RTO").
+* ``service-address``: the issue's own definition (bench/rto_service.py, bench/rto_patroni.py). Each node a host in a
+  network namespace of its own on one switch, the client in its own, knowing only the service address: Ark's agents
+  move it, Patroni's callbacks (``on_role_change``: ``ip addr`` + ``arping``) move it for Patroni. The node dies by
+  SIGKILL to every process of its namespace (PostgreSQL, and Ark's capture, applier and agent, or Patroni). Needs
+  root.
 
 * **Ark** (``--via conninfo``): a Kafka broker, two PostgreSQL 15 nodes, the capture (supervised: restarted a second
   after it exits, as systemd's ``Restart=always`` on another host would), an applier per node, and ``ark controller
-  --ttl 5``
-  (``--window 0``: the anti-flapping window would otherwise refuse the second run, by design). The node dies:
-  kill -9 of its postmaster, its capture and its applier. After the first write, the dead node is started again
+  --ttl 5`` (``--window 0``: the anti-flapping window would otherwise refuse the second run, by design). The node
+  dies: kill -9 of its postmaster, its capture and its applier. After the first write, the dead node is started again
   and ``ark reinstate`` brings it back as a standby for the next run.
 * **Patroni** (Debian's ``patroni`` 3.0 and ``etcd-server`` 3.4, physical streaming replication), twice: with its
   defaults (``ttl`` 30 s, ``loop_wait`` 10 s, ``retry_timeout`` 10 s) and tuned as far as its documentation allows
   (``ttl`` 20 s, its minimum; ``loop_wait`` 1 s; ``retry_timeout`` 5 s; the rule loop_wait + 2 x retry_timeout <=
-  ttl holds). The node dies: kill -9 of its Patroni and its postmaster; it is started again after the first write
-  and rejoins as a replica (pg_rewind).
+  ttl holds). The node dies (``conninfo``): kill -9 of its Patroni and its postmaster; it is started again after
+  the first write and rejoins as a replica (pg_rewind).
 
     python bench/rto.py [--via conninfo|service-address] [--runs 20] [--skip-patroni] [--skip-ark]
                         [--patroni both|defaults|tuned] [--keep]
