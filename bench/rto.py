@@ -1,22 +1,31 @@
 """RTO of an automatic failover: the primary's node dies -> the first acknowledged write, Ark against Patroni.
 
-One client for every system (deploy/continuity.py): ledger-bank transfers through ONE connection string that lists
-both nodes with ``target_session_attrs=read-write``, logging each acknowledged commit with its time and server.
-The figure is the time from the node's death to the first acknowledged write on the other node: detection,
-decision, promotion and the client's reconnection, with no operator anywhere.
+One client for every system (deploy/continuity.py): ledger-bank transfers, logging each acknowledged commit with its
+time and server. The figure is the time from the node's death to the first acknowledged write on the other node:
+detection, decision, promotion and the client's reconnection, with no operator anywhere. How the client finds the
+primary (``--via``):
 
-* **Ark**: a Kafka broker, two PostgreSQL 15 nodes, the capture (supervised: restarted a second after it exits, as
-  systemd's ``Restart=always`` on another host would), an applier per node, and ``ark controller --ttl 5``
-  (``--window 0``: the anti-flapping window would otherwise refuse the second run, by design). The node dies:
-  kill -9 of its postmaster, its capture and its applier. After the first write, the dead node is started again
+* ``conninfo`` (the default): ONE connection string that lists both nodes with ``target_session_attrs=read-write``;
+  every process on the machine's loopback. Runs anywhere, and is how Patroni is measured too (same client).
+* ``service-address``: the issue's own definition (bench/rto_service.py, bench/rto_patroni.py). Each node a host in a
+  network namespace of its own on one switch, the client in its own, knowing only the service address: Ark's agents
+  move it, Patroni's callbacks (``on_role_change``: ``ip addr`` + ``arping``) move it for Patroni. The node dies by
+  SIGKILL to every process of its namespace (PostgreSQL, and Ark's capture, applier and agent, or Patroni). Needs
+  root.
+
+* **Ark** (``--via conninfo``): a Kafka broker, two PostgreSQL 15 nodes, the capture (supervised: restarted a second
+  after it exits, as systemd's ``Restart=always`` on another host would), an applier per node, and ``ark controller
+  --ttl 5`` (``--window 0``: the anti-flapping window would otherwise refuse the second run, by design). The node
+  dies: kill -9 of its postmaster, its capture and its applier. After the first write, the dead node is started again
   and ``ark reinstate`` brings it back as a standby for the next run.
 * **Patroni** (Debian's ``patroni`` 3.0 and ``etcd-server`` 3.4, physical streaming replication), twice: with its
   defaults (``ttl`` 30 s, ``loop_wait`` 10 s, ``retry_timeout`` 10 s) and tuned as far as its documentation allows
   (``ttl`` 20 s, its minimum; ``loop_wait`` 1 s; ``retry_timeout`` 5 s; the rule loop_wait + 2 x retry_timeout <=
-  ttl holds). The node dies: kill -9 of its Patroni and its postmaster; it is started again after the first write
-  and rejoins as a replica (pg_rewind).
+  ttl holds). The node dies (``conninfo``): kill -9 of its Patroni and its postmaster; it is started again after
+  the first write and rejoins as a replica (pg_rewind).
 
-    python bench/rto.py [--runs 20] [--skip-patroni] [--skip-ark] [--patroni both|defaults|tuned] [--keep]
+    python bench/rto.py [--via conninfo|service-address] [--runs 20] [--skip-patroni] [--skip-ark]
+                        [--patroni both|defaults|tuned] [--keep]
 
 Figures and how to read them: bench/README.md ("RTO").
 """
@@ -48,6 +57,8 @@ from continuity import (  # bench/ is the script's directory, on sys.path when r
     wait_until,
     work_dir,
 )
+from rto_patroni import run_patroni_service_address
+from rto_service import run_ark_service_address
 
 from common.config import load_config
 from deploy.agents import AgentProcess, Supervised
@@ -124,6 +135,10 @@ class TunedPatroni(Patroni):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--via", choices=("conninfo", "service-address"), default="conninfo",
+                        help="how Ark's client finds the primary: a multi-host connection string (default; no root "
+                             "needed, the same client as Patroni's) or only the service address its agents move "
+                             "(network namespaces: needs root)")
     parser.add_argument("--runs", type=int, default=20, help="node deaths per system")
     parser.add_argument("--skip-patroni", action="store_true", help="measure Ark only")
     parser.add_argument("--skip-ark", action="store_true", help="measure Patroni only")
@@ -139,16 +154,28 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         if not args.skip_ark:
-            results["ark"] = run_ark(args.runs)
+            results["ark"] = (run_ark(args.runs) if args.via == "conninfo"
+                              else run_ark_service_address(args.runs, TTL_S, args.keep))
+            results["ark"]["via"] = args.via
             print(json.dumps({"ark": results["ark"]}, indent=2), flush=True)
         if not args.skip_patroni:
             if shutil.which("patroni") is None or shutil.which("etcd") is None:
                 say("patroni or etcd is not installed (apt-get install patroni etcd-server): skipped")
+            elif args.via == "service-address" and shutil.which("setpriv") is None:
+                say("setpriv is not installed (apt-get install util-linux; Patroni's address callback needs it): "
+                    "Patroni skipped")
             else:
-                if args.patroni in ("both", "defaults"):
+                if args.via == "service-address":
+                    if args.patroni in ("both", "defaults"):
+                        results["patroni_defaults"] = run_patroni_service_address(root / "patroni", args.runs, None)
+                        print(json.dumps({"patroni_defaults": results["patroni_defaults"]}, indent=2), flush=True)
+                    if args.patroni in ("both", "tuned"):
+                        results["patroni_tuned"] = run_patroni_service_address(root / "patroni-tuned", args.runs,
+                                                                               TUNED)
+                elif args.patroni in ("both", "defaults"):
                     results["patroni_defaults"] = run_patroni_failovers(Patroni(root / "patroni"), args.runs)
                     print(json.dumps({"patroni_defaults": results["patroni_defaults"]}, indent=2), flush=True)
-                if args.patroni in ("both", "tuned"):
+                if args.via == "conninfo" and args.patroni in ("both", "tuned"):
                     results["patroni_tuned"] = run_patroni_failovers(TunedPatroni(root / "patroni-tuned"), args.runs)
                     results["patroni_tuned"]["settings"] = TUNED
     finally:

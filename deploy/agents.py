@@ -101,13 +101,12 @@ class Supervised:
                 self.restarts += 1
                 self.agent.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.agent.stop()
-
-    def unsupervised(self) -> AgentProcess:
-        """Stop restarting it and hand the process over (a test that kills the whole node, capture included)."""
+    def unsupervise(self) -> AgentProcess:
+        """Stop restarting the agent and leave it as it is (a benchmark about to kill its host: a restart racing the
+        kill would come back on a dead host). The agent, for its caller to reap."""
         self._stop.set()
         self._thread.join(5)
         return self.agent
+
+    def stop(self) -> None:
+        self.unsupervise().stop()

@@ -127,7 +127,7 @@ def test_f23_broker_killed_during_an_automatic_failover(pg_factory: Callable[...
             died = time.monotonic()
             nodes[primary].kill9()
             agents[primary].kill9()
-            capture.unsupervised().kill9()
+            capture.unsupervise().kill9()
 
             def decided(start: int = seen) -> ControllerDecision | None:
                 records.extend(channel.poll())

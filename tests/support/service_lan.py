@@ -1,15 +1,6 @@
-"""Database nodes as hosts on one switch, with the group's service address between them (issue 11; F25).
-
-Each node is a host of a :class:`~tests.support.netlan.Lan`: a network namespace of its own with one cable into the
-bridge. Its PostgreSQL runs inside that namespace (``PgInstance(netns=...)``), and so do its node agent and its
-capture, so that the service address its agent claims on the host's ``eth0`` reaches that database. Every database
-listens on every address of its host (``*``) and on the same port: a client that knows only the service address and
-the port reaches whichever node holds the address. Each server's ``cluster_name`` is its node's name, which is how a
-client (``AckClient(identify_sql=IDENTIFY_SQL)``) and :class:`ServiceSampler` tell who answered.
-
-The root namespace is plugged into the switch too (``Lan(root_port=True)``): the broker's extra listener is on the
-root's address of the segment, and every process, in a node's namespace or not, uses it as its bootstrap; the test,
-the appliers and the controller reach the databases at their addresses of the segment.
+"""Database nodes as hosts on one switch, with the group's service address between them (issue 11; F25): the switch,
+the databases and the address are deploy/service_lan.py's (bench/rto.py uses them too); here, what only tests need:
+the group's YAML written for a test :class:`Group`, :class:`ServiceSampler` and the :func:`node_lan` fixture.
 """
 
 from __future__ import annotations
@@ -27,108 +18,23 @@ import psycopg
 import pytest
 import yaml
 
-from common.service_address import IpAddress
 from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
-from deploy.postgres import PgInstance
-from tests.support.netlan import Lan
+from deploy.service_lan import CLIENT_OPTIONS, IDENTIFY_SQL
+from deploy.service_lan import NodeLan as _NodeLan
 from tests.support.partition import WritableSampler
 from tests.support.replication import Group
 
-#: The one value that names the server a session is on (every node's cluster_name is its node name).
-IDENTIFY_SQL = "SELECT current_setting('cluster_name')"
-#: What a client of a service address needs besides it: a short connect timeout, and TCP timeouts that notice a
-#: vanished server (a dead host sends no FIN: without them a session waits for the kernel's retransmissions,
-#: ~15 min). target_session_attrs: a node that holds the address but is read-only is refused, not written to.
-CLIENT_OPTIONS = ("connect_timeout=2 tcp_user_timeout=2000 keepalives_idle=1 keepalives_interval=1 "
-                  "keepalives_count=2")
+__all__ = ["CLIENT_OPTIONS", "IDENTIFY_SQL", "NodeLan", "ServiceSampler", "node_lan"]
 
 
-class NodeLan:
-    """The database nodes on one switch, their databases, and the service address (see the module docstring)."""
-
-    def __init__(self, nodes: Sequence[str], workdir: Path, interface: str = "eth0") -> None:
-        self.nodes = list(nodes)
-        self.lan = Lan(self.nodes, root_port=True)
-        self.workdir = workdir
-        self.interface = interface
-        self.port = free_port()
-        self.pgs: dict[str, PgInstance] = {}
-        #: The hosts whose cable is out now.
-        self.cut: set[str] = set()
-        #: The case's broker, when :func:`node_lan` made one.
-        self.broker: KafkaBroker | None = None
-
-    @property
-    def address(self) -> str:
-        """The service address with its prefix (a free address of the segment)."""
-        return self.lan.free_addr()
-
-    @property
-    def service_ip(self) -> str:
-        return self.address.split("/")[0]
-
-    def create(self) -> NodeLan:
-        """The namespaces, the bridge and the root's port (:meth:`start_databases` then puts the databases on it)."""
-        self.lan.create()
-        return self
-
-    def start_databases(self) -> None:
-        """One PostgreSQL per node, initialised and started inside its host's namespace."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir.chmod(0o755)
-        for n in self.nodes:
-            inst = PgInstance(self.workdir / f"pg-{n}", self.port, netns=self.lan.ns(n), host=self.lan.addr(n))
-            self.pgs[n] = inst
-            inst.init(extra_conf={"listen_addresses": "*", "cluster_name": n}, extra_listen=(self.lan.addr(n),))
-            inst.start()
-
-    def service_dsn(self, dbname: str, *, read_write: bool = True) -> str:
-        """A DSN that names only the service address."""
-        attrs = " target_session_attrs=read-write" if read_write else ""
-        return f"host={self.service_ip} port={self.port} dbname={dbname} user=postgres {CLIENT_OPTIONS}{attrs}"
+class NodeLan(_NodeLan):
+    """deploy.service_lan.NodeLan with a test group's YAML written for it."""
 
     def configure(self, group: Group, bootstrap: str) -> None:
-        """The group's YAML for every process here: the databases at their addresses of the segment, the broker at
-        its extra listener, the agents with their data directories (offline fences), and the service address."""
-        doc = yaml.safe_load(group.config.read_text())
-        doc["kafka"]["bootstrap"] = bootstrap
-        for entry in (doc["primary"], *doc["standbys"]):
-            inst = self.pgs[entry["name"]]
-            entry["host"] = inst.host
-            entry["agent"] = {"data_dir": str(inst.datadir)}
-        doc["service_address"] = {"address": self.address, "interface": self.interface}
+        """The group's YAML for every process here (:meth:`configure_doc`)."""
+        doc = self.configure_doc(yaml.safe_load(group.config.read_text()), bootstrap)
         group.config.write_text(yaml.safe_dump(doc, sort_keys=False))
-
-    def holds(self, node: str) -> bool:
-        """Whether ``node``'s host has the service address on its interface now."""
-        return IpAddress(self.address, self.interface, netns=self.lan.ns(node)).held() is True
-
-    def holders(self) -> list[str]:
-        """The nodes holding the service address whose cable is in (those the segment can reach)."""
-        return [n for n in self.nodes if n not in self.cut and self.holds(n)]
-
-    def cut_cable(self, node: str) -> None:
-        self.lan.cut(node)
-        self.cut.add(node)
-
-    def heal_cable(self, node: str) -> None:
-        self.lan.heal(node)
-        self.cut.discard(node)
-
-    def reboot_forgets_address(self, node: str) -> None:
-        """What a reboot does to the host's addresses: one added with ``ip addr add`` is gone."""
-        IpAddress(self.address, self.interface, netns=self.lan.ns(node)).release()
-
-    def destroy(self) -> None:
-        for inst in self.pgs.values():
-            try:
-                inst.stop(mode="immediate")
-            except RuntimeError:
-                inst.kill9()
-        if self.broker is not None:
-            self.broker.stop()
-        self.lan.destroy()
 
 
 class ServiceSampler(WritableSampler):
