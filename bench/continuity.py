@@ -226,7 +226,8 @@ class Patroni:
         return next((m["Member"] for m in self.members() if m.get("Role") == "Leader"), None)
 
     def healthy(self) -> bool:
-        """A leader, and a replica that replays its WAL with no lag (and has the bank database, once made)."""
+        """A leader, and a replica that streams its WAL on the leader's timeline with no lag (and has the bank
+        database, once made)."""
         members = self.members()
         leader = next((m for m in members if m.get("Role") == "Leader" and m.get("State") == "running"), None)
         replica = next((m for m in members if m.get("Role") in ("Replica", "Sync Standby")
@@ -235,13 +236,18 @@ class Patroni:
             return False
         if not self.bank_made:
             return True
+        if replica.get("TL") != leader.get("TL"):
+            return False
+        host, port = self.dsn(replica["Member"])
         try:
-            with psycopg.connect(f"host=127.0.0.1 port={self.nodes[replica['Member']]['pg']} dbname={DB} "
-                                 "user=postgres connect_timeout=2") as conn:
+            # 'running' with no lag is also what a rejoining replica shows before its pg_rewind: a leader killed then
+            # leaves nobody to promote (seen twice in 23 runs of bench/rto_patroni.py).
+            with psycopg.connect(f"host={host} port={port} dbname={DB} user=postgres connect_timeout=2") as conn:
                 conn.execute("SELECT count(*) FROM accounts").fetchone()
+                row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
         except psycopg.Error:
             return False
-        return True
+        return row is not None and row[0] == "streaming"
 
     def switchover(self, candidate: str) -> None:
         res = subprocess.run(["patronictl", "-c", str(self.root / "p1" / "patroni.yml"), "switchover",

@@ -120,28 +120,6 @@ class AddressPatroni(Patroni):
     def dsn(self, name: str) -> tuple[str, int]:
         return self.lan.addr(name), self.pg_port
 
-    def healthy(self) -> bool:
-        members = self.members()
-        leader = next((m for m in members if m.get("Role") == "Leader" and m.get("State") == "running"), None)
-        replica = next((m for m in members if m.get("Role") in ("Replica", "Sync Standby")
-                        and m.get("State") in ("streaming", "running") and m.get("Lag in MB") in (0, "0")), None)
-        if leader is None or replica is None:
-            return False
-        if not self.bank_made:
-            return True
-        if replica.get("TL") != leader.get("TL"):
-            return False
-        try:
-            # 'running' with no lag is also what a rejoining replica shows before its pg_rewind: a leader killed then
-            # leaves nobody to promote (seen twice in 23 runs here).
-            with psycopg.connect(f"host={self.lan.addr(replica['Member'])} port={self.pg_port} dbname={DB} "
-                                 "user=postgres connect_timeout=2") as conn:
-                conn.execute("SELECT count(*) FROM accounts").fetchone()
-                row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
-        except psycopg.Error:
-            return False
-        return row is not None and row[0] == "streaming"
-
     def holds(self, name: str) -> bool:
         out = ip("-n", self.lan.ns(name), "-o", "addr", "show", "dev", "eth0", check=False).stdout
         return f" {self.address} " in out
