@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pg_vs_native_report import fmt_s, pct, report  # noqa: E402  (re-exported for the other bench scripts)
+
 from deploy.agents import AgentProcess  # noqa: E402
 from deploy.kafka import KafkaBroker  # noqa: E402
 from deploy.ports import free_port  # noqa: E402
@@ -84,14 +86,6 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, interval: fl
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
     return time.monotonic() - start
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
 
 
 # -- process monitor: CPU seconds and peak RSS per labelled process tree ------------------------------
@@ -378,10 +372,6 @@ def pgbench_run(primary: PgInstance, seconds: int, clients: int) -> tuple[int, f
     return int(m.group(1)), wall, tps.group(0) if tps else ""
 
 
-def fmt_s(value: float) -> str:
-    return "timeout" if value == float("inf") else f"{value:.2f}"
-
-
 def work_dir(prefix: str) -> Path:
     """A fresh work directory under /tmp, readable by the postgres OS user (the servers run as it)."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -488,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.quiet_seconds)
             quiet.finish(60)
             check_agents(agents)
-            results["q"] = {"lags": {w.name: quiet.lags(w) for w in watchers},
+            results["q"] = {"lags": {w.name: quiet.lags(w) for w in watchers}, "every": QUIET_PROBE_EVERY_S,
                             "kafka": redo_watch.lags(started, time.time())}
             say("(q) lag p50/p99: " + ", ".join(f"{w.name} {pct(quiet.lags(w), 50):.3f}/{pct(quiet.lags(w), 99):.3f} s"
                                                 for w in watchers))
@@ -543,64 +533,6 @@ def _copy_logs(root: Path, dest: Path) -> None:
             shutil.copy(root / "pg" / name / "server.log", dest / f"pg-{name}.log")
 
 
-def _kafka_line(lags: list[float], pad: str = "") -> None:
-    """Ark's lag before the apply: source commit → readable in the redo topic (every message of the phase)."""
-    top = max(lags, default=float("nan"))
-    print(f"{'ark kafka':10}{pad} {pct(lags, 50):10.3f} {pct(lags, 99):10.3f} {top:10.3f} {len(lags):7d} messages "
-          "(commit -> readable in Kafka, before the apply)")
-
-
-def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    a = results["a"]
-    print()
-    if "q" in results:
-        q = results["q"]["lags"]
-        print(f"== (q) quiet primary: one probe row every {QUIET_PROBE_EVERY_S} s for {args.quiet_seconds} s "
-              f"(standbys polled every {args.probe_poll} s)")
-        print(f"{'':10} {'lag p50 s':>10} {'lag p99 s':>10} {'lag max s':>10} {'probes':>7}")
-        for name in ("native", "ark"):
-            top = max(q[name], default=float("nan"))
-            print(f"{name:10} {pct(q[name], 50):10.3f} {pct(q[name], 99):10.3f} {top:10.3f} {len(q[name]):7d}")
-        _kafka_line(results["q"]["kafka"])
-        print()
-    print(f"== (a) pgbench tpcb-like, scale {args.scale}, {args.clients} clients, -T {args.seconds}: "
-          f"{a['committed']:,} committed in {a['wall']:.1f} s on the primary ({a['tps_line']})")
-    print(f"{'':10} {'catch-up s':>11} {'sustain tps':>12} {'lag p50 s':>10} {'lag p99 s':>10} {'lag max s':>10}")
-    sustain: dict[str, float] = {}
-    for name in ("native", "ark"):
-        lags = a["lags"][name]
-        sustain[name] = a["committed"] / (a["wall"] + a["catchup"][name])
-        print(f"{name:10} {fmt_s(a['catchup'][name]):>11} {sustain[name]:12.1f} {pct(lags, 50):10.3f} "
-              f"{pct(lags, 99):10.3f} {max(lags, default=float('nan')):10.3f}")
-    _kafka_line(a["kafka"], pad=" " * 25)
-    ratio_a = sustain["ark"] / sustain["native"]
-    p99 = pct(a["lags"]["ark"], 99)
-    print(f"ratio Ark/native sustainable tps: {ratio_a:.3f}  (target >= 1.0 with Ark p99 lag <= 1 s: "
-          f"{'met' if ratio_a >= 1.0 and p99 <= 1.0 else 'NOT met'})  probes: {len(a['lags']['ark'])}")
-    p50 = pct(a["lags"]["ark"], 50)
-    print(f"Ark lag under pgbench: p50 {p50:.3f} s (target <= 0.05: {'met' if p50 <= 0.05 else 'NOT met'}), "
-          f"p99 {p99:.3f} s (target <= 0.2: {'met' if p99 <= 0.2 else 'NOT met'})")
-    print()
-    if "b" not in results:
-        print("== processes: CPU seconds and peak RSS in (a) (pgbench + catch-up)")
-        for label in sorted(a["procs"]):
-            cpu, rss = a["procs"][label]
-            print(f"{label:16} {cpu:8.1f} s {rss / 2**20:10.1f} MiB")
-        return
-    b = results["b"]
-    print(f"== (b) one UPDATE of {args.rows:,} rows (primary: {b['update_s']:.1f} s to execute and commit)")
-    for name in ("native", "ark"):
-        print(f"{name:10} applied {fmt_s(b['applied'][name]):>8} s after commit; rows updated on standby "
-              f"{b['counts'][name]:,}")
-    ratio_b = b["applied"]["ark"] / b["applied"]["native"]
-    print(f"ratio Ark/native: {ratio_b:.3f}  (target <= 1.0: {'met' if ratio_b <= 1.0 else 'NOT met'})")
-    print()
-    print("== processes: CPU seconds and peak RSS per phase (a: pgbench + catch-up, b: update until applied)")
-    print(f"{'':16} {'a cpu s':>8} {'a RSS MiB':>10} {'b cpu s':>8} {'b RSS MiB':>10}")
-    for label in sorted(set(a["procs"]) | set(b["procs"])):
-        ca, ra = a["procs"].get(label, (0.0, 0))
-        cb, rb = b["procs"].get(label, (0.0, 0))
-        print(f"{label:16} {ca:8.1f} {ra / 2**20:10.1f} {cb:8.1f} {rb / 2**20:10.1f}")
 
 
 if __name__ == "__main__":
