@@ -22,7 +22,6 @@ own log of acknowledged commits:
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import time
 import uuid
@@ -40,7 +39,8 @@ from tests.support.faults import (
     converge,
     fault_runs,
     ledger_max,
-    record,
+    recorded,
+    summary_note,
     wait_ledger,
 )
 from tests.support.handover import AckClient, multi_host_dsn
@@ -81,13 +81,14 @@ def test_f20_primary_cut_off_from_kafka_fences_itself(links: NodeLinks, pg_facto
     for inst in nodes.values():
         inst.create_database(dbname)
     fenced_in, promoted_in = [], []
-    group: Group | None = None
-    client: AckClient | None = None
-    sampler: WritableSampler | None = None
-    try:
+    with recorded(result, fault_results_dir) as stack:
+        stack.callback(lambda: summary_note(result, "first write on the new primary after the cut", promoted_in))
+        stack.callback(lambda: summary_note(result, "fenced after the cut", fenced_in))
+        stack.callback(broker.stop)
         broker.start(timeout=180)
         group = Group(name, ark_tmp / "groups" / name, broker.bootstrap, nodes["primary"], dbname,
                       [Standby("standby", nodes["standby"], dbname)])
+        stack.callback(group.stop_all)
         group.write_config()
         bank_setup(group)
         configs = {n: node_config(group, links, n, broker.extra_bootstrap or "") for n in NODES}
@@ -100,7 +101,9 @@ def test_f20_primary_cut_off_from_kafka_fences_itself(links: NodeLinks, pg_facto
         group.start("controller", "--name", "ctl", "--ttl", str(TTL_S), "--window", "0", "--timeout", "120",
                     name="controller")
         client = AckClient(multi_host_dsn([(nodes[n], dbname) for n in NODES])).start()
+        stack.callback(client.stop)
         sampler = WritableSampler(dsns)
+        stack.callback(sampler.stop)
         wait_for(lambda: client.count() >= 50, 60, "the client's first commits")
         converge(group, standby="standby", at_least=50)
         primary, standby = "primary", "standby"
@@ -137,21 +140,5 @@ def test_f20_primary_cut_off_from_kafka_fences_itself(links: NodeLinks, pg_facto
             primary, standby = standby, primary
         client.stop()
         check_the_end(group, result, client, sampler, dsns[primary], dsns[standby])
-    except BaseException as exc:
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        raise
-    finally:
-        if fenced_in:
-            result.notes.append(f"fenced p50 {statistics.median(fenced_in):.2f} s / max {max(fenced_in):.2f} s after "
-                                f"the cut; first write on the new primary p50 {statistics.median(promoted_in):.2f} s "
-                                f"/ max {max(promoted_in):.2f} s")
-        if sampler is not None:
-            sampler.stop()
-        if client is not None:
-            client.stop()
-        if group is not None:
-            group.stop_all()
-        broker.stop()
-        record(result, fault_results_dir)
     print("\n".join(result.notes[-3:]))
     result.assert_clean(min_samples=runs)

@@ -18,14 +18,12 @@ other controller takes the lease and must finish the job, with no operator. Chec
 from __future__ import annotations
 
 import random
-import statistics
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from common.config import load_config
 from common.control import ControlChannel
@@ -37,11 +35,18 @@ from tests.support.faults import (
     bank_setup,
     converge,
     fault_runs,
-    record,
+    recorded,
     seed,
+    summary_note,
 )
 from tests.support.handover import AckClient, multi_host_dsn
-from tests.support.partition import WritableSampler, check_the_end, reinstate_dead_node, wait_data_dir_fenced
+from tests.support.partition import (
+    WritableSampler,
+    agents_know_data_dirs,
+    check_the_end,
+    reinstate_dead_node,
+    wait_data_dir_fenced,
+)
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -67,15 +72,12 @@ def test_f21_controller_killed_during_an_automatic_failover(kafka_bootstrap: str
     group = Group(name, ark_tmp / "groups" / name, kafka_bootstrap, nodes["primary"], dbname,
                   [Standby("standby", nodes["standby"], dbname)])
     group.write_config()
-    doc = yaml.safe_load(group.config.read_text())
-    for entry in (doc["primary"], *doc["standbys"]):  # the agents know their data directories: offline fences
-        entry["agent"] = {"data_dir": str(nodes[entry["name"]].datadir)}
-    group.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    agents_know_data_dirs(group, nodes)  # offline fences
     dsns = {n: inst.dsn(dbname) for n, inst in nodes.items()}
     took: list[float] = []
-    client: AckClient | None = None
-    sampler: WritableSampler | None = None
-    try:
+    with recorded(result, fault_results_dir) as stack:
+        stack.callback(lambda: summary_note(result, "node death to first write on the new primary", took))
+        stack.callback(group.stop_all)
         bank_setup(group)
         agents = {n: group.start("agent", n, name=f"agent-{n}") for n in NODES}
         for n in NODES:
@@ -90,7 +92,9 @@ def test_f21_controller_killed_during_an_automatic_failover(kafka_bootstrap: str
         channel = ControlChannel.for_config(load_config(group.config))
         records = channel.replay()
         client = AckClient(multi_host_dsn([(nodes[n], dbname) for n in NODES])).start()
+        stack.callback(client.stop)
         sampler = WritableSampler(dsns)
+        stack.callback(sampler.stop)
         wait_for(lambda: client.count() >= 50, 60, "the client's first commits")
         converge(group, standby="standby", at_least=50)
         primary, standby = "primary", "standby"
@@ -138,18 +142,5 @@ def test_f21_controller_killed_during_an_automatic_failover(kafka_bootstrap: str
             primary, standby = standby, primary
         client.stop()
         check_the_end(group, result, client, sampler, dsns[primary], dsns[standby])
-    except BaseException as exc:
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        raise
-    finally:
-        if took:
-            result.notes.append(f"node death to first write on the new primary: p50 {statistics.median(took):.2f} s, "
-                                f"max {max(took):.2f} s over {len(took)}")
-        if sampler is not None:
-            sampler.stop()
-        if client is not None:
-            client.stop()
-        group.stop_all()
-        record(result, fault_results_dir)
     print("\n".join(result.notes[-3:]))
     result.assert_clean(min_samples=runs)

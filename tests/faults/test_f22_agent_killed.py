@@ -31,23 +31,27 @@ it the set-up), more than the 60 s aimed at: a failover per run is what checks t
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from common.config import load_config
 from common.control import ControlChannel, ControlRecord
 from deploy.postgres import PgInstance
 from failover.view import HeartbeatView
 from schemas.control import ControllerDecision, EpochBegun
-from tests.support.faults import FaultRun, bank_setup, converge, fault_runs, record
+from tests.support.faults import FaultRun, bank_setup, converge, fault_runs, recorded, summary_note
 from tests.support.handover import AckClient, multi_host_dsn
-from tests.support.partition import WritableSampler, check_the_end, reinstate_dead_node, wait_data_dir_fenced
+from tests.support.partition import (
+    WritableSampler,
+    agents_know_data_dirs,
+    check_the_end,
+    reinstate_dead_node,
+    wait_data_dir_fenced,
+)
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -90,17 +94,15 @@ def test_f22_agent_killed(kafka_bootstrap: str, pg_factory: Callable[..., PgInst
     group = Group(name, ark_tmp / "groups" / name, kafka_bootstrap, nodes["primary"], dbname,
                   [Standby("standby", nodes["standby"], dbname)])
     group.write_config()
-    doc = yaml.safe_load(group.config.read_text())
-    for entry in (doc["primary"], *doc["standbys"]):  # the agents know their data directories: offline fences
-        entry["agent"] = {"data_dir": str(nodes[entry["name"]].datadir)}
-    group.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    agents_know_data_dirs(group, nodes)  # offline fences
     dsns = {n: inst.dsn(dbname) for n, inst in nodes.items()}
     gaps: list[float] = []
     took: list[float] = []
-    client: AckClient | None = None
-    sampler: WritableSampler | None = None
-    view: HeartbeatView | None = None
-    try:
+    with recorded(result, fault_results_dir) as stack:
+        stack.callback(lambda: summary_note(result, "primary death (agent dead) to first write on the new primary",
+                                            took))
+        stack.callback(lambda: summary_note(result, "longest commit gap while an agent was dead", gaps))
+        stack.callback(group.stop_all)
         bank_setup(group)
         agents = {n: group.start("agent", n, name=f"agent-{n}") for n in NODES}
         for n in NODES:
@@ -112,8 +114,11 @@ def test_f22_agent_killed(kafka_bootstrap: str, pg_factory: Callable[..., PgInst
         channel = ControlChannel.for_config(cfg)
         records = channel.replay()
         view = HeartbeatView(cfg, lookback_s=5)
+        stack.callback(view.close)
         client = AckClient(multi_host_dsn([(nodes[n], dbname) for n in NODES])).start()
+        stack.callback(client.stop)
         sampler = WritableSampler(dsns)
+        stack.callback(sampler.stop)
         wait_for(lambda: client.count() >= 50, 60, "the client's first commits")
         converge(group, standby="standby", at_least=50)
 
@@ -178,23 +183,5 @@ def test_f22_agent_killed(kafka_bootstrap: str, pg_factory: Callable[..., PgInst
             primary, standby = standby, primary
         client.stop()
         check_the_end(group, result, client, sampler, dsns[primary], dsns[standby])
-    except BaseException as exc:
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        raise
-    finally:
-        if gaps:
-            result.notes.append(f"longest commit gap while an agent was dead: p50 {statistics.median(gaps):.2f} s, "
-                                f"max {max(gaps):.2f} s over {len(gaps)}")
-        if took:
-            result.notes.append(f"primary death (agent dead) to first write on the new primary: p50 "
-                                f"{statistics.median(took):.2f} s, max {max(took):.2f} s over {len(took)}")
-        if view is not None:
-            view.close()
-        if sampler is not None:
-            sampler.stop()
-        if client is not None:
-            client.stop()
-        group.stop_all()
-        record(result, fault_results_dir)
     print("\n".join(result.notes[-4:]))
     result.assert_clean(min_samples=runs)

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from common.config import load_config
 from common.control import ControlChannel, ControlRecord
@@ -42,11 +40,18 @@ from tests.support.faults import (
     bank_setup,
     converge,
     fault_runs,
-    record,
+    recorded,
     seed,
+    summary_note,
 )
 from tests.support.handover import AckClient, multi_host_dsn
-from tests.support.partition import WritableSampler, check_the_end, reinstate_dead_node, wait_data_dir_fenced
+from tests.support.partition import (
+    WritableSampler,
+    agents_know_data_dirs,
+    check_the_end,
+    reinstate_dead_node,
+    wait_data_dir_fenced,
+)
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -91,32 +96,32 @@ def test_f23_broker_killed_during_an_automatic_failover(pg_factory: Callable[...
     dsns = {n: inst.dsn(dbname) for n, inst in nodes.items()}
     took: list[float] = []
     downtimes: list[float] = []
-    group: Group | None = None
-    client: AckClient | None = None
-    sampler: WritableSampler | None = None
-    beats: HeartbeatView | None = None
-    capture: Supervised | None = None
-    try:
+    with recorded(result, fault_results_dir) as stack:
+        stack.callback(lambda: summary_note(result, "node death to first write on the new primary", took))
+        stack.callback(lambda: summary_note(result, "broker down (restart included)", downtimes))
+        stack.callback(broker.stop)
         broker.start(timeout=180)
         group = Group(name, ark_tmp / "groups" / name, broker.bootstrap, nodes["primary"], dbname,
                       [Standby("standby", nodes["standby"], dbname)])
+        stack.callback(group.stop_all)
         group.write_config()
-        doc = yaml.safe_load(group.config.read_text())
-        for entry in (doc["primary"], *doc["standbys"]):  # the agents know their data directories: offline fences
-            entry["agent"] = {"data_dir": str(nodes[entry["name"]].datadir)}
-        group.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        agents_know_data_dirs(group, nodes)  # offline fences
         bank_setup(group)
         agents = {n: group.start("agent", n, name=f"agent-{n}") for n in NODES}
         for n in NODES:
             group.start("apply", n, name=f"apply-{n}")
         capture = Supervised(group.start("capture", "--node", "primary", name="capture-primary"))
+        stack.callback(lambda: capture.stop())  # before the others: its supervisor would start it again
         controller = group.start("controller", "--name", "ctl", "--ttl", str(TTL_S), "--window", "0",
                                  "--timeout", "120", name="controller")
         channel = ControlChannel.for_config(load_config(group.config))
         records = channel.replay()
         beats = HeartbeatView(load_config(group.config))
+        stack.callback(beats.close)
         client = AckClient(multi_host_dsn([(nodes[n], dbname) for n in NODES])).start()
+        stack.callback(client.stop)
         sampler = WritableSampler(dsns)
+        stack.callback(sampler.stop)
         wait_for(lambda: client.count() >= 50, 60, "the client's first commits")
         converge(group, standby="standby", at_least=50)
         primary, standby = "primary", "standby"
@@ -186,26 +191,6 @@ def test_f23_broker_killed_during_an_automatic_failover(pg_factory: Callable[...
         assert controller.alive(), f"the controller exited:\n{controller.tail()}"
         client.stop()
         check_the_end(group, result, client, sampler, dsns[primary], dsns[standby])
-    except BaseException as exc:
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        raise
-    finally:
-        if took:
-            result.notes.append(f"node death to first write on the new primary: p50 {statistics.median(took):.2f} s, "
-                                f"max {max(took):.2f} s over {len(took)}; broker down (restart included) p50 "
-                                f"{statistics.median(downtimes):.1f} s, max {max(downtimes):.1f} s")
-        if sampler is not None:
-            sampler.stop()
-        if client is not None:
-            client.stop()
-        if beats is not None:
-            beats.close()
-        if capture is not None:
-            capture.stop()  # before the others: its supervisor would start it again
-        if group is not None:
-            group.stop_all()
-        broker.stop()
-        record(result, fault_results_dir)
     print("\n".join(result.notes))
     result.assert_clean(min_samples=runs)
 

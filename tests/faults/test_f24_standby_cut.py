@@ -34,7 +34,6 @@ the shared 2-core machine at a load average of 23-30 (other test runs).
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import time
 import uuid
@@ -42,7 +41,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from common.config import load_config
 from common.control import ControlChannel, ControlRecord
@@ -52,11 +50,21 @@ from deploy.ports import free_port
 from deploy.postgres import PgInstance
 from failover.view import HeartbeatView
 from schemas.control import ControllerDecision, EpochBegun
-from tests.support.faults import FaultRun, bank_setup, converge, fault_runs, ledger_max, record, wait_ledger
+from tests.support.faults import (
+    FaultRun,
+    bank_setup,
+    converge,
+    fault_runs,
+    ledger_max,
+    recorded,
+    summary_note,
+    wait_ledger,
+)
 from tests.support.handover import AckClient, multi_host_dsn
 from tests.support.netlan import NodeLinks
 from tests.support.partition import (
     WritableSampler,
+    agents_know_data_dirs,
     check_the_end,
     node_config,
     reinstate_dead_node,
@@ -120,19 +128,23 @@ def test_f24_standby_cut_off_from_kafka(links: NodeLinks, pg_factory: Callable[.
     gaps: list[float] = []
     behinds: list[int] = []
     took: list[float] = []
-    group: Group | None = None
-    client: AckClient | None = None
-    sampler: WritableSampler | None = None
-    view: HeartbeatView | None = None
-    try:
+
+    def behind_note() -> None:
+        if behinds:
+            result.notes.append(f"primary died with the standby cut off: {min(behinds)}-{max(behinds)} commits not "
+                                "applied at the death")
+
+    with recorded(result, fault_results_dir) as stack:
+        stack.callback(lambda: summary_note(result, "first write on the new primary after the heal", took))
+        stack.callback(behind_note)
+        stack.callback(lambda: summary_note(result, "longest commit gap while the standby was cut off", gaps))
+        stack.callback(broker.stop)
         broker.start(timeout=180)
         group = Group(name, ark_tmp / "groups" / name, broker.bootstrap, nodes["primary"], dbname,
                       [Standby("standby", nodes["standby"], dbname)])
+        stack.callback(group.stop_all)
         group.write_config()
-        doc = yaml.safe_load(group.config.read_text())
-        for entry in (doc["primary"], *doc["standbys"]):  # the agents know their data directories: offline fences
-            entry["agent"] = {"data_dir": str(nodes[entry["name"]].datadir)}
-        group.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        agents_know_data_dirs(group, nodes)  # offline fences
         bank_setup(group)
         configs = {n: node_config(group, links, n, broker.extra_bootstrap or "") for n in NODES}
 
@@ -151,8 +163,11 @@ def test_f24_standby_cut_off_from_kafka(links: NodeLinks, pg_factory: Callable[.
         channel = ControlChannel.for_config(cfg)
         records = channel.replay()
         view = HeartbeatView(cfg, lookback_s=5)
+        stack.callback(view.close)
         client = AckClient(multi_host_dsn([(nodes[n], dbname) for n in NODES])).start()
+        stack.callback(client.stop)
         sampler = WritableSampler(dsns)
+        stack.callback(sampler.stop)
         wait_for(lambda: client.count() >= 50, 60, "the client's first commits")
         converge(group, standby="standby", at_least=50)
 
@@ -238,26 +253,5 @@ def test_f24_standby_cut_off_from_kafka(links: NodeLinks, pg_factory: Callable[.
             result.runs += 1
         client.stop()
         check_the_end(group, result, client, sampler, dsns[primary], dsns[standby])
-    except BaseException as exc:
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        raise
-    finally:
-        if gaps:
-            result.notes.append(f"longest commit gap while the standby was cut off: p50 {statistics.median(gaps):.2f} "
-                                f"s, max {max(gaps):.2f} s over {len(gaps)}")
-        if took:
-            result.notes.append(f"primary died with the standby cut off: {min(behinds)}-{max(behinds)} commits not "
-                                f"applied at the death; first write on the new primary p50 "
-                                f"{statistics.median(took):.2f} s, max {max(took):.2f} s after the heal")
-        if view is not None:
-            view.close()
-        if sampler is not None:
-            sampler.stop()
-        if client is not None:
-            client.stop()
-        if group is not None:
-            group.stop_all()
-        broker.stop()
-        record(result, fault_results_dir)
-    print("\n".join(result.notes[-4:]))
+    print("\n".join(result.notes[-5:]))
     result.assert_clean(min_samples=runs)

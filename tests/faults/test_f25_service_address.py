@@ -30,7 +30,6 @@ controller fails over; the new primary's agent claims the address. Checked:
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 from pathlib import Path
@@ -43,7 +42,8 @@ from tests.support.faults import (
     converge,
     fault_runs,
     ledger_max,
-    record,
+    recorded,
+    summary_note,
     wait_ledger,
 )
 from tests.support.handover import AckClient
@@ -81,9 +81,11 @@ def test_f25_the_service_address_moves_with_the_primary_in_a_failover(ark_tmp: P
         dsns = {n: inst.dsn(dbname) for n, inst in nodes.items()}
         group = Group(name, home / "group", "", nodes["primary"], dbname,
                       [Standby("standby", nodes["standby"], dbname)])
-        client: AckClient | None = None
-        sampler: ServiceSampler | None = None
-        try:
+        with recorded(result, fault_results_dir) as stack:
+            stack.callback(lambda: summary_note(result, "node death to the address on the new primary", claimed_in))
+            stack.callback(lambda: summary_note(result, "node death to the first write through the service address "
+                                                        "(RTO)", took))
+            stack.callback(group.stop_all)
             group.write_config()
             net.configure(group, broker.extra_bootstrap or "")
             bank_setup(group)
@@ -99,7 +101,9 @@ def test_f25_the_service_address_moves_with_the_primary_in_a_failover(ark_tmp: P
             # on a 2-core machine shared with other runs the capture must keep up, or the divergence ledger fills
             # with its backlog and every reinstate copies it.
             client = AckClient(net.service_dsn(dbname), identify_sql=IDENTIFY_SQL, pause_s=0.05).start()
+            stack.callback(client.stop)
             sampler = ServiceSampler(dsns, net.service_dsn(dbname, read_write=False), net.holders)
+            stack.callback(sampler.stop)
             wait_for(lambda: client.count() >= 50, 60, "the client's first commits through the service address")
             converge(group, standby="standby", at_least=50)
             result.notes.append(f"set-up {time.monotonic() - began:.0f} s")
@@ -173,22 +177,6 @@ def test_f25_the_service_address_moves_with_the_primary_in_a_failover(ark_tmp: P
             assert not late, f"commits acknowledged by a node that was not the primary: {late[:5]}"
             assert not stray, f"the service address answered from a non-primary at {len(stray)} rounds"
             assert not doubly, f"two reachable hosts held the service address at {len(doubly)} looks"
-        except BaseException as exc:
-            result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-            raise
-        finally:
-            if took:
-                result.notes.append(f"node death to the first write through the service address (RTO): p50 "
-                                    f"{statistics.median(took):.2f} s, max {max(took):.2f} s over {len(took)}")
-            if claimed_in:
-                result.notes.append(f"node death to the address on the new primary: p50 "
-                                    f"{statistics.median(claimed_in):.2f} s, max {max(claimed_in):.2f} s")
-            if sampler is not None:
-                sampler.stop()
-            if client is not None:
-                client.stop()
-            group.stop_all()
-            record(result, fault_results_dir)
     print("\n".join(result.notes))
     result.assert_clean(min_samples=runs)
 

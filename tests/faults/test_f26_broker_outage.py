@@ -21,7 +21,6 @@ and started again 5-12 s later (seeded: ``ARK_FAULT_SEED``) with its data. Check
 from __future__ import annotations
 
 import random
-import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 
 from common.config import load_config
 from common.control import ControlChannel
@@ -37,9 +35,9 @@ from deploy.kafka import KafkaBroker
 from deploy.ports import free_port
 from deploy.postgres import PgInstance
 from schemas.control import ControllerDecision, EpochBegun
-from tests.support.faults import FaultRun, bank_setup, converge, fault_runs, record, seed
+from tests.support.faults import FaultRun, bank_setup, converge, fault_runs, recorded, seed, summary_note
 from tests.support.handover import AckClient, divergence_seqs, multi_host_dsn
-from tests.support.partition import WritableSampler, check_the_end
+from tests.support.partition import WritableSampler, agents_know_data_dirs, check_the_end
 from tests.support.replication import Group, Standby, wait_for
 
 TTL_S = 5.0
@@ -78,18 +76,17 @@ def test_f26_a_broker_outage_is_no_failover(pg_factory: Callable[..., PgInstance
     dsns = {n: inst.dsn(dbname) for n, inst in nodes.items()}
     fenced_after: list[float] = []
     writable_after: list[float] = []
-    group: Group | None = None
-    client: AckClient | None = None
-    sampler: WritableSampler | None = None
-    try:
+    with recorded(result, fault_results_dir) as stack:
+        stack.callback(lambda: summary_note(result, "primary writable again after the broker's return",
+                                            writable_after))
+        stack.callback(lambda: summary_note(result, "primary read-only after the kill", fenced_after))
+        stack.callback(broker.stop)
         broker.start(timeout=180)
         group = Group(name, ark_tmp / "groups" / name, broker.bootstrap, nodes["primary"], dbname,
                       [Standby("standby", nodes["standby"], dbname)])
+        stack.callback(group.stop_all)
         group.write_config()
-        doc = yaml.safe_load(group.config.read_text())
-        for entry in (doc["primary"], *doc["standbys"]):
-            entry["agent"] = {"data_dir": str(nodes[entry["name"]].datadir)}
-        group.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        agents_know_data_dirs(group, nodes)
         bank_setup(group)
         for n in NODES:
             group.start("agent", n, name=f"agent-{n}")
@@ -100,7 +97,9 @@ def test_f26_a_broker_outage_is_no_failover(pg_factory: Callable[..., PgInstance
         channel = ControlChannel.for_config(load_config(group.config))
         records = channel.replay()
         client = AckClient(multi_host_dsn([(nodes[n], dbname) for n in NODES])).start()
+        stack.callback(client.stop)
         sampler = WritableSampler(dsns)
+        stack.callback(sampler.stop)
         wait_for(lambda: client.count() >= 50, 60, "the client's first commits")
         converge(group, standby="standby", at_least=50)
         port = nodes["primary"].port
@@ -143,22 +142,6 @@ def test_f26_a_broker_outage_is_no_failover(pg_factory: Callable[..., PgInstance
         check_the_end(group, result, client, sampler, dsns["primary"], dsns["standby"])
         diverged = divergence_seqs(group)
         assert not diverged, f"{len(diverged)} acknowledged commits in the divergence ledger: nothing was failed over"
-    except BaseException as exc:
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        raise
-    finally:
-        if writable_after:
-            result.notes.append(f"primary read-only after the kill p50 {statistics.median(fenced_after):.2f} s, "
-                                f"writable again after the broker's return p50 {statistics.median(writable_after):.2f}"
-                                f" s, max {max(writable_after):.2f} s over {len(writable_after)}")
-        if sampler is not None:
-            sampler.stop()
-        if client is not None:
-            client.stop()
-        if group is not None:
-            group.stop_all()
-        broker.stop()
-        record(result, fault_results_dir)
     print("\n".join(result.notes))
     result.assert_clean(min_samples=runs)
 

@@ -16,9 +16,11 @@ writes it as JSON for ``tests/faults/report.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,6 +122,29 @@ def record(result: FaultRun, directory: Path | None = None) -> Path:
     path = results_dir(directory) / f"{slug}.json"
     path.write_text(json.dumps(asdict(result), indent=1, sort_keys=True) + "\n")
     return path
+
+
+@contextmanager
+def recorded(result: FaultRun, directory: Path | None = None) -> Iterator[contextlib.ExitStack]:
+    """The frame of a fault case: yields an ``ExitStack`` for what the case starts (stopped last-in first-out
+    when the case ends, passed or failed), keeps the first line of a failure in ``result.error``, and writes the
+    result row last, so a failed run leaves its row and notes behind."""
+    try:
+        with contextlib.ExitStack() as stack:
+            yield stack
+    except BaseException as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        result.error = f"{type(exc).__name__}: {first}"[:300]
+        raise
+    finally:
+        record(result, directory)
+
+
+def summary_note(result: FaultRun, label: str, values: list[float], what: str = "") -> None:
+    """Append ``label p50 X s, max Y s over N`` to the notes, when there is anything to summarise."""
+    if values:
+        result.notes.append(f"{label} p50 {statistics.median(values):.2f} s, max {max(values):.2f} s over "
+                            f"{len(values)}{what}")
 
 
 # -- observations --------------------------------------------------------------------------------------

@@ -64,6 +64,14 @@ def node_config(group: Group, links: NodeLinks, node: str, bootstrap: str) -> Pa
     return path
 
 
+def agents_know_data_dirs(group: Group, nodes: dict[str, PgInstance]) -> None:
+    """Give each node's agent its data directory in the group's YAML, so that it can fence it offline."""
+    doc = yaml.safe_load(group.config.read_text())
+    for entry in (doc["primary"], *doc["standbys"]):
+        entry["agent"] = {"data_dir": str(nodes[entry["name"]].datadir)}
+    group.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
 def check_the_end(group: Group, result: FaultRun, client: AckClient, sampler: WritableSampler, primary_dsn: str,
                   standby_dsn: str) -> None:
     """After the last run of a partition or crash case (the client stopped): both nodes equal row by row, every
