@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common.config import KafkaSettings
 from common.errors import KafkaUnavailable
+from common.kafka_logs import LIBRDKAFKA
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ _HOUR_MS = 3_600_000
 PRODUCER_MAX_MESSAGE_BYTES = 16_000_000
 
 
-#: When set, librdkafka's own log lines go to this Python logger instead of straight to stderr (the
-#: console sets it: a line written to the terminal under a full-screen UI would garble it).
+#: When set, librdkafka's own log lines go to this Python logger; by default they go to
+#: :data:`common.kafka_logs.LIBRDKAFKA`, which keeps one line of a kind per 10 s (a broker outage made every client
+#: write 20 lines a second straight to stderr; under the console's full-screen UI a line on the terminal garbles it).
 CLIENT_LOGGER: logging.Logger | None = None
 
 
@@ -49,8 +51,7 @@ def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     # about a second, not up to ten; the node agents' leases and the controller's ttl are counted in seconds (F26).
     conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "client.id": "ark", "log_level": 5,
                             "reconnect.backoff.max.ms": 1000}
-    if CLIENT_LOGGER is not None:
-        conf["logger"] = CLIENT_LOGGER
+    conf["logger"] = CLIENT_LOGGER if CLIENT_LOGGER is not None else LIBRDKAFKA
     conf.update(settings.client)
     if settings.sasl_username is not None and settings.sasl_password is not None:
         conf["sasl.username"] = settings.sasl_username

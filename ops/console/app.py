@@ -492,7 +492,6 @@ def console_log_file(group: str) -> Path:
 
 def run_console(cfg: Any, refresh_s: float = 2.0) -> None:
     """``ark console``: its log lines (and librdkafka's) go to :func:`console_log_file`, not the terminal."""
-    from common import kafka
     from ops.console.source import GroupSource
 
     path = console_log_file(cfg.group)
@@ -502,9 +501,7 @@ def run_console(cfg: Any, refresh_s: float = 2.0) -> None:
     root = logging.getLogger()
     saved = root.handlers[:]
     root.handlers[:] = [handler]
-    kafka.CLIENT_LOGGER = logging.getLogger("librdkafka")
     try:
         ArkConsole(GroupSource(cfg), refresh_s=refresh_s).run()
     finally:
         root.handlers[:] = saved
-        kafka.CLIENT_LOGGER = None
