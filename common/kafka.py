@@ -83,6 +83,12 @@ def _log_client_error(err: KafkaError, clock: Callable[[], float] = time.monoton
     return True
 
 
+def fixed_codec(settings: KafkaSettings) -> str:
+    """The codec of producers that do not adapt to the link: the configured one, lz4 for ``auto`` (only the redo
+    producer adapts, :mod:`common.link`; the others send little)."""
+    return "lz4" if settings.compression == "auto" else settings.compression
+
+
 def make_producer(settings: KafkaSettings, *, transactional_id: str | None = None, **overrides: object) -> Producer:
     """An idempotent producer (acks=all); transactional when ``transactional_id`` is given."""
     conf = client_config(
@@ -90,7 +96,7 @@ def make_producer(settings: KafkaSettings, *, transactional_id: str | None = Non
         **{
             "enable.idempotence": True,
             "acks": "all",
-            "compression.type": settings.compression,
+            "compression.type": fixed_codec(settings),
             "linger.ms": 5,
             "message.max.bytes": PRODUCER_MAX_MESSAGE_BYTES,
             "error_cb": _log_client_error,

@@ -24,6 +24,7 @@ from common.kafka import (
     unavailable,
     watermarks,
 )
+from common.link import LEVELS, SAMPLE_INTERVAL_MS, LinkChoice, LinkState, StatsWindow, decide
 from common.redo import EndOfLog, RedoLog, RedoRangeDeleted, RedoReader, RedoRecord, RedoWriter
 from common.settings import KafkaSettings
 from schemas.topics import capture_transactional_id, quarantine_topic, redo_topic
@@ -66,21 +67,62 @@ def _record(msg: Message) -> RedoRecord:
 
 
 class KafkaWriter(RedoWriter):
-    """The group's transactional producer."""
+    """The group's transactional producer. With ``kafka.compression: auto`` its codec, level, linger and batch size
+    follow the measured link (:mod:`common.link`): a new choice is applied right after a commit, by a new producer
+    with the same ``transactional.id`` (nothing in flight, so every record stays in exactly one transaction)."""
 
-    def __init__(self, settings: KafkaSettings, group: str) -> None:
+    def __init__(self, settings: KafkaSettings, group: str, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.topic = redo_topic(group)
         self._group = group
         self._settings = settings
-        self._producer: Producer = make_producer(
-            settings, transactional_id=capture_transactional_id(group),
-            **{"queue.buffering.max.kbytes": 65536, "batch.size": 1_000_000, "linger.ms": 20})
+        self._clock = clock
+        self.adaptive = settings.compression == "auto"
+        self._window = StatsWindow()
+        self._link = LinkState(since_s=clock())
+        self._pending: LinkChoice | None = None
+        #: The settings the producer runs with now; every change made, oldest first (for tests and reports).
+        self.choice: LinkChoice = LEVELS[0] if self.adaptive else LinkChoice(settings.compression, -1, 20, 1_000_000)
+        self.changes: list[LinkChoice] = []
         self.last_offset = -1
         self._delivery_error: KafkaError | None = None
+        self._producer: Producer = self._open(self.choice)
+
+    def _open(self, choice: LinkChoice) -> Producer:
+        """A transactional producer for ``choice``, initialised (which fences any older one of the group)."""
+        extra: dict[str, Any] = {"queue.buffering.max.kbytes": 65536, "batch.size": choice.batch_bytes,
+                                 "linger.ms": choice.linger_ms}
+        if self.adaptive:
+            extra.update(choice.producer_config())
+            extra["statistics.interval.ms"] = SAMPLE_INTERVAL_MS
+            extra["stats_cb"] = self._on_stats
+        producer = make_producer(self._settings, transactional_id=capture_transactional_id(self._group), **extra)
         try:
-            self._producer.init_transactions(60)
+            producer.init_transactions(60)
         except KafkaException as exc:
-            raise unavailable(settings, exc.args[0]) from None
+            raise unavailable(self._settings, exc.args[0]) from None
+        return producer
+
+    def _on_stats(self, stats_json: str) -> None:
+        sample = self._window.sample(stats_json)
+        if sample is None:
+            return
+        decision = decide(self._link, sample, self._clock())
+        self._link = decision.state
+        if decision.change is not None:
+            self._pending = decision.change
+            log.info("redo producer: %s -> %s at the next commit: %s; measured %s", self.choice.describe(),
+                     decision.change.describe(), decision.why, sample.describe())
+
+    def _switch(self, choice: LinkChoice) -> None:
+        """Replace the producer (between transactions) by one made for ``choice``."""
+        started = time.monotonic()
+        self._producer.flush(30)  # nothing should be left after a commit; never drop a delivery report
+        self._producer.close()
+        self._producer = self._open(choice)
+        self.choice = choice
+        self.changes.append(choice)
+        log.info("redo producer now sends %s (switched in %.2f s)", choice.describe(), time.monotonic() - started)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -100,14 +142,24 @@ class KafkaWriter(RedoWriter):
                                        on_delivery=self._on_delivery)
                 break
             except BufferError:
+                started = time.monotonic()
                 self._producer.poll(0.05)  # local queue full: let deliveries drain (bounded memory)
+                self._window.waited_s += time.monotonic() - started
+        self._window.payload_bytes += len(value)
         self._producer.poll(0)
 
     def commit(self) -> None:
-        self._call(self._producer.commit_transaction, 120)
+        started = time.monotonic()
+        try:
+            self._call(self._producer.commit_transaction, 120)  # flushes: waits for the link and the broker
+        finally:
+            self._window.waited_s += time.monotonic() - started
         if self._delivery_error is not None:
             err, self._delivery_error = self._delivery_error, None
             raise TransactionAborted(f"delivery failed after commit: {err}", fix="capture retries by itself")
+        if self._pending is not None:
+            choice, self._pending = self._pending, None
+            self._switch(choice)
 
     def abort(self) -> None:
         self._delivery_error = None

@@ -36,7 +36,9 @@ class KafkaSettings(Frozen):
     retention_margin_hours: float = Field(default=RETENTION_MARGIN_HOURS, ge=0,
                                           description="retention must exceed the longest delay by this much")
     replication_factor: int = Field(default=1, ge=1)
-    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
+    compression: Literal["auto", "none", "lz4", "zstd", "snappy", "gzip"] = Field(
+        default="auto", description="the redo producer's codec; 'auto' follows the measured link (lz4 on a LAN, zstd "
+        "on a slow link: common/link.py); a codec name fixes it")
 
     @property
     def redo_retention_ms(self) -> int:

@@ -103,3 +103,12 @@ class Lan:
         for host in self.hosts:
             ip("netns", "del", self.ns(host), check=False)
         ip("netns", "del", self.bridge_ns, check=False)
+
+
+def limit_rate(namespace: str | None, dev: str, rate: str, *, latency_ms: int = 200, burst: str = "32kb") -> None:
+    """Shape what ``dev`` (in ``namespace``; None: the root namespace) sends to ``rate`` (tc's units: ``10mbit``,
+    ``1gbit``) with a token bucket (``tbf``): a slow link's bandwidth, its queue holding at most ``latency_ms``
+    of traffic. Only the sending direction of ``dev`` is shaped; shape the other end for the other direction."""
+    where = ["ip", "netns", "exec", namespace] if namespace else []
+    subprocess.run([*where, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", burst,
+                    "latency", f"{latency_ms}ms"], capture_output=True, text=True, check=True, timeout=30)
