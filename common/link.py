@@ -19,11 +19,11 @@ counters into a :class:`LinkSample` over each window:
 with small batches for a LAN, ``zstd`` level 3, then ``zstd`` level 9 with larger batches for a slow WAN link.
 
 * *Up* one step when the link is the bottleneck (``busy >= UP_BUSY``) in :data:`UP_AFTER` windows in a row. The wire
-  rate seen then is the link's capacity (:attr:`LinkState.capacity_bytes_per_s`): the producer was sending all it
-  could.
+  rate seen then is the link's capacity (:attr:`LinkState.capacity_bytes_per_s`, smoothed over such windows): the
+  producer was sending all it could.
 * *Down* one step only when the cheaper level would fit easily: the link is idle (``busy <= DOWN_BUSY``) and the
-  payload rate at the cheaper level's measured (or assumed) ratio needs at most :data:`DOWN_HEADROOM` of the
-  capacity, in :data:`DOWN_AFTER` windows in a row.
+  payload rate at the cheaper level's measured ratio (summed over its windows; else assumed) needs at most
+  :data:`DOWN_HEADROOM` of the capacity, in :data:`DOWN_AFTER` windows in a row.
 * Nothing changes within :data:`MIN_DWELL_S` of the last change.
 
 The gap between the two thresholds, the longer streak to go down than to go up, and the dwell time are the
@@ -124,15 +124,23 @@ class LinkState:
     since_s: float = 0.0  # when the level was last changed (monotonic seconds)
     up_streak: int = 0
     down_streak: int = 0
-    capacity_bytes_per_s: float | None = None  # the wire rate of the last window in which the link was the bottleneck
-    ratios: tuple[tuple[int, float], ...] = field(default=())  # (level, measured wire/payload ratio)
+    #: The wire rate while the link was the bottleneck, smoothed over such windows (None until it has been).
+    capacity_bytes_per_s: float | None = None
+    #: (level, wire bytes, payload bytes) summed over the windows spent at each level: a single window's ratio is
+    #: noisy (a commit may hand over a window's entries while the socket sends the previous one's).
+    totals: tuple[tuple[int, float, float], ...] = field(default=())
+
+    @property
+    def ratios(self) -> dict[int, float]:
+        """The measured wire/payload ratio of each level the producer has run at."""
+        return {level: wire / payload for level, wire, payload in self.totals if payload > 0 and wire > 0}
 
     def ratio_of(self, level: int) -> float | None:
         """The measured ratio of ``level``, else one derived from a measured level and the assumed factors."""
-        known = dict(self.ratios)
+        known = self.ratios
         if level in known:
             return known[level]
-        for other, ratio in self.ratios:
+        for other, ratio in known.items():
             return ratio * LEVELS[level].assumed_ratio_vs_lz4 / LEVELS[other].assumed_ratio_vs_lz4
         return None
 
@@ -157,24 +165,25 @@ def linger_for(choice: LinkChoice, rtt_ms: float | None) -> LinkChoice:
 
 def decide(state: LinkState, sample: LinkSample, now_s: float) -> Decision:
     """The next state, and the level to switch to if any (see the module docstring)."""
-    ratios = dict(state.ratios)
-    if sample.ratio is not None:
-        ratios[state.level] = sample.ratio
+    sums = {level: (wire, payload) for level, wire, payload in state.totals}
+    wire, payload = sums.get(state.level, (0.0, 0.0))
+    sums[state.level] = (wire + sample.wire_bytes_per_s, payload + sample.payload_bytes_per_s)
+    totals = tuple(sorted((level, w, p) for level, (w, p) in sums.items()))
     capacity = state.capacity_bytes_per_s
     link_bound = sample.busy >= UP_BUSY and sample.wire_bytes_per_s > 0
-    if link_bound:
-        capacity = sample.wire_bytes_per_s
+    if link_bound:  # the producer sent all it could: that is the link's rate (smoothed: socket buffers blur it)
+        capacity = sample.wire_bytes_per_s if capacity is None else (capacity + sample.wire_bytes_per_s) / 2
     elif capacity is not None and sample.wire_bytes_per_s > capacity:
         capacity = sample.wire_bytes_per_s  # the link carried more than we thought it could
     up = state.up_streak + 1 if link_bound else 0
     cheaper_fits = False
     if state.level > 0 and sample.busy <= DOWN_BUSY and capacity is not None:
-        cheaper_ratio = LinkState(ratios=tuple(ratios.items())).ratio_of(state.level - 1)
+        cheaper_ratio = LinkState(totals=totals).ratio_of(state.level - 1)
         if cheaper_ratio is not None:
             cheaper_fits = sample.payload_bytes_per_s * cheaper_ratio <= DOWN_HEADROOM * capacity
     down = state.down_streak + 1 if cheaper_fits else 0
     new = LinkState(level=state.level, since_s=state.since_s, up_streak=up, down_streak=down,
-                    capacity_bytes_per_s=capacity, ratios=tuple(sorted(ratios.items())))
+                    capacity_bytes_per_s=capacity, totals=totals)
     if now_s - state.since_s < MIN_DWELL_S:
         return Decision(new)
     if up >= UP_AFTER and state.level + 1 < len(LEVELS):

@@ -59,7 +59,12 @@ def test_decision_table(samples: list[LinkSample], expected_level: int, why: str
 def test_capacity_is_what_the_link_carried_while_it_was_the_bottleneck() -> None:
     state, _ = run([IDLE, SATURATED, IDLE])
     assert state.capacity_bytes_per_s == SATURATED.wire_bytes_per_s
-    assert dict(state.ratios)[0] == pytest.approx(IDLE.ratio)
+    both = (2 * IDLE.wire_bytes_per_s + SATURATED.wire_bytes_per_s) / (2 * IDLE.payload_bytes_per_s
+                                                                        + SATURATED.payload_bytes_per_s)
+    assert state.ratios[0] == pytest.approx(both), "the ratio of a level is summed over its windows"
+    faster = LinkSample(wire_bytes_per_s=2.2 * MB, payload_bytes_per_s=6 * MB, busy=0.9)
+    state, _ = run([faster], state)
+    assert state.capacity_bytes_per_s == pytest.approx(1.7 * MB), "smoothed over the link-bound windows"
 
 
 def test_no_change_within_the_dwell_time() -> None:
@@ -96,7 +101,7 @@ def test_a_busy_window_restarts_the_count_down() -> None:
 
 
 def test_the_cheaper_ratio_is_derived_from_the_measured_one() -> None:
-    state = LinkState(level=1, ratios=((1, 0.14),))
+    state = LinkState(level=1, totals=((1, 0.14, 1.0),))
     assert state.ratio_of(1) == 0.14
     assert state.ratio_of(0) == pytest.approx(0.14 / LEVELS[1].assumed_ratio_vs_lz4)
     assert LinkState().ratio_of(0) is None
