@@ -180,12 +180,13 @@ def ark(config: Path, *args: str, timeout: float = 900) -> str:
 
 
 class Probes:
-    """A probe row committed on the primary every ``every`` seconds; each standby polled for the newest one it
-    holds: the lag of a probe is (first seen on the standby) - (its commit returned)."""
+    """A probe row committed on the primary every ``every`` seconds; each standby polled for the probes it holds.
+    A probe's lag is (first seen on the standby) - (its ``at``, the primary's clock_timestamp() at insert): the
+    namespaces share the machine's clock, and the inserter's own round trip over the link does not count."""
 
     def __init__(self, primary_dsn: str, standbys: dict[str, str], every: float) -> None:
         self.primary_dsn, self.standbys, self.every = primary_dsn, standbys, every
-        self.committed: dict[int, float] = {}
+        self.committed: dict[int, float] = {}  # probe id -> its 'at' (epoch seconds)
         self.seen: dict[str, dict[int, float]] = {name: {} for name in standbys}
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._insert, daemon=True)]
@@ -204,23 +205,27 @@ class Probes:
     def _insert(self) -> None:
         with psycopg.connect(self.primary_dsn, autocommit=True) as conn:
             while not self._stop.wait(self.every):
-                row = conn.execute("INSERT INTO lag_probe DEFAULT VALUES RETURNING id").fetchone()
+                row = conn.execute("INSERT INTO lag_probe DEFAULT VALUES RETURNING id, extract(epoch FROM at)"
+                                   ).fetchone()
                 if row:
-                    self.committed[int(row[0])] = time.monotonic()
+                    self.committed[int(row[0])] = float(row[1])
 
     def _poll(self, name: str) -> None:
         seen = self.seen[name]
+        last = int(sql(self.standbys[name], "SELECT coalesce(max(id), 0) FROM lag_probe")[0][0])
         with psycopg.connect(self.standbys[name], autocommit=True) as conn:
             while not self._stop.wait(0.02):
-                top = conn.execute("SELECT max(id) FROM lag_probe").fetchone()
-                now = time.monotonic()
-                for pid in [p for p in self.committed if top and top[0] is not None and p <= top[0]]:
-                    seen.setdefault(pid, now)
+                rows = conn.execute("SELECT id, extract(epoch FROM at) FROM lag_probe WHERE id > %s ORDER BY id",
+                                    (last,)).fetchall()
+                now = time.time()
+                for pid, at in rows:
+                    seen[int(pid)] = now - float(at)
+                    last = max(last, int(pid))
 
     def lags(self, name: str) -> list[float]:
-        """Lag of every probe committed so far (a probe not yet seen counts as lagging until now)."""
-        now = time.monotonic()
-        return [self.seen[name].get(pid, now) - at for pid, at in sorted(self.committed.items())]
+        """Lag of every probe committed so far (one not yet seen counts as lagging until now)."""
+        now = time.time()
+        return [self.seen[name].get(pid, now - at) for pid, at in sorted(self.committed.items())]
 
 
 def pct(values: list[float], q: float) -> float:
