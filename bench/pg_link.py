@@ -17,8 +17,10 @@ everything the pipeline sends over it (framing, TCP, heartbeats), not only paylo
 The initial copies (native's ``copy_data``, ``ark sync``) run before the links are shaped. Then pgbench tpcb-like
 for ``--seconds`` with a probe row committed every ``--probe-every`` seconds; per pipeline:
 
-* **keeping up**: each probe's lag (commit on the primary → seen on the standby) during the run, and the seconds
-  after pgbench ends until the standby holds everything (catch-up: a pipeline that keeps up catches up at once);
+* **keeping up**: the lag of each probe committed during the run (its commit on the primary → seen on the standby,
+  measured after the catch-up), how far behind each standby is when pgbench ends (the age of the oldest probe it
+  does not hold yet), and the seconds after pgbench ends until it holds everything (catch-up: a pipeline that keeps
+  up catches up at once);
 * **volume**: bytes on the pipeline's link during the run and its catch-up, against the WAL the run wrote
   (goal: Ark ≤ 0.25× WAL bytes);
 * Ark's codec changes, as the capture logged them (what it measured, what it chose).
@@ -222,10 +224,16 @@ class Probes:
                     seen[int(pid)] = now - float(at)
                     last = max(last, int(pid))
 
-    def lags(self, name: str) -> list[float]:
-        """Lag of every probe committed so far (one not yet seen counts as lagging until now)."""
+    def lags(self, name: str, until: float) -> list[float]:
+        """Lag of every probe committed up to ``until`` (epoch seconds); one never seen counts as lagging until
+        now."""
         now = time.time()
-        return [self.seen[name].get(pid, now - at) for pid, at in sorted(self.committed.items())]
+        return [self.seen[name].get(pid, now - at) for pid, at in sorted(self.committed.items()) if at <= until]
+
+    def behind(self, name: str) -> float:
+        """How far behind the standby is now: the age of the oldest probe it does not hold yet (0 when none)."""
+        now = time.time()
+        return max((now - at for pid, at in self.committed.items() if pid not in self.seen[name]), default=0.0)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -322,13 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"pgbench tpcb-like in site A: {args.clients} clients, {args.seconds} s")
         bench = run([*wan.prefix(), str(PG_BIN / "pgbench"), "-n", "-c", str(args.clients), "-j",
                      str(min(args.clients, 2)), "-T", str(args.seconds), *local, DB])
-        ended = time.monotonic()
+        ended, ended_wall = time.monotonic(), time.time()
         committed = int(re.search(r"actually processed: (\d+)", bench.stdout).group(1))  # type: ignore[union-attr]
         tps = re.search(r"^tps = ([\d.]+)", bench.stdout, re.M)
         lsn1 = sql(pdsn, "SELECT pg_current_wal_lsn()::text")[0][0]
         wal = int(sql(pdsn, "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (lsn1, lsn0))[0][0])
-        during = {name: probes.lags(name) for name in ("native", "ark")}
-        behind = {name: during[name][-1] if during[name] else float("nan") for name in during}
+        behind = {name: probes.behind(name) for name in ("native", "ark")}
         say(f"pgbench done: {committed:,} transactions ({tps.group(1) if tps else '?'} tps), WAL {wal / 1e6:.1f} MB; "
             "waiting for both standbys")
         target = fingerprint(pdsn)
@@ -350,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join()
         probes.stop()
+        during = {name: probes.lags(name, ended_wall) for name in ("native", "ark")}  # probes of the run, now seen
         time.sleep(1.5)  # the capture's last commit reaches the broker's files
         kafka = _redo_bytes(broker) - kafka0
         changes = [ln.split(" INFO ")[-1] if " INFO " in ln else ln
