@@ -26,6 +26,7 @@ import pymysql
 import pytest
 
 from deploy.mariadb import MariaDBInstance
+from tests.support.handover import divergence_seqs
 from tests.support.mariadb import MariaDBGroup, connect, create_bank, query, total_balance
 
 SCHEMA = "bank"
@@ -254,3 +255,53 @@ def test_mariadb_switchover_there_and_back(mariadb_factory, kafka_bootstrap, uni
     notes.append(f"{len(writer.acked)} acknowledged commits; client errors by code {dict(writer.errors)}")
     print("\n".join(notes))
     assert 1062 not in writer.errors, f"an AUTO_INCREMENT value was handed out twice: {dict(writer.errors)}"
+
+
+@pytest.mark.timeout(900)
+def test_mariadb_failover_and_reinstate(mariadb_factory, kafka_bootstrap, unique_group, ark_tmp) -> None:
+    """The primary's server is killed (-9) under the writer: ``ark failover standby`` promotes the standby (its
+    capture starts where the promotion recorded); the old primary comes back, ``ark reinstate primary`` records
+    what it committed that never reached Kafka, and it rejoins as a standby, equal row by row."""
+    a, b = mariadb_factory("foprimary"), mariadb_factory("fostandby")
+    a.create_database(SCHEMA)
+    for inst in (a, b):
+        _app_user(inst)
+    group = MariaDBGroup(unique_group, ark_tmp / "groups" / unique_group, kafka_bootstrap, a, b, SCHEMA)
+    group.write_config()
+    invariant = create_bank(a, SCHEMA, accounts=50)
+    a.sql(f"CREATE TABLE `{SCHEMA}`.acks (id bigint AUTO_INCREMENT PRIMARY KEY, seq bigint NOT NULL UNIQUE, "
+          f"port int NOT NULL); CREATE TABLE `{SCHEMA}`.tickets (id bigint AUTO_INCREMENT PRIMARY KEY, "
+          f"note varchar(20) NOT NULL)")
+    group.ark_ok("sync", "standby")
+    group.start("capture")
+    group.start("apply", "standby")
+    group.start("apply", "primary")
+    writer = SwitchWriter([a, b], accounts=50).start()
+    try:
+        _wait("the writer's first commits", lambda: writer.acked_on(a.port) >= 100, 60, group)
+        _wait("the standby to follow", lambda: int(query(b, f"SELECT COUNT(*) FROM {SCHEMA}.acks")[0][0]) >= 50,
+              90, group)
+        a.kill9()
+        out = group.ark_ok("failover", "standby", "--force", timeout=300)
+        print(out)
+        assert "done in" in out, out
+        before = writer.acked_on(b.port)
+        _wait("writes on the new primary", lambda: writer.acked_on(b.port) >= before + 50, 60, group)
+    finally:
+        writer.stop()  # the restarted old primary is writable until reinstate fences it: no application on it
+    a.start()
+    out = group.ark_ok("reinstate", "primary", "--report", str(group.workdir / "divergence.txt"), timeout=600)
+    print(out)
+    acked_on_a = {seq for seq, (port, _t) in writer.acked.items() if port == a.port}
+    on_b = {int(r[0]) for r in query(b, f"SELECT seq FROM {SCHEMA}.acks")}
+    never_in_kafka = acked_on_a - on_b
+    ledger = divergence_seqs(group, f"{SCHEMA}.acks")
+    assert never_in_kafka <= ledger, f"acknowledged, not on the new primary, not in the ledger: {never_in_kafka}"
+    assert {seq for seq, (port, _t) in writer.acked.items() if port == b.port} <= on_b
+    diffs = group.wait_equal(TABLES, timeout=180)
+    assert diffs == {}, diffs
+    assert total_balance(b, SCHEMA) == invariant == total_balance(a, SCHEMA)
+    assert _read_only(a) and not _read_only(b)
+    group.stop_all()
+    print(f"failover: {len(writer.acked)} acknowledged commits, {len(never_in_kafka)} acknowledged on the old "
+          f"primary but never in Kafka, ledger {len(ledger)} transactions; client errors {dict(writer.errors)}")
