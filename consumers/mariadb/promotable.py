@@ -49,8 +49,8 @@ class Inventory:
     """One side's replicated tables and sequences."""
 
     tables: dict[str, TableFacts] = field(default_factory=dict)
-    #: schema.name -> (definition text, next_not_cached_value, increment)
-    sequences: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    #: schema.name -> (definition text, next_not_cached_value, increment, start value)
+    sequences: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
 
 
 def _text(value: Any) -> str:
@@ -115,7 +115,7 @@ def inventory(conn: Any, tables: Sequence[str], sequences: Sequence[str] | None 
                   f"cycle_option FROM {qualified(name)}")
         definition = (f"START WITH {_text(start)} MINVALUE {_text(minimum)} MAXVALUE {_text(maximum)} INCREMENT BY "
                       f"{_text(increment)} CACHE {_text(cache)} {'CYCLE' if _text(cycle) == '1' else 'NOCYCLE'}")
-        out.sequences[name] = (definition, int(_text(nxt)), int(_text(increment)))
+        out.sequences[name] = (definition, int(_text(nxt)), int(_text(increment)), int(_text(start)))
     return out
 
 
@@ -158,12 +158,13 @@ def compare(mine: Inventory, theirs: Inventory, standby: str) -> list[Lack]:
             lacks.append(Lack(f"table {table}", f"{dst.rows} rows on the standby, {src.rows} in the primary's snapshot",
                               f"wait until the standby has caught up ('ark status'), then check again; if it stays: "
                               f"ark verify {standby} --repair"))
-    for name, (definition, nxt, increment) in sorted(mine.sequences.items()):
+    for name, (definition, nxt, increment, start) in sorted(mine.sequences.items()):
         got = theirs.sequences.get(name)
         if got is None:
+            used = nxt != start  # the primary handed out values: the standby's must start past them
+            setval = f"; SELECT SETVAL({qualified(name)}, {nxt - increment})" if used else ""
             lacks.append(Lack(f"sequence {name}", "missing on the standby (ark sync copies tables only)",
-                              f"CREATE SEQUENCE {qualified(name)} {definition}; SELECT SETVAL({qualified(name)}, "
-                              f"{nxt - increment})  -- on the standby"))
+                              f"CREATE SEQUENCE {qualified(name)} {definition}{setval}  -- on the standby"))
             continue
         if got[0] != definition:
             lacks.append(Lack(f"sequence {name}", f"defined {got[0]} on the standby, {definition} on the primary",

@@ -258,7 +258,7 @@ def test_mariadb_switchover_there_and_back(mariadb_factory, kafka_bootstrap, uni
 
 
 @pytest.mark.timeout(900)
-def test_mariadb_failover_and_reinstate(mariadb_factory, kafka_bootstrap, unique_group, ark_tmp) -> None:
+def test_mariadb_failover_and_reinstate(mariadb_factory, kafka_bootstrap, unique_group, ark_tmp, request) -> None:
     """The primary's server is killed (-9) under the writer: ``ark failover standby`` promotes the standby (its
     capture starts where the promotion recorded); the old primary comes back, ``ark reinstate primary`` records
     what it committed that never reached Kafka, and it rejoins as a standby, equal row by row.
@@ -273,6 +273,7 @@ def test_mariadb_failover_and_reinstate(mariadb_factory, kafka_bootstrap, unique
         _app_user(inst)
     group = MariaDBGroup(unique_group, ark_tmp / "groups" / unique_group, kafka_bootstrap, a, b, SCHEMA)
     group.write_config()
+    request.addfinalizer(group.stop_all)  # a failing step must not leave the agents running
     invariant = create_bank(a, SCHEMA, accounts=50)
     a.sql(f"CREATE TABLE `{SCHEMA}`.acks (id bigint AUTO_INCREMENT PRIMARY KEY, seq bigint NOT NULL UNIQUE, "
           f"port int NOT NULL); CREATE TABLE `{SCHEMA}`.tickets (id bigint AUTO_INCREMENT PRIMARY KEY, "
