@@ -140,3 +140,17 @@ def test_standby_sequences_move_forward_only_and_missing_ones_are_said_once(capl
     assert standby.values == {"s.a": 40, "s.b": 500}
     assert standby_sequences.advance(standby, values, warned) == 0  # again: nothing moves
     assert warned == {"s.gone"} and caplog.text.count("s.gone") == 1
+
+
+def test_the_divergence_ledger_gets_json_values_from_a_mariadb_node() -> None:
+    """``ark reinstate`` writes the group's row beside the old primary's: the driver's values must be JSON."""
+    import datetime
+    import json
+    from decimal import Decimal
+
+    from producers.mariadb.node_ops import _json_value
+
+    row = {"id": 1, "balance": Decimal("10.50"), "at": datetime.datetime(2026, 1, 2, 3, 4, 5), "raw": b"\x00\xff",
+           "note": None}
+    assert json.loads(json.dumps({k: _json_value(v) for k, v in row.items()})) == {
+        "id": 1, "balance": "10.50", "at": "2026-01-02 03:04:05", "raw": "\\x00ff", "note": None}
