@@ -197,13 +197,14 @@ def _check_group(group: MariaDBGroup, writer: SwitchWriter, primary: MariaDBInst
 
 
 @pytest.mark.timeout(900)
-def test_mariadb_switchover_there_and_back(mariadb_factory, kafka_bootstrap, unique_group, ark_tmp) -> None:
+def test_mariadb_switchover_there_and_back(mariadb_factory, kafka_bootstrap, unique_group, ark_tmp, request) -> None:
     a, b = mariadb_factory("swprimary"), mariadb_factory("swstandby")
     a.create_database(SCHEMA)
     for inst in (a, b):
         _app_user(inst)
     group = MariaDBGroup(unique_group, ark_tmp / "groups" / unique_group, kafka_bootstrap, a, b, SCHEMA)
     group.write_config()
+    request.addfinalizer(group.stop_all)  # a failing step must not leave the agents running
     invariant = create_bank(a, SCHEMA, accounts=50)
     a.sql(f"CREATE TABLE `{SCHEMA}`.acks (id bigint AUTO_INCREMENT PRIMARY KEY, seq bigint NOT NULL UNIQUE, "
           f"port int NOT NULL); CREATE TABLE `{SCHEMA}`.tickets (id bigint AUTO_INCREMENT PRIMARY KEY, "
