@@ -89,6 +89,9 @@ class Column:
     missing_value: str | None = None
     #: The column's identity in the source table, never reused (PostgreSQL ``attnum``); 0 = unknown.
     column_id: int = 0
+    #: The source hands out the column's values itself when an INSERT leaves it out (MariaDB AUTO_INCREMENT,
+    #: schema v6). False also when the source does not say (entries written before v6, other engines).
+    auto_increment: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +283,7 @@ def column_record(column: Column) -> dict[str, Any]:
     return {"name": column.name, "type": column.type, "source_type": column.source_type,
             "nullable": column.nullable, "key_position": column.key_position,
             "default_expr": column.default_expr, "missing_value": column.missing_value,
-            "column_id": column.column_id}
+            "column_id": column.column_id, "auto_increment": column.auto_increment}
 
 
 def meta_record(meta: TableMeta) -> dict[str, Any]:

@@ -131,4 +131,5 @@ register(EngineSpec(
     probe="producers.mariadb.probe:MariaDBProbe",
     node_ops="producers.mariadb.node_ops:MariaDBNodeOps",
     health="producers.mariadb.health:MariaDBHealth",
+    promotable="consumers.mariadb.promotable:MariaDBPromotable",
 ))

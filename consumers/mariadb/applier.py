@@ -37,11 +37,11 @@ from common.settings import StandbySettings
 from common.snapshot import TableRows
 from consumers.base import Applier, ApplyState, Problem, StagedTable
 from consumers.errors import ApplierRunning, StateMoved, TableNeedsResync
-from consumers.mariadb import ddl, parts, runs, sql, state
+from consumers.mariadb import ddl, parts, runs, sequences, sql, state
 from consumers.mariadb.errors import classify, code_of, message_of
 from consumers.mariadb.plan import split_runs
 from consumers.tables import TableState, staging_name
-from schemas.entries import Column, Op, Position, RowChange, SchemaStep, TableMeta, Value, ValuePart
+from schemas.entries import Column, Op, Position, RowChange, SchemaStep, SequenceValue, TableMeta, Value, ValuePart
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class MariaDBApplier(Applier):
         self._drop_after_commit: list[str] = []  # staging copies swapped in by the open transaction
         self._parts_ready = False  # the session's temporary table of large values' parts exists
         self._lock_name = ""  # the standby's applier lock, once taken
+        self._missing_seqs: set[str] = set()  # sequences of the stream this standby lacks (said once)
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -318,12 +319,13 @@ class MariaDBApplier(Applier):
     # -- shapes ------------------------------------------------------------------------------------
     def _standby_columns(self, table: str) -> tuple[list[ddl.StandbyColumn] | None, list[str]]:
         schema, name = sql.split_table(table)
-        rows = self._exec("SELECT COLUMN_NAME, COLUMN_TYPE, COLLATION_NAME, IS_NULLABLE FROM "
+        rows = self._exec("SELECT COLUMN_NAME, COLUMN_TYPE, COLLATION_NAME, IS_NULLABLE, EXTRA FROM "
                           "information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
                           "ORDER BY ORDINAL_POSITION", [schema, name], conn=self.side).fetchall()
         if not rows:
             return None, []
-        cols = [ddl.StandbyColumn(str(r[0]), ddl.normalise(str(r[1]), r[2]), str(r[3]) == "NO") for r in rows]
+        cols = [ddl.StandbyColumn(str(r[0]), ddl.normalise(str(r[1]), r[2]), str(r[3]) == "NO",
+                                  "auto_increment" in str(r[4] or "").lower()) for r in rows]
         pk = [str(r[0]) for r in self._exec(
             "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND "
             "INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", [schema, name], conn=self.side).fetchall()]
@@ -566,6 +568,13 @@ class MariaDBApplier(Applier):
             self._reshape(meta)
             self._exec(state.SAVE_META_SQL, [group, meta.table, meta.version, state.meta_json(meta)])
         return self.bulk_load(rows, replace=True, progress=progress)
+
+    def advance_sequences(self, values: Sequence[SequenceValue]) -> int:
+        """Move the standby's SEQUENCEs forward to the primary's values, in the open transaction (see
+        :mod:`consumers.mariadb.sequences`); how many moved."""
+        self._require_txn()
+        with self._guard("advancing sequences"):
+            return sequences.advance(lambda q, p: list(self._exec(q, p).fetchall()), values, self._missing_seqs)
 
     def swap_in_table(self, group: str, staged: StagedTable) -> None:
         """Give the table the copy's shape (side session: MariaDB's DDL commits by itself), then, in the open

@@ -16,6 +16,10 @@ What is followed:
   disappears while another appears cannot be told from a rename: table resync when rows exist.
 * **DROP COLUMN**, **MODIFY** (type, nullability), **primary key**: followed. A type change is made
   by MariaDB itself (``MODIFY``), converting the rows as the primary did.
+* **AUTO_INCREMENT** (``Column.auto_increment``, schema v6): a column the source says has it gets it
+  (``MODIFY ... AUTO_INCREMENT``, a table rebuild, once; InnoDB starts the counter past the highest value,
+  and the applier's explicit values carry it along). It is never taken away: ``False`` also means "not
+  said" (entries of older builds, other engines), and a switchover may have added it already.
 
 A change the standby cannot make raises :class:`~consumers.errors.TableNeedsResync` naming the
 table, the column and the reason.
@@ -33,6 +37,7 @@ from consumers.mariadb.sql import (
     column_sql,
     column_type,
     create_table_sql,
+    needs_own_index,
     qualified,
     quote_ident,
     split_table,
@@ -49,6 +54,7 @@ class StandbyColumn:
     name: str
     type: str
     not_null: bool
+    auto_increment: bool = False
 
 
 def normalise(column_type: str, collation: str | None) -> str:
@@ -134,7 +140,8 @@ def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
     clauses: list[str] = []
     undefault: list[str] = []
     for old, col in renames:
-        clauses.append(f"CHANGE COLUMN {quote_ident(old.name)} {column_sql(col, meta.identity)}")
+        auto = " AUTO_INCREMENT" if col.auto_increment or old.auto_increment else ""
+        clauses.append(f"CHANGE COLUMN {quote_ident(old.name)} {column_sql(col, meta.identity)}{auto}")
     for col in adds:
         fill = _fill(meta, col, how, known_ids) if rows else None
         if fill is None or fill == "NULL":
@@ -146,12 +153,23 @@ def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
             undefault.append(f"ALTER COLUMN {quote_ident(col.name)} DROP DEFAULT")
     clauses += [f"DROP COLUMN {quote_ident(c.name)}" for c in gone]
     renamed = {c.name.casefold() for _, c in renames}
+    late: list[str] = []  # after the first ALTER: AUTO_INCREMENT for a column it added (its key exists by then)
     for col in meta.columns:
         old_col = have.get(col.name.casefold())
-        if old_col is None or col.name.casefold() in renamed:
+        if col.name.casefold() in renamed:
             continue
-        if old_col.type != catalog_form(column_type(col, meta.identity)) or old_col.not_null == col.nullable:
-            clauses.append(f"MODIFY COLUMN {column_sql(col, meta.identity)}")
+        if old_col is None:
+            if col.auto_increment:
+                index = f", ADD KEY ({quote_ident(col.name)})" if needs_own_index(meta, col.name) else ""
+                late.append(f"MODIFY COLUMN {column_sql(col, meta.identity)} AUTO_INCREMENT{index}")
+            continue
+        add_auto = col.auto_increment and not old_col.auto_increment
+        if old_col.type != catalog_form(column_type(col, meta.identity)) or old_col.not_null == col.nullable \
+                or add_auto:
+            auto = " AUTO_INCREMENT" if col.auto_increment or old_col.auto_increment else ""
+            clauses.append(f"MODIFY COLUMN {column_sql(col, meta.identity)}{auto}")
+            if add_auto and needs_own_index(meta, col.name):
+                clauses.append(f"ADD KEY ({quote_ident(col.name)})")
     want_pk = [c.name for c in meta.key_columns] if meta.identity == "key" else []  # "full": no unique key
     renamed_pk = [next((c.name for o, c in renames if o.name == p), p) for p in pk]
     if [p.casefold() for p in renamed_pk] != [p.casefold() for p in want_pk]:
@@ -164,6 +182,8 @@ def plan(meta: TableMeta, current: list[StandbyColumn] | None, pk: list[str], *,
         out.statements.append(f"ALTER TABLE {name} " + ", ".join(clauses))
     if undefault:
         out.statements.append(f"ALTER TABLE {name} " + ", ".join(undefault))
+    if late:
+        out.statements.append(f"ALTER TABLE {name} " + ", ".join(late))
     return out
 
 

@@ -122,12 +122,25 @@ def column_sql(col: Column, identity: str = "key") -> str:
     return f"{quote_ident(col.name)} {column_type(col, identity)}{'' if col.nullable else ' NOT NULL'}"
 
 
+def needs_own_index(meta: TableMeta, column: str) -> bool:
+    """True when ``column`` is not the first column of ``meta``'s primary key on the standby: an AUTO_INCREMENT
+    column must lead an index (error 1075), so it gets one of its own."""
+    key = meta.key_columns if meta.identity == "key" else ()
+    return not key or key[0].name.casefold() != column.casefold()
+
+
 def create_table_sql(meta: TableMeta, name: str | None = None, *, keyed: bool = True) -> str:
-    """CREATE TABLE for ``meta`` (InnoDB, the key as primary key; none for identity "full" or ``keyed=False``)."""
-    cols = [column_sql(c, meta.identity) for c in meta.columns]
+    """CREATE TABLE for ``meta`` (InnoDB, the key as primary key; none for identity "full" or ``keyed=False``).
+
+    A column the source says is AUTO_INCREMENT gets it (with an index of its own when it does not lead the
+    key), except in an unkeyed copy (``keyed=False``: a staging table, which must take any explicit value)."""
+    cols = [column_sql(c, meta.identity) + (" AUTO_INCREMENT" if keyed and c.auto_increment else "")
+            for c in meta.columns]
     key = [quote_ident(c.name) for c in meta.key_columns]
     if key and keyed and meta.identity == "key":
         cols.append("PRIMARY KEY (" + ", ".join(key) + ")")
+    cols += [f"KEY ({quote_ident(c.name)})" for c in meta.columns
+             if keyed and c.auto_increment and needs_own_index(meta, c.name)]
     return f"CREATE TABLE {name or qualified(meta.table)} (" + ", ".join(cols) + ") ENGINE=InnoDB"
 
 

@@ -40,19 +40,20 @@ from common.errors import PrerequisiteError, SourceError
 from common.identity import DatabaseIdentity
 from producers.base import CaptureEvent, Idle, LogCapture, Problem, TxnBegin, TxnEnd
 from producers.errors import SlotGapError, UnsupportedChange
-from producers.mariadb import binlog, catalog
+from producers.mariadb import binlog, catalog, sequences
 from producers.mariadb.gaps import gap_sentence, gtid_state_text, oldest_gtid_list, start_point
 from producers.mariadb.node_ops import START_DB, START_TABLE
 from producers.mariadb.rows import row_changes, rows_table_id
 from producers.mariadb.setup import problems
 from producers.mariadb.shapes import Shapes
 from producers.mariadb.values import ValueDecodeError
-from schemas.entries import Op, Position, RowChange
+from schemas.entries import Op, Position, RowChange, SequenceValues
 from schemas.positions import mariadb_position, parse_mariadb
 
 log = logging.getLogger(__name__)
 
 IDLE_EVERY_S = 0.5  # an Idle event at least this often while data flows
+SEQUENCES_REFRESH_S = 30.0  # how often the set of replicated sequences is looked up again (and at each shape change)
 _GAP_FIX = ("nothing after the gap is published. Keep binlogs longer (binlog_expire_logs_seconds) than the "
             "longest capture outage. If the loss is accepted: 'ark capture --accept-gap', then 'ark resync "
             "<standby>' for every standby")
@@ -70,6 +71,8 @@ class MariaDBCapture(LogCapture):
         self._ctl: Any = None
         self._stream: binlog.BinlogStream | None = None
         self._confirmed: Position | None = None
+        self._sequences: list[tuple[str, str]] | None = None  # (schema, name) of the replicated SEQUENCEs
+        self._sequences_at = 0.0
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _conn(self) -> Any:
@@ -141,6 +144,25 @@ class MariaDBCapture(LogCapture):
         """Remember ``position``: MariaDB keeps its binlog by time, whatever its readers confirm."""
         if self._confirmed is None or position.key > self._confirmed.key:
             self._confirmed = position
+
+    def sequence_values(self, refresh: bool = False) -> SequenceValues | None:
+        """The replicated MariaDB SEQUENCEs' values (:func:`producers.mariadb.sequences.read_values`), on the
+        control connection; which sequences is looked up again every ``SEQUENCES_REFRESH_S`` and when
+        ``refresh``. None when there are none or they cannot be read now (logged; tried again next time)."""
+        now = time.monotonic()
+        try:
+            conn = self._conn()
+            if refresh or self._sequences is None or now - self._sequences_at >= SEQUENCES_REFRESH_S:
+                self._sequences = sequences.replicated(conn, self.primary.tables)
+                self._sequences_at = now
+            if not self._sequences:
+                return None
+            return sequences.read_values(conn, self._sequences)
+        except (pymysql.err.Error, SourceError) as exc:
+            self._ctl = None
+            log.warning("could not read the sequences' values (published again at the next try): %s",
+                        " ".join(str(exc).split()))
+            return None
 
     def close(self) -> None:
         """Close both connections (safe to call twice)."""

@@ -115,6 +115,8 @@ class Shape:
     types: tuple[ColumnType, ...]
     nullable: tuple[bool, ...]
     key: tuple[str, ...]
+    #: The AUTO_INCREMENT column, "" for none. A table map does not say it: the catalog does (:func:`table_facts`).
+    auto_increment: str = ""
 
 
 def table_meta(shape: Shape, position: str = "", hints: Sequence[tuple[int, str | None, str | None]] | None = None
@@ -135,15 +137,19 @@ def table_meta(shape: Shape, position: str = "", hints: Sequence[tuple[int, str 
         key_pos = key.index(name) + 1 if name in key else 0
         cid, default, missing = hints[i] if hints else (0, None, None)
         columns.append(Column(name, ct.neutral, ct.declared, nullable and not (key_pos and identity == "key"),
-                              key_pos, default_expr=default, missing_value=missing, column_id=cid))
+                              key_pos, default_expr=default, missing_value=missing, column_id=cid,
+                              auto_increment=name == shape.auto_increment))
+    # AUTO_INCREMENT enters the signature only where a column has it: the versions of other tables' shapes stay
+    # those of earlier builds (a new version makes every standby compare its table again).
     sig = repr((shape.table, identity, [(c.name, c.type, c.source_type, c.nullable, c.key_position, c.default_expr,
-                                         c.missing_value, c.column_id) for c in columns]))
+                                         c.missing_value, c.column_id) + ((True,) if c.auto_increment else ())
+                                        for c in columns]))
     return TableMeta(shape.table, tuple(columns), hashlib.sha256(sig.encode()).hexdigest()[:16], position, identity)
 
 
 _COLUMNS_SQL = """
 SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE,
-       DATETIME_PRECISION, COLLATION_NAME, IS_NULLABLE
+       DATETIME_PRECISION, COLLATION_NAME, IS_NULLABLE, EXTRA
 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION
 """
 _KEYS_SQL = """
@@ -180,5 +186,36 @@ def catalog_shape(conn: Any, schema: str, table: str) -> Shape | None:
             types.append(from_catalog(str(r[1]), str(r[2]), r[3], r[4], r[5], r[6], r[7]))
         except ValueError as exc:
             raise ValueError(f"{schema}.{table}.{r[0]}: {exc}") from None
+    auto = next((str(r[0]) for r in rows if "auto_increment" in str(r[9] or "").lower()), "")
     return Shape(f"{schema}.{table}", tuple(str(r[0]) for r in rows), tuple(types),
-                 tuple(str(r[8]) == "YES" for r in rows), catalog_key(conn, schema, table))
+                 tuple(str(r[8]) == "YES" for r in rows), catalog_key(conn, schema, table), auto)
+
+
+@dataclass(frozen=True, slots=True)
+class TableFacts:
+    """What the catalog says of a table that its binlog table maps do not."""
+
+    #: information_schema's TABLE_TYPE: ``BASE TABLE``, ``SEQUENCE`` (whose changes the binlog also carries as
+    #: rows of a table map: a sequence travels as SequenceValues instead), "" when the table is gone.
+    kind: str
+    #: The AUTO_INCREMENT column, "" for none.
+    auto_increment: str
+
+
+def table_facts(conn: Any, schema: str, table: str) -> TableFacts:
+    """The catalog's :class:`TableFacts` of ``schema.table`` now (one query).
+
+    The catalog, not the log: a capture reading old binlog learns today's AUTO_INCREMENT column. That property
+    rarely changes, and a DDL the capture sees makes it ask again (:class:`producers.mariadb.shapes.Shapes`)."""
+    rows = query(conn, "SELECT t.TABLE_TYPE, (SELECT c.COLUMN_NAME FROM information_schema.COLUMNS c WHERE "
+                       "c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.EXTRA LIKE "
+                       "'%%auto_increment%%' LIMIT 1) FROM information_schema.TABLES t WHERE t.TABLE_SCHEMA = %s "
+                       "AND t.TABLE_NAME = %s", (schema, table))
+    if not rows:
+        return TableFacts("", "")
+    kind, auto = rows[0]
+    return TableFacts(_str(kind), _str(auto or ""))
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -401,7 +401,9 @@ class MariaDBNodeOps(NodeOps):
                 found = cur.fetchone()
         except pymysql.err.Error as exc:
             raise catalog.source_error(self.settings, exc, role=f"node {self.name}") from None
-        return None if found is None else dict(found)
+        # The divergence ledger is JSON: the driver's Decimal, date and time values as their text, bytes as \\x hex
+        # (as the ledger writes the old primary's own values, failover/divergence.py).
+        return None if found is None else {k: _json_value(v) for k, v in found.items()}
 
     def close(self) -> None:
         if self._conn is not None:
@@ -410,3 +412,12 @@ class MariaDBNodeOps(NodeOps):
             except pymysql.err.Error:
                 log.debug("closing the connection to %s failed", self._where(), exc_info=True)
         self._conn = None
+
+
+def _json_value(value: object) -> object:
+    """A driver value as the divergence ledger's JSON holds it."""
+    if isinstance(value, bytes | bytearray):
+        return "\\x" + bytes(value).hex()
+    if value is None or isinstance(value, int | float | str | bool):
+        return value
+    return str(value)

@@ -48,14 +48,16 @@ def value_text(value: Value) -> str | None:
     return str(value)
 
 
-def map_shape(tmap: TableMap, unique_key: Sequence[str]) -> catalog.Shape:
-    """The Shape of a table map; ``unique_key`` is used when the table map names no primary key."""
+def map_shape(tmap: TableMap, unique_key: Sequence[str], auto_increment: str = "") -> catalog.Shape:
+    """The Shape of a table map; ``unique_key`` is used when the table map names no primary key;
+    ``auto_increment`` (the catalog's AUTO_INCREMENT column) only when the table map has that column."""
     key: tuple[str, ...] = tuple(tmap.names[i] for i in tmap.primary_key)
     if not key and unique_key:
         idx = {n: i for i, n in enumerate(tmap.names)}
         if all(n in idx and not tmap.nullable[idx[n]] for n in unique_key):
             key = tuple(unique_key)
-    return catalog.Shape(tmap.qualified, tmap.names, tmap.types, tmap.nullable, key)
+    auto = next((n for n in tmap.names if n.casefold() == auto_increment.casefold()), "") if auto_increment else ""
+    return catalog.Shape(tmap.qualified, tmap.names, tmap.types, tmap.nullable, key, auto)
 
 
 class Shapes:
@@ -70,6 +72,7 @@ class Shapes:
         self.shapes: dict[str, catalog.Shape] = {}
         self.evolutions: dict[str, Evolution] = {}
         self._unique: dict[str, tuple[str, ...]] = {}
+        self._facts: dict[str, catalog.TableFacts] = {}  # per table, asked again after a DDL on it
 
     def table_map(self, body: bytes, position: str) -> TableMeta | None:
         """Register a table map; the new TableMeta when its table's shape changed (None otherwise)."""
@@ -78,12 +81,20 @@ class Shapes:
         if not catalog.matches(table, self.patterns):
             self.by_id.pop(tmap.table_id, None)
             return None
+        facts = self._facts.get(table)
+        if facts is None:
+            facts = self._facts[table] = catalog.table_facts(self.conn, tmap.schema, tmap.table)
+        if facts.kind == "SEQUENCE":
+            # NEXTVAL past the cache and SETVAL write the sequence's row to the binlog: not a table of the stream,
+            # its values travel as SequenceValues (MariaDBCapture.sequence_values).
+            self.by_id.pop(tmap.table_id, None)
+            return None
         unique: tuple[str, ...] = ()
         if not tmap.primary_key:
             if table not in self._unique:
                 self._unique[table] = catalog.catalog_key(self.conn, tmap.schema, tmap.table)
             unique = self._unique[table]
-        shape = map_shape(tmap, unique)
+        shape = map_shape(tmap, unique, facts.auto_increment)
         state = self.tables.get(table)
         if state is not None and self.shapes.get(table) == shape:
             # Same shape under a new table id (table ids change when MariaDB reopens a table).
@@ -158,6 +169,8 @@ class Shapes:
         captured = [t for t in ddl.tables if catalog.matches(t, self.patterns)]
         if ddl.kind == "truncate":
             return captured
+        for table in ddl.tables:  # created, dropped, renamed, altered: what the catalog says of it may differ now
+            self._facts.pop(table, None)
         if ddl.kind == "alter" and captured:
             table = captured[0]
             evolution = self.evolutions.get(table)

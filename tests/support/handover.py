@@ -15,9 +15,9 @@ from schemas.topics import divergence_topic
 __all__ = ["Ack", "AckClient", "divergence_seqs", "multi_host_dsn"]
 
 
-def divergence_seqs(group: Any) -> set[int]:
-    """Ledger seqs of the history rows inserted by the transactions of the group's divergence topic (what
-    ``ark reinstate`` recorded: acknowledged on an old primary, never in Kafka)."""
+def divergence_seqs(group: Any, table: str = "public.history", column: str = "seq") -> set[int]:
+    """Ledger seqs (``column``) of the ``table`` rows inserted by the transactions of the group's divergence topic
+    (what ``ark reinstate`` recorded: acknowledged on an old primary, never in Kafka)."""
     cfg = load_config(group.config)
     consumer = make_consumer(cfg.kafka, group_id="tests-divergence")
     out: set[int] = set()
@@ -28,8 +28,8 @@ def divergence_seqs(group: Any) -> set[int]:
         _low, high = watermarks(consumer, topic)
         for msg in read_range(consumer, topic, 0, high):
             doc = json.loads(envelope.decode(msg.value(), msg.headers(), expect="divergence").record["document"])
-            out.update(int(r["written"]["seq"]) for r in doc["rows"]  # inserts into history
-                       if r["table"] == "public.history" and r["op"] == "INSERT" and r["written"].get("seq"))
+            out.update(int(r["written"][column]) for r in doc["rows"]  # inserts into the table
+                       if r["table"] == table and r["op"] == "INSERT" and r["written"].get(column))
     finally:
         consumer.close()
     return out
