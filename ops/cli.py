@@ -486,9 +486,11 @@ def _register() -> None:
     from ops.alerts_cmd import alert
     from ops.automation_cmd import controller, maintenance
     from ops.broker_cmd import broker
+    from ops.cutover_cmd import cutover
     from ops.handover_cmd import failover, reinstate, skip, switchover, topology
 
-    for command in (switchover, failover, skip, reinstate, topology, broker, agent, controller, maintenance, alert):
+    for command in (switchover, failover, skip, reinstate, topology, cutover, broker, agent, controller, maintenance,
+                    alert):
         cli.add_command(command)
     with contextlib.suppress(ImportError):
         from ops.files_cmd import files
