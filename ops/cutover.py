@@ -66,8 +66,8 @@ def _beat(cfg: ArkConfig, kind: str, name: str) -> dict[str, Any] | None:
     return beat
 
 
-def check_ready(cfg: ArkConfig, target: str, max_lag_s: float) -> None:
-    """HandoverRefused unless TARGET's applier runs and is current, and the capture runs."""
+def check_ready(cfg: ArkConfig, target: str, max_lag_s: float) -> dict[str, Any]:
+    """HandoverRefused unless TARGET's applier runs and is current, and the capture runs; the applier's beat."""
     apply = _beat(cfg, "apply", target)
     if apply is None or apply["state"] in ("stopped", "error"):
         state = "not running" if apply is None else f"{apply['state']} ({apply.get('message', '')})"
@@ -88,6 +88,7 @@ def check_ready(cfg: ArkConfig, target: str, max_lag_s: float) -> None:
     if capture is None or capture["state"] in ("stopped", "error"):
         raise HandoverRefused("the capture is not running: the writes made before the fence would not reach "
                               f"{target}; nothing was changed", fix="start 'ark capture' and run the cutover again")
+    return apply
 
 
 def _any_capture(cfg: ArkConfig) -> dict[str, Any] | None:
@@ -135,7 +136,7 @@ class Cutover:
         """Do it; HandoverRefused (undone) or HandoverFailed (part-way) when it cannot."""
         cfg, target = self.cfg, self.target
         standby = cfg.standby(target)
-        check_ready(cfg, target, max_lag_s=self.max_lag_s)
+        beat = check_ready(cfg, target, max_lag_s=self.max_lag_s)
         with contextlib.ExitStack() as stack:
             source_ops = _ops(cfg, cfg.primary.name, stack)
             target_ops = _ops(cfg, target, stack)
@@ -152,14 +153,16 @@ class Cutover:
             stack.callback(channel.close)
             paused = False
             try:
-                doc, code = verify_standby(cfg, target, Options(chunk_rows=self.chunk_rows, timeout=self.timeout_s))
+                doc, code = verify_standby(cfg, target, Options(chunk_rows=self.chunk_rows, timeout=self.timeout_s),
+                                           beat=beat)
                 self.report.verify = doc
                 if code != 0:
                     raise HandoverRefused(_verify_failure(doc), fix=f"run 'ark verify {target}' to see the keys; "
                                           f"'ark resync {target} --table T' the tables that differ, then cut over "
                                           "again")
                 self._step(f"{target} applied everything {cfg.primary.name} committed and equals it "
-                           f"({len(doc['tables'])} tables compared at {doc['position']} in {doc['seconds']:.1f} s)")
+                           f"({len(doc['tables'])} tables compared at {doc['position']}; the applier stopped "
+                           f"{doc['applier_stopped_s']:.3f} s after the request, verify took {doc['seconds']:.3f} s)")
                 intents.pause(channel, cfg, target)
                 paused = True
                 self._await_paused(target)

@@ -360,9 +360,11 @@ def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
     return code
 
 
-def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options) -> tuple[dict[str, Any], int]:
+def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options, *, beat: dict[str, Any] | None = None
+                   ) -> tuple[dict[str, Any], int]:
     """Compare (and with ``opts.repair`` repair) one standby: the report document and the exit code
-    (``ark verify`` and the console's verify action)."""
+    (``ark verify`` and the console's verify action). ``beat``: the applier's heartbeat when the caller has
+    just read it (``ark cutover``: the heartbeat topic is not read again while writes are stopped)."""
     standby = cfg.standby(standby_name)
     mixed = standby.engine != cfg.primary.engine
     if mixed and opts.repair:
@@ -370,7 +372,7 @@ def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options) -> tuple[di
                        f"primary {cfg.primary.engine}",
                        fix="run 'ark verify' without --repair to name the differing keys, then 'ark resync --table "
                            "SCHEMA.TABLE' for each table that differs (it copies a table across engines)")
-    beat = _applier_beat(cfg, standby)
+    beat = beat if beat is not None else _applier_beat(cfg, standby)
     delay = float(beat.get("delay_seconds") or 0.0)
     timeout = opts.timeout if opts.timeout is not None else delay + 120.0
     if delay > 0:

@@ -183,7 +183,7 @@ def test_cutover_mariadb_to_postgresql(fresh_db, fresh_mariadb, kafka_bootstrap,
         assert m, out
         downtime = float(m[1])
         print(f"cutover took {took:.1f} s; write downtime reported {downtime:.3f} s; writer errors "
-              f"{dict(writer.errors)}\n{res.stdout}")
+              f"{dict(writer.errors)}\n{res.stderr}\n{res.stdout}")
         assert 0 < downtime < took
         assert _read_only(primary)
         acked_at_cutover = len(writer.acked)
