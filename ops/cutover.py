@@ -246,7 +246,6 @@ def print_report(cfg: ArkConfig, report: CutoverReport) -> None:
          "(fenced), so a client left on it gets errors, not lost writes")
     _out(f"then stop 'ark capture' and 'ark apply {report.target}' (paused now; do not restart it: it would make "
          f"{report.target} read-only again) and take the group out of service")
-    undo = ("SET GLOBAL read_only = OFF" if source_engine == "mariadb"
-            else "ALTER DATABASE ... RESET default_transaction_read_only")
-    _out(f"undo (before the application writes to {report.target}): make {report.target} read-only again, run "
-         f"'{undo}' on {report.source}, then 'ark resume {report.target}'")
+    _out(f"undo (before the application writes to {report.target}): make {report.target} read-only again, make "
+         f"{report.source} writable (MariaDB: SET GLOBAL read_only = OFF; PostgreSQL: ALTER DATABASE ... RESET "
+         f"default_transaction_read_only), then 'ark resume {report.target}'")

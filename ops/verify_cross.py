@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from common.config import ArkConfig, StandbySettings
+from common.engines.cross_rows import count_rows, prepare, read_rows, shape_problem
 from common.errors import ArkError
 from common.exit_codes import ExitCode
 from common.verify_cross import (
@@ -30,7 +31,6 @@ from common.verify_cross import (
     partition_count,
     summarize,
 )
-from common.verify_cross_sql import count_rows, prepare, read_rows, shape_problem
 from ops.context import err_console
 from schemas.entries import TableMeta
 

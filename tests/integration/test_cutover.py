@@ -29,8 +29,10 @@ import psycopg
 import pymysql
 import yaml
 
+from common.config import load_config
 from deploy.agents import AgentProcess
 from deploy.mariadb import MariaDBInstance
+from ops.status import latest_beats
 from tests.support.mariadb import connect as mconnect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,11 +159,33 @@ def test_cutover_mariadb_to_postgresql(fresh_db, fresh_mariadb, kafka_bootstrap,
 
         _wait("the standby streaming", lambda: pg_has(len(writer.acked) + 0) and len(writer.acked) > 200, 180, agents)
 
+        # -- ark verify across engines, while both run ------------------------------------------------------
+        res = ark("verify", "shop_pg")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"{schema}.orders: " in res.stdout and "verdict: equal" in res.stdout, res.stdout
+
+        # -- refused: the target is behind (paused): nothing changes ------------------------------------------
+        assert ark("pause", "shop_pg").returncode == 0
+        cfg = load_config(config)
+        _wait("the applier's heartbeat saying paused",
+              lambda: (latest_beats(cfg, window_s=10).get(("apply", "shop_pg")) or {}).get("state") == "paused", 60,
+              agents)
+        res = ark("cutover", "shop_pg", "--grace", "1")
+        assert res.returncode == 41 and "shop_pg is paused: nothing was changed" in res.stderr, res.stderr
+        assert "fenced" not in res.stderr and not _read_only(primary)
+        assert ark("resume", "shop_pg").returncode == 0
+
         # -- refused: the standby diverged (a row changed by hand): verify fails, the source is writable again ----
         first = writer.acked[0]
         with psycopg.connect(dsn, autocommit=True, options="-c default_transaction_read_only=off") as conn:
             note = conn.execute(f"SELECT note FROM {schema}.orders WHERE id = %s", [first]).fetchone()[0]  # type: ignore[index]
             conn.execute(f"UPDATE {schema}.orders SET note = 'changed by hand' WHERE id = %s", [first])
+        res = ark("verify", "shop_pg")
+        assert res.returncode == 11, res.stdout + res.stderr
+        assert re.search(rf"hash partition \d+/\d+: .*different: {first}\b", res.stdout), res.stdout
+        assert "changed by hand" not in res.stdout + res.stderr
+        res = ark("verify", "shop_pg", "--repair")
+        assert res.returncode != 0 and "within one engine only" in res.stderr, res.stderr
         res = ark("cutover", "shop_pg", "--grace", "1")
         assert res.returncode == 41, res.stdout + res.stderr
         assert f"{schema}.orders (different)" in res.stderr and "shop_maria is writable again" in res.stderr, res.stderr

@@ -1,5 +1,8 @@
 """Reading a table's rows for the cross-engine compare (common/verify_cross.py), on either engine.
 
+It lives beside the engine registry because it names both engines (nothing outside the engine packages and
+common/engines may); it touches no engine package, only each side's open connection.
+
 Each side is a connection already inside its consistent snapshot (the engine verifier's side of the
 compare: ops/verify.py opens them at one source position). Rows are streamed with a server-side cursor
 (bounded memory), in no particular order: the compare partitions them by key hash. The SELECT asks each
