@@ -37,8 +37,10 @@ from common.node_ops import NodeOps, Sequence, SequenceReport, node_ops
 from ops import intents
 from ops.context import console, err_console
 from ops.engines import snapshot_source
+from ops.handover import current_roles
 from ops.status import STALE_AFTER_S, latest_beats
 from ops.verify import Options, verify_standby
+from schemas.control import NodeFenced
 from schemas.entries import TableMeta
 
 _out = functools.partial(console.print, soft_wrap=True)
@@ -144,6 +146,7 @@ class Cutover:
                 raise HandoverRefused(f"the source {cfg.primary.name} is not writable (fenced or read-only already): "
                                       "nothing was changed", fix="make it writable, or finish the cutover that "
                                                                   "fenced it by hand")
+            epoch = current_roles(cfg).epoch
             self._fenced_at = time.monotonic()
             fence = source_ops.fence(self.grace_s)
             self.report.fenced_position, self.report.sessions_ended = fence.position, fence.sessions_ended
@@ -188,6 +191,9 @@ class Cutover:
                                      "SET GLOBAL read_only = OFF), then point the application at it") from None
             self.report.downtime_s = time.monotonic() - self._fenced_at
             self._step(f"{target} is writable")
+            # Recorded once the source stays fenced for good (an undone cutover leaves no record: it is writable).
+            channel.publish(NodeFenced(epoch, f"read-only (cutover to {target})", fence.sessions_ended),
+                            cfg.primary.name)
         return self.report
 
     def _await_paused(self, target: str) -> None:

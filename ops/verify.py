@@ -13,6 +13,9 @@
    compared again at P2 and only their differing rows are rewritten on the standby, in one transaction,
    through the applier's own way past the read-only guard; then the hold is released.
 
+A standby of another engine is compared at P the same way, but row values are read and compared in
+canonical form (ops/verify_cross.py, common/verify_cross.py); ``--repair`` is refused for it.
+
 Exit codes: 0 equal (or every difference repaired), 11 differences found, 12 some table could not be
 compared (no primary key, missing or different columns on the standby).
 """
