@@ -100,8 +100,8 @@ def _wait(what: str, done: Any, timeout: float, agents: list[AgentProcess]) -> N
         time.sleep(0.2)
 
 
-def _pg(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True, options="-c TimeZone=UTC") as conn:
+def _pg(dsn: str, statement: str, params: Any = None, options: str = "") -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True, options="-c TimeZone=UTC " + options) as conn:
         cur = conn.execute(statement, params)  # type: ignore[arg-type]
         return cur.fetchall() if cur.description else []
 
@@ -236,3 +236,80 @@ def test_cutover_mariadb_to_postgresql(fresh_db, fresh_mariadb, kafka_bootstrap,
         writer.stop()
         for agent in agents:
             agent.stop()
+
+
+PG_TYPES = """
+CREATE TABLE {s}.items (id serial PRIMARY KEY, small smallint, big bigint, num numeric(12,2), r real,
+  d double precision, b boolean, s text, vc varchar(20), by bytea, dt date, ts timestamp(6), tz timestamptz,
+  u uuid, j jsonb, iv interval, bits bit(5), arr int[]);
+CREATE TABLE {s}.bag (k int, v text);
+ALTER TABLE {s}.bag REPLICA IDENTITY FULL;
+INSERT INTO {s}.bag VALUES (1, 'a'), (1, 'a'), (2, 'A');
+"""
+PG_ITEM = ("(-32768, 9223372036854775807, -1234567890.12, 1.1, -1.7976931348623157e308, true, 'héllo ''q'' 😀 {i}', "
+           "'Abc ', '\\x00ff'::bytea, '0001-01-01', '2024-02-29 23:59:59.5', '2038-01-19 03:14:08.25+02', "
+           "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{\"b\": [1, 2.5], \"a\": null}}', "
+           "'1 year 2 mons 3 days 04:05:06', B'10101', '{{1,2,3}}')")
+
+
+def test_cutover_postgresql_to_mariadb(fresh_db, fresh_mariadb, kafka_bootstrap, unique_group, ark_tmp) -> None:
+    """The other direction, without a writer: verify across engines finds equal, then a differing key; the
+    cutover gives the serial column its AUTO_INCREMENT on MariaDB."""
+    schema, dsn, standby = fresh_mariadb.name, fresh_db.primary_dsn, fresh_mariadb.standby
+    cols = "small, big, num, r, d, b, s, vc, by, dt, ts, tz, u, j, iv, bits, arr"
+    _pg(dsn, f"CREATE SCHEMA {schema}")
+    for statement in PG_TYPES.format(s=schema).strip().split(";\n"):
+        _pg(dsn, statement)
+    _pg(dsn, f"INSERT INTO {schema}.items ({cols}) VALUES " + ", ".join(PG_ITEM.format(i=i) for i in range(40)))
+    workdir = ark_tmp / "groups" / unique_group
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / f"{unique_group}.yaml"
+    config.write_text(yaml.safe_dump({
+        "group": unique_group, "control_key": {"env": "ARK_CONTROL_KEY"}, "kafka": {"bootstrap": kafka_bootstrap},
+        "primary": {"name": "pg", "engine": "postgresql", "host": "127.0.0.1", "port": fresh_db.primary.port,
+                    "dbname": fresh_db.name, "user": "postgres", "tables": [f"{schema}.*"]},
+        "capture": {"batch_max_ms": 50},
+        "standbys": [{"name": "maria", "engine": "mariadb", "host": "127.0.0.1", "port": standby.port}]},
+        sort_keys=False))
+
+    def ark(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ops", "-c", str(config), *args], capture_output=True, text=True,
+                              timeout=600, cwd=ROOT, env={**os.environ}, check=False)
+
+    agents: list[AgentProcess] = []
+    try:
+        res = ark("sync", "maria")
+        assert res.returncode == 0, res.stdout + res.stderr
+        for args in (["capture"], ["apply", "maria"]):
+            agents.append(AgentProcess(config, args, workdir / "logs" / f"{'-'.join(args)}.log").start())
+        _pg(dsn, f"INSERT INTO {schema}.items ({cols}) VALUES " + PG_ITEM.format(i=99))
+        _pg(dsn, f"UPDATE {schema}.items SET s = 'moved' WHERE id = 3")
+        _wait("the stream on MariaDB", lambda: str(_maria(standby, f"SELECT COUNT(*) FROM `{schema}`.items WHERE "
+                                                                    "s = 'moved'")[0][0]) == "1", 120, agents)
+        res = ark("verify", "maria")
+        assert res.returncode == 0 and "verdict: equal" in res.stdout, res.stdout + res.stderr
+        _maria(standby, f"UPDATE `{schema}`.items SET r = 1.2 WHERE id = 5")
+        res = ark("verify", "maria")
+        assert res.returncode == 11 and re.search(r"different: 5\b", res.stdout), res.stdout + res.stderr
+        _maria(standby, f"UPDATE `{schema}`.items SET r = 1.1 WHERE id = 5")  # float 1.1 as a real holds it
+
+        res = ark("cutover", "maria", "--grace", "1")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert re.search(r"write downtime: [0-9.]+ s", res.stdout), res.stdout
+        print(res.stderr + res.stdout)
+        conn = mconnect(standby)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"INSERT INTO `{schema}`.items (s) VALUES ('first on MariaDB')")
+                assert int(cur.lastrowid) > 41
+        finally:
+            conn.close()
+        assert _pg(dsn, "SHOW default_transaction_read_only") == [("on",)]  # the source stays fenced
+    finally:
+        for agent in agents:
+            agent.stop()
+        with contextlib.suppress(Exception):
+            _pg(dsn, f"ALTER DATABASE {fresh_db.name} RESET default_transaction_read_only",
+                options="-c default_transaction_read_only=off")
+        with contextlib.suppress(Exception):
+            _pg(dsn, f"SELECT pg_drop_replication_slot('ark_{unique_group}')")
