@@ -40,7 +40,7 @@ Canon = str | None
 CanonRow = tuple[Canon, ...]
 
 #: Partitions itemized row by row in pass 2 (the others are counted only): bounds pass 2's memory.
-MAX_ITEMIZED = 64
+MAX_ITEMIZED = 16
 
 #: Neutral types compared; a column of any other neutral type makes its table refused (named, with why).
 COMPARED = frozenset({"int16", "int32", "int64", "decimal", "float32", "float64", "boolean", "string", "json",

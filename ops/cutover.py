@@ -107,10 +107,11 @@ def column_sequences(source: dict[str, Sequence], metas: list[TableMeta]) -> dic
         if meta.table in out:
             continue
         for col in meta.key_columns:
-            default = (col.default_expr or "").lower()
-            if col.type not in ("int16", "int32", "int64") or "nextval(" not in default:
+            default = col.default_expr or ""
+            if col.type not in ("int16", "int32", "int64") or "nextval('" not in default.lower():
                 continue
-            seq_name = default.split("nextval('", 1)[-1].split("'", 1)[0].replace('"', "")
+            start = default.lower().index("nextval('") + len("nextval('")
+            seq_name = default[start:].split("'", 1)[0].replace('"', "")
             if "." not in seq_name:
                 seq_name = f"{meta.table.split('.', 1)[0]}.{seq_name}"
             last = source.get(seq_name)
