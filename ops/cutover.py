@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from ops.verify import Options, verify_standby
 from schemas.control import NodeFenced
 from schemas.entries import TableMeta
 
+log = logging.getLogger(__name__)
 _out = functools.partial(console.print, soft_wrap=True)
 _note = functools.partial(err_console.print, soft_wrap=True)
 
@@ -176,9 +178,14 @@ class Cutover:
                 seq = self.report.sequences
                 self._step(f"sequences on {target}: {seq.moved} moved past the source's values, {seq.unchanged} "
                            "already past" + (f", created: {', '.join(seq.created)}" if seq.created else ""))
-            except (ArkError, TimeoutError) as exc:
+            except BaseException as exc:  # noqa: BLE001 - after the fence, whatever stops the cutover (Ctrl-C too) undoes it
                 self._undo(source_ops, channel if paused else None, standby.name)
-                message = exc.message if isinstance(exc, ArkError) else str(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                # Not an ArkError: a driver's message may quote a value, so only its kind is shown.
+                message = exc.message if isinstance(exc, ArkError) else f"unexpected {type(exc).__name__} (see the log)"
+                if not isinstance(exc, ArkError):
+                    log.error("cutover to %s stopped by %s", target, type(exc).__name__)
                 fix = exc.fix if isinstance(exc, ArkError) and exc.fix else "fix the cause and run the cutover again"
                 raise HandoverRefused(f"cutover to {target} refused: {message}; undone: {cfg.primary.name} is writable "
                                       "again" + (f" and {target}'s applier resumed" if paused else ""),

@@ -75,7 +75,17 @@ class CrossCompare:
         prepare(self.se, self.sconn)
 
     def table(self, meta: TableMeta) -> dict[str, Any]:
-        """Compare one table: its report entry."""
+        """Compare one table: its report entry (a read that fails makes it ``error``, naming the table)."""
+        try:
+            return self._table(meta)
+        except ArkError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one table's failed read (a driver error) is that table's verdict
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return _table(meta.table, error=f"reading {meta.table} failed: {type(exc).__name__}: {first}",
+                          fix="check both databases ('ark check') and run verify again")
+
+    def _table(self, meta: TableMeta) -> dict[str, Any]:
         skipped = _skip_or_error(meta)
         if skipped is not None:
             return skipped
