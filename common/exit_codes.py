@@ -99,10 +99,11 @@ MEANING: dict[ExitCode, str] = {
                                    "there): it stopped before it, naming the object, the statement and the fix",
     ExitCode.NOT_PRIMARY: "refused: the node is not the group's primary in the current epoch (a capture there would "
                           "publish for a reign that ended); `ark topology` shows the roles",
-    ExitCode.HANDOVER_REFUSED: "`ark switchover`/`ark failover` refused before changing anything (names why: a more "
-                               "advanced standby, a lagging target, a missing agent...)",
-    ExitCode.HANDOVER_FAILED: "`ark switchover`/`ark failover` stopped part-way: the message names the step reached "
-                              "and the command that completes it",
+    ExitCode.HANDOVER_REFUSED: "`ark switchover`/`ark failover`/`ark cutover` refused before changing anything, or "
+                               "undone (names why: a more advanced standby, a lagging target, a missing agent, a "
+                               "verify that found differences...)",
+    ExitCode.HANDOVER_FAILED: "`ark switchover`/`ark failover`/`ark cutover` stopped part-way: the message names the "
+                              "step reached and the command that completes it",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -138,6 +138,20 @@ class VerifyHold(ApplyHook):
         if self.needs_ack():
             b.commit()  # answer from a committed state, then nothing new until P is known
             self.ack(b.committed())
+            return
+        req = self._req
+        if req is not None and req.floor is not None and not req.held_at:
+            # Already at P: the last entry applied was a checkpoint at or past P's floor (an idle source, e.g. a
+            # primary fenced for a cutover, whose one checkpoint at its final position arrived before the hold).
+            # No later entry will come to stop before, so the hold is announced here.
+            # Every transaction below P has a key at or below the floor and arrives in key order: a state at or past
+            # the floor holds them all.
+            b.commit()
+            state = b.committed()
+            if state.position_key >= req.floor:
+                self._send(VerifyHeld(req.request_id, state.position, state.position_key, state.next_offset,
+                                      round(req.armed_s, 3)))
+                req.held_at = time.monotonic()
 
     def blocks(self, chunk: TxnChunk) -> bool:
         """Whether ``chunk`` (a new transaction or a checkpoint) must wait: P is not known yet, or it is at P."""

@@ -444,6 +444,10 @@ def verify(obj: CliContext, standby: str, tables: tuple[str, ...], repair: bool,
     --repair then holds the applier at a new position, compares those ranges again and rewrites only
     their differing rows on the standby, in one transaction.
     \b
+    A standby of another engine (MariaDB → PostgreSQL) is compared at P too, with every value read and
+    written in one canonical form per neutral type, in hash partitions of about --chunk-rows keys;
+    the differing keys are named. --repair is for one engine only ('ark resync --table' across engines).
+    \b
     Exit codes: 0 equal (or repaired), 11 differences found, 12 a table could not be compared.
     """
     from ops.handover import config_now
@@ -487,9 +491,11 @@ def _register() -> None:
     from ops.alerts_cmd import alert
     from ops.automation_cmd import controller, maintenance
     from ops.broker_cmd import broker
+    from ops.cutover_cmd import cutover
     from ops.handover_cmd import failover, reinstate, skip, switchover, topology
 
-    for command in (switchover, failover, skip, reinstate, topology, broker, agent, controller, maintenance, alert):
+    for command in (switchover, failover, skip, reinstate, topology, cutover, broker, agent, controller, maintenance,
+                    alert):
         cli.add_command(command)
     with contextlib.suppress(ImportError):
         from ops.files_cmd import files

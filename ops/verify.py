@@ -13,6 +13,9 @@
    compared again at P2 and only their differing rows are rewritten on the standby, in one transaction,
    through the applier's own way past the read-only guard; then the hold is released.
 
+A standby of another engine is compared at P the same way, but row values are read and compared in
+canonical form (ops/verify_cross.py, common/verify_cross.py); ``--repair`` is refused for it.
+
 Exit codes: 0 equal (or every difference repaired), 11 differences found, 12 some table could not be
 compared (no primary key, missing or different columns on the standby).
 """
@@ -195,7 +198,8 @@ class HoldClient:
             with snapshot_source(self.cfg.primary).open() as snap:
                 position = snap.position
                 tables = snap.tables(self.cfg.primary.tables)
-                source = check.open_source(self.cfg.primary, snap)  # imports the snapshot: it lives on in there
+                # The primary's engine opens its own snapshot (a mixed pair: not the standby's engine).
+                source = verifier(self.cfg.primary.engine).open_source(self.cfg.primary, snap)
             sides.append(source)
             self._channel.publish(VerifyAt(request, position.text, position.key), name)
             log.info("verify: primary snapshot at %s, %.3f s after the applier stopped", position.text,
@@ -359,16 +363,19 @@ def run_verify(cfg: ArkConfig, standby_name: str, opts: Options) -> int:
     return code
 
 
-def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options) -> tuple[dict[str, Any], int]:
+def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options, *, beat: dict[str, Any] | None = None
+                   ) -> tuple[dict[str, Any], int]:
     """Compare (and with ``opts.repair`` repair) one standby: the report document and the exit code
-    (``ark verify`` and the console's verify action)."""
+    (``ark verify`` and the console's verify action). ``beat``: the applier's heartbeat when the caller has
+    just read it (``ark cutover``: the heartbeat topic is not read again while writes are stopped)."""
     standby = cfg.standby(standby_name)
-    if standby.engine != cfg.primary.engine:
-        raise ArkError(f"verify compares a standby with a primary of the same engine; {standby.name} is "
-                       f"{standby.engine} and the primary {cfg.primary.engine}",
-                       fix="compare the tables with your own queries (their values are converted by the type map "
-                           "in README 'Cross-engine apply'), or resync a table with 'ark resync --table'")
-    beat = _applier_beat(cfg, standby)
+    mixed = standby.engine != cfg.primary.engine
+    if mixed and opts.repair:
+        raise ArkError(f"--repair rewrites rows within one engine only; {standby.name} is {standby.engine} and the "
+                       f"primary {cfg.primary.engine}",
+                       fix="run 'ark verify' without --repair to name the differing keys, then 'ark resync --table "
+                           "SCHEMA.TABLE' for each table that differs (it copies a table across engines)")
+    beat = beat if beat is not None else _applier_beat(cfg, standby)
     delay = float(beat.get("delay_seconds") or 0.0)
     timeout = opts.timeout if opts.timeout is not None else delay + 120.0
     if delay > 0:
@@ -377,6 +384,15 @@ def verify_standby(cfg: ArkConfig, standby_name: str, opts: Options) -> tuple[di
     started = time.monotonic()
     client = HoldClient(cfg, standby, opts.max_hold_s)
     try:
+        if mixed:
+            from ops.verify_cross import compare_point, cross_verdict
+
+            with client.point(write=False, timeout=timeout) as pt:
+                tables = compare_point(cfg, standby, pt, opts.tables, opts.chunk_rows)
+            doc = _document(standby.name, pt, [], time.monotonic() - started)
+            doc["verdict"], doc["exit_code"] = cross_verdict(tables)
+            doc["tables"], doc["engines"] = tables, f"{cfg.primary.engine} -> {standby.engine}"
+            return doc, doc["exit_code"]
         with client.point(write=False, timeout=timeout) as pt:
             specs, results = _specs(cfg, pt.tables, opts.tables)
             for spec in specs:
@@ -458,6 +474,8 @@ def _print(doc: dict[str, Any]) -> None:
                                  _keys("different:", r["different"])) if p]
             _out(f"    keys {escape(r['range'])}: {r['primary_rows']} rows on the primary, {r['standby_rows']} on "
                  "the standby; " + "; ".join(parts))
+        if t.get("partitions_not_itemized"):
+            _out(f"    and {t['partitions_not_itemized']} more differing hash partitions, not itemized")
     verdict = doc["verdict"]
     if "repair" in doc:
         rep = doc["repair"]

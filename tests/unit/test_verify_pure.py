@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from typing import Any
@@ -254,3 +255,31 @@ def test_bisection_stops_when_a_split_makes_no_progress() -> None:
     p, s = fake.digest(root)
     leaves = bisect_ranges(root, p, s, fake.digest, lambda rng, _on_primary, _rows: rng.hi or ("0",), 10)
     assert [r for r, _, _ in leaves] == [root]
+
+
+def test_hold_answers_at_once_when_the_state_already_sits_at_p() -> None:
+    # An idle source (a primary fenced for a cutover): its one checkpoint at its final position was applied before
+    # the hold, and no entry will come after it. The state row at P's floor holds everything below P.
+    store: list[Any] = []
+    hold = VerifyHold(memory_channel(store), "sb")
+    hold.on_control([_rec("verify-hold", max_hold_s="5")])
+    hold.at_boundary(_boundary())  # armed at STATE (0/50)
+    p = pg_lsn(0x51)               # P just past the state: its floor is the state's key (a checkpoint's)
+    hold.on_control([_rec("verify-at", request="r1", position=p.text, key=p.key.hex())])
+    at_floor = dataclasses.replace(STATE, position_key=floor_of(p.key))
+    boundary = _boundary()
+    boundary.committed = lambda: at_floor  # type: ignore[misc]
+    hold.at_boundary(boundary)
+    sent = _sent(store)
+    assert [type(b) for b in sent] == [VerifyArmed, VerifyHeld]
+    assert sent[-1].position_key == floor_of(p.key)
+    hold.at_boundary(boundary)  # answered once
+    assert len(_sent(store)) == 2
+    # Still below P (a transaction just before it not applied yet): no answer.
+    store2: list[Any] = []
+    hold2 = VerifyHold(memory_channel(store2), "sb")
+    hold2.on_control([_rec("verify-hold", max_hold_s="5")])
+    hold2.at_boundary(_boundary())
+    hold2.on_control([_rec("verify-at", request="r1", position=pg_lsn(0x100).text, key=pg_lsn(0x100).key.hex())])
+    hold2.at_boundary(_boundary())
+    assert [type(b) for b in _sent(store2)] == [VerifyArmed]
