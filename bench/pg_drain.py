@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
     ap.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4)")
     ap.add_argument("--keep-logs", type=Path, default=None, help="copy agent and server logs here at the end")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="record py-spy profiles (50 Hz, idle threads included, raw collapsed stacks) of the "
+                         "capture and the applier during the drains (a) and (c) into this directory")
     args = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
@@ -119,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         def start(label: str, cmd: list[str]) -> AgentProcess:
             agent = AgentProcess(config, cmd, root / "logs" / f"{label}.log").start()
             stack.callback(agent.stop)
+            if args.profile is not None and label in PROFILED:
+                profile(agent, args.profile / f"{label}.txt")
             return agent
 
         capture, apply = start("capture", ["capture"]), start("apply", ["apply", "standby"])
@@ -184,6 +190,22 @@ def main(argv: list[str] | None = None) -> int:
         results["c"] = {"committed": committed_c, "capture": capture_s, "recvlogical": recv_s}
         report(args, results)
     return 0
+
+
+#: The agents whose drains --profile records: (a)'s capture and applier, (c)'s capture.
+PROFILED = ("capture2", "apply2", "capture3")
+
+
+def profile(agent: AgentProcess, out: Path) -> None:
+    """py-spy on ``agent`` until it exits (it writes ``out`` then); a missing py-spy only warns."""
+    beside = Path(sys.executable).with_name("py-spy")
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None or agent.pid is None:
+        say("--profile: py-spy is neither next to this python nor on PATH (pip install py-spy); not profiling")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.Popen([spy, "record", "-r", "50", "--idle", "-f", "raw", "-o", str(out), "-p", str(agent.pid)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def config_group(config: Path) -> str:

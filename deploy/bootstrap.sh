@@ -80,6 +80,12 @@ else
 fi
 
 # -- 3. Kafka jars -------------------------------------------------------------------------------
+# The compiled redo codec (issue 13): optional. A failed build only warns: Ark then uses its pure-Python codec.
+if hot="$(cd "$REPO" && "$VENV/bin/python" -m schemas.hot.build --check 2>&1)"; then
+  step "hot path: ok, compiled redo codec $hot"
+else
+  step "hot path: WARNING not built, Ark uses its pure-Python codec: $(echo "$hot" | tail -3 | tr '\n' ' ')"
+fi
 step "kafka: jars in $(cd "$REPO" && "$VENV/bin/python" -m deploy.kafka fetch)"
 step "kafka tools: jars in $(cd "$REPO" && "$VENV/bin/python" -m deploy.kafka fetch-tools)"
 step "done"
