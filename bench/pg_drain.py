@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -151,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         drained = wait_all({"native": lambda: fingerprint(native.dsn(DB)) == target,
                             "ark": lambda: fingerprint(standby.dsn(DB)) == target}, 1800)
         check_agents([capture, apply])
+        cpu = {"capture": cpu_s(capture), "apply": cpu_s(apply)}
         time.sleep(2)  # the capture's last batch and checkpoint reach the broker's files
-        results["a"] = {"committed": committed, "wall": wall, "drained": drained,
+        results["a"] = {"committed": committed, "wall": wall, "drained": drained, "cpu": cpu,
                         "wal": wal_bytes(pdsn, lsn_before, lsn_after),
                         "kafka": redo_bytes(broker, config_group(config)) - kafka_before}
         say("drained: " + ", ".join(f"{k} {fmt_s(v)} s" for k, v in drained.items()))
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_until(published, 1800, "the capture to publish the backlog", interval=0.1)
         capture_s = time.monotonic() - started
+        capture_cpu = cpu_s(capture)
         capture.stop()
         say(f"capture: published the backlog in {capture_s:.2f} s; pg_recvlogical to {end_lsn}")
         started = time.monotonic()
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--start", "--endpos", end_lsn, "-o", "proto_version=1", "-o", f"publication_names={PUB}",
                         "-f", "/dev/null", "--no-loop"], check=True, timeout=1800)
         recv_s = time.monotonic() - started
-        results["c"] = {"committed": committed_c, "capture": capture_s, "recvlogical": recv_s}
+        results["c"] = {"committed": committed_c, "capture": capture_s, "recvlogical": recv_s, "cpu": capture_cpu}
         report(args, results)
     return 0
 
@@ -208,6 +211,15 @@ def profile(agent: AgentProcess, out: Path) -> None:
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def cpu_s(agent: AgentProcess) -> float:
+    """CPU seconds (user + system) the agent's process used so far, its start (imports, connections) included."""
+    try:
+        fields = Path(f"/proc/{agent.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def config_group(config: Path) -> str:
     return load_config(config).group
 
@@ -215,6 +227,13 @@ def config_group(config: Path) -> str:
 def _drop_slot(dsn: str) -> None:
     with contextlib.suppress(Exception):
         sql(dsn, f"SELECT pg_drop_replication_slot('{RECV_SLOT}')")
+
+
+def hot_active() -> bool:
+    """Whether the agents (same interpreter, same environment) use the compiled redo codec."""
+    from schemas import hot  # noqa: PLC0415 - only for the report line
+
+    return hot.ACTIVE
 
 
 def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -229,12 +248,17 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         rate[name] = n / s if s not in (0, float("inf")) else 0.0
         print(f"{name:10} {fmt_s(s):>9} {rate[name]:>10,.0f} {rate[name] * ROWS_PER_TXN:>11,.0f}")
     ratio = rate["ark"] / rate["native"] if rate["native"] else 0.0
+    cpu = a["cpu"]
+    print(f"Ark CPU (process totals, start included): capture {cpu['capture']:.2f} s = "
+          f"{cpu['capture'] / n * 1e6:,.0f} us/txn, apply {cpu['apply']:.2f} s = {cpu['apply'] / n * 1e6:,.0f} us/txn"
+          f"  (compiled redo codec: {'on' if hot_active() else 'off'})")
     print(f"ratio Ark/native drain rate: {ratio:.2f}  (target >= 1.5: {'met' if ratio >= 1.5 else 'NOT met'})")
     print(f"\n== (b) volume of the same run: WAL {a['wal'] / 2**20:,.1f} MiB, redo topic {a['kafka'] / 2**20:,.1f} MiB")
     vol = a["kafka"] / a["wal"] if a["wal"] else 0.0
     print(f"ratio Kafka/WAL bytes: {vol:.3f}  (target <= 0.25: {'met' if vol <= 0.25 else 'NOT met'})")
     print(f"\n== (c) the capture alone: {c['committed']:,} transactions of backlog")
     print(f"Ark capture      {c['capture']:8.2f} s  {c['committed'] / c['capture']:>10,.0f} txn/s")
+    print(f"  capture CPU {c['cpu']:.2f} s = {c['cpu'] / c['committed'] * 1e6:,.0f} us/txn (start included)")
     print(f"pg_recvlogical   {c['recvlogical']:8.2f} s  {c['committed'] / c['recvlogical']:>10,.0f} txn/s")
     cap = c["recvlogical"] / c["capture"] if c["capture"] else 0.0
     print(f"ratio Ark capture / pg_recvlogical rate: {cap:.2f}  (target >= 0.5: {'met' if cap >= 0.5 else 'NOT met'})")
