@@ -1,6 +1,6 @@
 """The compiled hot path of the redo codec (issue 13), and the switch that picks it.
 
-``_redo`` (``_redo.c``, built by ``python -m schemas.hot.build``; deploy/bootstrap.sh builds it) writes and reads
+``_redo`` (``_redo.c``, built by ``python -m ops.build_hot``; deploy/bootstrap.sh builds it) writes and reads
 the Avro binary of a redo entry with a Transaction body straight from and into Ark's objects (TxnChunk,
 RowChange): no dict records, no fastavro union resolution per value. Its bytes are the wire format's, proven
 identical to fastavro's by tests/unit/test_hot_codec.py; it knows exactly one schema version, so it is used only

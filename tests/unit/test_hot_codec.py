@@ -33,7 +33,7 @@ from schemas.entries import (
 )
 from schemas.errors import CorruptEntry
 
-pytestmark = pytest.mark.skipif(not hot.ACTIVE, reason="compiled redo codec not built (python -m schemas.hot.build)")
+pytestmark = pytest.mark.skipif(not hot.ACTIVE, reason="compiled redo codec not built (python -m ops.build_hot)")
 
 POS = Position("1A/16B3748", b"\x00\x00\x00\x1a\x01\x6b\x37\x48")
 

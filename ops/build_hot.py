@@ -1,0 +1,83 @@
+"""Build Ark's compiled hot path in place: ``python -m ops.build_hot``.
+
+Two optional C modules, each next to its source: the redo codec (``schemas/hot/_redo.c``) and the pgoutput
+tuple parser (``producers/postgresql/_tuples.c``).
+
+deploy/bootstrap.sh runs this; a failure there only warns, because Ark works without it (the pure-Python path,
+fastavro, is the default whenever the module is absent). One gcc call with the interpreter's own flags: no
+setuptools, no network, about a second.
+
+    python -m ops.build_hot [--check]   # --check: build, then prove each module matches its Python twin
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = (ROOT / "schemas" / "hot" / "_redo.c", ROOT / "producers" / "postgresql" / "_tuples.c")
+
+
+def target(source: Path) -> Path:
+    """Where a module goes: next to its source, named with this interpreter's extension suffix."""
+    return source.with_name(f"{source.stem}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}")
+
+
+def build_one(source: Path) -> Path:
+    """Compile one module; raise CalledProcessError (its output on stderr) when the compiler refuses."""
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1] or ["cc"]
+    out = target(source)
+    tmp = out.with_name(out.name + ".tmp")
+    cmd = [*cc, "-O2", "-fPIC", "-shared", "-Wall", "-Werror=implicit-function-declaration",
+           f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(tmp)]
+    subprocess.run(cmd, check=True)
+    tmp.replace(out)  # atomic: a running agent never loads a half-written file
+    return out
+
+
+def build() -> list[Path]:
+    """Compile every module (all or nothing: a failure removes those built before it)."""
+    built: list[Path] = []
+    try:
+        for source in SOURCES:
+            built.append(build_one(source))
+    except (OSError, subprocess.CalledProcessError):
+        for out in built:
+            out.unlink(missing_ok=True)
+        raise
+    return built
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true",
+                    help="after building, check each module against its Python twin on a sample")
+    args = ap.parse_args(argv)
+    try:
+        outs = build()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"error: the compiled hot path did not build ({exc}); Ark uses its pure-Python code", file=sys.stderr)
+        return 1
+    if args.check:
+        from producers.postgresql import pgoutput  # noqa: PLC0415 - imported only after the build
+        from schemas import hot  # noqa: PLC0415
+
+        problem = hot.self_check() or pgoutput.self_check()
+        if problem:
+            for out in outs:
+                out.unlink(missing_ok=True)
+            print(f"error: the compiled hot path is wrong here ({problem}); removed, Ark uses its pure-Python "
+                  "code", file=sys.stderr)
+            return 1
+    print(" ".join(str(out.relative_to(ROOT)) for out in outs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
