@@ -1,7 +1,9 @@
 """Build Ark's compiled hot path in place: ``python -m ops.build_hot``.
 
-Two optional C modules, each next to its source: the redo codec (``schemas/hot/_redo.c``) and the pgoutput
-tuple parser (``producers/postgresql/_tuples.c``).
+Every ``_<name>.c`` in Ark's packages is an optional C module, built next to its source: today the redo codec
+(``schemas/hot/_redo.c``) and the pgoutput tuple parser of the PostgreSQL capture (``_pgoutput.c``). Each one has
+a Python twin that loads it and whose ``self_check()`` compares the two on a sample: the module ``<name>`` of the
+same package when there is one, else the package itself.
 
 deploy/bootstrap.sh runs this; a failure there only warns, because Ark works without it (the pure-Python path,
 fastavro, is the default whenever the module is absent). One gcc call with the interpreter's own flags: no
@@ -13,6 +15,7 @@ setuptools, no network, about a second.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import subprocess
@@ -21,7 +24,19 @@ import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = (ROOT / "schemas" / "hot" / "_redo.c", ROOT / "producers" / "postgresql" / "_tuples.c")
+PACKAGES = ("schemas", "common", "producers", "consumers", "failover", "filesync", "ops", "deploy")
+
+
+def sources() -> list[Path]:
+    """The C modules: found, not listed (ops/ names no engine; see tests/unit/test_architecture.py)."""
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("_*.c"))
+
+
+def twin(source: Path) -> str:
+    """The dotted name of the Python module that loads ``source``'s module and checks it."""
+    package = ".".join(source.parent.relative_to(ROOT).parts)
+    own = source.with_name(source.stem.lstrip("_") + ".py")
+    return f"{package}.{own.stem}" if own.exists() else package
 
 
 def target(source: Path) -> Path:
@@ -45,7 +60,7 @@ def build() -> list[Path]:
     """Compile every module (all or nothing: a failure removes those built before it)."""
     built: list[Path] = []
     try:
-        for source in SOURCES:
+        for source in sources():
             built.append(build_one(source))
     except (OSError, subprocess.CalledProcessError):
         for out in built:
@@ -65,10 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the compiled hot path did not build ({exc}); Ark uses its pure-Python code", file=sys.stderr)
         return 1
     if args.check:
-        from producers.postgresql import pgoutput  # noqa: PLC0415 - imported only after the build
-        from schemas import hot  # noqa: PLC0415
-
-        problem = hot.self_check() or pgoutput.self_check()
+        # Imported only now, to load the new modules; by name, as the engine registry loads engine packages.
+        problems = [importlib.import_module(twin(source)).self_check() for source in sources()]
+        problem = "; ".join(p for p in problems if p)
         if problem:
             for out in outs:
                 out.unlink(missing_ok=True)

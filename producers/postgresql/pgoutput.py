@@ -10,7 +10,7 @@ Tuple values are kept raw: ``bytes`` for a text value ('t'), :class:`BinaryValue
 :mod:`producers.postgresql.types`' job, done once per column with precomputed converters.
 
 The parser is written for throughput: one ``struct.unpack_from`` per field, no per-byte loops, and
-a single pass over each tuple. Where the compiled twin of :func:`parse_tuple` built (``_tuples.c``, by
+a single pass over each tuple. Where the compiled twin of :func:`parse_tuple` built (``_pgoutput.c``, by
 ``python -m ops.build_hot``), tuples of messages held in ``bytes`` are cut and converted in C; ``ARK_HOT=0``
 or a failed build leaves the Python loop below, with the same results (tests/unit/test_pgoutput_compiled.py).
 """
@@ -241,13 +241,13 @@ def _load_compiled() -> Callable[[bytes, int, Convs], tuple[TupleData, int]] | N
     if os.environ.get("ARK_HOT", "1") == "0":
         return None
     try:
-        from producers.postgresql import _tuples  # type: ignore[attr-defined]  # noqa: PLC0415 - optional module
+        from producers.postgresql import _pgoutput  # type: ignore[attr-defined]  # noqa: PLC0415 - optional module
     except ImportError:
         return None
     from producers.postgresql.types import converter  # noqa: PLC0415 - the text converter, to recognise it
 
-    _tuples.configure(UNCHANGED, BinaryValue, PgOutputError, converter(25))
-    compiled: Callable[[bytes, int, Convs], tuple[TupleData, int]] = _tuples.parse_tuple
+    _pgoutput.configure(UNCHANGED, BinaryValue, PgOutputError, converter(25))
+    compiled: Callable[[bytes, int, Convs], tuple[TupleData, int]] = _pgoutput.parse_tuple
     return compiled
 
 

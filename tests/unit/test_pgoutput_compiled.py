@@ -1,4 +1,4 @@
-"""The compiled pgoutput tuple parser (producers/postgresql/_tuples.c) reads every tuple as the Python one does."""
+"""The compiled pgoutput tuple parser (producers/postgresql/_pgoutput.c) reads every tuple as the Python one does."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tuples", "pgoutput TupleData in C (see _tuples.c).", -1,
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_pgoutput", "pgoutput TupleData in C (see _pgoutput.c).", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__tuples(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__pgoutput(void) { return PyModule_Create(&module); }
