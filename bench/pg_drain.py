@@ -17,7 +17,11 @@ set-up of bench/pg_vs_native.py), both replicating the pgbench tables.
     until it published the run's last transaction (its heartbeat's position passes a marker), against
     ``pg_recvlogical`` reading the same WAL through a pgoutput slot of its own, to its end, into /dev/null.
 
-    python bench/pg_drain.py [--seconds 60] [--scale 10] [--clients 4] [--keep-logs DIR]
+(a) and (c) also give Ark's CPU per source transaction (each agent's user + system time, less what its start
+cost), which moves much less with the machine's load than the rates do; ``ARK_HOT=0`` in the environment runs
+the agents without the compiled hot path (README, "The compiled hot path") for a comparison.
+
+    python bench/pg_drain.py [--seconds 60] [--scale 10] [--clients 4] [--keep-logs DIR] [--profile DIR]
 
 Figures and how to read them: bench/README.md, "Backlog drain".
 """
