@@ -69,24 +69,37 @@ def build() -> list[Path]:
     return built
 
 
+def self_checks() -> str:
+    """What is wrong with the built modules ("" when each agrees with its Python twin)."""
+    # Imported only now, to load the new modules; by name, as the engine registry loads engine packages.
+    problems = [importlib.import_module(twin(source)).self_check() for source in sources()]
+    return "; ".join(p for p in problems if p)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true",
                     help="after building, check each module against its Python twin on a sample")
+    ap.add_argument("--self-check-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.self_check_only:  # the child of --check below
+        problem = self_checks()
+        print(problem, file=sys.stderr)
+        return 1 if problem else 0
     try:
         outs = build()
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"error: the compiled hot path did not build ({exc}); Ark uses its pure-Python code", file=sys.stderr)
         return 1
     if args.check:
-        # Imported only now, to load the new modules; by name, as the engine registry loads engine packages.
-        problems = [importlib.import_module(twin(source)).self_check() for source in sources()]
-        problem = "; ".join(p for p in problems if p)
-        if problem:
+        # In a child process: a module that crashes the interpreter must not stay installed either.
+        child = subprocess.run([sys.executable, "-m", "ops.build_hot", "--self-check-only"], cwd=ROOT,
+                               env={**os.environ, "ARK_HOT": "1"}, capture_output=True, text=True, check=False)
+        if child.returncode != 0:
             for out in outs:
                 out.unlink(missing_ok=True)
-            print(f"error: the compiled hot path is wrong here ({problem}); removed, Ark uses its pure-Python "
+            why = child.stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
+            print(f"error: the compiled hot path is wrong here ({why[0]}); removed, Ark uses its pure-Python "
                   "code", file=sys.stderr)
             return 1
     print(" ".join(str(out.relative_to(ROOT)) for out in outs))
