@@ -17,7 +17,11 @@ set-up of bench/pg_vs_native.py), both replicating the pgbench tables.
     until it published the run's last transaction (its heartbeat's position passes a marker), against
     ``pg_recvlogical`` reading the same WAL through a pgoutput slot of its own, to its end, into /dev/null.
 
-    python bench/pg_drain.py [--seconds 60] [--scale 10] [--clients 4] [--keep-logs DIR]
+(a) and (c) also give Ark's CPU per source transaction (each agent's user + system time, less what its start
+cost), which moves much less with the machine's load than the rates do; ``ARK_HOT=0`` in the environment runs
+the agents without the compiled hot path (README, "The compiled hot path") for a comparison.
+
+    python bench/pg_drain.py [--seconds 60] [--scale 10] [--clients 4] [--keep-logs DIR] [--profile DIR]
 
 Figures and how to read them: bench/README.md, "Backlog drain".
 """
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
     ap.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4)")
     ap.add_argument("--keep-logs", type=Path, default=None, help="copy agent and server logs here at the end")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="record py-spy profiles (50 Hz, idle threads included, raw collapsed stacks) of the "
+                         "capture and the applier during the drains (a) and (c) into this directory")
     args = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
@@ -119,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         def start(label: str, cmd: list[str]) -> AgentProcess:
             agent = AgentProcess(config, cmd, root / "logs" / f"{label}.log").start()
             stack.callback(agent.stop)
+            if args.profile is not None and label in PROFILED:
+                profile(agent, args.profile / f"{label}.txt")
             return agent
 
         capture, apply = start("capture", ["capture"]), start("apply", ["apply", "standby"])
@@ -126,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_all({"native": lambda: fingerprint(native.dsn(DB)) == target,
                   "ark": lambda: fingerprint(standby.dsn(DB)) == target}, 300)
         check_agents([capture, apply])
+        # What starting costs (imports, connections, Kafka transactions, catalog reads): both agents have done
+        # that and little else here, so it is subtracted from their CPU in the drains (per transaction figures).
+        results["start_cpu"] = {"capture": settled_cpu_s(capture), "apply": settled_cpu_s(apply)}
         say("both standbys stream")
 
         # (a) + (b): the backlog, then both resumed at once
@@ -145,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         drained = wait_all({"native": lambda: fingerprint(native.dsn(DB)) == target,
                             "ark": lambda: fingerprint(standby.dsn(DB)) == target}, 1800)
         check_agents([capture, apply])
+        cpu = {"capture": cpu_s(capture), "apply": cpu_s(apply)}
         time.sleep(2)  # the capture's last batch and checkpoint reach the broker's files
-        results["a"] = {"committed": committed, "wall": wall, "drained": drained,
+        results["a"] = {"committed": committed, "wall": wall, "drained": drained, "cpu": cpu,
                         "wal": wal_bytes(pdsn, lsn_before, lsn_after),
                         "kafka": redo_bytes(broker, config_group(config)) - kafka_before}
         say("drained: " + ", ".join(f"{k} {fmt_s(v)} s" for k, v in drained.items()))
@@ -174,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_until(published, 1800, "the capture to publish the backlog", interval=0.1)
         capture_s = time.monotonic() - started
+        capture_cpu = cpu_s(capture)
         capture.stop()
         say(f"capture: published the backlog in {capture_s:.2f} s; pg_recvlogical to {end_lsn}")
         started = time.monotonic()
@@ -181,9 +197,47 @@ def main(argv: list[str] | None = None) -> int:
                         "--start", "--endpos", end_lsn, "-o", "proto_version=1", "-o", f"publication_names={PUB}",
                         "-f", "/dev/null", "--no-loop"], check=True, timeout=1800)
         recv_s = time.monotonic() - started
-        results["c"] = {"committed": committed_c, "capture": capture_s, "recvlogical": recv_s}
+        results["c"] = {"committed": committed_c, "capture": capture_s, "recvlogical": recv_s, "cpu": capture_cpu}
         report(args, results)
     return 0
+
+
+#: The agents whose drains --profile records: (a)'s capture and applier, (c)'s capture.
+PROFILED = ("capture2", "apply2", "capture3")
+
+
+def profile(agent: AgentProcess, out: Path) -> None:
+    """py-spy on ``agent`` until it exits (it writes ``out`` then); a missing py-spy only warns."""
+    beside = Path(sys.executable).with_name("py-spy")
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None or agent.pid is None:
+        say("--profile: py-spy is neither next to this python nor on PATH (pip install py-spy); not profiling")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.Popen([spy, "record", "-r", "50", "--idle", "-f", "raw", "-o", str(out), "-p", str(agent.pid)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_s(agent: AgentProcess) -> float:
+    """CPU seconds (user + system) the agent's process used so far, its start (imports, connections) included."""
+    try:
+        fields = Path(f"/proc/{agent.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settled_cpu_s(agent: AgentProcess, timeout: float = 60.0) -> float:
+    """The agent's CPU seconds once it has settled (started, caught up): less than 20 ms more over a second."""
+    last = cpu_s(agent)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)  # sampling the CPU clock, not waiting for an event: the condition is the flat clock
+        now = cpu_s(agent)
+        if now - last < 0.02:
+            return now
+        last = now
+    return last
 
 
 def config_group(config: Path) -> str:
@@ -193,6 +247,14 @@ def config_group(config: Path) -> str:
 def _drop_slot(dsn: str) -> None:
     with contextlib.suppress(Exception):
         sql(dsn, f"SELECT pg_drop_replication_slot('{RECV_SLOT}')")
+
+
+def hot_active() -> bool:
+    """Whether the agents (same interpreter, same environment) use the compiled hot path."""
+    from producers.postgresql import pgoutput  # noqa: PLC0415 - only for the report line
+    from schemas import hot  # noqa: PLC0415
+
+    return hot.ACTIVE and pgoutput.COMPILED
 
 
 def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -207,12 +269,19 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         rate[name] = n / s if s not in (0, float("inf")) else 0.0
         print(f"{name:10} {fmt_s(s):>9} {rate[name]:>10,.0f} {rate[name] * ROWS_PER_TXN:>11,.0f}")
     ratio = rate["ark"] / rate["native"] if rate["native"] else 0.0
+    cpu, start = a["cpu"], results["start_cpu"]
+    per = {k: (cpu[k] - start[k]) / n * 1e6 for k in cpu}
+    print(f"Ark CPU: capture {cpu['capture']:.2f} s, apply {cpu['apply']:.2f} s (start: {start['capture']:.2f}, "
+          f"{start['apply']:.2f} s); without the start {per['capture']:,.0f} and {per['apply']:,.0f} us/txn  "
+          f"(compiled hot path: {'on' if hot_active() else 'off'})")
     print(f"ratio Ark/native drain rate: {ratio:.2f}  (target >= 1.5: {'met' if ratio >= 1.5 else 'NOT met'})")
     print(f"\n== (b) volume of the same run: WAL {a['wal'] / 2**20:,.1f} MiB, redo topic {a['kafka'] / 2**20:,.1f} MiB")
     vol = a["kafka"] / a["wal"] if a["wal"] else 0.0
     print(f"ratio Kafka/WAL bytes: {vol:.3f}  (target <= 0.25: {'met' if vol <= 0.25 else 'NOT met'})")
     print(f"\n== (c) the capture alone: {c['committed']:,} transactions of backlog")
     print(f"Ark capture      {c['capture']:8.2f} s  {c['committed'] / c['capture']:>10,.0f} txn/s")
+    cap_us = (c["cpu"] - results["start_cpu"]["capture"]) / c["committed"] * 1e6
+    print(f"  capture CPU {c['cpu']:.2f} s; without the start {cap_us:,.0f} us/txn")
     print(f"pg_recvlogical   {c['recvlogical']:8.2f} s  {c['committed'] / c['recvlogical']:>10,.0f} txn/s")
     cap = c["recvlogical"] / c["capture"] if c["capture"] else 0.0
     print(f"ratio Ark capture / pg_recvlogical rate: {cap:.2f}  (target >= 0.5: {'met' if cap >= 0.5 else 'NOT met'})")

@@ -23,9 +23,8 @@ from consumers.gate import batch_full, wait_seconds
 from consumers.hooks import Boundary
 from consumers.recovery import cut_mark, cut_passed
 from consumers.schema_change import Applied, apply_change
-from schemas import envelope, positions
+from schemas import positions
 from schemas.entries import (
-    REDO_SCHEMA,
     EpochMarker,
     Op,
     RowChange,
@@ -33,9 +32,9 @@ from schemas.entries import (
     SequenceValues,
     TableMeta,
     TxnChunk,
-    from_record,
 )
 from schemas.errors import CorruptEntry
+from schemas.redo_codec import DecodedEntry, decode_entry
 
 if TYPE_CHECKING:
     from consumers.runner import ApplyRunner
@@ -63,8 +62,8 @@ class _Entry:
 
     __slots__ = ("body", "commit_time_us", "epoch", "source_position")
 
-    def __init__(self, dec: envelope.Decoded) -> None:
-        self.body = from_record(dec.record).body
+    def __init__(self, dec: DecodedEntry) -> None:
+        self.body = dec.entry.body
         self.epoch = dec.epoch
         self.source_position = dec.source_position
         self.commit_time_us = dec.commit_time_us  # the envelope's commit time: every kind of entry has one
@@ -213,9 +212,8 @@ class ApplySession:
                 log.debug("end offset not refreshed: %s", exc)
 
     # -- entries -----------------------------------------------------------------------------------
-    def _verified(self, record: RedoRecord) -> envelope.Decoded:
-        return envelope.decode(record.value, record.headers, topic=self.topic, partition=0, offset=record.offset,
-                               expect=REDO_SCHEMA)
+    def _verified(self, record: RedoRecord) -> DecodedEntry:
+        return decode_entry(record.value, record.headers, topic=self.topic, partition=0, offset=record.offset)
 
     def _decode(self, record: RedoRecord) -> _Entry:
         try:

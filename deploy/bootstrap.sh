@@ -80,6 +80,13 @@ else
 fi
 
 # -- 3. Kafka jars -------------------------------------------------------------------------------
+# The compiled hot path (issue 13: redo codec, pgoutput tuples): optional. A failed build only warns: Ark then uses
+# its pure-Python code, same bytes.
+if hot="$(cd "$REPO" && "$VENV/bin/python" -m ops.build_hot --check 2>&1)"; then
+  step "hot path: ok, compiled $hot"
+else
+  step "hot path: WARNING not built, Ark uses its pure-Python code: $(echo "$hot" | tail -3 | tr '\n' ' ')"
+fi
 step "kafka: jars in $(cd "$REPO" && "$VENV/bin/python" -m deploy.kafka fetch)"
 step "kafka tools: jars in $(cd "$REPO" && "$VENV/bin/python" -m deploy.kafka fetch-tools)"
 step "done"

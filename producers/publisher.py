@@ -11,8 +11,8 @@ import time
 from collections.abc import Sequence
 
 from common.redo import RedoWriter
-from schemas import envelope
-from schemas.entries import REDO_SCHEMA, RedoEntry, TxnChunk, to_record
+from schemas.entries import RedoEntry, TxnChunk
+from schemas.redo_codec import encode_entry
 
 #: Commit a Kafka transaction inside a huge source transaction past this many bytes, so that
 #: no Kafka transaction outlives transaction.timeout.ms. The applier only applies at the last chunk.
@@ -76,8 +76,7 @@ class RedoPublisher:
             commit_us: int | None = body.commit_time_us
         else:
             commit_us = stream_time_us or getattr(body, "read_time_us", None)
-        env = envelope.encode(REDO_SCHEMA, to_record(entry), epoch=entry.epoch, source_position=position,
-                              commit_time_us=commit_us)
+        env = encode_entry(entry, source_position=position, commit_time_us=commit_us)
         if self.limit and len(env.value) + HEADROOM_BYTES > self.limit:
             raise MessageTooLarge(len(env.value) + HEADROOM_BYTES, self.limit)
         self.writer.produce(env.value, [*env.headers, *headers], env.timestamp_ms)

@@ -97,7 +97,18 @@ def encode(
         field = text.rsplit(" on field ", 1)[1][:80] if " on field " in text else "?"
         raise UnencodableRecord(f"a {schema_name} record does not fit schema version {schema.version} "
                                 f"(field {field}; {type(exc).__name__}): a bug in Ark, please report it") from None
-    payload = buf.getvalue()
+    return wrap(schema, buf.getvalue(), epoch=epoch, source_position=source_position, commit_time_us=commit_time_us)
+
+
+def wrap(
+    schema: registry.SchemaVersion,
+    payload: bytes,
+    *,
+    epoch: int = 0,
+    source_position: str = "",
+    commit_time_us: int | None = None,
+) -> Envelope:
+    """The envelope of an Avro ``payload`` already written with ``schema`` (CRC, headers, timestamp)."""
     ts_us = commit_time_us if commit_time_us is not None else time.time_ns() // 1000
     headers: list[tuple[str, str | bytes | None]] = [
         (H_CRC, f"{crc32c(payload):08x}".encode()),
@@ -170,25 +181,14 @@ def decode(
     expect: str | None = None,
 ) -> Decoded:
     """Verify and decode one entry; the reader schema is this build's current version of its name."""
-    hmap = verify(value, headers, topic=topic, partition=partition, offset=offset)
-    assert value is not None  # verify() raised otherwise
-    where = _where(topic, partition, offset, hmap)
-    try:
-        writer = registry.by_fingerprint(hmap[H_SCHEMA])
-    except UnknownSchema as exc:
-        raise CorruptEntry(str(exc), **where) from None
-    if expect is not None and writer.name != expect:
-        raise CorruptEntry(f"expected a {expect} entry, found {writer.name}", **where)
+    writer, hmap, where = check(value, headers, topic=topic, partition=partition, offset=offset, expect=expect)
+    assert value is not None  # check() raised otherwise
     reader = registry.current(writer.name)
     try:
         record = schemaless_reader(io.BytesIO(value), writer.parsed, reader.parsed)
     except Exception as exc:  # noqa: BLE001 - any Avro failure means the bytes are bad
         raise CorruptEntry(f"undecodable Avro payload: {exc}", **where) from None
-    try:
-        epoch = int(hmap.get(H_EPOCH, "0") or 0)
-        commit_ts = int(hmap.get(H_COMMIT_TS, "0") or 0)
-    except ValueError:
-        raise CorruptEntry("unreadable ark-epoch or ark-ts header", **where) from None
+    epoch, commit_ts = provenance(hmap, where)
     return Decoded(
         schema=writer.name,
         record=dict(record),  # type: ignore[arg-type]
@@ -196,6 +196,35 @@ def decode(
         source_position=hmap.get(H_POSITION, ""),
         commit_time_us=commit_ts,
     )
+
+
+def check(
+    value: bytes | None,
+    headers: Headers,
+    *,
+    topic: str | None = "?",
+    partition: int | None = -1,
+    offset: int | None = -1,
+    expect: str | None = None,
+) -> tuple[registry.SchemaVersion, dict[str, str], dict[str, Any]]:
+    """Verify the CRC and find the writer schema: (writer, headers as a dict, where for errors)."""
+    hmap = verify(value, headers, topic=topic, partition=partition, offset=offset)
+    where = _where(topic, partition, offset, hmap)
+    try:
+        writer = registry.by_fingerprint(hmap[H_SCHEMA])
+    except UnknownSchema as exc:
+        raise CorruptEntry(str(exc), **where) from None
+    if expect is not None and writer.name != expect:
+        raise CorruptEntry(f"expected a {expect} entry, found {writer.name}", **where)
+    return writer, hmap, where
+
+
+def provenance(hmap: dict[str, str], where: dict[str, Any]) -> tuple[int, int]:
+    """The epoch and commit time headers."""
+    try:
+        return int(hmap.get(H_EPOCH, "0") or 0), int(hmap.get(H_COMMIT_TS, "0") or 0)
+    except ValueError:
+        raise CorruptEntry("unreadable ark-epoch or ark-ts header", **where) from None
 
 
 def _mac(key: bytes, fingerprint: str, payload: bytes) -> str:

@@ -61,16 +61,18 @@ def all_versions() -> tuple[SchemaVersion, ...]:
     return tuple(sorted(found, key=lambda s: (s.name, s.version)))
 
 
+@cache
 def current(name: str) -> SchemaVersion:
-    """The newest version of ``name``: the one this build writes."""
+    """The newest version of ``name``: the one this build writes (cached: every entry asks)."""
     versions = [s for s in all_versions() if s.name == name]
     if not versions:
         raise UnknownSchema(f"no committed schema named {name!r} in {AVRO_DIR}")
     return versions[-1]
 
 
+@cache
 def by_fingerprint(fp: str) -> SchemaVersion:
-    """The committed version whose canonical form has fingerprint ``fp``."""
+    """The committed version whose canonical form has fingerprint ``fp`` (cached; unknown ones raise, uncached)."""
     for schema in all_versions():
         if schema.fingerprint == fp:
             return schema

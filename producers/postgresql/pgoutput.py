@@ -10,11 +10,14 @@ Tuple values are kept raw: ``bytes`` for a text value ('t'), :class:`BinaryValue
 :mod:`producers.postgresql.types`' job, done once per column with precomputed converters.
 
 The parser is written for throughput: one ``struct.unpack_from`` per field, no per-byte loops, and
-a single pass over each tuple.
+a single pass over each tuple. Where the compiled twin of :func:`parse_tuple` built (``_pgoutput.c``, by
+``python -m ops.build_hot``), tuples of messages held in ``bytes`` are cut and converted in C; ``ARK_HOT=0``
+or a failed build leaves the Python loop below, with the same results (tests/unit/test_pgoutput_compiled.py).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -234,6 +237,47 @@ def parse_tuple(buf: Buf, pos: int, convs: Sequence[Callable[[bytes], Value]] | 
     return values, pos
 
 
+def _load_compiled() -> Callable[[bytes, int, Convs], tuple[TupleData, int]] | None:
+    if os.environ.get("ARK_HOT", "1") == "0":
+        return None
+    try:
+        from producers.postgresql import _pgoutput  # type: ignore[attr-defined]  # noqa: PLC0415 - optional module
+    except ImportError:
+        return None
+    from producers.postgresql.types import converter  # noqa: PLC0415 - the text converter, to recognise it
+
+    _pgoutput.configure(UNCHANGED, BinaryValue, PgOutputError, converter(25))
+    compiled: Callable[[bytes, int, Convs], tuple[TupleData, int]] = _pgoutput.parse_tuple
+    return compiled
+
+
+Convs = Sequence[Callable[[bytes], Value]] | None
+_compiled_tuple = _load_compiled()
+#: True when tuples are parsed by the compiled module.
+COMPILED = _compiled_tuple is not None
+
+
+def _tuple(buf: Buf, pos: int, convs: Convs) -> tuple[TupleData, int]:
+    """parse_tuple, in C for a message in bytes when the compiled module is loaded (convs as a tuple)."""
+    if _compiled_tuple is not None and buf.__class__ is bytes and (convs is None or convs.__class__ is tuple):
+        return _compiled_tuple(buf, pos, convs)
+    return parse_tuple(buf, pos, convs)
+
+
+def self_check() -> str:
+    """"" when the compiled tuple parser is loaded and agrees with :func:`parse_tuple` on a sample; else why not."""
+    if _compiled_tuple is None:
+        return "the compiled tuple parser is not loaded"
+    from producers.postgresql.types import converters  # noqa: PLC0415
+
+    sample = (b"\x00\x06t\x00\x00\x00\x02-7n" + b"u" + b"t\x00\x00\x00\x02\xc3\xa9t\x00\x00\x00\x01t"
+              + b"t\x00\x00\x00\x031.5")
+    convs = converters([23, 25, 25, 25, 16, 701])
+    if _compiled_tuple(sample, 0, convs) != parse_tuple(sample, 0, convs):
+        return "the compiled tuple parser reads a sample differently"
+    return ""
+
+
 def _relation(buf: bytes) -> Relation:
     (relid,) = _I32.unpack_from(buf, 1)
     namespace, pos = _cstring(buf, 5)
@@ -251,9 +295,6 @@ def _relation(buf: bytes) -> Relation:
     return Relation(relid, namespace, name, ident, tuple(cols))
 
 
-Convs = Sequence[Callable[[bytes], Value]] | None
-
-
 def _update(buf: Buf, convs: Convs) -> Update:
     (relid,) = _I32.unpack_from(buf, 1)
     kind = buf[5]
@@ -262,13 +303,13 @@ def _update(buf: Buf, convs: Convs) -> Update:
     pos = 6
     if kind in (75, 79):  # 'K', 'O'
         old_kind = chr(kind)
-        old, pos = parse_tuple(buf, 6, convs)
+        old, pos = _tuple(buf, 6, convs)
         if buf[pos] != 78:
             raise PgOutputError("update: expected 'N' after the old tuple")
         pos += 1
     elif kind != 78:  # 'N'
         raise PgOutputError(f"update: unexpected tuple marker {kind!r}")
-    new, _ = parse_tuple(buf, pos, convs)
+    new, _ = _tuple(buf, pos, convs)
     return Update(relid, old_kind, old, new)
 
 
@@ -285,14 +326,14 @@ def _row(buf: Buf, convs: Convs) -> Insert | Update | Delete:
             (relid,) = _I32.unpack_from(buf, 1)
             if buf[5] != 78:
                 raise PgOutputError("insert: expected 'N'")
-            return Insert(relid, parse_tuple(buf, 6, convs)[0])
+            return Insert(relid, _tuple(buf, 6, convs)[0])
         if tag == 85:  # 'U'
             return _update(buf, convs)
         (relid,) = _I32.unpack_from(buf, 1)
         kind = buf[5]
         if kind not in (75, 79):
             raise PgOutputError(f"delete: unexpected tuple marker {kind!r}")
-        return Delete(relid, chr(kind), parse_tuple(buf, 6, convs)[0])
+        return Delete(relid, chr(kind), _tuple(buf, 6, convs)[0])
     except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, PgOutputError):
             raise
