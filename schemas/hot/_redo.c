@@ -3,7 +3,7 @@
  * Transaction, written from and read into Ark's own objects (TxnChunk, RowChange), without fastavro's
  * per-value union resolution and without the intermediate dict records.
  *
- * It handles exactly the current redo_entry schema (schemas/avro/redo_entry.v5.avsc), and nothing else:
+ * It handles exactly the current redo_entry schema (schemas/avro/redo_entry.v6.avsc; v5 differs only in TableMeta), and nothing else:
  * schemas/hot/__init__.py checks the schema's fingerprint before it uses this module, and the unit tests
  * (tests/unit/test_hot_codec.py) prove its bytes identical to fastavro's on a table of cases.
  *
