@@ -106,7 +106,9 @@ class MariaDBInstance:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.datadir.chmod(0o750)
         self._chown(self.datadir)
-        cmd = [_INSTALL_DB, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
+        self._make_tmpdir()
+        cmd = [_INSTALL_DB, "--no-defaults", f"--datadir={self.datadir}", f"--tmpdir={self.tmpdir}",
+               "--auth-root-authentication-method=normal",
                "--skip-test-db", "--skip-name-resolve", *self._user_args()]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd="/")
         if res.returncode != 0:
@@ -129,6 +131,18 @@ class MariaDBInstance:
             pw_file.write_text(password + "\n")
             pw_file.chmod(0o600)
 
+    @property
+    def tmpdir(self) -> Path:
+        """The server's own temporary directory, beside the data directory (inside it, it would be a database).
+        The default, the shared /tmp, let instances and other programs remove each other's temporary tables
+        ("Error on delete of '/tmp/#sql-temptable-...' (Errcode 2)")."""
+        return self.datadir.with_name(self.datadir.name + ".tmp")
+
+    def _make_tmpdir(self) -> None:
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        self.tmpdir.chmod(0o750)
+        self._chown(self.tmpdir)
+
     def _options(self) -> list[str]:
         extra: dict[str, str | int] = {}
         with contextlib.suppress(OSError):
@@ -137,7 +151,8 @@ class MariaDBInstance:
                 if sep:
                     extra[key] = value
         opts = {**_BASE_OPTIONS, "server-id": self.server_id, **extra}
-        args = ["--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}", f"--port={self.port}",
+        args = ["--no-defaults", f"--datadir={self.datadir}", f"--tmpdir={self.tmpdir}", f"--socket={self.socket}",
+                f"--port={self.port}",
                 f"--pid-file={self.pid_file}", f"--log-error={self.log_file}", *self._user_args()]
         return args + [f"--{k}={v}" for k, v in opts.items()]
 
@@ -158,6 +173,7 @@ class MariaDBInstance:
         """Start ``mariadbd`` in the background and wait until it answers (no-op when running)."""
         if self.is_running():
             return
+        self._make_tmpdir()  # also for a data directory initialised before it had one
         self._proc = subprocess.Popen([str(MARIADB_BIN), *self._options()], stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
                                       start_new_session=True)
