@@ -61,7 +61,7 @@ from ops.context import console, err_console
 from ops.engines import applier_factory, snapshot_source, verifier
 from ops.guard import refuse_if_harmful
 from ops.status import STALE_AFTER_S, latest_beats
-from schemas.control import VerifyArmed, VerifyAt, VerifyHeld, VerifyHold, VerifyRelease
+from schemas.control import PublishSequences, VerifyArmed, VerifyAt, VerifyHeld, VerifyHold, VerifyRelease
 from schemas.entries import Position, TableMeta
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,9 @@ class HoldClient:
                 source = verifier(self.cfg.primary.engine).open_source(self.cfg.primary, snap)
             sides.append(source)
             self._channel.publish(VerifyAt(request, position.text, position.key), name)
+            # An idle source (a quiet primary, one fenced for a cutover) gives the applier its boundary at P only by
+            # a checkpoint: asking the capture for the sequences brings one at once, not up to 10 s later.
+            self._channel.publish(PublishSequences(f"verify {name}: a checkpoint at {position.text}"), "")
             log.info("verify: primary snapshot at %s, %.3f s after the applier stopped", position.text,
                      time.monotonic() - armed)
             held = self._await(VerifyHeld, request, timeout, f"reach {position.text}",

@@ -501,6 +501,10 @@ class CaptureSession:
         if requests:
             self.commit_batch()
             self.hooks.sequences_published(requests, replace(body, values=moved), self.publisher.last_offset)
+            # Whoever asks waits for the standbys to hold everything up to now (a switchover, a verify, a cutover
+            # whose source is fenced and idle): the next idle checkpoint says so at once, not up to
+            # CHECKPOINT_INTERVAL_S later.
+            self.last_checkpoint = float("-inf")
 
     def _events(self, resume_after: Position | None) -> Iterator[CaptureEvent]:
         """The source's events; for a re-read, a source that cannot start there is :class:`SourceRangeGone`."""

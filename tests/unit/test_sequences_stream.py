@@ -124,3 +124,30 @@ def test_after_a_shape_change_every_value_travels_again_moved_or_not() -> None:
         wait_until(lambda: value_after(txn_offset(2) or 0), what="the value published again after the shape change")
     finally:
         cap.stop()
+
+
+def test_a_publish_sequences_request_brings_the_next_idle_checkpoint_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ark verify`` and ``ark cutover`` ask for the sequences after they chose their position P: on an idle
+    source (a fenced primary) the standby knows it holds everything below P only from a checkpoint, which must
+    come at once, not at the next idle checkpoint (every 10 s)."""
+    from producers import session as capture_session
+
+    monkeypatch.setattr(capture_session, "CHECKPOINT_INTERVAL_S", 3600.0)
+    source, log, store = MemorySource(), MemoryRedoLog(), []
+    source.sequences["public.s"] = 1
+    cap = capture(_fast(config()), source, log, store)
+
+    def checkpoints_after(offset: int) -> list[int]:
+        return [o for o, b in entries(log) if o > offset and isinstance(b, TxnChunk) and not b.txn_id]
+
+    try:
+        source.commit([ins(T, 1, "x")], [table_meta(T)])
+        wait_until(lambda: any(isinstance(b, TxnChunk) and b.txn_id and b.last for _o, b in entries(log)),
+                   what="the transaction in the log")
+        second = max(o for o, b in entries(log) if isinstance(b, TxnChunk) and b.txn_id)
+        assert not checkpoints_after(second)
+        channel = memory_channel(store)
+        channel.publish(PublishSequences("verify: a checkpoint at P"), "")
+        wait_until(lambda: bool(checkpoints_after(second)), what="a checkpoint right after the request")
+    finally:
+        cap.stop()
