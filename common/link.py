@@ -39,6 +39,8 @@ codec (``kafka.compression: lz4`` and the others) is never changed: only ``auto`
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -198,34 +200,49 @@ def decide(state: LinkState, sample: LinkSample, now_s: float) -> Decision:
     return Decision(changed, linger_for(LEVELS[level], sample.rtt_ms), why)
 
 
+#: The shortest window: a statistics report served sooner after the one before leaves the window open.
+MIN_WINDOW_S = 0.5
+
+
 @dataclass
 class StatsWindow:
     """Turns librdkafka's statistics JSON and the writer's own counters into one :class:`LinkSample` per window.
 
-    The writer adds payload bytes and the seconds it waited on the link as they happen; each statistics callback
-    closes a window."""
+    The writer adds payload bytes and the seconds it waited on the link as they happen; a statistics callback closes
+    a window. Windows are timed by when the callbacks are *served*, on the writer's own clock, not by the reports'
+    ``ts``: librdkafka makes a report every second but hands it over only when the producer is polled, and a Kafka
+    commit that waits 3 s on a slow link hands three over at once when it returns. Timed by ``ts``, the first of
+    them took the 3 s of waiting in 1 s (100 %), the two others none (0 %), and the "two busy windows in a row"
+    that steps the codec up never came (tests/integration/test_link_compression.py failed that way). A report served
+    less than :data:`MIN_WINDOW_S` after the one before leaves the window open."""
 
     payload_bytes: int = 0
     waited_s: float = 0.0
-    _last_ts_us: int | None = None
+    clock: Callable[[], float] = field(default=time.monotonic)
+    _last_at: float | None = None
     _last_tx_bytes: int = 0
 
     def sample(self, stats_json: str) -> LinkSample | None:
-        """The window that ends with this statistics report (None for the first report, or an unreadable one)."""
+        """The window that ends with this statistics report (None for the first report, an unreadable one, or one
+        served too soon after the one before)."""
         try:
             stats = json.loads(stats_json)
-            ts_us, tx_bytes = int(stats["ts"]), int(stats["tx_bytes"])
+            tx_bytes = int(stats["tx_bytes"])
         except (ValueError, KeyError, TypeError):
+            return None
+        now = self.clock()
+        if self._last_at is None:
+            self._last_at, self._last_tx_bytes = now, tx_bytes
+            self.payload_bytes, self.waited_s = 0, 0.0
+            return None
+        seconds = now - self._last_at
+        if seconds < MIN_WINDOW_S:
             return None
         rtts = [b["rtt"]["p50"] for b in stats.get("brokers", {}).values()
                 if isinstance(b, dict) and b.get("rtt", {}).get("cnt", 0) > 0]
-        last_ts, last_tx = self._last_ts_us, self._last_tx_bytes
-        payload, waited = self.payload_bytes, self.waited_s
-        self._last_ts_us, self._last_tx_bytes = ts_us, tx_bytes
+        last_tx, payload, waited = self._last_tx_bytes, self.payload_bytes, self.waited_s
+        self._last_at, self._last_tx_bytes = now, tx_bytes
         self.payload_bytes, self.waited_s = 0, 0.0
-        if last_ts is None or ts_us <= last_ts:
-            return None
-        seconds = (ts_us - last_ts) / 1e6
         return LinkSample(wire_bytes_per_s=max(0, tx_bytes - last_tx) / seconds,
                           payload_bytes_per_s=payload / seconds, busy=min(1.0, waited / seconds),
                           rtt_ms=max(rtts) / 1000 if rtts else None)

@@ -78,7 +78,7 @@ class KafkaWriter(RedoWriter):
         self._settings = settings
         self._clock = clock
         self.adaptive = settings.compression == "auto"
-        self._window = StatsWindow()
+        self._window = StatsWindow(clock=clock)
         self._link = LinkState(since_s=clock())
         self._pending: LinkChoice | None = None
         #: The settings the producer runs with now; every change made, oldest first (for tests and reports).

@@ -118,9 +118,11 @@ def stats(ts_s: float, tx_bytes: int, rtt_us: int | None = 2000) -> str:
 
 
 def test_stats_window_turns_counters_into_rates() -> None:
-    window = StatsWindow()
+    now = [10.0]
+    window = StatsWindow(clock=lambda: now[0])
     assert window.sample(stats(10.0, 1000)) is None  # the first report opens the first window
     window.payload_bytes, window.waited_s = 4_000_000, 1.5
+    now[0] = 12.0
     sample = window.sample(stats(12.0, 1_001_000))
     assert sample is not None
     assert sample.wire_bytes_per_s == pytest.approx(500_000)
@@ -130,7 +132,31 @@ def test_stats_window_turns_counters_into_rates() -> None:
     assert sample.ratio == pytest.approx(0.25)
     assert window.payload_bytes == 0 and window.waited_s == 0.0
     assert window.sample("not json") is None
+    now[0] = 13.0
     assert window.sample(stats(13.0, 1_001_000, rtt_us=None)).rtt_ms is None  # type: ignore[union-attr]
+
+
+def test_reports_served_at_once_after_a_long_commit_make_one_busy_window_not_one_and_two_idle() -> None:
+    """librdkafka hands its 1 s reports over when the producer is polled: a commit that waited 3 s on the link
+    returns with three at once. Timed by their ``ts`` the waiting went to the first (100 %) and none to the others
+    (0 %), so two busy windows in a row never came; timed as served, each commit is one busy window."""
+    now = [0.0]
+    window = StatsWindow(clock=lambda: now[0])
+    window.sample(stats(0.0, 0))
+    samples = []
+    for commit in range(1, 3):
+        now[0] = 3.0 * commit  # the commit returns after waiting 3 s on the link
+        window.waited_s, window.payload_bytes = 3.0, 300_000
+        for k in (2, 1, 0):  # three reports, served within a millisecond
+            samples.append(window.sample(stats(now[0] - k, 100_000 * commit)))
+            now[0] += 0.0005
+    made = [s for s in samples if s is not None]
+    assert len(made) == 2
+    assert all(s.busy > 0.99 for s in made)
+    state = LinkState(since_s=-100.0)
+    for s in made:
+        state = decide(state, s, now[0]).state
+    assert state.level == 1  # two busy windows in a row: one step up
 
 
 class FakeProducer:
