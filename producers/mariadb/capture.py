@@ -148,15 +148,15 @@ class MariaDBCapture(LogCapture):
     def sequence_values(self, refresh: bool = False) -> SequenceValues | None:
         """The replicated MariaDB SEQUENCEs' values (:func:`producers.mariadb.sequences.read_values`), on the
         control connection; which sequences is looked up again every ``SEQUENCES_REFRESH_S`` and when
-        ``refresh``. None when there are none or they cannot be read now (logged; tried again next time)."""
+        ``refresh``. None when they cannot be read now (logged; tried again next time); empty when there are none."""
         now = time.monotonic()
         try:
             conn = self._conn()
             if refresh or self._sequences is None or now - self._sequences_at >= SEQUENCES_REFRESH_S:
                 self._sequences = sequences.replicated(conn, self.primary.tables)
                 self._sequences_at = now
-            if not self._sequences:
-                return None
+            # None of them is an answer too (an empty publication): a publish-sequences request (ark verify,
+            # cutover, switchover) must be answered, or the capture asks the catalog again at every transaction.
             return sequences.read_values(conn, self._sequences)
         except (pymysql.err.Error, SourceError) as exc:
             self._ctl = None

@@ -154,7 +154,7 @@ class MemoryCapture(LogCapture):
         with self.source.lock:
             self.source.sequence_reads += 1
             values = tuple(SequenceValue(n, v) for n, v in sorted(self.source.sequences.items()))
-        return SequenceValues(time.time_ns() // 1000, values, pg_lsn(self.source.end).text) if values else None
+        return SequenceValues(time.time_ns() // 1000, values, pg_lsn(self.source.end).text)  # empty: none (as PG)
 
     def stream(self, resume_after: Position | None) -> Iterator[CaptureEvent]:
         if resume_after is not None:
