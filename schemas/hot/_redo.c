@@ -243,7 +243,16 @@ static int put_chunk(Out *o, PyObject *c) {
     TRY(put_long(o, n)); /* row_count */
     if (n > 0) {
         TRY(put_long(o, n));
-        for (Py_ssize_t i = 0; i < n; i++) TRY(put_change(o, PyList_GET_ITEM(changes, i)));
+        for (Py_ssize_t i = 0; i < n; i++) {
+            /* The count is written: a list that changed size under us (attribute code of an odd object) goes to
+             * fastavro, and the item is held while its attributes are read. */
+            if (PyList_GET_SIZE(changes) != n) { rc = FALLBACK; goto done; }
+            PyObject *change = PyList_GET_ITEM(changes, i);
+            Py_INCREF(change);
+            rc = put_change(o, change);
+            Py_DECREF(change);
+            if (rc != OK) goto done;
+        }
     }
     TRY(put_long(o, 0));
     if (a[PART] == Py_None) {
@@ -335,6 +344,8 @@ static int get_block(In *in, int64_t *count) {
     if (get_long(in, count) < 0) return -1;
     if (*count < 0) {
         int64_t size;
+        /* -INT64_MIN does not exist (undefined behaviour): such a count is corrupt, not a huge block. */
+        if (*count == INT64_MIN) return bad("an array's item count is out of range");
         *count = -*count;
         if (get_long(in, &size) < 0) return -1;
     }
@@ -345,7 +356,10 @@ static int get_block(In *in, int64_t *count) {
 static PyObject *get_value(In *in, int with_unchanged) {
     int64_t branch;
     if (get_long(in, &branch) < 0) return NULL;
-    if (!with_unchanged && branch >= 1) branch += 1; /* old_key's union has no Unchanged branch */
+    if (!with_unchanged && branch >= 1) { /* old_key's union has no Unchanged branch */
+        if (branch > 5) { bad("unknown union branch of a value"); return NULL; } /* and +1 must not overflow */
+        branch += 1;
+    }
     switch (branch) {
     case 0: Py_RETURN_NONE;
     case 1: Py_INCREF(g_unchanged); return g_unchanged;
