@@ -19,7 +19,6 @@
 
 /* Configured once by configure(): the UNCHANGED sentinel, the classes decode() builds, and Op's members. */
 static PyObject *g_unchanged, *g_row_change, *g_part_ref, *g_value_part, *g_ops[4];
-static const char *OP_NAMES[4] = {"INSERT", "UPDATE", "DELETE", "TRUNCATE"};
 
 /* Attribute names, interned once. */
 static PyObject *s_txn_id, *s_commit, *s_text, *s_key, *s_commit_time_us, *s_chunk_index, *s_last, *s_confirm,
@@ -64,9 +63,10 @@ static int put_raw(Out *o, const char *p, Py_ssize_t n) {
     return OK;
 }
 
-/* A Python int as an Avro long; FALLBACK for anything but an int within 64 bits. */
+/* A Python int as an Avro long; FALLBACK for anything but an int within 64 bits. A bool is an int to Python, but
+ * fastavro refuses it where a long sits inside a union (PartRef, ValuePart): fastavro decides for bools. */
 static int put_int_obj(Out *o, PyObject *v) {
-    if (!PyLong_Check(v)) return FALLBACK;
+    if (!PyLong_Check(v) || PyBool_Check(v)) return FALLBACK;
     int overflow = 0;
     long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
     if (overflow) return FALLBACK;
@@ -169,10 +169,10 @@ done:
     return rc;
 }
 
+/* One of Op's members (by identity: the fastavro path writes op.value, which a plain string does not have). */
 static int put_op(Out *o, PyObject *op) {
-    if (!PyUnicode_Check(op)) return FALLBACK;
     for (int i = 0; i < 4; i++)
-        if (PyUnicode_CompareWithASCIIString(op, OP_NAMES[i]) == 0) return put_long(o, i);
+        if (op == g_ops[i]) return put_long(o, i);
     return FALLBACK;
 }
 

@@ -17,12 +17,15 @@ AddressSanitizer and UBSan, where an over-read or undefined behaviour aborts the
 
 from __future__ import annotations
 
+import enum
 import io
+import math
 import os
 import random
 import struct
 import tracemalloc
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
@@ -221,6 +224,69 @@ def test_long_tuple_parsing_does_not_grow_the_process() -> None:
 
     traced, rss = grown_kb(run)
     assert traced < 256 and rss < 4096, f"memory grew by {traced} kB (traced), {rss} kB (resident) over 100k tuples"
+
+
+class _Int(int):
+    pass
+
+
+class _Str(str):
+    __slots__ = ()
+
+
+class _Red(enum.IntEnum):
+    RED = 1
+
+
+#: Values a row may hold, and some it may not (each must be written as fastavro writes it, or left to fastavro).
+ODD_VALUES: list[object] = [
+    None, UNCHANGED, True, False, 0, -1, 1, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 10**30, 1.5, math.inf, -0.0,
+    math.nan, "", "é", "\ud800", "a\x00b", b"", b"\x00\xff", bytearray(b"x"), object(), _Int(5), _Str("s"), _Red.RED,
+    [1], {"a": 1},
+]
+
+
+def random_entry(rng: random.Random) -> RedoEntry:
+    """A Transaction entry whose fields are mostly sound, each odd (wrong type, out of range) once in 15."""
+
+    def pick(good: list[object], bad: list[object]) -> Any:
+        return rng.choice(good) if rng.random() < 0.93 else rng.choice(bad)
+
+    def num() -> Any:
+        return pick([0, 1, -1, 2**31, 2**63 - 1, -(2**63)], [2**63, True, 1.0, "1", None, _Int(3), -(2**63) - 1])
+
+    changes = [
+        RowChange(pick(["s.t", "é"], ["\ud800", 5, _Str("x")]),
+                  pick([Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE], ["INSERT", "MERGE", 1]),
+                  [rng.choice(ODD_VALUES) for _ in range(rng.randint(0, 4))],
+                  rng.choice([None, [rng.choice(ODD_VALUES) for _ in range(rng.randint(0, 3))]]),
+                  rng.choice([None, [], [PartRef(num(), 1, 2, 3, num())]]))
+        for _ in range(rng.randint(0, 3))
+    ]
+    part = rng.choice([None, None, ValuePart(pick(["s.t"], [3]), num(), 1, 2, 3, 4, pick([b"x"], [bytearray(b"y")]))])
+    body = TxnChunk(pick(["731", ""], [731]), Position(pick(["1/2"], [7]), pick([b"k"], [bytearray(b"k"), "k"])),
+                    num(), num(), pick([True, False], [1, 0, None, "yes"]), changes, num(), pick(["1/3", ""], [None]),
+                    part)
+    return RedoEntry(pick(["bank"], [_Str("b"), 1]), pick(["postgresql"], ["\ud800"]), num(), body)
+
+
+@pytest.mark.skipif(not hot.ACTIVE, reason="compiled redo codec not built (python -m ops.build_hot)")
+def test_the_compiled_encoder_writes_fastavro_bytes_or_leaves_the_entry_to_fastavro() -> None:
+    rng = random.Random(13)
+    counts = {"same bytes": 0, "left to fastavro": 0}
+    for _ in range(3000 * SCALE):
+        entry = random_entry(rng)
+        got = hot.encode(entry)
+        if got is None:
+            counts["left to fastavro"] += 1
+            continue
+        try:
+            expected: bytes | Exception = avro_payload(entry)
+        except Exception as exc:  # noqa: BLE001 - fastavro refusing what the compiled encoder wrote is the failure
+            expected = exc
+        assert got == expected, f"the compiled encoder wrote {entry!r}; fastavro: {expected!r}"
+        counts["same bytes"] += 1
+    assert all(counts.values()), counts
 
 
 # ------------------------------------------------------------------------------------------------ pgoutput tuples
