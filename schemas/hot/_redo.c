@@ -199,7 +199,14 @@ static int put_change(Out *o, PyObject *ch) {
         Py_ssize_t n = PyList_GET_SIZE(parts);
         if (n > 0) {
             TRY(put_long(o, n));
-            for (Py_ssize_t i = 0; i < n; i++) TRY(put_part_ref(o, PyList_GET_ITEM(parts, i)));
+            for (Py_ssize_t i = 0; i < n; i++) { /* as for changes in put_chunk */
+                if (PyList_GET_SIZE(parts) != n) { rc = FALLBACK; goto done; }
+                PyObject *ref = PyList_GET_ITEM(parts, i);
+                Py_INCREF(ref);
+                rc = put_part_ref(o, ref);
+                Py_DECREF(ref);
+                if (rc != OK) goto done;
+            }
         }
         TRY(put_long(o, 0));
     }

@@ -20,8 +20,13 @@ def test_a_compiler_without_libasan_is_named() -> None:
 
 def test_the_normal_modules_are_rebuilt_even_when_the_sanitized_tests_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     builds: list[tuple[str, ...]] = []
+
+    def build(flags: tuple[str, ...] = ("-O2",)) -> list[Path]:
+        builds.append(flags)
+        return []
+
     monkeypatch.setattr(build_hot, "asan_runtime", lambda: "/usr/lib/libasan.so")
-    monkeypatch.setattr(build_hot, "build", lambda flags=("-O2",): builds.append(flags) or [])
+    monkeypatch.setattr(build_hot, "build", build)
     monkeypatch.setattr(subprocess, "run", lambda *a, **kw: subprocess.CompletedProcess(a, 1))
     assert build_hot.run_sanitized(1) == 1
     assert builds == [build_hot.SANITIZE_FLAGS, ("-O2",)]

@@ -211,7 +211,7 @@ def test_long_tuple_parsing_does_not_grow_the_process() -> None:
         pytest.skip("under AddressSanitizer freed memory is held in quarantine: sizes say nothing")
     from producers.postgresql import _pgoutput  # type: ignore[attr-defined]  # noqa: PLC0415 - compiled module
 
-    inputs: list[tuple[bytes, tuple[Callable[[bytes], object], ...] | None]] = [(tuple_bytes([b"12x"]), (int,))]
+    inputs: list[tuple[bytes, tuple[Callable[[bytes], Any], ...] | None]] = [(tuple_bytes([b"12x"]), (int,))]
     for oids, cells in TUPLE_SEEDS:  # every converter path (int, text, called), binary, null, unchanged
         good = tuple_bytes(cells)
         inputs += [(good, tuple(converters(oids))), (good, None), (good[:-2], tuple(converters(oids)))]
@@ -241,7 +241,7 @@ class _Red(enum.IntEnum):
 
 
 #: Values a row may hold, and some it may not (each must be written as fastavro writes it, or left to fastavro).
-ODD_VALUES: list[object] = [
+ODD_VALUES: list[Any] = [
     None, UNCHANGED, True, False, 0, -1, 1, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 10**30, 1.5, math.inf, -0.0,
     math.nan, "", "é", "\ud800", "a\x00b", b"", b"\x00\xff", bytearray(b"x"), object(), _Int(5), _Str("s"), _Red.RED,
     [1], {"a": 1},
@@ -322,7 +322,7 @@ CRAFTED_U32 = [0, 1, 2, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0xFFFFFFFE, 1 << 16,
 CRAFTED_U16 = [0, 1, 2, 3, 5, 0x7FFF, 0x8000, 0xFFFF]
 
 
-def tuple_cases(rng: random.Random) -> Iterator[tuple[bytes, int, tuple[Callable[[bytes], object], ...] | None]]:
+def tuple_cases(rng: random.Random) -> Iterator[tuple[bytes, int, tuple[Callable[[bytes], Any], ...] | None]]:
     prefix = b"I\x00\x00\x40\x01N"  # a message header before the tuple, as pgoutput.parse() passes it
     seeds = [(prefix + tuple_bytes(cells), converters(oids)) for oids, cells in TUPLE_SEEDS]
     for buf, convs in seeds:
@@ -381,7 +381,7 @@ def test_the_compiled_tuple_parser_reads_mutated_tuples_as_python_does_or_raises
     assert all(counts.values()), counts
 
 
-def row_messages() -> list[tuple[bytes, tuple[Callable[[bytes], object], ...]]]:
+def row_messages() -> list[tuple[bytes, tuple[Callable[[bytes], Any], ...]]]:
     """Insert, Update (plain, with old key, with old row) and Delete messages of each seed tuple."""
     out = []
     for oids, cells in TUPLE_SEEDS:
@@ -399,7 +399,7 @@ def test_whole_row_messages_parse_the_same_with_and_without_the_compiled_parser(
     """At the capture's call site (pgoutput.parse), both parsers give the same message or the same PgOutputError."""
     rng = random.Random(13)
     seeds = row_messages()
-    cases: list[tuple[bytes, tuple[Callable[[bytes], object], ...]]] = []
+    cases: list[tuple[bytes, tuple[Callable[[bytes], Any], ...]]] = []
     for msg, convs in seeds:
         cases += [(msg[:cut], convs) for cut in range(len(msg))]
     for _ in range(5000 * SCALE):
@@ -461,3 +461,29 @@ def test_a_column_count_beyond_the_message_allocates_nothing() -> None:
 
     with pytest.raises(pgoutput.PgOutputError, match="runs past the end"):
         _pgoutput.parse_tuple(b"\xff\xffn", 0, None)
+
+
+class _ClearsOnRead:
+    """A change (or part reference) whose first attribute read empties the list that holds it."""
+
+    def __init__(self, holder: list[object], **attrs: object) -> None:
+        self._holder, self._attrs = holder, attrs
+
+    def __getattr__(self, name: str) -> object:
+        self._holder.clear()
+        return self._attrs[name]
+
+
+@pytest.mark.skipif(not hot.ACTIVE, reason="compiled redo codec not built (python -m ops.build_hot)")
+def test_a_list_emptied_while_it_is_encoded_is_left_to_fastavro() -> None:
+    # The encoder wrote the count, then read item i of a list that no longer had it (and dropped the reference of
+    # the item it was reading): a read of freed memory. It now holds the item and gives the entry to fastavro.
+    changes: list[object] = []
+    changes += [_ClearsOnRead(changes, table="s.t", op=Op.INSERT, values=[1], old_key=None, parts=None),
+                RowChange("s.t", Op.INSERT, [2])]
+    parts: list[object] = []
+    parts += [_ClearsOnRead(parts, row=0, column=1, count=2, total_bytes=3, crc=4), PartRef(0, 1, 2, 3, 4)]
+    pos = Position("1/2", b"k")
+    for body in (TxnChunk("1", pos, 0, 0, True, changes),  # type: ignore[arg-type]
+                 TxnChunk("1", pos, 0, 0, True, [RowChange("s.t", Op.INSERT, [1], parts=parts)])):  # type: ignore[arg-type]
+        assert hot.encode(RedoEntry("g", "postgresql", 1, body)) is None
