@@ -10,6 +10,12 @@ fastavro, is the default whenever the module is absent). One gcc call with the i
 setuptools, no network, about a second.
 
     python -m ops.build_hot [--check]   # --check: build, then prove each module matches its Python twin
+    python -m ops.build_hot --asan [--scale N]   # the hot-path tests under AddressSanitizer + UBSan (developers)
+
+``--asan`` builds the modules with ``-fsanitize=address,undefined``, runs their tests (the fuzz loop of
+tests/unit/test_hot_fuzz.py, N times its CI size) in a child with the sanitizer runtime preloaded and Python's
+allocator switched to malloc (so that ASan sees every object's bounds), then builds the normal modules again,
+whatever the outcome: a sanitized module must never stay installed, it aborts any interpreter without the runtime.
 """
 
 from __future__ import annotations
@@ -44,24 +50,35 @@ def target(source: Path) -> Path:
     return source.with_name(f"{source.stem}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}")
 
 
-def build_one(source: Path) -> Path:
+#: Compiler flags of a sanitized build (--asan): every finding aborts the run, with the C line in the report.
+SANITIZE_FLAGS = ("-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                  "-fno-sanitize-recover=undefined")
+#: The tests --asan runs: the fuzz loop and the byte-identity tables of both modules.
+ASAN_TESTS = ("tests/unit/test_hot_fuzz.py", "tests/unit/test_hot_codec.py", "tests/unit/test_pgoutput_compiled.py",
+              "tests/unit/test_pgoutput.py")
+
+
+def compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1] or ["cc"]
+
+
+def build_one(source: Path, flags: tuple[str, ...] = ("-O2",)) -> Path:
     """Compile one module; raise CalledProcessError (its output on stderr) when the compiler refuses."""
-    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1] or ["cc"]
     out = target(source)
     tmp = out.with_name(out.name + ".tmp")
-    cmd = [*cc, "-O2", "-fPIC", "-shared", "-Wall", "-Werror=implicit-function-declaration",
+    cmd = [*compiler(), *flags, "-fPIC", "-shared", "-Wall", "-Werror=implicit-function-declaration",
            f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(tmp)]
     subprocess.run(cmd, check=True)
     tmp.replace(out)  # atomic: a running agent never loads a half-written file
     return out
 
 
-def build() -> list[Path]:
+def build(flags: tuple[str, ...] = ("-O2",)) -> list[Path]:
     """Compile every module (all or nothing: a failure removes those built before it)."""
     built: list[Path] = []
     try:
         for source in sources():
-            built.append(build_one(source))
+            built.append(build_one(source, flags))
     except (OSError, subprocess.CalledProcessError):
         for out in built:
             out.unlink(missing_ok=True)
@@ -76,12 +93,50 @@ def self_checks() -> str:
     return "; ".join(p for p in problems if p)
 
 
+def asan_runtime() -> str:
+    """The path of the compiler's AddressSanitizer runtime, to preload into an interpreter built without it."""
+    found = subprocess.run([*compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    if not os.path.isabs(found):  # the compiler echoes the bare name when it has no such library
+        raise FileNotFoundError(f"{compiler()[0]} has no libasan.so (install libasan, or use gcc)")
+    return found
+
+
+def run_sanitized(scale: int) -> int:
+    """Build the sanitized modules, run the hot-path tests against them, rebuild the normal ones; the tests' status."""
+    try:
+        runtime = asan_runtime()
+        build(SANITIZE_FLAGS)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"error: the sanitized hot path did not build ({exc})", file=sys.stderr)
+        build()
+        return 1
+    env = {**os.environ, "ARK_HOT": "1", "LD_PRELOAD": runtime, "PYTHONMALLOC": "malloc",
+           # Python itself leaks by design at exit; a refcount leak is what test_hot_fuzz's memory checks catch.
+           "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1", "ARK_FUZZ_SCALE": str(scale)}
+    print(f"sanitized modules built; running {' '.join(ASAN_TESTS)} (fuzz scale {scale})", flush=True)
+    try:
+        # -s: a sanitizer report is written to stderr just before the process exits; pytest's capture would eat it.
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *ASAN_TESTS],
+                              cwd=ROOT, env=env, check=False).returncode
+    finally:
+        build()
+        print("normal modules rebuilt")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true",
                     help="after building, check each module against its Python twin on a sample")
+    ap.add_argument("--asan", action="store_true",
+                    help="run the hot-path tests and fuzz loop against modules built with AddressSanitizer + UBSan, "
+                         "then rebuild the normal modules (for developers; exit status 0 when clean)")
+    ap.add_argument("--scale", type=int, default=10, metavar="N",
+                    help="with --asan: N times the fuzz cases the unit tests run (default 10)")
     ap.add_argument("--self-check-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.asan:
+        return run_sanitized(max(1, args.scale))
     if args.self_check_only:  # the child of --check below
         problem = self_checks()
         print(problem, file=sys.stderr)

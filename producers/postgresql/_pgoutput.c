@@ -49,9 +49,13 @@ static PyObject *parse_tuple(PyObject *self, PyObject *args) {
     if (!g_error) { PyErr_SetString(PyExc_RuntimeError, "configure() first"); return NULL; }
     const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(bufobj);
     Py_ssize_t len = PyBytes_GET_SIZE(bufobj);
-    if (pos < 0 || pos + 2 > len) return fail("tuple data runs past the end of the message");
+    /* Every bound is checked as "what is left >= what is needed": pos comes from the caller, and pos + 2 would
+     * overflow for a pos near PY_SSIZE_T_MAX (undefined behaviour, then a read far outside the buffer). */
+    if (pos < 0 || pos > len || len - pos < 2) return fail("tuple data runs past the end of the message");
     Py_ssize_t ncols = ((Py_ssize_t)buf[pos] << 8) | buf[pos + 1];
     pos += 2;
+    /* Each column takes at least its kind byte: a count beyond what is left is refused before any allocation. */
+    if (ncols > len - pos) return fail("tuple data runs past the end of the message");
     if (convs != Py_None) {
         if (!PyTuple_Check(convs)) { PyErr_SetString(PyExc_TypeError, "convs: a tuple or None"); return NULL; }
         if (PyTuple_GET_SIZE(convs) != ncols)
@@ -64,7 +68,7 @@ static PyObject *parse_tuple(PyObject *self, PyObject *args) {
         unsigned char kind = buf[pos];
         PyObject *v = NULL;
         if (kind == 't' || kind == 'b') {
-            if (pos + 5 > len) { Py_DECREF(values); return fail("tuple data runs past the end of the message"); }
+            if (len - pos < 5) { Py_DECREF(values); return fail("tuple data runs past the end of the message"); }
             Py_ssize_t n = (Py_ssize_t)be32(buf + pos + 1);
             pos += 5;
             if (n > len - pos) { Py_DECREF(values); return fail("tuple data runs past the end of the message"); }

@@ -19,7 +19,6 @@
 
 /* Configured once by configure(): the UNCHANGED sentinel, the classes decode() builds, and Op's members. */
 static PyObject *g_unchanged, *g_row_change, *g_part_ref, *g_value_part, *g_ops[4];
-static const char *OP_NAMES[4] = {"INSERT", "UPDATE", "DELETE", "TRUNCATE"};
 
 /* Attribute names, interned once. */
 static PyObject *s_txn_id, *s_commit, *s_text, *s_key, *s_commit_time_us, *s_chunk_index, *s_last, *s_confirm,
@@ -64,9 +63,10 @@ static int put_raw(Out *o, const char *p, Py_ssize_t n) {
     return OK;
 }
 
-/* A Python int as an Avro long; FALLBACK for anything but an int within 64 bits. */
+/* A Python int as an Avro long; FALLBACK for anything but an int within 64 bits. A bool is an int to Python, but
+ * fastavro refuses it where a long sits inside a union (PartRef, ValuePart): fastavro decides for bools. */
 static int put_int_obj(Out *o, PyObject *v) {
-    if (!PyLong_Check(v)) return FALLBACK;
+    if (!PyLong_Check(v) || PyBool_Check(v)) return FALLBACK;
     int overflow = 0;
     long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
     if (overflow) return FALLBACK;
@@ -169,10 +169,10 @@ done:
     return rc;
 }
 
+/* One of Op's members (by identity: the fastavro path writes op.value, which a plain string does not have). */
 static int put_op(Out *o, PyObject *op) {
-    if (!PyUnicode_Check(op)) return FALLBACK;
     for (int i = 0; i < 4; i++)
-        if (PyUnicode_CompareWithASCIIString(op, OP_NAMES[i]) == 0) return put_long(o, i);
+        if (op == g_ops[i]) return put_long(o, i);
     return FALLBACK;
 }
 
@@ -199,7 +199,14 @@ static int put_change(Out *o, PyObject *ch) {
         Py_ssize_t n = PyList_GET_SIZE(parts);
         if (n > 0) {
             TRY(put_long(o, n));
-            for (Py_ssize_t i = 0; i < n; i++) TRY(put_part_ref(o, PyList_GET_ITEM(parts, i)));
+            for (Py_ssize_t i = 0; i < n; i++) { /* as for changes in put_chunk */
+                if (PyList_GET_SIZE(parts) != n) { rc = FALLBACK; goto done; }
+                PyObject *ref = PyList_GET_ITEM(parts, i);
+                Py_INCREF(ref);
+                rc = put_part_ref(o, ref);
+                Py_DECREF(ref);
+                if (rc != OK) goto done;
+            }
         }
         TRY(put_long(o, 0));
     }
@@ -243,7 +250,16 @@ static int put_chunk(Out *o, PyObject *c) {
     TRY(put_long(o, n)); /* row_count */
     if (n > 0) {
         TRY(put_long(o, n));
-        for (Py_ssize_t i = 0; i < n; i++) TRY(put_change(o, PyList_GET_ITEM(changes, i)));
+        for (Py_ssize_t i = 0; i < n; i++) {
+            /* The count is written: a list that changed size under us (attribute code of an odd object) goes to
+             * fastavro, and the item is held while its attributes are read. */
+            if (PyList_GET_SIZE(changes) != n) { rc = FALLBACK; goto done; }
+            PyObject *change = PyList_GET_ITEM(changes, i);
+            Py_INCREF(change);
+            rc = put_change(o, change);
+            Py_DECREF(change);
+            if (rc != OK) goto done;
+        }
     }
     TRY(put_long(o, 0));
     if (a[PART] == Py_None) {
@@ -335,6 +351,8 @@ static int get_block(In *in, int64_t *count) {
     if (get_long(in, count) < 0) return -1;
     if (*count < 0) {
         int64_t size;
+        /* -INT64_MIN does not exist (undefined behaviour): such a count is corrupt, not a huge block. */
+        if (*count == INT64_MIN) return bad("an array's item count is out of range");
         *count = -*count;
         if (get_long(in, &size) < 0) return -1;
     }
@@ -345,7 +363,10 @@ static int get_block(In *in, int64_t *count) {
 static PyObject *get_value(In *in, int with_unchanged) {
     int64_t branch;
     if (get_long(in, &branch) < 0) return NULL;
-    if (!with_unchanged && branch >= 1) branch += 1; /* old_key's union has no Unchanged branch */
+    if (!with_unchanged && branch >= 1) { /* old_key's union has no Unchanged branch */
+        if (branch > 5) { bad("unknown union branch of a value"); return NULL; } /* and +1 must not overflow */
+        branch += 1;
+    }
     switch (branch) {
     case 0: Py_RETURN_NONE;
     case 1: Py_INCREF(g_unchanged); return g_unchanged;
