@@ -37,8 +37,8 @@ class KafkaSettings(Frozen):
                                           description="retention must exceed the longest delay by this much")
     replication_factor: int = Field(default=1, ge=1)
     compression: Literal["auto", "none", "lz4", "zstd", "snappy", "gzip"] = Field(
-        default="auto", description="the redo producer's codec; 'auto' follows the measured link (lz4 on a LAN, zstd "
-        "on a slow link: common/link.py); a codec name fixes it")
+        default="lz4", description="the redo producer's codec; 'auto' (opt-in, README 'Compression that follows the "
+        "link') follows the measured link: lz4 on a LAN, zstd on a slow link (common/link.py)")
 
     @property
     def redo_retention_ms(self) -> int:

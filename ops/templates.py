@@ -16,7 +16,7 @@ kafka:
   redo_retention_hours: 168      # the redo topic IS the archive: keep longer than the longest delay + the margin
   retention_margin_hours: 24     # 'ark check'/'ark status' warn when retention < longest delay + this
                                  # ('ark purge' frees space below what every standby still needs)
-  compression: auto              # follows the link (lz4 on a LAN, zstd when slow); or none, lz4, zstd, snappy, gzip
+  compression: lz4               # or auto (follows the link: README), none, zstd, snappy, gzip
   # replication_factor: 3        # on a real cluster
   # sasl_username: ark
   # sasl_password: {env: ARK_KAFKA_PASSWORD}

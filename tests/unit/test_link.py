@@ -211,7 +211,7 @@ def test_a_fixed_codec_is_never_changed(producers: list[FakeProducer]) -> None:
 
 def test_auto_switches_only_after_a_commit(producers: list[FakeProducer]) -> None:
     now = [0.0]
-    writer = redo_kafka.KafkaWriter(KafkaSettings(), "g", clock=lambda: now[0])
+    writer = redo_kafka.KafkaWriter(KafkaSettings(compression="auto"), "g", clock=lambda: now[0])
     assert writer.adaptive and producers[0].conf["compression.type"] == "lz4"
     on_stats = producers[0].conf["stats_cb"]
     writer.begin()
